@@ -1,0 +1,1 @@
+//! `mer-coordinator`: experiment orchestration without libtorch.

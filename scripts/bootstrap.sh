@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything the build and the test suite need on a fresh Debian 12 machine.
+# Idempotent: a second run only checks and returns in seconds.
+#   - Debian packages: OpenCV (dev headers + Haar cascades), clang/libclang for the opencv crate's
+#     binding generator, protoc for the gRPC code generation, SQLite, pkg-config.
+#   - .venv/ (project-local): torch==2.11.0 (tch 0.24.0 links against exactly it) and the Python test tools.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+APT_PKGS=(libopencv-dev opencv-data clang libclang-dev protobuf-compiler pkg-config libsqlite3-dev)
+PY_PKGS=("torch==2.11.0" "numpy" "scikit-learn" "safetensors" "openpyxl")
+
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+stamp=".venv/.mer-bootstrap-$(printf '%s\n' "${PY_PKGS[@]}" | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "bootstrap: creating .venv with ${PY_PKGS[*]}" >&2
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q "${PY_PKGS[@]}"
+  touch "$stamp"
+fi

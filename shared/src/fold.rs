@@ -1,0 +1,66 @@
+//! The result of training and testing one LOSO fold: what a worker reports and the coordinator pools.
+
+use crate::metrics::Confusion;
+use crate::predictions::PredictionRecord;
+use serde::{Deserialize, Serialize};
+
+/// One test sample's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplePrediction {
+    /// Sample id (`dataset/subject/filename`).
+    pub id: String,
+    /// The prediction record (dataset, subject, filename, label, pred).
+    #[serde(flatten)]
+    pub record: PredictionRecord,
+    /// Softmax class probabilities.
+    pub probs: Vec<f32>,
+}
+
+/// One epoch's training log line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    /// `prior` or `target`.
+    pub stage: String,
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub loss: f64,
+    /// Monitoring metric where the stage has one (prior: held-out pair accuracy); never the test subject.
+    pub monitor: Option<f64>,
+    /// Training throughput.
+    pub samples_per_s: f64,
+}
+
+/// Wall-clock timings of a fold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Seconds in prior learning.
+    pub prior_s: f64,
+    /// Seconds in target learning.
+    pub target_s: f64,
+    /// Seconds in testing.
+    pub test_s: f64,
+    /// Total seconds.
+    pub total_s: f64,
+}
+
+/// Everything one fold produces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoldResult {
+    /// The held-out subject, `dataset/subject`.
+    pub test_subject: String,
+    /// Label scheme key.
+    pub scheme: String,
+    /// Seed used.
+    pub seed: u64,
+    /// Device the fold ran on (`cpu`, `cuda:0`...).
+    pub device: String,
+    /// Every test sample's prediction.
+    pub predictions: Vec<SamplePrediction>,
+    /// The fold's confusion counts (to be pooled, never averaged).
+    pub confusion: Confusion,
+    /// Per-epoch training log.
+    pub epochs: Vec<EpochLog>,
+    /// Timings.
+    pub timings: Timings,
+}

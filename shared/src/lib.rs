@@ -1,0 +1,19 @@
+//! `mer-shared`: everything the coordinator, the workers and the CLI agree on, with no libtorch and no
+//! OpenCV: dataset and label-scheme names, pooled MEGC2019 scoring, the MEGC2019 prediction log, the
+//! prepared-data file format, training settings and fold results.
+
+pub mod composite;
+pub mod dataset;
+pub mod error;
+pub mod fold;
+pub mod labels;
+pub mod megc_log;
+pub mod metrics;
+pub mod predictions;
+pub mod prepared;
+pub mod train_config;
+
+pub use dataset::Dataset;
+pub use error::SharedError;
+pub use labels::LabelScheme;
+pub use metrics::{Confusion, Scores};

@@ -1,0 +1,280 @@
+//! The prepared-dataset file: ONE safetensors file holding every sample's optical-flow tensor plus
+//! per-sample metadata, written by `mer prep` and read by the training engine (and by Python's
+//! `safetensors`/numpy).
+//!
+//! Layout (format `mer-prepared/1`):
+//! - tensor `flow`: f32, shape `[N, C, T, H, W]` = samples x flow channels (u, v[, magnitude]) x 10 flow
+//!   frames x height x width (112 x 112 by default). `flow[i]` is exactly the model input of sample `i`.
+//! - `__metadata__` (string -> string):
+//!   - `format`: `mer-prepared/1`
+//!   - `prep`: JSON [`PrepInfo`] (key-frame method, interpolator, Farneback parameters, crop settings)
+//!   - `samples`: JSON array of [`SampleMeta`], in tensor order.
+//!
+//! Writes are atomic (temporary file in the target folder, fsync, rename), so a reader never sees a
+//! partial file under the final name.
+
+use crate::dataset::Dataset;
+use crate::error::SharedError;
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+/// The format tag stored in the file's metadata.
+pub const FORMAT: &str = "mer-prepared/1";
+/// Name of the flow tensor.
+pub const FLOW_TENSOR: &str = "flow";
+
+/// How a prepared file was made; recorded with every result that uses it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepInfo {
+    /// Key-frame construction: `adaptive`, `tas` or `tim`.
+    pub keyframes: String,
+    /// The frame interpolator used by `adaptive`/`tim` (e.g. `farneback-warp-blend`, or a model file hash).
+    pub interpolator: String,
+    /// Farneback parameters, as OpenCV names them.
+    pub flow_params: BTreeMap<String, f64>,
+    /// Output size (pixels, square).
+    pub size: u32,
+    /// Number of flow frames (10).
+    pub frames: u32,
+    /// Flow channels stored: `["u","v"]` or `["u","v","magnitude"]`.
+    pub channels: Vec<String>,
+    /// Face-crop method (`haar-eyes`, `haar`, `full-frame` fallback...).
+    pub crop: String,
+    /// `mer` version that wrote the file.
+    pub mer_version: String,
+}
+
+/// Everything known about one prepared sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleMeta {
+    /// Unique id `dataset/subject/filename`, e.g. `casme2/sub01/EP02_01f`.
+    pub id: String,
+    /// Dataset part.
+    pub dataset: Dataset,
+    /// Subject as the composite list writes it (`sub01`, `s01`, `6`).
+    pub subject: String,
+    /// Clip name as the dataset writes it.
+    pub filename: String,
+    /// Annotated emotion, verbatim.
+    pub emotion: String,
+    /// Objective class 1..7 where the dataset has one.
+    pub objective_class: Option<u32>,
+    /// Class index under each label scheme that includes this clip (`megc3`, `objective5`, `emotion5`).
+    pub labels: BTreeMap<String, usize>,
+    /// Onset frame number.
+    pub onset: u32,
+    /// Apex frame number.
+    pub apex: u32,
+    /// Offset frame number.
+    pub offset: u32,
+    /// True when the apex was not annotated but estimated (SMIC: middle frame).
+    pub apex_estimated: bool,
+    /// The 11 key-frame times (frame numbers; fractional where TIM interpolates).
+    pub keyframe_times: Vec<f64>,
+    /// Source frame files the key-frames were built from, relative to the dataset root.
+    pub source_frames: Vec<String>,
+    /// Face box in source pixels: x, y, width, height.
+    pub crop_box: [i32; 4],
+    /// Annotation corrections applied to this clip (from the corrections file), human-readable.
+    pub corrections: Vec<String>,
+}
+
+impl SampleMeta {
+    /// `dataset/subject`, the LOSO fold key of this sample.
+    pub fn fold_key(&self) -> String {
+        format!("{}/{}", self.dataset, self.subject)
+    }
+}
+
+/// A prepared dataset in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// How it was made.
+    pub info: PrepInfo,
+    /// Per-sample metadata, in tensor order.
+    pub samples: Vec<SampleMeta>,
+    /// Shape `[N, C, T, H, W]`.
+    pub shape: [usize; 5],
+    /// The flow tensor, row-major.
+    pub flow: Vec<f32>,
+}
+
+impl Prepared {
+    /// Number of f32 values per sample.
+    pub fn sample_len(&self) -> usize {
+        self.shape[1..].iter().product()
+    }
+
+    /// The flow values of sample `i` (`[C, T, H, W]`).
+    pub fn sample_flow(&self, i: usize) -> &[f32] {
+        let n = self.sample_len();
+        &self.flow[i * n..(i + 1) * n]
+    }
+
+    /// Checks internal consistency (shape vs. data vs. metadata, unique ids).
+    pub fn validate(&self, path: &Path) -> Result<(), SharedError> {
+        let bad = |m: String| SharedError::Prepared { path: path.to_path_buf(), message: m };
+        if self.shape[0] != self.samples.len() {
+            return Err(bad(format!("tensor has {} samples, metadata {}", self.shape[0], self.samples.len())));
+        }
+        if self.shape.iter().product::<usize>() != self.flow.len() {
+            return Err(bad(format!("shape {:?} does not match {} values", self.shape, self.flow.len())));
+        }
+        if self.shape[1] != self.info.channels.len() || self.shape[2] != self.info.frames as usize {
+            return Err(bad(format!("shape {:?} disagrees with prep info channels/frames", self.shape)));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.samples {
+            if !seen.insert(&s.id) {
+                return Err(bad(format!("duplicate sample id '{}'", s.id)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the file atomically (temp file + fsync + rename in the same folder).
+    pub fn write(&self, path: &Path) -> Result<(), SharedError> {
+        self.validate(path)?;
+        let bytes: &[u8] = f32_bytes(&self.flow);
+        let view = TensorView::new(Dtype::F32, self.shape.to_vec(), bytes)
+            .map_err(|e| SharedError::Prepared { path: path.into(), message: e.to_string() })?;
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), FORMAT.to_string());
+        meta.insert("prep".to_string(), json(&self.info));
+        meta.insert("samples".to_string(), json(&self.samples));
+        let data = safetensors::serialize([(FLOW_TENSOR, view)], Some(meta))
+            .map_err(|e| SharedError::Prepared { path: path.into(), message: e.to_string() })?;
+        write_atomic(path, &data)
+    }
+
+    /// Reads and validates a prepared file.
+    pub fn read(path: &Path) -> Result<Self, SharedError> {
+        let data = std::fs::read(path).map_err(|e| SharedError::io(path, e))?;
+        let bad = |m: String| SharedError::Prepared { path: path.to_path_buf(), message: m };
+        let (_, md) = safetensors::SafeTensors::read_metadata(&data).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let meta = md.metadata().clone().ok_or_else(|| bad("no __metadata__".into()))?;
+        let get = |k: &str| meta.get(k).ok_or_else(|| bad(format!("metadata has no '{k}'")));
+        if get("format")? != FORMAT {
+            return Err(bad(format!("format '{}' is not {FORMAT}", get("format")?)));
+        }
+        let info: PrepInfo = serde_json::from_str(get("prep")?).map_err(|e| bad(format!("metadata 'prep': {e}")))?;
+        let samples: Vec<SampleMeta> =
+            serde_json::from_str(get("samples")?).map_err(|e| bad(format!("metadata 'samples': {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(&data).map_err(|e| bad(e.to_string()))?;
+        let t = st.tensor(FLOW_TENSOR).map_err(|e| bad(format!("tensor '{FLOW_TENSOR}': {e}")))?;
+        if t.dtype() != Dtype::F32 || t.shape().len() != 5 {
+            return Err(bad(format!("tensor '{FLOW_TENSOR}' must be f32 [N,C,T,H,W], is {:?} {:?}", t.dtype(), t.shape())));
+        }
+        let shape = [t.shape()[0], t.shape()[1], t.shape()[2], t.shape()[3], t.shape()[4]];
+        let flow: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let p = Prepared { info, samples, shape, flow };
+        p.validate(path)?;
+        Ok(p)
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    // Serialising plain data structs to JSON cannot fail.
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn f32_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and any byte pattern is a valid u8; the slice covers exactly v's memory.
+    // The target is little-endian x86_64/aarch64, matching safetensors' little-endian layout.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+/// Writes `data` to `path` atomically: a temporary file in the same folder, fsync, then rename. A crash
+/// leaves either the old file or the new one, never a partial file under `path`.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), SharedError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| SharedError::io(dir, e))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(SharedError::io(path, e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(i: usize) -> SampleMeta {
+        SampleMeta {
+            id: format!("casme2/sub01/EP{i:02}"),
+            dataset: Dataset::Casme2,
+            subject: "sub01".into(),
+            filename: format!("EP{i:02}"),
+            emotion: "happiness".into(),
+            objective_class: Some(1),
+            labels: [("megc3".to_string(), 1usize)].into_iter().collect(),
+            onset: 25,
+            apex: 91,
+            offset: 121,
+            apex_estimated: false,
+            keyframe_times: vec![25.0; 11],
+            source_frames: vec!["img25.jpg".into()],
+            crop_box: [0, 0, 10, 10],
+            corrections: vec![],
+        }
+    }
+
+    fn info() -> PrepInfo {
+        PrepInfo {
+            keyframes: "adaptive".into(),
+            interpolator: "farneback-warp-blend".into(),
+            flow_params: BTreeMap::new(),
+            size: 4,
+            frames: 10,
+            channels: vec!["u".into(), "v".into()],
+            crop: "haar".into(),
+            mer_version: "test".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_atomic_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.safetensors");
+        let n = 2 * 2 * 10 * 4 * 4;
+        let p = Prepared { info: info(), samples: vec![sample(1), sample(2)], shape: [2, 2, 10, 4, 4], flow: (0..n).map(|x| x as f32).collect() };
+        p.write(&path).unwrap();
+        let q = Prepared::read(&path).unwrap();
+        assert_eq!(p, q);
+        assert_eq!(q.sample_flow(1)[0], (n / 2) as f32);
+        // Only the final file remains.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn rejects_inconsistent_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.safetensors");
+        let p = Prepared { info: info(), samples: vec![sample(1), sample(1)], shape: [2, 2, 10, 4, 4], flow: vec![0.0; 640] };
+        assert!(p.write(&path).unwrap_err().to_string().contains("duplicate"));
+        assert!(!path.exists());
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(Prepared::read(&path).unwrap_err().to_string().contains("p.safetensors"));
+    }
+}

@@ -1,0 +1,45 @@
+//! `mer`: the command-line interface of the MERSiamC3D experiment system.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+/// MERSiamC3D micro-expression recognition: synthetic data, preparation, libtorch training, and LOSO
+/// experiments orchestrated over gRPC (local mode by default).
+#[derive(Debug, Parser)]
+#[command(name = "mer", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info`, `mer=debug`.
+    #[arg(long, global = true, env = "MER_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Score predictions (MEGC2019 log or CSV) with pooled UF1/UAR, per dataset part.
+    Score(cli::score::ScoreArgs),
+    /// Benchmarks that print numbers.
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Score(a) => cli::score::run(a),
+        Command::Bench(b) => cli::bench::run(b),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! `mer-worker`: everything that touches pixels and tensors.
