@@ -11,6 +11,7 @@ pub mod megc_log;
 pub mod metrics;
 pub mod predictions;
 pub mod prepared;
+pub mod proto;
 pub mod train_config;
 
 pub use dataset::Dataset;

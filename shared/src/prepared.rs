@@ -178,6 +178,66 @@ impl Prepared {
     }
 }
 
+/// The metadata of a prepared file without its flow tensor (see [`Prepared::read_meta`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedMeta {
+    /// How it was made.
+    pub info: PrepInfo,
+    /// Per-sample metadata, in tensor order.
+    pub samples: Vec<SampleMeta>,
+    /// Shape of the flow tensor `[N, C, T, H, W]`.
+    pub shape: [usize; 5],
+}
+
+impl Prepared {
+    /// Reads only the safetensors header (8-byte length + JSON) of a prepared file: its [`PrepInfo`],
+    /// sample metadata and tensor shape, without loading the flow tensor. Checks the format tag, that the
+    /// file is as long as the header says, and that the tensor's sample count matches the metadata.
+    pub fn read_meta(path: &Path) -> Result<PreparedMeta, SharedError> {
+        use std::io::Read;
+        let bad = |m: String| SharedError::Prepared { path: path.to_path_buf(), message: m };
+        let mut f = std::fs::File::open(path).map_err(|e| SharedError::io(path, e))?;
+        let file_len = f.metadata().map_err(|e| SharedError::io(path, e))?.len();
+        let mut len8 = [0u8; 8];
+        f.read_exact(&mut len8).map_err(|_| bad("not a safetensors file: shorter than 8 bytes".into()))?;
+        let n = u64::from_le_bytes(len8);
+        if n == 0 || n > 100_000_000 || 8 + n > file_len {
+            return Err(bad(format!("not a safetensors file: header length {n} does not fit a {file_len}-byte file")));
+        }
+        let mut header = vec![0u8; n as usize];
+        f.read_exact(&mut header).map_err(|e| SharedError::io(path, e))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&header).map_err(|e| bad(format!("not a safetensors file: header is not JSON: {e}")))?;
+        let meta = v.get("__metadata__").and_then(|m| m.as_object()).ok_or_else(|| bad("no __metadata__".into()))?;
+        let get = |k: &str| meta.get(k).and_then(|x| x.as_str()).ok_or_else(|| bad(format!("metadata has no '{k}'")));
+        if get("format")? != FORMAT {
+            return Err(bad(format!("format '{}' is not {FORMAT}", get("format")?)));
+        }
+        let info: PrepInfo = serde_json::from_str(get("prep")?).map_err(|e| bad(format!("metadata 'prep': {e}")))?;
+        let samples: Vec<SampleMeta> =
+            serde_json::from_str(get("samples")?).map_err(|e| bad(format!("metadata 'samples': {e}")))?;
+        let t = v.get(FLOW_TENSOR).ok_or_else(|| bad(format!("no tensor '{FLOW_TENSOR}'")))?;
+        let dims: Vec<usize> = t
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .map(|a| a.iter().filter_map(|d| d.as_u64().map(|d| d as usize)).collect())
+            .unwrap_or_default();
+        if t.get("dtype").and_then(|d| d.as_str()) != Some("F32") || dims.len() != 5 {
+            return Err(bad(format!("tensor '{FLOW_TENSOR}' must be f32 [N,C,T,H,W], header says {t}")));
+        }
+        let end = t.get("data_offsets").and_then(|o| o.get(1)).and_then(|o| o.as_u64()).unwrap_or(0);
+        let expect = dims.iter().product::<usize>() as u64 * 4;
+        if end != expect || 8 + n + end != file_len {
+            return Err(bad(format!("file is {file_len} bytes, header promises {} (truncated or corrupt)", 8 + n + end)));
+        }
+        let shape = [dims[0], dims[1], dims[2], dims[3], dims[4]];
+        if shape[0] != samples.len() {
+            return Err(bad(format!("tensor has {} samples, metadata {}", shape[0], samples.len())));
+        }
+        Ok(PreparedMeta { info, samples, shape })
+    }
+}
+
 fn json<T: Serialize>(v: &T) -> String {
     // Serialising plain data structs to JSON cannot fail.
     serde_json::to_string(v).unwrap_or_default()
@@ -265,6 +325,23 @@ mod tests {
         assert_eq!(q.sample_flow(1)[0], (n / 2) as f32);
         // Only the final file remains.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn read_meta_reads_only_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.safetensors");
+        let n = 2 * 2 * 10 * 4 * 4;
+        let p = Prepared { info: info(), samples: vec![sample(1), sample(2)], shape: [2, 2, 10, 4, 4], flow: vec![0.5; n] };
+        p.write(&path).unwrap();
+        let m = Prepared::read_meta(&path).unwrap();
+        assert_eq!((m.info, m.samples, m.shape), (p.info.clone(), p.samples.clone(), p.shape));
+        // A truncated file is refused.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        assert!(Prepared::read_meta(&path).unwrap_err().to_string().contains("truncated"));
+        std::fs::write(&path, b"xx").unwrap();
+        assert!(Prepared::read_meta(&path).is_err());
     }
 
     #[test]

@@ -170,11 +170,20 @@ pub struct AugmentConfig {
     pub temporal: bool,
     /// Pixels cut at the cropped side(s), drawn uniformly from this inclusive range.
     pub crop_px: [u32; 2],
+    /// How many different variants of each training sample one target-learning epoch shows (capped at the
+    /// number of enabled variants: 36 with crops and temporal on). 36 = the paper's 36x enlarged training set
+    /// per epoch; smaller values draw a random subset of the variants per sample and epoch (faster epochs).
+    #[serde(default = "default_variants_per_epoch")]
+    pub variants_per_epoch: usize,
+}
+
+fn default_variants_per_epoch() -> usize {
+    36
 }
 
 impl Default for AugmentConfig {
     fn default() -> Self {
-        AugmentConfig { crops: true, temporal: true, crop_px: [2, 5] }
+        AugmentConfig { crops: true, temporal: true, crop_px: [2, 5], variants_per_epoch: default_variants_per_epoch() }
     }
 }
 

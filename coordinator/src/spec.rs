@@ -1,0 +1,692 @@
+//! Experiment specs: the TOML file a researcher writes (dataset, label scheme, parts, LOSO, training
+//! settings, sweep axes, launcher), parsed with `deny_unknown_fields` everywhere and checked for
+//! contradictions. Every error names the file and, where the input has one, the line and column.
+//! The full reference is `docs/experiments.md`.
+
+use crate::error::CoordError;
+use mer_shared::train_config::{Alpha, LossConfig, TrainConfig};
+use mer_shared::{Dataset, LabelScheme};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Default number of attempts before a task gives up.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default lease length (seconds), extended by every heartbeat.
+pub const DEFAULT_LEASE_SECONDS: u64 = 120;
+
+/// One experiment: what to train, on what data, under which protocol, over which sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    /// Experiment name (letters, digits, `.`, `_`, `-`); names the run folder. Not part of any task key.
+    pub name: String,
+    /// Free text shown in reports.
+    #[serde(default)]
+    pub description: String,
+    /// The prepared dataset (a `mer prep` safetensors file). Exactly one of `dataset` / `[datasets]`.
+    #[serde(default)]
+    pub dataset: Option<PathBuf>,
+    /// Prepared datasets keyed by key-frame tag (for a `keyframes` sweep over several prepared files).
+    #[serde(default)]
+    pub datasets: BTreeMap<String, PathBuf>,
+    /// Label scheme: `megc3`, `objective5` or `emotion5`.
+    pub scheme: LabelScheme,
+    /// Dataset parts to include; `None` = every part of the dataset with a sample labelled under `scheme`.
+    #[serde(default)]
+    pub parts: Option<Vec<Dataset>>,
+    /// Evaluation protocol (only `loso`).
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Where prior learning runs (only `per_fold`: on the fold's training subjects, never the test subject).
+    #[serde(default)]
+    pub prior_scope: PriorScope,
+    /// Training settings of every fold (paper defaults); sweep axes override single fields.
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// Sweep axes; their cartesian product is the set of sweep points.
+    #[serde(default)]
+    pub sweep: SweepSpec,
+    /// Who starts the workers: `local` (processes on this machine) or `kubernetes`.
+    #[serde(default)]
+    pub launcher: LauncherKind,
+    /// Settings of the Kubernetes launcher (required when `launcher = "kubernetes"`).
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesSpec>,
+    /// Attempts per task before it gives up (failures and lost leases both count).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Lease length in seconds; a lease not renewed by a heartbeat within it is lost.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
+    /// The text the spec was parsed from (to locate errors found later, e.g. against the dataset).
+    #[serde(skip)]
+    pub source: Option<SpecSource>,
+}
+
+fn default_max_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
+}
+
+fn default_lease_seconds() -> u64 {
+    DEFAULT_LEASE_SECONDS
+}
+
+/// The file name and text a spec came from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SpecSource {
+    /// File name as given to [`parse_spec`].
+    pub file: String,
+    /// The TOML text.
+    pub text: String,
+}
+
+/// Evaluation protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Leave one subject out: one fold per subject with at least one labelled sample.
+    #[default]
+    Loso,
+}
+
+/// Scope of prior (siamese) learning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorScope {
+    /// One prior-learning task per fold (and seed), on that fold's training subjects only.
+    #[default]
+    PerFold,
+}
+
+/// The launcher kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LauncherKind {
+    /// Worker processes on this machine (`mer run`).
+    #[default]
+    Local,
+    /// A Kubernetes Job of worker pods.
+    Kubernetes,
+}
+
+/// Settings of the Kubernetes launcher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSpec {
+    /// Container image of the workers.
+    pub image: String,
+    /// Namespace of the Job.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Worker pods (Job parallelism).
+    #[serde(default = "one")]
+    pub workers: u32,
+    /// GPUs requested per pod (0 = CPU pods).
+    #[serde(default)]
+    pub gpus_per_worker: u32,
+    /// Training slots per device in each worker.
+    #[serde(default = "one")]
+    pub slots_per_device: u32,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Target-loss kinds a sweep can choose between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// Multi-class focal loss (gamma from `[train.target.loss]`, 2 by default).
+    Focal,
+    /// Softmax cross-entropy.
+    CrossEntropy,
+}
+
+impl LossKind {
+    /// The key used in specs, labels and JSON.
+    pub fn key(self) -> &'static str {
+        match self {
+            LossKind::Focal => "focal",
+            LossKind::CrossEntropy => "cross_entropy",
+        }
+    }
+}
+
+/// Sweep axes. An absent axis takes its single value from `[train]`; a present axis must not be empty.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    /// Scalar focal-loss alphas (the paper's Fig. 4 sweeps 1..10).
+    #[serde(default)]
+    pub alpha: Option<Vec<f64>>,
+    /// Number of frozen conv layers k, each in 0..=5 (the paper's Table 7).
+    #[serde(default)]
+    pub frozen_layers: Option<Vec<usize>>,
+    /// Target losses.
+    #[serde(default)]
+    pub loss: Option<Vec<LossKind>>,
+    /// With (`true`) and/or without (`false`) prior learning.
+    #[serde(default)]
+    pub prior: Option<Vec<bool>>,
+    /// Key-frame method tags; each names a prepared file whose `PrepInfo.keyframes` it must match.
+    #[serde(default)]
+    pub keyframes: Option<Vec<String>>,
+    /// Base seeds (replace `train.seed`); each fold derives its own seed from it.
+    #[serde(default)]
+    pub seeds: Option<Vec<u64>>,
+}
+
+/// One element of a key path inside the spec, for locating errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathSeg<'a> {
+    /// A table key.
+    Key(&'a str),
+    /// An array index.
+    Index(usize),
+}
+
+impl SpecSource {
+    /// 1-based (line, column) of the value at `path`, or of its nearest existing ancestor; (0, 0) when
+    /// nothing of it is in the text.
+    pub fn locate(&self, path: &[PathSeg<'_>]) -> (usize, usize) {
+        let Ok(root) = toml::de::DeTable::parse(&self.text) else { return (0, 0) };
+        let mut best: Option<usize> = None;
+        let mut cur: Option<&toml::Spanned<toml::de::DeValue<'_>>> = None;
+        for (i, seg) in path.iter().enumerate() {
+            let next = match (seg, cur) {
+                (PathSeg::Key(k), None) if i == 0 => root.get_ref().get_key_value(*k),
+                (PathSeg::Key(k), Some(v)) => v.get_ref().as_table().and_then(|t| t.get_key_value(*k)),
+                _ => None,
+            };
+            match (seg, next) {
+                (PathSeg::Key(_), Some((key, val))) => {
+                    // The key for a table/field, the value itself for scalars and arrays.
+                    best = Some(if val.get_ref().is_table() { key.span().start } else { val.span().start });
+                    cur = Some(val);
+                }
+                (PathSeg::Index(ix), _) => {
+                    let el = cur.and_then(|v| v.get_ref().as_array()).and_then(|a| a.get(*ix));
+                    match el {
+                        Some(el) => {
+                            best = Some(el.span().start);
+                            cur = Some(el);
+                        }
+                        None => break,
+                    }
+                }
+                _ => break,
+            }
+        }
+        match best {
+            Some(off) => line_col(&self.text, off),
+            None => (0, 0),
+        }
+    }
+
+    /// A spec error located at `path`.
+    pub fn error(&self, path: &[PathSeg<'_>], message: impl Into<String>) -> CoordError {
+        let (line, col) = self.locate(path);
+        CoordError::Spec { file: self.file.clone(), line, col, message: message.into() }
+    }
+}
+
+/// 1-based line and column (in characters) of byte offset `off` in `text`.
+pub fn line_col(text: &str, off: usize) -> (usize, usize) {
+    let off = off.min(text.len());
+    let before = text.get(..off).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+impl ExperimentSpec {
+    /// A spec error located at `path` (in the source text when known).
+    pub fn error(&self, path: &[PathSeg<'_>], message: impl Into<String>) -> CoordError {
+        match &self.source {
+            Some(s) => s.error(path, message),
+            None => CoordError::Spec { file: "<spec>".into(), line: 0, col: 0, message: message.into() },
+        }
+    }
+
+    /// Every prepared file the spec names, keyed by key-frame tag (`None`: the single `dataset`).
+    pub fn dataset_files(&self) -> Vec<(Option<String>, PathBuf)> {
+        match &self.dataset {
+            Some(p) => vec![(None, p.clone())],
+            None => self.datasets.iter().map(|(k, p)| (Some(k.clone()), p.clone())).collect(),
+        }
+    }
+
+    /// The effective values of the `loss` axis (the `[train]` loss when not swept).
+    pub fn losses(&self) -> Vec<LossKind> {
+        self.sweep.loss.clone().unwrap_or_else(|| {
+            vec![match self.train.target.loss {
+                LossConfig::Focal { .. } => LossKind::Focal,
+                LossConfig::CrossEntropy => LossKind::CrossEntropy,
+            }]
+        })
+    }
+
+    /// The effective values of the `prior` axis.
+    pub fn priors(&self) -> Vec<bool> {
+        self.sweep.prior.clone().unwrap_or_else(|| vec![self.train.prior.enabled])
+    }
+
+    /// The effective values of the `frozen_layers` axis.
+    pub fn frozen(&self) -> Vec<usize> {
+        self.sweep.frozen_layers.clone().unwrap_or_else(|| vec![self.train.target.frozen_layers])
+    }
+
+    /// The effective base seeds.
+    pub fn seeds(&self) -> Vec<u64> {
+        self.sweep.seeds.clone().unwrap_or_else(|| vec![self.train.seed])
+    }
+
+    /// A stable hash of the whole spec (sha256 hex of its canonical JSON; the source text is left out).
+    pub fn spec_hash(&self) -> String {
+        let v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        crate::plan::sha256_hex(crate::plan::canonical_json(&v).as_bytes())
+    }
+
+    /// Checks everything that can be checked without the dataset. Called by [`parse_spec`].
+    pub fn validate(&self) -> Result<(), CoordError> {
+        use PathSeg::{Index, Key};
+        let e = |path: &[PathSeg<'_>], m: String| self.error(path, m);
+        if self.name.is_empty()
+            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            || self.name.starts_with('.')
+        {
+            return Err(e(
+                &[Key("name")],
+                format!("name '{}' must be non-empty and use only letters, digits, '.', '_' and '-' (it names the run folder)", self.name),
+            ));
+        }
+        match (&self.dataset, self.datasets.is_empty()) {
+            (None, true) => {
+                return Err(e(&[], "no dataset: set `dataset = \"file.safetensors\"` or a `[datasets]` table keyed by key-frame tag".into()))
+            }
+            (Some(_), false) => {
+                return Err(e(&[Key("datasets")], "`dataset` and `[datasets]` are both set; use one of them".into()))
+            }
+            _ => {}
+        }
+        for (tag, _) in &self.datasets {
+            if tag.is_empty() || !tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+                return Err(e(&[Key("datasets"), Key(tag)], format!("key-frame tag '{tag}' must use only letters, digits, '.', '_' and '-'")));
+            }
+        }
+        if let Some(parts) = &self.parts {
+            if parts.is_empty() {
+                return Err(e(&[Key("parts")], "parts is empty; leave it out to use every part of the dataset".into()));
+            }
+            let mut seen = BTreeSet::new();
+            for (i, p) in parts.iter().enumerate() {
+                if !seen.insert(*p) {
+                    return Err(e(&[Key("parts"), Index(i)], format!("part '{p}' is listed twice")));
+                }
+                if *p == Dataset::Smic && self.scheme != LabelScheme::Megc3 {
+                    return Err(e(
+                        &[Key("parts"), Index(i)],
+                        format!("SMIC has no labels under scheme {} (only megc3: its classes are negative/positive/surprise)", self.scheme),
+                    ));
+                }
+            }
+        }
+        validate_train(self, &self.train)?;
+        self.validate_sweep()?;
+        if self.max_attempts == 0 {
+            return Err(e(&[Key("max_attempts")], "max_attempts must be at least 1".into()));
+        }
+        if self.lease_seconds == 0 {
+            return Err(e(&[Key("lease_seconds")], "lease_seconds must be at least 1".into()));
+        }
+        match (self.launcher, &self.kubernetes) {
+            (LauncherKind::Kubernetes, None) => {
+                return Err(e(&[Key("launcher")], "launcher = \"kubernetes\" needs a [kubernetes] table (at least `image`)".into()))
+            }
+            (LauncherKind::Local, Some(_)) => {
+                return Err(e(&[Key("kubernetes")], "[kubernetes] is set but launcher is \"local\"; set launcher = \"kubernetes\" or remove the table".into()))
+            }
+            (LauncherKind::Kubernetes, Some(k)) => {
+                if k.image.trim().is_empty() {
+                    return Err(e(&[Key("kubernetes"), Key("image")], "kubernetes.image is empty".into()));
+                }
+                if !is_dns_label(&k.namespace) {
+                    return Err(e(&[Key("kubernetes"), Key("namespace")], format!("'{}' is not a valid namespace (lower-case letters, digits, '-', at most 63)", k.namespace)));
+                }
+                if k.workers == 0 {
+                    return Err(e(&[Key("kubernetes"), Key("workers")], "kubernetes.workers must be at least 1".into()));
+                }
+                if k.slots_per_device == 0 {
+                    return Err(e(&[Key("kubernetes"), Key("slots_per_device")], "kubernetes.slots_per_device must be at least 1".into()));
+                }
+            }
+            (LauncherKind::Local, None) => {}
+        }
+        Ok(())
+    }
+
+    fn validate_sweep(&self) -> Result<(), CoordError> {
+        use PathSeg::{Index, Key};
+        let s = &self.sweep;
+        let e = |path: &[PathSeg<'_>], m: String| self.error(path, m);
+        let empty = |axis: &str| e(&[Key("sweep"), Key(axis)], format!("sweep.{axis} is empty; leave the axis out to use the [train] value"));
+        if s.alpha.as_ref().is_some_and(Vec::is_empty) {
+            return Err(empty("alpha"));
+        }
+        if s.frozen_layers.as_ref().is_some_and(Vec::is_empty) {
+            return Err(empty("frozen_layers"));
+        }
+        if s.loss.as_ref().is_some_and(Vec::is_empty) {
+            return Err(empty("loss"));
+        }
+        if s.prior.as_ref().is_some_and(Vec::is_empty) {
+            return Err(empty("prior"));
+        }
+        if s.keyframes.as_ref().is_some_and(Vec::is_empty) {
+            return Err(empty("keyframes"));
+        }
+        if s.seeds.as_ref().is_some_and(Vec::is_empty) {
+            return Err(empty("seeds"));
+        }
+        for (i, a) in s.alpha.iter().flatten().enumerate() {
+            if !a.is_finite() || *a <= 0.0 {
+                return Err(e(&[Key("sweep"), Key("alpha"), Index(i)], format!("focal alpha {a} must be a positive number")));
+            }
+        }
+        for (i, k) in s.frozen_layers.iter().flatten().enumerate() {
+            if *k > 5 {
+                return Err(e(&[Key("sweep"), Key("frozen_layers"), Index(i)], format!("frozen_layers {k} is out of range: SinC3D has 5 conv layers (0..=5)")));
+            }
+        }
+        let losses = self.losses();
+        if s.alpha.is_some() && !losses.contains(&LossKind::Focal) {
+            return Err(e(
+                &[Key("sweep"), Key("alpha")],
+                "sweep.alpha is set but the target loss is cross_entropy, which has no alpha; set the loss to focal or drop the alpha axis".into(),
+            ));
+        }
+        let priors = self.priors();
+        if !priors.contains(&true) {
+            if let Some(k) = self.frozen().into_iter().find(|k| *k > 0) {
+                let path: &[PathSeg<'_>] = if s.frozen_layers.is_some() {
+                    &[Key("sweep"), Key("frozen_layers")]
+                } else {
+                    &[Key("train"), Key("target"), Key("frozen_layers")]
+                };
+                return Err(e(
+                    path,
+                    format!("frozen_layers = {k} without prior learning: frozen layers keep prior-learned weights, and prior learning is off (prior = false)"),
+                ));
+            }
+        }
+        if let Some(tags) = &s.keyframes {
+            let mut seen = BTreeSet::new();
+            for (i, t) in tags.iter().enumerate() {
+                if !seen.insert(t) {
+                    return Err(e(&[Key("sweep"), Key("keyframes"), Index(i)], format!("key-frame tag '{t}' is listed twice")));
+                }
+                if self.dataset.is_none() && !self.datasets.contains_key(t) {
+                    let known: Vec<&str> = self.datasets.keys().map(String::as_str).collect();
+                    return Err(e(
+                        &[Key("sweep"), Key("keyframes"), Index(i)],
+                        format!("key-frame tag '{t}' has no prepared file in [datasets] (known: {})", known.join(", ")),
+                    ));
+                }
+            }
+            if self.dataset.is_some() && tags.len() > 1 {
+                return Err(e(
+                    &[Key("sweep"), Key("keyframes")],
+                    "one prepared file has one key-frame method; to sweep several, name one prepared file per tag in [datasets]".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Checks the ranges of a training configuration (dataset-independent).
+fn validate_train(spec: &ExperimentSpec, t: &TrainConfig) -> Result<(), CoordError> {
+    use PathSeg::Key;
+    let e = |path: &[&str], m: String| {
+        let mut p = vec![Key("train")];
+        p.extend(path.iter().map(|k| Key(k)));
+        spec.error(&p, m)
+    };
+    let m = &t.model;
+    if let Some(w) = m.widths.iter().find(|w| **w <= 0) {
+        return Err(e(&["model", "widths"], format!("conv width {w} must be positive")));
+    }
+    for (name, v) in [("input_size", m.input_size), ("frames", m.frames), ("channels", m.channels), ("dense", m.dense)] {
+        if v <= 0 {
+            return Err(e(&["model", name], format!("model.{name} = {v} must be positive")));
+        }
+    }
+    if m.input_size < 8 {
+        return Err(e(&["model", "input_size"], format!("model.input_size = {} is too small for five conv/pool stages (at least 8)", m.input_size)));
+    }
+    if !(0.0..1.0).contains(&m.dropout) {
+        return Err(e(&["model", "dropout"], format!("model.dropout = {} must be in [0, 1)", m.dropout)));
+    }
+    for (stage, o) in [("prior", &t.prior.optim), ("target", &t.target.optim)] {
+        let p = |f: &'static str| [stage, "optim", f];
+        if o.epochs == 0 {
+            return Err(e(&p("epochs"), format!("{stage}.optim.epochs must be at least 1")));
+        }
+        if o.batch_size == 0 {
+            return Err(e(&p("batch_size"), format!("{stage}.optim.batch_size must be at least 1")));
+        }
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return Err(e(&p("lr"), format!("{stage}.optim.lr = {} must be a positive number", o.lr)));
+        }
+        if o.lr_step == 0 {
+            return Err(e(&p("lr_step"), format!("{stage}.optim.lr_step must be at least 1")));
+        }
+        if !(o.lr_divisor.is_finite() && o.lr_divisor >= 1.0) {
+            return Err(e(&p("lr_divisor"), format!("{stage}.optim.lr_divisor = {} must be >= 1", o.lr_divisor)));
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return Err(e(&p("momentum"), format!("{stage}.optim.momentum = {} must be in [0, 1)", o.momentum)));
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return Err(e(&p("weight_decay"), format!("{stage}.optim.weight_decay = {} must be >= 0", o.weight_decay)));
+        }
+    }
+    if t.prior.pairs_per_epoch < 2 {
+        return Err(e(&["prior", "pairs_per_epoch"], "prior.pairs_per_epoch must be at least 2 (one same and one different pair)".into()));
+    }
+    if !(0.0..1.0).contains(&t.prior.val_fraction) {
+        return Err(e(&["prior", "val_fraction"], format!("prior.val_fraction = {} must be in [0, 1)", t.prior.val_fraction)));
+    }
+    if t.target.frozen_layers > 5 {
+        return Err(e(
+            &["target", "frozen_layers"],
+            format!("frozen_layers {} is out of range: SinC3D has 5 conv layers (0..=5)", t.target.frozen_layers),
+        ));
+    }
+    if let LossConfig::Focal { gamma, alpha } = &t.target.loss {
+        if !(gamma.is_finite() && *gamma >= 0.0) {
+            return Err(e(&["target", "loss", "gamma"], format!("focal gamma {gamma} must be >= 0")));
+        }
+        match alpha {
+            Alpha::Scalar(a) if !(a.is_finite() && *a > 0.0) => {
+                return Err(e(&["target", "loss", "alpha"], format!("focal alpha {a} must be a positive number")))
+            }
+            Alpha::PerClass(v) if v.len() != spec.scheme.num_classes() => {
+                return Err(e(
+                    &["target", "loss", "alpha"],
+                    format!("{} per-class alphas given, scheme {} has {} classes", v.len(), spec.scheme, spec.scheme.num_classes()),
+                ))
+            }
+            Alpha::PerClass(v) if v.iter().any(|a| !(a.is_finite() && *a > 0.0)) => {
+                return Err(e(&["target", "loss", "alpha"], "every per-class alpha must be a positive number".into()))
+            }
+            _ => {}
+        }
+    }
+    if t.augment.crop_px[0] > t.augment.crop_px[1] {
+        return Err(e(&["augment", "crop_px"], format!("augment.crop_px {:?} must be [min, max] with min <= max", t.augment.crop_px)));
+    }
+    if t.augment.crop_px[1] as i64 * 2 >= m.input_size {
+        return Err(e(&["augment", "crop_px"], format!("augment.crop_px max {} is too large for input_size {}", t.augment.crop_px[1], m.input_size)));
+    }
+    if !valid_device(&t.device) {
+        return Err(e(&["device"], format!("device '{}' must be auto, cpu, cuda or cuda:N", t.device)));
+    }
+    if t.threads == Some(0) {
+        return Err(e(&["threads"], "threads must be at least 1 (leave it out for libtorch's default)".into()));
+    }
+    Ok(())
+}
+
+fn valid_device(d: &str) -> bool {
+    matches!(d, "auto" | "cpu" | "cuda") || d.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Parses and validates a spec; `file` names it in errors. Relative paths are kept as written.
+pub fn parse_spec(file: &str, text: &str) -> Result<ExperimentSpec, CoordError> {
+    let source = SpecSource { file: file.to_string(), text: text.to_string() };
+    let mut spec: ExperimentSpec = toml::from_str(text).map_err(|err| {
+        let (line, col) = err.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+        CoordError::Spec { file: file.to_string(), line, col, message: err.message().trim().to_string() }
+    })?;
+    spec.source = Some(source);
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Reads, parses and validates a spec file; relative dataset paths are resolved against the spec's folder.
+pub fn load_spec(path: &Path) -> Result<ExperimentSpec, CoordError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CoordError::io(path, e))?;
+    let mut spec = parse_spec(&path.display().to_string(), &text)?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let resolve = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
+    spec.dataset = spec.dataset.as_ref().map(resolve);
+    spec.datasets = spec.datasets.iter().map(|(k, p)| (k.clone(), resolve(p))).collect();
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "name = \"t\"\ndataset = \"d.safetensors\"\nscheme = \"megc3\"\n";
+
+    fn err(text: &str) -> String {
+        parse_spec("s.toml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_spec_takes_paper_defaults() {
+        let s = parse_spec("s.toml", MIN).unwrap();
+        assert_eq!(s.train, TrainConfig::default());
+        assert_eq!(s.launcher, LauncherKind::Local);
+        assert_eq!(s.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(s.protocol, Protocol::Loso);
+        assert_eq!(s.prior_scope, PriorScope::PerFold);
+        assert_eq!(s.losses(), vec![LossKind::Focal]);
+        assert_eq!(s.priors(), vec![true]);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_line_and_column() {
+        let e = err(&format!("{MIN}[sweep]\nalpah = [1.0]\n"));
+        assert!(e.starts_with("s.toml:5:1: "), "{e}");
+        assert!(e.contains("alpah"), "{e}");
+        let e = err(&format!("{MIN}[train.target]\nfrozen = 2\n"));
+        assert!(e.starts_with("s.toml:5:1: ") && e.contains("frozen"), "{e}");
+        let e = err(&format!("{MIN}colour = 1\n"));
+        assert!(e.starts_with("s.toml:4:1: ") && e.contains("colour"), "{e}");
+        let e = err("name = \"t\"\ndataset = \"d\"\nscheme = \"megc4\"\n");
+        assert!(e.starts_with("s.toml:3:10: ") && e.contains("megc4"), "{e}");
+        let e = err("name = \"t\"\nscheme = \"megc3\"\n[train\n");
+        assert!(e.starts_with("s.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn contradictions_are_errors_at_their_place() {
+        let e = err(&format!("{MIN}[sweep]\nprior = [false]\nfrozen_layers = [0, 2]\n"));
+        assert!(e.starts_with("s.toml:6:17: ") && e.contains("without prior learning"), "{e}");
+        let e = err(&format!("{MIN}[train.prior]\nenabled = false\n[train.target]\nfrozen_layers = 1\n"));
+        assert!(e.starts_with("s.toml:7:17: ") && e.contains("without prior learning"), "{e}");
+        let e = err(&format!("{MIN}[sweep]\nloss = [\"cross_entropy\"]\nalpha = [1, 2]\n"));
+        assert!(e.starts_with("s.toml:6:9: ") && e.contains("cross_entropy"), "{e}");
+        let e = err(&format!("{MIN}[sweep]\nalpha = []\n"));
+        assert!(e.contains("s.toml:5:9: ") && e.contains("empty"), "{e}");
+        let e = err(&format!("{MIN}[sweep]\nfrozen_layers = [1, 6]\n"));
+        assert!(e.starts_with("s.toml:5:21: ") && e.contains("0..=5"), "{e}");
+        let e = err(&format!("{MIN}[train.target]\nfrozen_layers = 9\n"));
+        assert!(e.starts_with("s.toml:5:17: ") && e.contains("0..=5"), "{e}");
+        let e = err("name = \"t\"\ndataset = \"d\"\nscheme = \"objective5\"\nparts = [\"casme2\", \"smic\"]\n");
+        assert!(e.starts_with("s.toml:4:20: ") && e.contains("SMIC"), "{e}");
+        let e = err(&format!("{MIN}parts = [\"samm\", \"samm\"]\n"));
+        assert!(e.contains("twice"), "{e}");
+        let e = err(&format!("{MIN}[sweep]\nkeyframes = [\"adaptive\", \"tas\"]\n"));
+        assert!(e.contains("[datasets]"), "{e}");
+        let e = err("name = \"t\"\nscheme = \"megc3\"\n[datasets]\nadaptive = \"a\"\n[sweep]\nkeyframes = [\"adaptive\", \"tim\"]\n");
+        assert!(e.starts_with("s.toml:6:26: ") && e.contains("'tim'"), "{e}");
+        let e = err("name = \"t\"\nscheme = \"megc3\"\n");
+        assert!(e.contains("no dataset"), "{e}");
+        let e = err(&format!("{MIN}launcher = \"kubernetes\"\n"));
+        assert!(e.starts_with("s.toml:4:12: ") && e.contains("[kubernetes]"), "{e}");
+        let e = err(&format!("{MIN}[train.target.loss]\nkind = \"focal\"\ngamma = 2.0\nalpha = [1.0, 2.0]\n"));
+        assert!(e.contains("3 classes"), "{e}");
+        let e = err(&format!("{MIN}[train.target.optim]\nepochs = 0\n"));
+        assert!(e.starts_with("s.toml:5:10: ") && e.contains("epochs"), "{e}");
+        let e = err("name = \"a b\"\ndataset = \"d\"\nscheme = \"megc3\"\n");
+        assert!(e.starts_with("s.toml:1:8: "), "{e}");
+        let e = err(&format!("{MIN}max_attempts = 0\n"));
+        assert!(e.contains("max_attempts"), "{e}");
+    }
+
+    #[test]
+    fn mixed_axes_are_not_contradictions() {
+        // Without-prior points coexist with frozen > 0 when prior is swept over both values, and an alpha
+        // sweep coexists with a cross-entropy point: expansion drops/collapses the irrelevant combinations.
+        let s = parse_spec(
+            "s.toml",
+            &format!("{MIN}[sweep]\nprior = [true, false]\nfrozen_layers = [0, 1]\nloss = [\"focal\", \"cross_entropy\"]\nalpha = [1, 2]\n"),
+        )
+        .unwrap();
+        assert_eq!(s.frozen(), vec![0, 1]);
+    }
+
+    #[test]
+    fn kubernetes_launcher_is_parsed_and_checked() {
+        let s = parse_spec("s.toml", &format!("{MIN}launcher = \"kubernetes\"\n[kubernetes]\nimage = \"mer:1\"\ngpus_per_worker = 1\n")).unwrap();
+        assert_eq!(s.kubernetes.as_ref().map(|k| k.namespace.as_str()), Some("default"));
+        let e = err(&format!("{MIN}launcher = \"kubernetes\"\n[kubernetes]\nimage = \"mer:1\"\nnamespace = \"Bad_NS\"\n"));
+        assert!(e.starts_with("s.toml:7:13: "), "{e}");
+    }
+
+    #[test]
+    fn load_resolves_relative_paths_against_the_spec_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("exp.toml");
+        std::fs::write(&p, MIN).unwrap();
+        let s = load_spec(&p).unwrap();
+        assert_eq!(s.dataset, Some(dir.path().join("d.safetensors")));
+        let e = load_spec(&dir.path().join("missing.toml")).unwrap_err().to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("ä\nx", 3), (2, 1));
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# THE test command (README, .ci/run): installs what is missing (scripts/bootstrap.sh), builds the workspace,
+# proves the coordinator-only build needs no libtorch, and runs every test.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/bootstrap.sh
+# shellcheck source=scripts/env.sh
+source scripts/env.sh
+jobs="${MER_TEST_JOBS:-2}"
+
+echo "== coordinator-only build (no libtorch, no OpenCV)"
+cargo build --locked -p mer --no-default-features --bin mer -j "$jobs"
+if ldd target/debug/mer | grep -E 'libtorch|libopencv'; then
+  echo "coordinator-only build links libtorch or OpenCV" >&2
+  exit 1
+fi
+
+echo "== full build and tests"
+cargo build --locked --workspace --all-targets -j "$jobs"
+cargo test --locked --workspace -j "$jobs" -- --test-threads "${MER_TEST_THREADS:-2}"

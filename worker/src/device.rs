@@ -1,0 +1,113 @@
+//! Training devices: parsing `auto|cpu|cuda[:N]`, loading libtorch's CUDA library, threads and cuDNN.
+//!
+//! tch 0.24 has no `maybe_init_cuda`: the linker drops `libtorch_cuda.so` from the binary when no symbol of it
+//! is referenced (`--as-needed`), and libtorch then reports no CUDA device. [`init_cuda`] therefore loads the
+//! library by name (dlopen, `RTLD_GLOBAL`) before the first CUDA query; on a CPU-only torch it is a no-op.
+
+use crate::error::WorkerError;
+use std::sync::Once;
+use tch::Device;
+
+static CUDA_INIT: Once = Once::new();
+
+/// Loads libtorch's CUDA library so that CUDA devices become visible (idempotent; call before any CUDA query).
+pub fn init_cuda() {
+    CUDA_INIT.call_once(|| {
+        for name in ["libtorch_cuda.so", "libtorch_cuda_cu.so", "libtorch_cuda_cpp.so"] {
+            let Ok(c) = std::ffi::CString::new(name) else { continue };
+            // SAFETY: dlopen with a valid NUL-terminated name; the handle is intentionally kept open for the
+            // life of the process (the library registers CUDA kernels with libtorch on load).
+            let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+            if !h.is_null() {
+                tracing::debug!(library = name, "loaded libtorch CUDA library");
+            }
+        }
+    });
+}
+
+/// Parses a device spec: `auto` (first CUDA device if any, else CPU), `cpu`, `cuda` (= `cuda:0`), `cuda:N`.
+pub fn parse_device(spec: &str) -> Result<Device, WorkerError> {
+    let bad = |m: String| WorkerError::InvalidOption { option: "device".into(), message: m };
+    let s = spec.trim().to_ascii_lowercase();
+    match s.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => {
+            init_cuda();
+            Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu })
+        }
+        _ => {
+            let idx = if s == "cuda" {
+                0
+            } else if let Some(n) = s.strip_prefix("cuda:") {
+                n.parse::<usize>().map_err(|_| bad(format!("'{spec}': expected cuda:N with N a device index")))?
+            } else {
+                return Err(bad(format!("'{spec}': expected auto, cpu, cuda or cuda:N")));
+            };
+            init_cuda();
+            let count = tch::Cuda::device_count();
+            if (idx as i64) >= count {
+                return Err(bad(format!("'{spec}': this machine has {count} CUDA device(s)")));
+            }
+            Ok(Device::Cuda(idx))
+        }
+    }
+}
+
+/// The device's name as results record it: `cpu`, `cuda:0`...
+pub fn device_name(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        Device::Mps => "mps".into(),
+        Device::Vulkan => "vulkan".into(),
+    }
+}
+
+/// Applies process-wide settings for a training run: intra-op threads (CPU) and cuDNN autotuning (CUDA fast
+/// path). Thread count `None` keeps libtorch's default.
+pub fn configure(device: Device, threads: Option<usize>, fast_path: bool) {
+    if let Some(t) = threads {
+        if t > 0 && tch::get_num_threads() != t as i32 {
+            tch::set_num_threads(t as i32);
+        }
+    }
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(fast_path);
+    }
+}
+
+/// Peak resident memory of this process in bytes (`VmHWM` from /proc/self/status), `None` where unknown.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_specs() {
+        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+        assert_eq!(parse_device(" CPU ").unwrap(), Device::Cpu);
+        let e = parse_device("gpu").unwrap_err().to_string();
+        assert!(e.contains("device") && e.contains("gpu"), "{e}");
+        assert!(parse_device("cuda:x").unwrap_err().to_string().contains("cuda:N"));
+        // `auto` always resolves to something usable.
+        let d = parse_device("auto").unwrap();
+        assert!(d == Device::Cpu || d.is_cuda());
+        assert_eq!(device_name(Device::Cuda(1)), "cuda:1");
+        assert!(peak_rss_bytes().unwrap() > 0);
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_spec_fails_cleanly_without_a_gpu() {
+        if tch::Cuda::device_count() == 0 {
+            let e = parse_device("cuda:0").unwrap_err().to_string();
+            assert!(e.contains("0 CUDA device"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! SinC3D, the single 3D-CNN tower of MERSiamC3D, and its two heads.
+//!
+//! Layers (paper defaults; widths, input size and frames come from [`ModelConfig`]):
+//! five conv3d layers, kernel 3x3x3, stride 1, padding 1 (so convolutions keep T, H, W), widths
+//! 32/64/128/128/256, ReLU; max-pool 2x2x1 (spatial only; torch order (T,H,W) = (1,2,2)) after conv1 and
+//! 2x2x2 after the others; flatten; dense + ReLU.
+//!
+//! **The pool5 problem.** With the paper's 10 flow frames the temporal length goes 10 -> 10 (pool1) -> 5 ->
+//! 2 -> 1 (pool4), so a 2x2x2 pool5 has nothing to pool in time (PyTorch refuses a kernel longer than its
+//! input). We clamp the temporal kernel to the remaining length: a pool whose input has T = 1 is (1,2,2).
+//! Spatial pooling floors (7 -> 3). The paper-size tower thus ends in 256 x 1 x 3 x 3 = 2304 features. We
+//! prefer this to `ceil_mode` (which would give 4 x 4 with a half-empty last window) because every output
+//! then sees a full window, like all other pools.
+//!
+//! ReLU and max-pool commute exactly (ReLU is monotone), also in their gradients, so the forward pools
+//! first and applies ReLU to the 4-8x smaller pooled tensor (in place): identical results, less memory traffic.
+//!
+//! Parameters are plain tensors in a fixed order (see [`SinC3D::param_specs`]); initialisation draws from a
+//! seeded ChaCha8 generator, never from libtorch's global generator, so that concurrent trainings in one
+//! process stay deterministic.
+
+use crate::error::WorkerError;
+use mer_shared::train_config::ModelConfig;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
+
+/// Number of conv layers of SinC3D.
+pub const CONV_LAYERS: usize = 5;
+
+/// How a parameter is initialised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// He/Kaiming uniform for ReLU layers: U(-b, b), b = sqrt(6 / fan_in).
+    HeUniform,
+    /// U(-b, b), b = 1 / sqrt(fan_in) (PyTorch's default for linear layers; used for output layers).
+    LecunUniform,
+    /// All zeros (biases).
+    Zeros,
+}
+
+/// Name, shape and initialisation of one parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    /// Name as stored in checkpoints (`conv1.weight`, `dense.bias`, `out.weight`...).
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<i64>,
+    /// Initialisation.
+    pub init: Init,
+    /// Fan-in used by the initialisation.
+    pub fan_in: i64,
+}
+
+/// The SinC3D geometry for one [`ModelConfig`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinC3D {
+    /// The configuration it was built from.
+    pub cfg: ModelConfig,
+    /// Pool kernel (= stride) after each conv layer, torch order (T, H, W).
+    pub pools: Vec<[i64; 3]>,
+    /// Shape (C, T, H, W) after the last pool.
+    pub final_shape: [i64; 4],
+}
+
+impl SinC3D {
+    /// Builds the geometry; rejects configurations whose spatial size vanishes before pool5.
+    pub fn new(cfg: &ModelConfig) -> Result<Self, WorkerError> {
+        let bad = |field: &str, m: String| WorkerError::InvalidOption { option: format!("model.{field}"), message: m };
+        if cfg.widths.iter().any(|&w| w <= 0) {
+            return Err(bad("widths", format!("{:?}: every width must be positive", cfg.widths)));
+        }
+        if cfg.channels <= 0 || cfg.frames <= 0 || cfg.dense <= 0 {
+            return Err(bad("channels/frames/dense", "must be positive".into()));
+        }
+        if cfg.input_size < 32 {
+            return Err(bad("input_size", format!("{} is too small: five 2x2 spatial pools need at least 32", cfg.input_size)));
+        }
+        if !(0.0..1.0).contains(&cfg.dropout) {
+            return Err(bad("dropout", format!("{} must be in [0, 1)", cfg.dropout)));
+        }
+        let (mut t, mut s) = (cfg.frames, cfg.input_size);
+        let mut pools = Vec::with_capacity(CONV_LAYERS);
+        for i in 0..CONV_LAYERS {
+            let kt = if i == 0 { 1 } else { t.min(2) };
+            pools.push([kt, 2, 2]);
+            t /= kt;
+            s /= 2;
+        }
+        Ok(SinC3D { cfg: cfg.clone(), pools, final_shape: [cfg.widths[4], t, s, s] })
+    }
+
+    /// Length of the flattened conv output that feeds the dense layer.
+    pub fn flat_features(&self) -> i64 {
+        self.final_shape.iter().product()
+    }
+
+    /// The tower's parameters in their fixed order: conv1..conv5 (weight, bias), dense (weight, bias).
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        let mut v = Vec::new();
+        let mut cin = self.cfg.channels;
+        for (i, &w) in self.cfg.widths.iter().enumerate() {
+            let fan_in = cin * 27;
+            v.push(ParamSpec { name: format!("conv{}.weight", i + 1), shape: vec![w, cin, 3, 3, 3], init: Init::HeUniform, fan_in });
+            v.push(ParamSpec { name: format!("conv{}.bias", i + 1), shape: vec![w], init: Init::Zeros, fan_in });
+            cin = w;
+        }
+        let f = self.flat_features();
+        v.push(ParamSpec { name: "dense.weight".into(), shape: vec![self.cfg.dense, f], init: Init::HeUniform, fan_in: f });
+        v.push(ParamSpec { name: "dense.bias".into(), shape: vec![self.cfg.dense], init: Init::Zeros, fan_in: f });
+        v
+    }
+
+    /// Number of tower parameters tensors ([`SinC3D::param_specs`] length).
+    pub fn tower_len(&self) -> usize {
+        2 * CONV_LAYERS + 2
+    }
+
+    /// Shapes after every layer for a batch of `batch`: `(layer name, shape)`, computed from the geometry.
+    pub fn expected_shapes(&self, batch: i64) -> Vec<(String, Vec<i64>)> {
+        let (mut t, mut s) = (self.cfg.frames, self.cfg.input_size);
+        let mut v = Vec::new();
+        for (i, p) in self.pools.iter().enumerate() {
+            let c = self.cfg.widths[i];
+            v.push((format!("conv{}", i + 1), vec![batch, c, t, s, s]));
+            t /= p[0];
+            s /= p[1];
+            v.push((format!("pool{}", i + 1), vec![batch, c, t, s, s]));
+        }
+        v.push(("flatten".into(), vec![batch, self.flat_features()]));
+        v.push(("dense".into(), vec![batch, self.cfg.dense]));
+        v
+    }
+
+    /// Runs the tower on `x` (`[B, C, T, H, W]`, already in the compute dtype/layout) with tower parameters
+    /// `p` (in [`SinC3D::param_specs`] order, compute dtype) and returns the dense features after ReLU.
+    /// `trace` receives each layer's output shape (for tests).
+    pub fn features(&self, p: &[Tensor], x: &Tensor, mut trace: Option<&mut Vec<(String, Vec<i64>)>>) -> Tensor {
+        let mut h = x.shallow_clone();
+        for i in 0..CONV_LAYERS {
+            h = h.conv3d(&p[2 * i], Some(&p[2 * i + 1]), [1, 1, 1], [1, 1, 1], [1, 1, 1], 1);
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.push((format!("conv{}", i + 1), h.size()));
+            }
+            let k = self.pools[i];
+            h = h.max_pool3d(k, k, [0, 0, 0], [1, 1, 1], false).relu_();
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.push((format!("pool{}", i + 1), h.size()));
+            }
+        }
+        let h = h.flatten(1, -1);
+        if let Some(tr) = trace.as_deref_mut() {
+            tr.push(("flatten".into(), h.size()));
+        }
+        let h = h.linear(&p[2 * CONV_LAYERS], Some(&p[2 * CONV_LAYERS + 1])).relu_();
+        if let Some(tr) = trace {
+            tr.push(("dense".into(), h.size()));
+        }
+        h
+    }
+}
+
+/// Creates fp32 tensors for `specs` on `device`, drawn from `rng` (deterministic for a seed, any device).
+pub fn init_params(specs: &[ParamSpec], rng: &mut ChaCha8Rng, device: Device) -> Vec<Tensor> {
+    specs
+        .iter()
+        .map(|s| {
+            let n: i64 = s.shape.iter().product();
+            let b = match s.init {
+                Init::HeUniform => (6.0 / s.fan_in as f64).sqrt() as f32,
+                Init::LecunUniform => (1.0 / s.fan_in as f64).sqrt() as f32,
+                Init::Zeros => 0.0,
+            };
+            let vals: Vec<f32> = if b == 0.0 { vec![0.0; n as usize] } else { (0..n).map(|_| rng.random_range(-b..b)).collect() };
+            Tensor::from_slice(&vals).view(s.shape.as_slice()).to_device(device).to_kind(Kind::Float)
+        })
+        .collect()
+}
+
+/// Output layer of target learning: `out.weight [classes, dense]`, `out.bias [classes]`.
+pub fn classifier_specs(cfg: &ModelConfig, classes: usize) -> Vec<ParamSpec> {
+    vec![
+        ParamSpec { name: "out.weight".into(), shape: vec![classes as i64, cfg.dense], init: Init::LecunUniform, fan_in: cfg.dense },
+        ParamSpec { name: "out.bias".into(), shape: vec![classes as i64], init: Init::Zeros, fan_in: cfg.dense },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn params(m: &SinC3D) -> Vec<Tensor> {
+        init_params(&m.param_specs(), &mut ChaCha8Rng::seed_from_u64(1), Device::Cpu)
+    }
+
+    #[test]
+    fn paper_model_shapes_at_every_layer() {
+        let m = SinC3D::new(&ModelConfig::default()).unwrap();
+        assert_eq!(m.pools, vec![[1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]);
+        assert_eq!(m.final_shape, [256, 1, 3, 3]);
+        let exp = m.expected_shapes(2);
+        let want: Vec<Vec<i64>> = vec![
+            vec![2, 32, 10, 112, 112],
+            vec![2, 32, 10, 56, 56],
+            vec![2, 64, 10, 56, 56],
+            vec![2, 64, 5, 28, 28],
+            vec![2, 128, 5, 28, 28],
+            vec![2, 128, 2, 14, 14],
+            vec![2, 128, 2, 14, 14],
+            vec![2, 128, 1, 7, 7],
+            vec![2, 256, 1, 7, 7],
+            vec![2, 256, 1, 3, 3],
+            vec![2, 2304],
+            vec![2, 1024],
+        ];
+        assert_eq!(exp.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>(), want);
+        // The real forward pass produces exactly these shapes.
+        let p = params(&m);
+        let x = Tensor::zeros([2, 2, 10, 112, 112], (Kind::Float, Device::Cpu));
+        let mut trace = Vec::new();
+        let f = tch::no_grad(|| m.features(&p, &x, Some(&mut trace)));
+        assert_eq!(trace, exp);
+        assert_eq!(f.size(), vec![2, 1024]);
+    }
+
+    #[test]
+    fn small_model_shapes_and_validation() {
+        let cfg = ModelConfig { widths: [8, 16, 32, 32, 64], input_size: 48, dense: 32, ..ModelConfig::default() };
+        let m = SinC3D::new(&cfg).unwrap();
+        assert_eq!(m.final_shape, [64, 1, 1, 1]);
+        let p = params(&m);
+        let x = Tensor::randn([3, 2, 10, 48, 48], (Kind::Float, Device::Cpu));
+        let mut trace = Vec::new();
+        tch::no_grad(|| m.features(&p, &x, Some(&mut trace)));
+        assert_eq!(trace, m.expected_shapes(3));
+        assert!(SinC3D::new(&ModelConfig { input_size: 16, ..cfg.clone() }).unwrap_err().to_string().contains("input_size"));
+        assert!(SinC3D::new(&ModelConfig { widths: [8, 0, 8, 8, 8], ..cfg }).unwrap_err().to_string().contains("widths"));
+    }
+
+    #[test]
+    fn pool_then_relu_equals_relu_then_pool() {
+        let x = Tensor::randn([2, 3, 4, 8, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let a = x.max_pool3d([2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], false).relu();
+        let b = x.relu().max_pool3d([2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], false);
+        assert!(a.equal(&b));
+        let ga = Tensor::run_backward(&[a.sum(Kind::Float)], &[&x], false, false).remove(0);
+        let gb = Tensor::run_backward(&[b.sum(Kind::Float)], &[&x], false, false).remove(0);
+        assert!(ga.equal(&gb));
+    }
+
+    #[test]
+    fn init_is_deterministic_per_seed() {
+        let m = SinC3D::new(&ModelConfig { widths: [4, 4, 4, 4, 4], input_size: 32, dense: 8, ..ModelConfig::default() }).unwrap();
+        let a = params(&m);
+        let b = params(&m);
+        let c = init_params(&m.param_specs(), &mut ChaCha8Rng::seed_from_u64(2), Device::Cpu);
+        assert!(a.iter().zip(&b).all(|(x, y)| x.equal(y)));
+        assert!(!a[0].equal(&c[0]));
+        assert_eq!(a.len(), m.tower_len());
+    }
+}
