@@ -2,14 +2,17 @@
 # Installs everything the build and the test suite need on a fresh Debian 12 machine.
 # Idempotent: a second run only checks and returns in seconds.
 #   - Debian packages: OpenCV (dev headers + Haar cascades), clang/libclang for the opencv crate's
-#     binding generator, protoc for the gRPC code generation, SQLite, pkg-config.
-#   - .venv/ (project-local): torch==2.11.0 (tch 0.24.0 links against exactly it) and the Python test tools.
+#     binding generator, protoc for the gRPC code generation, SQLite, pkg-config, and `prometheus`
+#     for `promtool check metrics` (the /metrics test).
+#   - .venv/ (project-local): torch==2.11.0 (tch 0.24.0 links against exactly it) and the Python test tools:
+#     kubernetes-validate (manifest schemas) and helm-python-sdk (Helm v4's Go engine as a C library,
+#     `helm_python`), used by tests/helm_chart.rs to render and validate charts/mer.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-APT_PKGS=(libopencv-dev opencv-data clang libclang-dev protobuf-compiler pkg-config libsqlite3-dev)
-PY_PKGS=("torch==2.11.0" "numpy" "scikit-learn" "safetensors" "openpyxl")
+APT_PKGS=(libopencv-dev opencv-data clang libclang-dev protobuf-compiler pkg-config libsqlite3-dev prometheus)
+PY_PKGS=("torch==2.11.0" "numpy" "scikit-learn" "safetensors" "openpyxl" "kubernetes-validate" "helm-python-sdk")
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

@@ -23,6 +23,10 @@ enum Command {
     /// Benchmarks that print numbers.
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
+    /// Synthetic datasets and data preparation (`mer synth`, `mer prep`).
+    #[cfg(feature = "worker")]
+    #[command(flatten)]
+    Data(cli::data::DataCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +38,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Score(a) => cli::score::run(a),
         Command::Bench(b) => cli::bench::run(b),
+        #[cfg(feature = "worker")]
+        Command::Data(d) => cli::data::run(d),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

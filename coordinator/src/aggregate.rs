@@ -250,7 +250,7 @@ pub fn write_results(dir: &Path, res: &ExperimentResults) -> Result<(), CoordErr
     for sp in &mut lean.sweep_points {
         sp.predictions.clear();
     }
-    let json = serde_json::to_string_pretty(&lean).map_err(|e| CoordError::Plan(format!("serialising results: {e}")))?;
+    let json = serde_json::to_string_pretty(&lean).map_err(|e| CoordError::json("results.json", e))?;
     write_atomic(&dir.join("results.json"), format!("{json}\n").as_bytes())?;
     write_atomic(&dir.join("summary.md"), summary_markdown(res).as_bytes())?;
     Ok(())

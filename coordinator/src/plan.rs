@@ -821,6 +821,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_example_spec_parses_and_expands() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut seen = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let spec = crate::spec::load_spec(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(spec.dataset.as_ref().is_some_and(|d| d.starts_with(&dir)), "{}: dataset path is resolved", path.display());
+            let p = expand(&spec, &composite_summary("adaptive")).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let targets = p.tasks.iter().filter(|t| t.kind == TaskKind::Target).count();
+            assert_eq!(targets, p.folds.len() * p.sweep_points.len(), "{}", path.display());
+            seen.insert(spec.name.clone(), (p.folds.len(), p.sweep_points.len(), p.tasks.len() - targets));
+        }
+        // (folds, sweep points, prior tasks) on a composite-shaped dataset.
+        assert_eq!(seen["composite_megc3"], (68, 10, 68));
+        assert_eq!(seen["alpha_sweep"], (68, 10, 68));
+        assert_eq!(seen["ablation_frozen_layers"], (68, 7, 68));
+        assert_eq!(seen["objective5_casme2"], (24, 3, 24));
+        assert_eq!(seen["objective5_samm"], (28, 3, 28));
+        assert_eq!(seen["tiny"], (68, 1, 68));
+        assert_eq!(seen["mini"], (68, 2, 68));
+        assert_eq!(seen.len(), 7);
+    }
+
+    #[test]
     fn canonical_json_sorts_keys() {
         let a: Value = serde_json::from_str(r#"{"b":1,"a":{"d":[1,{"y":2,"x":1}],"c":null}}"#).unwrap();
         assert_eq!(canonical_json(&a), r#"{"a":{"c":null,"d":[1,{"x":1,"y":2}]},"b":1}"#);

@@ -475,8 +475,8 @@ fn validate_train(spec: &ExperimentSpec, t: &TrainConfig) -> Result<(), CoordErr
             return Err(e(&["model", name], format!("model.{name} = {v} must be positive")));
         }
     }
-    if m.input_size < 8 {
-        return Err(e(&["model", "input_size"], format!("model.input_size = {} is too small for five conv/pool stages (at least 8)", m.input_size)));
+    if m.input_size < 32 {
+        return Err(e(&["model", "input_size"], format!("model.input_size = {} is too small: five 2x2 spatial pools need at least 32", m.input_size)));
     }
     if !(0.0..1.0).contains(&m.dropout) {
         return Err(e(&["model", "dropout"], format!("model.dropout = {} must be in [0, 1)", m.dropout)));
@@ -495,8 +495,8 @@ fn validate_train(spec: &ExperimentSpec, t: &TrainConfig) -> Result<(), CoordErr
         if o.lr_step == 0 {
             return Err(e(&p("lr_step"), format!("{stage}.optim.lr_step must be at least 1")));
         }
-        if !(o.lr_divisor.is_finite() && o.lr_divisor >= 1.0) {
-            return Err(e(&p("lr_divisor"), format!("{stage}.optim.lr_divisor = {} must be >= 1", o.lr_divisor)));
+        if !(o.lr_divisor.is_finite() && o.lr_divisor > 0.0) {
+            return Err(e(&p("lr_divisor"), format!("{stage}.optim.lr_divisor = {} must be > 0", o.lr_divisor)));
         }
         if !(0.0..1.0).contains(&o.momentum) {
             return Err(e(&p("momentum"), format!("{stage}.optim.momentum = {} must be in [0, 1)", o.momentum)));
@@ -540,7 +540,10 @@ fn validate_train(spec: &ExperimentSpec, t: &TrainConfig) -> Result<(), CoordErr
     if t.augment.crop_px[0] > t.augment.crop_px[1] {
         return Err(e(&["augment", "crop_px"], format!("augment.crop_px {:?} must be [min, max] with min <= max", t.augment.crop_px)));
     }
-    if t.augment.crop_px[1] as i64 * 2 >= m.input_size {
+    if t.augment.variants_per_epoch == 0 {
+        return Err(e(&["augment", "variants_per_epoch"], "augment.variants_per_epoch must be at least 1".into()));
+    }
+    if t.augment.crops && t.augment.crop_px[1] as i64 * 2 >= m.input_size {
         return Err(e(&["augment", "crop_px"], format!("augment.crop_px max {} is too large for input_size {}", t.augment.crop_px[1], m.input_size)));
     }
     if !valid_device(&t.device) {

@@ -116,6 +116,20 @@ impl Prepared {
         &self.flow[i * n..(i + 1) * n]
     }
 
+    /// A copy holding only the samples of `parts` (in the original order), e.g. to train a fold of a
+    /// spec whose `parts` leave some of the file's datasets out.
+    pub fn select_parts(&self, parts: &[Dataset]) -> Prepared {
+        let n = self.sample_len();
+        let keep: Vec<usize> = (0..self.samples.len()).filter(|&i| parts.contains(&self.samples[i].dataset)).collect();
+        let mut flow = Vec::with_capacity(keep.len() * n);
+        for &i in &keep {
+            flow.extend_from_slice(self.sample_flow(i));
+        }
+        let mut shape = self.shape;
+        shape[0] = keep.len();
+        Prepared { info: self.info.clone(), samples: keep.iter().map(|&i| self.samples[i].clone()).collect(), shape, flow }
+    }
+
     /// Checks internal consistency (shape vs. data vs. metadata, unique ids).
     pub fn validate(&self, path: &Path) -> Result<(), SharedError> {
         let bad = |m: String| SharedError::Prepared { path: path.to_path_buf(), message: m };
@@ -342,6 +356,20 @@ mod tests {
         assert!(Prepared::read_meta(&path).unwrap_err().to_string().contains("truncated"));
         std::fs::write(&path, b"xx").unwrap();
         assert!(Prepared::read_meta(&path).is_err());
+    }
+
+    #[test]
+    fn select_parts_keeps_only_those_parts() {
+        let mut b = sample(2);
+        b.dataset = Dataset::Samm;
+        b.id = "samm/6/x".into();
+        let p = Prepared { info: info(), samples: vec![sample(1), b], shape: [2, 2, 10, 4, 4], flow: (0..640).map(|x| x as f32).collect() };
+        let q = p.select_parts(&[Dataset::Samm]);
+        assert_eq!(q.shape, [1, 2, 10, 4, 4]);
+        assert_eq!(q.samples[0].id, "samm/6/x");
+        assert_eq!(q.flow[0], 320.0);
+        q.validate(Path::new("q")).unwrap();
+        assert_eq!(p.select_parts(&[Dataset::Smic, Dataset::Casme2, Dataset::Samm]), p);
     }
 
     #[test]

@@ -11,11 +11,27 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10_000)]
         sets: usize,
     },
+    /// Data preparation throughput: generates a synthetic preset in a temporary folder, runs `mer prep` on it
+    /// and prints clips/s.
+    #[cfg(feature = "worker")]
+    Prep {
+        /// Synthetic preset to prepare (tiny, mini, composite).
+        #[arg(long, default_value = "mini")]
+        preset: String,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Seed of the synthetic data.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 /// Runs a benchmark.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Score { sets } => super::score::bench(sets),
+        #[cfg(feature = "worker")]
+        BenchCommand::Prep { preset, threads, seed } => super::data::bench_prep(&preset, threads, seed),
     }
 }

@@ -119,6 +119,7 @@ pub fn temporal_source(v: u8, t: usize, frames: usize) -> usize {
 
 /// A fold's samples, resized to the model input and stored on the training device as `[N*T, C, S, S]` fp32
 /// (row = sample * T + frame), the layout the augmentation gathers from.
+#[derive(Debug)]
 pub struct DeviceSet {
     frames: Tensor,
     n: usize,

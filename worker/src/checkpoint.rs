@@ -17,6 +17,7 @@ pub const CHECKPOINT_FORMAT: &str = "mer-checkpoint/1";
 pub const PRIOR_FORMAT: &str = "mer-prior/1";
 
 /// A file's tensors and metadata.
+#[derive(Debug)]
 pub struct TensorFile {
     /// Named fp32 CPU tensors.
     pub tensors: HashMap<String, Tensor>,

@@ -29,7 +29,7 @@ pub fn haar_dir() -> PathBuf {
 
 /// Reads an image file as 8-bit grayscale.
 pub fn read_gray(path: &Path) -> Result<Mat> {
-    let m = opencv::imgcodecs::imread(&path.to_string_lossy(), opencv::imgcodecs::IMREAD_GRAYSCALE)
+    let m = opencv::imgcodecs::imread(path, opencv::imgcodecs::IMREAD_GRAYSCALE)
         .map_err(|e| WorkerError::cv(format!("reading {}", path.display()), e))?;
     if m.empty() {
         return Err(WorkerError::layout(path, "unreadable image"));
@@ -39,7 +39,7 @@ pub fn read_gray(path: &Path) -> Result<Mat> {
 
 /// Converts an 8-bit gray Mat to a [`GrayFrame`].
 pub fn mat_to_frame(m: &Mat) -> Result<GrayFrame> {
-    let m = if m.is_continuous() { m.try_clone() } else { m.try_clone() }.map_err(|e| WorkerError::cv("copy", e))?;
+    let m = m.try_clone().map_err(|e| WorkerError::cv("copy", e))?;
     let data = m.data_typed::<u8>().map_err(|e| WorkerError::cv("reading pixels", e))?;
     Ok(GrayFrame { width: m.cols() as usize, height: m.rows() as usize, data: data.iter().map(|&v| v as f32).collect() })
 }
@@ -106,6 +106,12 @@ pub struct FaceDetector {
     eyes: CascadeClassifier,
 }
 
+impl std::fmt::Debug for FaceDetector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FaceDetector(haar frontalface + eyes)")
+    }
+}
+
 impl FaceDetector {
     /// Loads the cascades from [`haar_dir`].
     pub fn new() -> Result<Self> {
@@ -119,7 +125,7 @@ impl FaceDetector {
             if !p.is_file() {
                 return Err(WorkerError::layout(&p, "Haar cascade missing (install opencv-data or set MER_HAAR_DIR)"));
             }
-            let c = CascadeClassifier::new(&p.to_string_lossy()).map_err(|e| WorkerError::cv(format!("loading {}", p.display()), e))?;
+            let c = CascadeClassifier::new(&p).map_err(|e| WorkerError::cv(format!("loading {}", p.display()), e))?;
             if c.empty().unwrap_or(true) {
                 return Err(WorkerError::layout(&p, "Haar cascade could not be loaded"));
             }

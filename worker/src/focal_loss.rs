@@ -59,7 +59,12 @@ impl Loss {
             Loss::CrossEntropy => -logp_y.mean(Kind::Float),
             Loss::Focal { gamma, alpha } => {
                 let a = alpha.index_select(0, targets);
-                let w = if *gamma == 0.0 { a } else { a * (1.0 - logp_y.exp()).pow_tensor_scalar(*gamma) };
+                let w: Tensor = if *gamma == 0.0 {
+                    a
+                } else {
+                    let q: Tensor = 1.0 - logp_y.exp();
+                    a * q.pow_tensor_scalar(*gamma)
+                };
                 -(w * logp_y).mean(Kind::Float)
             }
         }

@@ -8,7 +8,7 @@
 //! the learning part, without replacement within the epoch where the part is large enough.
 
 use crate::error::WorkerError;
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
 /// One pair: indices into the fold's training samples, and whether they share a class.

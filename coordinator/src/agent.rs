@@ -1,0 +1,445 @@
+//! The worker agent: registers with a coordinator, runs N slots that each long-poll for a task, fetch its
+//! inputs (content-addressed, hash-checked, cached), run it with a [`Trainer`] on a blocking thread while
+//! heartbeating its progress, and report the result (or the failure). On shutdown (SIGTERM in
+//! `mer worker`) it drains: no new leases, running tasks finish and are reported, then it exits.
+//!
+//! The agent is generic over [`Trainer`] so this crate needs no libtorch: `mer worker` plugs in the real
+//! engine (`src/cli/engine_trainer.rs`), tests and benchmarks the deterministic [`crate::sim::SimTrainer`].
+
+use crate::artifacts::ArtifactStore;
+use crate::client::{connect, download_to, upload_file, Clients, ConnectOptions};
+use crate::error::CoordError;
+use crate::plan::{TaskKind, TaskPayload};
+use mer_shared::fold::FoldResult;
+use mer_shared::proto::{self, PROTOCOL_VERSION};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::lease::Progress;
+
+/// One task as the trainer sees it.
+#[derive(Debug, Clone)]
+pub struct TaskSpec {
+    /// The task key (content hash).
+    pub key: String,
+    /// Prior or target.
+    pub kind: TaskKind,
+    /// The fold, `dataset/subject`.
+    pub fold: String,
+    /// Sweep point of a target task.
+    pub sweep_point: Option<u32>,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+    /// What to train.
+    pub payload: TaskPayload,
+}
+
+/// Local files a task needs.
+#[derive(Debug, Clone)]
+pub struct TaskInputs {
+    /// The prepared dataset (safetensors).
+    pub dataset: PathBuf,
+    /// The prior-learning checkpoint (target tasks with prior learning).
+    pub prior_checkpoint: Option<PathBuf>,
+    /// A private scratch folder for this task (write the prior checkpoint here).
+    pub work_dir: PathBuf,
+    /// The device of the slot running the task (`cpu`, `cuda:0`...).
+    pub device: String,
+}
+
+/// What a task produced.
+#[derive(Debug, Clone)]
+pub enum TaskOutput {
+    /// A target task's fold result.
+    Target(FoldResult),
+    /// A prior task's checkpoint file (uploaded as an artifact by the agent).
+    Prior {
+        /// The checkpoint file.
+        checkpoint: PathBuf,
+    },
+}
+
+/// A failed task.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct TrainerError {
+    /// What went wrong.
+    pub message: String,
+    /// Whether another attempt may succeed (false: bad input, gives up at once).
+    pub retryable: bool,
+}
+
+impl TrainerError {
+    /// A failure worth retrying.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        TrainerError { message: message.into(), retryable: true }
+    }
+
+    /// A failure no retry will fix.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        TrainerError { message: message.into(), retryable: false }
+    }
+}
+
+/// Runs tasks. `run` may block for a long time (it is called on a blocking thread); it should call
+/// `progress` now and then (each epoch) and stop early, with any error, when `cancel` becomes true.
+pub trait Trainer: Send + Sync + 'static {
+    /// Runs one task.
+    fn run(
+        &self,
+        task: &TaskSpec,
+        inputs: &TaskInputs,
+        progress: &mut dyn FnMut(Progress),
+        cancel: &AtomicBool,
+    ) -> Result<TaskOutput, TrainerError>;
+}
+
+/// Worker agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The coordinator.
+    pub connect: ConnectOptions,
+    /// Name shown by the coordinator.
+    pub name: String,
+    /// Concurrent tasks.
+    pub slots: u32,
+    /// Devices; slot `i` uses `devices[i % len]`.
+    pub devices: Vec<String>,
+    /// Artifact cache (datasets, checkpoints) and task scratch space.
+    pub cache_dir: PathBuf,
+    /// Long-poll length of a lease request.
+    pub poll_wait: Duration,
+    /// Heartbeat interval (None: what the coordinator suggests).
+    pub heartbeat: Option<Duration>,
+    /// How long to keep retrying when the coordinator is unreachable before giving up.
+    pub unreachable_timeout: Duration,
+}
+
+impl AgentConfig {
+    /// Defaults: one slot on `cpu`, cache in `cache_dir`.
+    pub fn new(connect: ConnectOptions, cache_dir: PathBuf) -> Self {
+        AgentConfig {
+            connect,
+            name: hostname(),
+            slots: 1,
+            devices: vec!["cpu".into()],
+            cache_dir,
+            poll_wait: Duration::from_secs(10),
+            heartbeat: None,
+            unreachable_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "worker".into())
+}
+
+/// What an agent did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentStats {
+    /// Tasks whose result the coordinator accepted.
+    pub accepted: u64,
+    /// Results the coordinator dropped as duplicates.
+    pub duplicates: u64,
+    /// Tasks reported as failed.
+    pub failed: u64,
+    /// Tasks stopped because the coordinator said so (lease lost, experiment cancelled).
+    pub stopped: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    duplicates: AtomicU64,
+    failed: AtomicU64,
+    stopped: AtomicU64,
+}
+
+fn retryable_status(s: &tonic::Status) -> bool {
+    matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Internal)
+}
+
+/// Runs the agent until `shutdown` is cancelled (then drains) or a fatal error (wrong token, other
+/// protocol version, coordinator unreachable for too long).
+pub async fn run_agent(cfg: AgentConfig, trainer: Arc<dyn Trainer>, shutdown: CancellationToken) -> Result<AgentStats, CoordError> {
+    let clients = connect(&cfg.connect)?;
+    let cache = ArtifactStore::open(&cfg.cache_dir.join("artifacts"))?;
+    let work = cfg.cache_dir.join("work");
+    std::fs::create_dir_all(&work).map_err(|e| CoordError::io(&work, e))?;
+    let reg = {
+        let mut w = clients.worker.clone();
+        let req = proto::RegisterRequest {
+            protocol: clients.protocol,
+            name: cfg.name.clone(),
+            devices: cfg.devices.clone(),
+            slots: cfg.slots,
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let started = tokio::time::Instant::now();
+        loop {
+            match w.register(req.clone()).await {
+                Ok(r) => break r.into_inner(),
+                Err(s) if retryable_status(&s) && started.elapsed() < cfg.unreachable_timeout && !shutdown.is_cancelled() => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(s) => return Err(CoordError::rpc("register", s)),
+            }
+        }
+    };
+    let heartbeat = cfg.heartbeat.unwrap_or(Duration::from_millis(reg.heartbeat_ms.max(100)));
+    tracing::info!(worker = %reg.worker_id, slots = cfg.slots, "registered with {}", cfg.connect.url);
+    let counters = Arc::new(Counters::default());
+    let mut slots = Vec::new();
+    for slot in 0..cfg.slots.max(1) {
+        let device = cfg.devices.get(slot as usize % cfg.devices.len().max(1)).cloned().unwrap_or_else(|| "cpu".into());
+        let ctx = SlotCtx {
+            clients: clients.clone(),
+            worker_id: reg.worker_id.clone(),
+            slot,
+            device,
+            cache: cache.clone(),
+            work: work.clone(),
+            trainer: trainer.clone(),
+            heartbeat,
+            poll_wait: cfg.poll_wait,
+            unreachable: cfg.unreachable_timeout,
+            counters: counters.clone(),
+        };
+        let sd = shutdown.clone();
+        slots.push(tokio::spawn(async move { ctx.run(sd).await }));
+    }
+    let mut first_err = None;
+    for s in slots {
+        match s.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.cancel();
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(CoordError::Runtime(format!("slot task: {e}")));
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    Ok(AgentStats {
+        accepted: counters.accepted.load(Ordering::Relaxed),
+        duplicates: counters.duplicates.load(Ordering::Relaxed),
+        failed: counters.failed.load(Ordering::Relaxed),
+        stopped: counters.stopped.load(Ordering::Relaxed),
+    })
+}
+
+struct SlotCtx {
+    clients: Clients,
+    worker_id: String,
+    slot: u32,
+    device: String,
+    cache: ArtifactStore,
+    work: PathBuf,
+    trainer: Arc<dyn Trainer>,
+    heartbeat: Duration,
+    poll_wait: Duration,
+    unreachable: Duration,
+    counters: Arc<Counters>,
+}
+
+impl SlotCtx {
+    async fn run(self, shutdown: CancellationToken) -> Result<(), CoordError> {
+        let mut w = self.clients.worker.clone();
+        let mut unreachable_since: Option<tokio::time::Instant> = None;
+        while !shutdown.is_cancelled() {
+            let req = proto::LeaseRequest { worker_id: self.worker_id.clone(), slot: self.slot, wait_ms: self.poll_wait.as_millis() as u64 };
+            let reply = tokio::select! {
+                r = w.lease(req) => r,
+                _ = shutdown.cancelled() => break,
+            };
+            let task = match reply {
+                Ok(r) => {
+                    unreachable_since = None;
+                    r.into_inner().task
+                }
+                Err(s) if retryable_status(&s) => {
+                    let since = *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() > self.unreachable {
+                        return Err(CoordError::rpc("lease", s));
+                    }
+                    tracing::debug!("coordinator unreachable ({}), retrying", s.message());
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                Err(s) => return Err(CoordError::rpc("lease", s)),
+            };
+            if let Some(t) = task {
+                self.run_task(t).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` until it succeeds or fails with a non-transient status (the coordinator may be
+    /// restarting).
+    async fn retry<T, F, Fut>(&self, call: &'static str, mut f: F) -> Result<T, CoordError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let started = tokio::time::Instant::now();
+        loop {
+            match f().await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if retryable_status(&s) && started.elapsed() < self.unreachable => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(s) => return Err(CoordError::rpc(call, s)),
+            }
+        }
+    }
+
+    async fn fail(&self, t: &proto::TaskLease, error: String, retryable: bool) -> Result<(), CoordError> {
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(task = %t.task_key, fold = %t.fold, "task failed: {error}");
+        let req = proto::FailRequest { lease_id: t.lease_id.clone(), worker_id: self.worker_id.clone(), task_key: t.task_key.clone(), error, retryable };
+        let w = self.clients.worker.clone();
+        self.retry("fail", || {
+            let mut w = w.clone();
+            let req = req.clone();
+            async move { w.fail(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn run_task(&self, t: proto::TaskLease) -> Result<(), CoordError> {
+        let payload: TaskPayload = match serde_json::from_str(&t.payload_json) {
+            Ok(p) => p,
+            Err(e) => return self.fail(&t, format!("task payload is not valid (protocol {PROTOCOL_VERSION}): {e}"), false).await,
+        };
+        let kind = if t.kind == "prior" { TaskKind::Prior } else { TaskKind::Target };
+        // Inputs (cached, hash-checked).
+        let dataset = match download_to(&self.clients, &t.dataset_hash, &self.cache).await {
+            Ok(p) => p,
+            Err(e) => return self.fail(&t, format!("fetching dataset {}: {e}", t.dataset_hash), true).await,
+        };
+        let prior_checkpoint = if t.prior_checkpoint.is_empty() {
+            None
+        } else {
+            match download_to(&self.clients, &t.prior_checkpoint, &self.cache).await {
+                Ok(p) => Some(p),
+                Err(e) => return self.fail(&t, format!("fetching prior checkpoint {}: {e}", t.prior_checkpoint), true).await,
+            }
+        };
+        let work_dir = self.work.join(format!("{}-{}", &t.task_key[..t.task_key.len().min(16)], t.attempt));
+        if let Err(e) = std::fs::create_dir_all(&work_dir) {
+            return self.fail(&t, format!("{}: {e}", work_dir.display()), true).await;
+        }
+        let spec = TaskSpec { key: t.task_key.clone(), kind, fold: t.fold.clone(), sweep_point: t.sweep_point, attempt: t.attempt, payload };
+        let inputs = TaskInputs { dataset, prior_checkpoint, work_dir: work_dir.clone(), device: self.device.clone() };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(parking_lot::Mutex::new(Progress { stage: t.kind.clone(), ..Progress::default() }));
+        let trainer = self.trainer.clone();
+        let (c2, p2) = (cancel.clone(), progress.clone());
+        let mut job = tokio::task::spawn_blocking(move || {
+            let mut cb = |p: Progress| *p2.lock() = p;
+            trainer.run(&spec, &inputs, &mut cb, &c2)
+        });
+        // Heartbeats while it runs.
+        let mut tick = tokio::time::interval(self.heartbeat);
+        tick.tick().await;
+        let mut w = self.clients.worker.clone();
+        let mut told_to_stop = false;
+        let out = loop {
+            tokio::select! {
+                r = &mut job => break r,
+                _ = tick.tick() => {
+                    let p = progress.lock().clone();
+                    let req = proto::HeartbeatRequest {
+                        lease_id: t.lease_id.clone(), worker_id: self.worker_id.clone(), task_key: t.task_key.clone(),
+                        stage: p.stage, epoch: p.epoch, epochs: p.epochs, loss: p.loss, samples_per_s: p.samples_per_s,
+                    };
+                    match w.heartbeat(req).await {
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            if !r.keep_going && !told_to_stop {
+                                tracing::warn!(task = %t.task_key, "coordinator says stop: {}", r.reason);
+                                told_to_stop = true;
+                                cancel.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        Err(s) => tracing::debug!("heartbeat failed ({}); the coordinator may be restarting", s.message()),
+                    }
+                }
+            }
+        };
+        let result = match out {
+            Ok(r) => r,
+            Err(e) => Err(TrainerError::retryable(format!("the trainer panicked: {e}"))),
+        };
+        let reported = match result {
+            Err(e) if told_to_stop => {
+                tracing::info!(task = %t.task_key, "stopped: {e}");
+                self.counters.stopped.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => self.fail(&t, e.message, e.retryable).await,
+            Ok(output) => self.report(&t, output).await,
+        };
+        let _ = std::fs::remove_dir_all(&work_dir);
+        reported
+    }
+
+    async fn report(&self, t: &proto::TaskLease, output: TaskOutput) -> Result<(), CoordError> {
+        let mut req = proto::CompleteRequest { lease_id: t.lease_id.clone(), worker_id: self.worker_id.clone(), task_key: t.task_key.clone(), ..Default::default() };
+        match output {
+            TaskOutput::Target(fr) => {
+                let k = fr.confusion.classes() as u32;
+                req.confusion = Some(proto::ConfusionCounts { classes: k, counts: fr.confusion.rows().iter().flatten().copied().collect() });
+                req.fold_result_json = match serde_json::to_string(&fr) {
+                    Ok(j) => j,
+                    Err(e) => return self.fail(t, format!("cannot encode the fold result: {e}"), true).await,
+                };
+            }
+            TaskOutput::Prior { checkpoint } => {
+                let started = tokio::time::Instant::now();
+                req.checkpoint_hash = loop {
+                    match upload_file(&self.clients, &checkpoint, "checkpoint").await {
+                        Ok(h) => break h,
+                        Err(CoordError::Rpc { code, .. }) if matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown) && started.elapsed() < self.unreachable => {
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                        Err(e) => return self.fail(t, format!("uploading checkpoint: {e}"), true).await,
+                    }
+                };
+            }
+        }
+        let w = self.clients.worker.clone();
+        let reply = self
+            .retry("complete", || {
+                let mut w = w.clone();
+                let req = req.clone();
+                async move { w.complete(req).await }
+            })
+            .await;
+        match reply {
+            Ok(r) if r.outcome == "duplicate" => {
+                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(task = %t.task_key, "result was a duplicate (another worker finished first)");
+            }
+            Ok(_) => {
+                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(CoordError::Rpc { code: tonic::Code::InvalidArgument, message, .. }) => {
+                // The coordinator refused the result as invalid: report it as a failure of this attempt.
+                return self.fail(t, format!("result refused: {message}"), true).await;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,251 @@
+//! Connecting to a coordinator (workers, CLI clients, local mode, tests): one channel, the three typed
+//! gRPC clients with the token and protocol headers added, and streamed, hash-checked artifact transfer.
+
+use crate::artifacts::ArtifactStore;
+use crate::auth::ClientAuth;
+use crate::error::CoordError;
+use mer_shared::proto::{self, PROTOCOL_VERSION};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// How to reach a coordinator.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// `http://host:port` or `https://host:port` (TLS).
+    pub url: String,
+    /// Shared-secret bearer token, if the coordinator requires one.
+    pub token: Option<String>,
+    /// CA certificate (PEM) to trust for `https://` (default: the system's roots are not used; give one).
+    pub tls_ca: Option<PathBuf>,
+    /// Protocol version to announce (always [`PROTOCOL_VERSION`] except in tests of the check).
+    pub protocol: u32,
+}
+
+impl ConnectOptions {
+    /// Options for `url` with `token`.
+    pub fn new(url: impl Into<String>, token: Option<String>) -> Self {
+        ConnectOptions { url: url.into(), token, tls_ca: None, protocol: PROTOCOL_VERSION }
+    }
+}
+
+/// A channel with the authentication interceptor.
+pub type Authed = InterceptedService<Channel, ClientAuth>;
+
+/// The three gRPC clients of one connection.
+#[derive(Clone)]
+pub struct Clients {
+    /// Worker calls.
+    pub worker: proto::worker_client::WorkerClient<Authed>,
+    /// Artifact transfer.
+    pub artifacts: proto::artifacts_client::ArtifactsClient<Authed>,
+    /// Experiment management.
+    pub client: proto::client_client::ClientClient<Authed>,
+    /// The protocol version announced.
+    pub protocol: u32,
+}
+
+/// Largest message accepted (fold results with many predictions).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Connects (lazily: the first call opens the connection and fails if nobody listens).
+pub fn connect(opts: &ConnectOptions) -> Result<Clients, CoordError> {
+    let bad = |m: String| CoordError::Connect { url: opts.url.clone(), message: m };
+    let mut ep = Endpoint::from_shared(opts.url.clone())
+        .map_err(|e| bad(format!("not a valid URL: {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    if opts.url.starts_with("https://") || opts.tls_ca.is_some() {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &opts.tls_ca {
+            let pem = std::fs::read(ca).map_err(|e| CoordError::io(ca, e))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        ep = ep.tls_config(tls).map_err(|e| bad(format!("TLS: {e}")))?;
+    }
+    let channel = ep.connect_lazy();
+    let auth = ClientAuth::new(opts.token.as_deref(), opts.protocol)?;
+    let svc = InterceptedService::new(channel, auth);
+    Ok(Clients {
+        worker: proto::worker_client::WorkerClient::new(svc.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        artifacts: proto::artifacts_client::ArtifactsClient::new(svc.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        client: proto::client_client::ClientClient::new(svc)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        protocol: opts.protocol,
+    })
+}
+
+/// Uploads a file as a content-addressed artifact (skipped when the coordinator has it) and returns its
+/// sha256.
+pub async fn upload_file(clients: &Clients, path: &Path, kind: &str) -> Result<String, CoordError> {
+    let hash = crate::plan::sha256_file(path)?;
+    let mut c = clients.artifacts.clone();
+    let has = c.has(proto::HasRequest { sha256: hash.clone() }).await.map_err(|s| CoordError::rpc("has", s))?.into_inner();
+    if has.present {
+        return Ok(hash);
+    }
+    let size = std::fs::metadata(path).map_err(|e| CoordError::io(path, e))?.len();
+    let mut f = std::fs::File::open(path).map_err(|e| CoordError::io(path, e))?;
+    // Chunks are read up front into a channel-fed stream so a large file is not held whole in memory.
+    let (tx, rx) = tokio::sync::mpsc::channel::<proto::ArtifactChunk>(4);
+    let (h2, k2, p2) = (hash.clone(), kind.to_string(), path.to_path_buf());
+    let reader = tokio::task::spawn_blocking(move || -> Result<(), CoordError> {
+        let mut first = true;
+        let mut buf = vec![0u8; proto::CHUNK_BYTES];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| CoordError::io(&p2, e))?;
+            if n == 0 && !first {
+                break;
+            }
+            let chunk = proto::ArtifactChunk {
+                sha256: if first { h2.clone() } else { String::new() },
+                size: if first { size } else { 0 },
+                kind: if first { k2.clone() } else { String::new() },
+                data: buf[..n].to_vec(),
+            };
+            first = false;
+            if tx.blocking_send(chunk).is_err() || n == 0 {
+                break;
+            }
+        }
+        Ok(())
+    });
+    let res = c.upload(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+    reader.await.map_err(|e| CoordError::Runtime(format!("upload reader: {e}")))??;
+    let reply = res.map_err(|s| CoordError::rpc("upload", s))?.into_inner();
+    if reply.sha256 != hash {
+        return Err(CoordError::HashMismatch { expected: hash, actual: reply.sha256 });
+    }
+    Ok(hash)
+}
+
+/// Uploads bytes with an explicitly declared hash (tests of the server-side check use a wrong one).
+pub async fn upload_bytes(clients: &Clients, declared: &str, bytes: &[u8], kind: &str) -> Result<String, CoordError> {
+    let mut c = clients.artifacts.clone();
+    let mut chunks = Vec::new();
+    let mut first = true;
+    for part in bytes.chunks(proto::CHUNK_BYTES).chain(if bytes.is_empty() { Some(&[][..]) } else { None }) {
+        chunks.push(proto::ArtifactChunk {
+            sha256: if first { declared.to_string() } else { String::new() },
+            size: if first { bytes.len() as u64 } else { 0 },
+            kind: if first { kind.to_string() } else { String::new() },
+            data: part.to_vec(),
+        });
+        first = false;
+    }
+    let reply = c.upload(tokio_stream::iter(chunks)).await.map_err(|s| CoordError::rpc("upload", s))?.into_inner();
+    Ok(reply.sha256)
+}
+
+/// Downloads artifact `hash` into `cache` (unless already there), checking the bytes against the hash,
+/// and returns its local path.
+pub async fn download_to(clients: &Clients, hash: &str, cache: &ArtifactStore) -> Result<PathBuf, CoordError> {
+    if cache.size_of(hash).is_some() {
+        return Ok(cache.path_of(hash));
+    }
+    let mut c = clients.artifacts.clone();
+    let mut stream = c
+        .download(proto::DownloadRequest { sha256: hash.to_string() })
+        .await
+        .map_err(|s| CoordError::rpc("download", s))?
+        .into_inner();
+    let mut w = cache.begin(hash)?;
+    let mut declared = None;
+    while let Some(chunk) = stream.message().await.map_err(|s| CoordError::rpc("download", s))? {
+        if declared.is_none() {
+            declared = Some(chunk.size);
+        }
+        w.write(&chunk.data)?;
+    }
+    if let Some(size) = declared {
+        if size != w.size() {
+            return Err(CoordError::invalid(format!("artifact {hash}"), format!("announced {size} bytes, received {}", w.size())));
+        }
+    }
+    // finish() re-checks the sha256 of what arrived and refuses a mismatch.
+    w.finish()?;
+    Ok(cache.path_of(hash))
+}
+
+/// sha256 hex of bytes (convenience for callers that do not depend on `sha2`).
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Reads a spec file, uploads its prepared dataset(s) and submits it. Spec and dataset errors are
+/// reported here, before anything is sent, with the spec's file, line and column.
+pub async fn submit_spec(clients: &Clients, spec_path: &Path) -> Result<proto::SubmitReply, CoordError> {
+    let spec = crate::spec::load_spec(spec_path)?;
+    let text = std::fs::read_to_string(spec_path).map_err(|e| CoordError::io(spec_path, e))?;
+    let datasets = crate::plan::load_datasets(&spec)?;
+    // Expanding here too reports contradictions against the dataset before uploading anything.
+    crate::plan::expand_multi(&spec, &datasets)?;
+    for ds in datasets.values() {
+        upload_file(clients, &ds.path, "dataset").await?;
+    }
+    let wire = crate::service::WireDataset::from_summaries(&datasets);
+    let mut c = clients.client.clone();
+    let reply = c
+        .submit(proto::SubmitRequest {
+            protocol: clients.protocol,
+            spec_toml: text,
+            spec_path: spec_path.display().to_string(),
+            dataset_hash: datasets.values().next().map(|d| d.hash.clone()).unwrap_or_default(),
+            dataset_summary_json: serde_json::to_string(&wire).map_err(|e| CoordError::json("dataset summaries", e))?,
+        })
+        .await
+        .map_err(|s| CoordError::rpc("submit", s))?;
+    Ok(reply.into_inner())
+}
+
+/// Follows an experiment until it ends, calling `on_update` with every status; returns the last one.
+pub async fn watch_until_done(
+    clients: &Clients,
+    id: &str,
+    mut on_update: impl FnMut(&proto::ExperimentStatus),
+) -> Result<proto::ExperimentStatus, CoordError> {
+    let mut c = clients.client.clone();
+    let mut unreachable_since = tokio::time::Instant::now();
+    loop {
+        let mut stream = match c.watch(proto::GetRequest { experiment_id: id.to_string() }).await {
+            Ok(s) => s.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable && unreachable_since.elapsed() < Duration::from_secs(120) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(s) => return Err(CoordError::rpc("watch", s)),
+        };
+        unreachable_since = tokio::time::Instant::now();
+        let mut last = None;
+        loop {
+            match stream.message().await {
+                Ok(Some(s)) => {
+                    on_update(&s);
+                    let done = s.state != "running";
+                    last = Some(s);
+                    if done {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(s) if s.code() == tonic::Code::Unavailable => break,
+                Err(s) => return Err(CoordError::rpc("watch", s)),
+            }
+        }
+        if let Some(s) = last.filter(|s| s.state != "running") {
+            return Ok(s);
+        }
+        // The stream ended early (coordinator restarting): follow it again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,566 @@
+//! Prometheus metrics of the coordinator (the `prometheus` crate, one private [`Registry`] per
+//! coordinator so that tests can run several side by side).
+//!
+//! Two kinds of series:
+//! - **event counters and histograms** (leases granted/expired, attempts, retries, workers lost, task
+//!   durations): the scheduler calls the `on_*` hooks of [`Metrics`] at the moment the event happens;
+//! - **state gauges** (tasks by state and kind, connected workers, free slots, per-worker throughput and
+//!   GPU memory, experiment progress, final UF1/UAR per sweep point): refreshed from a
+//!   [`ClusterSnapshot`] of the coordinator's state on every scrape ([`Metrics::render`]), so the numbers
+//!   on `/metrics` are the scheduler's numbers at scrape time, never a second bookkeeping that can drift.
+//!
+//! The coordinator's state is reached through the small [`ClusterState`] trait; the HTTP side
+//! (`/metrics`, `/healthz`, `/readyz`) lives in [`crate::http`]. The metric names are documented in
+//! docs/kubernetes.md ("Metrics reference").
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::CoordError;
+
+/// Buckets of `mer_task_duration_seconds`: a synthetic task takes seconds, a paper-size fold hours.
+pub const DURATION_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
+];
+
+/// Task states that always appear in `mer_tasks` (with 0 when empty), so dashboards see every series.
+pub const TASK_STATES: &[&str] = &["blocked", "ready", "running", "done", "failed", "cancelled"];
+/// Task kinds that always appear in `mer_tasks`.
+pub const TASK_KINDS: &[&str] = &["prior", "target"];
+
+/// How many tasks are in one state, for one task kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskCount {
+    /// Task state (`blocked`, `ready`, `running`, `done`, `failed`, `cancelled`).
+    pub state: String,
+    /// Task kind (`prior` or `target`).
+    pub kind: String,
+    /// Number of tasks.
+    pub count: u64,
+}
+
+/// One connected worker as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WorkerSnapshot {
+    /// The worker id given at registration.
+    pub id: String,
+    /// The name the worker announced (host or pod name).
+    pub name: String,
+    /// Training slots it announced.
+    pub slots: u32,
+    /// Slots holding a lease right now.
+    pub busy: u32,
+    /// Training throughput of its running tasks (sum over slots, last heartbeat), samples/s.
+    pub samples_per_s: f64,
+    /// GPU memory in use as last reported, by device name (`cuda:0`...); empty for CPU workers.
+    pub gpu_memory_bytes: Vec<(String, u64)>,
+}
+
+/// Final scores of one sweep point (only reported once all its folds are done).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointScore {
+    /// Sweep point index.
+    pub point: u32,
+    /// Sweep point label (`alpha=2,frozen=3`...).
+    pub label: String,
+    /// `all` for the pooled composite, else the dataset part (`smic`, `casme2`, `samm`).
+    pub part: String,
+    /// Pooled unweighted F1.
+    pub uf1: f64,
+    /// Pooled unweighted average recall.
+    pub uar: f64,
+}
+
+/// Progress of one experiment.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ExperimentSnapshot {
+    /// Experiment id.
+    pub id: String,
+    /// Experiment name from its spec.
+    pub name: String,
+    /// `running`, `done`, `failed`, `cancelled`.
+    pub state: String,
+    /// Target folds finished (over all sweep points).
+    pub folds_done: u64,
+    /// Target folds in the plan (over all sweep points).
+    pub folds_total: u64,
+    /// Final scores of the finished sweep points.
+    pub scores: Vec<PointScore>,
+}
+
+/// Everything the state gauges show, taken at one instant.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClusterSnapshot {
+    /// Task counts by state and kind.
+    pub tasks: Vec<TaskCount>,
+    /// Connected workers.
+    pub workers: Vec<WorkerSnapshot>,
+    /// Known experiments.
+    pub experiments: Vec<ExperimentSnapshot>,
+}
+
+impl ClusterSnapshot {
+    /// Total tasks in `state` (all kinds).
+    pub fn tasks_in(&self, state: &str) -> u64 {
+        self.tasks.iter().filter(|t| t.state == state).map(|t| t.count).sum()
+    }
+
+    /// Free training slots over all connected workers.
+    pub fn free_slots(&self) -> u64 {
+        self.workers.iter().map(|w| u64::from(w.slots.saturating_sub(w.busy))).sum()
+    }
+}
+
+/// Readiness of the coordinator as `/readyz` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// The state database is open and answers.
+    pub store_open: bool,
+    /// The gRPC server is bound and serving.
+    pub grpc_serving: bool,
+}
+
+impl Readiness {
+    /// Whether the coordinator can take traffic.
+    pub fn ready(&self) -> bool {
+        self.store_open && self.grpc_serving
+    }
+}
+
+/// What the metrics and health endpoints need from the coordinator. The scheduler implements it.
+pub trait ClusterState: Send + Sync + 'static {
+    /// The current task/worker/experiment numbers.
+    fn snapshot(&self) -> Result<ClusterSnapshot, CoordError>;
+    /// Whether the store is open and gRPC is serving.
+    fn readiness(&self) -> Readiness;
+}
+
+/// The coordinator's metric families, registered in their own [`Registry`].
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    tasks: IntGaugeVec,
+    leases_granted: IntCounterVec,
+    leases_expired: IntCounterVec,
+    attempts: IntCounterVec,
+    retries: IntCounterVec,
+    workers_lost: IntCounterVec,
+    task_duration: HistogramVec,
+    workers_connected: IntGauge,
+    slots_total: IntGauge,
+    slots_free: IntGauge,
+    worker_samples: GaugeVec,
+    worker_gpu_mem: GaugeVec,
+    folds_done: IntGaugeVec,
+    folds_total: IntGaugeVec,
+    point_uf1: GaugeVec,
+    point_uar: GaugeVec,
+    scrape_errors: IntCounter,
+}
+
+fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> Result<C, CoordError> {
+    r.register(Box::new(c.clone())).map_err(prom_err)?;
+    Ok(c)
+}
+
+fn prom_err(e: prometheus::Error) -> CoordError {
+    CoordError::Runtime(format!("prometheus: {e}"))
+}
+
+impl Metrics {
+    /// Creates and registers every metric family (names prefixed `mer_`).
+    pub fn new() -> Result<Arc<Metrics>, CoordError> {
+        let r = Registry::new();
+        let opts = |n: &str, h: &str| Opts::new(n, h);
+        let m = Metrics {
+            tasks: reg(&r, IntGaugeVec::new(opts("mer_tasks", "Tasks by state and kind."), &["state", "kind"]).map_err(prom_err)?)?,
+            leases_granted: reg(
+                &r,
+                IntCounterVec::new(opts("mer_leases_granted_total", "Task leases handed to workers."), &["kind"]).map_err(prom_err)?,
+            )?,
+            leases_expired: reg(
+                &r,
+                IntCounterVec::new(opts("mer_leases_expired_total", "Leases that expired without a heartbeat (task re-queued)."), &["kind"])
+                    .map_err(prom_err)?,
+            )?,
+            attempts: reg(
+                &r,
+                IntCounterVec::new(opts("mer_task_attempts_total", "Task attempts started (one per lease)."), &["kind"]).map_err(prom_err)?,
+            )?,
+            retries: reg(
+                &r,
+                IntCounterVec::new(
+                    opts("mer_task_retries_total", "Attempts that failed or were lost and put the task back in the queue."),
+                    &["kind", "reason"],
+                )
+                .map_err(prom_err)?,
+            )?,
+            workers_lost: reg(
+                &r,
+                IntCounterVec::new(
+                    opts("mer_workers_lost_total", "Workers declared lost (lease expiry or a failed pod seen by the Kubernetes launcher)."),
+                    &["source"],
+                )
+                .map_err(prom_err)?,
+            )?,
+            task_duration: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new("mer_task_duration_seconds", "Wall time of finished task attempts, lease to result.")
+                        .buckets(DURATION_BUCKETS.to_vec()),
+                    &["kind", "outcome"],
+                )
+                .map_err(prom_err)?,
+            )?,
+            workers_connected: reg(&r, IntGauge::with_opts(opts("mer_workers_connected", "Registered workers that are alive.")).map_err(prom_err)?)?,
+            slots_total: reg(&r, IntGauge::with_opts(opts("mer_worker_slots", "Training slots of the connected workers.")).map_err(prom_err)?)?,
+            slots_free: reg(
+                &r,
+                IntGauge::with_opts(opts("mer_worker_slots_free", "Training slots of the connected workers without a lease.")).map_err(prom_err)?,
+            )?,
+            worker_samples: reg(
+                &r,
+                GaugeVec::new(opts("mer_worker_samples_per_second", "Training throughput reported by each worker (last heartbeat)."), &["worker"])
+                    .map_err(prom_err)?,
+            )?,
+            worker_gpu_mem: reg(
+                &r,
+                GaugeVec::new(opts("mer_worker_gpu_memory_bytes", "GPU memory in use reported by each worker."), &["worker", "device"])
+                    .map_err(prom_err)?,
+            )?,
+            folds_done: reg(
+                &r,
+                IntGaugeVec::new(opts("mer_experiment_folds_done", "Target folds finished per experiment (all sweep points)."), &["experiment", "name"])
+                    .map_err(prom_err)?,
+            )?,
+            folds_total: reg(
+                &r,
+                IntGaugeVec::new(opts("mer_experiment_folds_total", "Target folds planned per experiment (all sweep points)."), &["experiment", "name"])
+                    .map_err(prom_err)?,
+            )?,
+            point_uf1: reg(
+                &r,
+                GaugeVec::new(
+                    opts("mer_sweep_point_uf1", "Final pooled UF1 of a finished sweep point (part=all for the composite)."),
+                    &["experiment", "point", "label", "part"],
+                )
+                .map_err(prom_err)?,
+            )?,
+            point_uar: reg(
+                &r,
+                GaugeVec::new(
+                    opts("mer_sweep_point_uar", "Final pooled UAR of a finished sweep point (part=all for the composite)."),
+                    &["experiment", "point", "label", "part"],
+                )
+                .map_err(prom_err)?,
+            )?,
+            scrape_errors: reg(
+                &r,
+                IntCounter::with_opts(opts("mer_metrics_snapshot_errors_total", "Scrapes where the coordinator state could not be read.")).map_err(prom_err)?,
+            )?,
+            registry: r,
+        };
+        // Counters start visible at 0 for both kinds so rate() works from the first scrape.
+        for k in TASK_KINDS {
+            m.leases_granted.with_label_values(&[k]);
+            m.leases_expired.with_label_values(&[k]);
+            m.attempts.with_label_values(&[k]);
+        }
+        Ok(Arc::new(m))
+    }
+
+    /// The registry (to add process metrics or to gather in tests).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A lease of a `kind` task was granted: one more attempt.
+    pub fn on_lease_granted(&self, kind: &str) {
+        self.leases_granted.with_label_values(&[kind]).inc();
+        self.attempts.with_label_values(&[kind]).inc();
+    }
+
+    /// A lease of a `kind` task expired (no heartbeat within its TTL).
+    pub fn on_lease_expired(&self, kind: &str) {
+        self.leases_expired.with_label_values(&[kind]).inc();
+    }
+
+    /// A `kind` task went back to the queue for another attempt; `reason` is `failed`, `expired` or `lost`.
+    pub fn on_retry(&self, kind: &str, reason: &str) {
+        self.retries.with_label_values(&[kind, reason]).inc();
+    }
+
+    /// A worker was declared lost; `source` is `lease` (expiry) or `kubernetes` (failed pod).
+    pub fn on_worker_lost(&self, source: &str) {
+        self.workers_lost.with_label_values(&[source]).inc();
+    }
+
+    /// An attempt of a `kind` task ended after `seconds`; `outcome` is `done`, `failed` or `lost`.
+    pub fn on_task_finished(&self, kind: &str, outcome: &str, seconds: f64) {
+        if seconds.is_finite() && seconds >= 0.0 {
+            self.task_duration.with_label_values(&[kind, outcome]).observe(seconds);
+        }
+    }
+
+    /// Sets every state gauge from `s` (series of workers/experiments that are gone disappear).
+    pub fn refresh(&self, s: &ClusterSnapshot) {
+        self.tasks.reset();
+        for st in TASK_STATES {
+            for k in TASK_KINDS {
+                self.tasks.with_label_values(&[st, k]).set(0);
+            }
+        }
+        for t in &s.tasks {
+            self.tasks.with_label_values(&[t.state.as_str(), t.kind.as_str()]).add(clamp_i64(t.count));
+        }
+        self.workers_connected.set(clamp_i64(s.workers.len() as u64));
+        self.slots_total.set(clamp_i64(s.workers.iter().map(|w| u64::from(w.slots)).sum()));
+        self.slots_free.set(clamp_i64(s.free_slots()));
+        self.worker_samples.reset();
+        self.worker_gpu_mem.reset();
+        for w in &s.workers {
+            self.worker_samples.with_label_values(&[w.id.as_str()]).set(w.samples_per_s);
+            for (dev, bytes) in &w.gpu_memory_bytes {
+                self.worker_gpu_mem.with_label_values(&[w.id.as_str(), dev.as_str()]).set(*bytes as f64);
+            }
+        }
+        self.folds_done.reset();
+        self.folds_total.reset();
+        self.point_uf1.reset();
+        self.point_uar.reset();
+        for e in &s.experiments {
+            self.folds_done.with_label_values(&[e.id.as_str(), e.name.as_str()]).set(clamp_i64(e.folds_done));
+            self.folds_total.with_label_values(&[e.id.as_str(), e.name.as_str()]).set(clamp_i64(e.folds_total));
+            for p in &e.scores {
+                let point = p.point.to_string();
+                let l = [e.id.as_str(), point.as_str(), p.label.as_str(), p.part.as_str()];
+                self.point_uf1.with_label_values(&l).set(p.uf1);
+                self.point_uar.with_label_values(&l).set(p.uar);
+            }
+        }
+    }
+
+    /// Refreshes the gauges from `state` and encodes every family in the Prometheus text format
+    /// (version 0.0.4). A state that cannot be read keeps the last gauges and counts a snapshot error.
+    pub fn render(&self, state: &dyn ClusterState) -> Result<String, CoordError> {
+        match state.snapshot() {
+            Ok(s) => self.refresh(&s),
+            Err(e) => {
+                tracing::warn!("metrics: cannot read the coordinator state: {e}");
+                self.scrape_errors.inc();
+            }
+        }
+        self.encode()
+    }
+
+    /// Encodes the current values without refreshing.
+    pub fn encode(&self) -> Result<String, CoordError> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).map_err(prom_err)?;
+        String::from_utf8(buf).map_err(|e| CoordError::Runtime(format!("prometheus text is not UTF-8: {e}")))
+    }
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Final per-point scores of an aggregated experiment: one `all` row and one row per dataset part, for
+/// each sweep point whose folds are all done.
+pub fn point_scores(res: &crate::aggregate::ExperimentResults) -> Vec<PointScore> {
+    let mut out = Vec::new();
+    for p in &res.sweep_points {
+        let Some(s) = p.scores.as_ref() else { continue };
+        if p.partial || p.folds_done < p.folds_total {
+            continue;
+        }
+        out.push(PointScore { point: p.index, label: p.label.clone(), part: "all".into(), uf1: s.uf1, uar: s.uar });
+        for (part, ps) in &s.parts {
+            out.push(PointScore { point: p.index, label: p.label.clone(), part: part.clone(), uf1: ps.uf1, uar: ps.uar });
+        }
+    }
+    out
+}
+
+/// Parses a Prometheus text exposition into `(name{labels}, value)` pairs, for tests and `mer status`.
+/// Comment lines are skipped; a malformed line is an error naming it.
+pub fn parse_text(text: &str) -> Result<Vec<(String, f64)>, CoordError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| CoordError::invalid(format!("metrics line {}", i + 1), format!("no value in '{line}'")))?;
+        let v = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse::<f64>()
+                .map_err(|e| CoordError::invalid(format!("metrics line {}", i + 1), format!("value '{v}': {e}")))?,
+        };
+        out.push((series.to_string(), v));
+    }
+    Ok(out)
+}
+
+/// The value of the series `name` whose labels include every `labels` pair (summed over the matches),
+/// `None` when no series matches.
+pub fn series_value(parsed: &[(String, f64)], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for (series, v) in parsed {
+        let (n, rest) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series.as_str(), ""),
+        };
+        if n != name {
+            continue;
+        }
+        let have = split_labels(rest);
+        if labels.iter().all(|(k, val)| have.iter().any(|(hk, hv)| hk == k && hv == val)) {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+/// Splits `k1="v1",k2="v2"` into pairs, honouring `\"` and `\\` escapes and commas inside values.
+fn split_labels(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = s.chars();
+    loop {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect::<String>().trim_start_matches(',').trim().to_string();
+        if key.is_empty() || chars.next() != Some('"') {
+            break;
+        }
+        let mut val = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        val.push(if n == 'n' { '\n' } else { n });
+                    }
+                }
+                '"' => break,
+                c => val.push(c),
+            }
+        }
+        out.push((key, val));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(ClusterSnapshot);
+    impl ClusterState for Fixed {
+        fn snapshot(&self) -> Result<ClusterSnapshot, CoordError> {
+            Ok(self.0.clone())
+        }
+        fn readiness(&self) -> Readiness {
+            Readiness { store_open: true, grpc_serving: true }
+        }
+    }
+
+    fn snap() -> ClusterSnapshot {
+        ClusterSnapshot {
+            tasks: vec![
+                TaskCount { state: "ready".into(), kind: "target".into(), count: 5 },
+                TaskCount { state: "running".into(), kind: "prior".into(), count: 2 },
+                TaskCount { state: "done".into(), kind: "prior".into(), count: 3 },
+            ],
+            workers: vec![
+                WorkerSnapshot { id: "w1".into(), name: "pod-a".into(), slots: 2, busy: 2, samples_per_s: 40.5, gpu_memory_bytes: vec![("cuda:0".into(), 1 << 30)] },
+                WorkerSnapshot { id: "w2".into(), name: "pod-b".into(), slots: 4, busy: 1, samples_per_s: 0.0, gpu_memory_bytes: vec![] },
+            ],
+            experiments: vec![ExperimentSnapshot {
+                id: "e1".into(),
+                name: "composite".into(),
+                state: "running".into(),
+                folds_done: 3,
+                folds_total: 68,
+                scores: vec![PointScore { point: 0, label: "alpha=2".into(), part: "all".into(), uf1: 0.71, uar: 0.69 }],
+            }],
+        }
+    }
+
+    #[test]
+    fn render_reflects_the_snapshot() {
+        let m = Metrics::new().unwrap();
+        let text = m.render(&Fixed(snap())).unwrap();
+        let p = parse_text(&text).unwrap();
+        assert_eq!(series_value(&p, "mer_tasks", &[("state", "ready"), ("kind", "target")]), Some(5.0));
+        assert_eq!(series_value(&p, "mer_tasks", &[("state", "running")]), Some(2.0));
+        assert_eq!(series_value(&p, "mer_tasks", &[("state", "failed"), ("kind", "prior")]), Some(0.0));
+        assert_eq!(series_value(&p, "mer_workers_connected", &[]), Some(2.0));
+        assert_eq!(series_value(&p, "mer_worker_slots", &[]), Some(6.0));
+        assert_eq!(series_value(&p, "mer_worker_slots_free", &[]), Some(3.0));
+        assert_eq!(series_value(&p, "mer_worker_samples_per_second", &[("worker", "w1")]), Some(40.5));
+        assert_eq!(series_value(&p, "mer_worker_gpu_memory_bytes", &[("worker", "w1"), ("device", "cuda:0")]), Some(1073741824.0));
+        assert_eq!(series_value(&p, "mer_experiment_folds_total", &[("experiment", "e1")]), Some(68.0));
+        assert_eq!(series_value(&p, "mer_sweep_point_uf1", &[("point", "0"), ("part", "all")]), Some(0.71));
+        assert_eq!(series_value(&p, "mer_sweep_point_uar", &[("label", "alpha=2")]), Some(0.69));
+    }
+
+    #[test]
+    fn gone_workers_disappear_and_counters_accumulate() {
+        let m = Metrics::new().unwrap();
+        m.refresh(&snap());
+        let mut s = snap();
+        s.workers.truncate(1);
+        m.on_lease_granted("target");
+        m.on_lease_granted("target");
+        m.on_lease_expired("target");
+        m.on_retry("target", "expired");
+        m.on_worker_lost("kubernetes");
+        m.on_task_finished("prior", "done", 42.0);
+        m.on_task_finished("prior", "done", f64::NAN);
+        let p = parse_text(&m.render(&Fixed(s)).unwrap()).unwrap();
+        assert_eq!(series_value(&p, "mer_worker_samples_per_second", &[("worker", "w2")]), None);
+        assert_eq!(series_value(&p, "mer_leases_granted_total", &[("kind", "target")]), Some(2.0));
+        assert_eq!(series_value(&p, "mer_task_attempts_total", &[("kind", "target")]), Some(2.0));
+        assert_eq!(series_value(&p, "mer_leases_expired_total", &[("kind", "prior")]), Some(0.0));
+        assert_eq!(series_value(&p, "mer_task_retries_total", &[("reason", "expired")]), Some(1.0));
+        assert_eq!(series_value(&p, "mer_workers_lost_total", &[("source", "kubernetes")]), Some(1.0));
+        assert_eq!(series_value(&p, "mer_task_duration_seconds_count", &[("kind", "prior")]), Some(1.0));
+        assert_eq!(series_value(&p, "mer_task_duration_seconds_bucket", &[("kind", "prior"), ("le", "60")]), Some(1.0));
+        assert_eq!(series_value(&p, "mer_task_duration_seconds_bucket", &[("kind", "prior"), ("le", "30")]), Some(0.0));
+    }
+
+    #[test]
+    fn a_failing_snapshot_counts_an_error_and_keeps_serving() {
+        struct Broken;
+        impl ClusterState for Broken {
+            fn snapshot(&self) -> Result<ClusterSnapshot, CoordError> {
+                Err(CoordError::Runtime("store closed".into()))
+            }
+            fn readiness(&self) -> Readiness {
+                Readiness { store_open: false, grpc_serving: true }
+            }
+        }
+        let m = Metrics::new().unwrap();
+        let p = parse_text(&m.render(&Broken).unwrap()).unwrap();
+        assert_eq!(series_value(&p, "mer_metrics_snapshot_errors_total", &[]), Some(1.0));
+        assert!(!Broken.readiness().ready());
+    }
+
+    #[test]
+    fn labels_with_commas_and_quotes_are_split() {
+        let l = split_labels(r#"experiment="e1",label="alpha=2,frozen=3",part="a\"b""#);
+        assert_eq!(l, vec![("experiment".into(), "e1".into()), ("label".into(), "alpha=2,frozen=3".into()), ("part".into(), "a\"b".into())]);
+    }
+
+    #[test]
+    fn parse_text_names_a_bad_line() {
+        let e = parse_text("# HELP x y\nmer_x 1\nmer_y abc\n").unwrap_err().to_string();
+        assert!(e.contains("metrics line 3"), "{e}");
+    }
+}

@@ -1,0 +1,278 @@
+//! A deterministic, fast stand-in for the training engine, for orchestration tests and benchmarks.
+//!
+//! Its output depends only on the task (payload, and the prior checkpoint's bytes for target tasks),
+//! never on timing, worker, attempt or device, so a faulty run can be compared exactly with a fault-free
+//! one. Prior tasks write a small checkpoint derived from the task key; target tasks predict each test
+//! sample's class from a hash (right about 60% of the time). Every execution is counted in memory and,
+//! when a log file is given, appended to it as one line `<task key>` (so tests can count executions
+//! across worker processes).
+
+use crate::agent::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
+use crate::plan::TaskKind;
+use mer_shared::fold::{EpochLog, FoldResult, SamplePrediction, Timings};
+use mer_shared::metrics::Confusion;
+use mer_shared::predictions::PredictionRecord;
+use mer_shared::prepared::{Prepared, SampleMeta};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The simulated trainer.
+#[derive(Debug, Default)]
+pub struct SimTrainer {
+    /// Simulated training time per task (split into 4 "epochs" with a progress report each).
+    pub delay: Duration,
+    /// Appends one line per execution to this file, if set.
+    pub log: Option<PathBuf>,
+    executions: AtomicU64,
+    meta: parking_lot::Mutex<HashMap<PathBuf, Arc<Vec<SampleMeta>>>>,
+}
+
+impl SimTrainer {
+    /// A trainer taking `delay` per task, logging executions to `log`.
+    pub fn new(delay: Duration, log: Option<PathBuf>) -> Self {
+        SimTrainer { delay, log, ..Default::default() }
+    }
+
+    /// Tasks executed by this instance.
+    pub fn executions(&self) -> u64 {
+        self.executions.load(Ordering::Relaxed)
+    }
+
+    fn samples(&self, dataset: &Path) -> Result<Arc<Vec<SampleMeta>>, TrainerError> {
+        if let Some(s) = self.meta.lock().get(dataset) {
+            return Ok(s.clone());
+        }
+        let m = Prepared::read_meta(dataset).map_err(|e| TrainerError::fatal(format!("{}: {e}", dataset.display())))?;
+        let s = Arc::new(m.samples);
+        self.meta.lock().insert(dataset.to_path_buf(), s.clone());
+        Ok(s)
+    }
+}
+
+fn h64(parts: &[&[u8]]) -> u64 {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// Counts lines of a sim execution log by task key.
+pub fn read_execution_log(path: &Path) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    if let Ok(text) = std::fs::read_to_string(path) {
+        for l in text.lines().filter(|l| !l.is_empty()) {
+            *out.entry(l.to_string()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+impl Trainer for SimTrainer {
+    fn run(&self, task: &TaskSpec, inputs: &TaskInputs, progress: &mut dyn FnMut(Progress), cancel: &AtomicBool) -> Result<TaskOutput, TrainerError> {
+        self.executions.fetch_add(1, Ordering::Relaxed);
+        if let Some(log) = &self.log {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .map_err(|e| TrainerError::retryable(format!("{}: {e}", log.display())))?;
+            f.write_all(format!("{}\n", task.key).as_bytes()).map_err(|e| TrainerError::retryable(format!("{}: {e}", log.display())))?;
+        }
+        let samples = self.samples(&inputs.dataset)?;
+        let epochs = 4u32;
+        let stage = task.kind.key().to_string();
+        let mut log = Vec::new();
+        for epoch in 0..epochs {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(TrainerError::retryable("cancelled"));
+            }
+            if !self.delay.is_zero() {
+                std::thread::sleep(self.delay / epochs);
+            }
+            let loss = 1.0 / (epoch as f64 + 1.0);
+            progress(Progress { stage: stage.clone(), epoch, epochs, loss, samples_per_s: 100.0 });
+            log.push(EpochLog { stage: stage.clone(), epoch: epoch as usize, loss, monitor: None, samples_per_s: 0.0 });
+        }
+        match task.kind {
+            TaskKind::Prior => {
+                let ck = inputs.work_dir.join("prior.ckpt");
+                let bytes = Sha256::digest(format!("sim-prior|{}", task.key).as_bytes());
+                std::fs::write(&ck, bytes).map_err(|e| TrainerError::retryable(format!("{}: {e}", ck.display())))?;
+                Ok(TaskOutput::Prior { checkpoint: ck })
+            }
+            TaskKind::Target => {
+                let prior: Vec<u8> = match &inputs.prior_checkpoint {
+                    Some(p) => std::fs::read(p).map_err(|e| TrainerError::retryable(format!("{}: {e}", p.display())))?,
+                    None => Vec::new(),
+                };
+                let scheme = task.payload.scheme;
+                let k = scheme.num_classes();
+                let mut conf = Confusion::new(k);
+                let mut preds = Vec::new();
+                for s in samples.iter().filter(|s| s.fold_key() == task.payload.test_subject) {
+                    let Some(&label) = s.labels.get(scheme.key()) else { continue };
+                    let h = h64(&[task.key.as_bytes(), &prior, s.id.as_bytes()]);
+                    let pred = if h % 10 < 6 { label } else { ((h >> 8) % k as u64) as usize };
+                    conf.add(label, pred).map_err(|e| TrainerError::fatal(format!("sample {}: {e}", s.id)))?;
+                    let mut probs = vec![0.1 / (k as f32 - 1.0).max(1.0); k];
+                    probs[pred] = 0.9;
+                    preds.push(SamplePrediction {
+                        id: s.id.clone(),
+                        record: PredictionRecord { dataset: s.dataset, subject: s.subject.clone(), filename: s.filename.clone(), label, pred },
+                        probs,
+                    });
+                }
+                if preds.is_empty() {
+                    return Err(TrainerError::fatal(format!("no test sample of {} under {}", task.payload.test_subject, scheme.key())));
+                }
+                Ok(TaskOutput::Target(FoldResult {
+                    test_subject: task.payload.test_subject.clone(),
+                    scheme: scheme.key().into(),
+                    seed: task.payload.train.seed,
+                    device: "sim".into(),
+                    predictions: preds,
+                    confusion: conf,
+                    epochs: log,
+                    timings: Timings::default(),
+                }))
+            }
+        }
+    }
+}
+
+/// Writes a small prepared file for orchestration tests and benchmarks: `subjects` subjects in each of
+/// CASME II and SAMM (`subjects` more in SMIC), `per_subject` clips each, megc3 labels cycling over the
+/// classes, a 2 x 10 x 2 x 2 flow tensor per clip. Deterministic: same arguments, same bytes.
+pub fn write_sim_dataset(path: &Path, subjects: usize, per_subject: usize) -> Result<(), crate::error::CoordError> {
+    use mer_shared::prepared::PrepInfo;
+    use mer_shared::Dataset;
+    use std::collections::BTreeMap;
+    let mut samples = Vec::new();
+    for part in [Dataset::Smic, Dataset::Casme2, Dataset::Samm] {
+        for s in 0..subjects {
+            let subject = match part {
+                Dataset::Smic => format!("s{:02}", s + 1),
+                Dataset::Casme2 => format!("sub{:02}", s + 1),
+                Dataset::Samm => format!("{:03}", s + 6),
+            };
+            for c in 0..per_subject {
+                let filename = format!("clip{c:02}");
+                let label = (s + c) % 3;
+                samples.push(SampleMeta {
+                    id: format!("{part}/{subject}/{filename}"),
+                    dataset: part,
+                    subject: subject.clone(),
+                    filename,
+                    emotion: ["negative", "positive", "surprise"][label].into(),
+                    objective_class: None,
+                    labels: BTreeMap::from([("megc3".to_string(), label)]),
+                    onset: 1,
+                    apex: 5,
+                    offset: 9,
+                    apex_estimated: false,
+                    keyframe_times: vec![1.0; 11],
+                    source_frames: vec![],
+                    crop_box: [0, 0, 2, 2],
+                    corrections: vec![],
+                });
+            }
+        }
+    }
+    let n = samples.len();
+    let shape = [n, 2, 10, 2, 2];
+    let flow: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| (i % 17) as f32 * 0.1).collect();
+    let p = Prepared {
+        info: PrepInfo {
+            keyframes: "adaptive".into(),
+            interpolator: "sim".into(),
+            flow_params: BTreeMap::new(),
+            size: 2,
+            frames: 10,
+            channels: vec!["u".into(), "v".into()],
+            crop: "sim".into(),
+            mer_version: "sim".into(),
+        },
+        samples,
+        shape,
+        flow,
+    };
+    p.write(path)?;
+    Ok(())
+}
+
+/// Runs every task of `plan` with `trainer` directly, in dependency order, without any coordinator:
+/// the fault-free reference that orchestrated runs are compared with. `datasets` maps dataset hashes to
+/// files (as `Plan::datasets` does). Returns the target results by task key.
+pub fn reference_run(
+    plan: &crate::plan::Plan,
+    trainer: &dyn Trainer,
+    work_dir: &Path,
+) -> Result<std::collections::BTreeMap<String, FoldResult>, crate::error::CoordError> {
+    use crate::error::CoordError;
+    let mut checkpoints: HashMap<String, PathBuf> = HashMap::new();
+    let mut out = std::collections::BTreeMap::new();
+    let cancel = AtomicBool::new(false);
+    // Plans list prior tasks before the target tasks that depend on them.
+    for t in &plan.tasks {
+        let dataset = plan
+            .datasets
+            .get(&t.payload.dataset_hash)
+            .cloned()
+            .ok_or_else(|| CoordError::NotFound(format!("dataset {}", t.payload.dataset_hash)))?;
+        let wd = work_dir.join(&t.key[..16]);
+        std::fs::create_dir_all(&wd).map_err(|e| CoordError::io(&wd, e))?;
+        let inputs = TaskInputs {
+            dataset,
+            prior_checkpoint: t.payload.prior_key.as_ref().and_then(|k| checkpoints.get(k).cloned()),
+            work_dir: wd,
+            device: "cpu".into(),
+        };
+        let spec = TaskSpec { key: t.key.clone(), kind: t.kind, fold: t.fold.clone(), sweep_point: t.sweep_point, attempt: 1, payload: t.payload.clone() };
+        match trainer.run(&spec, &inputs, &mut |_| {}, &cancel).map_err(|e| CoordError::Runtime(e.message))? {
+            TaskOutput::Prior { checkpoint } => {
+                checkpoints.insert(t.key.clone(), checkpoint);
+            }
+            TaskOutput::Target(r) => {
+                out.insert(t.key.clone(), r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_depend_only_on_the_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = dir.path().join("d.safetensors");
+        write_sim_dataset(&ds, 2, 3).unwrap();
+        let spec = crate::spec::parse_spec("s.toml", &format!("name = \"s\"\ndataset = {:?}\nscheme = \"megc3\"\n[sweep]\nalpha = [1, 2]\n", ds)).unwrap();
+        let plan = crate::plan::plan_spec(&spec).unwrap();
+        assert_eq!(plan.folds.len(), 6);
+        let a = SimTrainer::new(Duration::ZERO, None);
+        let b = SimTrainer::new(Duration::from_millis(4), None);
+        let ra = reference_run(&plan, &a, &dir.path().join("a")).unwrap();
+        let rb = reference_run(&plan, &b, &dir.path().join("b")).unwrap();
+        assert_eq!(ra, rb);
+        assert_eq!(ra.len(), 12);
+        assert_eq!(a.executions(), 18);
+        // Not trivially all right or all wrong, and the two sweep points differ.
+        let res = crate::aggregate::aggregate(&plan, &ra);
+        let uf1: Vec<f64> = res.sweep_points.iter().map(|p| p.scores.as_ref().unwrap().uf1).collect();
+        assert!(uf1.iter().all(|&u| u > 0.2 && u < 1.0), "{uf1:?}");
+        assert_ne!(res.sweep_points[0].predictions, res.sweep_points[1].predictions);
+    }
+}

@@ -1,0 +1,217 @@
+//! `mer synth` and `mer prep`: synthetic datasets in the real layouts, and preparation of datasets into ONE
+//! prepared optical-flow file (safetensors).
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use mer_worker::keyframes::KeyframeMethod;
+use mer_worker::prep::{InterpolatorChoice, PrepOptions};
+use mer_worker::synth::{Casme2Layout, Preset, SynthOptions};
+use std::path::PathBuf;
+
+/// Data subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Generate a synthetic micro-expression dataset (CASME II, SAMM and SMIC-HS in their real on-disk layouts,
+    /// with annotation workbooks) for tests and the demo.
+    Synth(SynthArgs),
+    /// Prepare datasets into one optical-flow file: face crop, 11 key-frames, 10 Farneback flows per clip.
+    /// `mer prep inspect FILE` prints the counts of a prepared file.
+    Prep(PrepArgs),
+}
+
+/// `mer synth` arguments.
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Size preset: tiny (tests, seconds), mini (the demo: 48 clips, 10 subjects), composite (the 442 clips,
+    /// 68 subjects, names and labels of the official MEGC2019 list).
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output folder (gets casme2/, samm/, smic/ and synth.json).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write CASME II in the `Cropped/` layout (reg_imgN.jpg) instead of `CASME2_RAW_selected/`.
+    #[arg(long)]
+    pub casme2_cropped: bool,
+    /// Also write the SMIC-E layout (smic-e/: SMIC-HS-E_annotation.xlsx + SMIC-HS-E/).
+    #[arg(long)]
+    pub smic_e: bool,
+}
+
+/// `mer prep` arguments: either a preparation run, or `inspect FILE`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct PrepArgs {
+    /// `inspect FILE`.
+    #[command(subcommand)]
+    pub action: Option<PrepAction>,
+    /// Run options.
+    #[command(flatten)]
+    pub run: PrepRunArgs,
+}
+
+/// `mer prep` sub-actions.
+#[derive(Debug, Subcommand)]
+pub enum PrepAction {
+    /// Print counts per dataset, subject and class of a prepared file.
+    Inspect {
+        /// The prepared `.safetensors` file.
+        file: PathBuf,
+    },
+}
+
+/// Options of a preparation run.
+#[derive(Debug, Args)]
+pub struct PrepRunArgs {
+    /// CASME II root (CASME2-coding-*.xlsx + CASME2_RAW_selected/ or Cropped/).
+    #[arg(long)]
+    pub casme2: Option<PathBuf>,
+    /// SAMM root (SAMM_Micro_FACS_Codes_v2.xlsx + SAMM/).
+    #[arg(long)]
+    pub samm: Option<PathBuf>,
+    /// SMIC-HS root in the original layout (HS/sN/micro/<class>/<clip>/).
+    #[arg(long)]
+    pub smic: Option<PathBuf>,
+    /// SMIC-E root (SMIC-HS-E_annotation.xlsx + SMIC-HS-E/); instead of --smic.
+    #[arg(long)]
+    pub smic_e: Option<PathBuf>,
+    /// Keep only the official MEGC2019 composite clips (442), with the list's 3-class labels.
+    #[arg(long)]
+    pub composite: bool,
+    /// Use this copy of the composite list (CSV: dataset,subject,filename,label) instead of the shipped one.
+    #[arg(long, requires = "composite")]
+    pub composite_list: Option<PathBuf>,
+    /// Key-frame construction: adaptive (Algorithm 1), tas (original frames at the adaptive times) or tim.
+    #[arg(long, default_value = "adaptive")]
+    pub keyframes: String,
+    /// Output size in pixels (square).
+    #[arg(long, default_value_t = 112)]
+    pub size: u32,
+    /// Also store the flow magnitude as a third channel.
+    #[arg(long)]
+    pub magnitude: bool,
+    /// Leave bad clips out (listed in <out>.skipped.tsv) instead of failing.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Annotation corrections (TOML: [[correction]] sample, field, value, reason).
+    #[arg(long)]
+    pub corrections: Option<PathBuf>,
+    /// Where no face is found, crop the central square of the full frame instead of failing the clip.
+    #[arg(long)]
+    pub face_fallback: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// A TorchScript frame interpolator (forward(a, b) -> middle, [1,C,H,W] in 0..1) instead of the default
+    /// Farneback warp-and-blend.
+    #[arg(long)]
+    pub interpolator: Option<PathBuf>,
+    /// Input channels of the TorchScript interpolator (1 or 3).
+    #[arg(long, default_value_t = 3)]
+    pub interp_channels: i64,
+    /// Output file (.safetensors), written atomically.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl PrepRunArgs {
+    /// Converts the arguments into library options.
+    pub fn to_options(&self) -> anyhow::Result<PrepOptions> {
+        let Some(out) = self.out.clone() else { bail!("--out FILE is required (or use `mer prep inspect FILE`)") };
+        let keyframes: KeyframeMethod = self.keyframes.parse()?;
+        Ok(PrepOptions {
+            casme2: self.casme2.clone(),
+            samm: self.samm.clone(),
+            smic: self.smic.clone(),
+            smic_e: self.smic_e.clone(),
+            composite: self.composite,
+            composite_list: self.composite_list.clone(),
+            keyframes,
+            size: self.size,
+            magnitude: self.magnitude,
+            skip_bad: self.skip_bad,
+            corrections: self.corrections.clone(),
+            face_fallback: self.face_fallback,
+            threads: self.threads,
+            interpolator: match &self.interpolator {
+                Some(p) => InterpolatorChoice::TorchScript { path: p.clone(), channels: self.interp_channels },
+                None => InterpolatorChoice::Farneback,
+            },
+            out,
+            progress: !self.no_progress,
+            ..Default::default()
+        })
+    }
+}
+
+/// Runs a data subcommand.
+pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
+    match cmd {
+        DataCommand::Synth(a) => {
+            let preset: Preset = a.preset.parse()?;
+            let mut opts = SynthOptions::new(preset, a.seed);
+            if a.casme2_cropped {
+                opts.casme2_layout = Casme2Layout::Cropped;
+            }
+            opts.smic_e = a.smic_e;
+            let t = std::time::Instant::now();
+            let s = mer_worker::synth::generate_with(&opts, &a.out).with_context(|| format!("generating into {}", a.out.display()))?;
+            println!("wrote {} frames in {:.1} s to {}", s.frames_written, t.elapsed().as_secs_f64(), a.out.display());
+            for (d, n) in &s.clips {
+                println!("  {d:<7} {n:>4} clips {:>3} subjects", s.subjects.get(d).copied().unwrap_or(0));
+            }
+            println!("prepare with: mer prep --casme2 {} --samm {} --smic {} --out prepared.safetensors", s.casme2.display(), s.samm.display(), s.smic.display());
+            Ok(())
+        }
+        DataCommand::Prep(p) => match p.action {
+            Some(PrepAction::Inspect { file }) => {
+                let ins = mer_worker::prep::inspect(&file)?;
+                print!("{}", ins.to_text());
+                Ok(())
+            }
+            None => {
+                let opts = p.run.to_options()?;
+                let r = mer_worker::prep::prepare(&opts)?;
+                print!("{}", r.to_text());
+                Ok(())
+            }
+        },
+    }
+}
+
+/// `mer bench prep`: generates a synthetic preset in a temporary folder, prepares it, prints clips/s.
+pub fn bench_prep(preset: &str, threads: Option<usize>, seed: u64) -> anyhow::Result<()> {
+    let preset: Preset = preset.parse()?;
+    let dir = std::env::temp_dir().join(format!("mer-bench-prep-{}", std::process::id()));
+    let res = (|| -> anyhow::Result<()> {
+        let t = std::time::Instant::now();
+        let s = mer_worker::synth::generate(preset, seed, &dir)?;
+        let synth_s = t.elapsed().as_secs_f64();
+        let mut opts = PrepOptions::from_synth(&s, dir.join("prepared.safetensors"));
+        opts.threads = threads;
+        let t = std::time::Instant::now();
+        let r = mer_worker::prep::prepare(&opts)?;
+        let total = t.elapsed().as_secs_f64();
+        println!("synth: {} frames in {synth_s:.2} s ({:.0} frames/s)", s.frames_written, s.frames_written as f64 / synth_s);
+        println!(
+            "prep: {} clips in {:.2} s = {:.2} clips/s (clip processing), {:.2} clips/s end to end incl. reading annotations and writing; threads {}",
+            r.samples,
+            r.seconds,
+            r.clips_per_sec(),
+            r.samples as f64 / total,
+            threads.map(|t| t.to_string()).unwrap_or_else(|| format!("{} (all cores)", rayon_threads())),
+        );
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}

@@ -1,0 +1,121 @@
+//! The real libtorch trainer behind `mer worker`: adapts the coordinator's [`Trainer`] interface to the
+//! training engine (`mer_worker::engine::{run_prior, run_target}`). It lives in the CLI so that neither
+//! library crate depends on the other: the coordinator stays free of libtorch, the engine free of gRPC.
+
+use mer_coordinator::agent::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
+use mer_coordinator::plan::TaskKind;
+use mer_shared::fold::EpochLog;
+use mer_shared::prepared::Prepared;
+use mer_worker::engine::{run_prior, run_target, Hooks};
+use mer_worker::error::WorkerError;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Runs prior and target tasks with the libtorch engine. Keeps the last prepared dataset it loaded in
+/// memory, since consecutive tasks of an experiment share it (it can be hundreds of MB).
+#[derive(Default)]
+pub struct EngineTrainer {
+    cache: Mutex<Option<(PathBuf, Arc<Prepared>)>>,
+}
+
+impl EngineTrainer {
+    /// A trainer with an empty dataset cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn dataset(&self, path: &PathBuf) -> Result<Arc<Prepared>, TrainerError> {
+        let mut guard = self.cache.lock().map_err(|_| TrainerError::retryable("dataset cache poisoned"))?;
+        if let Some((p, d)) = guard.as_ref() {
+            if p == path {
+                return Ok(d.clone());
+            }
+        }
+        // A dataset that does not parse will not parse on another attempt either.
+        let d = Arc::new(Prepared::read(path).map_err(|e| TrainerError::fatal(e.to_string()))?);
+        *guard = Some((path.clone(), d.clone()));
+        Ok(d)
+    }
+}
+
+/// Whether another attempt of the same task can succeed after this error.
+fn trainer_error(e: WorkerError) -> TrainerError {
+    match e {
+        WorkerError::UnknownTestSubject { .. }
+        | WorkerError::InvalidOption { .. }
+        | WorkerError::BadSample { .. }
+        | WorkerError::Shared(_) => TrainerError::fatal(e.to_string()),
+        other => TrainerError::retryable(other.to_string()),
+    }
+}
+
+impl Trainer for EngineTrainer {
+    fn run(
+        &self,
+        task: &TaskSpec,
+        inputs: &TaskInputs,
+        progress: &mut dyn FnMut(Progress),
+        cancel: &AtomicBool,
+    ) -> Result<TaskOutput, TrainerError> {
+        let data = self.dataset(&inputs.dataset)?;
+        let p = &task.payload;
+        let mut cfg = p.train.clone();
+        if cfg.device == "auto" && !inputs.device.is_empty() {
+            cfg.device = inputs.device.clone();
+        }
+        let (stage, epochs) = match task.kind {
+            TaskKind::Prior => ("prior", cfg.prior.optim.epochs),
+            TaskKind::Target => ("target", cfg.target.optim.epochs),
+        };
+        let mut on_epoch = |log: &EpochLog| {
+            progress(Progress {
+                stage: log.stage.clone(),
+                epoch: log.epoch as u32,
+                epochs: if log.stage == stage { epochs as u32 } else { 0 },
+                loss: log.loss,
+                samples_per_s: log.samples_per_s,
+            })
+        };
+        // The engine polls an Arc<AtomicBool>; mirror the agent's flag into it while the task runs.
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    if cancel.load(Ordering::Relaxed) {
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            let hooks = Hooks {
+                on_epoch: Some(&mut on_epoch),
+                checkpoint_dir: Some(inputs.work_dir.join("checkpoints")),
+                cancel: Some(stop.clone()),
+            };
+            let out = match task.kind {
+                TaskKind::Prior => {
+                    let path = inputs.work_dir.join("prior.safetensors");
+                    run_prior(&data, p.scheme, &p.test_subject, &cfg, &path, hooks)
+                        .map(|_| TaskOutput::Prior { checkpoint: path })
+                }
+                TaskKind::Target => {
+                    if cfg.prior.enabled && inputs.prior_checkpoint.is_none() {
+                        done.store(true, Ordering::Relaxed);
+                        return Err(TrainerError::fatal(format!(
+                            "task {}: prior learning is enabled but no prior checkpoint was provided",
+                            task.key
+                        )));
+                    }
+                    let prior = if cfg.prior.enabled { inputs.prior_checkpoint.as_deref() } else { None };
+                    run_target(&data, p.scheme, &p.test_subject, &cfg, prior, hooks).map(TaskOutput::Target)
+                }
+            };
+            done.store(true, Ordering::Relaxed);
+            out.map_err(trainer_error)
+        })
+    }
+}

@@ -1,0 +1,634 @@
+//! The training engine's public API: prior learning and target learning of one LOSO fold.
+//!
+//! Rules every function here keeps:
+//! - The held-out subject (`dataset/subject`, [`SampleMeta::fold_key`]) is never seen during training: prior
+//!   pairs, augmentation, epochs and every other choice use the fold's training subjects only, and there is
+//!   no epoch selection (fixed budgets). Test samples are only ever run forward, unaugmented, at the end.
+//! - Samples without a label under the scheme are ignored.
+//! - Every random choice comes from ChaCha8 generators derived from `(cfg.seed, stage, epoch)` (init,
+//!   pair split and sampling, shuffling, augmentation, dropout); libtorch's global generator is not used.
+//!   Same data, config, seed and device give the same predictions, also after a resume.
+//! - With `Hooks::checkpoint_dir`, a checkpoint is written atomically after every epoch and a restarted run
+//!   resumes after the last finished epoch. The prior-learning artifact is a safetensors file.
+
+use crate::augment::{Augmenter, DeviceSet, Variant};
+use crate::checkpoint::{self, CHECKPOINT_FORMAT, PRIOR_FORMAT};
+use crate::device::{configure, device_name, parse_device};
+use crate::error::WorkerError;
+use crate::fastpath::Precision;
+use crate::focal_loss::Loss;
+use crate::model::{classifier_specs, init_params, SinC3D, CONV_LAYERS};
+use crate::optim::{lr_at, ParamSet};
+use crate::pairs::{eq7_pair_count, PairSet};
+use crate::siamese;
+use mer_shared::fold::{EpochLog, FoldResult, SamplePrediction, Timings};
+use mer_shared::labels::LabelScheme;
+use mer_shared::metrics::Confusion;
+use mer_shared::predictions::PredictionRecord;
+use mer_shared::prepared::Prepared;
+use mer_shared::train_config::{OptimConfig, TrainConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Callbacks and controls for a running training.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// Called after every epoch of either stage (progress, heartbeats).
+    pub on_epoch: Option<&'a mut dyn FnMut(&EpochLog)>,
+    /// Folder for per-epoch checkpoints; a rerun with the same folder resumes after the last finished epoch.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Checked between batches; when set the training stops with [`WorkerError::Cancelled`].
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Hooks<'_> {
+    fn reborrow(&mut self) -> Hooks<'_> {
+        Hooks {
+            on_epoch: match &mut self.on_epoch {
+                Some(f) => Some(&mut **f),
+                None => None,
+            },
+            checkpoint_dir: self.checkpoint_dir.clone(),
+            cancel: self.cancel.clone(),
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn epoch(&mut self, log: &EpochLog) {
+        if let Some(f) = self.on_epoch.as_mut() {
+            f(log);
+        }
+    }
+}
+
+/// What prior learning produced for one fold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriorSummary {
+    /// The safetensors artifact (tower weights: conv1..conv5, dense).
+    pub path: PathBuf,
+    /// The held-out subject whose fold this is.
+    pub test_subject: String,
+    /// Training samples the pairs were built from.
+    pub train_samples: usize,
+    /// Eq. 7's pair count (all pairs of training samples), and how many of them are same / different.
+    pub pairs_total: u64,
+    /// Same-class pairs among them.
+    pub pairs_same: u64,
+    /// Different-class pairs among them.
+    pub pairs_different: u64,
+    /// Per-epoch log (monitor: accuracy on the held-out 10% of pairs).
+    pub epochs: Vec<EpochLog>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Device used.
+    pub device: String,
+}
+
+/// Small settings for CPU tests and demos: widths 8/16/32/32/64, 48x48 input, dense 64, few epochs, two
+/// augmented variants per sample and epoch. Same method, much less compute.
+pub fn small_config() -> TrainConfig {
+    let mut c = TrainConfig::default();
+    c.model.widths = [8, 16, 32, 32, 64];
+    c.model.input_size = 48;
+    c.model.dense = 64;
+    c.model.dropout = 0.3;
+    c.prior.optim.epochs = 2;
+    c.prior.optim.lr = 0.01;
+    c.prior.pairs_per_epoch = 96;
+    c.target.optim.epochs = 8;
+    c.target.optim.lr = 0.01;
+    c.target.optim.lr_step = 6;
+    c.augment.variants_per_epoch = 2;
+    c.device = "cpu".into();
+    c
+}
+
+/// The LOSO folds of a prepared set under a scheme: `dataset/subject` keys of subjects with at least one
+/// labelled sample, sorted.
+pub fn folds(data: &Prepared, scheme: LabelScheme) -> Vec<String> {
+    let set: std::collections::BTreeSet<String> =
+        data.samples.iter().filter(|s| s.labels.contains_key(scheme.key())).map(|s| s.fold_key()).collect();
+    set.into_iter().collect()
+}
+
+/// Stage 1 for one LOSO fold: trains on the fold's training subjects only; writes a safetensors checkpoint to `out`.
+pub fn run_prior(
+    data: &Prepared,
+    scheme: LabelScheme,
+    test_subject: &str,
+    cfg: &TrainConfig,
+    out: &Path,
+    hooks: Hooks,
+) -> Result<PriorSummary, WorkerError> {
+    guard(|| prior_impl(data, scheme, test_subject, cfg, out, hooks))
+}
+
+/// Stage 2 for one fold and one sweep point: init from `prior` (None = random init / "without prior
+/// learning"), train, test on the held-out subject.
+pub fn run_target(
+    data: &Prepared,
+    scheme: LabelScheme,
+    test_subject: &str,
+    cfg: &TrainConfig,
+    prior: Option<&Path>,
+    hooks: Hooks,
+) -> Result<FoldResult, WorkerError> {
+    guard(|| target_impl(data, scheme, test_subject, cfg, prior, hooks))
+}
+
+/// Both stages (what `mer train-fold` does). With `cfg.prior.enabled = false` the target stage starts from
+/// random weights. With a checkpoint folder the prior artifact is kept there (`prior.safetensors`) and reused
+/// by a rerun; without one it lives in a temporary file that is removed afterwards.
+pub fn train_fold(
+    data: &Prepared,
+    scheme: LabelScheme,
+    test_subject: &str,
+    cfg: &TrainConfig,
+    mut hooks: Hooks,
+) -> Result<FoldResult, WorkerError> {
+    let t0 = Instant::now();
+    if !cfg.prior.enabled {
+        return run_target(data, scheme, test_subject, cfg, None, hooks);
+    }
+    let (path, temporary) = match &hooks.checkpoint_dir {
+        Some(d) => (d.join("prior.safetensors"), false),
+        None => {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            (std::env::temp_dir().join(format!("mer-prior-{}-{nanos}.safetensors", std::process::id())), true)
+        }
+    };
+    let summary = match reuse_prior(&path, data, scheme, test_subject, cfg) {
+        Some(s) => {
+            tracing::info!(path = %path.display(), "reusing the finished prior-learning artifact");
+            s
+        }
+        None => run_prior(data, scheme, test_subject, cfg, &path, hooks.reborrow())?,
+    };
+    let res = run_target(data, scheme, test_subject, cfg, Some(&path), hooks);
+    if temporary {
+        let _ = std::fs::remove_file(&path);
+    }
+    let mut res = res?;
+    let mut epochs = summary.epochs.clone();
+    epochs.append(&mut res.epochs);
+    res.epochs = epochs;
+    res.timings.prior_s = summary.seconds;
+    res.timings.total_s = t0.elapsed().as_secs_f64();
+    Ok(res)
+}
+
+/// Runs `f`, turning a libtorch panic (an internal op failing) into a [`WorkerError`].
+fn guard<T>(f: impl FnOnce() -> Result<T, WorkerError>) -> Result<T, WorkerError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            Err(WorkerError::Torch { context: "training".into(), message: msg })
+        }
+    }
+}
+
+/// A fold's split: positions in the prepared data and labels.
+struct Fold {
+    train: Vec<usize>,
+    train_labels: Vec<usize>,
+    test: Vec<usize>,
+    test_labels: Vec<usize>,
+}
+
+fn split_fold(data: &Prepared, scheme: LabelScheme, test_subject: &str) -> Result<Fold, WorkerError> {
+    let mut f = Fold { train: vec![], train_labels: vec![], test: vec![], test_labels: vec![] };
+    for (i, s) in data.samples.iter().enumerate() {
+        let Some(&l) = s.labels.get(scheme.key()) else { continue };
+        let l = scheme.check(l as i64).map_err(|e| WorkerError::sample(&s.id, e.to_string()))?;
+        if s.fold_key() == test_subject {
+            f.test.push(i);
+            f.test_labels.push(l);
+        } else {
+            f.train.push(i);
+            f.train_labels.push(l);
+        }
+    }
+    if f.test.is_empty() {
+        let all = folds(data, scheme);
+        let mut available = all.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
+        if all.len() > 8 {
+            available.push_str(&format!(", ... ({} in all)", all.len()));
+        }
+        return Err(WorkerError::UnknownTestSubject { subject: test_subject.into(), scheme: scheme.key().into(), available });
+    }
+    if f.train.is_empty() {
+        return Err(WorkerError::Training(format!("fold {test_subject}: no labelled training sample outside the test subject")));
+    }
+    Ok(f)
+}
+
+/// Device, precision and geometry of a run.
+struct Setup {
+    device: Device,
+    prec: Precision,
+    model: SinC3D,
+}
+
+fn setup(cfg: &TrainConfig) -> Result<Setup, WorkerError> {
+    let device = parse_device(&cfg.device)?;
+    configure(device, cfg.threads, cfg.fast_path);
+    Ok(Setup { device, prec: Precision::new(cfg.fast_path, device), model: SinC3D::new(&cfg.model)? })
+}
+
+fn check_optim(o: &OptimConfig, stage: &str) -> Result<(), WorkerError> {
+    let bad = |f: &str, m: String| WorkerError::InvalidOption { option: format!("{stage}.optim.{f}"), message: m };
+    if o.batch_size == 0 {
+        return Err(bad("batch_size", "must be at least 1".into()));
+    }
+    if !(o.lr.is_finite() && o.lr > 0.0) {
+        return Err(bad("lr", format!("{} must be > 0", o.lr)));
+    }
+    if !(o.lr_divisor.is_finite() && o.lr_divisor > 0.0) {
+        return Err(bad("lr_divisor", format!("{} must be > 0", o.lr_divisor)));
+    }
+    Ok(())
+}
+
+/// A generator for one purpose of one stage/epoch, derived from the run's seed.
+fn rng(seed: u64, tag: &str, epoch: usize) -> ChaCha8Rng {
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(tag.as_bytes());
+    h.update((epoch as u64).to_le_bytes());
+    let d = h.finalize();
+    let mut s = [0u8; 32];
+    s.copy_from_slice(&d);
+    ChaCha8Rng::from_seed(s)
+}
+
+/// Identifies everything a stage's weights depend on except its epoch budget (so a run with a larger budget
+/// can continue a finished shorter one: the schedule of the shared epochs is the same).
+fn fingerprint(stage: &str, cfg: &TrainConfig, scheme: LabelScheme, test_subject: &str, data: &Prepared, train: &[usize], extra: &str) -> String {
+    let mut c = cfg.clone();
+    c.prior.optim.epochs = 0;
+    c.target.optim.epochs = 0;
+    c.device = String::new();
+    c.threads = None;
+    if stage == "prior" {
+        c.target = Default::default();
+    }
+    let mut h = Sha256::new();
+    h.update(stage.as_bytes());
+    h.update(serde_json::to_string(&c).unwrap_or_default().as_bytes());
+    h.update(scheme.key().as_bytes());
+    h.update(test_subject.as_bytes());
+    h.update(format!("{:?}", data.shape).as_bytes());
+    for &i in train {
+        h.update(data.samples[i].id.as_bytes());
+        h.update([0]);
+    }
+    h.update(extra.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Loads a matching checkpoint from `dir`; returns the next epoch to run and the earlier epochs' logs.
+fn resume(dir: Option<&Path>, stage: &str, fp: &str, ps: &mut ParamSet, prec: &Precision) -> Result<(usize, Vec<EpochLog>), WorkerError> {
+    let Some(dir) = dir else { return Ok((0, vec![])) };
+    let path = dir.join(format!("{stage}.ckpt.safetensors"));
+    if !path.exists() {
+        return Ok((0, vec![]));
+    }
+    let f = checkpoint::load(&path, CHECKPOINT_FORMAT)?;
+    if f.get(&path, "fingerprint")? != fp {
+        tracing::warn!(path = %path.display(), "checkpoint belongs to another run; starting over");
+        return Ok((0, vec![]));
+    }
+    let shapes: Vec<(String, Vec<i64>)> = ps.names().iter().cloned().zip(ps.values().iter().map(|v| v.size())).collect();
+    checkpoint::check_shapes(&path, &f, &shapes)?;
+    let logs: Vec<EpochLog> = serde_json::from_str(f.get(&path, "epochs")?)
+        .map_err(|e| WorkerError::Checkpoint { path: path.clone(), message: format!("metadata 'epochs': {e}") })?;
+    ps.load(&f.tensors, prec);
+    tracing::info!(path = %path.display(), epochs_done = logs.len(), "resuming from checkpoint");
+    Ok((logs.len(), logs))
+}
+
+fn save_checkpoint(dir: Option<&Path>, stage: &str, fp: &str, ps: &ParamSet, logs: &[EpochLog]) -> Result<(), WorkerError> {
+    let Some(dir) = dir else { return Ok(()) };
+    let path = dir.join(format!("{stage}.ckpt.safetensors"));
+    let mut tensors = ps.to_cpu();
+    tensors.extend(ps.momentum_to_cpu());
+    let meta: BTreeMap<String, String> = [
+        ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
+        ("stage".into(), stage.into()),
+        ("fingerprint".into(), fp.into()),
+        ("epochs".into(), serde_json::to_string(logs).unwrap_or_default()),
+    ]
+    .into();
+    checkpoint::save(&path, &tensors, &meta)
+}
+
+/// Dropout with a mask drawn from `rng` (inverted scaling), in `x`'s dtype and device.
+fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Tensor {
+    if p <= 0.0 {
+        return x.shallow_clone();
+    }
+    let keep = 1.0 - p;
+    let n = x.numel();
+    let scale = (1.0 / keep) as f32;
+    let mask: Vec<f32> = (0..n).map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 }).collect();
+    x * Tensor::from_slice(&mask).view(x.size().as_slice()).to_device(x.device()).to_kind(x.kind())
+}
+
+/// One target-learning SGD step on a batch: augmented input, forward, dropout, loss, backward, update.
+/// Returns the (detached) batch loss on the device.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn target_step(
+    model: &SinC3D,
+    prec: &Precision,
+    ps: &mut ParamSet,
+    set: &mut DeviceSet,
+    idx: &[usize],
+    vars: &[Variant],
+    ys: &[i64],
+    loss_fn: &Loss,
+    dropout_p: f64,
+    rng: &mut ChaCha8Rng,
+    lr: f64,
+    o: &OptimConfig,
+) -> Tensor {
+    let n = model.tower_len();
+    let x = set.batch(idx, Some(vars), prec);
+    let y = Tensor::from_slice(ys).to_device(prec.device);
+    let w = ps.compute(prec);
+    let f = model.features(&w[..n], &x, None);
+    let f = dropout(&f, dropout_p, rng);
+    let z = f.linear(&w[n], Some(&w[n + 1]));
+    let loss = loss_fn.forward(&z, &y);
+    loss.backward();
+    ps.sgd_step(lr, o);
+    loss.detach()
+}
+
+fn finite_or_err(v: f64, stage: &str, epoch: usize) -> Result<(), WorkerError> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(WorkerError::Training(format!("{stage} loss is not finite at epoch {epoch} (diverged; lower the learning rate)")))
+    }
+}
+
+fn prior_fingerprint(data: &Prepared, scheme: LabelScheme, test_subject: &str, cfg: &TrainConfig) -> Result<String, WorkerError> {
+    let fold = split_fold(data, scheme, test_subject)?;
+    Ok(fingerprint("prior", cfg, scheme, test_subject, data, &fold.train, ""))
+}
+
+/// A finished prior artifact at `path` made with the same data/config/epochs, if any.
+fn reuse_prior(path: &Path, data: &Prepared, scheme: LabelScheme, test_subject: &str, cfg: &TrainConfig) -> Option<PriorSummary> {
+    if !path.exists() {
+        return None;
+    }
+    let f = checkpoint::load(path, PRIOR_FORMAT).ok()?;
+    let fp = prior_fingerprint(data, scheme, test_subject, cfg).ok()?;
+    if f.meta.get("fingerprint")? != &fp {
+        return None;
+    }
+    let s: PriorSummary = serde_json::from_str(f.meta.get("summary")?).ok()?;
+    (s.epochs.len() == cfg.prior.optim.epochs).then_some(s)
+}
+
+fn prior_impl(data: &Prepared, scheme: LabelScheme, test_subject: &str, cfg: &TrainConfig, out: &Path, mut hooks: Hooks) -> Result<PriorSummary, WorkerError> {
+    let t0 = Instant::now();
+    let fold = split_fold(data, scheme, test_subject)?;
+    let su = setup(cfg)?;
+    let o = &cfg.prior.optim;
+    check_optim(o, "prior")?;
+    if cfg.prior.pairs_per_epoch == 0 {
+        return Err(WorkerError::InvalidOption { option: "prior.pairs_per_epoch".into(), message: "must be at least 1".into() });
+    }
+    let aug = Augmenter::new(&cfg.augment, cfg.model.input_size)?;
+    let mut counts = vec![0usize; scheme.num_classes()];
+    fold.train_labels.iter().for_each(|&l| counts[l] += 1);
+    let (pairs_total, pairs_same, pairs_different) = eq7_pair_count(&counts);
+    let pairs = PairSet::build(&fold.train_labels, cfg.prior.val_fraction, &mut rng(cfg.seed, "pairs", 0))?;
+    let n_val = ((cfg.prior.pairs_per_epoch as f64 * cfg.prior.val_fraction).ceil() as usize).max(2);
+    let val = pairs.validation(n_val);
+    let mut set = DeviceSet::new(data, &fold.train, &cfg.model, su.device)?;
+
+    let mut specs = su.model.param_specs();
+    specs.extend(siamese::head_specs(cfg.model.dense));
+    let init = init_params(&specs, &mut rng(cfg.seed, "prior-init", 0), su.device);
+    let mut ps = ParamSet::new(specs.iter().map(|s| s.name.clone()).collect(), init, &su.prec);
+    let fp = fingerprint("prior", cfg, scheme, test_subject, data, &fold.train, "");
+    let ckdir = hooks.checkpoint_dir.clone();
+    let (start, mut logs) = resume(ckdir.as_deref(), "prior", &fp, &mut ps, &su.prec)?;
+    tracing::info!(fold = test_subject, train = fold.train.len(), pairs_total, start, "prior learning");
+
+    let mut idx = Vec::new();
+    let mut vars = Vec::new();
+    let mut target = Vec::new();
+    for epoch in start..o.epochs {
+        let lr = lr_at(o, epoch);
+        let mut r = rng(cfg.seed, "prior-epoch", epoch);
+        let plan = pairs.epoch(cfg.prior.pairs_per_epoch, &mut r);
+        let te = Instant::now();
+        let mut loss_acc = Tensor::zeros([], (Kind::Float, su.device));
+        for chunk in plan.chunks(o.batch_size) {
+            if hooks.cancelled() {
+                return Err(WorkerError::Cancelled);
+            }
+            idx.clear();
+            vars.clear();
+            target.clear();
+            idx.extend(chunk.iter().map(|p| p.a as usize));
+            idx.extend(chunk.iter().map(|p| p.b as usize));
+            vars.extend((0..idx.len()).map(|_| aug.draw(&mut r)));
+            target.extend(chunk.iter().map(|p| if p.same { 1.0f32 } else { 0.0 }));
+            let x = set.batch(&idx, Some(&vars), &su.prec);
+            let w = ps.compute(&su.prec);
+            let z = siamese::pair_logits(&su.model, &w, &x);
+            let y = Tensor::from_slice(&target).to_device(su.device);
+            let loss = siamese::bce(&z, &y);
+            loss.backward();
+            ps.sgd_step(lr, o);
+            loss_acc += loss.detach() * chunk.len() as f64;
+        }
+        let secs = te.elapsed().as_secs_f64();
+        let loss = loss_acc.double_value(&[]) / plan.len().max(1) as f64;
+        finite_or_err(loss, "prior", epoch)?;
+        let monitor = pair_accuracy(&su, &ps, &mut set, &val, o.batch_size);
+        let log = EpochLog { stage: "prior".into(), epoch, loss, monitor, samples_per_s: 2.0 * plan.len() as f64 / secs.max(1e-9) };
+        tracing::info!(fold = test_subject, epoch, loss, monitor = ?monitor, "prior epoch");
+        hooks.epoch(&log);
+        logs.push(log);
+        save_checkpoint(ckdir.as_deref(), "prior", &fp, &ps, &logs)?;
+    }
+    let summary = PriorSummary {
+        path: out.to_path_buf(),
+        test_subject: test_subject.into(),
+        train_samples: fold.train.len(),
+        pairs_total,
+        pairs_same,
+        pairs_different,
+        epochs: logs,
+        seconds: t0.elapsed().as_secs_f64(),
+        device: device_name(su.device),
+    };
+    let n = su.model.tower_len();
+    let tower: Vec<(String, Tensor)> = ps.to_cpu().into_iter().take(n).collect();
+    let meta: BTreeMap<String, String> = [
+        ("format".to_string(), PRIOR_FORMAT.to_string()),
+        ("fingerprint".into(), fp),
+        ("model".into(), serde_json::to_string(&cfg.model).unwrap_or_default()),
+        ("summary".into(), serde_json::to_string(&summary).unwrap_or_default()),
+    ]
+    .into();
+    checkpoint::save(out, &tower, &meta)?;
+    Ok(summary)
+}
+
+/// Accuracy (threshold 0.5) of the siamese head on fixed monitoring pairs; `None` without pairs.
+fn pair_accuracy(su: &Setup, ps: &ParamSet, set: &mut DeviceSet, val: &[crate::pairs::Pair], bs: usize) -> Option<f64> {
+    if val.is_empty() {
+        return None;
+    }
+    let mut correct = 0usize;
+    tch::no_grad(|| {
+        let w = ps.compute(&su.prec);
+        for chunk in val.chunks(bs) {
+            let mut idx: Vec<usize> = chunk.iter().map(|p| p.a as usize).collect();
+            idx.extend(chunk.iter().map(|p| p.b as usize));
+            let x = set.batch(&idx, None, &su.prec);
+            let z: Vec<f32> = Vec::try_from(&siamese::pair_logits(&su.model, &w, &x).to_kind(Kind::Float).to_device(Device::Cpu)).unwrap_or_default();
+            correct += z.iter().zip(chunk).filter(|(z, p)| (**z > 0.0) == p.same).count();
+        }
+    });
+    Some(correct as f64 / val.len() as f64)
+}
+
+fn target_impl(
+    data: &Prepared,
+    scheme: LabelScheme,
+    test_subject: &str,
+    cfg: &TrainConfig,
+    prior: Option<&Path>,
+    mut hooks: Hooks,
+) -> Result<FoldResult, WorkerError> {
+    let t0 = Instant::now();
+    let fold = split_fold(data, scheme, test_subject)?;
+    let su = setup(cfg)?;
+    let o = &cfg.target.optim;
+    check_optim(o, "target")?;
+    let k = cfg.target.frozen_layers;
+    if k > CONV_LAYERS {
+        return Err(WorkerError::InvalidOption { option: "target.frozen_layers".into(), message: format!("{k}: SinC3D has {CONV_LAYERS} conv layers") });
+    }
+    let classes = scheme.num_classes();
+    let loss_fn = Loss::new(&cfg.target.loss, classes, su.device)?;
+    let aug = Augmenter::new(&cfg.augment, cfg.model.input_size)?;
+
+    let tower_specs = su.model.param_specs();
+    let (tower, prior_fp) = match prior {
+        None => (init_params(&tower_specs, &mut rng(cfg.seed, "target-init", 0), su.device), String::new()),
+        Some(path) => {
+            let f = checkpoint::load(path, PRIOR_FORMAT)?;
+            let shapes: Vec<(String, Vec<i64>)> = tower_specs.iter().map(|s| (s.name.clone(), s.shape.clone())).collect();
+            checkpoint::check_shapes(path, &f, &shapes)?;
+            let t = tower_specs.iter().map(|s| f.tensors[&s.name].to_device(su.device)).collect();
+            (t, f.get(path, "fingerprint")?.to_string())
+        }
+    };
+    let head_specs = classifier_specs(&cfg.model, classes);
+    let head = init_params(&head_specs, &mut rng(cfg.seed, "target-head", 0), su.device);
+    let names = tower_specs.iter().chain(&head_specs).map(|s| s.name.clone()).collect();
+    let mut ps = ParamSet::new(names, tower.into_iter().chain(head).collect(), &su.prec);
+    for i in 0..2 * k {
+        ps.freeze(i);
+    }
+    let fp = fingerprint("target", cfg, scheme, test_subject, data, &fold.train, &prior_fp);
+    let ckdir = hooks.checkpoint_dir.clone();
+    let (start, mut logs) = resume(ckdir.as_deref(), "target", &fp, &mut ps, &su.prec)?;
+    tracing::info!(fold = test_subject, train = fold.train.len(), test = fold.test.len(), frozen = k, prior = prior.is_some(), start, "target learning");
+
+    let mut set = DeviceSet::new(data, &fold.train, &cfg.model, su.device)?;
+    let n = su.model.tower_len();
+    let mut idx = Vec::new();
+    let mut vars: Vec<Variant> = Vec::new();
+    let mut ys = Vec::new();
+    for epoch in start..o.epochs {
+        let lr = lr_at(o, epoch);
+        let mut r = rng(cfg.seed, "target-epoch", epoch);
+        let plan = aug.epoch_plan(set.len(), &mut r);
+        let te = Instant::now();
+        let mut loss_acc = Tensor::zeros([], (Kind::Float, su.device));
+        for chunk in plan.chunks(o.batch_size) {
+            if hooks.cancelled() {
+                return Err(WorkerError::Cancelled);
+            }
+            idx.clear();
+            vars.clear();
+            ys.clear();
+            for &(i, v) in chunk {
+                idx.push(i);
+                vars.push(v);
+                ys.push(fold.train_labels[i] as i64);
+            }
+            let loss = target_step(&su.model, &su.prec, &mut ps, &mut set, &idx, &vars, &ys, &loss_fn, cfg.model.dropout, &mut r, lr, o);
+            loss_acc += loss * chunk.len() as f64;
+        }
+        let secs = te.elapsed().as_secs_f64();
+        let loss = loss_acc.double_value(&[]) / plan.len().max(1) as f64;
+        finite_or_err(loss, "target", epoch)?;
+        let log = EpochLog { stage: "target".into(), epoch, loss, monitor: None, samples_per_s: plan.len() as f64 / secs.max(1e-9) };
+        tracing::info!(fold = test_subject, epoch, loss, "target epoch");
+        hooks.epoch(&log);
+        logs.push(log);
+        save_checkpoint(ckdir.as_deref(), "target", &fp, &ps, &logs)?;
+    }
+    drop(set);
+    let target_s = t0.elapsed().as_secs_f64();
+
+    // Testing: the held-out subject, forward only, no augmentation, no dropout.
+    let t1 = Instant::now();
+    let mut test = DeviceSet::new(data, &fold.test, &cfg.model, su.device)?;
+    let mut predictions = Vec::with_capacity(fold.test.len());
+    let mut confusion = Confusion::new(classes);
+    let w = tch::no_grad(|| ps.compute(&su.prec));
+    let positions: Vec<usize> = (0..test.len()).collect();
+    for chunk in positions.chunks(o.batch_size) {
+        let probs = tch::no_grad(|| {
+            let x = test.batch(chunk, None, &su.prec);
+            let f = su.model.features(&w[..n], &x, None);
+            f.linear(&w[n], Some(&w[n + 1])).to_kind(Kind::Float).softmax(1, Kind::Float).to_device(Device::Cpu).contiguous()
+        });
+        let flat: Vec<f32> = Vec::try_from(&probs.flatten(0, -1)).map_err(|e| WorkerError::torch("reading test probabilities", e))?;
+        for (row, &pos) in flat.chunks(classes).zip(chunk) {
+            let s = &data.samples[fold.test[pos]];
+            let label = fold.test_labels[pos];
+            let pred = row.iter().enumerate().fold(0, |b, (i, &p)| if p > row[b] { i } else { b });
+            confusion.add(label, pred)?;
+            predictions.push(SamplePrediction {
+                id: s.id.clone(),
+                record: PredictionRecord { dataset: s.dataset, subject: s.subject.clone(), filename: s.filename.clone(), label, pred },
+                probs: row.to_vec(),
+            });
+        }
+    }
+    let test_s = t1.elapsed().as_secs_f64();
+    Ok(FoldResult {
+        test_subject: test_subject.into(),
+        scheme: scheme.key().into(),
+        seed: cfg.seed,
+        device: device_name(su.device),
+        predictions,
+        confusion,
+        epochs: logs,
+        timings: Timings { prior_s: 0.0, target_s, test_s, total_s: t0.elapsed().as_secs_f64() },
+    })
+}

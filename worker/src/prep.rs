@@ -1,0 +1,526 @@
+//! `mer prep`: reads one or more datasets, builds every clip's 11 key-frames from its face crop, computes the
+//! 10 Farneback flows, and writes ONE prepared file (`mer_shared::prepared::Prepared`, safetensors)
+//! atomically. Clips are processed in parallel (rayon) with a progress bar (indicatif).
+//!
+//! A bad clip (missing frames, apex outside onset..offset or not annotated, unreadable image, no face)
+//! fails the run with an error naming it; with `skip_bad` it is left out and listed in a report next to
+//! the output (`<out>.skipped.tsv`: sample id, reason). Nothing is written under the output name unless the
+//! whole run succeeded.
+
+use crate::datasets::composite::select;
+use crate::datasets::corrections::Corrections;
+use crate::datasets::frames::{find_frame, GrayFrame};
+use crate::datasets::{read_dataset, ClipRecord, DatasetKind};
+use crate::error::{Result, WorkerError};
+use crate::face::{read_gray, FaceCrop, FaceDetector};
+use crate::flow::{flow_stack, FlowParams};
+use crate::interp::{FarnebackInterpolator, FrameInterpolator, TorchScriptInterpolator};
+use crate::keyframes::{adaptive_plan, build_adaptive, check_times, tim_resample, tim_times, KeyframeMethod, Source};
+use mer_shared::prepared::{PrepInfo, Prepared, SampleMeta};
+use mer_shared::Dataset;
+use rayon::prelude::*;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Which frame interpolator synthesizes key-frames.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum InterpolatorChoice {
+    /// Farneback warp-half-way-and-blend (default).
+    #[default]
+    Farneback,
+    /// A TorchScript model file `forward(a, b) -> middle` and the channels it expects (1 or 3).
+    TorchScript {
+        /// The `.pt` file.
+        path: PathBuf,
+        /// Input channels (1 = gray, 3 = gray replicated).
+        channels: i64,
+    },
+}
+
+/// Options of a preparation run (`Default` + public fields; set at least one dataset root and `out`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrepOptions {
+    /// CASME II root (coding workbook + `CASME2_RAW_selected/` or `Cropped/`).
+    pub casme2: Option<PathBuf>,
+    /// SAMM root (workbook + `SAMM/`).
+    pub samm: Option<PathBuf>,
+    /// SMIC-HS root, original layout (`HS/` or the `HS` folder itself).
+    pub smic: Option<PathBuf>,
+    /// SMIC-E root (annotation workbook + `SMIC-HS-E/`).
+    pub smic_e: Option<PathBuf>,
+    /// Keep only the official MEGC2019 composite clips, with the list's megc3 labels.
+    pub composite: bool,
+    /// A user's copy of the composite list (CSV); `None` = the shipped list.
+    pub composite_list: Option<PathBuf>,
+    /// Key-frame method.
+    pub keyframes: KeyframeMethod,
+    /// Output size (square).
+    pub size: u32,
+    /// Also store the flow magnitude as a third channel.
+    pub magnitude: bool,
+    /// Leave bad clips out (listed in `<out>.skipped.tsv`) instead of failing.
+    pub skip_bad: bool,
+    /// Annotation corrections file (TOML, see `datasets::corrections`).
+    pub corrections: Option<PathBuf>,
+    /// Use the central square of the full frame when no face is found (instead of failing the clip).
+    pub face_fallback: bool,
+    /// Worker threads (`None`: rayon's default, one per core).
+    pub threads: Option<usize>,
+    /// Frame interpolator for adaptive key-frames.
+    pub interpolator: InterpolatorChoice,
+    /// Farneback parameters.
+    pub flow: FlowParams,
+    /// Output file (`.safetensors`).
+    pub out: PathBuf,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for PrepOptions {
+    fn default() -> Self {
+        PrepOptions {
+            casme2: None,
+            samm: None,
+            smic: None,
+            smic_e: None,
+            composite: false,
+            composite_list: None,
+            keyframes: KeyframeMethod::Adaptive,
+            size: 112,
+            magnitude: false,
+            skip_bad: false,
+            corrections: None,
+            face_fallback: false,
+            threads: None,
+            interpolator: InterpolatorChoice::Farneback,
+            flow: FlowParams::default(),
+            out: PathBuf::from("prepared.safetensors"),
+            progress: false,
+        }
+    }
+}
+
+impl PrepOptions {
+    /// Options for the three roots of a synthetic dataset (SMIC-E too when it was written).
+    pub fn from_synth(s: &crate::synth::SynthSummary, out: impl Into<PathBuf>) -> Self {
+        PrepOptions { casme2: Some(s.casme2.clone()), samm: Some(s.samm.clone()), smic: Some(s.smic.clone()), out: out.into(), ..Default::default() }
+    }
+}
+
+/// What a preparation run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrepReport {
+    /// The prepared file written.
+    pub out: PathBuf,
+    /// Samples written.
+    pub samples: usize,
+    /// Subjects (dataset/subject) written.
+    pub subjects: usize,
+    /// Samples per dataset key.
+    pub per_dataset: BTreeMap<String, usize>,
+    /// Samples per megc3 class per dataset key (`[negative, positive, surprise]`).
+    pub megc3: BTreeMap<String, [usize; 3]>,
+    /// Clips left out with `skip_bad`: (sample id, reason).
+    pub skipped: Vec<(String, String)>,
+    /// The skip report file (written when `skip_bad` is on).
+    pub skip_report: Option<PathBuf>,
+    /// Clips where the full-frame fallback was used.
+    pub fallbacks: usize,
+    /// Wall time of the clip processing (seconds).
+    pub seconds: f64,
+}
+
+impl PrepReport {
+    /// Clips processed per second.
+    pub fn clips_per_sec(&self) -> f64 {
+        (self.samples + self.skipped.len()) as f64 / self.seconds.max(1e-9)
+    }
+
+    /// A human-readable summary with the counts.
+    pub fn to_text(&self) -> String {
+        let mut s = format!("wrote {} samples, {} subjects to {}\n", self.samples, self.subjects, self.out.display());
+        for (d, n) in &self.per_dataset {
+            let c = self.megc3.get(d).copied().unwrap_or_default();
+            s += &format!("  {d:<7} {n:>4} clips   megc3 negative {} positive {} surprise {}\n", c[0], c[1], c[2]);
+        }
+        if self.fallbacks > 0 {
+            s += &format!("  full-frame fallback used for {} clips\n", self.fallbacks);
+        }
+        if !self.skipped.is_empty() {
+            s += &format!("  skipped {} bad clips", self.skipped.len());
+            if let Some(r) = &self.skip_report {
+                s += &format!(" (listed in {})", r.display());
+            }
+            s += "\n";
+        }
+        s += &format!("  {:.1} clips/s\n", self.clips_per_sec());
+        s
+    }
+}
+
+/// The skip report's path: `<out>.skipped.tsv`.
+pub fn skip_report_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".skipped.tsv");
+    PathBuf::from(s)
+}
+
+/// Reads the datasets named in the options, applies corrections and the composite selection.
+/// Returns the records to prepare and the list entries that could not be found (as (id, reason)).
+pub fn collect_records(opts: &PrepOptions) -> Result<(Vec<ClipRecord>, Vec<(String, String)>)> {
+    let mut records = Vec::new();
+    let roots = [
+        (DatasetKind::Casme2, &opts.casme2),
+        (DatasetKind::Samm, &opts.samm),
+        (DatasetKind::Smic, &opts.smic),
+        (DatasetKind::SmicE, &opts.smic_e),
+    ];
+    if roots.iter().all(|(_, r)| r.is_none()) {
+        return Err(WorkerError::InvalidOption { option: "datasets".into(), message: "give at least one of --casme2, --samm, --smic, --smic-e".into() });
+    }
+    if opts.smic.is_some() && opts.smic_e.is_some() {
+        return Err(WorkerError::InvalidOption { option: "--smic-e".into(), message: "give either --smic or --smic-e (both hold the same SMIC-HS clips)".into() });
+    }
+    for (kind, root) in roots {
+        if let Some(root) = root {
+            let r = read_dataset(kind, root)?;
+            tracing::info!(root = %root.display(), clips = r.len(), "read {kind:?}");
+            records.extend(r);
+        }
+    }
+    if let Some(c) = &opts.corrections {
+        Corrections::load(c)?.apply(&mut records)?;
+    }
+    let mut missing = Vec::new();
+    if opts.composite {
+        let list = match &opts.composite_list {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| WorkerError::io(p, e))?;
+                mer_shared::composite::parse_composite(&p.to_string_lossy(), &text)?
+            }
+            None => mer_shared::composite::composite_list(),
+        };
+        let sel = select(records, &list);
+        for id in &sel.left_out {
+            tracing::debug!(sample = %id, "not in the composite list: left out");
+        }
+        if !sel.left_out.is_empty() {
+            tracing::info!("{} clips on disk are not in the composite list and are left out", sel.left_out.len());
+        }
+        missing = sel.missing.into_iter().map(|id| (id, "listed in the composite list but not found on disk".to_string())).collect();
+        records = sel.selected;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for r in &records {
+        if !seen.insert(r.id()) {
+            return Err(WorkerError::sample(r.id(), format!("appears twice (second at {})", r.source)));
+        }
+    }
+    Ok((records, missing))
+}
+
+thread_local! {
+    static DETECTOR: RefCell<Option<FaceDetector>> = const { RefCell::new(None) };
+}
+
+struct ClipOut {
+    meta: SampleMeta,
+    flow: Vec<f32>,
+    fallback: bool,
+}
+
+/// Prepares one clip: face crop, key-frames, flows.
+fn prepare_clip(rec: &ClipRecord, opts: &PrepOptions, interp: &dyn FrameInterpolator) -> Result<ClipOut> {
+    let id = rec.id();
+    let bad = |m: String| WorkerError::sample(&id, m);
+    if let Some(p) = &rec.problem {
+        return Err(bad(p.clone()));
+    }
+    let apex = rec.apex.ok_or_else(|| bad(format!("no apex annotated ({}); add a correction to the corrections file", rec.source)))?;
+    check_times(rec.onset, apex, rec.offset).map_err(|m| bad(format!("{m} ({})", rec.source)))?;
+    let missing: Vec<u32> = (rec.onset..=rec.offset).filter(|&t| find_frame(&rec.frames, t).is_none()).collect();
+    if !missing.is_empty() {
+        return Err(bad(format!(
+            "{} of the frames {}..{} are missing in {} (first: {})",
+            missing.len(),
+            rec.onset,
+            rec.offset,
+            rec.dir.display(),
+            missing[0]
+        )));
+    }
+    let path_of = |t: u32| find_frame(&rec.frames, t).map(|f| f.path.clone()).ok_or_else(|| bad(format!("frame {t} missing")));
+    let read = |t: u32| -> Result<opencv::core::Mat> {
+        let p = path_of(t)?;
+        read_gray(&p).map_err(|e| bad(format!("unreadable image {}: {e}", p.display())))
+    };
+    let onset = read(rec.onset)?;
+    use opencv::prelude::*;
+    let (w, h) = (onset.cols(), onset.rows());
+    let found = DETECTOR.with(|d| -> Result<Option<FaceCrop>> {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(FaceDetector::new()?);
+        }
+        match d.as_mut() {
+            Some(det) => det.detect(&onset),
+            None => Ok(None),
+        }
+    })?;
+    let crop = match found {
+        Some(c) => c,
+        None if opts.face_fallback => {
+            tracing::warn!(sample = %id, "no face found on the onset frame: using the full-frame fallback");
+            FaceCrop::full_frame(w, h)
+        }
+        None => return Err(bad("no face found on the onset frame (use --face-fallback to crop the full frame)".into())),
+    };
+    let load = |t: u32| -> Result<GrayFrame> {
+        let m = if t == rec.onset { onset.try_clone().map_err(|e| WorkerError::cv("copy", e))? } else { read(t)? };
+        if m.cols() != w || m.rows() != h {
+            return Err(bad(format!("frame {t} is {}x{}, the onset frame {w}x{h}", m.cols(), m.rows())));
+        }
+        crop.apply(&m, opts.size)
+    };
+    let (frames, times, sources): (Vec<GrayFrame>, Vec<f64>, Vec<String>) = match opts.keyframes {
+        KeyframeMethod::Adaptive | KeyframeMethod::Tas => {
+            let plan = adaptive_plan(rec.onset, apex, rec.offset).map_err(bad)?;
+            let times: Vec<f64> = plan.times().iter().map(|&t| t as f64).collect();
+            if opts.keyframes == KeyframeMethod::Adaptive {
+                let anchors: Vec<u32> = plan.nodes.iter().filter(|n| n.source == Source::Original).map(|n| n.time).collect();
+                let frames = build_adaptive(&plan, load, interp)?;
+                let sources = anchors.iter().map(|&t| path_of(t).map(|p| rec.relative(&p))).collect::<Result<Vec<_>>>()?;
+                (frames, times, sources)
+            } else {
+                let mut cache: BTreeMap<u32, GrayFrame> = BTreeMap::new();
+                let mut frames = Vec::new();
+                for t in plan.times() {
+                    if !cache.contains_key(&t) {
+                        cache.insert(t, load(t)?);
+                    }
+                    frames.push(cache[&t].clone());
+                }
+                let sources = cache.keys().map(|&t| path_of(t).map(|p| rec.relative(&p))).collect::<Result<Vec<_>>>()?;
+                (frames, times, sources)
+            }
+        }
+        KeyframeMethod::Tim => {
+            let all = (rec.onset..=rec.offset).map(load).collect::<Result<Vec<_>>>()?;
+            let times = tim_times(rec.onset, rec.offset);
+            let pos: Vec<f64> = times.iter().map(|t| t - rec.onset as f64).collect();
+            let frames = tim_resample(&all, &pos)?;
+            let sources = (rec.onset..=rec.offset).map(|t| path_of(t).map(|p| rec.relative(&p))).collect::<Result<Vec<_>>>()?;
+            (frames, times, sources)
+        }
+    };
+    let flow = flow_stack(&frames, &opts.flow, opts.magnitude)?;
+    let meta = SampleMeta {
+        id: id.clone(),
+        dataset: rec.dataset,
+        subject: rec.subject.clone(),
+        filename: rec.filename.clone(),
+        emotion: rec.emotion.clone(),
+        objective_class: rec.objective_class,
+        labels: rec.labels(),
+        onset: rec.onset,
+        apex,
+        offset: rec.offset,
+        apex_estimated: rec.apex_estimated,
+        keyframe_times: times,
+        source_frames: sources,
+        crop_box: crop.rect,
+        corrections: rec.corrections.clone(),
+    };
+    Ok(ClipOut { meta, flow, fallback: crop.fallback })
+}
+
+/// Runs a preparation (see the module docs).
+pub fn prepare(opts: &PrepOptions) -> Result<PrepReport> {
+    if !(16..=1024).contains(&opts.size) {
+        return Err(WorkerError::InvalidOption { option: "--size".into(), message: format!("{} is not in 16..=1024", opts.size) });
+    }
+    let (records, missing) = collect_records(opts)?;
+    if !missing.is_empty() && !opts.skip_bad {
+        let first: Vec<&str> = missing.iter().take(5).map(|(id, _)| id.as_str()).collect();
+        return Err(WorkerError::sample(
+            first[0],
+            format!("{} composite clips not found on disk (e.g. {}); use --skip-bad to leave them out", missing.len(), first.join(", ")),
+        ));
+    }
+    let interp: Box<dyn FrameInterpolator> = match &opts.interpolator {
+        InterpolatorChoice::Farneback => Box::new(FarnebackInterpolator { params: opts.flow }),
+        InterpolatorChoice::TorchScript { path, channels } => Box::new(TorchScriptInterpolator::load(path, *channels)?),
+    };
+    // Fail early (not once per clip) when the cascades are missing.
+    FaceDetector::new()?;
+    let pool = {
+        let mut b = rayon::ThreadPoolBuilder::new();
+        if let Some(t) = opts.threads {
+            b = b.num_threads(t.max(1));
+        }
+        b.build().map_err(|e| WorkerError::InvalidOption { option: "--threads".into(), message: e.to_string() })?
+    };
+    let bar = if opts.progress { indicatif::ProgressBar::new(records.len() as u64) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} clips ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let start = std::time::Instant::now();
+    let results: Vec<Result<ClipOut>> = pool.install(|| {
+        records
+            .par_iter()
+            .map(|r| {
+                let out = prepare_clip(r, opts, interp.as_ref());
+                bar.inc(1);
+                out
+            })
+            .collect()
+    });
+    bar.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    let mut skipped = missing;
+    let mut kept = Vec::new();
+    for (rec, res) in records.iter().zip(results) {
+        match res {
+            Ok(o) => kept.push(o),
+            Err(e) if opts.skip_bad => {
+                tracing::warn!(sample = %rec.id(), "left out: {e}");
+                skipped.push((rec.id(), e.to_string()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if kept.is_empty() {
+        return Err(WorkerError::InvalidOption { option: "datasets".into(), message: "no clip could be prepared".into() });
+    }
+    let c = if opts.magnitude { 3 } else { 2 };
+    let s = opts.size as usize;
+    let n = kept.len();
+    let mut flow = Vec::with_capacity(n * c * 10 * s * s);
+    let mut samples = Vec::with_capacity(n);
+    let mut fallbacks = 0;
+    for o in kept {
+        flow.extend_from_slice(&o.flow);
+        fallbacks += o.fallback as usize;
+        samples.push(o.meta);
+    }
+    let mut channels = vec!["u".to_string(), "v".to_string()];
+    if opts.magnitude {
+        channels.push("magnitude".into());
+    }
+    let info = PrepInfo {
+        keyframes: opts.keyframes.key().into(),
+        interpolator: match opts.keyframes {
+            KeyframeMethod::Adaptive => interp.name(),
+            KeyframeMethod::Tas => "none (original frames)".into(),
+            KeyframeMethod::Tim => "tim (path-graph embedding)".into(),
+        },
+        flow_params: opts.flow.to_map(),
+        size: opts.size,
+        frames: 10,
+        channels,
+        crop: if opts.face_fallback { "haar-eyes, full-frame fallback on".into() } else { "haar-eyes".into() },
+        mer_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let prepared = Prepared { info, samples, shape: [n, c, 10, s, s], flow };
+    let skip_report = if opts.skip_bad {
+        let p = skip_report_path(&opts.out);
+        let mut text = String::from("sample\treason\n");
+        for (id, why) in &skipped {
+            text += &format!("{id}\t{}\n", why.replace(['\t', '\n'], " "));
+        }
+        mer_shared::prepared::write_atomic(&p, text.as_bytes())?;
+        Some(p)
+    } else {
+        None
+    };
+    prepared.write(&opts.out)?;
+    let mut per_dataset = BTreeMap::new();
+    let mut megc3: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    let mut subjects = std::collections::BTreeSet::new();
+    for m in &prepared.samples {
+        *per_dataset.entry(m.dataset.key().to_string()).or_insert(0) += 1;
+        subjects.insert(m.fold_key());
+        if let Some(&l) = m.labels.get("megc3") {
+            megc3.entry(m.dataset.key().to_string()).or_default()[l] += 1;
+        }
+    }
+    Ok(PrepReport { out: opts.out.clone(), samples: n, subjects: subjects.len(), per_dataset, megc3, skipped, skip_report, fallbacks, seconds })
+}
+
+/// Counts of a prepared file, for `mer prep inspect`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inspection {
+    /// Tensor shape.
+    pub shape: [usize; 5],
+    /// How the file was made.
+    pub info: PrepInfo,
+    /// Samples per dataset.
+    pub per_dataset: BTreeMap<Dataset, usize>,
+    /// Samples per (dataset, subject).
+    pub per_subject: BTreeMap<(Dataset, String), usize>,
+    /// Per scheme: per dataset: count per class index.
+    pub per_class: BTreeMap<String, BTreeMap<Dataset, BTreeMap<usize, usize>>>,
+}
+
+/// Reads a prepared file and counts samples per dataset, subject and class.
+pub fn inspect(path: &Path) -> Result<Inspection> {
+    let p = Prepared::read(path)?;
+    let mut ins = Inspection { shape: p.shape, info: p.info.clone(), per_dataset: BTreeMap::new(), per_subject: BTreeMap::new(), per_class: BTreeMap::new() };
+    for m in &p.samples {
+        *ins.per_dataset.entry(m.dataset).or_insert(0) += 1;
+        *ins.per_subject.entry((m.dataset, m.subject.clone())).or_insert(0) += 1;
+        for (scheme, &l) in &m.labels {
+            *ins.per_class.entry(scheme.clone()).or_default().entry(m.dataset).or_default().entry(l).or_insert(0) += 1;
+        }
+    }
+    Ok(ins)
+}
+
+impl Inspection {
+    /// The report `mer prep inspect` prints.
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "flow tensor [N, C, T, H, W] = {:?}; key-frames {}, interpolator {}, crop {}, channels {}\n",
+            self.shape,
+            self.info.keyframes,
+            self.info.interpolator,
+            self.info.crop,
+            self.info.channels.join(",")
+        );
+        let subjects: std::collections::BTreeSet<_> = self.per_subject.keys().collect();
+        s += &format!("samples {}, subjects {}\n\nper dataset:\n", self.shape[0], subjects.len());
+        for (d, n) in &self.per_dataset {
+            let subj = self.per_subject.keys().filter(|(dd, _)| dd == d).count();
+            s += &format!("  {:<7} {n:>5} clips {subj:>3} subjects\n", d.key());
+        }
+        for (scheme, by_d) in &self.per_class {
+            let sch: mer_shared::LabelScheme = match scheme.parse() {
+                Ok(x) => x,
+                Err(_) => continue,
+            };
+            s += &format!("\nper class ({scheme}):\n");
+            let mut total = vec![0usize; sch.num_classes()];
+            for (d, counts) in by_d {
+                let names = sch.class_names(Some(*d));
+                let parts: Vec<String> = (0..sch.num_classes()).map(|c| format!("{} {}", names[c], counts.get(&c).copied().unwrap_or(0))).collect();
+                for (c, t) in total.iter_mut().enumerate() {
+                    *t += counts.get(&c).copied().unwrap_or(0);
+                }
+                s += &format!("  {:<7} {}\n", d.key(), parts.join(", "));
+            }
+            if scheme != "emotion5" {
+                let names = sch.class_names(None);
+                let parts: Vec<String> = total.iter().enumerate().map(|(c, n)| format!("{} {n}", names[c])).collect();
+                s += &format!("  {:<7} {}\n", "all", parts.join(", "));
+            }
+        }
+        s += "\nper subject:\n";
+        for ((d, subj), n) in &self.per_subject {
+            s += &format!("  {}/{subj} {n}\n", d.key());
+        }
+        s
+    }
+}
