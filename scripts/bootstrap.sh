@@ -3,7 +3,8 @@
 # Idempotent: a second run only checks and returns in seconds.
 #   - Debian packages: OpenCV (dev headers + Haar cascades), clang/libclang for the opencv crate's
 #     binding generator, protoc for the gRPC code generation, SQLite, pkg-config, and `prometheus`
-#     for `promtool check metrics` (the /metrics test).
+#     for `promtool check metrics` (the /metrics test), fonts-dejavu-core (text in the report's plotters PNGs)
+#     and chromium (the headless-browser dashboard test, coordinator/tests/dashboard_e2e.rs).
 #   - .venv/ (project-local): torch==2.11.0 (tch 0.24.0 links against exactly it) and the Python test tools:
 #     kubernetes-validate (manifest schemas) and helm-python-sdk (Helm v4's Go engine as a C library,
 #     `helm_python`), used by tests/helm_chart.rs to render and validate charts/mer.
@@ -11,7 +12,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-APT_PKGS=(libopencv-dev opencv-data clang libclang-dev protobuf-compiler pkg-config libsqlite3-dev prometheus)
+APT_PKGS=(libopencv-dev opencv-data clang libclang-dev protobuf-compiler pkg-config libsqlite3-dev prometheus fonts-dejavu-core chromium)
 PY_PKGS=("torch==2.11.0" "numpy" "scikit-learn" "safetensors" "openpyxl" "kubernetes-validate" "helm-python-sdk")
 
 missing=()

@@ -23,6 +23,13 @@ enum Command {
     /// Benchmarks that print numbers.
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
+    /// Experiments: local mode (`mer run`), and `coordinator`, `worker`, `submit`, `status`, `cancel`,
+    /// `results` for a cluster.
+    #[command(flatten)]
+    Cluster(cli::cluster::ClusterCommand),
+    /// Reports of runs (`mer report`).
+    #[command(flatten)]
+    Report(cli::report::ReportCommand),
     /// Synthetic datasets and data preparation (`mer synth`, `mer prep`).
     #[cfg(feature = "worker")]
     #[command(flatten)]
@@ -38,6 +45,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Score(a) => cli::score::run(a),
         Command::Bench(b) => cli::bench::run(b),
+        Command::Cluster(c) => cli::cluster::run(c),
+        Command::Report(r) => cli::report::run(r),
         #[cfg(feature = "worker")]
         Command::Data(d) => cli::data::run(d),
     };

@@ -335,7 +335,14 @@ impl SlotCtx {
                 Err(e) => return self.fail(&t, format!("fetching prior checkpoint {}: {e}", t.prior_checkpoint), true).await,
             }
         };
-        let work_dir = self.work.join(format!("{}-{}", &t.task_key[..t.task_key.len().min(16)], t.attempt));
+        let work_dir = self.work.join(format!(
+            "{}-{}-{}-{}-{}",
+            &t.task_key[..t.task_key.len().min(16)],
+            t.attempt,
+            std::process::id(),
+            self.worker_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
+            self.slot
+        ));
         if let Err(e) = std::fs::create_dir_all(&work_dir) {
             return self.fail(&t, format!("{}: {e}", work_dir.display()), true).await;
         }

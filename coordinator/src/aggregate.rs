@@ -53,6 +53,12 @@ pub struct SweepPointResult {
     pub label: String,
     /// The swept values.
     pub values: BTreeMap<String, Value>,
+    /// Key-frame tag of the point's prepared file (recorded even when not swept).
+    #[serde(default)]
+    pub keyframes: String,
+    /// sha256 of the point's prepared file.
+    #[serde(default)]
+    pub dataset_hash: String,
     /// Folds whose target task finished.
     pub folds_done: usize,
     /// Folds planned.
@@ -91,7 +97,10 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
         let mut seen_folds = BTreeSet::new();
         for task in plan.targets_of(sp.index) {
             if !seen_folds.insert(task.fold.as_str()) {
-                warnings.push(format!("fold {} has two target tasks in this sweep point; the second is ignored", task.fold));
+                warnings.push(format!(
+                    "fold {} has two target tasks in this sweep point; the second is ignored",
+                    task.fold
+                ));
                 continue;
             }
             folds_total += 1;
@@ -100,7 +109,12 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
                 continue;
             };
             if res.test_subject != task.fold {
-                warnings.push(format!("result of task {} is for {}, expected {}; ignored", short(&task.key), res.test_subject, task.fold));
+                warnings.push(format!(
+                    "result of task {} is for {}, expected {}; ignored",
+                    short(&task.key),
+                    res.test_subject,
+                    task.fold
+                ));
                 missing.push(task.fold.clone());
                 continue;
             }
@@ -110,7 +124,10 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
             for p in &res.predictions {
                 let r = &p.record;
                 if format!("{}/{}", r.dataset, r.subject) != task.fold {
-                    bad = Some(format!("fold {}: prediction {} belongs to another subject", task.fold, p.id));
+                    bad = Some(format!(
+                        "fold {}: prediction {} belongs to another subject",
+                        task.fold, p.id
+                    ));
                     break;
                 }
                 if let Err(e) = fold_conf.add(r.label, r.pred) {
@@ -151,6 +168,8 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
             index: sp.index,
             label: sp.label.clone(),
             values: sp.values.clone(),
+            keyframes: sp.keyframes.clone(),
+            dataset_hash: sp.dataset_hash.clone(),
             folds_done,
             folds_total,
             partial: folds_done < folds_total,
@@ -166,7 +185,12 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
         experiment: plan.experiment.clone(),
         spec_hash: plan.spec_hash.clone(),
         scheme: plan.scheme,
-        classes: plan.scheme.class_names(None).into_iter().map(String::from).collect(),
+        classes: plan
+            .scheme
+            .class_names(None)
+            .into_iter()
+            .map(String::from)
+            .collect(),
         parts: plan.parts.clone(),
         tasks_done: done_all,
         tasks_total: total_all,
@@ -204,17 +228,27 @@ pub fn summary_markdown(res: &ExperimentResults) -> String {
     let f = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
     for sp in &res.sweep_points {
         let mark = if sp.partial { " (partial)" } else { "" };
-        out += &format!("| `{}`{mark} | {}/{} |", sp.label, sp.folds_done, sp.folds_total);
+        out += &format!(
+            "| `{}`{mark} | {}/{} |",
+            sp.label, sp.folds_done, sp.folds_total
+        );
         for p in &res.parts {
             let ps = sp.scores.as_ref().and_then(|s| s.parts.get(p.key()));
             out += &format!(" {} | {} |", f(ps.map(|x| x.uf1)), f(ps.map(|x| x.uar)));
         }
-        out += &format!(" {} | {} |\n", f(sp.scores.as_ref().map(|s| s.uf1)), f(sp.scores.as_ref().map(|s| s.uar)));
+        out += &format!(
+            " {} | {} |\n",
+            f(sp.scores.as_ref().map(|s| s.uf1)),
+            f(sp.scores.as_ref().map(|s| s.uar))
+        );
     }
     for sp in &res.sweep_points {
         out += &format!("\n## `{}`\n\n", sp.label);
         if sp.partial {
-            out += &format!("**Partial**: {} of {} folds finished.\n\n", sp.folds_done, sp.folds_total);
+            out += &format!(
+                "**Partial**: {} of {} folds finished.\n\n",
+                sp.folds_done, sp.folds_total
+            );
         }
         let Some(s) = &sp.scores else {
             out += "No fold finished yet.\n";
@@ -223,10 +257,21 @@ pub fn summary_markdown(res: &ExperimentResults) -> String {
         out += "| part | n | UF1 | UAR | Acc | macro-F1 |\n|---|---|---|---|---|---|\n";
         for p in &res.parts {
             if let Some(ps) = s.parts.get(p.key()) {
-                out += &format!("| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} |\n", p.display_name(), ps.n, ps.uf1, ps.uar, ps.acc, ps.f1_macro);
+                out += &format!(
+                    "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+                    p.display_name(),
+                    ps.n,
+                    ps.uf1,
+                    ps.uar,
+                    ps.acc,
+                    ps.f1_macro
+                );
             }
         }
-        out += &format!("| **all** | {} | {:.4} | {:.4} | {:.4} | {:.4} |\n", s.n, s.uf1, s.uar, s.acc, s.f1_macro);
+        out += &format!(
+            "| **all** | {} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+            s.n, s.uf1, s.uar, s.acc, s.f1_macro
+        );
         for w in &sp.warnings {
             out += &format!("\n> warning: {w}\n");
         }
@@ -243,14 +288,21 @@ pub fn write_results(dir: &Path, res: &ExperimentResults) -> Result<(), CoordErr
         }
         let stem = crate::plan::safe_label(&sp.label);
         let pdir = dir.join("predictions");
-        write_atomic(&pdir.join(format!("{stem}.megc.txt")), megc_log::write(&sp.predictions).as_bytes())?;
-        write_atomic(&pdir.join(format!("{stem}.csv")), to_csv(&sp.predictions).as_bytes())?;
+        write_atomic(
+            &pdir.join(format!("{stem}.megc.txt")),
+            megc_log::write(&sp.predictions).as_bytes(),
+        )?;
+        write_atomic(
+            &pdir.join(format!("{stem}.csv")),
+            to_csv(&sp.predictions).as_bytes(),
+        )?;
     }
     let mut lean = res.clone();
     for sp in &mut lean.sweep_points {
         sp.predictions.clear();
     }
-    let json = serde_json::to_string_pretty(&lean).map_err(|e| CoordError::json("results.json", e))?;
+    let json =
+        serde_json::to_string_pretty(&lean).map_err(|e| CoordError::json("results.json", e))?;
     write_atomic(&dir.join("results.json"), format!("{json}\n").as_bytes())?;
     write_atomic(&dir.join("summary.md"), summary_markdown(res).as_bytes())?;
     Ok(())
@@ -265,7 +317,11 @@ mod tests {
     use mer_shared::predictions::parse_any;
 
     fn plan() -> Plan {
-        let spec = parse_spec("s.toml", "name = \"agg\"\ndataset = \"d\"\nscheme = \"megc3\"\n[sweep]\nalpha = [1, 2]\n").unwrap();
+        let spec = parse_spec(
+            "s.toml",
+            "name = \"agg\"\ndataset = \"d\"\nscheme = \"megc3\"\n[sweep]\nalpha = [1, 2]\n",
+        )
+        .unwrap();
         expand(&spec, &composite_summary("adaptive")).unwrap()
     }
 
@@ -282,11 +338,21 @@ mod tests {
             .enumerate()
             .map(|(i, s)| {
                 let label = s.labels["megc3"];
-                let pred = if i % 3 == 0 { (label + shift) % 3 } else { label };
+                let pred = if i % 3 == 0 {
+                    (label + shift) % 3
+                } else {
+                    label
+                };
                 conf.add(label, pred).unwrap();
                 SamplePrediction {
                     id: s.id.clone(),
-                    record: PredictionRecord { dataset: s.dataset, subject: s.subject.clone(), filename: s.filename.clone(), label, pred },
+                    record: PredictionRecord {
+                        dataset: s.dataset,
+                        subject: s.subject.clone(),
+                        filename: s.filename.clone(),
+                        label,
+                        pred,
+                    },
                     probs: vec![0.0; 3],
                 }
             })
@@ -300,12 +366,19 @@ mod tests {
             predictions: preds,
             confusion: conf,
             epochs: vec![],
-            timings: Timings { total_s: 1.5, ..Default::default() },
+            timings: Timings {
+                total_s: 1.5,
+                ..Default::default()
+            },
         }
     }
 
     fn all_results(p: &Plan) -> BTreeMap<String, FoldResult> {
-        p.tasks.iter().filter(|t| t.kind == TaskKind::Target).map(|t| (t.key.clone(), result_for(p, t))).collect()
+        p.tasks
+            .iter()
+            .filter(|t| t.kind == TaskKind::Target)
+            .map(|t| (t.key.clone(), result_for(p, t)))
+            .collect()
     }
 
     #[test]
@@ -323,10 +396,17 @@ mod tests {
             assert_eq!(sp.folds_done, 68);
             // What `mer score` computes from either written file equals the aggregated report.
             for ext in ["csv", "megc.txt"] {
-                let f = dir.path().join("predictions").join(format!("{}.{ext}", sp.label));
+                let f = dir
+                    .path()
+                    .join("predictions")
+                    .join(format!("{}.{ext}", sp.label));
                 let text = std::fs::read_to_string(&f).unwrap();
                 let recs = parse_any(&f.display().to_string(), &text, LabelScheme::Megc3).unwrap();
-                assert_eq!(&ScoreReport::compute(LabelScheme::Megc3, &recs).unwrap(), s, "{ext}");
+                assert_eq!(
+                    &ScoreReport::compute(LabelScheme::Megc3, &recs).unwrap(),
+                    s,
+                    "{ext}"
+                );
             }
             assert!(sp.warnings.is_empty(), "{:?}", sp.warnings);
             assert!((sp.train_seconds - 68.0 * 1.5).abs() < 1e-9);
@@ -347,10 +427,14 @@ mod tests {
         let json = std::fs::read_to_string(dir.path().join("results.json")).unwrap();
         let back: ExperimentResults = serde_json::from_str(&json).unwrap();
         assert_eq!(back.schema, RESULTS_SCHEMA);
+        assert_eq!(back.sweep_points[0].keyframes, "adaptive");
         assert!(back.sweep_points.iter().all(|s| s.predictions.is_empty()));
         assert_eq!(back.sweep_points[0].scores, res.sweep_points[0].scores);
         let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
-        assert!(md.contains("| `alpha=1` | 68/68 |") && !md.contains("partial"), "{md}");
+        assert!(
+            md.contains("| `alpha=1` | 68/68 |") && !md.contains("partial"),
+            "{md}"
+        );
     }
 
     #[test]
@@ -358,8 +442,11 @@ mod tests {
         let p = plan();
         let all = all_results(&p);
         // Only the first 10 folds of point 0 and none of point 1.
-        let some: BTreeMap<String, FoldResult> =
-            p.targets_of(0).take(10).map(|t| (t.key.clone(), all[&t.key].clone())).collect();
+        let some: BTreeMap<String, FoldResult> = p
+            .targets_of(0)
+            .take(10)
+            .map(|t| (t.key.clone(), all[&t.key].clone()))
+            .collect();
         let res = aggregate(&p, &some);
         assert!(res.partial);
         assert_eq!((res.tasks_done, res.tasks_total), (10, 136));
@@ -382,7 +469,11 @@ mod tests {
         noisy.insert(t0.key.clone(), all[&t1.key].clone());
         let r = aggregate(&p, &noisy);
         assert_eq!(r.sweep_points[0].folds_done, 67);
-        assert!(r.sweep_points[0].warnings[0].contains("expected"), "{:?}", r.sweep_points[0].warnings);
+        assert!(
+            r.sweep_points[0].warnings[0].contains("expected"),
+            "{:?}",
+            r.sweep_points[0].warnings
+        );
     }
 
     #[test]

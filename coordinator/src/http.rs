@@ -71,12 +71,24 @@ pub async fn serve(
     state: Arc<dyn ClusterState>,
     shutdown: CancellationToken,
 ) -> Result<HttpServer, CoordError> {
+    serve_with(listen, metrics, state, Router::new(), shutdown).await
+}
+
+/// Like [`serve`], with more routes merged into the same port: the coordinator adds the live dashboard
+/// (`/`, `/api/...`: `crate::report::dashboard::router`).
+pub async fn serve_with(
+    listen: SocketAddr,
+    metrics: Arc<Metrics>,
+    state: Arc<dyn ClusterState>,
+    extra: Router,
+    shutdown: CancellationToken,
+) -> Result<HttpServer, CoordError> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| CoordError::Runtime(format!("cannot bind the metrics/health port {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| CoordError::Runtime(format!("metrics port {listen}: {e}")))?;
-    let app = router(metrics, state);
-    tracing::info!("metrics and health on http://{addr} (/metrics, /healthz, /readyz)");
+    let app = router(metrics, state).merge(extra);
+    tracing::info!("metrics, health and dashboard on http://{addr} (/metrics, /healthz, /readyz, /)");
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

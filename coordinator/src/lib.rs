@@ -6,6 +6,7 @@ pub mod http;
 pub mod k8s;
 pub mod metrics;
 pub mod plan;
+pub mod report;
 pub mod spec;
 pub mod artifacts;
 pub mod auth;
@@ -17,5 +18,6 @@ pub mod client;
 pub mod server;
 pub mod service;
 pub mod sim;
+pub mod local;
 
 pub use error::CoordError;

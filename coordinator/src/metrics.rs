@@ -13,7 +13,11 @@
 //! (`/metrics`, `/healthz`, `/readyz`) lives in [`crate::http`]. The metric names are documented in
 //! docs/kubernetes.md ("Metrics reference").
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -28,14 +32,14 @@ pub const DURATION_BUCKETS: &[f64] = &[
 ];
 
 /// Task states that always appear in `mer_tasks` (with 0 when empty), so dashboards see every series.
-pub const TASK_STATES: &[&str] = &["blocked", "ready", "running", "done", "failed", "cancelled"];
+pub const TASK_STATES: &[&str] = &["blocked", "ready", "running", "done", "failed"];
 /// Task kinds that always appear in `mer_tasks`.
 pub const TASK_KINDS: &[&str] = &["prior", "target"];
 
 /// How many tasks are in one state, for one task kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskCount {
-    /// Task state (`blocked`, `ready`, `running`, `done`, `failed`, `cancelled`).
+    /// Task state (`blocked`, `ready`, `running`, `done`, `failed`).
     pub state: String,
     /// Task kind (`prior` or `target`).
     pub kind: String,
@@ -140,7 +144,6 @@ pub trait ClusterState: Send + Sync + 'static {
 }
 
 /// The coordinator's metric families, registered in their own [`Registry`].
-#[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     tasks: IntGaugeVec,
@@ -160,6 +163,10 @@ pub struct Metrics {
     point_uf1: GaugeVec,
     point_uar: GaugeVec,
     scrape_errors: IntCounter,
+    /// Live leases: kind and grant time, for the duration histogram.
+    leases: Mutex<HashMap<String, (String, Instant)>>,
+    /// Final per-point scores by experiment id (set when results are aggregated).
+    scores: Mutex<BTreeMap<String, Vec<PointScore>>>,
 }
 
 fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> Result<C, CoordError> {
@@ -239,7 +246,7 @@ impl Metrics {
             )?,
             folds_total: reg(
                 &r,
-                IntGaugeVec::new(opts("mer_experiment_folds_total", "Target folds planned per experiment (all sweep points)."), &["experiment", "name"])
+                IntGaugeVec::new(opts("mer_experiment_folds_planned", "Target folds planned per experiment (all sweep points)."), &["experiment", "name"])
                     .map_err(prom_err)?,
             )?,
             point_uf1: reg(
@@ -263,6 +270,8 @@ impl Metrics {
                 IntCounter::with_opts(opts("mer_metrics_snapshot_errors_total", "Scrapes where the coordinator state could not be read.")).map_err(prom_err)?,
             )?,
             registry: r,
+            leases: Mutex::new(HashMap::new()),
+            scores: Mutex::new(BTreeMap::new()),
         };
         // Counters start visible at 0 for both kinds so rate() works from the first scrape.
         for k in TASK_KINDS {
@@ -278,32 +287,47 @@ impl Metrics {
         &self.registry
     }
 
-    /// A lease of a `kind` task was granted: one more attempt.
-    pub fn on_lease_granted(&self, kind: &str) {
+    /// Lease `lease_id` of a `kind` task was granted: one more attempt; its clock starts.
+    pub fn on_lease_granted(&self, lease_id: &str, kind: &str) {
         self.leases_granted.with_label_values(&[kind]).inc();
         self.attempts.with_label_values(&[kind]).inc();
+        self.leases.lock().insert(lease_id.to_string(), (kind.to_string(), Instant::now()));
     }
 
-    /// A lease of a `kind` task expired (no heartbeat within its TTL).
-    pub fn on_lease_expired(&self, kind: &str) {
-        self.leases_expired.with_label_values(&[kind]).inc();
+    /// Lease `lease_id` expired without a heartbeat: its task goes back to the queue (or gives up).
+    pub fn on_lease_expired(&self, lease_id: &str) {
+        if let Some((kind, since)) = self.leases.lock().remove(lease_id) {
+            self.leases_expired.with_label_values(&[kind.as_str()]).inc();
+            self.retries.with_label_values(&[kind.as_str(), "expired"]).inc();
+            self.task_duration.with_label_values(&[kind.as_str(), "lost"]).observe(since.elapsed().as_secs_f64());
+        }
     }
 
-    /// A `kind` task went back to the queue for another attempt; `reason` is `failed`, `expired` or `lost`.
-    pub fn on_retry(&self, kind: &str, reason: &str) {
-        self.retries.with_label_values(&[kind, reason]).inc();
+    /// Lease `lease_id` ended with `outcome`: `done` (result stored), `retry` (reported failure, the task
+    /// is queued again) or `gave_up` (failure, no attempt left).
+    pub fn on_lease_ended(&self, lease_id: &str, outcome: &str) {
+        if let Some((kind, since)) = self.leases.lock().remove(lease_id) {
+            let o = if outcome == "done" { "done" } else { "failed" };
+            self.task_duration.with_label_values(&[kind.as_str(), o]).observe(since.elapsed().as_secs_f64());
+            if outcome == "retry" {
+                self.retries.with_label_values(&[kind.as_str(), "failed"]).inc();
+            }
+        }
     }
 
-    /// A worker was declared lost; `source` is `lease` (expiry) or `kubernetes` (failed pod).
+    /// A worker was declared lost; `source` is `kubernetes` (failed pod) or `api` (a client said so).
     pub fn on_worker_lost(&self, source: &str) {
         self.workers_lost.with_label_values(&[source]).inc();
     }
 
-    /// An attempt of a `kind` task ended after `seconds`; `outcome` is `done`, `failed` or `lost`.
-    pub fn on_task_finished(&self, kind: &str, outcome: &str, seconds: f64) {
-        if seconds.is_finite() && seconds >= 0.0 {
-            self.task_duration.with_label_values(&[kind, outcome]).observe(seconds);
-        }
+    /// Records the final per-point scores of an experiment (from its aggregated results).
+    pub fn set_final_scores(&self, experiment_id: &str, scores: Vec<PointScore>) {
+        self.scores.lock().insert(experiment_id.to_string(), scores);
+    }
+
+    /// The final per-point scores recorded for an experiment.
+    pub fn final_scores(&self, experiment_id: &str) -> Vec<PointScore> {
+        self.scores.lock().get(experiment_id).cloned().unwrap_or_default()
     }
 
     /// Sets every state gauge from `s` (series of workers/experiments that are gone disappear).
@@ -505,7 +529,7 @@ mod tests {
         assert_eq!(series_value(&p, "mer_worker_slots_free", &[]), Some(3.0));
         assert_eq!(series_value(&p, "mer_worker_samples_per_second", &[("worker", "w1")]), Some(40.5));
         assert_eq!(series_value(&p, "mer_worker_gpu_memory_bytes", &[("worker", "w1"), ("device", "cuda:0")]), Some(1073741824.0));
-        assert_eq!(series_value(&p, "mer_experiment_folds_total", &[("experiment", "e1")]), Some(68.0));
+        assert_eq!(series_value(&p, "mer_experiment_folds_planned", &[("experiment", "e1")]), Some(68.0));
         assert_eq!(series_value(&p, "mer_sweep_point_uf1", &[("point", "0"), ("part", "all")]), Some(0.71));
         assert_eq!(series_value(&p, "mer_sweep_point_uar", &[("label", "alpha=2")]), Some(0.69));
     }
@@ -516,23 +540,30 @@ mod tests {
         m.refresh(&snap());
         let mut s = snap();
         s.workers.truncate(1);
-        m.on_lease_granted("target");
-        m.on_lease_granted("target");
-        m.on_lease_expired("target");
-        m.on_retry("target", "expired");
+        m.on_lease_granted("l1", "target");
+        m.on_lease_granted("l2", "target");
+        m.on_lease_granted("l3", "prior");
+        m.on_lease_granted("l4", "prior");
+        m.on_lease_expired("l1");
+        m.on_lease_expired("l1");
+        m.on_lease_ended("l2", "retry");
+        m.on_lease_ended("l3", "done");
+        m.on_lease_ended("unknown", "done");
         m.on_worker_lost("kubernetes");
-        m.on_task_finished("prior", "done", 42.0);
-        m.on_task_finished("prior", "done", f64::NAN);
         let p = parse_text(&m.render(&Fixed(s)).unwrap()).unwrap();
         assert_eq!(series_value(&p, "mer_worker_samples_per_second", &[("worker", "w2")]), None);
         assert_eq!(series_value(&p, "mer_leases_granted_total", &[("kind", "target")]), Some(2.0));
         assert_eq!(series_value(&p, "mer_task_attempts_total", &[("kind", "target")]), Some(2.0));
         assert_eq!(series_value(&p, "mer_leases_expired_total", &[("kind", "prior")]), Some(0.0));
+        assert_eq!(series_value(&p, "mer_leases_expired_total", &[("kind", "target")]), Some(1.0), "a lease expires once");
         assert_eq!(series_value(&p, "mer_task_retries_total", &[("reason", "expired")]), Some(1.0));
+        assert_eq!(series_value(&p, "mer_task_retries_total", &[("kind", "target"), ("reason", "failed")]), Some(1.0));
         assert_eq!(series_value(&p, "mer_workers_lost_total", &[("source", "kubernetes")]), Some(1.0));
-        assert_eq!(series_value(&p, "mer_task_duration_seconds_count", &[("kind", "prior")]), Some(1.0));
-        assert_eq!(series_value(&p, "mer_task_duration_seconds_bucket", &[("kind", "prior"), ("le", "60")]), Some(1.0));
-        assert_eq!(series_value(&p, "mer_task_duration_seconds_bucket", &[("kind", "prior"), ("le", "30")]), Some(0.0));
+        assert_eq!(series_value(&p, "mer_task_duration_seconds_count", &[("kind", "prior"), ("outcome", "done")]), Some(1.0));
+        assert_eq!(series_value(&p, "mer_task_duration_seconds_bucket", &[("kind", "prior"), ("le", "1")]), Some(1.0));
+        assert_eq!(series_value(&p, "mer_task_duration_seconds_count", &[("kind", "target")]), Some(2.0), "lost + failed");
+        m.set_final_scores("e1", vec![PointScore { point: 1, label: "a".into(), part: "smic".into(), uf1: 0.5, uar: 0.4 }]);
+        assert_eq!(m.final_scores("e1").len(), 1);
     }
 
     #[test]

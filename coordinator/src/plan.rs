@@ -121,7 +121,9 @@ pub struct Plan {
 impl Plan {
     /// Target tasks of one sweep point.
     pub fn targets_of(&self, point: u32) -> impl Iterator<Item = &TaskDef> {
-        self.tasks.iter().filter(move |t| t.kind == TaskKind::Target && t.sweep_point == Some(point))
+        self.tasks
+            .iter()
+            .filter(move |t| t.kind == TaskKind::Target && t.sweep_point == Some(point))
     }
 
     /// A task by key.
@@ -147,7 +149,12 @@ pub struct DatasetSummary {
 pub fn dataset_summary(path: &Path) -> Result<DatasetSummary, CoordError> {
     let meta = Prepared::read_meta(path)?;
     let hash = sha256_file(path)?;
-    Ok(DatasetSummary { hash, path: path.to_path_buf(), info: meta.info, samples: meta.samples })
+    Ok(DatasetSummary {
+        hash,
+        path: path.to_path_buf(),
+        info: meta.info,
+        samples: meta.samples,
+    })
 }
 
 /// sha256 hex of a file, streamed in 1 MiB blocks.
@@ -167,11 +174,16 @@ pub fn sha256_file(path: &Path) -> Result<String, CoordError> {
 
 /// Reads the summaries of every prepared file a spec names, keyed by key-frame tag (the file's own
 /// `PrepInfo.keyframes` for a single `dataset`). A missing file is a [`CoordError::Dataset`] error.
-pub fn load_datasets(spec: &ExperimentSpec) -> Result<BTreeMap<String, DatasetSummary>, CoordError> {
+pub fn load_datasets(
+    spec: &ExperimentSpec,
+) -> Result<BTreeMap<String, DatasetSummary>, CoordError> {
     let mut out = BTreeMap::new();
     for (tag, path) in spec.dataset_files() {
         if !path.is_file() {
-            return Err(CoordError::Dataset { path: path.clone(), message: "no such file (prepare it with `mer prep`)".into() });
+            return Err(CoordError::Dataset {
+                path: path.clone(),
+                message: "no such file (prepare it with `mer prep`)".into(),
+            });
         }
         let s = dataset_summary(&path)?;
         out.insert(tag.unwrap_or_else(|| s.info.keyframes.clone()), s);
@@ -223,11 +235,22 @@ pub fn canonical_json(v: &Value) -> String {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            let body: Vec<String> =
-                keys.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), canonical_json(&m[k.as_str()]))).collect();
+            let body: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        Value::String((*k).clone()),
+                        canonical_json(&m[k.as_str()])
+                    )
+                })
+                .collect();
             format!("{{{}}}", body.join(","))
         }
-        Value::Array(a) => format!("[{}]", a.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(canonical_json).collect::<Vec<_>>().join(",")
+        ),
         other => other.to_string(),
     }
 }
@@ -288,7 +311,9 @@ pub fn loso_folds(samples: &[SampleMeta], scheme: LabelScheme, parts: &[Dataset]
             set.insert((s.dataset, SubjectOrd(s.subject.clone())));
         }
     }
-    set.into_iter().map(|(d, s)| format!("{d}/{}", s.0)).collect()
+    set.into_iter()
+        .map(|(d, s)| format!("{d}/{}", s.0))
+        .collect()
 }
 
 /// Orders subject names naturally (`sub2` before `sub10`, `6` before `11`).
@@ -327,7 +352,10 @@ struct Combo {
 
 /// Expands a spec against the summaries of its prepared files (keyed by key-frame tag, as
 /// [`load_datasets`] returns them).
-pub fn expand_multi(spec: &ExperimentSpec, datasets: &BTreeMap<String, DatasetSummary>) -> Result<Plan, CoordError> {
+pub fn expand_multi(
+    spec: &ExperimentSpec,
+    datasets: &BTreeMap<String, DatasetSummary>,
+) -> Result<Plan, CoordError> {
     use PathSeg::{Index, Key};
     // Key-frame tags: the sweep's, or every dataset given.
     let tags: Vec<String> = match &spec.sweep.keyframes {
@@ -375,7 +403,10 @@ pub fn expand_multi(spec: &ExperimentSpec, datasets: &BTreeMap<String, DatasetSu
     }
     // Parts: the spec's (each present and labelled), or every part with a labelled sample.
     let labelled = |ds: &DatasetSummary, part: Dataset| {
-        ds.samples.iter().filter(|s| s.dataset == part && s.labels.contains_key(spec.scheme.key())).count()
+        ds.samples
+            .iter()
+            .filter(|s| s.dataset == part && s.labels.contains_key(spec.scheme.key()))
+            .count()
     };
     let present = |ds: &DatasetSummary, part: Dataset| ds.samples.iter().any(|s| s.dataset == part);
     let mut parts: Vec<Dataset> = match &spec.parts {
@@ -384,30 +415,57 @@ pub fn expand_multi(spec: &ExperimentSpec, datasets: &BTreeMap<String, DatasetSu
                 for tag in &tags {
                     let ds = &datasets[tag];
                     if !present(ds, *part) {
-                        return Err(spec.error(&[Key("parts"), Index(i)], format!("part '{part}' is not in the prepared file {}", ds.path.display())));
+                        return Err(spec.error(
+                            &[Key("parts"), Index(i)],
+                            format!(
+                                "part '{part}' is not in the prepared file {}",
+                                ds.path.display()
+                            ),
+                        ));
                     }
                     if labelled(ds, *part) == 0 {
                         return Err(spec.error(
                             &[Key("parts"), Index(i)],
-                            format!("part '{part}' of {} has no sample labelled under scheme {}", ds.path.display(), spec.scheme),
+                            format!(
+                                "part '{part}' of {} has no sample labelled under scheme {}",
+                                ds.path.display(),
+                                spec.scheme
+                            ),
                         ));
                     }
                 }
             }
             p.clone()
         }
-        None => Dataset::ALL.into_iter().filter(|d| tags.iter().any(|t| labelled(&datasets[t], *d) > 0)).collect(),
+        None => Dataset::ALL
+            .into_iter()
+            .filter(|d| tags.iter().any(|t| labelled(&datasets[t], *d) > 0))
+            .collect(),
     };
     parts.sort();
     if parts.is_empty() {
-        let files: Vec<String> = tags.iter().map(|t| datasets[t].path.display().to_string()).collect();
+        let files: Vec<String> = tags
+            .iter()
+            .map(|t| datasets[t].path.display().to_string())
+            .collect();
         return Err(spec.error(
             &[Key("scheme")],
-            format!("no sample of {} is labelled under scheme {}: nothing to train on", files.join(", "), spec.scheme),
+            format!(
+                "no sample of {} is labelled under scheme {}: nothing to train on",
+                files.join(", "),
+                spec.scheme
+            ),
         ));
     }
-    let folds_of: BTreeMap<&str, Vec<String>> =
-        tags.iter().map(|t| (t.as_str(), loso_folds(&datasets[t].samples, spec.scheme, &parts))).collect();
+    let folds_of: BTreeMap<&str, Vec<String>> = tags
+        .iter()
+        .map(|t| {
+            (
+                t.as_str(),
+                loso_folds(&datasets[t].samples, spec.scheme, &parts),
+            )
+        })
+        .collect();
     for (t, f) in &folds_of {
         if f.len() < 2 {
             return Err(CoordError::Plan(format!(
@@ -440,7 +498,14 @@ pub fn expand_multi(spec: &ExperimentSpec, datasets: &BTreeMap<String, DatasetSu
                                 ));
                                 continue;
                             }
-                            combos.push(Combo { loss, alpha: *alpha, prior: *prior, frozen, tag: tag.clone(), seed });
+                            combos.push(Combo {
+                                loss,
+                                alpha: *alpha,
+                                prior: *prior,
+                                frozen,
+                                tag: tag.clone(),
+                                seed,
+                            });
                         }
                     }
                 }
@@ -465,12 +530,18 @@ pub fn expand_multi(spec: &ExperimentSpec, datasets: &BTreeMap<String, DatasetSu
                     LossConfig::Focal { gamma, alpha } => (*gamma, alpha.clone()),
                     LossConfig::CrossEntropy => (2.0, Alpha::Scalar(1.0)),
                 };
-                LossConfig::Focal { gamma, alpha: c.alpha.map(Alpha::Scalar).unwrap_or(alpha) }
+                LossConfig::Focal {
+                    gamma,
+                    alpha: c.alpha.map(Alpha::Scalar).unwrap_or(alpha),
+                }
             }
         };
         if !c.prior {
             // Prior settings do not matter without prior learning: normalise them so equal points collapse.
-            train.prior = mer_shared::train_config::PriorConfig { enabled: false, ..Default::default() };
+            train.prior = mer_shared::train_config::PriorConfig {
+                enabled: false,
+                ..Default::default()
+            };
         }
         let identity = canonical_json(&json!({ "dataset": ds.hash, "train": to_value(&train) }));
         if seen.contains_key(&identity) {
@@ -503,10 +574,21 @@ pub fn expand_multi(spec: &ExperimentSpec, datasets: &BTreeMap<String, DatasetSu
             values.insert("seed".to_string(), json!(c.seed));
             label.push(format!("seed={}", c.seed));
         }
-        let label = if label.is_empty() { "default".to_string() } else { safe_label(&label.join(",")) };
+        let label = if label.is_empty() {
+            "default".to_string()
+        } else {
+            safe_label(&label.join(","))
+        };
         let index = sweep_points.len() as u32;
         seen.insert(identity, index);
-        sweep_points.push(SweepPoint { index, label, values, keyframes: c.tag.clone(), dataset_hash: ds.hash.clone(), train });
+        sweep_points.push(SweepPoint {
+            index,
+            label,
+            values,
+            keyframes: c.tag.clone(),
+            dataset_hash: ds.hash.clone(),
+            train,
+        });
     }
 
     // Tasks: prior tasks (deduplicated by key), then target tasks.
@@ -532,7 +614,14 @@ pub fn expand_multi(spec: &ExperimentSpec, datasets: &BTreeMap<String, DatasetSu
                     prior_order.push(key.clone());
                     priors_by_key.insert(
                         key.clone(),
-                        TaskDef { key: key.clone(), kind: TaskKind::Prior, fold: fold.clone(), sweep_point: None, deps: vec![], payload },
+                        TaskDef {
+                            key: key.clone(),
+                            kind: TaskKind::Prior,
+                            fold: fold.clone(),
+                            sweep_point: None,
+                            deps: vec![],
+                            payload,
+                        },
                     );
                 }
                 Some(key)
@@ -560,7 +649,10 @@ pub fn expand_multi(spec: &ExperimentSpec, datasets: &BTreeMap<String, DatasetSu
             });
         }
     }
-    let mut tasks: Vec<TaskDef> = prior_order.iter().filter_map(|k| priors_by_key.remove(k)).collect();
+    let mut tasks: Vec<TaskDef> = prior_order
+        .iter()
+        .filter_map(|k| priors_by_key.remove(k))
+        .collect();
     tasks.extend(targets);
 
     let mut all_folds: BTreeSet<(Dataset, SubjectOrd)> = BTreeSet::new();
@@ -571,7 +663,10 @@ pub fn expand_multi(spec: &ExperimentSpec, datasets: &BTreeMap<String, DatasetSu
             }
         }
     }
-    let datasets_by_hash = tags.iter().map(|t| (datasets[t].hash.clone(), datasets[t].path.clone())).collect();
+    let datasets_by_hash = tags
+        .iter()
+        .map(|t| (datasets[t].hash.clone(), datasets[t].path.clone()))
+        .collect();
     Ok(Plan {
         experiment: spec.name.clone(),
         spec_hash: spec.spec_hash(),
@@ -579,7 +674,10 @@ pub fn expand_multi(spec: &ExperimentSpec, datasets: &BTreeMap<String, DatasetSu
         parts,
         sweep_points,
         tasks,
-        folds: all_folds.into_iter().map(|(d, s)| format!("{d}/{}", s.0)).collect(),
+        folds: all_folds
+            .into_iter()
+            .map(|(d, s)| format!("{d}/{}", s.0))
+            .collect(),
         datasets: datasets_by_hash,
         skipped,
     })
@@ -587,7 +685,15 @@ pub fn expand_multi(spec: &ExperimentSpec, datasets: &BTreeMap<String, DatasetSu
 
 /// Keeps a label usable as a file name: letters, digits and `=,._-` stay, anything else becomes `_`.
 pub fn safe_label(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || "=,._-".contains(c) { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "=,._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -656,8 +762,15 @@ pub(crate) mod tests {
         assert_eq!(p.folds.len(), 68);
         assert_eq!(p.sweep_points.len(), 6);
         let priors = p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count();
-        let targets = p.tasks.iter().filter(|t| t.kind == TaskKind::Target).count();
-        assert_eq!(priors, 68, "one prior task per fold, shared by every sweep point");
+        let targets = p
+            .tasks
+            .iter()
+            .filter(|t| t.kind == TaskKind::Target)
+            .count();
+        assert_eq!(
+            priors, 68,
+            "one prior task per fold, shared by every sweep point"
+        );
         assert_eq!(targets, 68 * 6);
         // Prior tasks come first and every target depends on its fold's prior task.
         assert!(p.tasks[..68].iter().all(|t| t.kind == TaskKind::Prior));
@@ -681,16 +794,31 @@ pub(crate) mod tests {
         // (prior=true: frozen 0, 2) + (prior=false: frozen 0) = 3 points x 2 seeds.
         assert_eq!(p.sweep_points.len(), 6);
         assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
-        assert_eq!(p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count(), 68 * 2);
-        let no_prior: Vec<&SweepPoint> = p.sweep_points.iter().filter(|s| !s.train.prior.enabled).collect();
+        assert_eq!(
+            p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count(),
+            68 * 2
+        );
+        let no_prior: Vec<&SweepPoint> = p
+            .sweep_points
+            .iter()
+            .filter(|s| !s.train.prior.enabled)
+            .collect();
         assert_eq!(no_prior.len(), 2);
         assert_eq!(no_prior[0].label, "prior=false,seed=1");
         for t in p.targets_of(no_prior[0].index) {
             assert!(t.deps.is_empty() && t.payload.prior_key.is_none());
         }
         // Each seed's targets depend on that seed's prior tasks.
-        let s1 = p.sweep_points.iter().find(|s| s.label == "prior=true,frozen=2,seed=1").unwrap();
-        let s2 = p.sweep_points.iter().find(|s| s.label == "prior=true,frozen=2,seed=2").unwrap();
+        let s1 = p
+            .sweep_points
+            .iter()
+            .find(|s| s.label == "prior=true,frozen=2,seed=1")
+            .unwrap();
+        let s2 = p
+            .sweep_points
+            .iter()
+            .find(|s| s.label == "prior=true,frozen=2,seed=2")
+            .unwrap();
         let d1: Vec<_> = p.targets_of(s1.index).map(|t| t.deps[0].clone()).collect();
         let d2: Vec<_> = p.targets_of(s2.index).map(|t| t.deps[0].clone()).collect();
         assert!(d1.iter().zip(&d2).all(|(a, b)| a != b));
@@ -700,8 +828,21 @@ pub(crate) mod tests {
     fn duplicate_and_irrelevant_combinations_collapse() {
         let p = plan("[sweep]\nalpha = [2, 2.0, 3]\nloss = [\"focal\", \"cross_entropy\"]\n");
         let labels: Vec<&str> = p.sweep_points.iter().map(|s| s.label.as_str()).collect();
-        assert_eq!(labels, vec!["loss=focal,alpha=2", "loss=focal,alpha=3", "loss=cross_entropy"]);
-        assert_eq!(p.tasks.iter().filter(|t| t.kind == TaskKind::Target).count(), 68 * 3);
+        assert_eq!(
+            labels,
+            vec![
+                "loss=focal,alpha=2",
+                "loss=focal,alpha=3",
+                "loss=cross_entropy"
+            ]
+        );
+        assert_eq!(
+            p.tasks
+                .iter()
+                .filter(|t| t.kind == TaskKind::Target)
+                .count(),
+            68 * 3
+        );
     }
 
     #[test]
@@ -715,17 +856,28 @@ pub(crate) mod tests {
         assert_eq!(base.tasks, other.tasks);
         // Device and thread count do not change keys either.
         let dev = plan("[train]\ndevice = \"cpu\"\nthreads = 2\n[sweep]\nalpha = [2]\n");
-        assert_eq!(dev.tasks.iter().map(|t| &t.key).collect::<Vec<_>>(), base.tasks.iter().map(|t| &t.key).collect::<Vec<_>>());
+        assert_eq!(
+            dev.tasks.iter().map(|t| &t.key).collect::<Vec<_>>(),
+            base.tasks.iter().map(|t| &t.key).collect::<Vec<_>>()
+        );
         // A sweep point shared with a bigger experiment has the same tasks.
         let big = plan("[sweep]\nalpha = [1, 2, 3]\n");
         let shared: BTreeSet<&str> = big.tasks.iter().map(|t| t.key.as_str()).collect();
         assert!(base.tasks.iter().all(|t| shared.contains(t.key.as_str())));
 
         let target_keys = |p: &Plan| -> BTreeSet<String> {
-            p.tasks.iter().filter(|t| t.kind == TaskKind::Target).map(|t| t.key.clone()).collect()
+            p.tasks
+                .iter()
+                .filter(|t| t.kind == TaskKind::Target)
+                .map(|t| t.key.clone())
+                .collect()
         };
         let prior_keys = |p: &Plan| -> BTreeSet<String> {
-            p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).map(|t| t.key.clone()).collect()
+            p.tasks
+                .iter()
+                .filter(|t| t.kind == TaskKind::Prior)
+                .map(|t| t.key.clone())
+                .collect()
         };
         let b_t = target_keys(&base);
         let b_p = prior_keys(&base);
@@ -757,8 +909,16 @@ pub(crate) mod tests {
         }
         // Parts, scheme and dataset bytes change every key.
         let p = plan("parts = [\"casme2\", \"samm\"]\n[sweep]\nalpha = [2]\n");
-        let casme = p.tasks.iter().find(|t| t.fold == "casme2/sub01" && t.kind == TaskKind::Target).unwrap();
-        let casme_b = base.tasks.iter().find(|t| t.fold == "casme2/sub01" && t.kind == TaskKind::Target).unwrap();
+        let casme = p
+            .tasks
+            .iter()
+            .find(|t| t.fold == "casme2/sub01" && t.kind == TaskKind::Target)
+            .unwrap();
+        let casme_b = base
+            .tasks
+            .iter()
+            .find(|t| t.fold == "casme2/sub01" && t.kind == TaskKind::Target)
+            .unwrap();
         assert_ne!(casme.key, casme_b.key);
         let mut other_bytes = composite_summary("adaptive");
         other_bytes.hash = sha256_hex(b"other");
@@ -766,43 +926,85 @@ pub(crate) mod tests {
         let p = expand(&spec, &other_bytes).unwrap();
         assert!(target_keys(&p).is_disjoint(&b_t) && prior_keys(&p).is_disjoint(&b_p));
         // Seeds are derived per fold and recorded in the payload.
-        let t0 = base.tasks.iter().find(|t| t.kind == TaskKind::Target).unwrap();
-        assert_eq!(t0.payload.train.seed, derive_seed(0, &t0.fold, TaskKind::Target));
-        assert_ne!(derive_seed(0, "casme2/sub01", TaskKind::Target), derive_seed(0, "casme2/sub02", TaskKind::Target));
-        assert_ne!(derive_seed(0, "casme2/sub01", TaskKind::Target), derive_seed(1, "casme2/sub01", TaskKind::Target));
+        let t0 = base
+            .tasks
+            .iter()
+            .find(|t| t.kind == TaskKind::Target)
+            .unwrap();
+        assert_eq!(
+            t0.payload.train.seed,
+            derive_seed(0, &t0.fold, TaskKind::Target)
+        );
+        assert_ne!(
+            derive_seed(0, "casme2/sub01", TaskKind::Target),
+            derive_seed(0, "casme2/sub02", TaskKind::Target)
+        );
+        assert_ne!(
+            derive_seed(0, "casme2/sub01", TaskKind::Target),
+            derive_seed(1, "casme2/sub01", TaskKind::Target)
+        );
     }
 
     #[test]
     fn dataset_dependent_errors_are_located() {
-        let spec = parse_spec("s.toml", &format!("{HEAD}parts = [\"casme2\", \"samm\"]\n")).unwrap();
+        let spec =
+            parse_spec("s.toml", &format!("{HEAD}parts = [\"casme2\", \"samm\"]\n")).unwrap();
         let mut ds = composite_summary("adaptive");
         ds.samples.retain(|s| s.dataset != Dataset::Samm);
         let e = expand(&spec, &ds).unwrap_err().to_string();
-        assert!(e.starts_with("s.toml:4:20: ") && e.contains("not in the prepared file"), "{e}");
+        assert!(
+            e.starts_with("s.toml:4:20: ") && e.contains("not in the prepared file"),
+            "{e}"
+        );
         // A scheme with no labelled sample in the chosen part.
-        let spec = parse_spec("s.toml", "name = \"t\"\ndataset = \"d\"\nscheme = \"emotion5\"\n").unwrap();
-        let e = expand(&spec, &composite_summary("adaptive")).unwrap_err().to_string();
-        assert!(e.starts_with("s.toml:3:10: ") && e.contains("emotion5"), "{e}");
-        let spec = parse_spec("s.toml", "name = \"t\"\ndataset = \"d\"\nscheme = \"objective5\"\nparts = [\"samm\"]\n").unwrap();
+        let spec = parse_spec(
+            "s.toml",
+            "name = \"t\"\ndataset = \"d\"\nscheme = \"emotion5\"\n",
+        )
+        .unwrap();
+        let e = expand(&spec, &composite_summary("adaptive"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("s.toml:3:10: ") && e.contains("emotion5"),
+            "{e}"
+        );
+        let spec = parse_spec(
+            "s.toml",
+            "name = \"t\"\ndataset = \"d\"\nscheme = \"objective5\"\nparts = [\"samm\"]\n",
+        )
+        .unwrap();
         let mut ds = composite_summary("adaptive");
         for s in ds.samples.iter_mut().filter(|s| s.dataset == Dataset::Samm) {
             s.labels.remove("objective5");
         }
         let e = expand(&spec, &ds).unwrap_err().to_string();
-        assert!(e.starts_with("s.toml:4:10: ") && e.contains("no sample labelled"), "{e}");
+        assert!(
+            e.starts_with("s.toml:4:10: ") && e.contains("no sample labelled"),
+            "{e}"
+        );
         // The key-frame tag must match the prepared file.
-        let spec = parse_spec("s.toml", &format!("{HEAD}[sweep]\nkeyframes = [\"tim\"]\n")).unwrap();
-        let e = expand(&spec, &composite_summary("adaptive")).unwrap_err().to_string();
+        let spec =
+            parse_spec("s.toml", &format!("{HEAD}[sweep]\nkeyframes = [\"tim\"]\n")).unwrap();
+        let e = expand(&spec, &composite_summary("adaptive"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("s.toml:5:14: ") && e.contains("tim"), "{e}");
         // Model frames must match the file.
         let spec = parse_spec("s.toml", &format!("{HEAD}[train.model]\nframes = 8\n")).unwrap();
-        let e = expand(&spec, &composite_summary("adaptive")).unwrap_err().to_string();
+        let e = expand(&spec, &composite_summary("adaptive"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("8 frames"), "{e}");
     }
 
     #[test]
     fn objective5_folds_and_keyframe_datasets() {
-        let spec = parse_spec("s.toml", "name = \"t\"\ndataset = \"d\"\nscheme = \"objective5\"\nparts = [\"casme2\"]\n").unwrap();
+        let spec = parse_spec(
+            "s.toml",
+            "name = \"t\"\ndataset = \"d\"\nscheme = \"objective5\"\nparts = [\"casme2\"]\n",
+        )
+        .unwrap();
         let p = expand(&spec, &composite_summary("adaptive")).unwrap();
         assert_eq!(p.folds.len(), 24);
         assert!(p.folds.iter().all(|f| f.starts_with("casme2/")));
@@ -811,12 +1013,18 @@ pub(crate) mod tests {
             "name = \"t\"\nscheme = \"megc3\"\n[datasets]\nadaptive = \"a\"\ntas = \"b\"\n[sweep]\nalpha = [1, 2]\n",
         )
         .unwrap();
-        let ds = BTreeMap::from([("adaptive".to_string(), composite_summary("adaptive")), ("tas".to_string(), composite_summary("tas"))]);
+        let ds = BTreeMap::from([
+            ("adaptive".to_string(), composite_summary("adaptive")),
+            ("tas".to_string(), composite_summary("tas")),
+        ]);
         let p = expand_multi(&spec, &ds).unwrap();
         assert_eq!(p.sweep_points.len(), 4);
         assert_eq!(p.sweep_points[0].label, "alpha=1,keyframes=adaptive");
         assert_eq!(p.datasets.len(), 2);
-        assert_eq!(p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count(), 68 * 2);
+        assert_eq!(
+            p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count(),
+            68 * 2
+        );
         assert!(expand(&spec, &composite_summary("adaptive")).is_err());
     }
 
@@ -830,11 +1038,28 @@ pub(crate) mod tests {
                 continue;
             }
             let spec = crate::spec::load_spec(&path).unwrap_or_else(|e| panic!("{e}"));
-            assert!(spec.dataset.as_ref().is_some_and(|d| d.starts_with(&dir)), "{}: dataset path is resolved", path.display());
-            let p = expand(&spec, &composite_summary("adaptive")).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let targets = p.tasks.iter().filter(|t| t.kind == TaskKind::Target).count();
-            assert_eq!(targets, p.folds.len() * p.sweep_points.len(), "{}", path.display());
-            seen.insert(spec.name.clone(), (p.folds.len(), p.sweep_points.len(), p.tasks.len() - targets));
+            assert!(
+                spec.dataset.as_ref().is_some_and(|d| d.starts_with(&dir)),
+                "{}: dataset path is resolved",
+                path.display()
+            );
+            let p = expand(&spec, &composite_summary("adaptive"))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let targets = p
+                .tasks
+                .iter()
+                .filter(|t| t.kind == TaskKind::Target)
+                .count();
+            assert_eq!(
+                targets,
+                p.folds.len() * p.sweep_points.len(),
+                "{}",
+                path.display()
+            );
+            seen.insert(
+                spec.name.clone(),
+                (p.folds.len(), p.sweep_points.len(), p.tasks.len() - targets),
+            );
         }
         // (folds, sweep points, prior tasks) on a composite-shaped dataset.
         assert_eq!(seen["composite_megc3"], (68, 10, 68));
@@ -848,14 +1073,89 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn dataset_summary_hashes_the_file_and_reads_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.safetensors");
+        let full = composite_summary("tas");
+        let casme: Vec<SampleMeta> = full
+            .samples
+            .into_iter()
+            .filter(|s| s.dataset == Dataset::Casme2)
+            .collect();
+        let three: BTreeSet<String> = casme
+            .iter()
+            .map(|s| s.subject.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .take(3)
+            .collect();
+        let samples: Vec<SampleMeta> = casme
+            .into_iter()
+            .filter(|s| three.contains(&s.subject))
+            .collect();
+        let n = samples.len();
+        let mut info = full.info;
+        info.size = 4;
+        let p = Prepared {
+            info,
+            samples: samples.clone(),
+            shape: [n, 2, 10, 4, 4],
+            flow: (0..n * 320).map(|x| x as f32).collect(),
+        };
+        p.write(&path).unwrap();
+        let s = dataset_summary(&path).unwrap();
+        assert_eq!(s.hash, sha256_hex(&std::fs::read(&path).unwrap()));
+        assert_eq!(s.samples, samples);
+        assert_eq!(s.info.keyframes, "tas");
+        // Through a spec: the tag defaults to the file's key-frame method; folds come from the header.
+        let spec_path = dir.path().join("e.toml");
+        std::fs::write(
+            &spec_path,
+            "name = \"e\"\ndataset = \"tiny.safetensors\"\nscheme = \"megc3\"\n",
+        )
+        .unwrap();
+        let spec = crate::spec::load_spec(&spec_path).unwrap();
+        let plan = plan_spec(&spec).unwrap();
+        assert_eq!(plan.datasets[&s.hash], path);
+        assert_eq!(plan.folds.len(), 3);
+        assert!(plan.folds.iter().all(|f| f.starts_with("casme2/")));
+        assert!(plan.tasks.iter().all(|t| t.payload.dataset_hash == s.hash));
+        // A missing dataset is refused with its path.
+        std::fs::write(
+            &spec_path,
+            "name = \"e\"\ndataset = \"nope.safetensors\"\nscheme = \"megc3\"\n",
+        )
+        .unwrap();
+        let spec = crate::spec::load_spec(&spec_path).unwrap();
+        let e = plan_spec(&spec).unwrap_err().to_string();
+        assert!(
+            e.contains("nope.safetensors") && e.contains("no such file"),
+            "{e}"
+        );
+        // A corrupt one too.
+        std::fs::write(dir.path().join("nope.safetensors"), b"garbage!garbage!").unwrap();
+        let e = plan_spec(&spec).unwrap_err().to_string();
+        assert!(e.contains("nope.safetensors"), "{e}");
+    }
+
+    #[test]
     fn canonical_json_sorts_keys() {
-        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"d":[1,{"y":2,"x":1}],"c":null}}"#).unwrap();
-        assert_eq!(canonical_json(&a), r#"{"a":{"c":null,"d":[1,{"x":1,"y":2}]},"b":1}"#);
+        let a: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"d":[1,{"y":2,"x":1}],"c":null}}"#).unwrap();
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"c":null,"d":[1,{"x":1,"y":2}]},"b":1}"#
+        );
     }
 
     #[test]
     fn subjects_sort_naturally() {
-        let mut v = vec![SubjectOrd("sub10".into()), SubjectOrd("sub02".into()), SubjectOrd("11".into()), SubjectOrd("6".into())];
+        let mut v = [
+            SubjectOrd("sub10".into()),
+            SubjectOrd("sub02".into()),
+            SubjectOrd("11".into()),
+            SubjectOrd("6".into()),
+        ];
         v.sort();
         let names: Vec<&str> = v.iter().map(|s| s.0.as_str()).collect();
         assert_eq!(names, vec!["6", "11", "sub02", "sub10"]);

@@ -27,6 +27,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
 
+mod observe;
+pub use observe::{state_name, CoordinatorProbe};
+
 /// Scheduler settings that are not per experiment.
 #[derive(Debug, Clone)]
 pub struct SchedConfig {
@@ -129,6 +132,8 @@ struct Experiment {
 #[derive(Debug, Clone)]
 struct WorkerInfo {
     name: String,
+    slots: u32,
+    last_seen: Instant,
 }
 
 struct Inner {
@@ -181,6 +186,33 @@ pub enum FailOutcome {
     Ignored,
 }
 
+/// One task of an experiment, as [`Scheduler::task_views`] reports it (for the dashboard).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskView {
+    /// Task key.
+    pub key: String,
+    /// Prior or target.
+    pub kind: TaskKind,
+    /// The fold, `dataset/subject`.
+    pub fold: String,
+    /// Sweep point (target tasks) in this experiment's plan.
+    pub sweep_point: Option<u32>,
+    /// Where it stands.
+    pub state: TaskState,
+    /// Leases handed out so far.
+    pub attempts: u32,
+    /// Failures reported by workers.
+    pub failures: u32,
+    /// Leases that expired.
+    pub lost: u32,
+    /// The worker holding it now (leased tasks).
+    pub worker: Option<String>,
+    /// Its latest reported progress (leased tasks).
+    pub progress: Option<Progress>,
+    /// Errors of failed attempts.
+    pub errors: Vec<String>,
+}
+
 /// Result of submitting an experiment.
 #[derive(Debug, Clone)]
 pub struct Submitted {
@@ -201,6 +233,7 @@ pub struct Scheduler {
     store: Store,
     cfg: SchedConfig,
     finished: mpsc::UnboundedSender<String>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn boot_id() -> String {
@@ -230,6 +263,7 @@ impl Scheduler {
             store,
             cfg,
             finished: tx,
+            metrics: crate::metrics::Metrics::new()?,
         });
         let snap = s.store.load()?;
         s.restore(snap)?;
@@ -355,7 +389,7 @@ impl Scheduler {
             let mut inner = self.inner.lock();
             inner.worker_seq += 1;
             let id = format!("{}-{}", if name.is_empty() { "worker" } else { name }, inner.worker_seq);
-            inner.workers.insert(id.clone(), WorkerInfo { name: name.to_string() });
+            inner.workers.insert(id.clone(), WorkerInfo { name: name.to_string(), slots, last_seen: Instant::now() });
             id
         };
         let (wid, n, d, v) = (id.clone(), name.to_string(), devices.join(","), version.to_string());
@@ -384,7 +418,7 @@ impl Scheduler {
 
     /// Re-registers a worker id that a previous coordinator process handed out.
     pub fn adopt_worker(&self, id: &str) {
-        self.inner.lock().workers.entry(id.to_string()).or_insert(WorkerInfo { name: id.to_string() });
+        self.inner.lock().workers.entry(id.to_string()).or_insert(WorkerInfo { name: id.to_string(), slots: 0, last_seen: Instant::now() });
     }
 
     /// Leases one ready task to `worker` now, if any.
@@ -445,6 +479,7 @@ impl Scheduler {
                 progress: Progress::default(),
             };
             let id = inner.leases.grant(lease);
+            self.metrics.on_lease_granted(&id, inner.tasks[t].def.kind.key());
             let task = &mut inner.tasks[t];
             task.lease = Some(id.clone());
             let grant = Grant {
@@ -481,6 +516,7 @@ impl Scheduler {
 
     /// Leases a task, waiting up to `wait` for one to become ready (long poll).
     pub async fn lease(&self, worker: &str, wait: Duration) -> Option<Grant> {
+        self.touch_worker(worker);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.notify.notified();
@@ -504,6 +540,7 @@ impl Scheduler {
     /// Renews a lease and records progress. Returns `(keep_going, reason)`. A lease this coordinator
     /// does not know (granted before a restart) is adopted when its task is still waiting for a worker.
     pub fn heartbeat(&self, lease_id: &str, worker: &str, task_key: &str, progress: Progress) -> (bool, String) {
+        self.touch_worker(worker);
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
         let now = Instant::now();
@@ -600,7 +637,10 @@ impl Scheduler {
             self.store
                 .write(move |tx| {
                     tx.execute("UPDATE tasks SET duplicates = duplicates + 1 WHERE key = ?1", [&k])?;
-                    tx.execute("UPDATE attempts SET outcome = 'duplicate', ended_ms = ?2 WHERE lease_id = ?1", params![l, now_ms()])?;
+                    tx.execute(
+                        "UPDATE attempts SET outcome = COALESCE(outcome || ',', '') || 'duplicate', ended_ms = ?2 WHERE lease_id = ?1",
+                        params![l, now_ms()],
+                    )?;
                     Ok(())
                 })
                 .await?;
@@ -640,6 +680,7 @@ impl Scheduler {
             self.on_exp_changed_state(&id);
         }
         self.notify.notify_waiters();
+        self.metrics.on_lease_ended(lease_id, "done");
         Ok(CompleteOutcome::Accepted)
     }
 
@@ -706,6 +747,7 @@ impl Scheduler {
             self.on_exp_changed_state(&id);
         }
         self.notify.notify_waiters();
+        self.metrics.on_lease_ended(lease_id, if outcome == FailOutcome::Retry { "retry" } else { "gave_up" });
         Ok(outcome)
     }
 
@@ -718,6 +760,7 @@ impl Scheduler {
             let n = expired.len();
             let mut changed = Vec::new();
             for (id, l) in expired {
+                self.metrics.on_lease_expired(&id);
                 let t = l.task;
                 for x in &l.exps {
                     inner.exps[*x].running = inner.exps[*x].running.saturating_sub(1);
@@ -856,6 +899,39 @@ impl Scheduler {
     /// Number of live leases.
     pub fn live_leases(&self) -> usize {
         self.inner.lock().leases.len()
+    }
+
+    /// Every task of an experiment as the dashboard shows it (read-only), in plan order: fold and sweep
+    /// point as this experiment's plan names them, state, counters, and worker + progress while leased.
+    pub fn task_views(&self, id: &str) -> Option<Vec<TaskView>> {
+        let inner = self.inner.lock();
+        let &i = inner.exp_by_id.get(id)?;
+        let e = &inner.exps[i];
+        let leased: HashMap<usize, &ActiveLease> = inner.leases.iter().map(|(_, l)| (l.task, l)).collect();
+        let views = e
+            .plan
+            .tasks
+            .iter()
+            .filter_map(|def| {
+                let &t = inner.by_key.get(def.key.as_str())?;
+                let task = &inner.tasks[t];
+                let lease = leased.get(&t);
+                Some(TaskView {
+                    key: def.key.clone(),
+                    kind: def.kind,
+                    fold: def.fold.clone(),
+                    sweep_point: def.sweep_point,
+                    state: task.state,
+                    attempts: task.attempts,
+                    failures: task.failures,
+                    lost: task.lost,
+                    worker: lease.map(|l| l.worker.clone()),
+                    progress: lease.map(|l| l.progress.clone()),
+                    errors: task.errors.clone(),
+                })
+            })
+            .collect();
+        Some(views)
     }
 
     fn on_exp_changed_state(&self, id: &str) {

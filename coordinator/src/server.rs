@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub max_wait: Duration,
     /// How often expired leases are looked for.
     pub reap_every: Duration,
+    /// HTTP port for `/metrics`, `/healthz` and `/readyz` (None: not served). See `crate::http`.
+    pub http_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -59,6 +61,7 @@ impl ServerConfig {
             heartbeat: Duration::from_secs(5),
             max_wait: Duration::from_secs(20),
             reap_every: Duration::from_millis(250),
+            http_listen: None,
         }
     }
 }
@@ -71,6 +74,8 @@ pub struct CoordinatorHandle {
     pub url: String,
     /// Shared service state (scheduler, artifact store).
     pub shared: Arc<Shared>,
+    /// The bound address of the metrics/health HTTP port, when `http_listen` was set.
+    pub http_addr: Option<SocketAddr>,
     stop: CancellationToken,
     join: tokio::task::JoinHandle<Result<(), CoordError>>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -190,12 +195,29 @@ pub async fn start(cfg: ServerConfig) -> Result<CoordinatorHandle, CoordError> {
         .add_service(InterceptedService::new(client, auth));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let stop2 = stop.clone();
+    let grpc_serving = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let serving = grpc_serving.clone();
     let join = tokio::spawn(async move {
-        router
+        let r = router
             .serve_with_incoming_shutdown(incoming, async move { stop2.cancelled().await })
             .await
-            .map_err(|e| CoordError::Runtime(format!("gRPC server: {e}")))
+            .map_err(|e| CoordError::Runtime(format!("gRPC server: {e}")));
+        serving.store(false, std::sync::atomic::Ordering::SeqCst);
+        r
     });
+    // Metrics and health endpoints (the chart's probes and ServiceMonitor).
+    let mut http_addr = None;
+    if let Some(listen) = cfg.http_listen {
+        let probe = Arc::new(crate::scheduler::CoordinatorProbe { sched: sched.clone(), grpc_serving });
+        let dashboard = crate::report::dashboard::router(sched.clone());
+        let srv = crate::http::serve_with(listen, sched.metrics().clone(), probe, dashboard, stop.clone()).await?;
+        http_addr = Some(srv.addr);
+        background.push(tokio::spawn(async move {
+            if let Ok(Err(e)) = srv.task.await {
+                tracing::error!("{e}");
+            }
+        }));
+    }
     tracing::info!(%url, state = %cfg.state_dir.display(), "coordinator listening");
-    Ok(CoordinatorHandle { addr, url, shared, stop, join, background })
+    Ok(CoordinatorHandle { addr, url, shared, http_addr, stop, join, background })
 }

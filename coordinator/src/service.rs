@@ -88,9 +88,14 @@ pub async fn write_experiment_results(shared: &Shared, id: &str) -> Result<(BTre
         results.insert(k, r);
     }
     let res = aggregate(&plan, &results);
+    shared.sched.metrics().set_final_scores(id, crate::metrics::point_scores(&res));
     let dir = shared.results_dir.join(id);
     let _guard = shared.results_lock.lock().await;
     write_results(&dir, &res)?;
+    // Plan, spec, fold results and provenance next to them, for `mer report` (crate::report::bundle).
+    let mut ctx = crate::report::bundle::run_context(shared.sched.store(), id).await?;
+    ctx.dataset_lookup = plan.datasets.keys().map(|h| (h.clone(), shared.artifacts.path_of(h))).collect();
+    crate::report::bundle::write_run_files(&dir, &plan, &results, &ctx)?;
     let mut files = BTreeMap::new();
     collect_files(&dir, &dir, &mut files)?;
     Ok((files, !res.partial))
@@ -379,7 +384,12 @@ impl proto::client_server::Client for ClientService {
             )));
         }
         let file = if r.spec_path.is_empty() { "<submitted spec>".to_string() } else { r.spec_path.clone() };
-        let spec = parse_spec(&file, &r.spec_toml).map_err(status_of)?;
+        let mut spec = parse_spec(&file, &r.spec_toml).map_err(status_of)?;
+        // Resolve relative dataset paths as `load_spec` does on the client, so both agree on the spec hash.
+        let base = Path::new(&r.spec_path).parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
+        spec.dataset = spec.dataset.as_ref().map(resolve);
+        spec.datasets = spec.datasets.iter().map(|(k, p)| (k.clone(), resolve(p))).collect();
         let wire: Vec<WireDataset> = serde_json::from_str(&r.dataset_summary_json)
             .map_err(|e| Status::invalid_argument(format!("{file}: dataset summaries: invalid JSON: {e}")))?;
         let mut ds = BTreeMap::new();

@@ -195,23 +195,33 @@ impl SpecSource {
     /// 1-based (line, column) of the value at `path`, or of its nearest existing ancestor; (0, 0) when
     /// nothing of it is in the text.
     pub fn locate(&self, path: &[PathSeg<'_>]) -> (usize, usize) {
-        let Ok(root) = toml::de::DeTable::parse(&self.text) else { return (0, 0) };
+        let Ok(root) = toml::de::DeTable::parse(&self.text) else {
+            return (0, 0);
+        };
         let mut best: Option<usize> = None;
         let mut cur: Option<&toml::Spanned<toml::de::DeValue<'_>>> = None;
         for (i, seg) in path.iter().enumerate() {
             let next = match (seg, cur) {
                 (PathSeg::Key(k), None) if i == 0 => root.get_ref().get_key_value(*k),
-                (PathSeg::Key(k), Some(v)) => v.get_ref().as_table().and_then(|t| t.get_key_value(*k)),
+                (PathSeg::Key(k), Some(v)) => {
+                    v.get_ref().as_table().and_then(|t| t.get_key_value(*k))
+                }
                 _ => None,
             };
             match (seg, next) {
                 (PathSeg::Key(_), Some((key, val))) => {
                     // The key for a table/field, the value itself for scalars and arrays.
-                    best = Some(if val.get_ref().is_table() { key.span().start } else { val.span().start });
+                    best = Some(if val.get_ref().is_table() {
+                        key.span().start
+                    } else {
+                        val.span().start
+                    });
                     cur = Some(val);
                 }
                 (PathSeg::Index(ix), _) => {
-                    let el = cur.and_then(|v| v.get_ref().as_array()).and_then(|a| a.get(*ix));
+                    let el = cur
+                        .and_then(|v| v.get_ref().as_array())
+                        .and_then(|a| a.get(*ix));
                     match el {
                         Some(el) => {
                             best = Some(el.span().start);
@@ -232,7 +242,12 @@ impl SpecSource {
     /// A spec error located at `path`.
     pub fn error(&self, path: &[PathSeg<'_>], message: impl Into<String>) -> CoordError {
         let (line, col) = self.locate(path);
-        CoordError::Spec { file: self.file.clone(), line, col, message: message.into() }
+        CoordError::Spec {
+            file: self.file.clone(),
+            line,
+            col,
+            message: message.into(),
+        }
     }
 }
 
@@ -241,7 +256,12 @@ pub fn line_col(text: &str, off: usize) -> (usize, usize) {
     let off = off.min(text.len());
     let before = text.get(..off).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -250,7 +270,12 @@ impl ExperimentSpec {
     pub fn error(&self, path: &[PathSeg<'_>], message: impl Into<String>) -> CoordError {
         match &self.source {
             Some(s) => s.error(path, message),
-            None => CoordError::Spec { file: "<spec>".into(), line: 0, col: 0, message: message.into() },
+            None => CoordError::Spec {
+                file: "<spec>".into(),
+                line: 0,
+                col: 0,
+                message: message.into(),
+            },
         }
     }
 
@@ -258,7 +283,11 @@ impl ExperimentSpec {
     pub fn dataset_files(&self) -> Vec<(Option<String>, PathBuf)> {
         match &self.dataset {
             Some(p) => vec![(None, p.clone())],
-            None => self.datasets.iter().map(|(k, p)| (Some(k.clone()), p.clone())).collect(),
+            None => self
+                .datasets
+                .iter()
+                .map(|(k, p)| (Some(k.clone()), p.clone()))
+                .collect(),
         }
     }
 
@@ -274,17 +303,26 @@ impl ExperimentSpec {
 
     /// The effective values of the `prior` axis.
     pub fn priors(&self) -> Vec<bool> {
-        self.sweep.prior.clone().unwrap_or_else(|| vec![self.train.prior.enabled])
+        self.sweep
+            .prior
+            .clone()
+            .unwrap_or_else(|| vec![self.train.prior.enabled])
     }
 
     /// The effective values of the `frozen_layers` axis.
     pub fn frozen(&self) -> Vec<usize> {
-        self.sweep.frozen_layers.clone().unwrap_or_else(|| vec![self.train.target.frozen_layers])
+        self.sweep
+            .frozen_layers
+            .clone()
+            .unwrap_or_else(|| vec![self.train.target.frozen_layers])
     }
 
     /// The effective base seeds.
     pub fn seeds(&self) -> Vec<u64> {
-        self.sweep.seeds.clone().unwrap_or_else(|| vec![self.train.seed])
+        self.sweep
+            .seeds
+            .clone()
+            .unwrap_or_else(|| vec![self.train.seed])
     }
 
     /// A stable hash of the whole spec (sha256 hex of its canonical JSON; the source text is left out).
@@ -298,7 +336,10 @@ impl ExperimentSpec {
         use PathSeg::{Index, Key};
         let e = |path: &[PathSeg<'_>], m: String| self.error(path, m);
         if self.name.is_empty()
-            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
             || self.name.starts_with('.')
         {
             return Err(e(
@@ -315,19 +356,34 @@ impl ExperimentSpec {
             }
             _ => {}
         }
-        for (tag, _) in &self.datasets {
-            if tag.is_empty() || !tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
-                return Err(e(&[Key("datasets"), Key(tag)], format!("key-frame tag '{tag}' must use only letters, digits, '.', '_' and '-'")));
+        for tag in self.datasets.keys() {
+            if tag.is_empty()
+                || !tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
+                return Err(e(
+                    &[Key("datasets"), Key(tag)],
+                    format!(
+                        "key-frame tag '{tag}' must use only letters, digits, '.', '_' and '-'"
+                    ),
+                ));
             }
         }
         if let Some(parts) = &self.parts {
             if parts.is_empty() {
-                return Err(e(&[Key("parts")], "parts is empty; leave it out to use every part of the dataset".into()));
+                return Err(e(
+                    &[Key("parts")],
+                    "parts is empty; leave it out to use every part of the dataset".into(),
+                ));
             }
             let mut seen = BTreeSet::new();
             for (i, p) in parts.iter().enumerate() {
                 if !seen.insert(*p) {
-                    return Err(e(&[Key("parts"), Index(i)], format!("part '{p}' is listed twice")));
+                    return Err(e(
+                        &[Key("parts"), Index(i)],
+                        format!("part '{p}' is listed twice"),
+                    ));
                 }
                 if *p == Dataset::Smic && self.scheme != LabelScheme::Megc3 {
                     return Err(e(
@@ -340,10 +396,16 @@ impl ExperimentSpec {
         validate_train(self, &self.train)?;
         self.validate_sweep()?;
         if self.max_attempts == 0 {
-            return Err(e(&[Key("max_attempts")], "max_attempts must be at least 1".into()));
+            return Err(e(
+                &[Key("max_attempts")],
+                "max_attempts must be at least 1".into(),
+            ));
         }
         if self.lease_seconds == 0 {
-            return Err(e(&[Key("lease_seconds")], "lease_seconds must be at least 1".into()));
+            return Err(e(
+                &[Key("lease_seconds")],
+                "lease_seconds must be at least 1".into(),
+            ));
         }
         match (self.launcher, &self.kubernetes) {
             (LauncherKind::Kubernetes, None) => {
@@ -375,7 +437,12 @@ impl ExperimentSpec {
         use PathSeg::{Index, Key};
         let s = &self.sweep;
         let e = |path: &[PathSeg<'_>], m: String| self.error(path, m);
-        let empty = |axis: &str| e(&[Key("sweep"), Key(axis)], format!("sweep.{axis} is empty; leave the axis out to use the [train] value"));
+        let empty = |axis: &str| {
+            e(
+                &[Key("sweep"), Key(axis)],
+                format!("sweep.{axis} is empty; leave the axis out to use the [train] value"),
+            )
+        };
         if s.alpha.as_ref().is_some_and(Vec::is_empty) {
             return Err(empty("alpha"));
         }
@@ -396,12 +463,18 @@ impl ExperimentSpec {
         }
         for (i, a) in s.alpha.iter().flatten().enumerate() {
             if !a.is_finite() || *a <= 0.0 {
-                return Err(e(&[Key("sweep"), Key("alpha"), Index(i)], format!("focal alpha {a} must be a positive number")));
+                return Err(e(
+                    &[Key("sweep"), Key("alpha"), Index(i)],
+                    format!("focal alpha {a} must be a positive number"),
+                ));
             }
         }
         for (i, k) in s.frozen_layers.iter().flatten().enumerate() {
             if *k > 5 {
-                return Err(e(&[Key("sweep"), Key("frozen_layers"), Index(i)], format!("frozen_layers {k} is out of range: SinC3D has 5 conv layers (0..=5)")));
+                return Err(e(
+                    &[Key("sweep"), Key("frozen_layers"), Index(i)],
+                    format!("frozen_layers {k} is out of range: SinC3D has 5 conv layers (0..=5)"),
+                ));
             }
         }
         let losses = self.losses();
@@ -429,13 +502,19 @@ impl ExperimentSpec {
             let mut seen = BTreeSet::new();
             for (i, t) in tags.iter().enumerate() {
                 if !seen.insert(t) {
-                    return Err(e(&[Key("sweep"), Key("keyframes"), Index(i)], format!("key-frame tag '{t}' is listed twice")));
+                    return Err(e(
+                        &[Key("sweep"), Key("keyframes"), Index(i)],
+                        format!("key-frame tag '{t}' is listed twice"),
+                    ));
                 }
                 if self.dataset.is_none() && !self.datasets.contains_key(t) {
                     let known: Vec<&str> = self.datasets.keys().map(String::as_str).collect();
                     return Err(e(
                         &[Key("sweep"), Key("keyframes"), Index(i)],
-                        format!("key-frame tag '{t}' has no prepared file in [datasets] (known: {})", known.join(", ")),
+                        format!(
+                            "key-frame tag '{t}' has no prepared file in [datasets] (known: {})",
+                            known.join(", ")
+                        ),
                     ));
                 }
             }
@@ -453,7 +532,8 @@ impl ExperimentSpec {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -468,103 +548,207 @@ fn validate_train(spec: &ExperimentSpec, t: &TrainConfig) -> Result<(), CoordErr
     };
     let m = &t.model;
     if let Some(w) = m.widths.iter().find(|w| **w <= 0) {
-        return Err(e(&["model", "widths"], format!("conv width {w} must be positive")));
+        return Err(e(
+            &["model", "widths"],
+            format!("conv width {w} must be positive"),
+        ));
     }
-    for (name, v) in [("input_size", m.input_size), ("frames", m.frames), ("channels", m.channels), ("dense", m.dense)] {
+    for (name, v) in [
+        ("input_size", m.input_size),
+        ("frames", m.frames),
+        ("channels", m.channels),
+        ("dense", m.dense),
+    ] {
         if v <= 0 {
-            return Err(e(&["model", name], format!("model.{name} = {v} must be positive")));
+            return Err(e(
+                &["model", name],
+                format!("model.{name} = {v} must be positive"),
+            ));
         }
     }
     if m.input_size < 32 {
-        return Err(e(&["model", "input_size"], format!("model.input_size = {} is too small: five 2x2 spatial pools need at least 32", m.input_size)));
+        return Err(e(
+            &["model", "input_size"],
+            format!(
+                "model.input_size = {} is too small: five 2x2 spatial pools need at least 32",
+                m.input_size
+            ),
+        ));
     }
     if !(0.0..1.0).contains(&m.dropout) {
-        return Err(e(&["model", "dropout"], format!("model.dropout = {} must be in [0, 1)", m.dropout)));
+        return Err(e(
+            &["model", "dropout"],
+            format!("model.dropout = {} must be in [0, 1)", m.dropout),
+        ));
     }
     for (stage, o) in [("prior", &t.prior.optim), ("target", &t.target.optim)] {
         let p = |f: &'static str| [stage, "optim", f];
         if o.epochs == 0 {
-            return Err(e(&p("epochs"), format!("{stage}.optim.epochs must be at least 1")));
+            return Err(e(
+                &p("epochs"),
+                format!("{stage}.optim.epochs must be at least 1"),
+            ));
         }
         if o.batch_size == 0 {
-            return Err(e(&p("batch_size"), format!("{stage}.optim.batch_size must be at least 1")));
+            return Err(e(
+                &p("batch_size"),
+                format!("{stage}.optim.batch_size must be at least 1"),
+            ));
         }
         if !(o.lr.is_finite() && o.lr > 0.0) {
-            return Err(e(&p("lr"), format!("{stage}.optim.lr = {} must be a positive number", o.lr)));
+            return Err(e(
+                &p("lr"),
+                format!("{stage}.optim.lr = {} must be a positive number", o.lr),
+            ));
         }
         if o.lr_step == 0 {
-            return Err(e(&p("lr_step"), format!("{stage}.optim.lr_step must be at least 1")));
+            return Err(e(
+                &p("lr_step"),
+                format!("{stage}.optim.lr_step must be at least 1"),
+            ));
         }
         if !(o.lr_divisor.is_finite() && o.lr_divisor > 0.0) {
-            return Err(e(&p("lr_divisor"), format!("{stage}.optim.lr_divisor = {} must be > 0", o.lr_divisor)));
+            return Err(e(
+                &p("lr_divisor"),
+                format!("{stage}.optim.lr_divisor = {} must be > 0", o.lr_divisor),
+            ));
         }
         if !(0.0..1.0).contains(&o.momentum) {
-            return Err(e(&p("momentum"), format!("{stage}.optim.momentum = {} must be in [0, 1)", o.momentum)));
+            return Err(e(
+                &p("momentum"),
+                format!("{stage}.optim.momentum = {} must be in [0, 1)", o.momentum),
+            ));
         }
         if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
-            return Err(e(&p("weight_decay"), format!("{stage}.optim.weight_decay = {} must be >= 0", o.weight_decay)));
+            return Err(e(
+                &p("weight_decay"),
+                format!(
+                    "{stage}.optim.weight_decay = {} must be >= 0",
+                    o.weight_decay
+                ),
+            ));
         }
     }
     if t.prior.pairs_per_epoch < 2 {
-        return Err(e(&["prior", "pairs_per_epoch"], "prior.pairs_per_epoch must be at least 2 (one same and one different pair)".into()));
+        return Err(e(
+            &["prior", "pairs_per_epoch"],
+            "prior.pairs_per_epoch must be at least 2 (one same and one different pair)".into(),
+        ));
     }
     if !(0.0..1.0).contains(&t.prior.val_fraction) {
-        return Err(e(&["prior", "val_fraction"], format!("prior.val_fraction = {} must be in [0, 1)", t.prior.val_fraction)));
+        return Err(e(
+            &["prior", "val_fraction"],
+            format!(
+                "prior.val_fraction = {} must be in [0, 1)",
+                t.prior.val_fraction
+            ),
+        ));
     }
     if t.target.frozen_layers > 5 {
         return Err(e(
             &["target", "frozen_layers"],
-            format!("frozen_layers {} is out of range: SinC3D has 5 conv layers (0..=5)", t.target.frozen_layers),
+            format!(
+                "frozen_layers {} is out of range: SinC3D has 5 conv layers (0..=5)",
+                t.target.frozen_layers
+            ),
         ));
     }
     if let LossConfig::Focal { gamma, alpha } = &t.target.loss {
         if !(gamma.is_finite() && *gamma >= 0.0) {
-            return Err(e(&["target", "loss", "gamma"], format!("focal gamma {gamma} must be >= 0")));
+            return Err(e(
+                &["target", "loss", "gamma"],
+                format!("focal gamma {gamma} must be >= 0"),
+            ));
         }
         match alpha {
             Alpha::Scalar(a) if !(a.is_finite() && *a > 0.0) => {
-                return Err(e(&["target", "loss", "alpha"], format!("focal alpha {a} must be a positive number")))
+                return Err(e(
+                    &["target", "loss", "alpha"],
+                    format!("focal alpha {a} must be a positive number"),
+                ))
             }
             Alpha::PerClass(v) if v.len() != spec.scheme.num_classes() => {
                 return Err(e(
                     &["target", "loss", "alpha"],
-                    format!("{} per-class alphas given, scheme {} has {} classes", v.len(), spec.scheme, spec.scheme.num_classes()),
+                    format!(
+                        "{} per-class alphas given, scheme {} has {} classes",
+                        v.len(),
+                        spec.scheme,
+                        spec.scheme.num_classes()
+                    ),
                 ))
             }
             Alpha::PerClass(v) if v.iter().any(|a| !(a.is_finite() && *a > 0.0)) => {
-                return Err(e(&["target", "loss", "alpha"], "every per-class alpha must be a positive number".into()))
+                return Err(e(
+                    &["target", "loss", "alpha"],
+                    "every per-class alpha must be a positive number".into(),
+                ))
             }
             _ => {}
         }
     }
     if t.augment.crop_px[0] > t.augment.crop_px[1] {
-        return Err(e(&["augment", "crop_px"], format!("augment.crop_px {:?} must be [min, max] with min <= max", t.augment.crop_px)));
+        return Err(e(
+            &["augment", "crop_px"],
+            format!(
+                "augment.crop_px {:?} must be [min, max] with min <= max",
+                t.augment.crop_px
+            ),
+        ));
     }
     if t.augment.variants_per_epoch == 0 {
-        return Err(e(&["augment", "variants_per_epoch"], "augment.variants_per_epoch must be at least 1".into()));
+        return Err(e(
+            &["augment", "variants_per_epoch"],
+            "augment.variants_per_epoch must be at least 1".into(),
+        ));
     }
     if t.augment.crops && t.augment.crop_px[1] as i64 * 2 >= m.input_size {
-        return Err(e(&["augment", "crop_px"], format!("augment.crop_px max {} is too large for input_size {}", t.augment.crop_px[1], m.input_size)));
+        return Err(e(
+            &["augment", "crop_px"],
+            format!(
+                "augment.crop_px max {} is too large for input_size {}",
+                t.augment.crop_px[1], m.input_size
+            ),
+        ));
     }
     if !valid_device(&t.device) {
-        return Err(e(&["device"], format!("device '{}' must be auto, cpu, cuda or cuda:N", t.device)));
+        return Err(e(
+            &["device"],
+            format!("device '{}' must be auto, cpu, cuda or cuda:N", t.device),
+        ));
     }
     if t.threads == Some(0) {
-        return Err(e(&["threads"], "threads must be at least 1 (leave it out for libtorch's default)".into()));
+        return Err(e(
+            &["threads"],
+            "threads must be at least 1 (leave it out for libtorch's default)".into(),
+        ));
     }
     Ok(())
 }
 
 fn valid_device(d: &str) -> bool {
-    matches!(d, "auto" | "cpu" | "cuda") || d.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+    matches!(d, "auto" | "cpu" | "cuda")
+        || d.strip_prefix("cuda:")
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// Parses and validates a spec; `file` names it in errors. Relative paths are kept as written.
 pub fn parse_spec(file: &str, text: &str) -> Result<ExperimentSpec, CoordError> {
-    let source = SpecSource { file: file.to_string(), text: text.to_string() };
+    let source = SpecSource {
+        file: file.to_string(),
+        text: text.to_string(),
+    };
     let mut spec: ExperimentSpec = toml::from_str(text).map_err(|err| {
-        let (line, col) = err.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-        CoordError::Spec { file: file.to_string(), line, col, message: err.message().trim().to_string() }
+        let (line, col) = err
+            .span()
+            .map(|s| line_col(text, s.start))
+            .unwrap_or((0, 0));
+        CoordError::Spec {
+            file: file.to_string(),
+            line,
+            col,
+            message: err.message().trim().to_string(),
+        }
     })?;
     spec.source = Some(source);
     spec.validate()?;
@@ -576,9 +760,19 @@ pub fn load_spec(path: &Path) -> Result<ExperimentSpec, CoordError> {
     let text = std::fs::read_to_string(path).map_err(|e| CoordError::io(path, e))?;
     let mut spec = parse_spec(&path.display().to_string(), &text)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let resolve = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
+    let resolve = |p: &PathBuf| {
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            base.join(p)
+        }
+    };
     spec.dataset = spec.dataset.as_ref().map(resolve);
-    spec.datasets = spec.datasets.iter().map(|(k, p)| (k.clone(), resolve(p))).collect();
+    spec.datasets = spec
+        .datasets
+        .iter()
+        .map(|(k, p)| (k.clone(), resolve(p)))
+        .collect();
     Ok(spec)
 }
 
@@ -621,12 +815,27 @@ mod tests {
 
     #[test]
     fn contradictions_are_errors_at_their_place() {
-        let e = err(&format!("{MIN}[sweep]\nprior = [false]\nfrozen_layers = [0, 2]\n"));
-        assert!(e.starts_with("s.toml:6:17: ") && e.contains("without prior learning"), "{e}");
-        let e = err(&format!("{MIN}[train.prior]\nenabled = false\n[train.target]\nfrozen_layers = 1\n"));
-        assert!(e.starts_with("s.toml:7:17: ") && e.contains("without prior learning"), "{e}");
-        let e = err(&format!("{MIN}[sweep]\nloss = [\"cross_entropy\"]\nalpha = [1, 2]\n"));
-        assert!(e.starts_with("s.toml:6:9: ") && e.contains("cross_entropy"), "{e}");
+        let e = err(&format!(
+            "{MIN}[sweep]\nprior = [false]\nfrozen_layers = [0, 2]\n"
+        ));
+        assert!(
+            e.starts_with("s.toml:6:17: ") && e.contains("without prior learning"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MIN}[train.prior]\nenabled = false\n[train.target]\nfrozen_layers = 1\n"
+        ));
+        assert!(
+            e.starts_with("s.toml:7:17: ") && e.contains("without prior learning"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MIN}[sweep]\nloss = [\"cross_entropy\"]\nalpha = [1, 2]\n"
+        ));
+        assert!(
+            e.starts_with("s.toml:6:9: ") && e.contains("cross_entropy"),
+            "{e}"
+        );
         let e = err(&format!("{MIN}[sweep]\nalpha = []\n"));
         assert!(e.contains("s.toml:5:9: ") && e.contains("empty"), "{e}");
         let e = err(&format!("{MIN}[sweep]\nfrozen_layers = [1, 6]\n"));
@@ -637,18 +846,28 @@ mod tests {
         assert!(e.starts_with("s.toml:4:20: ") && e.contains("SMIC"), "{e}");
         let e = err(&format!("{MIN}parts = [\"samm\", \"samm\"]\n"));
         assert!(e.contains("twice"), "{e}");
-        let e = err(&format!("{MIN}[sweep]\nkeyframes = [\"adaptive\", \"tas\"]\n"));
+        let e = err(&format!(
+            "{MIN}[sweep]\nkeyframes = [\"adaptive\", \"tas\"]\n"
+        ));
         assert!(e.contains("[datasets]"), "{e}");
         let e = err("name = \"t\"\nscheme = \"megc3\"\n[datasets]\nadaptive = \"a\"\n[sweep]\nkeyframes = [\"adaptive\", \"tim\"]\n");
         assert!(e.starts_with("s.toml:6:26: ") && e.contains("'tim'"), "{e}");
         let e = err("name = \"t\"\nscheme = \"megc3\"\n");
         assert!(e.contains("no dataset"), "{e}");
         let e = err(&format!("{MIN}launcher = \"kubernetes\"\n"));
-        assert!(e.starts_with("s.toml:4:12: ") && e.contains("[kubernetes]"), "{e}");
-        let e = err(&format!("{MIN}[train.target.loss]\nkind = \"focal\"\ngamma = 2.0\nalpha = [1.0, 2.0]\n"));
+        assert!(
+            e.starts_with("s.toml:4:12: ") && e.contains("[kubernetes]"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MIN}[train.target.loss]\nkind = \"focal\"\ngamma = 2.0\nalpha = [1.0, 2.0]\n"
+        ));
         assert!(e.contains("3 classes"), "{e}");
         let e = err(&format!("{MIN}[train.target.optim]\nepochs = 0\n"));
-        assert!(e.starts_with("s.toml:5:10: ") && e.contains("epochs"), "{e}");
+        assert!(
+            e.starts_with("s.toml:5:10: ") && e.contains("epochs"),
+            "{e}"
+        );
         let e = err("name = \"a b\"\ndataset = \"d\"\nscheme = \"megc3\"\n");
         assert!(e.starts_with("s.toml:1:8: "), "{e}");
         let e = err(&format!("{MIN}max_attempts = 0\n"));
@@ -670,7 +889,10 @@ mod tests {
     #[test]
     fn kubernetes_launcher_is_parsed_and_checked() {
         let s = parse_spec("s.toml", &format!("{MIN}launcher = \"kubernetes\"\n[kubernetes]\nimage = \"mer:1\"\ngpus_per_worker = 1\n")).unwrap();
-        assert_eq!(s.kubernetes.as_ref().map(|k| k.namespace.as_str()), Some("default"));
+        assert_eq!(
+            s.kubernetes.as_ref().map(|k| k.namespace.as_str()),
+            Some("default")
+        );
         let e = err(&format!("{MIN}launcher = \"kubernetes\"\n[kubernetes]\nimage = \"mer:1\"\nnamespace = \"Bad_NS\"\n"));
         assert!(e.starts_with("s.toml:7:13: "), "{e}");
     }
@@ -682,7 +904,9 @@ mod tests {
         std::fs::write(&p, MIN).unwrap();
         let s = load_spec(&p).unwrap();
         assert_eq!(s.dataset, Some(dir.path().join("d.safetensors")));
-        let e = load_spec(&dir.path().join("missing.toml")).unwrap_err().to_string();
+        let e = load_spec(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing.toml"), "{e}");
     }
 

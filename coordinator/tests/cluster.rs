@@ -82,6 +82,9 @@ async fn coordinator_files(c: &Clients, id: &str) -> BTreeMap<String, String> {
     let r = c.client.clone().results(proto::ResultsRequest { experiment_id: id.into() }).await.unwrap().into_inner();
     assert!(r.complete);
     let mut files: BTreeMap<String, String> = r.files.into_iter().collect();
+    // Compare the planner's files only; plan.json, spec.toml, folds.jsonl and provenance.json (for `mer
+    // report`, see report::bundle) name workers and times that differ from the reference run by nature.
+    files.retain(|k, _| k.starts_with("predictions/"));
     files.insert("results.json".into(), r.results_json);
     files.insert("summary.md".into(), r.summary_md);
     files
@@ -227,7 +230,8 @@ async fn late_and_duplicate_completions_are_dropped_and_counted() {
     assert_eq!(coordinator_files(&c, &sub.experiment_id).await, reference_files(&plan, dir.path()));
     let outcomes: BTreeMap<String, i64> = coord.scheduler().store().attempt_outcomes().await.unwrap().into_iter().collect();
     assert_eq!(outcomes.get("ok"), Some(&(plan.tasks.len() as i64)));
-    assert!(outcomes.get("lost").copied().unwrap_or(0) >= 1, "{outcomes:?}");
+    // A's attempt was lost (twice), and its late report is recorded on the same attempt.
+    assert_eq!(outcomes.get("lost,duplicate"), Some(&1), "{outcomes:?}");
     coord.shutdown().await.unwrap();
 }
 

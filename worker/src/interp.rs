@@ -166,7 +166,7 @@ mod tests {
         let model = dir.path().join("mid.pt");
         let script = format!(
             "import torch\nclass M(torch.nn.Module):\n    def forward(self, a, b):\n        return 0.25 * a + 0.75 * b\n\
-             torch.jit.script(M()).save(r'{}')\n",
+             ex = (torch.rand(1, 3, 4, 5), torch.rand(1, 3, 4, 5))\ntorch.jit.trace(M(), ex).save(r'{}')\n",
             model.display()
         );
         let st = std::process::Command::new(python()).arg("-c").arg(script).status().unwrap();

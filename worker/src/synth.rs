@@ -371,17 +371,17 @@ fn render(face: &Face, p: &ClipPlan, t: u32, rng: &mut ChaCha8Rng) -> Vec<f32> {
         blob(&mut img, w, h, cx + side * face.eye_dx * a, ey, 0.15 * a, 0.07 * b * open * widen, 0.0, d * 0.9);
         blob(&mut img, w, h, cx + side * face.eye_dx * a, ey, 0.055 * a, 0.05 * b * open, 0.0, 0.6);
         // Nostrils (up with the nose wrinkle).
-        blob(&mut img, w, h, cx + side * 0.09 * a, cy + 0.24 * b - 0.7 * amp * on(Action::NoseWrinkle), 0.05 * a, 0.03 * b, 0.0, 0.45);
+        blob(&mut img, w, h, cx + side * 0.09 * a, cy + 0.24 * b - 1.0 * amp * on(Action::NoseWrinkle), 0.05 * a, 0.03 * b, 0.0, 0.45);
         // Cheeks: slight highlight, raised with the smile.
         blob(&mut img, w, h, cx + side * 0.45 * a, cy + 0.2 * b - 0.5 * amp * on(Action::LipCornerPull), 0.17 * a, 0.11 * b, 0.0, -0.06);
         // Lip corners.
         let ldx = side * 0.6 * amp * on(Action::LipCornerPull);
-        let ldy = -1.0 * amp * on(Action::LipCornerPull) + 1.0 * amp * on(Action::LipCornerDepress) - 0.6 * amp * on(Action::ChinRaise);
+        let ldy = -1.0 * amp * on(Action::LipCornerPull) + 1.3 * amp * on(Action::LipCornerDepress) - 0.6 * amp * on(Action::ChinRaise);
         blob(&mut img, w, h, cx + side * (face.mouth_w + 0.06) * a + ldx, cy + face.mouth_y * b + ldy, 0.08 * a, 0.035 * b, side * 0.2, d * 0.9);
     }
     // Nose ridge highlight and the crease of the nose wrinkle.
     blob(&mut img, w, h, cx, cy + 0.02 * b, 0.07 * a, 0.22 * b, 0.0, -0.08);
-    blob(&mut img, w, h, cx, cy + (face.eye_y - 0.02) * b, 0.09 * a, 0.02 * b, 0.0, 0.35 * on(Action::NoseWrinkle));
+    blob(&mut img, w, h, cx, cy + (face.eye_y - 0.02) * b, 0.09 * a, 0.02 * b, 0.0, 0.45 * on(Action::NoseWrinkle));
     // Mouth (moves up with the chin raise).
     blob(&mut img, w, h, cx, cy + face.mouth_y * b - 0.6 * amp * on(Action::ChinRaise), face.mouth_w * a, 0.045 * b, 0.0, d);
     // Illumination drift and sensor noise.
@@ -455,9 +455,9 @@ struct Sizes {
 
 fn sizes(p: Preset) -> Sizes {
     match p {
-        Preset::Tiny => Sizes { w: 144, h: 128, ms: (70.0, 110.0) },
-        Preset::Mini => Sizes { w: 160, h: 144, ms: (80.0, 160.0) },
-        Preset::Composite => Sizes { w: 160, h: 140, ms: (60.0, 110.0) },
+        Preset::Tiny => Sizes { w: 144, h: 128, ms: (90.0, 180.0) },
+        Preset::Mini => Sizes { w: 160, h: 144, ms: (100.0, 300.0) },
+        Preset::Composite => Sizes { w: 160, h: 140, ms: (70.0, 150.0) },
     }
 }
 

@@ -1,0 +1,289 @@
+//! The run folder as the report reads it, and the files the coordinator writes into it next to the
+//! planner's `results.json` / `summary.md` / `predictions/` so that a report can show where every number
+//! comes from:
+//!
+//! - `plan.json`: the expanded [`Plan`] (sweep points with their resolved `TrainConfig`, every task and
+//!   its derived seed, the prepared files by hash);
+//! - `spec.toml`: the experiment spec as submitted (when known);
+//! - `folds.jsonl`: one line per finished target task, a [`FoldRecord`] (task key, sweep point, fold,
+//!   worker, the full `FoldResult` with per-sample predictions and per-epoch training log);
+//! - `provenance.json`: a [`Provenance`] (code version, task-key version, prepared files with their
+//!   `PrepInfo` - key-frame method and interpolator -, workers with devices and versions).
+//!
+//! Every file is written atomically. Only `results.json` is required to render a report; the rest
+//! makes the report richer (training curves, per-subject accuracy, provenance).
+
+use crate::aggregate::ExperimentResults;
+use crate::error::CoordError;
+use crate::plan::{Plan, TaskKind};
+use crate::store::Store;
+use mer_shared::fold::FoldResult;
+use mer_shared::prepared::{write_atomic, PrepInfo, Prepared};
+use mer_shared::predictions::{parse_any, PredictionRecord};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Version tag of `provenance.json`.
+pub const PROVENANCE_SCHEMA: &str = "mer-provenance/1";
+
+/// One finished target task (a line of `folds.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoldRecord {
+    /// The task key.
+    pub task_key: String,
+    /// Sweep point index.
+    pub sweep_point: u32,
+    /// The fold, `dataset/subject`.
+    pub fold: String,
+    /// The worker that produced the accepted result (`None` when unknown, e.g. a reference run).
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// The fold's result.
+    pub result: FoldResult,
+}
+
+/// One prepared file used by the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetProvenance {
+    /// sha256 of the file's bytes (the task keys' `dataset`).
+    pub hash: String,
+    /// Where the coordinator found it.
+    pub path: String,
+    /// How it was prepared (key-frame method, interpolator, flow parameters, crop, mer version), when the
+    /// file was readable at writing time.
+    pub info: Option<PrepInfo>,
+}
+
+/// A worker that ran tasks of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerProvenance {
+    /// Worker id.
+    pub id: String,
+    /// Name it announced (host or pod).
+    pub name: String,
+    /// Devices it announced.
+    pub devices: Vec<String>,
+    /// Training slots.
+    pub slots: u32,
+    /// The worker's `mer` version.
+    pub version: String,
+    /// Target results of this run it produced.
+    pub results: usize,
+}
+
+/// `provenance.json`: what produced the run's numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Always [`PROVENANCE_SCHEMA`].
+    pub schema: String,
+    /// The experiment id in the coordinator (when run by one).
+    pub experiment_id: Option<String>,
+    /// Version of the coordinator that wrote the files.
+    pub mer_version: String,
+    /// Task-key version (changes whenever old results become invalid).
+    pub task_key_version: String,
+    /// Milliseconds since the Unix epoch when written.
+    pub written_ms: i64,
+    /// Prepared files, by hash.
+    pub datasets: Vec<DatasetProvenance>,
+    /// Workers (empty for a run without a coordinator).
+    pub workers: Vec<WorkerProvenance>,
+}
+
+/// What the coordinator knows about the run besides the results: the spec text, workers and which worker
+/// produced which result.
+#[derive(Debug, Clone, Default)]
+pub struct RunContext {
+    /// Experiment id.
+    pub experiment_id: Option<String>,
+    /// The spec as submitted.
+    pub spec_toml: Option<String>,
+    /// Workers known to the store.
+    pub workers: Vec<WorkerProvenance>,
+    /// Worker id of each stored result, by task key.
+    pub result_workers: BTreeMap<String, String>,
+    /// Where to find prepared files by hash when the plan's path is not a file here (the artifact store).
+    pub dataset_lookup: BTreeMap<String, PathBuf>,
+}
+
+/// Writes `plan.json`, `spec.toml` (when known), `folds.jsonl` and `provenance.json` into `dir`.
+/// `results` are the finished target results by task key (other keys are ignored).
+pub fn write_run_files(dir: &Path, plan: &Plan, results: &BTreeMap<String, FoldResult>, ctx: &RunContext) -> Result<(), CoordError> {
+    let plan_json = serde_json::to_string(plan).map_err(|e| CoordError::json("plan.json", e))?;
+    write_atomic(&dir.join("plan.json"), format!("{plan_json}\n").as_bytes())?;
+    if let Some(spec) = &ctx.spec_toml {
+        write_atomic(&dir.join("spec.toml"), spec.as_bytes())?;
+    }
+    let mut lines = String::new();
+    let mut per_worker: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in plan.tasks.iter().filter(|t| t.kind == TaskKind::Target) {
+        let Some(r) = results.get(&t.key) else { continue };
+        let worker = ctx.result_workers.get(&t.key).cloned();
+        if let Some(w) = &ctx.result_workers.get(&t.key) {
+            *per_worker.entry(w.as_str()).or_insert(0) += 1;
+        }
+        let rec = FoldRecord { task_key: t.key.clone(), sweep_point: t.sweep_point.unwrap_or(0), fold: t.fold.clone(), worker, result: r.clone() };
+        lines += &serde_json::to_string(&rec).map_err(|e| CoordError::json("folds.jsonl", e))?;
+        lines.push('\n');
+    }
+    write_atomic(&dir.join("folds.jsonl"), lines.as_bytes())?;
+    let datasets = plan
+        .datasets
+        .iter()
+        .map(|(hash, path)| {
+            let file = if path.is_file() { Some(path.clone()) } else { ctx.dataset_lookup.get(hash).filter(|p| p.is_file()).cloned() };
+            let info = file.and_then(|f| match Prepared::read_meta(&f) {
+                Ok(m) => Some(m.info),
+                Err(e) => {
+                    tracing::warn!("provenance: cannot read the metadata of {}: {e}", f.display());
+                    None
+                }
+            });
+            DatasetProvenance { hash: hash.clone(), path: path.display().to_string(), info }
+        })
+        .collect();
+    let workers = ctx
+        .workers
+        .iter()
+        .filter_map(|w| {
+            let n = per_worker.get(w.id.as_str()).copied().unwrap_or(0);
+            (n > 0).then(|| WorkerProvenance { results: n, ..w.clone() })
+        })
+        .collect();
+    let prov = Provenance {
+        schema: PROVENANCE_SCHEMA.into(),
+        experiment_id: ctx.experiment_id.clone(),
+        mer_version: env!("CARGO_PKG_VERSION").into(),
+        task_key_version: crate::plan::TASK_KEY_VERSION.into(),
+        written_ms: crate::store::now_ms(),
+        datasets,
+        workers,
+    };
+    let json = serde_json::to_string_pretty(&prov).map_err(|e| CoordError::json("provenance.json", e))?;
+    write_atomic(&dir.join("provenance.json"), format!("{json}\n").as_bytes())?;
+    Ok(())
+}
+
+/// Reads the spec text, the workers and the worker of each result of experiment `id` from the store.
+pub async fn run_context(store: &Store, id: &str) -> Result<RunContext, CoordError> {
+    let idc = id.to_string();
+    let (spec_toml, workers, result_workers) = store
+        .read(move |conn| {
+            use rusqlite::OptionalExtension;
+            let spec: Option<String> =
+                conn.query_row("SELECT spec_toml FROM experiments WHERE id = ?1", [&idc], |r| r.get(0)).optional()?;
+            let mut st = conn.prepare("SELECT id, name, devices, slots, version FROM workers ORDER BY id")?;
+            let workers = st
+                .query_map([], |r| {
+                    let devices: String = r.get(2)?;
+                    Ok(WorkerProvenance {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        devices: devices.split(',').filter(|d| !d.is_empty()).map(String::from).collect(),
+                        slots: r.get(3)?,
+                        version: r.get(4)?,
+                        results: 0,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st = conn.prepare("SELECT task_key, worker_id FROM results WHERE kind = 'target'")?;
+            let rw = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
+            Ok((spec.filter(|s| !s.is_empty()), workers, rw))
+        })
+        .await?;
+    Ok(RunContext { experiment_id: Some(id.to_string()), spec_toml, workers, result_workers, dataset_lookup: BTreeMap::new() })
+}
+
+/// A run folder loaded for reporting.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// `results.json`.
+    pub results: ExperimentResults,
+    /// Per sweep point (by index): the pooled predictions read back from `predictions/<label>.megc.txt`
+    /// (or `.csv`), the files `mer score` reads.
+    pub predictions: BTreeMap<u32, Vec<PredictionRecord>>,
+    /// The prediction files by sweep point index (relative to the run folder).
+    pub prediction_files: BTreeMap<u32, Vec<String>>,
+    /// `plan.json`, when present.
+    pub plan: Option<Plan>,
+    /// `spec.toml`, when present.
+    pub spec_toml: Option<String>,
+    /// `folds.jsonl`, when present.
+    pub folds: Vec<FoldRecord>,
+    /// `provenance.json`, when present.
+    pub provenance: Option<Provenance>,
+}
+
+fn read_opt(path: &Path) -> Result<Option<String>, CoordError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CoordError::io(path, e)),
+    }
+}
+
+/// Loads a run folder: `results.json` (required) and whatever else is there.
+pub fn load_run(dir: &Path) -> Result<RunData, CoordError> {
+    let rpath = dir.join("results.json");
+    let text = read_opt(&rpath)?.ok_or_else(|| {
+        CoordError::invalid(format!("run folder {}", dir.display()), "no results.json (is this the folder `mer run` wrote?)")
+    })?;
+    let results: ExperimentResults = serde_json::from_str(&text).map_err(|e| CoordError::json(rpath.display().to_string(), e))?;
+    if results.schema != crate::aggregate::RESULTS_SCHEMA {
+        return Err(CoordError::invalid(
+            rpath.display().to_string(),
+            format!("schema '{}', this mer reads '{}'", results.schema, crate::aggregate::RESULTS_SCHEMA),
+        ));
+    }
+    let mut predictions = BTreeMap::new();
+    let mut prediction_files = BTreeMap::new();
+    for sp in &results.sweep_points {
+        let stem = crate::plan::safe_label(&sp.label);
+        let mut files = Vec::new();
+        let mut recs = None;
+        for ext in ["megc.txt", "csv"] {
+            let rel = format!("predictions/{stem}.{ext}");
+            let p = dir.join(&rel);
+            if let Some(t) = read_opt(&p)? {
+                if recs.is_none() {
+                    recs = Some(parse_any(&p.display().to_string(), &t, results.scheme)?);
+                }
+                files.push(rel);
+            }
+        }
+        if sp.folds_done > 0 && recs.is_none() {
+            return Err(CoordError::invalid(
+                format!("run folder {}", dir.display()),
+                format!("sweep point '{}' has {} finished folds but no predictions/{stem}.megc.txt or .csv", sp.label, sp.folds_done),
+            ));
+        }
+        if let Some(r) = recs {
+            predictions.insert(sp.index, r);
+        }
+        prediction_files.insert(sp.index, files);
+    }
+    let plan = match read_opt(&dir.join("plan.json"))? {
+        Some(t) => Some(serde_json::from_str(&t).map_err(|e| CoordError::json(dir.join("plan.json").display().to_string(), e))?),
+        None => None,
+    };
+    let spec_toml = read_opt(&dir.join("spec.toml"))?;
+    let mut folds = Vec::new();
+    let fpath = dir.join("folds.jsonl");
+    if let Some(t) = read_opt(&fpath)? {
+        for (i, line) in t.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let rec: FoldRecord =
+                serde_json::from_str(line).map_err(|e| CoordError::json(format!("{}:{}", fpath.display(), i + 1), e))?;
+            folds.push(rec);
+        }
+    }
+    let provenance = match read_opt(&dir.join("provenance.json"))? {
+        Some(t) => Some(serde_json::from_str(&t).map_err(|e| CoordError::json(dir.join("provenance.json").display().to_string(), e))?),
+        None => None,
+    };
+    Ok(RunData { dir: dir.to_path_buf(), results, predictions, prediction_files, plan, spec_toml, folds, provenance })
+}

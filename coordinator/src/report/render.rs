@@ -1,0 +1,737 @@
+//! `mer report`: turns a run folder into `report.md` (figures as PNG files next to it) and one
+//! self-contained `report.html` (the same content, figures inlined as base64 data URIs, no external
+//! asset), plus exports a researcher's tools take.
+//!
+//! Both documents are rendered from one list of [`Block`]s, so they always hold the same numbers. Every
+//! score comes from the pooled predictions in `predictions/` - the files `mer score` reads - recomputed
+//! here with [`ScoreReport::compute`]; a disagreement with `results.json` is an error, never silently
+//! papered over.
+
+use super::bundle::{load_run, FoldRecord, RunData};
+use super::paper;
+use super::plots::{self, Series};
+use crate::error::CoordError;
+use base64::Engine;
+use mer_shared::predictions::{PredictionRecord, ScoreReport};
+use mer_shared::prepared::write_atomic;
+use mer_shared::{Dataset, LabelScheme};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One piece of a report document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Block {
+    /// A heading (level 1..=3).
+    Heading(u8, String),
+    /// A paragraph of plain text (inline `code` spans allowed).
+    Para(String),
+    /// A table: header cells and rows.
+    Table {
+        /// Header cells.
+        head: Vec<String>,
+        /// Body rows.
+        rows: Vec<Vec<String>>,
+    },
+    /// A figure: file name (under `figures/`), caption, PNG bytes.
+    Image {
+        /// File name under `figures/`.
+        file: String,
+        /// Caption / alt text.
+        caption: String,
+        /// The PNG.
+        png: Vec<u8>,
+    },
+    /// A preformatted block (spec text, JSON).
+    Code(String),
+}
+
+/// What `mer report` wrote.
+#[derive(Debug, Clone)]
+pub struct ReportOutput {
+    /// `report.md`.
+    pub markdown: PathBuf,
+    /// `report.html` (self-contained).
+    pub html: PathBuf,
+    /// Every PNG written under `figures/`.
+    pub images: Vec<PathBuf>,
+    /// Exported files under `exports/`.
+    pub exports: Vec<PathBuf>,
+    /// The recomputed scores per sweep point index (what the tables show).
+    pub scores: BTreeMap<u32, ScoreReport>,
+}
+
+fn f4(x: f64) -> String {
+    format!("{x:.4}")
+}
+
+fn pair(uf1: f64, uar: f64) -> String {
+    format!("{uf1:.4} / {uar:.4}")
+}
+
+/// Renders the report of the run in `run_dir` into `out_dir` (created if needed).
+pub fn render_report(run_dir: &Path, out_dir: &Path) -> Result<ReportOutput, CoordError> {
+    let run = load_run(run_dir)?;
+    let scores = recompute_scores(&run)?;
+    let blocks = build_blocks(&run, &scores)?;
+    std::fs::create_dir_all(out_dir.join("figures")).map_err(|e| CoordError::io(out_dir.join("figures"), e))?;
+    let mut images = Vec::new();
+    for b in &blocks {
+        if let Block::Image { file, png, .. } = b {
+            let p = out_dir.join("figures").join(file);
+            write_atomic(&p, png)?;
+            images.push(p);
+        }
+    }
+    let exports = write_exports(&run, out_dir)?;
+    let title = format!("mer report: {}", run.results.experiment);
+    let md = to_markdown(&blocks);
+    let html = to_html(&title, &blocks);
+    let markdown = out_dir.join("report.md");
+    let html_path = out_dir.join("report.html");
+    write_atomic(&markdown, md.as_bytes())?;
+    write_atomic(&html_path, html.as_bytes())?;
+    Ok(ReportOutput { markdown, html: html_path, images, exports, scores })
+}
+
+/// Scores every sweep point from its prediction file exactly as `mer score` does, and checks them
+/// against `results.json`.
+pub fn recompute_scores(run: &RunData) -> Result<BTreeMap<u32, ScoreReport>, CoordError> {
+    let mut out = BTreeMap::new();
+    for sp in &run.results.sweep_points {
+        let Some(recs) = run.predictions.get(&sp.index) else { continue };
+        let s = ScoreReport::compute(run.results.scheme, recs)?;
+        if let Some(stored) = &sp.scores {
+            let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+            if stored.n != s.n || !close(stored.uf1, s.uf1) || !close(stored.uar, s.uar) || stored.confusion != s.confusion {
+                return Err(CoordError::invalid(
+                    format!("run folder {}", run.dir.display()),
+                    format!(
+                        "sweep point '{}': results.json says n={} UF1={:.4} UAR={:.4}, its prediction file scores n={} UF1={:.4} UAR={:.4}",
+                        sp.label, stored.n, stored.uf1, stored.uar, s.n, s.uf1, s.uar
+                    ),
+                ));
+            }
+        }
+        out.insert(sp.index, s);
+    }
+    Ok(out)
+}
+
+fn part_name(key: &str) -> String {
+    key.parse::<Dataset>().map(|d| d.display_name().to_string()).unwrap_or_else(|_| key.to_string())
+}
+
+fn point_label(run: &RunData, idx: u32) -> String {
+    let sp = run.results.sweep_points.iter().find(|s| s.index == idx);
+    match sp {
+        Some(s) if s.partial => format!("`{}` (partial {}/{} folds)", s.label, s.folds_done, s.folds_total),
+        Some(s) => format!("`{}`", s.label),
+        None => format!("point {idx}"),
+    }
+}
+
+fn value_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Distinct values of an axis over the sweep points that have it.
+fn axis_values(run: &RunData, axis: &str) -> BTreeSet<String> {
+    run.results.sweep_points.iter().filter_map(|s| s.values.get(axis)).map(value_str).collect()
+}
+
+/// The sweep point's values without `axes`, as a label (`""` when nothing else varies).
+fn other_axes(values: &BTreeMap<String, Value>, axes: &[&str]) -> String {
+    values.iter().filter(|(k, _)| !axes.contains(&k.as_str())).map(|(k, v)| format!("{k}={}", value_str(v))).collect::<Vec<_>>().join(",")
+}
+
+fn build_blocks(run: &RunData, scores: &BTreeMap<u32, ScoreReport>) -> Result<Vec<Block>, CoordError> {
+    let r = &run.results;
+    let mut b = Vec::new();
+    b.push(Block::Heading(1, format!("Report: {}", r.experiment)));
+    let parts: Vec<String> = r.parts.iter().map(|p| p.display_name().to_string()).collect();
+    b.push(Block::Para(format!(
+        "Scheme `{}` ({} classes: {}), parts {}, {} sweep point(s); {} of {} fold trainings finished{}. \
+         Scores pool the predictions of all finished folds per sweep point (MEGC2019 rules: TP/FP/FN summed over folds, then \
+         UF1 and UAR), recomputed from the prediction files in `predictions/`, exactly as `mer score` does.",
+        r.scheme,
+        r.classes.len(),
+        r.classes.join(", "),
+        parts.join(", "),
+        r.sweep_points.len(),
+        r.tasks_done,
+        r.tasks_total,
+        if r.partial { " - PARTIAL results" } else { "" }
+    )));
+    results_table(run, scores, &mut b);
+    frozen_table(run, scores, &mut b);
+    alpha_sweep(run, scores, &mut b)?;
+    per_point(run, scores, &mut b)?;
+    per_subject(run, &mut b);
+    training_curves(run, &mut b)?;
+    provenance(run, &mut b);
+    exports_section(run, &mut b);
+    Ok(b)
+}
+
+fn results_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<Block>) {
+    let r = &run.results;
+    if r.scheme == LabelScheme::Megc3 {
+        b.push(Block::Heading(2, "Results in the layout of the paper's Table 6 (UF1 / UAR)".into()));
+        let all_parts = r.parts.len() == 3;
+        let mut head = vec!["method".to_string(), "source".into(), "folds".into()];
+        let cols: Vec<&str> = vec!["smic", "casme2", "samm", "all"];
+        for c in &cols {
+            head.push(match *c {
+                "all" if all_parts => "composite".into(),
+                "all" => "all (parts in this run)".into(),
+                k => part_name(k),
+            });
+        }
+        let mut rows = Vec::new();
+        for sp in &r.sweep_points {
+            let s = scores.get(&sp.index);
+            let mut row = vec![
+                format!("MERSiamC3D (this run) {}", point_label(run, sp.index)),
+                "this run".into(),
+                format!("{}/{}", sp.folds_done, sp.folds_total),
+            ];
+            for c in &cols {
+                let cell = match (s, *c) {
+                    (Some(s), "all") => pair(s.uf1, s.uar),
+                    (Some(s), k) => s.parts.get(k).map(|p| pair(p.uf1, p.uar)).unwrap_or_else(|| "-".into()),
+                    (None, _) => "-".into(),
+                };
+                row.push(cell);
+            }
+            rows.push(row);
+        }
+        for pr in &paper::TABLE6 {
+            let mut row = vec![pr.method.to_string(), "paper, Table 6 (published)".into(), "68".into()];
+            for c in &cols {
+                row.push(pr.part(c).map(|p| pair(p.uf1, p.uar)).unwrap_or_default());
+            }
+            rows.push(row);
+        }
+        b.push(Block::Table { head, rows });
+        b.push(Block::Para(format!(
+            "Rows marked \"paper, Table 6 (published)\" are the published numbers of {}, on the real licensed datasets; they are \
+             shown for comparison only and are not produced by this run.{}",
+            paper::SOURCE,
+            if all_parts { "" } else { " This run does not cover all three parts, so its last column is not the composite." }
+        )));
+    } else {
+        b.push(Block::Heading(2, format!("Results in the layout of the paper's Tables 4/5 (Acc / F1, scheme {})", r.scheme)));
+        let mut head = vec!["sweep point".to_string(), "folds".into()];
+        let keys: Vec<&str> = r.parts.iter().map(|p| p.key()).chain(std::iter::once("all")).collect();
+        for k in &keys {
+            let n = if *k == "all" { "all".into() } else { part_name(k) };
+            head.push(format!("{n} Acc"));
+            head.push(format!("{n} F1"));
+        }
+        let mut rows = Vec::new();
+        for sp in &r.sweep_points {
+            let s = scores.get(&sp.index);
+            let mut row = vec![point_label(run, sp.index), format!("{}/{}", sp.folds_done, sp.folds_total)];
+            for k in &keys {
+                let (acc, f1) = match (s, *k) {
+                    (Some(s), "all") => (f4(s.acc), f4(s.f1_macro)),
+                    (Some(s), k) => s.parts.get(k).map(|p| (f4(p.acc), f4(p.f1_macro))).unwrap_or(("-".into(), "-".into())),
+                    (None, _) => ("-".into(), "-".into()),
+                };
+                row.push(acc);
+                row.push(f1);
+            }
+            rows.push(row);
+        }
+        b.push(Block::Table { head, rows });
+        b.push(Block::Para(
+            "F1 is the macro-F1 on pooled counts. The paper's Table 4/5 numbers are not recorded in the project's reference notes \
+             (shared/datasets.md), so no published row is shown here rather than an unverified one."
+                .into(),
+        ));
+    }
+}
+
+fn score_cells(run: &RunData, s: Option<&ScoreReport>) -> Vec<String> {
+    let mut row = Vec::new();
+    for p in &run.results.parts {
+        row.push(s.and_then(|s| s.parts.get(p.key())).map(|p| pair(p.uf1, p.uar)).unwrap_or_else(|| "-".into()));
+    }
+    row.push(s.map(|s| pair(s.uf1, s.uar)).unwrap_or_else(|| "-".into()));
+    row
+}
+
+fn score_head(run: &RunData, first: &[&str]) -> Vec<String> {
+    let mut head: Vec<String> = first.iter().map(|s| s.to_string()).collect();
+    for p in &run.results.parts {
+        head.push(format!("{} UF1 / UAR", p.display_name()));
+    }
+    head.push("all UF1 / UAR".into());
+    head
+}
+
+fn frozen_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<Block>) {
+    let frozen = axis_values(run, "frozen_layers");
+    let prior = axis_values(run, "prior");
+    if frozen.len() < 2 && prior.len() < 2 {
+        return;
+    }
+    b.push(Block::Heading(2, "Frozen conv layers after prior learning (the paper's Table 7)".into()));
+    let mut rows = Vec::new();
+    let mut points: Vec<_> = run.results.sweep_points.iter().collect();
+    let key = |s: &&crate::aggregate::SweepPointResult| {
+        let no_prior = s.values.get("prior") == Some(&Value::Bool(false));
+        let k = s.values.get("frozen_layers").and_then(Value::as_u64).unwrap_or(0);
+        (other_axes(&s.values, &["frozen_layers", "prior"]), no_prior, k)
+    };
+    points.sort_by_key(key);
+    for sp in points {
+        let setting = if sp.values.get("prior") == Some(&Value::Bool(false)) {
+            "no prior learning (random init)".to_string()
+        } else {
+            match sp.values.get("frozen_layers") {
+                Some(v) => format!("k = {} frozen", value_str(v)),
+                None => "prior learning".into(),
+            }
+        };
+        let other = other_axes(&sp.values, &["frozen_layers", "prior"]);
+        let mut row = vec![setting, if other.is_empty() { "-".into() } else { other }, format!("{}/{}", sp.folds_done, sp.folds_total)];
+        row.extend(score_cells(run, scores.get(&sp.index)));
+        rows.push(row);
+    }
+    b.push(Block::Table { head: score_head(run, &["setting", "other axes", "folds"]), rows });
+    b.push(Block::Para(
+        "The paper's Table 7 numbers are not recorded in the project's reference notes (shared/datasets.md); only this run's \
+         numbers are shown."
+            .into(),
+    ));
+}
+
+fn alpha_sweep(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<Block>) -> Result<(), CoordError> {
+    if axis_values(run, "alpha").len() < 2 {
+        return Ok(());
+    }
+    b.push(Block::Heading(2, "Focal-loss alpha sweep (the paper's Fig. 4)".into()));
+    let mut groups: BTreeMap<String, Vec<(f64, &ScoreReport)>> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for sp in &run.results.sweep_points {
+        let Some(a) = sp.values.get("alpha").and_then(Value::as_f64) else { continue };
+        let s = scores.get(&sp.index);
+        let other = other_axes(&sp.values, &["alpha"]);
+        let mut row = vec![format!("{a}"), if other.is_empty() { "-".into() } else { other.clone() }, format!("{}/{}", sp.folds_done, sp.folds_total)];
+        row.extend(score_cells(run, s));
+        rows.push(row);
+        if let Some(s) = s {
+            groups.entry(other).or_default().push((a, s));
+        }
+    }
+    let mut series = Vec::new();
+    for (g, mut pts) in groups {
+        pts.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let suffix = if g.is_empty() { String::new() } else { format!(" ({g})") };
+        series.push(Series { label: format!("UF1{suffix}"), points: pts.iter().map(|(a, s)| (*a, s.uf1)).collect() });
+        series.push(Series { label: format!("UAR{suffix}"), points: pts.iter().map(|(a, s)| (*a, s.uar)).collect() });
+    }
+    if !series.is_empty() {
+        let png = plots::line_png("UF1 and UAR (all parts pooled) vs focal alpha", "alpha", "score", &series, Some((0.0, 1.0)))?;
+        b.push(Block::Image { file: "alpha_sweep.png".into(), caption: "Fig. 4 for this run: pooled UF1 / UAR against the focal-loss alpha".into(), png });
+    }
+    b.push(Block::Table { head: score_head(run, &["alpha", "other axes", "folds"]), rows });
+    Ok(())
+}
+
+fn per_point(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<Block>) -> Result<(), CoordError> {
+    b.push(Block::Heading(2, "Per sweep point".into()));
+    for sp in &run.results.sweep_points {
+        b.push(Block::Heading(3, format!("Sweep point {}", point_label(run, sp.index))));
+        if !sp.values.is_empty() {
+            let v: Vec<String> = sp.values.iter().map(|(k, v)| format!("{k} = {}", value_str(v))).collect();
+            b.push(Block::Para(format!("Swept values: {}.", v.join(", "))));
+        }
+        let Some(s) = scores.get(&sp.index) else {
+            b.push(Block::Para("No fold finished yet.".into()));
+            continue;
+        };
+        let mut rows = Vec::new();
+        for p in &run.results.parts {
+            if let Some(ps) = s.parts.get(p.key()) {
+                rows.push(vec![p.display_name().to_string(), ps.n.to_string(), f4(ps.uf1), f4(ps.uar), f4(ps.acc), f4(ps.f1_macro)]);
+            }
+        }
+        rows.push(vec!["all".into(), s.n.to_string(), f4(s.uf1), f4(s.uar), f4(s.acc), f4(s.f1_macro)]);
+        b.push(Block::Table { head: ["part", "n", "UF1", "UAR", "Acc", "macro-F1"].map(String::from).to_vec(), rows });
+        let rows = s
+            .per_class
+            .iter()
+            .map(|(name, c)| vec![name.clone(), c.support.to_string(), c.tp.to_string(), c.fp.to_string(), c.fn_.to_string(), f4(c.precision), f4(c.recall), f4(c.f1)])
+            .collect();
+        b.push(Block::Table { head: ["class", "support", "TP", "FP", "FN", "precision", "recall", "F1"].map(String::from).to_vec(), rows });
+        let title = format!("Confusion matrix, {} (pooled, n = {})", sp.label, s.n);
+        let png = plots::confusion_png(&title, &run.results.classes, &s.confusion)?;
+        b.push(Block::Image { file: format!("confusion_{}.png", crate::plan::safe_label(&sp.label)), caption: title, png });
+        for w in &sp.warnings {
+            b.push(Block::Para(format!("Warning: {w}")));
+        }
+    }
+    Ok(())
+}
+
+fn per_subject(run: &RunData, b: &mut Vec<Block>) {
+    b.push(Block::Heading(2, "Per-subject accuracy".into()));
+    b.push(Block::Para(
+        "Correct / test clips of each held-out subject (for inspection only: scores are never averaged over subjects).".into(),
+    ));
+    let mut subjects: Vec<(Dataset, String)> = Vec::new();
+    let mut cells: BTreeMap<(u32, Dataset, String), (u64, u64)> = BTreeMap::new();
+    for (idx, recs) in &run.predictions {
+        for r in recs {
+            let key = (r.dataset, r.subject.clone());
+            if !subjects.contains(&key) {
+                subjects.push(key);
+            }
+            let c = cells.entry((*idx, r.dataset, r.subject.clone())).or_insert((0, 0));
+            c.1 += 1;
+            if r.label == r.pred {
+                c.0 += 1;
+            }
+        }
+    }
+    let points: Vec<&crate::aggregate::SweepPointResult> = run.results.sweep_points.iter().filter(|s| run.predictions.contains_key(&s.index)).collect();
+    let mut head = vec!["subject".to_string()];
+    head.extend(points.iter().map(|s| format!("`{}`", s.label)));
+    let rows = subjects
+        .iter()
+        .map(|(d, s)| {
+            let mut row = vec![format!("{d}/{s}")];
+            for p in &points {
+                row.push(match cells.get(&(p.index, *d, s.clone())) {
+                    Some((c, n)) => format!("{c}/{n} ({:.2})", *c as f64 / *n as f64),
+                    None => "-".into(),
+                });
+            }
+            row
+        })
+        .collect();
+    b.push(Block::Table { head, rows });
+}
+
+/// Mean loss per epoch over the folds of each sweep point, per stage.
+pub fn mean_curves(folds: &[FoldRecord]) -> BTreeMap<(String, u32), Vec<(f64, f64)>> {
+    let mut acc: BTreeMap<(String, u32), BTreeMap<usize, (f64, usize)>> = BTreeMap::new();
+    for f in folds {
+        for e in &f.result.epochs {
+            let c = acc.entry((e.stage.clone(), f.sweep_point)).or_default().entry(e.epoch).or_insert((0.0, 0));
+            c.0 += e.loss;
+            c.1 += 1;
+        }
+    }
+    acc.into_iter().map(|(k, m)| (k, m.into_iter().map(|(ep, (s, n))| (ep as f64, s / n as f64)).collect())).collect()
+}
+
+fn training_curves(run: &RunData, b: &mut Vec<Block>) -> Result<(), CoordError> {
+    b.push(Block::Heading(2, "Training curves".into()));
+    if run.folds.is_empty() {
+        b.push(Block::Para("No `folds.jsonl` in the run folder: the per-epoch training logs are not available.".into()));
+        return Ok(());
+    }
+    let curves = mean_curves(&run.folds);
+    let stages: BTreeSet<&str> = curves.keys().map(|(s, _)| s.as_str()).collect();
+    let label = |i: u32| run.results.sweep_points.iter().find(|s| s.index == i).map(|s| s.label.clone()).unwrap_or_else(|| i.to_string());
+    for stage in stages {
+        let series: Vec<Series> = curves
+            .iter()
+            .filter(|((s, _), _)| s == stage)
+            .map(|((_, p), pts)| Series { label: label(*p), points: pts.clone() })
+            .collect();
+        let png = plots::line_png(&format!("{stage} learning: mean training loss over folds"), "epoch", "loss", &series, None)?;
+        b.push(Block::Image {
+            file: format!("loss_{}.png", crate::plan::safe_label(stage)),
+            caption: format!("{stage} stage: training loss per epoch, mean over the finished folds of each sweep point"),
+            png,
+        });
+        let rows = series
+            .iter()
+            .map(|s| {
+                let first = s.points.first().map(|p| f4(p.1)).unwrap_or_default();
+                let last = s.points.last().map(|p| f4(p.1)).unwrap_or_default();
+                vec![format!("`{}`", s.label), s.points.len().to_string(), first, last]
+            })
+            .collect();
+        b.push(Block::Table { head: ["sweep point", "epochs", "first-epoch loss", "last-epoch loss"].map(String::from).to_vec(), rows });
+    }
+    Ok(())
+}
+
+fn provenance(run: &RunData, b: &mut Vec<Block>) {
+    let r = &run.results;
+    b.push(Block::Heading(2, "Provenance".into()));
+    let mut rows = vec![vec!["experiment".to_string(), r.experiment.clone()], vec!["spec hash".into(), format!("`{}`", r.spec_hash)]];
+    if let Some(p) = &run.provenance {
+        if let Some(id) = &p.experiment_id {
+            rows.push(vec!["experiment id".into(), format!("`{id}`")]);
+        }
+        rows.push(vec!["code version (coordinator)".into(), format!("mer {}", p.mer_version)]);
+        rows.push(vec!["task-key version".into(), format!("`{}`", p.task_key_version)]);
+        for d in &p.datasets {
+            rows.push(vec!["prepared dataset".into(), format!("`{}` sha256 `{}`", d.path, d.hash)]);
+            match &d.info {
+                Some(i) => {
+                    rows.push(vec![
+                        "  preparation".into(),
+                        format!(
+                            "key-frames `{}`, interpolator `{}`, crop `{}`, {} frames x {} channels at {} px, prepared by mer {}",
+                            i.keyframes,
+                            i.interpolator,
+                            i.crop,
+                            i.frames,
+                            i.channels.join("/"),
+                            i.size,
+                            i.mer_version
+                        ),
+                    ]);
+                    if !i.flow_params.is_empty() {
+                        let fp: Vec<String> = i.flow_params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        rows.push(vec!["  flow parameters".into(), fp.join(", ")]);
+                    }
+                }
+                None => rows.push(vec!["  preparation".into(), "file not readable when the run was written".into()]),
+            }
+        }
+        for w in &p.workers {
+            rows.push(vec![
+                "worker".into(),
+                format!("`{}` ({}), devices {}, {} slot(s), mer {}, {} result(s)", w.id, w.name, w.devices.join(","), w.slots, w.version, w.results),
+            ]);
+        }
+    } else {
+        rows.push(vec!["provenance.json".into(), "missing: code version, dataset preparation and workers unknown".into()]);
+    }
+    if let Some(plan) = &run.plan {
+        let seeds: BTreeSet<u64> = plan.sweep_points.iter().map(|s| s.train.seed).collect();
+        rows.push(vec![
+            "base seed(s)".into(),
+            seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                + " (each task's seed = first 8 bytes of sha256(mer-seed/1|base|fold|stage))",
+        ]);
+        let kf: BTreeSet<&str> = plan.sweep_points.iter().map(|s| s.keyframes.as_str()).collect();
+        rows.push(vec!["key-frame tags".into(), kf.into_iter().collect::<Vec<_>>().join(", ")]);
+    }
+    let mut devices: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in &run.folds {
+        *devices.entry(f.result.device.as_str()).or_insert(0) += 1;
+    }
+    if !devices.is_empty() {
+        rows.push(vec!["devices (target folds)".into(), devices.iter().map(|(d, n)| format!("{d} x {n}")).collect::<Vec<_>>().join(", ")]);
+    }
+    b.push(Block::Table { head: vec!["what".into(), "value".into()], rows });
+    if !run.folds.is_empty() {
+        b.push(Block::Para("Every fold result: its seed, device, worker and wall-clock time.".into()));
+        let label = |i: u32| run.results.sweep_points.iter().find(|s| s.index == i).map(|s| s.label.clone()).unwrap_or_default();
+        let rows = run
+            .folds
+            .iter()
+            .map(|f| {
+                vec![
+                    f.fold.clone(),
+                    format!("`{}`", label(f.sweep_point)),
+                    f.result.seed.to_string(),
+                    f.result.device.clone(),
+                    f.worker.clone().unwrap_or_else(|| "-".into()),
+                    format!("{:.1}", f.result.timings.total_s),
+                    format!("`{}`", &f.task_key[..12.min(f.task_key.len())]),
+                ]
+            })
+            .collect();
+        b.push(Block::Table { head: ["fold", "sweep point", "seed", "device", "worker", "seconds", "task key"].map(String::from).to_vec(), rows });
+    }
+    if let Some(plan) = &run.plan {
+        for sp in &plan.sweep_points {
+            b.push(Block::Para(format!("Resolved training settings of `{}` (base seed before per-task derivation):", sp.label)));
+            b.push(Block::Code(serde_json::to_string_pretty(&sp.train).unwrap_or_default()));
+        }
+    }
+    match &run.spec_toml {
+        Some(spec) => {
+            b.push(Block::Para("The experiment spec as submitted:".into()));
+            b.push(Block::Code(spec.clone()));
+        }
+        None => b.push(Block::Para("No `spec.toml` in the run folder.".into())),
+    }
+}
+
+fn exports_section(run: &RunData, b: &mut Vec<Block>) {
+    b.push(Block::Heading(2, "Exports".into()));
+    let mut rows = vec![vec!["`exports/results.json`".to_string(), "pooled results (schema mer-results/1)".into()]];
+    for (idx, files) in &run.prediction_files {
+        for f in files {
+            let what = if f.ends_with(".megc.txt") { "MEGC2019 prediction log" } else { "per-sample predictions CSV" };
+            rows.push(vec![format!("`exports/{f}`"), format!("{what} of {}", point_label(run, *idx))]);
+        }
+    }
+    if !run.folds.is_empty() {
+        rows.push(vec!["`exports/samples.csv`".into(), "every sweep point's per-sample predictions with class probabilities".into()]);
+    }
+    b.push(Block::Table { head: vec!["file".into(), "content".into()], rows });
+    b.push(Block::Para("`mer score exports/predictions/<label>.megc.txt` reproduces each sweep point's numbers.".into()));
+}
+
+fn write_exports(run: &RunData, out: &Path) -> Result<Vec<PathBuf>, CoordError> {
+    let mut written = Vec::new();
+    let ex = out.join("exports");
+    let copy = |rel: &str, written: &mut Vec<PathBuf>| -> Result<(), CoordError> {
+        let src = run.dir.join(rel);
+        let bytes = std::fs::read(&src).map_err(|e| CoordError::io(&src, e))?;
+        let dst = ex.join(rel);
+        write_atomic(&dst, &bytes)?;
+        written.push(dst);
+        Ok(())
+    };
+    copy("results.json", &mut written)?;
+    for files in run.prediction_files.values() {
+        for f in files {
+            copy(f, &mut written)?;
+        }
+    }
+    if !run.folds.is_empty() {
+        let k = run.results.classes.len();
+        let label = |i: u32| run.results.sweep_points.iter().find(|s| s.index == i).map(|s| s.label.clone()).unwrap_or_default();
+        let mut csv = String::from("sweep_point,dataset,subject,filename,label,pred,correct");
+        for c in &run.results.classes {
+            let _ = write!(csv, ",p_{c}");
+        }
+        csv.push('\n');
+        for f in &run.folds {
+            for p in &f.result.predictions {
+                let r: &PredictionRecord = &p.record;
+                let _ = write!(csv, "{},{},{},{},{},{},{}", csv_field(&label(f.sweep_point)), r.dataset, r.subject, r.filename, r.label, r.pred, u8::from(r.label == r.pred));
+                for i in 0..k {
+                    let _ = write!(csv, ",{}", p.probs.get(i).map(|x| format!("{x:.6}")).unwrap_or_default());
+                }
+                csv.push('\n');
+            }
+        }
+        let dst = ex.join("samples.csv");
+        write_atomic(&dst, csv.as_bytes())?;
+        written.push(dst);
+    }
+    Ok(written)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Markdown of the blocks; figures link to `figures/<file>`.
+pub fn to_markdown(blocks: &[Block]) -> String {
+    let mut out = String::new();
+    let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+    for b in blocks {
+        match b {
+            Block::Heading(l, t) => {
+                let _ = writeln!(out, "{} {t}\n", "#".repeat(*l as usize));
+            }
+            Block::Para(t) => {
+                let _ = writeln!(out, "{t}\n");
+            }
+            Block::Table { head, rows } => {
+                let _ = writeln!(out, "| {} |", head.iter().map(|h| cell(h)).collect::<Vec<_>>().join(" | "));
+                let _ = writeln!(out, "|{}", "---|".repeat(head.len()));
+                for r in rows {
+                    let _ = writeln!(out, "| {} |", r.iter().map(|h| cell(h)).collect::<Vec<_>>().join(" | "));
+                }
+                out.push('\n');
+            }
+            Block::Image { file, caption, .. } => {
+                let _ = writeln!(out, "![{caption}](figures/{file})\n");
+            }
+            Block::Code(t) => {
+                let _ = writeln!(out, "```\n{}\n```\n", t.trim_end());
+            }
+        }
+    }
+    out
+}
+
+/// Escapes text for HTML.
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Escapes text and turns `code` spans into `<code>`.
+fn inline(s: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in s.split('`').enumerate() {
+        if i % 2 == 1 {
+            let _ = write!(out, "<code>{}</code>", esc(part));
+        } else {
+            out += &esc(part);
+        }
+    }
+    out
+}
+
+/// One self-contained HTML page: inline CSS, figures as `data:image/png;base64` URIs, no script and no
+/// external asset.
+pub fn to_html(title: &str, blocks: &[Block]) -> String {
+    let mut out = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>{}</style></head><body>\n",
+        esc(title),
+        REPORT_CSS
+    );
+    for b in blocks {
+        match b {
+            Block::Heading(l, t) => {
+                let _ = writeln!(out, "<h{l}>{}</h{l}>", inline(t));
+            }
+            Block::Para(t) => {
+                let _ = writeln!(out, "<p>{}</p>", inline(t));
+            }
+            Block::Table { head, rows } => {
+                out += "<table><thead><tr>";
+                for h in head {
+                    let _ = write!(out, "<th>{}</th>", inline(h));
+                }
+                out += "</tr></thead><tbody>\n";
+                for r in rows {
+                    let paper = r.iter().any(|c| c.contains("(published)"));
+                    out += if paper { "<tr class=\"paper\">" } else { "<tr>" };
+                    for c in r {
+                        let _ = write!(out, "<td>{}</td>", inline(c));
+                    }
+                    out += "</tr>\n";
+                }
+                out += "</tbody></table>\n";
+            }
+            Block::Image { file, caption, png } => {
+                let data = base64::engine::general_purpose::STANDARD.encode(png);
+                let _ = writeln!(
+                    out,
+                    "<figure><img alt=\"{}\" data-file=\"{}\" src=\"data:image/png;base64,{data}\"><figcaption>{}</figcaption></figure>",
+                    esc(caption),
+                    esc(file),
+                    inline(caption)
+                );
+            }
+            Block::Code(t) => {
+                let _ = writeln!(out, "<pre>{}</pre>", esc(t));
+            }
+        }
+    }
+    out += "</body></html>\n";
+    out
+}
+
+const REPORT_CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}\
+table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}\
+th{background:#f0f0f0}tr.paper td{background:#fff8e1;font-style:italic}code{background:#f4f4f4;padding:0 3px}\
+pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}figure{margin:1em 0}img{max-width:100%}\
+figcaption{font-size:13px;color:#555}";

@@ -1,0 +1,430 @@
+//! Experiment orchestration commands: `mer run` (local mode), `mer coordinator`, `mer worker`,
+//! `mer submit`, `mer status`, `mer cancel`, `mer results`.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use mer_coordinator::agent::{run_agent, AgentConfig, Trainer};
+use mer_coordinator::client::{connect, submit_spec, watch_until_done, ConnectOptions};
+use mer_coordinator::local::{default_run_dir, run_local, LocalOptions, WorkerLauncher};
+use mer_coordinator::scheduler::SchedConfig;
+use mer_coordinator::server::{start, ServerConfig, TlsFiles};
+use mer_coordinator::sim::SimTrainer;
+use mer_shared::proto;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The orchestration subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Run an experiment on this machine (local mode): a coordinator and N worker processes, progress
+    /// bars, results in the run folder. Re-running the same command resumes: finished tasks are reused.
+    Run(RunArgs),
+    /// Run a coordinator for a cluster: gRPC for workers and clients, durable state in --state-dir.
+    Coordinator(CoordinatorArgs),
+    /// Run a worker agent: lease tasks from a coordinator and train them (SIGTERM drains: running tasks
+    /// finish and are reported, then it exits).
+    Worker(WorkerArgs),
+    /// Submit an experiment spec to a coordinator (uploads its prepared dataset first).
+    Submit(SubmitArgs),
+    /// Show the experiments of a coordinator (or one of them).
+    Status(StatusArgs),
+    /// Cancel an experiment.
+    Cancel(CancelArgs),
+    /// Fetch an experiment's results (pooled scores, summary, MEGC prediction logs).
+    Results(ResultsArgs),
+}
+
+/// How to reach a coordinator.
+#[derive(Debug, Args, Clone)]
+pub struct ConnectArgs {
+    /// Coordinator URL (`http://host:port`, or `https://` with TLS).
+    #[arg(long, env = "MER_COORDINATOR", default_value = "http://127.0.0.1:7878")]
+    pub coordinator: String,
+    /// Shared-secret bearer token.
+    #[arg(long, env = "MER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) to verify the coordinator's TLS certificate.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl ConnectArgs {
+    fn options(&self) -> ConnectOptions {
+        let mut o = ConnectOptions::new(self.coordinator.clone(), self.token.clone());
+        o.tls_ca = self.tls_ca.clone();
+        o
+    }
+}
+
+/// `mer run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The experiment spec (TOML).
+    pub spec: PathBuf,
+    /// Number of local worker processes.
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// Concurrent tasks per worker.
+    #[arg(long, default_value_t = 1)]
+    pub slots: u32,
+    /// Run folder (default: runs/<experiment name>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Device of the workers (`cpu`, `cuda`, `cuda:N`, `auto`).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Use the deterministic simulated trainer instead of libtorch (tests).
+    #[arg(long, hide = true)]
+    pub sim_trainer: bool,
+    /// Simulated time per task, milliseconds (with --sim-trainer).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub sim_delay_ms: u64,
+    /// Append one line per simulated execution to this file (with --sim-trainer).
+    #[arg(long, hide = true)]
+    pub sim_log: Option<PathBuf>,
+    /// Lease length override in milliseconds (tests).
+    #[arg(long, hide = true)]
+    pub lease_ms: Option<u64>,
+}
+
+/// `mer coordinator`.
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:7878")]
+    pub listen: SocketAddr,
+    /// Folder of the durable state (SQLite), artifacts and results.
+    #[arg(long, default_value = "mer-state")]
+    pub state_dir: PathBuf,
+    /// Shared-secret bearer token that workers and clients must present.
+    #[arg(long, env = "MER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// TLS certificate chain (PEM); with --tls-key, serve https.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve /metrics, /healthz and /readyz over HTTP on this address.
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
+    /// Print the bound address to stdout as `listening <addr>` (for scripts using port 0).
+    #[arg(long, hide = true)]
+    pub print_addr: bool,
+    /// Lease length override in milliseconds (tests).
+    #[arg(long, hide = true)]
+    pub lease_ms: Option<u64>,
+    /// Allow running without a token on a non-loopback address.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// `mer worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Concurrent tasks (several small trainings can share a GPU).
+    #[arg(long, default_value_t = 1)]
+    pub slots: u32,
+    /// Devices; slot i uses device i mod count (repeat the flag: --device cuda:0 --device cuda:1).
+    #[arg(long = "device", default_value = "auto")]
+    pub devices: Vec<String>,
+    /// Artifact cache and scratch folder.
+    #[arg(long, default_value = "mer-cache")]
+    pub cache_dir: PathBuf,
+    /// Name shown by the coordinator (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Use the deterministic simulated trainer instead of libtorch (tests, benchmarks).
+    #[arg(long, hide = true)]
+    pub sim_trainer: bool,
+    /// Simulated time per task, milliseconds.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub sim_delay_ms: u64,
+    /// Append one line per simulated execution to this file.
+    #[arg(long, hide = true)]
+    pub sim_log: Option<PathBuf>,
+    /// Heartbeat interval override in milliseconds.
+    #[arg(long, hide = true)]
+    pub heartbeat_ms: Option<u64>,
+}
+
+/// `mer submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// The experiment spec (TOML).
+    pub spec: PathBuf,
+    /// Follow progress until the experiment ends.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// `mer status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// One experiment (default: all).
+    pub id: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mer cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Experiment id.
+    pub id: String,
+}
+
+/// `mer results`.
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Experiment id.
+    pub id: String,
+    /// Write results.json, summary.md and the prediction files into this folder (default: print the
+    /// summary).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+/// Runs an orchestration command.
+pub fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        match cmd {
+            ClusterCommand::Run(a) => cmd_run(a).await,
+            ClusterCommand::Coordinator(a) => cmd_coordinator(a).await,
+            ClusterCommand::Worker(a) => cmd_worker(a).await,
+            ClusterCommand::Submit(a) => cmd_submit(a).await,
+            ClusterCommand::Status(a) => cmd_status(a).await,
+            ClusterCommand::Cancel(a) => cmd_cancel(a).await,
+            ClusterCommand::Results(a) => cmd_results(a).await,
+        }
+    })
+}
+
+/// Cancelled on SIGTERM or Ctrl-C.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: draining"),
+        }
+        t.cancel();
+    });
+    token
+}
+
+async fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
+    let run_dir = match &a.run_dir {
+        Some(d) => d.clone(),
+        None => default_run_dir(&a.spec)?,
+    };
+    let program = std::env::current_exe().context("locating the mer executable")?;
+    let mut extra = vec!["--device".to_string(), a.device.clone()];
+    if a.sim_trainer {
+        extra.push("--sim-trainer".into());
+        extra.push(format!("--sim-delay-ms={}", a.sim_delay_ms));
+        if let Some(l) = &a.sim_log {
+            extra.push(format!("--sim-log={}", std::path::absolute(l)?.display()));
+        }
+    } else if cfg!(not(feature = "worker")) {
+        bail!("this mer was built without the `worker` feature (no libtorch): it cannot train; run workers built with it");
+    }
+    let mut opts = LocalOptions::processes(&a.spec, &run_dir, a.workers, program, extra);
+    opts.slots = a.slots;
+    opts.progress = !a.quiet;
+    opts.lease_ttl = a.lease_ms.map(Duration::from_millis);
+    let out = run_local(opts).await?;
+    println!("{}", out.summary_md);
+    println!("results: {}", out.run_dir.join("results.json").display());
+    if out.status.state != "done" {
+        bail!("experiment {} {}: {} task(s) gave up:\n{}", out.experiment_id, out.status.state, out.status.tasks_failed, out.status.errors.join("\n"));
+    }
+    Ok(())
+}
+
+async fn cmd_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
+    let token = a.token.filter(|t| !t.is_empty());
+    if token.is_none() && !a.listen.ip().is_loopback() && !a.insecure {
+        bail!("refusing to listen on {} without a token: set --token / MER_TOKEN (or pass --insecure)", a.listen);
+    }
+    let mut cfg = ServerConfig::new(a.listen, a.state_dir.clone());
+    cfg.token = token;
+    cfg.tls = match (a.tls_cert, a.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
+    };
+    cfg.http_listen = a.http_listen;
+    if let Some(ms) = a.lease_ms {
+        cfg.sched = SchedConfig { lease_ttl: Some(Duration::from_millis(ms)), ..SchedConfig::default() };
+        cfg.heartbeat = Duration::from_millis((ms / 4).max(50));
+        cfg.reap_every = Duration::from_millis((ms / 5).clamp(20, 250));
+    }
+    let stop = shutdown_on_signals();
+    let coord = start(cfg).await?;
+    if a.print_addr {
+        println!("listening {}", coord.addr);
+    }
+    eprintln!("coordinator listening on {} (state in {})", coord.url, a.state_dir.display());
+    stop.cancelled().await;
+    coord.shutdown().await?;
+    Ok(())
+}
+
+async fn cmd_worker(a: WorkerArgs) -> anyhow::Result<()> {
+    let trainer: Arc<dyn Trainer> = if a.sim_trainer {
+        Arc::new(SimTrainer::new(Duration::from_millis(a.sim_delay_ms), a.sim_log.clone()))
+    } else {
+        real_trainer()?
+    };
+    let mut cfg = AgentConfig::new(a.connect.options(), a.cache_dir.clone());
+    if let Some(n) = a.name {
+        cfg.name = n;
+    }
+    cfg.slots = a.slots.max(1);
+    cfg.devices = a.devices.clone();
+    cfg.heartbeat = a.heartbeat_ms.map(Duration::from_millis);
+    let stop = shutdown_on_signals();
+    let stats = run_agent(cfg, trainer, stop).await?;
+    tracing::info!(accepted = stats.accepted, duplicates = stats.duplicates, failed = stats.failed, stopped = stats.stopped, "worker drained");
+    Ok(())
+}
+
+#[cfg(feature = "worker")]
+fn real_trainer() -> anyhow::Result<Arc<dyn Trainer>> {
+    Ok(Arc::new(super::engine_trainer::EngineTrainer::new()))
+}
+
+#[cfg(not(feature = "worker"))]
+fn real_trainer() -> anyhow::Result<Arc<dyn Trainer>> {
+    bail!("this mer was built without the `worker` feature (no libtorch): it cannot train (use a full build)")
+}
+
+fn print_status(s: &proto::ExperimentStatus) {
+    println!(
+        "{}  {}  tasks {}/{} done, {} running, {} gave up  folds {}/{}  lost {} duplicates {} retries {}",
+        s.experiment_id, s.state, s.tasks_done, s.tasks_total, s.tasks_running, s.tasks_failed, s.folds_done, s.folds_total, s.lost, s.duplicates, s.retries
+    );
+    for r in &s.running {
+        println!("    {} {} on {}: {} epoch {}/{} loss {:.4} {:.1} samples/s", r.kind, r.fold, r.worker_id, r.stage, r.epoch + 1, r.epochs, r.loss, r.samples_per_s);
+    }
+    for e in &s.errors {
+        println!("    error: {e}");
+    }
+}
+
+async fn cmd_submit(a: SubmitArgs) -> anyhow::Result<()> {
+    let c = connect(&a.connect.options())?;
+    let r = submit_spec(&c, &a.spec).await?;
+    println!(
+        "{} {} ({} tasks, {} already finished)",
+        if r.existing { "existing experiment" } else { "submitted" },
+        r.experiment_id,
+        r.tasks,
+        r.reused
+    );
+    if a.wait {
+        let s = watch_until_done(&c, &r.experiment_id, |s| {
+            eprintln!("{}: {}/{} tasks, {} running", s.state, s.tasks_done, s.tasks_total, s.tasks_running);
+        })
+        .await?;
+        print_status(&s);
+    }
+    Ok(())
+}
+
+async fn cmd_status(a: StatusArgs) -> anyhow::Result<()> {
+    let c = connect(&a.connect.options())?;
+    let mut client = c.client.clone();
+    let list = match &a.id {
+        Some(id) => vec![client.get(proto::GetRequest { experiment_id: id.clone() }).await.map_err(|s| mer_coordinator::CoordError::rpc("get", s))?.into_inner()],
+        None => client.list(proto::ListRequest {}).await.map_err(|s| mer_coordinator::CoordError::rpc("list", s))?.into_inner().experiments,
+    };
+    if a.json {
+        let v: Vec<serde_json::Value> = list
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.experiment_id, "name": s.name, "state": s.state, "tasks_total": s.tasks_total,
+                    "tasks_done": s.tasks_done, "tasks_running": s.tasks_running, "tasks_failed": s.tasks_failed,
+                    "folds_total": s.folds_total, "folds_done": s.folds_done, "lost": s.lost,
+                    "duplicates": s.duplicates, "retries": s.retries, "errors": s.errors,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if list.is_empty() {
+        println!("no experiments");
+    } else {
+        for s in &list {
+            print_status(s);
+        }
+    }
+    Ok(())
+}
+
+async fn cmd_cancel(a: CancelArgs) -> anyhow::Result<()> {
+    let c = connect(&a.connect.options())?;
+    let r = c.client.clone().cancel(proto::CancelRequest { experiment_id: a.id.clone() }).await.map_err(|s| mer_coordinator::CoordError::rpc("cancel", s))?;
+    if r.into_inner().cancelled {
+        println!("cancelled {}", a.id);
+    } else {
+        println!("{} had already ended", a.id);
+    }
+    Ok(())
+}
+
+async fn cmd_results(a: ResultsArgs) -> anyhow::Result<()> {
+    let c = connect(&a.connect.options())?;
+    let r = c
+        .client
+        .clone()
+        .results(proto::ResultsRequest { experiment_id: a.id.clone() })
+        .await
+        .map_err(|s| mer_coordinator::CoordError::rpc("results", s))?
+        .into_inner();
+    match &a.out {
+        Some(dir) => {
+            mer_shared::prepared::write_atomic(&dir.join("results.json"), r.results_json.as_bytes())?;
+            mer_shared::prepared::write_atomic(&dir.join("summary.md"), r.summary_md.as_bytes())?;
+            for (name, text) in &r.files {
+                if name.split('/').any(|p| p == ".." || p.is_empty()) {
+                    continue;
+                }
+                mer_shared::prepared::write_atomic(&dir.join(name), text.as_bytes())?;
+            }
+            println!("wrote {} ({})", dir.display(), if r.complete { "complete" } else { "partial" });
+        }
+        None => println!("{}", r.summary_md),
+    }
+    Ok(())
+}

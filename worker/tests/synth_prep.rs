@@ -1,0 +1,144 @@
+//! End to end over the synthetic `tiny` preset: generation in the real layouts, Haar detection on the
+//! generated faces, preparation into one prepared file, Python's safetensors/numpy reading it, and the
+//! class signal surviving the flow computation.
+
+use mer_shared::prepared::Prepared;
+use mer_shared::Dataset;
+use mer_worker::face::{read_gray, FaceDetector};
+use mer_worker::prep::{inspect, prepare, PrepOptions};
+use mer_worker::synth::{generate, Preset};
+use std::path::{Path, PathBuf};
+
+fn python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(p.exists(), "the project's Python ({}) is missing: run scripts/bootstrap.sh", p.display());
+    p
+}
+
+#[test]
+fn tiny_generates_detectable_faces_and_prepares_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = generate(Preset::Tiny, 7, dir.path()).unwrap();
+    assert_eq!(s.clips["casme2"], 10);
+    assert_eq!(s.clips["samm"], 9);
+    assert_eq!(s.clips["smic"], 9);
+    assert!(s.subjects.values().all(|&n| n == 3));
+
+    // The Haar frontal-face cascade finds the face on every generated onset frame, near the drawn centre.
+    let recs: Vec<_> = [
+        mer_worker::datasets::casme2::read(&s.casme2).unwrap(),
+        mer_worker::datasets::samm::read(&s.samm).unwrap(),
+        mer_worker::datasets::smic::read_original(&s.smic).unwrap(),
+    ]
+    .concat();
+    assert_eq!(recs.len(), 28);
+    let mut det = FaceDetector::new().unwrap();
+    for r in &recs {
+        let f = mer_worker::datasets::frames::find_frame(&r.frames, r.onset).unwrap();
+        let m = read_gray(&f.path).unwrap();
+        use opencv::prelude::*;
+        let c = det.detect(&m).unwrap().unwrap_or_else(|| panic!("no face found in {}", f.path.display()));
+        let (cx, cy) = (c.rect[0] + c.rect[2] / 2, c.rect[1] + c.rect[3] / 2);
+        assert!((cx - m.cols() / 2).abs() < m.cols() / 8, "{}: face box {:?}", r.id(), c.rect);
+        assert!(c.rect[2] > m.cols() / 3, "{}: face box {:?}", r.id(), c.rect);
+        assert!((cy - m.rows() / 2).abs() < m.rows() / 6, "{}: face box {:?}", r.id(), c.rect);
+    }
+
+    let out = dir.path().join("tiny.safetensors");
+    let mut opts = PrepOptions::from_synth(&s, &out);
+    opts.threads = Some(2);
+    let rep = prepare(&opts).unwrap();
+    assert_eq!(rep.samples, 28);
+    assert_eq!(rep.subjects, 9);
+    assert_eq!(rep.fallbacks, 0);
+    assert_eq!(rep.megc3["casme2"], [3, 3, 3]);
+    assert_eq!(rep.megc3["smic"], [3, 3, 3]);
+    let p = Prepared::read(&out).unwrap();
+    assert_eq!(p.shape, [28, 2, 10, 112, 112]);
+    assert_eq!(p.info.keyframes, "adaptive");
+    assert_eq!(p.info.interpolator, "farneback-warp-blend");
+    // Ground truth from the generator agrees with what the readers and labels produced.
+    for t in &s.truth {
+        let id = format!("{}/{}/{}", t.dataset, t.subject, t.filename);
+        let m = p.samples.iter().find(|m| m.id == id).unwrap_or_else(|| panic!("{id} missing"));
+        assert_eq!(m.labels.get("megc3").copied(), t.megc3, "{id}");
+        assert_eq!((m.onset, m.apex, m.offset), (t.onset, t.apex, t.offset), "{id}");
+        assert_eq!(m.apex_estimated, t.dataset == Dataset::Smic);
+        assert_eq!(m.keyframe_times.len(), 11);
+        assert_eq!(m.source_frames.len(), if m.onset == m.apex { 2 } else { 3 });
+    }
+    // The `others` CASME II clip has emotion5 and objective5 labels but no megc3 label.
+    let others = p.samples.iter().find(|m| m.emotion == "others").unwrap();
+    assert!(!others.labels.contains_key("megc3"));
+    assert_eq!(others.labels["emotion5"], 4);
+
+    // Class signal: the mean vertical flow (v) in the brow band and in the lip-corner band, integrated over
+    // the flows into the apex, separates surprise (brows up) from positive (corners up, brows still).
+    let hw = 112 * 112;
+    let band = |i: usize, y0: usize, y1: usize| -> f32 {
+        let f = p.sample_flow(i);
+        let mut s = 0.0;
+        for t in 0..5 {
+            for y in y0..y1 {
+                for x in 10..102 {
+                    s += f[(10 + t) * hw + y * 112 + x];
+                }
+            }
+        }
+        s / ((y1 - y0) * 92) as f32
+    };
+    let mut checked = 0;
+    for (i, m) in p.samples.iter().enumerate() {
+        match m.labels.get("megc3") {
+            Some(2) => {
+                let (brow, mouth) = (band(i, 12, 40), band(i, 70, 100));
+                assert!(brow < -0.5 && brow < mouth - 0.4, "{}: brow {brow} mouth {mouth}", m.id);
+                checked += 1;
+            }
+            Some(1) => {
+                let (brow, mouth) = (band(i, 12, 40), band(i, 70, 100));
+                assert!(mouth < -0.3 && mouth < brow - 0.3, "{}: brow {brow} mouth {mouth}", m.id);
+                checked += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(checked, 18);
+
+    let ins = inspect(&out).unwrap();
+    assert_eq!(ins.per_dataset[&Dataset::Samm], 9);
+    let text = ins.to_text();
+    assert!(text.contains("samples 28, subjects 9"), "{text}");
+    assert!(text.contains("negative 9, positive 9, surprise 9"), "{text}");
+
+    // Python's safetensors + numpy read the file and find the documented shapes and metadata.
+    let script = r#"
+import json, sys
+import numpy as np
+from safetensors.numpy import load_file
+from safetensors import safe_open
+path = sys.argv[1]
+t = load_file(path)
+flow = t["flow"]
+assert flow.dtype == np.float32, flow.dtype
+assert flow.shape == (28, 2, 10, 112, 112), flow.shape
+with safe_open(path, framework="numpy") as f:
+    meta = f.metadata()
+assert meta["format"] == "mer-prepared/1"
+prep = json.loads(meta["prep"])
+assert prep["channels"] == ["u", "v"] and prep["frames"] == 10 and prep["size"] == 112
+assert prep["flow_params"]["winsize"] == 15
+samples = json.loads(meta["samples"])
+assert len(samples) == 28
+s0 = samples[0]
+for k in ["id", "dataset", "subject", "filename", "labels", "keyframe_times", "source_frames", "crop_box", "onset", "apex", "offset"]:
+    assert k in s0, k
+assert len(s0["keyframe_times"]) == 11 and len(s0["crop_box"]) == 4
+assert s0["id"] == "/".join([s0["dataset"], s0["subject"], s0["filename"]])
+assert np.isfinite(flow).all() and np.abs(flow).max() > 0.5
+print("python-ok", flow.shape)
+"#;
+    let o = std::process::Command::new(python()).arg("-c").arg(script).arg(&out).output().unwrap();
+    let so = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && so.contains("python-ok"), "{so}\n{}", String::from_utf8_lossy(&o.stderr));
+}
