@@ -116,6 +116,8 @@ pub struct AgentConfig {
     pub heartbeat: Option<Duration>,
     /// How long to keep retrying when the coordinator is unreachable before giving up.
     pub unreachable_timeout: Duration,
+    /// Records the latency (microseconds) of every lease call that returned a task (benchmarks).
+    pub lease_latencies: Option<Arc<parking_lot::Mutex<Vec<u32>>>>,
 }
 
 impl AgentConfig {
@@ -130,6 +132,7 @@ impl AgentConfig {
             poll_wait: Duration::from_secs(10),
             heartbeat: None,
             unreachable_timeout: Duration::from_secs(120),
+            lease_latencies: None,
         }
     }
 }
@@ -208,6 +211,7 @@ pub async fn run_agent(cfg: AgentConfig, trainer: Arc<dyn Trainer>, shutdown: Ca
             poll_wait: cfg.poll_wait,
             unreachable: cfg.unreachable_timeout,
             counters: counters.clone(),
+            latencies: cfg.lease_latencies.clone(),
         };
         let sd = shutdown.clone();
         slots.push(tokio::spawn(async move { ctx.run(sd).await }));
@@ -248,6 +252,7 @@ struct SlotCtx {
     poll_wait: Duration,
     unreachable: Duration,
     counters: Arc<Counters>,
+    latencies: Option<Arc<parking_lot::Mutex<Vec<u32>>>>,
 }
 
 impl SlotCtx {
@@ -256,6 +261,7 @@ impl SlotCtx {
         let mut unreachable_since: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
             let req = proto::LeaseRequest { worker_id: self.worker_id.clone(), slot: self.slot, wait_ms: self.poll_wait.as_millis() as u64 };
+            let asked = std::time::Instant::now();
             let reply = tokio::select! {
                 r = w.lease(req) => r,
                 _ = shutdown.cancelled() => break,
@@ -277,6 +283,9 @@ impl SlotCtx {
                 Err(s) => return Err(CoordError::rpc("lease", s)),
             };
             if let Some(t) = task {
+                if let Some(l) = &self.latencies {
+                    l.lock().push(asked.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                }
                 self.run_task(t).await?;
             }
         }

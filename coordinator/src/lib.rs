@@ -19,5 +19,6 @@ pub mod server;
 pub mod service;
 pub mod sim;
 pub mod local;
+pub mod simbench;
 
 pub use error::CoordError;

@@ -123,7 +123,7 @@ struct Workers {
 impl Workers {
     /// Number of workers still running.
     fn alive(&mut self) -> usize {
-        let procs = self.children.iter_mut().filter(|c| matches!(c.try_wait(), Ok(None))).count();
+        let procs = self.children.iter_mut().map(|c| matches!(c.try_wait(), Ok(None))).filter(|alive| *alive).count();
         procs + self.agents.iter().filter(|a| !a.is_finished()).count()
     }
 

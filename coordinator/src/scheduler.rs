@@ -869,7 +869,7 @@ impl Scheduler {
             s.retries += task.failures as u64;
             let open = task.state != TaskState::Done;
             *fold_open.entry(task.def.fold.as_str()).or_insert(false) |= open;
-            if task.state == TaskState::GaveUp {
+            if task.state == TaskState::GaveUp && s.errors.len() < 50 {
                 for err in task.errors.iter().rev().take(3) {
                     s.errors.push(format!("{} {} ({}): {err}", task.def.kind.key(), task.def.fold, &task.def.key[..12.min(task.def.key.len())]));
                 }
@@ -1136,4 +1136,103 @@ fn add_locked(
         }
     }
     xi
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{expand, tests::composite_summary};
+    use crate::spec::parse_spec;
+
+    fn plan(name: &str, alphas: &str) -> Plan {
+        let spec = parse_spec("s.toml", &format!("name = \"{name}\"\ndataset = \"d\"\nscheme = \"megc3\"\nparts = [\"casme2\"]\n[sweep]\nalpha = [{alphas}]\n")).unwrap();
+        expand(&spec, &composite_summary("adaptive")).unwrap()
+    }
+
+    async fn sched(dir: &std::path::Path) -> Arc<Scheduler> {
+        let store = Store::open(&dir.join("s.db")).unwrap();
+        Scheduler::open(store, SchedConfig::default()).unwrap().0
+    }
+
+    #[tokio::test]
+    async fn priors_first_then_targets_unblocked_by_their_prior() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sched(dir.path()).await;
+        let p = plan("a", "1, 2");
+        let priors = p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count();
+        s.submit("a", "ida", "h", "", p, 3, Duration::from_secs(60)).await.unwrap();
+        let mut got = vec![];
+        while let Some(g) = s.try_lease("w") {
+            got.push(g);
+        }
+        assert_eq!(got.len(), priors, "only prior tasks are ready at first");
+        assert!(got.iter().all(|g| g.def.kind == TaskKind::Prior));
+        // Finishing one prior unblocks exactly its fold's target tasks, which carry its checkpoint.
+        let g = &got[0];
+        s.complete(&g.lease_id, "w", &g.def.key, None, Some("ck".into())).await.unwrap();
+        let t1 = s.try_lease("w").unwrap();
+        let t2 = s.try_lease("w").unwrap();
+        assert!(s.try_lease("w").is_none());
+        for t in [&t1, &t2] {
+            assert_eq!(t.def.kind, TaskKind::Target);
+            assert_eq!(t.def.fold, g.def.fold);
+            assert_eq!(t.prior_checkpoint.as_deref(), Some("ck"));
+        }
+    }
+
+    #[tokio::test]
+    async fn experiments_share_workers_fairly() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sched(dir.path()).await;
+        let a = plan("a", "1");
+        let b = plan("b", "3");
+        s.submit("a", "ida", "h", "", a, 3, Duration::from_secs(60)).await.unwrap();
+        s.submit("b", "idb", "h", "", b, 3, Duration::from_secs(60)).await.unwrap();
+        // The two plans share their prior tasks (same key): those count for both; lease 10 tasks.
+        let mut by_exp: HashMap<String, usize> = HashMap::new();
+        for _ in 0..10 {
+            let g = s.try_lease("w").unwrap();
+            let inner = s.inner.lock();
+            let t = inner.by_key[g.def.key.as_str()];
+            for &x in &inner.tasks[t].exps {
+                *by_exp.entry(inner.exps[x].id.clone()).or_default() += 1;
+            }
+        }
+        assert_eq!(by_exp.len(), 2);
+        let (x, y) = (by_exp["a-ida"], by_exp["b-idb"]);
+        assert_eq!(x, y, "shared prior tasks run for both: {by_exp:?}");
+    }
+
+    #[tokio::test]
+    async fn expired_leases_are_lost_not_failed_and_give_up_after_max_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let (s, _rx) = Scheduler::open(store, SchedConfig { lease_ttl: Some(Duration::from_millis(10)), max_lost: 2 }).unwrap();
+        let p = plan("a", "1");
+        let (priors, total) = (p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count(), p.tasks.len());
+        let id = s.submit("a", "ida", "h", "", p, 3, Duration::from_secs(60)).await.unwrap().id;
+        let mut n = 0;
+        while s.try_lease("w").is_some() {
+            n += 1;
+        }
+        assert_eq!(n, priors);
+        assert_eq!(s.expire(Instant::now() + Duration::from_millis(20)), priors);
+        let st = s.status(&id).unwrap();
+        assert_eq!((st.lost, st.retries, st.tasks_failed, st.state.as_str()), (priors as u64, 0, 0, "running"));
+        // Lost tasks are back in the queue; lost a second time they give up, and so do their targets.
+        let mut n = 0;
+        while s.try_lease("w").is_some() {
+            n += 1;
+        }
+        assert_eq!(n, priors);
+        s.expire(Instant::now() + Duration::from_millis(20));
+        let st = s.status(&id).unwrap();
+        assert_eq!(st.state, "failed");
+        assert_eq!(st.tasks_failed as usize, total);
+        assert!(st.errors.iter().any(|e| e.contains("lease lost 2 times")), "{:?}", st.errors);
+        assert!(st.errors.iter().any(|e| e.contains("gave up")), "{:?}", st.errors);
+        s.store().flush().await.unwrap();
+        let outcomes = s.store().attempt_outcomes().await.unwrap();
+        assert_eq!(outcomes, vec![("lost".to_string(), 2 * priors as i64)]);
+    }
 }

@@ -11,6 +11,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10_000)]
         sets: usize,
     },
+    /// Orchestrator throughput over real gRPC on loopback: a coordinator (SQLite state) and W in-process
+    /// worker agents with the simulated trainer run one experiment of about N tasks; prints tasks/s,
+    /// lease latency percentiles and peak RSS.
+    Scheduler {
+        /// Approximate number of tasks.
+        #[arg(long, default_value_t = 10_000)]
+        tasks: usize,
+        /// Worker agents (one connection and one slot each).
+        #[arg(long, default_value_t = 64)]
+        workers: usize,
+    },
     /// Data preparation throughput: generates a synthetic preset in a temporary folder, runs `mer prep` on it
     /// and prints clips/s.
     #[cfg(feature = "worker")]
@@ -31,6 +42,7 @@ pub enum BenchCommand {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Score { sets } => super::score::bench(sets),
+        BenchCommand::Scheduler { tasks, workers } => super::cluster::bench_scheduler(tasks, workers),
         #[cfg(feature = "worker")]
         BenchCommand::Prep { preset, threads, seed } => super::data::bench_prep(&preset, threads, seed),
     }

@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use mer_coordinator::agent::{run_agent, AgentConfig, Trainer};
 use mer_coordinator::client::{connect, submit_spec, watch_until_done, ConnectOptions};
-use mer_coordinator::local::{default_run_dir, run_local, LocalOptions, WorkerLauncher};
+use mer_coordinator::local::{default_run_dir, run_local, LocalOptions};
 use mer_coordinator::scheduler::SchedConfig;
 use mer_coordinator::server::{start, ServerConfig, TlsFiles};
 use mer_coordinator::sim::SimTrainer;
@@ -426,5 +426,22 @@ async fn cmd_results(a: ResultsArgs) -> anyhow::Result<()> {
         }
         None => println!("{}", r.summary_md),
     }
+    Ok(())
+}
+
+/// `mer bench scheduler`: prints the orchestrator's throughput (see `mer_coordinator::simbench`).
+pub fn bench_scheduler(tasks: usize, workers: usize) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("mer-bench-scheduler-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let rt = runtime()?;
+    let r = rt.block_on(mer_coordinator::simbench::scheduler_bench(&dir, tasks, workers));
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = r?;
+    println!("scheduler benchmark: {} tasks, {} workers over gRPC on loopback (SQLite WAL, synchronous=FULL)", r.tasks, r.workers);
+    println!("  submit (upload + expand + store): {:.2} s", r.submit_seconds);
+    println!("  run: {:.2} s  ->  {:.0} tasks/s", r.seconds, r.tasks_per_s);
+    println!("  lease latency: p50 {:.2} ms, p99 {:.2} ms", r.lease_p50_ms, r.lease_p99_ms);
+    println!("  memory: peak RSS {:.1} MiB, RSS after {:.1} MiB", r.peak_rss_mib, r.rss_mib);
     Ok(())
 }

@@ -7,6 +7,8 @@ pub mod datasets;
 #[cfg(feature = "opencv")]
 pub mod face;
 #[cfg(feature = "opencv")]
+pub mod figures;
+#[cfg(feature = "opencv")]
 pub mod flow;
 pub mod interp;
 pub mod keyframes;

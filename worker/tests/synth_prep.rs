@@ -136,7 +136,24 @@ for k in ["id", "dataset", "subject", "filename", "labels", "keyframe_times", "s
 assert len(s0["keyframe_times"]) == 11 and len(s0["crop_box"]) == 4
 assert s0["id"] == "/".join([s0["dataset"], s0["subject"], s0["filename"]])
 assert np.isfinite(flow).all() and np.abs(flow).max() > 0.5
-print("python-ok", flow.shape)
+# The class signal is learnable: leave-one-subject-out logistic regression on coarse flow features.
+from sklearn.linear_model import LogisticRegression
+X, y, g = [], [], []
+for i, s in enumerate(samples):
+    if "megc3" not in s["labels"]:
+        continue
+    a = flow[i]
+    X.append(np.concatenate([a[:, t].sum(1).reshape(2, 14, 8, 14, 8).mean((2, 4)).ravel() for t in (slice(0, 5), slice(5, 10))]))
+    y.append(s["labels"]["megc3"])
+    g.append(s["dataset"] + "/" + s["subject"])
+X, y, g = np.array(X), np.array(y), np.array(g)
+pred = np.zeros_like(y)
+for sub in np.unique(g):
+    tr = g != sub
+    pred[~tr] = LogisticRegression(C=0.1, max_iter=2000).fit(X[tr], y[tr]).predict(X[~tr])
+acc = (pred == y).mean()
+assert acc >= 0.8, f"LOSO accuracy {acc}"
+print("python-ok", flow.shape, "loso-acc", acc)
 "#;
     let o = std::process::Command::new(python()).arg("-c").arg(script).arg(&out).output().unwrap();
     let so = String::from_utf8_lossy(&o.stdout);

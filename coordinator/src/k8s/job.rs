@@ -98,15 +98,34 @@ pub fn build_owner(t: &WorkerTemplate, req: &JobRequest) -> ConfigMap {
     }
 }
 
+/// Where worker pods keep their artifact cache (an emptyDir).
+pub const CACHE_DIR: &str = "/var/cache/mer";
+
+/// The `mer worker` command line of a pod: slots, one `--device` per GPU (`cuda:0`...) or `cpu`, the
+/// pod name as worker name (Kubernetes expands `$(MER_WORKER_NAME)`), and the cache folder. The
+/// coordinator URL and the token come from `MER_COORDINATOR` / `MER_TOKEN`.
+pub fn worker_args(t: &WorkerTemplate) -> Vec<String> {
+    let mut a = vec!["worker".to_string(), "--slots".into(), t.slots_per_pod().to_string()];
+    if t.gpus == 0 {
+        a.extend(["--device".to_string(), "cpu".to_string()]);
+    } else {
+        for i in 0..t.gpus {
+            a.extend(["--device".to_string(), format!("cuda:{i}")]);
+        }
+    }
+    a.extend(["--name".to_string(), "$(MER_WORKER_NAME)".to_string(), "--cache-dir".to_string(), CACHE_DIR.to_string()]);
+    a
+}
+
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
 }
 
 /// The Indexed worker Job of an experiment, owned by its ConfigMap `owner_uid`.
 ///
-/// Every pod runs `mer worker` with its settings in the environment: `MER_COORDINATOR`, `MER_TOKEN`
-/// (secretKeyRef), `MER_SLOTS`, `MER_DEVICE` (`cuda` or `cpu`), `MER_WORKER_NAME` (the pod name, so
-/// that the pod watch can name the worker to the scheduler) and `MER_EXPERIMENT`.
+/// Every pod runs `mer worker` ([`worker_args`]) with `MER_COORDINATOR`, `MER_TOKEN` (secretKeyRef),
+/// `MER_WORKER_NAME` (the pod name: the worker registers under it, so the pod watch can name it to the
+/// scheduler) and, for information, `MER_SLOTS`, `MER_DEVICE` and `MER_EXPERIMENT`.
 pub fn build_job(t: &WorkerTemplate, req: &JobRequest, owner_uid: &str) -> Result<Job, CoordError> {
     t.check().map_err(|why| CoordError::invalid("kubernetes worker template", why))?;
     if owner_uid.is_empty() {
@@ -155,10 +174,13 @@ pub fn build_job(t: &WorkerTemplate, req: &JobRequest, owner_uid: &str) -> Resul
         image: Some(t.image.clone()),
         image_pull_policy: Some(t.image_pull_policy.clone()),
         command: Some(vec!["mer".into()]),
-        args: Some(vec!["worker".into()]),
+        args: Some(worker_args(t)),
         env: Some(envs),
         resources: Some(resources),
-        volume_mounts: Some(vec![VolumeMount { name: "dshm".into(), mount_path: "/dev/shm".into(), ..Default::default() }]),
+        volume_mounts: Some(vec![
+            VolumeMount { name: "dshm".into(), mount_path: "/dev/shm".into(), ..Default::default() },
+            VolumeMount { name: "cache".into(), mount_path: CACHE_DIR.into(), ..Default::default() },
+        ]),
         ..Default::default()
     };
 
@@ -170,11 +192,14 @@ pub fn build_job(t: &WorkerTemplate, req: &JobRequest, owner_uid: &str) -> Resul
         tolerations: (!t.tolerations.is_empty()).then(|| t.tolerations.clone()),
         image_pull_secrets: (!t.image_pull_secrets.is_empty())
             .then(|| t.image_pull_secrets.iter().map(|s| LocalObjectReference { name: s.name.clone() }).collect()),
-        volumes: Some(vec![Volume {
-            name: "dshm".into(),
-            empty_dir: Some(EmptyDirVolumeSource { medium: Some("Memory".into()), size_limit: Some(Quantity(t.shm_size.clone())) }),
-            ..Default::default()
-        }]),
+        volumes: Some(vec![
+            Volume {
+                name: "dshm".into(),
+                empty_dir: Some(EmptyDirVolumeSource { medium: Some("Memory".into()), size_limit: Some(Quantity(t.shm_size.clone())) }),
+                ..Default::default()
+            },
+            Volume { name: "cache".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+        ]),
         ..Default::default()
     };
 

@@ -4,6 +4,8 @@
 //!
 //! - [`job`]: the pure part, the manifests ([`build_job`], [`build_owner`]) made from a
 //!   [`WorkerTemplate`] (written by the Helm chart into a ConfigMap) and a [`JobRequest`].
+//! - [`controller`]: the coordinator's loop that keeps each running experiment's Job in step with
+//!   the scheduler ([`JobController`]).
 //! - [`launcher`]: the API calls ([`KubeLauncher`]): create the owner ConfigMap and the Job, scale the
 //!   Job down when no task is left, delete it on cancel, and watch the worker pods so that a failed
 //!   pod's tasks are re-queued at once (through [`WorkerLossSink`]) instead of at lease expiry.
@@ -21,6 +23,7 @@
 //! which every pod would hit). Any other pod failure costs that index one restart and, through the pod
 //! watch, one attempt of the tasks the pod held: never the Job.
 
+pub mod controller;
 pub mod job;
 pub mod launcher;
 
@@ -33,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::KubernetesSpec;
 use crate::CoordError;
 
+pub use controller::{Action, JobController};
 pub use job::{build_job, build_owner, job_name, owner_name, JobRequest};
 pub use launcher::{KubeLauncher, LaunchedJob, PodLost};
 

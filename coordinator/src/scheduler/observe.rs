@@ -103,8 +103,12 @@ impl Scheduler {
                     inner.leases.adopt(id, l);
                 }
             }
+            // Not connected any more (until it talks again, should it still be alive).
+            let gone = now.checked_sub(WORKER_SEEN_WINDOW * 2).unwrap_or(now);
             for id in &ids {
-                inner.workers.remove(id);
+                if let Some(w) = inner.workers.get_mut(id) {
+                    w.last_seen = gone;
+                }
             }
             leases.len()
         };

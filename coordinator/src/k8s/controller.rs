@@ -1,0 +1,133 @@
+//! The in-cluster side of the launcher: a loop in the coordinator that keeps one worker Job per
+//! running experiment with `launcher = "kubernetes"`, shrinks it as tasks run out, deletes it when the
+//! experiment is cancelled, and runs the pod watch that re-queues a failed pod's tasks at once.
+//! Started by the coordinator when it is given a worker template (`--k8s-worker-template`, which the
+//! Helm chart sets).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{JobRequest, KubeLauncher, WorkerLossSink};
+use crate::scheduler::Scheduler;
+use crate::spec::{parse_spec, LauncherKind};
+use crate::CoordError;
+
+/// How often the controller reconciles Jobs with the scheduler's state.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+
+/// What the controller did to one experiment in a reconcile pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Created (or adopted) the Job with this parallelism.
+    Launched(i32),
+    /// Patched the Job's parallelism down to this.
+    Scaled(i32),
+    /// Deleted the Job and its owner (cancelled experiment).
+    Deleted,
+}
+
+/// Reconciles worker Jobs with the scheduler.
+pub struct JobController {
+    launcher: KubeLauncher,
+    sched: Arc<Scheduler>,
+    /// Experiments (by id) known to use the Kubernetes launcher, with their name; `None` = not ours.
+    kinds: HashMap<String, Option<String>>,
+    launched: HashSet<String>,
+    closed: HashSet<String>,
+}
+
+impl JobController {
+    /// A controller creating Jobs through `launcher` for the experiments of `sched`.
+    pub fn new(launcher: KubeLauncher, sched: Arc<Scheduler>) -> JobController {
+        JobController { launcher, sched, kinds: HashMap::new(), launched: HashSet::new(), closed: HashSet::new() }
+    }
+
+    async fn uses_kubernetes(&mut self, id: &str) -> Result<Option<String>, CoordError> {
+        if let Some(k) = self.kinds.get(id) {
+            return Ok(k.clone());
+        }
+        let key = id.to_string();
+        let toml: Option<String> = self
+            .sched
+            .store()
+            .read(move |c| {
+                use rusqlite::OptionalExtension;
+                c.query_row("SELECT spec_toml FROM experiments WHERE id = ?1", [&key], |r| r.get(0)).optional()
+            })
+            .await?;
+        let kind = match toml {
+            Some(t) => {
+                let spec = parse_spec(&format!("<experiment {id}>"), &t)?;
+                (spec.launcher == LauncherKind::Kubernetes).then_some(spec.name)
+            }
+            None => None,
+        };
+        self.kinds.insert(id.to_string(), kind.clone());
+        Ok(kind)
+    }
+
+    /// One pass: for every experiment using the Kubernetes launcher, create its Job while it runs,
+    /// shrink it to the tasks left (0 when it ended), delete it when it was cancelled. Errors of one
+    /// experiment are logged and retried next pass; the actions taken are returned.
+    pub async fn reconcile_once(&mut self) -> Vec<(String, Action)> {
+        let mut actions = Vec::new();
+        for id in self.sched.experiment_ids() {
+            if self.closed.contains(&id) {
+                continue;
+            }
+            let name = match self.uses_kubernetes(&id).await {
+                Ok(Some(n)) => n,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(experiment = %id, "kubernetes launcher: cannot read the spec: {e}");
+                    continue;
+                }
+            };
+            let Some(st) = self.sched.status(&id) else { continue };
+            let unfinished = st.tasks_total.saturating_sub(st.tasks_done + st.tasks_failed);
+            let r = match st.state.as_str() {
+                "running" if !self.launched.contains(&id) => {
+                    self.launcher.launch(&JobRequest::new(&id, &name, unfinished)).await.map(|j| {
+                        self.launched.insert(id.clone());
+                        Some(Action::Launched(j.parallelism))
+                    })
+                }
+                "running" => self.launcher.scale_down(&id, unfinished).await.map(|p| p.map(Action::Scaled)),
+                "cancelled" => self.launcher.cancel(&id).await.map(|_| {
+                    self.closed.insert(id.clone());
+                    Some(Action::Deleted)
+                }),
+                _ => self.launcher.scale_down(&id, 0).await.map(|p| {
+                    self.closed.insert(id.clone());
+                    p.map(Action::Scaled)
+                }),
+            };
+            match r {
+                Ok(Some(a)) => actions.push((id, a)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(experiment = %id, "kubernetes launcher: {e}"),
+            }
+        }
+        actions
+    }
+
+    /// Runs the pod watch and a reconcile pass every `every` until `shutdown`.
+    pub fn spawn(mut self, every: Duration, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let sink: Arc<dyn WorkerLossSink> = self.sched.clone();
+        let watch = self.launcher.watch_pods(sink, Some(self.sched.metrics().clone()), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => { self.reconcile_once().await; }
+                }
+            }
+            let _ = watch.await;
+        })
+    }
+}

@@ -1,0 +1,343 @@
+//! The Kubernetes launcher against a mock API server (tower-test's `mock::pair` behind a
+//! `kube::Client`, the pattern of kube-rs' controller-rs fixtures): the exact owner ConfigMap and Job
+//! that are created, adoption after a restart, the scale-down patch, the deletes on cancel, and a
+//! failed pod seen by the pod watch re-queuing its task at once in a real coordinator.
+
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use kube::Client;
+use mer_coordinator::k8s::{JobRequest, KubeLauncher, WorkerLossSink, WorkerTemplate};
+use serde_json::{json, Value};
+use tower_test::mock::{self, Handle};
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+fn template() -> WorkerTemplate {
+    serde_json::from_value(json!({
+        "namespace": "ml",
+        "coordinatorAddress": "http://mer.ml.svc:50051",
+        "tokenSecret": {"name": "mer-token", "key": "token"},
+        "image": "registry.example.org/mer/worker-cuda:0.1.0",
+        "gpus": 1,
+        "slotsPerGpu": 2,
+        "maxParallelism": 68,
+        "backoffLimitPerIndex": 3,
+        "ttlSecondsAfterFinished": 86400,
+        "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "resources": {"requests": {"cpu": "8", "memory": "32Gi"}, "limits": {"memory": "64Gi"}},
+        "env": [{"name": "MER_CUDNN_BENCHMARK", "value": "1"}],
+        "shmSize": "4Gi",
+        "releaseLabels": {"app.kubernetes.io/instance": "mer"}
+    }))
+    .unwrap()
+}
+
+fn mock_launcher() -> (KubeLauncher, ApiHandle) {
+    let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    (KubeLauncher::new(Client::new(svc, "ml"), template()), handle)
+}
+
+/// The next request: (method, URI, JSON body or Null).
+async fn next(handle: &mut ApiHandle) -> (Method, String, Value, tower_test::mock::SendResponse<Response<Body>>) {
+    let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request()).await.expect("no API call within 10 s").expect("service dropped");
+    let (method, uri) = (req.method().clone(), req.uri().to_string());
+    let ct = req.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let bytes = req.into_body().collect_bytes().await.unwrap();
+    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+    let body = if method == Method::PATCH { json!({"content-type": ct, "patch": body}) } else { body };
+    (method, uri, body, send)
+}
+
+fn reply(send: tower_test::mock::SendResponse<Response<Body>>, code: StatusCode, body: &Value) {
+    send.send_response(Response::builder().status(code).body(Body::from(serde_json::to_vec(body).unwrap())).unwrap());
+}
+
+fn status(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": reason, "reason": reason, "code": code})
+}
+
+/// The Job the launcher must create for 68 runnable tasks at 2 slots per pod, written out in full.
+fn expected_job() -> Value {
+    let labels = json!({
+        "app.kubernetes.io/component": "mer-worker",
+        "app.kubernetes.io/instance": "mer",
+        "app.kubernetes.io/name": "mer",
+        "mer.dev/experiment": "exp-1"
+    });
+    let annotations = json!({"mer.dev/experiment-id": "exp-1", "mer.dev/experiment-name": "composite"});
+    json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "mer-workers-exp-1",
+            "namespace": "ml",
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [{
+                "apiVersion": "v1", "kind": "ConfigMap", "name": "mer-exp-exp-1", "uid": "uid-123",
+                "controller": true, "blockOwnerDeletion": true
+            }]
+        },
+        "spec": {
+            "backoffLimitPerIndex": 3,
+            "completionMode": "Indexed",
+            "completions": 34,
+            "maxFailedIndexes": 34,
+            "parallelism": 34,
+            "podFailurePolicy": {"rules": [
+                {"action": "Ignore", "onPodConditions": [{"status": "True", "type": "DisruptionTarget"}]},
+                {"action": "FailJob", "onExitCodes": {"containerName": "worker", "operator": "In", "values": [3]}}
+            ]},
+            "podReplacementPolicy": "Failed",
+            "ttlSecondsAfterFinished": 86400,
+            "template": {
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "containers": [{
+                        "name": "worker",
+                        "image": "registry.example.org/mer/worker-cuda:0.1.0",
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["mer"],
+                        "args": ["worker", "--slots", "2", "--device", "cuda:0", "--name", "$(MER_WORKER_NAME)", "--cache-dir", "/var/cache/mer"],
+                        "env": [
+                            {"name": "MER_COORDINATOR", "value": "http://mer.ml.svc:50051"},
+                            {"name": "MER_TOKEN", "valueFrom": {"secretKeyRef": {"name": "mer-token", "key": "token", "optional": false}}},
+                            {"name": "MER_SLOTS", "value": "2"},
+                            {"name": "MER_DEVICE", "value": "cuda"},
+                            {"name": "MER_WORKER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                            {"name": "MER_EXPERIMENT", "value": "exp-1"},
+                            {"name": "MER_CUDNN_BENCHMARK", "value": "1"}
+                        ],
+                        "resources": {
+                            "requests": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"},
+                            "limits": {"memory": "64Gi", "nvidia.com/gpu": "1"}
+                        },
+                        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "cache", "mountPath": "/var/cache/mer"}]
+                    }],
+                    "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                    "restartPolicy": "Never",
+                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                    "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "4Gi"}}, {"name": "cache", "emptyDir": {}}]
+                }
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn launch_creates_the_owner_then_the_exact_job() {
+    let (launcher, mut api) = mock_launcher();
+    let run = tokio::spawn(async move { launcher.launch(&JobRequest::new("exp-1", "composite", 68)).await });
+
+    let (m, uri, body, send) = next(&mut api).await;
+    assert_eq!((m, uri.as_str()), (Method::POST, "/api/v1/namespaces/ml/configmaps?&fieldManager=mer-coordinator"));
+    assert_eq!(body["metadata"]["name"], "mer-exp-exp-1");
+    assert_eq!(body["metadata"]["labels"]["mer.dev/experiment"], "exp-1");
+    assert_eq!(body["data"], json!({"experiment-id": "exp-1", "experiment-name": "composite", "job": "mer-workers-exp-1"}));
+    let mut created = body.clone();
+    created["metadata"]["uid"] = json!("uid-123");
+    reply(send, StatusCode::CREATED, &created);
+
+    let (m, uri, body, send) = next(&mut api).await;
+    assert_eq!((m, uri.as_str()), (Method::POST, "/apis/batch/v1/namespaces/ml/jobs?&fieldManager=mer-coordinator"));
+    assert_eq!(body, expected_job(), "the Job sent:\n{}", serde_json::to_string_pretty(&body).unwrap());
+    reply(send, StatusCode::CREATED, &body);
+
+    let job = run.await.unwrap().unwrap();
+    assert_eq!((job.name.as_str(), job.namespace.as_str(), job.parallelism, job.owner_uid.as_str(), job.created), ("mer-workers-exp-1", "ml", 34, "uid-123", true));
+}
+
+#[tokio::test]
+async fn a_restarted_coordinator_adopts_existing_objects() {
+    let (launcher, mut api) = mock_launcher();
+    let run = tokio::spawn(async move { launcher.launch(&JobRequest::new("exp-1", "composite", 68)).await });
+    let (_, _, _, send) = next(&mut api).await;
+    reply(send, StatusCode::CONFLICT, &status(409, "AlreadyExists"));
+    let (m, uri, _, send) = next(&mut api).await;
+    assert_eq!((m, uri.as_str()), (Method::GET, "/api/v1/namespaces/ml/configmaps/mer-exp-exp-1"));
+    reply(send, StatusCode::OK, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mer-exp-exp-1", "namespace": "ml", "uid": "uid-old"}}));
+    let (m, _, body, send) = next(&mut api).await;
+    assert_eq!(m, Method::POST);
+    assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-old", "the Job is owned by the existing ConfigMap");
+    reply(send, StatusCode::CONFLICT, &status(409, "AlreadyExists"));
+    let (m, uri, _, send) = next(&mut api).await;
+    assert_eq!((m, uri.as_str()), (Method::GET, "/apis/batch/v1/namespaces/ml/jobs/mer-workers-exp-1"));
+    let mut existing = expected_job();
+    existing["spec"]["parallelism"] = json!(12);
+    reply(send, StatusCode::OK, &existing);
+    let job = run.await.unwrap().unwrap();
+    assert_eq!((job.parallelism, job.created, job.owner_uid.as_str()), (12, false, "uid-old"));
+}
+
+#[tokio::test]
+async fn scale_down_patches_parallelism_and_never_grows() {
+    let (launcher, mut api) = mock_launcher();
+    let l2 = launcher.clone();
+    // 10 tasks left at 2 slots per pod: 5 pods.
+    let run = tokio::spawn(async move { l2.scale_down("exp-1", 10).await });
+    let (m, uri, _, send) = next(&mut api).await;
+    assert_eq!((m, uri.as_str()), (Method::GET, "/apis/batch/v1/namespaces/ml/jobs/mer-workers-exp-1"));
+    reply(send, StatusCode::OK, &expected_job());
+    let (m, uri, body, send) = next(&mut api).await;
+    assert_eq!((m, uri.as_str()), (Method::PATCH, "/apis/batch/v1/namespaces/ml/jobs/mer-workers-exp-1?&fieldManager=mer-coordinator"));
+    assert_eq!(body, json!({"content-type": "application/merge-patch+json", "patch": {"spec": {"parallelism": 5}}}));
+    let mut patched = expected_job();
+    patched["spec"]["parallelism"] = json!(5);
+    reply(send, StatusCode::OK, &patched);
+    assert_eq!(run.await.unwrap().unwrap(), Some(5));
+
+    // No task left: down to 0 pods.
+    let l2 = launcher.clone();
+    let run = tokio::spawn(async move { l2.scale_down("exp-1", 0).await });
+    let (_, _, _, send) = next(&mut api).await;
+    reply(send, StatusCode::OK, &patched);
+    let (m, _, body, send) = next(&mut api).await;
+    assert_eq!(m, Method::PATCH);
+    assert_eq!(body["patch"], json!({"spec": {"parallelism": 0}}));
+    patched["spec"]["parallelism"] = json!(0);
+    reply(send, StatusCode::OK, &patched);
+    assert_eq!(run.await.unwrap().unwrap(), Some(0));
+
+    // More tasks than pods: only a GET, no patch.
+    let l2 = launcher.clone();
+    let run = tokio::spawn(async move { l2.scale_down("exp-1", 60).await });
+    let (m, _, _, send) = next(&mut api).await;
+    assert_eq!(m, Method::GET);
+    reply(send, StatusCode::OK, &json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "mer-workers-exp-1"}, "spec": {"parallelism": 5, "template": {}}}));
+    assert_eq!(run.await.unwrap().unwrap(), None);
+
+    // A Job that is gone is not an error.
+    let run = tokio::spawn(async move { launcher.scale_down("exp-1", 0).await });
+    let (_, _, _, send) = next(&mut api).await;
+    reply(send, StatusCode::NOT_FOUND, &status(404, "NotFound"));
+    assert_eq!(run.await.unwrap().unwrap(), None);
+}
+
+#[tokio::test]
+async fn cancel_deletes_the_job_and_its_owner() {
+    let (launcher, mut api) = mock_launcher();
+    let l2 = launcher.clone();
+    let run = tokio::spawn(async move { l2.cancel("exp-1").await });
+    let (m, uri, body, send) = next(&mut api).await;
+    assert_eq!((m, uri.as_str()), (Method::DELETE, "/apis/batch/v1/namespaces/ml/jobs/mer-workers-exp-1?"));
+    assert_eq!(body, json!({"propagationPolicy": "Background"}));
+    reply(send, StatusCode::OK, &expected_job());
+    let (m, uri, body, send) = next(&mut api).await;
+    assert_eq!((m, uri.as_str()), (Method::DELETE, "/api/v1/namespaces/ml/configmaps/mer-exp-exp-1?"));
+    assert_eq!(body, json!({"propagationPolicy": "Background"}));
+    reply(send, StatusCode::OK, &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}));
+    assert!(run.await.unwrap().unwrap());
+
+    // Already gone: fine, nothing deleted. Any other API error is reported.
+    let l2 = launcher.clone();
+    let run = tokio::spawn(async move { l2.cancel("exp-1").await });
+    for _ in 0..2 {
+        let (_, _, _, send) = next(&mut api).await;
+        reply(send, StatusCode::NOT_FOUND, &status(404, "NotFound"));
+    }
+    assert!(!run.await.unwrap().unwrap());
+    let run = tokio::spawn(async move { launcher.cancel("exp-1").await });
+    let (_, _, _, send) = next(&mut api).await;
+    reply(send, StatusCode::FORBIDDEN, &status(403, "Forbidden"));
+    let e = run.await.unwrap().unwrap_err().to_string();
+    assert!(e.contains("delete worker Job") && e.contains("Forbidden"), "{e}");
+}
+
+fn pod_event(kind: &str, name: &str, rv: &str, phase: &str, exit: Option<i32>) -> String {
+    let mut status = json!({"phase": phase});
+    if let Some(code) = exit {
+        status["containerStatuses"] = json!([{
+            "name": "worker", "image": "w", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": code, "reason": "Error"}}
+        }]);
+    }
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "ml", "resourceVersion": rv, "labels": {"app.kubernetes.io/component": "mer-worker"}},
+        "status": status
+    });
+    format!("{}\n", json!({"type": kind, "object": pod}))
+}
+
+/// A worker pod fails while it holds a lease with two minutes left: the pod watch reports it and the
+/// coordinator puts the task back at once, where another worker leases it (attempt 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_pod_requeues_its_task_at_once() {
+    use mer_coordinator::client::{connect, submit_spec, ConnectOptions};
+    use mer_coordinator::server::{start, ServerConfig};
+    use mer_shared::proto;
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    let dir = tempfile::tempdir().unwrap();
+    mer_coordinator::sim::write_sim_dataset(&dir.path().join("data.safetensors"), 1, 2).unwrap();
+    let spec = dir.path().join("exp.toml");
+    std::fs::write(&spec, "name = \"k8s\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\nlease_seconds = 120\n").unwrap();
+    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("state"));
+    cfg.token = Some("t".into());
+    let coord = start(cfg).await.unwrap();
+    let c = connect(&ConnectOptions::new(&coord.url, Some("t".into()))).unwrap();
+    let sub = submit_spec(&c, &spec).await.unwrap();
+    let get = || {
+        let mut cl = c.client.clone();
+        let id = sub.experiment_id.clone();
+        async move { cl.get(proto::GetRequest { experiment_id: id }).await.unwrap().into_inner() }
+    };
+
+    // The pod's worker registers under its pod name (MER_WORKER_NAME) and leases a task.
+    let pod = "mer-workers-exp-1-0-x7k2p";
+    let mut w = c.worker.clone();
+    let reg = |name: &str| proto::RegisterRequest { protocol: proto::PROTOCOL_VERSION, name: name.into(), devices: vec!["cuda:0".into()], slots: 1, version: "t".into() };
+    let a = w.register(reg(pod)).await.unwrap().into_inner();
+    let lease = w.lease(proto::LeaseRequest { worker_id: a.worker_id.clone(), slot: 0, wait_ms: 1000 }).await.unwrap().into_inner().task.unwrap();
+    assert_eq!(lease.attempt, 1);
+    assert_eq!(get().await.tasks_running, 1);
+
+    // The pod watch against the mock API server.
+    let (launcher, mut api) = mock_launcher();
+    let stop = CancellationToken::new();
+    let sink: Arc<dyn WorkerLossSink> = coord.scheduler().clone();
+    let watch = launcher.watch_pods(sink, Some(coord.scheduler().metrics().clone()), stop.clone());
+    let (m, uri, _, send) = next(&mut api).await;
+    assert_eq!(m, Method::GET);
+    assert!(uri.starts_with("/api/v1/namespaces/ml/pods?&watch=true"), "{uri}");
+    assert!(uri.contains("labelSelector=app.kubernetes.io%2Fcomponent%3Dmer-worker") && uri.contains("resourceVersion=0"), "{uri}");
+    let events = [
+        pod_event("ADDED", pod, "100", "Running", None),
+        pod_event("ADDED", "mer-workers-exp-1-1-aaaaa", "101", "Succeeded", None),
+        pod_event("MODIFIED", pod, "102", "Failed", Some(137)),
+        pod_event("MODIFIED", pod, "103", "Failed", Some(137)),
+    ]
+    .concat();
+    send.send_response(Response::builder().status(StatusCode::OK).body(Body::from(events.into_bytes())).unwrap());
+
+    // The watch ended; it resumes from the last resource version seen.
+    let (m, uri, _, _pending) = next(&mut api).await;
+    assert_eq!(m, Method::GET);
+    assert!(uri.contains("resourceVersion=103"), "{uri}");
+
+    // The task is back in the queue now (not in 120 s), counted as lost once.
+    let st = get().await;
+    assert_eq!((st.tasks_running, st.lost), (0, 1), "{st:?}");
+    let b = w.register(reg("mer-workers-exp-1-0-retry")).await.unwrap().into_inner();
+    let again = w.lease(proto::LeaseRequest { worker_id: b.worker_id, slot: 0, wait_ms: 1000 }).await.unwrap().into_inner().task.unwrap();
+    assert_eq!((again.task_key.as_str(), again.attempt), (lease.task_key.as_str(), 2));
+    // The failed pod's late heartbeat is told to stop.
+    let hb = w
+        .heartbeat(proto::HeartbeatRequest { lease_id: lease.lease_id.clone(), worker_id: a.worker_id.clone(), task_key: lease.task_key.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!hb.keep_going);
+    let text = coord.scheduler().metrics().encode().unwrap();
+    let p = mer_coordinator::metrics::parse_text(&text).unwrap();
+    assert_eq!(mer_coordinator::metrics::series_value(&p, "mer_workers_lost_total", &[("source", "kubernetes")]), Some(1.0), "reported once");
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), watch).await.unwrap().unwrap();
+    coord.shutdown().await.unwrap();
+}
