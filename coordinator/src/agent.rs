@@ -352,18 +352,21 @@ impl SlotCtx {
             self.worker_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
             self.slot
         ));
-        if let Err(e) = std::fs::create_dir_all(&work_dir) {
-            return self.fail(&t, format!("{}: {e}", work_dir.display()), true).await;
-        }
         let spec = TaskSpec { key: t.task_key.clone(), kind, fold: t.fold.clone(), sweep_point: t.sweep_point, attempt: t.attempt, payload };
         let inputs = TaskInputs { dataset, prior_checkpoint, work_dir: work_dir.clone(), device: self.device.clone() };
         let cancel = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(parking_lot::Mutex::new(Progress { stage: t.kind.clone(), ..Progress::default() }));
         let trainer = self.trainer.clone();
         let (c2, p2) = (cancel.clone(), progress.clone());
+        // File-system work stays off the async threads: the scratch folder is made and removed here.
         let mut job = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&inputs.work_dir).map_err(|e| TrainerError::retryable(format!("{}: {e}", inputs.work_dir.display())))?;
             let mut cb = |p: Progress| *p2.lock() = p;
-            trainer.run(&spec, &inputs, &mut cb, &c2)
+            let r = trainer.run(&spec, &inputs, &mut cb, &c2);
+            if !matches!(r, Ok(TaskOutput::Prior { .. })) {
+                let _ = std::fs::remove_dir_all(&inputs.work_dir);
+            }
+            r
         });
         // Heartbeats while it runs.
         let mut tick = tokio::time::interval(self.heartbeat);
@@ -406,7 +409,9 @@ impl SlotCtx {
             Err(e) => self.fail(&t, e.message, e.retryable).await,
             Ok(output) => self.report(&t, output).await,
         };
-        let _ = std::fs::remove_dir_all(&work_dir);
+        if work_dir.exists() {
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&work_dir)).await;
+        }
         reported
     }
 

@@ -394,7 +394,7 @@ impl Scheduler {
         };
         let (wid, n, d, v) = (id.clone(), name.to_string(), devices.join(","), version.to_string());
         self.store.write_nowait(move |tx| {
-            tx.execute(
+            exec(tx, 
                 "INSERT OR REPLACE INTO workers(id, name, devices, slots, version, registered_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![wid, n, d, slots, v, now_ms()],
             )
@@ -503,11 +503,11 @@ impl Scheduler {
                 .and_then(|&p| inner.tasks[p].checkpoint.clone());
             let (key, w, attempt) = (grant.def.key.clone(), worker.to_string(), grant.attempt);
             self.store.write_nowait(move |tx| {
-                tx.execute(
+                exec(tx, 
                     "INSERT OR REPLACE INTO attempts(lease_id, task_key, worker_id, attempt, started_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![id, key, w, attempt, now_ms()],
                 )?;
-                tx.execute("UPDATE tasks SET attempts = ?2 WHERE key = ?1", params![key, attempt])?;
+                exec(tx, "UPDATE tasks SET attempts = ?2 WHERE key = ?1", params![key, attempt])?;
                 Ok(())
             });
             return Some(Grant { prior_checkpoint, ..grant });
@@ -636,8 +636,8 @@ impl Scheduler {
         let Some(t) = claim else {
             self.store
                 .write(move |tx| {
-                    tx.execute("UPDATE tasks SET duplicates = duplicates + 1 WHERE key = ?1", [&k])?;
-                    tx.execute(
+                    exec(tx, "UPDATE tasks SET duplicates = duplicates + 1 WHERE key = ?1", [&k])?;
+                    exec(tx, 
                         "UPDATE attempts SET outcome = COALESCE(outcome || ',', '') || 'duplicate', ended_ms = ?2 WHERE lease_id = ?1",
                         params![l, now_ms()],
                     )?;
@@ -653,12 +653,12 @@ impl Scheduler {
         let res = self
             .store
             .write(move |tx| {
-                tx.execute(
+                exec(tx, 
                     "INSERT OR IGNORE INTO results(task_key, kind, result_json, checkpoint, worker_id, lease_id, finished_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![k, kind, rj, cp, w, l, now_ms()],
                 )?;
-                tx.execute("UPDATE tasks SET state = 'done' WHERE key = ?1", [&k])?;
-                tx.execute("UPDATE attempts SET outcome = 'ok', ended_ms = ?2 WHERE lease_id = ?1", params![l, now_ms()])?;
+                exec(tx, "UPDATE tasks SET state = 'done' WHERE key = ?1", [&k])?;
+                exec(tx, "UPDATE attempts SET outcome = 'ok', ended_ms = ?2 WHERE lease_id = ?1", params![l, now_ms()])?;
                 Ok(())
             })
             .await;
@@ -691,7 +691,7 @@ impl Scheduler {
             let (l, e) = (lease_id.to_string(), error.to_string());
             self.store
                 .write(move |tx| {
-                    tx.execute("UPDATE attempts SET outcome = 'failed_late', error = ?2, ended_ms = ?3 WHERE lease_id = ?1", params![l, e, now_ms()])
+                    exec(tx, "UPDATE attempts SET outcome = 'failed_late', error = ?2, ended_ms = ?3 WHERE lease_id = ?1", params![l, e, now_ms()])
                         .map(|_| ())
                 })
                 .await?;
@@ -735,10 +735,10 @@ impl Scheduler {
         let errors_json = serde_json::to_string(&t_errors).unwrap_or_else(|_| "[]".into());
         self.store
             .write(move |tx| {
-                tx.execute("UPDATE tasks SET failures = ?2, errors_json = ?3 WHERE key = ?1", params![k, failures, errors_json])?;
-                tx.execute("UPDATE attempts SET outcome = 'failed', error = ?2, ended_ms = ?3 WHERE lease_id = ?1", params![l, e, now_ms()])?;
+                exec(tx, "UPDATE tasks SET failures = ?2, errors_json = ?3 WHERE key = ?1", params![k, failures, errors_json])?;
+                exec(tx, "UPDATE attempts SET outcome = 'failed', error = ?2, ended_ms = ?3 WHERE lease_id = ?1", params![l, e, now_ms()])?;
                 for g in &gave_up_keys {
-                    tx.execute("UPDATE tasks SET state = 'gave_up' WHERE key = ?1", [g])?;
+                    exec(tx, "UPDATE tasks SET state = 'gave_up' WHERE key = ?1", [g])?;
                 }
                 Ok(())
             })
@@ -783,10 +783,10 @@ impl Scheduler {
                     enqueue(inner, t, true);
                 }
                 self.store.write_nowait(move |tx| {
-                    tx.execute("UPDATE tasks SET lost = ?2 WHERE key = ?1", params![key, lost])?;
-                    tx.execute("UPDATE attempts SET outcome = 'lost', ended_ms = ?2 WHERE lease_id = ?1", params![id, now_ms()])?;
+                    exec(tx, "UPDATE tasks SET lost = ?2 WHERE key = ?1", params![key, lost])?;
+                    exec(tx, "UPDATE attempts SET outcome = 'lost', ended_ms = ?2 WHERE lease_id = ?1", params![id, now_ms()])?;
                     for g in &gave_up {
-                        tx.execute("UPDATE tasks SET state = 'gave_up' WHERE key = ?1", [g])?;
+                        exec(tx, "UPDATE tasks SET state = 'gave_up' WHERE key = ?1", [g])?;
                     }
                     Ok(())
                 });
@@ -822,7 +822,7 @@ impl Scheduler {
         let idc = id.to_string();
         self.store
             .write(move |tx| {
-                tx.execute("UPDATE experiments SET state = 'cancelled', finished_ms = ?2 WHERE id = ?1", params![idc, now_ms()]).map(|_| ())
+                exec(tx, "UPDATE experiments SET state = 'cancelled', finished_ms = ?2 WHERE id = ?1", params![idc, now_ms()]).map(|_| ())
             })
             .await?;
         Ok(true)
@@ -943,13 +943,18 @@ impl Scheduler {
             if st != ExpState::Running {
                 let (idc, key) = (id.to_string(), st.key());
                 self.store.write_nowait(move |tx| {
-                    tx.execute("UPDATE experiments SET state = ?2, finished_ms = ?3 WHERE id = ?1 AND state = 'running'", params![idc, key, now_ms()])
+                    exec(tx, "UPDATE experiments SET state = ?2, finished_ms = ?3 WHERE id = ?1 AND state = 'running'", params![idc, key, now_ms()])
                         .map(|_| ())
                 });
                 let _ = self.finished.send(id.to_string());
             }
         }
     }
+}
+
+/// Runs one statement through the connection's prepared-statement cache.
+fn exec(conn: &rusqlite::Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
 }
 
 fn bump(e: &Experiment) {

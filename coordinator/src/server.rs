@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub reap_every: Duration,
     /// HTTP port for `/metrics`, `/healthz` and `/readyz` (None: not served). See `crate::http`.
     pub http_listen: Option<SocketAddr>,
+    /// Worker pod template of the Kubernetes launcher (None: experiments with `launcher =
+    /// "kubernetes"` get no Job from this coordinator). See `crate::k8s`.
+    pub k8s_workers: Option<crate::k8s::WorkerTemplate>,
 }
 
 impl ServerConfig {
@@ -62,6 +65,7 @@ impl ServerConfig {
             max_wait: Duration::from_secs(20),
             reap_every: Duration::from_millis(250),
             http_listen: None,
+            k8s_workers: None,
         }
     }
 }
@@ -205,6 +209,12 @@ pub async fn start(cfg: ServerConfig) -> Result<CoordinatorHandle, CoordError> {
         serving.store(false, std::sync::atomic::Ordering::SeqCst);
         r
     });
+    // Kubernetes launcher: one worker Job per running experiment, pod watch (in-cluster credentials).
+    if let Some(t) = cfg.k8s_workers.clone() {
+        let launcher = crate::k8s::KubeLauncher::try_default(t).await?;
+        let controller = crate::k8s::JobController::new(launcher, sched.clone());
+        background.push(controller.spawn(crate::k8s::controller::RECONCILE_EVERY, stop.clone()));
+    }
     // Metrics and health endpoints (the chart's probes and ServiceMonitor).
     let mut http_addr = None;
     if let Some(listen) = cfg.http_listen {

@@ -293,7 +293,10 @@ impl proto::artifacts_server::Artifacts for ArtifactsService {
         if w.size() != declared {
             return Err(Status::invalid_argument(format!("artifact {hash}: announced {declared} bytes, received {}", w.size())));
         }
-        let (h, size) = w.finish().map_err(status_of)?;
+        let (h, size) = tokio::task::spawn_blocking(move || w.finish())
+            .await
+            .map_err(|e| Status::internal(format!("artifact writer: {e}")))?
+            .map_err(status_of)?;
         let (hc, kc) = (h.clone(), kind);
         self.0.sched.store().write_nowait(move |tx| {
             tx.execute(

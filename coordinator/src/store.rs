@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS artifacts(
     hash TEXT PRIMARY KEY, size INTEGER NOT NULL, kind TEXT NOT NULL, created_ms INTEGER NOT NULL);
 ";
 
-type WriteFn = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
+type WriteFn = Box<dyn Fn(&Connection) -> rusqlite::Result<()> + Send>;
 
 struct WriteOp {
     f: WriteFn,
@@ -94,7 +94,7 @@ impl Store {
     /// Queues a write and waits until it is committed durably.
     pub async fn write<F>(&self, f: F) -> Result<(), CoordError>
     where
-        F: FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+        F: Fn(&Connection) -> rusqlite::Result<()> + Send + 'static,
     {
         let (ack, rx) = oneshot::channel();
         self.tx
@@ -110,7 +110,7 @@ impl Store {
     /// Queues a write without waiting for it (it is committed with the next batch).
     pub fn write_nowait<F>(&self, f: F)
     where
-        F: FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+        F: Fn(&Connection) -> rusqlite::Result<()> + Send + 'static,
     {
         if self.tx.send(WriteOp { f: Box::new(f), ack: None }).is_err() {
             tracing::error!("the store writer has stopped; a bookkeeping write was dropped");
@@ -234,6 +234,7 @@ impl Store {
 
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>, path: PathBuf) {
     const MAX_BATCH: usize = 4096;
+    conn.set_prepared_statement_cache_capacity(64);
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -242,39 +243,59 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>, path: PathBuf)
                 Err(_) => break,
             }
         }
-        let mut acks = Vec::with_capacity(batch.len());
-        let res = (|| -> rusqlite::Result<()> {
-            let mut tx = conn.transaction()?;
-            for op in batch {
-                let mut sp = tx.savepoint()?;
-                // A savepoint is a Transaction-like handle: run the write against it.
-                let r = (op.f)(&sp);
-                match r {
-                    Ok(()) => {
-                        sp.commit()?;
-                        acks.push((op.ack, Ok(())));
-                    }
-                    Err(e) => {
-                        sp.rollback()?;
-                        drop(sp);
-                        tracing::error!("state database {}: write failed: {e}", path.display());
-                        acks.push((op.ack, Err(e.to_string())));
-                    }
-                }
+        // Fast path: the whole batch in one transaction. If any write fails, the batch is rolled back
+        // and replayed with one savepoint per write, so that only the failing write is lost.
+        let fast = (|| -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            for op in &batch {
+                (op.f)(&tx)?;
             }
             tx.commit()
         })();
-        for (ack, r) in acks {
-            let r = match (&res, r) {
-                (Err(e), _) => Err(format!("commit failed: {e}")),
-                (Ok(()), r) => r,
-            };
-            if let Some(a) = ack {
-                let _ = a.send(r);
+        match fast {
+            Ok(()) => {
+                for op in batch {
+                    if let Some(a) = op.ack {
+                        let _ = a.send(Ok(()));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("state database {}: a batched write failed ({e}); replaying one by one", path.display());
+                slow_path(&mut conn, batch, &path);
             }
         }
-        if let Err(e) = res {
-            tracing::error!("state database {}: batch commit failed: {e}", path.display());
+    }
+}
+
+fn slow_path(conn: &mut Connection, batch: Vec<WriteOp>, path: &Path) {
+    let mut acks = Vec::with_capacity(batch.len());
+    let res = (|| -> rusqlite::Result<()> {
+        let mut tx = conn.transaction()?;
+        for op in batch {
+            let mut sp = tx.savepoint()?;
+            match (op.f)(&sp) {
+                Ok(()) => {
+                    sp.commit()?;
+                    acks.push((op.ack, Ok(())));
+                }
+                Err(e) => {
+                    sp.rollback()?;
+                    drop(sp);
+                    tracing::error!("state database {}: write failed: {e}", path.display());
+                    acks.push((op.ack, Err(e.to_string())));
+                }
+            }
+        }
+        tx.commit()
+    })();
+    for (ack, r) in acks {
+        let r = match (&res, r) {
+            (Err(e), _) => Err(format!("commit failed: {e}")),
+            (Ok(()), r) => r,
+        };
+        if let Some(a) = ack {
+            let _ = a.send(r);
         }
     }
 }

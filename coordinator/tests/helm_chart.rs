@@ -166,7 +166,7 @@ fn default_values_render_and_validate() {
     assert_eq!((wt.gpus, wt.slots_per_gpu, wt.max_parallelism), (1, 1, 68));
     assert_eq!(wt.coordinator_address, "http://mer.default.svc:50051");
     assert_eq!(wt.token_secret.name, "mer-token");
-    assert!(r.notes.contains("mer submit --k8s"), "{}", r.notes);
+    assert!(r.notes.contains("mer submit --coordinator http://127.0.0.1:50051"), "{}", r.notes);
 }
 
 #[test]
@@ -238,4 +238,21 @@ fn dashboard_queries_are_valid_promql() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
     assert!(text.contains(&format!("SUCCESS: {n} rules found")), "{text}");
+}
+
+/// The chart's example spec is a valid `launcher = "kubernetes"` experiment for 68 parallel folds, and
+/// the Job it yields (with the default chart template) validates.
+#[test]
+fn the_kubernetes_example_spec_parses() {
+    let path = root().join("charts/mer/examples/composite_megc3_k8s.toml");
+    let spec = mer_coordinator::spec::load_spec(&path).unwrap();
+    assert_eq!(spec.launcher, mer_coordinator::spec::LauncherKind::Kubernetes);
+    let k = spec.kubernetes.as_ref().unwrap();
+    assert_eq!((k.workers, k.gpus_per_worker, k.slots_per_device), (68, 1, 2));
+    let r = render(&[], "mer");
+    let mut wt: mer_coordinator::k8s::WorkerTemplate = serde_json::from_value(worker_template(&r)).unwrap();
+    wt.apply_spec(k);
+    // 68 prior + 680 target tasks, 2 slots per pod: capped at 68 pods.
+    let job = mer_coordinator::k8s::build_job(&wt, &mer_coordinator::k8s::JobRequest::new("composite-1", &spec.name, 748), "uid").unwrap();
+    assert_eq!(job.spec.as_ref().unwrap().parallelism, Some(68));
 }

@@ -341,3 +341,65 @@ async fn a_failed_pod_requeues_its_task_at_once() {
     tokio::time::timeout(Duration::from_secs(5), watch).await.unwrap().unwrap();
     coord.shutdown().await.unwrap();
 }
+
+/// The coordinator's controller: a running `launcher = "kubernetes"` experiment gets its Job (with the
+/// spec's image and GPUs), a local experiment gets none, and cancelling deletes the Job and its owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_controller_launches_and_cleans_up_with_the_experiment() {
+    use mer_coordinator::client::{connect, submit_spec, ConnectOptions};
+    use mer_coordinator::k8s::{Action, JobController};
+    use mer_coordinator::server::{start, ServerConfig};
+    use mer_shared::proto;
+
+    let dir = tempfile::tempdir().unwrap();
+    mer_coordinator::sim::write_sim_dataset(&dir.path().join("data.safetensors"), 1, 2).unwrap();
+    let k8s = dir.path().join("k8s.toml");
+    std::fs::write(
+        &k8s,
+        "name = \"composite\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\nlauncher = \"kubernetes\"\n[kubernetes]\nimage = \"mer-worker:9\"\nworkers = 68\ngpus_per_worker = 2\nslots_per_device = 1\n[sweep]\nalpha = [1, 2]\n",
+    )
+    .unwrap();
+    let local = dir.path().join("local.toml");
+    std::fs::write(&local, "name = \"local\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\n").unwrap();
+    let coord = start(ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("state"))).await.unwrap();
+    let c = connect(&ConnectOptions::new(&coord.url, None)).unwrap();
+    let sub = submit_spec(&c, &k8s).await.unwrap();
+    submit_spec(&c, &local).await.unwrap();
+
+    let (launcher, mut api) = mock_launcher();
+    let mut ctl = JobController::new(launcher, coord.scheduler().clone());
+    let id = sub.experiment_id.clone();
+    let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
+    let (_, uri, body, send) = next(&mut api).await;
+    assert!(uri.starts_with("/api/v1/namespaces/ml/configmaps?"), "{uri}");
+    let mut cm = body.clone();
+    cm["metadata"]["uid"] = json!("uid-c");
+    reply(send, StatusCode::CREATED, &cm);
+    let (_, uri, job, send) = next(&mut api).await;
+    assert!(uri.starts_with("/apis/batch/v1/namespaces/ml/jobs?"), "{uri}");
+    let pod = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(pod["image"], "mer-worker:9");
+    assert_eq!(pod["resources"]["limits"]["nvidia.com/gpu"], "2");
+    // sub.tasks unfinished tasks at 2 GPUs x 1 slot per pod.
+    let want = sub.tasks.div_ceil(2) as i64;
+    assert_eq!(job["spec"]["parallelism"].as_i64(), Some(want));
+    assert_eq!(job["metadata"]["annotations"]["mer.dev/experiment-id"], id.as_str());
+    reply(send, StatusCode::CREATED, &job);
+    let (actions, mut ctl) = pass.await.unwrap();
+    assert_eq!(actions, vec![(id.clone(), Action::Launched(want as i32))], "only the kubernetes experiment");
+
+    // Cancel: the next pass deletes the Job and its owner; later passes leave it alone.
+    let r = c.client.clone().cancel(proto::CancelRequest { experiment_id: id.clone() }).await.unwrap().into_inner();
+    assert!(r.cancelled);
+    let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
+    let (m, uri, _, send) = next(&mut api).await;
+    assert_eq!((m, uri.as_str()), (Method::DELETE, format!("/apis/batch/v1/namespaces/ml/jobs/{}?", job["metadata"]["name"].as_str().unwrap()).as_str()));
+    reply(send, StatusCode::OK, &job);
+    let (m, uri, _, send) = next(&mut api).await;
+    assert_eq!((m, uri.as_str()), (Method::DELETE, format!("/api/v1/namespaces/ml/configmaps/{}?", cm["metadata"]["name"].as_str().unwrap()).as_str()));
+    reply(send, StatusCode::OK, &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}));
+    let (actions, mut ctl) = pass.await.unwrap();
+    assert_eq!(actions, vec![(id.clone(), Action::Deleted)]);
+    assert!(ctl.reconcile_once().await.is_empty(), "no further API call");
+    coord.shutdown().await.unwrap();
+}

@@ -114,6 +114,10 @@ pub struct CoordinatorArgs {
     /// Serve /metrics, /healthz and /readyz over HTTP on this address.
     #[arg(long)]
     pub http_listen: Option<SocketAddr>,
+    /// Worker pod template of the Kubernetes launcher (JSON, written by the Helm chart): experiments
+    /// with `launcher = "kubernetes"` then get a worker Job in this cluster (in-cluster credentials).
+    #[arg(long, env = "MER_K8S_WORKER_TEMPLATE")]
+    pub k8s_worker_template: Option<PathBuf>,
     /// Print the bound address to stdout as `listening <addr>` (for scripts using port 0).
     #[arg(long, hide = true)]
     pub print_addr: bool,
@@ -166,6 +170,17 @@ pub struct SubmitArgs {
     /// Follow progress until the experiment ends.
     #[arg(long)]
     pub wait: bool,
+    /// Also create the experiment's worker Job (batch/v1, Indexed) with your kubeconfig; the spec needs
+    /// launcher = "kubernetes" and a [kubernetes] table. Not needed when the coordinator runs from the
+    /// Helm chart (it creates the Job itself).
+    #[arg(long)]
+    pub k8s: bool,
+    /// Coordinator URL as worker pods reach it (default: --coordinator).
+    #[arg(long, requires = "k8s")]
+    pub k8s_coordinator: Option<String>,
+    /// Secret holding the token in the Job's namespace, NAME[:KEY].
+    #[arg(long, requires = "k8s", default_value = "mer-token:token")]
+    pub k8s_token_secret: String,
 }
 
 /// `mer status`.
@@ -284,6 +299,9 @@ async fn cmd_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
         _ => None,
     };
     cfg.http_listen = a.http_listen;
+    if let Some(p) = &a.k8s_worker_template {
+        cfg.k8s_workers = Some(mer_coordinator::k8s::WorkerTemplate::from_file(p)?);
+    }
     if let Some(ms) = a.lease_ms {
         cfg.sched = SchedConfig { lease_ttl: Some(Duration::from_millis(ms)), ..SchedConfig::default() };
         cfg.heartbeat = Duration::from_millis((ms / 4).max(50));
@@ -352,6 +370,19 @@ async fn cmd_submit(a: SubmitArgs) -> anyhow::Result<()> {
         r.tasks,
         r.reused
     );
+    if a.k8s {
+        let spec = mer_coordinator::spec::load_spec(&a.spec)?;
+        let secret = mer_coordinator::k8s::parse_secret_key(&a.k8s_token_secret)?;
+        let pods_url = a.k8s_coordinator.clone().unwrap_or_else(|| a.connect.coordinator.clone());
+        let job = mer_coordinator::k8s::submit_job(&spec, &r.experiment_id, r.tasks.saturating_sub(r.reused), &pods_url, secret).await?;
+        println!(
+            "kubernetes: {} Job {}/{} with {} worker pods",
+            if job.created { "created" } else { "found" },
+            job.namespace,
+            job.name,
+            job.parallelism
+        );
+    }
     if a.wait {
         let s = watch_until_done(&c, &r.experiment_id, |s| {
             eprintln!("{}: {}/{} tasks, {} running", s.state, s.tasks_done, s.tasks_total, s.tasks_running);

@@ -361,6 +361,10 @@ pub fn prepare(opts: &PrepOptions) -> Result<PrepReport> {
         }
         b.build().map_err(|e| WorkerError::InvalidOption { option: "--threads".into(), message: e.to_string() })?
     };
+    // Parallelism is across clips; OpenCV's own thread pool would only oversubscribe the cores.
+    if pool.current_num_threads() > 1 {
+        let _ = opencv::core::set_num_threads(1);
+    }
     let bar = if opts.progress { indicatif::ProgressBar::new(records.len() as u64) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} clips ({per_sec}, eta {eta})")

@@ -36,7 +36,7 @@ fn clip_figures_show_the_prepared_keyframes_and_motion() {
     // The PNGs decode to strips of the prepared size.
     use opencv::prelude::*;
     for (p, n) in [(&f.original_png, f.strip_times.len()), (&f.keyframes_png, 11)] {
-        let m = opencv::imgcodecs::imread(&p.to_string_lossy(), opencv::imgcodecs::IMREAD_UNCHANGED).unwrap();
+        let m = opencv::imgcodecs::imread(p.as_path(), opencv::imgcodecs::IMREAD_UNCHANGED).unwrap();
         assert!(!m.empty(), "{}", p.display());
         assert_eq!(m.rows(), 112 + 48, "{}", p.display());
         assert_eq!(m.cols() as usize, n * (112 + 4) + 4, "{}", p.display());

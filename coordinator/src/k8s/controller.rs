@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{JobRequest, KubeLauncher, WorkerLossSink};
 use crate::scheduler::Scheduler;
-use crate::spec::{parse_spec, LauncherKind};
+use crate::spec::{parse_spec, KubernetesSpec, LauncherKind};
 use crate::CoordError;
 
 /// How often the controller reconciles Jobs with the scheduler's state.
@@ -33,8 +33,9 @@ pub enum Action {
 pub struct JobController {
     launcher: KubeLauncher,
     sched: Arc<Scheduler>,
-    /// Experiments (by id) known to use the Kubernetes launcher, with their name; `None` = not ours.
-    kinds: HashMap<String, Option<String>>,
+    /// Experiments (by id) known to use the Kubernetes launcher, with their name and `[kubernetes]`
+    /// table; `None` = not ours.
+    kinds: HashMap<String, Option<(String, KubernetesSpec)>>,
     launched: HashSet<String>,
     closed: HashSet<String>,
 }
@@ -45,7 +46,7 @@ impl JobController {
         JobController { launcher, sched, kinds: HashMap::new(), launched: HashSet::new(), closed: HashSet::new() }
     }
 
-    async fn uses_kubernetes(&mut self, id: &str) -> Result<Option<String>, CoordError> {
+    async fn uses_kubernetes(&mut self, id: &str) -> Result<Option<(String, KubernetesSpec)>, CoordError> {
         if let Some(k) = self.kinds.get(id) {
             return Ok(k.clone());
         }
@@ -61,7 +62,10 @@ impl JobController {
         let kind = match toml {
             Some(t) => {
                 let spec = parse_spec(&format!("<experiment {id}>"), &t)?;
-                (spec.launcher == LauncherKind::Kubernetes).then_some(spec.name)
+                match (spec.launcher, spec.kubernetes) {
+                    (LauncherKind::Kubernetes, Some(k)) => Some((spec.name, k)),
+                    _ => None,
+                }
             }
             None => None,
         };
@@ -78,8 +82,8 @@ impl JobController {
             if self.closed.contains(&id) {
                 continue;
             }
-            let name = match self.uses_kubernetes(&id).await {
-                Ok(Some(n)) => n,
+            let (name, launcher) = match self.uses_kubernetes(&id).await {
+                Ok(Some((n, k))) => (n, self.launcher.with_spec(&k)),
                 Ok(None) => continue,
                 Err(e) => {
                     tracing::warn!(experiment = %id, "kubernetes launcher: cannot read the spec: {e}");
@@ -90,17 +94,17 @@ impl JobController {
             let unfinished = st.tasks_total.saturating_sub(st.tasks_done + st.tasks_failed);
             let r = match st.state.as_str() {
                 "running" if !self.launched.contains(&id) => {
-                    self.launcher.launch(&JobRequest::new(&id, &name, unfinished)).await.map(|j| {
+                    launcher.launch(&JobRequest::new(&id, &name, unfinished)).await.map(|j| {
                         self.launched.insert(id.clone());
                         Some(Action::Launched(j.parallelism))
                     })
                 }
-                "running" => self.launcher.scale_down(&id, unfinished).await.map(|p| p.map(Action::Scaled)),
-                "cancelled" => self.launcher.cancel(&id).await.map(|_| {
+                "running" => launcher.scale_down(&id, unfinished).await.map(|p| p.map(Action::Scaled)),
+                "cancelled" => launcher.cancel(&id).await.map(|_| {
                     self.closed.insert(id.clone());
                     Some(Action::Deleted)
                 }),
-                _ => self.launcher.scale_down(&id, 0).await.map(|p| {
+                _ => launcher.scale_down(&id, 0).await.map(|p| {
                     self.closed.insert(id.clone());
                     p.map(Action::Scaled)
                 }),

@@ -84,6 +84,14 @@ impl KubeLauncher {
         Ok(KubeLauncher::new(client, template))
     }
 
+    /// This launcher with an experiment's `[kubernetes]` table applied to its template
+    /// ([`WorkerTemplate::apply_spec`]).
+    pub fn with_spec(&self, k: &crate::spec::KubernetesSpec) -> KubeLauncher {
+        let mut template = self.template.clone();
+        template.apply_spec(k);
+        KubeLauncher { client: self.client.clone(), template }
+    }
+
     /// The worker template in use.
     pub fn template(&self) -> &WorkerTemplate {
         &self.template

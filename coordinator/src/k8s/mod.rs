@@ -231,6 +231,38 @@ impl WorkerTemplate {
     }
 }
 
+/// `mer submit --k8s`: creates the worker Job of a submitted experiment from a workstation, with the
+/// user's kubeconfig (`kube::Client::try_default`). `pod_coordinator` is the coordinator URL as pods
+/// reach it, `token_secret` the Secret key holding the token in the Job's namespace. Idempotent (an
+/// existing Job, e.g. one made by an in-cluster coordinator, is adopted).
+pub async fn submit_job(
+    spec: &crate::spec::ExperimentSpec,
+    experiment_id: &str,
+    unfinished_tasks: u32,
+    pod_coordinator: &str,
+    token_secret: SecretKey,
+) -> Result<LaunchedJob, CoordError> {
+    let k = spec.kubernetes.as_ref().ok_or_else(|| {
+        CoordError::invalid(
+            format!("experiment {}", spec.name),
+            "--k8s needs launcher = \"kubernetes\" and a [kubernetes] table (image, workers, gpus_per_worker) in the spec",
+        )
+    })?;
+    let t = WorkerTemplate::from_spec(k, pod_coordinator, token_secret);
+    t.check().map_err(|why| CoordError::invalid("kubernetes settings", why))?;
+    let launcher = KubeLauncher::try_default(t).await?;
+    launcher.launch(&JobRequest::new(experiment_id, &spec.name, unfinished_tasks)).await
+}
+
+/// Parses `name:key` (or `name`, key `token`) into a [`SecretKey`].
+pub fn parse_secret_key(s: &str) -> Result<SecretKey, CoordError> {
+    let (name, key) = s.split_once(':').unwrap_or((s, "token"));
+    if !launcher::valid_dns_label(name) || key.is_empty() {
+        return Err(CoordError::invalid("token secret", format!("'{s}' is not NAME[:KEY] with a DNS-label NAME")));
+    }
+    Ok(SecretKey { name: name.into(), key: key.into() })
+}
+
 /// Where the launcher reports a lost worker so that its tasks are re-queued at once. The scheduler
 /// implements it; `worker_name` is the name the worker registered with (its pod name, from the
 /// `MER_WORKER_NAME` env var). Returns how many leased tasks went back to the queue.
@@ -262,6 +294,13 @@ mod tests {
         std::fs::write(&p, r#"{"namespace":"ml","bogus":1}"#).unwrap();
         let e = WorkerTemplate::from_file(&p).unwrap_err().to_string();
         assert!(e.contains("t.json") && e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn secret_keys_parse() {
+        assert_eq!(parse_secret_key("mer-token").unwrap(), SecretKey { name: "mer-token".into(), key: "token".into() });
+        assert_eq!(parse_secret_key("s:k").unwrap(), SecretKey { name: "s".into(), key: "k".into() });
+        assert!(parse_secret_key("Bad:k").is_err());
     }
 
     #[test]

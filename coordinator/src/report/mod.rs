@@ -13,7 +13,7 @@ pub mod paper;
 pub mod plots;
 pub mod render;
 
-pub use render::{render_report, ReportOutput};
+pub use render::{render_report, render_report_with, Block, ReportOutput};
 
 #[cfg(test)]
 mod tests;

@@ -72,9 +72,17 @@ fn pair(uf1: f64, uar: f64) -> String {
 
 /// Renders the report of the run in `run_dir` into `out_dir` (created if needed).
 pub fn render_report(run_dir: &Path, out_dir: &Path) -> Result<ReportOutput, CoordError> {
+    render_report_with(run_dir, out_dir, Vec::new())
+}
+
+/// Like [`render_report`], with `extra` blocks (e.g. the clip figures of `mer report --clip`, drawn by
+/// the worker crate) placed before the provenance section.
+pub fn render_report_with(run_dir: &Path, out_dir: &Path, extra: Vec<Block>) -> Result<ReportOutput, CoordError> {
     let run = load_run(run_dir)?;
     let scores = recompute_scores(&run)?;
-    let blocks = build_blocks(&run, &scores)?;
+    let mut blocks = build_blocks(&run, &scores)?;
+    let at = blocks.iter().position(|b| matches!(b, Block::Heading(2, t) if t == "Provenance")).unwrap_or(blocks.len());
+    blocks.splice(at..at, extra);
     std::fs::create_dir_all(out_dir.join("figures")).map_err(|e| CoordError::io(out_dir.join("figures"), e))?;
     let mut images = Vec::new();
     for b in &blocks {
