@@ -8,14 +8,27 @@ use std::path::Path;
 use std::process::Command;
 
 fn mer(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_mer")).args(args).output().expect("run mer");
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    let o = Command::new(env!("CARGO_BIN_EXE_mer"))
+        .args(args)
+        .output()
+        .expect("run mer");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 fn constant_negative() -> Vec<PredictionRecord> {
     composite_list()
         .into_iter()
-        .map(|e| PredictionRecord { dataset: e.dataset, subject: e.subject, filename: e.filename, label: e.label, pred: 0 })
+        .map(|e| PredictionRecord {
+            dataset: e.dataset,
+            subject: e.subject,
+            filename: e.filename,
+            label: e.label,
+            pred: 0,
+        })
         .collect()
 }
 
@@ -48,13 +61,19 @@ fn constant_negative_predictor_gives_the_reference_numbers_in_both_formats() {
     // The human-readable table too.
     let (ok, table, _) = mer(&["score", &csv]);
     assert!(ok);
-    assert!(table.contains("0.5656") && table.contains("0.3333"), "{table}");
+    assert!(
+        table.contains("0.5656") && table.contains("0.3333"),
+        "{table}"
+    );
 }
 
 #[test]
 fn parts_absent_from_the_input_are_absent_from_the_output() {
     let dir = tempfile::tempdir().unwrap();
-    let recs: Vec<_> = constant_negative().into_iter().filter(|r| r.dataset.key() == "samm").collect();
+    let recs: Vec<_> = constant_negative()
+        .into_iter()
+        .filter(|r| r.dataset.key() == "samm")
+        .collect();
     let csv = write(dir.path(), "samm.csv", &to_csv(&recs));
     let (ok, out, err) = mer(&["score", &csv, "--json"]);
     assert!(ok, "{err}");
@@ -67,13 +86,41 @@ fn parts_absent_from_the_input_are_absent_from_the_output() {
 fn malformed_inputs_fail_with_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("bad_header.csv", "dataset,subject,file,label,pred\nsmic,s01,a,0,0\n", ":1: header"),
-        ("unknown_dataset.csv", "dataset,subject,filename,label,pred\ncasme3,sub01,a,0,0\n", ":2: dataset"),
-        ("non_integer.csv", "dataset,subject,filename,label,pred\nsmic,s01,a,zero,0\n", ":2: label"),
-        ("out_of_scheme.csv", "dataset,subject,filename,label,pred\nsmic,s01,a,0,3\n", ":2: pred"),
-        ("truncated.csv", "dataset,subject,filename,label,pred\nsmic,s01,a,0,0\nsmic,s01,b,1\n", ":3: line"),
-        ("truncated_log.txt", "smic s01\na 0 0\nb 1 1 2\n", ":3: line"),
-        ("unknown_dataset_log.txt", "casme3 sub01\nEP01 0 0\n", ":1: dataset"),
+        (
+            "bad_header.csv",
+            "dataset,subject,file,label,pred\nsmic,s01,a,0,0\n",
+            ":1: header",
+        ),
+        (
+            "unknown_dataset.csv",
+            "dataset,subject,filename,label,pred\ncasme3,sub01,a,0,0\n",
+            ":2: dataset",
+        ),
+        (
+            "non_integer.csv",
+            "dataset,subject,filename,label,pred\nsmic,s01,a,zero,0\n",
+            ":2: label",
+        ),
+        (
+            "out_of_scheme.csv",
+            "dataset,subject,filename,label,pred\nsmic,s01,a,0,3\n",
+            ":2: pred",
+        ),
+        (
+            "truncated.csv",
+            "dataset,subject,filename,label,pred\nsmic,s01,a,0,0\nsmic,s01,b,1\n",
+            ":3: line",
+        ),
+        (
+            "truncated_log.txt",
+            "smic s01\na 0 0\nb 1 1 2\n",
+            ":3: line",
+        ),
+        (
+            "unknown_dataset_log.txt",
+            "casme3 sub01\nEP01 0 0\n",
+            ":1: dataset",
+        ),
         ("non_integer_log.txt", "smic s01\na 0 x\n", ":2: pred"),
         ("empty.csv", "", "empty file"),
     ];
@@ -81,7 +128,10 @@ fn malformed_inputs_fail_with_file_line_and_field() {
         let path = write(dir.path(), name, text);
         let (ok, out, err) = mer(&["score", &path, "--json"]);
         assert!(!ok, "{name} was accepted: {out}");
-        assert!(err.contains(name) && err.contains(expect), "{name}: expected '{expect}' in: {err}");
+        assert!(
+            err.contains(name) && err.contains(expect),
+            "{name}: expected '{expect}' in: {err}"
+        );
     }
     let (ok, _, err) = mer(&["score", "/nonexistent/p.csv"]);
     assert!(!ok && err.contains("/nonexistent/p.csv"), "{err}");

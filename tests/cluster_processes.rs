@@ -33,8 +33,14 @@ fn read_tree(root: &Path) -> BTreeMap<String, String> {
             let name = p.file_name().unwrap().to_string_lossy().to_string();
             if p.is_dir() {
                 stack.push(p);
-            } else if name == "results.json" || name == "summary.md" || p.parent().unwrap().ends_with("predictions") {
-                out.insert(p.strip_prefix(root).unwrap().to_string_lossy().to_string(), std::fs::read_to_string(&p).unwrap());
+            } else if name == "results.json"
+                || name == "summary.md"
+                || p.parent().unwrap().ends_with("predictions")
+            {
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_string_lossy().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                );
             }
         }
     }
@@ -42,14 +48,24 @@ fn read_tree(root: &Path) -> BTreeMap<String, String> {
 }
 
 fn reference(plan: &Plan, dir: &Path) -> BTreeMap<String, String> {
-    let r = reference_run(plan, &SimTrainer::new(Duration::ZERO, None), &dir.join("ref-work")).unwrap();
+    let r = reference_run(
+        plan,
+        &SimTrainer::new(Duration::ZERO, None),
+        &dir.join("ref-work"),
+    )
+    .unwrap();
     let out = dir.join("ref");
     write_results(&out, &aggregate(plan, &r)).unwrap();
     read_tree(&out)
 }
 
 fn mer(args: &[&str]) -> std::process::Output {
-    Command::new(MER).args(args).env("MER_TOKEN", TOKEN).env("MER_LOG", "warn").output().unwrap()
+    Command::new(MER)
+        .args(args)
+        .env("MER_TOKEN", TOKEN)
+        .env("MER_LOG", "warn")
+        .output()
+        .unwrap()
 }
 
 struct Coordinator {
@@ -59,7 +75,15 @@ struct Coordinator {
 
 fn start_coordinator(state: &Path, listen: &str) -> Coordinator {
     let mut child = Command::new(MER)
-        .args(["coordinator", "--listen", listen, "--print-addr", "--lease-ms", "1500", "--state-dir"])
+        .args([
+            "coordinator",
+            "--listen",
+            listen,
+            "--print-addr",
+            "--lease-ms",
+            "1500",
+            "--state-dir",
+        ])
         .arg(state)
         .env("MER_TOKEN", TOKEN)
         .env("MER_LOG", "warn")
@@ -68,14 +92,32 @@ fn start_coordinator(state: &Path, listen: &str) -> Coordinator {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
-    Coordinator { child, url: format!("http://{addr}") }
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Coordinator {
+        child,
+        url: format!("http://{addr}"),
+    }
 }
 
 fn start_worker(url: &str, name: &str, dir: &Path, log: &Path, delay_ms: u64) -> Child {
     Command::new(MER)
-        .args(["worker", "--coordinator", url, "--sim-trainer", "--heartbeat-ms", "200", "--name", name])
+        .args([
+            "worker",
+            "--coordinator",
+            url,
+            "--sim-trainer",
+            "--heartbeat-ms",
+            "200",
+            "--name",
+            name,
+        ])
         .arg(format!("--sim-delay-ms={delay_ms}"))
         .arg(format!("--sim-log={}", log.display()))
         .arg("--cache-dir")
@@ -90,7 +132,11 @@ fn start_worker(url: &str, name: &str, dir: &Path, log: &Path, delay_ms: u64) ->
 
 fn status(url: &str, id: &str) -> serde_json::Value {
     let out = mer(&["status", "--coordinator", url, id, "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v[0].clone()
 }
@@ -105,19 +151,34 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 fn submit(url: &str, spec: &Path) -> String {
     let out = mer(&["submit", "--coordinator", url, spec.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     text.split_whitespace().nth(1).unwrap().to_string()
 }
 
 fn fetch_results(url: &str, id: &str, out: &Path) -> BTreeMap<String, String> {
-    let o = mer(&["results", "--coordinator", url, id, "--out", out.to_str().unwrap()]);
+    let o = mer(&[
+        "results",
+        "--coordinator",
+        url,
+        id,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     read_tree(out)
 }
 
 fn sigterm(child: &Child) {
-    let ok = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(ok.success());
 }
 
@@ -140,19 +201,34 @@ fn local_mode_runs_and_a_rerun_resumes_without_running_anything_again() {
         &format!("--sim-log={}", log.display()),
     ];
     let out = mer(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("UF1") && stdout.contains("alpha=1"), "prints the summary table: {stdout}");
+    assert!(
+        stdout.contains("UF1") && stdout.contains("alpha=1"),
+        "prints the summary table: {stdout}"
+    );
     let expected = reference(&plan, dir.path());
     let mut got = read_tree(&run_dir);
     got.retain(|k, _| !k.starts_with("state"));
     assert_eq!(got, expected);
     let runs = read_execution_log(&log);
-    assert_eq!(runs.values().sum::<u64>() as usize, plan.tasks.len(), "every task ran exactly once");
+    assert_eq!(
+        runs.values().sum::<u64>() as usize,
+        plan.tasks.len(),
+        "every task ran exactly once"
+    );
     assert!(run_dir.join("logs/worker-0.log").exists());
     // Re-running the same command resumes: nothing runs again and the results are the same.
     let out = mer(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(read_execution_log(&log), runs);
     let mut again = read_tree(&run_dir);
     again.retain(|k, _| !k.starts_with("state"));
@@ -166,9 +242,16 @@ fn a_worker_killed_mid_task_loses_nothing_and_counts_nothing_twice() {
     let coord = start_coordinator(&dir.path().join("state"), "127.0.0.1:0");
     let url = coord.url.clone();
     // A wrong token is refused with a clear error.
-    let bad = Command::new(MER).args(["status", "--coordinator", &url, "--token", "wrong"]).output().unwrap();
+    let bad = Command::new(MER)
+        .args(["status", "--coordinator", &url, "--token", "wrong"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("wrong bearer token"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("wrong bearer token"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     let id = submit(&url, &spec);
     let log = dir.path().join("exec.log");
     let mut victim = start_worker(&url, "victim", dir.path(), &log, 400);
@@ -180,15 +263,26 @@ fn a_worker_killed_mid_task_loses_nothing_and_counts_nothing_twice() {
     });
     victim.kill().unwrap();
     victim.wait().unwrap();
-    wait_for("the experiment to finish", Duration::from_secs(120), || status(&url, &id)["state"] == "done");
+    wait_for("the experiment to finish", Duration::from_secs(120), || {
+        status(&url, &id)["state"] == "done"
+    });
     let s = status(&url, &id);
-    assert!(s["lost"].as_u64().unwrap() >= 1, "the victim's lease was lost: {s}");
+    assert!(
+        s["lost"].as_u64().unwrap() >= 1,
+        "the victim's lease was lost: {s}"
+    );
     assert_eq!(s["duplicates"], 0);
     assert_eq!(s["tasks_done"].as_u64().unwrap() as usize, plan.tasks.len());
     let runs = read_execution_log(&log);
     assert!(plan.tasks.iter().all(|t| runs.contains_key(&t.key)));
-    assert!(runs.values().sum::<u64>() as usize <= plan.tasks.len() + 1, "only the killed task ran twice: {runs:?}");
-    assert_eq!(fetch_results(&url, &id, &dir.path().join("out")), reference(&plan, dir.path()));
+    assert!(
+        runs.values().sum::<u64>() as usize <= plan.tasks.len() + 1,
+        "only the killed task ran twice: {runs:?}"
+    );
+    assert_eq!(
+        fetch_results(&url, &id, &dir.path().join("out")),
+        reference(&plan, dir.path())
+    );
     // SIGTERM drains the survivor: it exits cleanly.
     sigterm(&survivor);
     let st = survivor.wait().unwrap();
@@ -204,34 +298,59 @@ fn the_coordinator_killed_and_restarted_mid_experiment_reruns_nothing_finished()
     let (spec, plan) = setup(dir.path(), 3);
     let state = dir.path().join("state");
     // A fixed free port, so that the restarted coordinator is found at the same address.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let listen = format!("127.0.0.1:{port}");
     let mut coord = start_coordinator(&state, &listen);
     let url = coord.url.clone();
     let id = submit(&url, &spec);
     let log = dir.path().join("exec.log");
-    let mut workers: Vec<Child> = (0..2).map(|i| start_worker(&url, &format!("w{i}"), dir.path(), &log, 150)).collect();
-    wait_for("some tasks to finish", Duration::from_secs(60), || status(&url, &id)["tasks_done"].as_u64().unwrap() >= 8);
+    let mut workers: Vec<Child> = (0..2)
+        .map(|i| start_worker(&url, &format!("w{i}"), dir.path(), &log, 150))
+        .collect();
+    wait_for("some tasks to finish", Duration::from_secs(60), || {
+        status(&url, &id)["tasks_done"].as_u64().unwrap() >= 8
+    });
     coord.child.kill().unwrap();
     coord.child.wait().unwrap();
     let finished: Vec<String> = {
         let conn = rusqlite::Connection::open(state.join("state.db")).unwrap();
         let mut st = conn.prepare("SELECT task_key FROM results").unwrap();
-        st.query_map([], |r| r.get::<_, String>(0)).unwrap().map(|r| r.unwrap()).collect()
+        st.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
     };
     assert!(finished.len() >= 8);
     std::thread::sleep(Duration::from_millis(500));
     let mut coord = start_coordinator(&state, &listen);
-    wait_for("the experiment to finish after the restart", Duration::from_secs(120), || status(&url, &id)["state"] == "done");
+    wait_for(
+        "the experiment to finish after the restart",
+        Duration::from_secs(120),
+        || status(&url, &id)["state"] == "done",
+    );
     let runs = read_execution_log(&log);
     for k in &finished {
-        assert_eq!(runs.get(k), Some(&1), "task {k} was finished before the crash and ran again");
+        assert_eq!(
+            runs.get(k),
+            Some(&1),
+            "task {k} was finished before the crash and ran again"
+        );
     }
     assert!(plan.tasks.iter().all(|t| runs.contains_key(&t.key)));
-    assert!(runs.values().sum::<u64>() as usize <= plan.tasks.len() + 2, "only tasks in flight may run twice");
+    assert!(
+        runs.values().sum::<u64>() as usize <= plan.tasks.len() + 2,
+        "only tasks in flight may run twice"
+    );
     let s = status(&url, &id);
     assert_eq!(s["tasks_done"].as_u64().unwrap() as usize, plan.tasks.len());
-    assert_eq!(fetch_results(&url, &id, &dir.path().join("out")), reference(&plan, dir.path()));
+    assert_eq!(
+        fetch_results(&url, &id, &dir.path().join("out")),
+        reference(&plan, dir.path())
+    );
     for w in &mut workers {
         sigterm(w);
         w.wait().unwrap();

@@ -44,7 +44,8 @@ pub struct TaskInputs {
     pub dataset: PathBuf,
     /// The prior-learning checkpoint (target tasks with prior learning).
     pub prior_checkpoint: Option<PathBuf>,
-    /// A private scratch folder for this task (write the prior checkpoint here).
+    /// A private, empty scratch folder for this task (write the prior checkpoint here); it belongs to
+    /// the worker slot and is emptied before the slot's next task.
     pub work_dir: PathBuf,
     /// The device of the slot running the task (`cpu`, `cuda:0`...).
     pub device: String,
@@ -75,12 +76,18 @@ pub struct TrainerError {
 impl TrainerError {
     /// A failure worth retrying.
     pub fn retryable(message: impl Into<String>) -> Self {
-        TrainerError { message: message.into(), retryable: true }
+        TrainerError {
+            message: message.into(),
+            retryable: true,
+        }
     }
 
     /// A failure no retry will fix.
     pub fn fatal(message: impl Into<String>) -> Self {
-        TrainerError { message: message.into(), retryable: false }
+        TrainerError {
+            message: message.into(),
+            retryable: false,
+        }
     }
 }
 
@@ -138,7 +145,9 @@ impl AgentConfig {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "worker".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "worker".into())
 }
 
 /// What an agent did.
@@ -162,13 +171,43 @@ struct Counters {
     stopped: AtomicU64,
 }
 
+/// Makes `dir` an existing, empty folder (removing what a previous task left in it).
+fn empty_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries {
+                let p = e?.path();
+                if p.is_dir() {
+                    std::fs::remove_dir_all(&p)?;
+                } else {
+                    std::fs::remove_file(&p)?;
+                }
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir),
+        Err(e) => Err(e),
+    }
+}
+
 fn retryable_status(s: &tonic::Status) -> bool {
-    matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Internal)
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Internal
+    )
 }
 
 /// Runs the agent until `shutdown` is cancelled (then drains) or a fatal error (wrong token, other
 /// protocol version, coordinator unreachable for too long).
-pub async fn run_agent(cfg: AgentConfig, trainer: Arc<dyn Trainer>, shutdown: CancellationToken) -> Result<AgentStats, CoordError> {
+pub async fn run_agent(
+    cfg: AgentConfig,
+    trainer: Arc<dyn Trainer>,
+    shutdown: CancellationToken,
+) -> Result<AgentStats, CoordError> {
     let clients = connect(&cfg.connect)?;
     let cache = ArtifactStore::open(&cfg.cache_dir.join("artifacts"))?;
     let work = cfg.cache_dir.join("work");
@@ -186,19 +225,29 @@ pub async fn run_agent(cfg: AgentConfig, trainer: Arc<dyn Trainer>, shutdown: Ca
         loop {
             match w.register(req.clone()).await {
                 Ok(r) => break r.into_inner(),
-                Err(s) if retryable_status(&s) && started.elapsed() < cfg.unreachable_timeout && !shutdown.is_cancelled() => {
+                Err(s)
+                    if retryable_status(&s)
+                        && started.elapsed() < cfg.unreachable_timeout
+                        && !shutdown.is_cancelled() =>
+                {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(s) => return Err(CoordError::rpc("register", s)),
             }
         }
     };
-    let heartbeat = cfg.heartbeat.unwrap_or(Duration::from_millis(reg.heartbeat_ms.max(100)));
+    let heartbeat = cfg
+        .heartbeat
+        .unwrap_or(Duration::from_millis(reg.heartbeat_ms.max(100)));
     tracing::info!(worker = %reg.worker_id, slots = cfg.slots, "registered with {}", cfg.connect.url);
     let counters = Arc::new(Counters::default());
     let mut slots = Vec::new();
     for slot in 0..cfg.slots.max(1) {
-        let device = cfg.devices.get(slot as usize % cfg.devices.len().max(1)).cloned().unwrap_or_else(|| "cpu".into());
+        let device = cfg
+            .devices
+            .get(slot as usize % cfg.devices.len().max(1))
+            .cloned()
+            .unwrap_or_else(|| "cpu".into());
         let ctx = SlotCtx {
             clients: clients.clone(),
             worker_id: reg.worker_id.clone(),
@@ -259,8 +308,18 @@ impl SlotCtx {
     async fn run(self, shutdown: CancellationToken) -> Result<(), CoordError> {
         let mut w = self.clients.worker.clone();
         let mut unreachable_since: Option<tokio::time::Instant> = None;
+        // A task handed over with the previous completion (no separate lease round trip).
+        let mut next: Option<proto::TaskLease> = None;
         while !shutdown.is_cancelled() {
-            let req = proto::LeaseRequest { worker_id: self.worker_id.clone(), slot: self.slot, wait_ms: self.poll_wait.as_millis() as u64 };
+            if let Some(t) = next.take() {
+                next = self.run_task(t, &shutdown).await?;
+                continue;
+            }
+            let req = proto::LeaseRequest {
+                worker_id: self.worker_id.clone(),
+                slot: self.slot,
+                wait_ms: self.poll_wait.as_millis() as u64,
+            };
             let asked = std::time::Instant::now();
             let reply = tokio::select! {
                 r = w.lease(req) => r,
@@ -284,9 +343,10 @@ impl SlotCtx {
             };
             if let Some(t) = task {
                 if let Some(l) = &self.latencies {
-                    l.lock().push(asked.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    l.lock()
+                        .push(asked.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 }
-                self.run_task(t).await?;
+                next = self.run_task(t, &shutdown).await?;
             }
         }
         Ok(())
@@ -311,10 +371,21 @@ impl SlotCtx {
         }
     }
 
-    async fn fail(&self, t: &proto::TaskLease, error: String, retryable: bool) -> Result<(), CoordError> {
+    async fn fail(
+        &self,
+        t: &proto::TaskLease,
+        error: String,
+        retryable: bool,
+    ) -> Result<Option<proto::TaskLease>, CoordError> {
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(task = %t.task_key, fold = %t.fold, "task failed: {error}");
-        let req = proto::FailRequest { lease_id: t.lease_id.clone(), worker_id: self.worker_id.clone(), task_key: t.task_key.clone(), error, retryable };
+        let req = proto::FailRequest {
+            lease_id: t.lease_id.clone(),
+            worker_id: self.worker_id.clone(),
+            task_key: t.task_key.clone(),
+            error,
+            retryable,
+        };
         let w = self.clients.worker.clone();
         self.retry("fail", || {
             let mut w = w.clone();
@@ -322,51 +393,98 @@ impl SlotCtx {
             async move { w.fail(req).await }
         })
         .await?;
-        Ok(())
+        Ok(None)
     }
 
-    async fn run_task(&self, t: proto::TaskLease) -> Result<(), CoordError> {
+    /// Runs one task and reports it; returns the next task when the coordinator handed one over with
+    /// the completion.
+    async fn run_task(
+        &self,
+        t: proto::TaskLease,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<proto::TaskLease>, CoordError> {
         let payload: TaskPayload = match serde_json::from_str(&t.payload_json) {
             Ok(p) => p,
-            Err(e) => return self.fail(&t, format!("task payload is not valid (protocol {PROTOCOL_VERSION}): {e}"), false).await,
+            Err(e) => {
+                return self
+                    .fail(
+                        &t,
+                        format!("task payload is not valid (protocol {PROTOCOL_VERSION}): {e}"),
+                        false,
+                    )
+                    .await
+            }
         };
-        let kind = if t.kind == "prior" { TaskKind::Prior } else { TaskKind::Target };
+        let kind = if t.kind == "prior" {
+            TaskKind::Prior
+        } else {
+            TaskKind::Target
+        };
         // Inputs (cached, hash-checked).
         let dataset = match download_to(&self.clients, &t.dataset_hash, &self.cache).await {
             Ok(p) => p,
-            Err(e) => return self.fail(&t, format!("fetching dataset {}: {e}", t.dataset_hash), true).await,
+            Err(e) => {
+                return self
+                    .fail(
+                        &t,
+                        format!("fetching dataset {}: {e}", t.dataset_hash),
+                        true,
+                    )
+                    .await
+            }
         };
         let prior_checkpoint = if t.prior_checkpoint.is_empty() {
             None
         } else {
             match download_to(&self.clients, &t.prior_checkpoint, &self.cache).await {
                 Ok(p) => Some(p),
-                Err(e) => return self.fail(&t, format!("fetching prior checkpoint {}: {e}", t.prior_checkpoint), true).await,
+                Err(e) => {
+                    return self
+                        .fail(
+                            &t,
+                            format!("fetching prior checkpoint {}: {e}", t.prior_checkpoint),
+                            true,
+                        )
+                        .await
+                }
             }
         };
+        // One scratch folder per slot, emptied before each task (cheaper than a folder per task).
         let work_dir = self.work.join(format!(
-            "{}-{}-{}-{}-{}",
-            &t.task_key[..t.task_key.len().min(16)],
-            t.attempt,
+            "{}-{}-{}",
             std::process::id(),
-            self.worker_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
+            self.worker_id
+                .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
             self.slot
         ));
-        let spec = TaskSpec { key: t.task_key.clone(), kind, fold: t.fold.clone(), sweep_point: t.sweep_point, attempt: t.attempt, payload };
-        let inputs = TaskInputs { dataset, prior_checkpoint, work_dir: work_dir.clone(), device: self.device.clone() };
+        let spec = TaskSpec {
+            key: t.task_key.clone(),
+            kind,
+            fold: t.fold.clone(),
+            sweep_point: t.sweep_point,
+            attempt: t.attempt,
+            payload,
+        };
+        let inputs = TaskInputs {
+            dataset,
+            prior_checkpoint,
+            work_dir: work_dir.clone(),
+            device: self.device.clone(),
+        };
         let cancel = Arc::new(AtomicBool::new(false));
-        let progress = Arc::new(parking_lot::Mutex::new(Progress { stage: t.kind.clone(), ..Progress::default() }));
+        let progress = Arc::new(parking_lot::Mutex::new(Progress {
+            stage: t.kind.clone(),
+            ..Progress::default()
+        }));
         let trainer = self.trainer.clone();
         let (c2, p2) = (cancel.clone(), progress.clone());
         // File-system work stays off the async threads: the scratch folder is made and removed here.
         let mut job = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&inputs.work_dir).map_err(|e| TrainerError::retryable(format!("{}: {e}", inputs.work_dir.display())))?;
+            empty_dir(&inputs.work_dir).map_err(|e| {
+                TrainerError::retryable(format!("{}: {e}", inputs.work_dir.display()))
+            })?;
             let mut cb = |p: Progress| *p2.lock() = p;
-            let r = trainer.run(&spec, &inputs, &mut cb, &c2);
-            if !matches!(r, Ok(TaskOutput::Prior { .. })) {
-                let _ = std::fs::remove_dir_all(&inputs.work_dir);
-            }
-            r
+            trainer.run(&spec, &inputs, &mut cb, &c2)
         });
         // Heartbeats while it runs.
         let mut tick = tokio::time::interval(self.heartbeat);
@@ -398,32 +516,50 @@ impl SlotCtx {
         };
         let result = match out {
             Ok(r) => r,
-            Err(e) => Err(TrainerError::retryable(format!("the trainer panicked: {e}"))),
+            Err(e) => Err(TrainerError::retryable(format!(
+                "the trainer panicked: {e}"
+            ))),
         };
         let reported = match result {
             Err(e) if told_to_stop => {
                 tracing::info!(task = %t.task_key, "stopped: {e}");
                 self.counters.stopped.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+                Ok(None)
             }
             Err(e) => self.fail(&t, e.message, e.retryable).await,
-            Ok(output) => self.report(&t, output).await,
+            Ok(output) => self.report(&t, output, !shutdown.is_cancelled()).await,
         };
-        if work_dir.exists() {
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&work_dir)).await;
-        }
         reported
     }
 
-    async fn report(&self, t: &proto::TaskLease, output: TaskOutput) -> Result<(), CoordError> {
-        let mut req = proto::CompleteRequest { lease_id: t.lease_id.clone(), worker_id: self.worker_id.clone(), task_key: t.task_key.clone(), ..Default::default() };
+    async fn report(
+        &self,
+        t: &proto::TaskLease,
+        output: TaskOutput,
+        lease_next: bool,
+    ) -> Result<Option<proto::TaskLease>, CoordError> {
+        let mut req = proto::CompleteRequest {
+            lease_id: t.lease_id.clone(),
+            worker_id: self.worker_id.clone(),
+            task_key: t.task_key.clone(),
+            lease_next,
+            slot: self.slot,
+            ..Default::default()
+        };
         match output {
             TaskOutput::Target(fr) => {
                 let k = fr.confusion.classes() as u32;
-                req.confusion = Some(proto::ConfusionCounts { classes: k, counts: fr.confusion.rows().iter().flatten().copied().collect() });
+                req.confusion = Some(proto::ConfusionCounts {
+                    classes: k,
+                    counts: fr.confusion.rows().iter().flatten().copied().collect(),
+                });
                 req.fold_result_json = match serde_json::to_string(&fr) {
                     Ok(j) => j,
-                    Err(e) => return self.fail(t, format!("cannot encode the fold result: {e}"), true).await,
+                    Err(e) => {
+                        return self
+                            .fail(t, format!("cannot encode the fold result: {e}"), true)
+                            .await
+                    }
                 };
             }
             TaskOutput::Prior { checkpoint } => {
@@ -431,15 +567,23 @@ impl SlotCtx {
                 req.checkpoint_hash = loop {
                     match upload_file(&self.clients, &checkpoint, "checkpoint").await {
                         Ok(h) => break h,
-                        Err(CoordError::Rpc { code, .. }) if matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown) && started.elapsed() < self.unreachable => {
+                        Err(CoordError::Rpc { code, .. })
+                            if matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown)
+                                && started.elapsed() < self.unreachable =>
+                        {
                             tokio::time::sleep(Duration::from_millis(250)).await;
                         }
-                        Err(e) => return self.fail(t, format!("uploading checkpoint: {e}"), true).await,
+                        Err(e) => {
+                            return self
+                                .fail(t, format!("uploading checkpoint: {e}"), true)
+                                .await
+                        }
                     }
                 };
             }
         }
         let w = self.clients.worker.clone();
+        let asked = std::time::Instant::now();
         let reply = self
             .retry("complete", || {
                 let mut w = w.clone();
@@ -447,20 +591,32 @@ impl SlotCtx {
                 async move { w.complete(req).await }
             })
             .await;
-        match reply {
-            Ok(r) if r.outcome == "duplicate" => {
-                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(task = %t.task_key, "result was a duplicate (another worker finished first)");
+        let next = match reply {
+            Ok(r) => {
+                if r.outcome == "duplicate" {
+                    self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(task = %t.task_key, "result was a duplicate (another worker finished first)");
+                } else {
+                    self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                }
+                if let (Some(_), Some(l)) = (&r.next, &self.latencies) {
+                    l.lock()
+                        .push(asked.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                }
+                r.next
             }
-            Ok(_) => {
-                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(CoordError::Rpc { code: tonic::Code::InvalidArgument, message, .. }) => {
+            Err(CoordError::Rpc {
+                code: tonic::Code::InvalidArgument,
+                message,
+                ..
+            }) => {
                 // The coordinator refused the result as invalid: report it as a failure of this attempt.
-                return self.fail(t, format!("result refused: {message}"), true).await;
+                return self
+                    .fail(t, format!("result refused: {message}"), true)
+                    .await;
             }
             Err(e) => return Err(e),
-        }
-        Ok(())
+        };
+        Ok(next)
     }
 }

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Whether `s` is a sha256 hex digest (64 lowercase hex digits).
 pub fn valid_hash(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A content-addressed folder of files.
@@ -26,7 +28,9 @@ impl ArtifactStore {
     /// Opens (creating) the store at `root`.
     pub fn open(root: &Path) -> Result<Self, CoordError> {
         std::fs::create_dir_all(root.join("tmp")).map_err(|e| CoordError::io(root, e))?;
-        Ok(ArtifactStore { root: root.to_path_buf() })
+        Ok(ArtifactStore {
+            root: root.to_path_buf(),
+        })
     }
 
     /// The store's folder.
@@ -44,13 +48,19 @@ impl ArtifactStore {
         if !valid_hash(hash) {
             return None;
         }
-        std::fs::metadata(self.path_of(hash)).ok().filter(|m| m.is_file()).map(|m| m.len())
+        std::fs::metadata(self.path_of(hash))
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
     }
 
     /// Starts writing an artifact that must hash to `expected`.
     pub fn begin(&self, expected: &str) -> Result<ArtifactWriter, CoordError> {
         if !valid_hash(expected) {
-            return Err(CoordError::invalid("artifact hash", format!("'{expected}' is not a sha256 hex digest")));
+            return Err(CoordError::invalid(
+                "artifact hash",
+                format!("'{expected}' is not a sha256 hex digest"),
+            ));
         }
         let tmp = self.root.join("tmp").join(format!(
             "{expected}.{}.{}",
@@ -58,7 +68,14 @@ impl ArtifactStore {
             TMP_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         let file = std::fs::File::create(&tmp).map_err(|e| CoordError::io(&tmp, e))?;
-        Ok(ArtifactWriter { tmp, file: Some(file), hasher: Sha256::new(), size: 0, expected: expected.to_string(), dest: self.path_of(expected) })
+        Ok(ArtifactWriter {
+            tmp,
+            file: Some(file),
+            hasher: Sha256::new(),
+            size: 0,
+            expected: expected.to_string(),
+            dest: self.path_of(expected),
+        })
     }
 
     /// Copies a local file into the store (hashing it on the way) and returns its hash.
@@ -106,8 +123,12 @@ pub struct ArtifactWriter {
 impl ArtifactWriter {
     /// Appends bytes.
     pub fn write(&mut self, data: &[u8]) -> Result<(), CoordError> {
-        let f = self.file.as_mut().ok_or_else(|| CoordError::Runtime("artifact writer already finished".into()))?;
-        f.write_all(data).map_err(|e| CoordError::io(&self.tmp, e))?;
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| CoordError::Runtime("artifact writer already finished".into()))?;
+        f.write_all(data)
+            .map_err(|e| CoordError::io(&self.tmp, e))?;
         self.hasher.update(data);
         self.size += data.len() as u64;
         Ok(())
@@ -121,13 +142,19 @@ impl ArtifactWriter {
     /// Checks the hash and moves the file into place; a mismatch removes it and is a
     /// [`CoordError::HashMismatch`].
     pub fn finish(mut self) -> Result<(String, u64), CoordError> {
-        let f = self.file.take().ok_or_else(|| CoordError::Runtime("artifact writer already finished".into()))?;
+        let f = self
+            .file
+            .take()
+            .ok_or_else(|| CoordError::Runtime("artifact writer already finished".into()))?;
         f.sync_all().map_err(|e| CoordError::io(&self.tmp, e))?;
         drop(f);
         let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
         if actual != self.expected {
             let _ = std::fs::remove_file(&self.tmp);
-            return Err(CoordError::HashMismatch { expected: self.expected.clone(), actual });
+            return Err(CoordError::HashMismatch {
+                expected: self.expected.clone(),
+                actual,
+            });
         }
         if let Some(dir) = self.dest.parent() {
             std::fs::create_dir_all(dir).map_err(|e| CoordError::io(dir, e))?;
@@ -163,7 +190,11 @@ mod tests {
         assert!(matches!(e, CoordError::HashMismatch { .. }), "{e}");
         assert!(e.to_string().contains("do not match"), "{e}");
         assert_eq!(s.size_of(&crate::plan::sha256_hex(b"other")), None);
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temporary file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "no temporary file left"
+        );
         assert!(s.begin("../../etc/passwd").is_err());
         let f = dir.path().join("x.bin");
         std::fs::write(&f, b"hello").unwrap();

@@ -17,7 +17,9 @@ pub struct ServerAuth {
 impl ServerAuth {
     /// Requires `token` when given; always requires the protocol header.
     pub fn new(token: Option<String>) -> Self {
-        ServerAuth { token: token.filter(|t| !t.is_empty()).map(Arc::from) }
+        ServerAuth {
+            token: token.filter(|t| !t.is_empty()).map(Arc::from),
+        }
     }
 }
 
@@ -35,7 +37,11 @@ pub fn check_protocol<T>(req: &Request<T>) -> Result<(), Status> {
         .metadata()
         .get(PROTOCOL_HEADER)
         .ok_or_else(|| Status::failed_precondition(format!("missing {PROTOCOL_HEADER} header: the client is not a mer client of protocol {PROTOCOL_VERSION}")))?;
-    let theirs: u32 = v.to_str().ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| Status::failed_precondition(format!("bad {PROTOCOL_HEADER} header")))?;
+    let theirs: u32 = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| Status::failed_precondition(format!("bad {PROTOCOL_HEADER} header")))?;
     if theirs != PROTOCOL_VERSION {
         return Err(Status::failed_precondition(format!(
             "protocol version mismatch: the coordinator speaks protocol {PROTOCOL_VERSION}, this client speaks {theirs}; use matching mer versions"
@@ -47,8 +53,14 @@ pub fn check_protocol<T>(req: &Request<T>) -> Result<(), Status> {
 impl Interceptor for ServerAuth {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         if let Some(token) = &self.token {
-            let got = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-            let ok = got.strip_prefix("Bearer ").is_some_and(|t| same(t.as_bytes(), token.as_bytes()));
+            let got = req
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let ok = got
+                .strip_prefix("Bearer ")
+                .is_some_and(|t| same(t.as_bytes(), token.as_bytes()));
             if !ok {
                 return Err(Status::unauthenticated(if got.is_empty() {
                     "no bearer token: this coordinator needs --token / MER_TOKEN"
@@ -73,11 +85,9 @@ impl ClientAuth {
     /// `token` (if any) and a protocol version (normally [`PROTOCOL_VERSION`]).
     pub fn new(token: Option<&str>, protocol: u32) -> Result<Self, crate::error::CoordError> {
         let bearer = match token.filter(|t| !t.is_empty()) {
-            Some(t) => Some(
-                format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| crate::error::CoordError::invalid("token", "it must be printable ASCII"))?,
-            ),
+            Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
+                crate::error::CoordError::invalid("token", "it must be printable ASCII")
+            })?),
             None => None,
         };
         let protocol = MetadataValue::from(protocol);
@@ -90,7 +100,8 @@ impl Interceptor for ClientAuth {
         if let Some(b) = &self.bearer {
             req.metadata_mut().insert("authorization", b.clone());
         }
-        req.metadata_mut().insert(PROTOCOL_HEADER, self.protocol.clone());
+        req.metadata_mut()
+            .insert(PROTOCOL_HEADER, self.protocol.clone());
         Ok(req)
     }
 }
@@ -113,14 +124,24 @@ mod tests {
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         assert!(e.message().contains("wrong bearer token"));
         let mut none = ClientAuth::new(None, PROTOCOL_VERSION).unwrap();
-        assert_eq!(server.call(req(&mut none)).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            server.call(req(&mut none)).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
         let mut old = ClientAuth::new(Some("s3cret"), PROTOCOL_VERSION + 1).unwrap();
         let e = server.call(req(&mut old)).unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-        assert!(e.message().contains("protocol version mismatch"), "{}", e.message());
+        assert!(
+            e.message().contains("protocol version mismatch"),
+            "{}",
+            e.message()
+        );
         // Without a token configured, anything with the right protocol passes.
         let mut open = ServerAuth::new(None);
         assert!(open.call(req(&mut none)).is_ok());
-        assert!(open.call(Request::new(())).is_err(), "the protocol header is always required");
+        assert!(
+            open.call(Request::new(())).is_err(),
+            "the protocol header is always required"
+        );
     }
 }

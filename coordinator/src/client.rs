@@ -28,7 +28,12 @@ pub struct ConnectOptions {
 impl ConnectOptions {
     /// Options for `url` with `token`.
     pub fn new(url: impl Into<String>, token: Option<String>) -> Self {
-        ConnectOptions { url: url.into(), token, tls_ca: None, protocol: PROTOCOL_VERSION }
+        ConnectOptions {
+            url: url.into(),
+            token,
+            tls_ca: None,
+            protocol: PROTOCOL_VERSION,
+        }
     }
 }
 
@@ -53,7 +58,10 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Connects (lazily: the first call opens the connection and fails if nobody listens).
 pub fn connect(opts: &ConnectOptions) -> Result<Clients, CoordError> {
-    let bad = |m: String| CoordError::Connect { url: opts.url.clone(), message: m };
+    let bad = |m: String| CoordError::Connect {
+        url: opts.url.clone(),
+        message: m,
+    };
     let mut ep = Endpoint::from_shared(opts.url.clone())
         .map_err(|e| bad(format!("not a valid URL: {e}")))?
         .connect_timeout(Duration::from_secs(5))
@@ -90,11 +98,19 @@ pub fn connect(opts: &ConnectOptions) -> Result<Clients, CoordError> {
 pub async fn upload_file(clients: &Clients, path: &Path, kind: &str) -> Result<String, CoordError> {
     let hash = crate::plan::sha256_file(path)?;
     let mut c = clients.artifacts.clone();
-    let has = c.has(proto::HasRequest { sha256: hash.clone() }).await.map_err(|s| CoordError::rpc("has", s))?.into_inner();
+    let has = c
+        .has(proto::HasRequest {
+            sha256: hash.clone(),
+        })
+        .await
+        .map_err(|s| CoordError::rpc("has", s))?
+        .into_inner();
     if has.present {
         return Ok(hash);
     }
-    let size = std::fs::metadata(path).map_err(|e| CoordError::io(path, e))?.len();
+    let size = std::fs::metadata(path)
+        .map_err(|e| CoordError::io(path, e))?
+        .len();
     let mut f = std::fs::File::open(path).map_err(|e| CoordError::io(path, e))?;
     // Chunks are read up front into a channel-fed stream so a large file is not held whole in memory.
     let (tx, rx) = tokio::sync::mpsc::channel::<proto::ArtifactChunk>(4);
@@ -120,48 +136,86 @@ pub async fn upload_file(clients: &Clients, path: &Path, kind: &str) -> Result<S
         }
         Ok(())
     });
-    let res = c.upload(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
-    reader.await.map_err(|e| CoordError::Runtime(format!("upload reader: {e}")))??;
+    let res = c
+        .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    reader
+        .await
+        .map_err(|e| CoordError::Runtime(format!("upload reader: {e}")))??;
     let reply = res.map_err(|s| CoordError::rpc("upload", s))?.into_inner();
     if reply.sha256 != hash {
-        return Err(CoordError::HashMismatch { expected: hash, actual: reply.sha256 });
+        return Err(CoordError::HashMismatch {
+            expected: hash,
+            actual: reply.sha256,
+        });
     }
     Ok(hash)
 }
 
 /// Uploads bytes with an explicitly declared hash (tests of the server-side check use a wrong one).
-pub async fn upload_bytes(clients: &Clients, declared: &str, bytes: &[u8], kind: &str) -> Result<String, CoordError> {
+pub async fn upload_bytes(
+    clients: &Clients,
+    declared: &str,
+    bytes: &[u8],
+    kind: &str,
+) -> Result<String, CoordError> {
     let mut c = clients.artifacts.clone();
     let mut chunks = Vec::new();
     let mut first = true;
-    for part in bytes.chunks(proto::CHUNK_BYTES).chain(if bytes.is_empty() { Some(&[][..]) } else { None }) {
+    for part in bytes.chunks(proto::CHUNK_BYTES).chain(if bytes.is_empty() {
+        Some(&[][..])
+    } else {
+        None
+    }) {
         chunks.push(proto::ArtifactChunk {
-            sha256: if first { declared.to_string() } else { String::new() },
+            sha256: if first {
+                declared.to_string()
+            } else {
+                String::new()
+            },
             size: if first { bytes.len() as u64 } else { 0 },
-            kind: if first { kind.to_string() } else { String::new() },
+            kind: if first {
+                kind.to_string()
+            } else {
+                String::new()
+            },
             data: part.to_vec(),
         });
         first = false;
     }
-    let reply = c.upload(tokio_stream::iter(chunks)).await.map_err(|s| CoordError::rpc("upload", s))?.into_inner();
+    let reply = c
+        .upload(tokio_stream::iter(chunks))
+        .await
+        .map_err(|s| CoordError::rpc("upload", s))?
+        .into_inner();
     Ok(reply.sha256)
 }
 
 /// Downloads artifact `hash` into `cache` (unless already there), checking the bytes against the hash,
 /// and returns its local path.
-pub async fn download_to(clients: &Clients, hash: &str, cache: &ArtifactStore) -> Result<PathBuf, CoordError> {
+pub async fn download_to(
+    clients: &Clients,
+    hash: &str,
+    cache: &ArtifactStore,
+) -> Result<PathBuf, CoordError> {
     if cache.size_of(hash).is_some() {
         return Ok(cache.path_of(hash));
     }
     let mut c = clients.artifacts.clone();
     let mut stream = c
-        .download(proto::DownloadRequest { sha256: hash.to_string() })
+        .download(proto::DownloadRequest {
+            sha256: hash.to_string(),
+        })
         .await
         .map_err(|s| CoordError::rpc("download", s))?
         .into_inner();
     let mut w = cache.begin(hash)?;
     let mut declared = None;
-    while let Some(chunk) = stream.message().await.map_err(|s| CoordError::rpc("download", s))? {
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|s| CoordError::rpc("download", s))?
+    {
         if declared.is_none() {
             declared = Some(chunk.size);
         }
@@ -169,7 +223,10 @@ pub async fn download_to(clients: &Clients, hash: &str, cache: &ArtifactStore) -
     }
     if let Some(size) = declared {
         if size != w.size() {
-            return Err(CoordError::invalid(format!("artifact {hash}"), format!("announced {size} bytes, received {}", w.size())));
+            return Err(CoordError::invalid(
+                format!("artifact {hash}"),
+                format!("announced {size} bytes, received {}", w.size()),
+            ));
         }
     }
     // finish() re-checks the sha256 of what arrived and refuses a mismatch.
@@ -184,7 +241,10 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
 
 /// Reads a spec file, uploads its prepared dataset(s) and submits it. Spec and dataset errors are
 /// reported here, before anything is sent, with the spec's file, line and column.
-pub async fn submit_spec(clients: &Clients, spec_path: &Path) -> Result<proto::SubmitReply, CoordError> {
+pub async fn submit_spec(
+    clients: &Clients,
+    spec_path: &Path,
+) -> Result<proto::SubmitReply, CoordError> {
     let spec = crate::spec::load_spec(spec_path)?;
     let text = std::fs::read_to_string(spec_path).map_err(|e| CoordError::io(spec_path, e))?;
     let datasets = crate::plan::load_datasets(&spec)?;
@@ -200,8 +260,13 @@ pub async fn submit_spec(clients: &Clients, spec_path: &Path) -> Result<proto::S
             protocol: clients.protocol,
             spec_toml: text,
             spec_path: spec_path.display().to_string(),
-            dataset_hash: datasets.values().next().map(|d| d.hash.clone()).unwrap_or_default(),
-            dataset_summary_json: serde_json::to_string(&wire).map_err(|e| CoordError::json("dataset summaries", e))?,
+            dataset_hash: datasets
+                .values()
+                .next()
+                .map(|d| d.hash.clone())
+                .unwrap_or_default(),
+            dataset_summary_json: serde_json::to_string(&wire)
+                .map_err(|e| CoordError::json("dataset summaries", e))?,
         })
         .await
         .map_err(|s| CoordError::rpc("submit", s))?;
@@ -217,9 +282,17 @@ pub async fn watch_until_done(
     let mut c = clients.client.clone();
     let mut unreachable_since = tokio::time::Instant::now();
     loop {
-        let mut stream = match c.watch(proto::GetRequest { experiment_id: id.to_string() }).await {
+        let mut stream = match c
+            .watch(proto::GetRequest {
+                experiment_id: id.to_string(),
+            })
+            .await
+        {
             Ok(s) => s.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unavailable && unreachable_since.elapsed() < Duration::from_secs(120) => {
+            Err(s)
+                if s.code() == tonic::Code::Unavailable
+                    && unreachable_since.elapsed() < Duration::from_secs(120) =>
+            {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }

@@ -112,26 +112,42 @@ pub enum CoordError {
 impl CoordError {
     /// An invalid-input error.
     pub fn invalid(what: impl Into<String>, why: impl Into<String>) -> Self {
-        CoordError::Invalid { what: what.into(), why: why.into() }
+        CoordError::Invalid {
+            what: what.into(),
+            why: why.into(),
+        }
     }
 
     /// A JSON error while handling `what`.
     pub fn json(what: impl Into<String>, source: serde_json::Error) -> Self {
-        CoordError::Json { what: what.into(), source }
+        CoordError::Json {
+            what: what.into(),
+            source,
+        }
     }
 
     /// Converts a gRPC status of `call` into an error.
     pub fn rpc(call: &'static str, status: tonic::Status) -> Self {
-        CoordError::Rpc { call, code: status.code(), message: status.message().to_string() }
+        CoordError::Rpc {
+            call,
+            code: status.code(),
+            message: status.message().to_string(),
+        }
     }
 
     /// A database error on `path`.
     pub fn db(path: impl Into<PathBuf>, source: rusqlite::Error) -> Self {
-        CoordError::Db { path: path.into(), source }
+        CoordError::Db {
+            path: path.into(),
+            source,
+        }
     }
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        CoordError::Io { path: path.into(), source }
+        CoordError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -50,9 +50,21 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(s): State<HttpState>) -> Response {
     let r = s.state.readiness();
-    let body = format!("store_open {}\ngrpc_serving {}\n", r.store_open, r.grpc_serving);
-    let code = if r.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    let body = format!(
+        "store_open {}\ngrpc_serving {}\n",
+        r.store_open, r.grpc_serving
+    );
+    let code = if r.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 /// The HTTP server once bound: its address and the task serving it.
@@ -83,12 +95,16 @@ pub async fn serve_with(
     extra: Router,
     shutdown: CancellationToken,
 ) -> Result<HttpServer, CoordError> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| CoordError::Runtime(format!("cannot bind the metrics/health port {listen}: {e}")))?;
-    let addr = listener.local_addr().map_err(|e| CoordError::Runtime(format!("metrics port {listen}: {e}")))?;
+    let listener = TcpListener::bind(listen).await.map_err(|e| {
+        CoordError::Runtime(format!("cannot bind the metrics/health port {listen}: {e}"))
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CoordError::Runtime(format!("metrics port {listen}: {e}")))?;
     let app = router(metrics, state).merge(extra);
-    tracing::info!("metrics, health and dashboard on http://{addr} (/metrics, /healthz, /readyz, /)");
+    tracing::info!(
+        "metrics, health and dashboard on http://{addr} (/metrics, /healthz, /readyz, /)"
+    );
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -108,21 +124,40 @@ mod tests {
     struct Toggle(AtomicBool);
     impl ClusterState for Toggle {
         fn snapshot(&self) -> Result<ClusterSnapshot, CoordError> {
-            Ok(ClusterSnapshot { tasks: vec![TaskCount { state: "ready".into(), kind: "prior".into(), count: 7 }], ..Default::default() })
+            Ok(ClusterSnapshot {
+                tasks: vec![TaskCount {
+                    state: "ready".into(),
+                    kind: "prior".into(),
+                    count: 7,
+                }],
+                ..Default::default()
+            })
         }
         fn readiness(&self) -> Readiness {
-            Readiness { store_open: true, grpc_serving: self.0.load(Ordering::SeqCst) }
+            Readiness {
+                store_open: true,
+                grpc_serving: self.0.load(Ordering::SeqCst),
+            }
         }
     }
 
     /// A plain HTTP/1.0 GET over loopback, returning (status code, body).
     pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
         let mut buf = String::new();
         s.read_to_string(&mut buf).await.unwrap();
-        let code = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let code = buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (code, body)
     }
 
@@ -130,7 +165,14 @@ mod tests {
     async fn endpoints_answer_over_loopback() {
         let state = Arc::new(Toggle(AtomicBool::new(false)));
         let stop = CancellationToken::new();
-        let srv = serve("127.0.0.1:0".parse().unwrap(), Metrics::new().unwrap(), state.clone(), stop.clone()).await.unwrap();
+        let srv = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Metrics::new().unwrap(),
+            state.clone(),
+            stop.clone(),
+        )
+        .await
+        .unwrap();
         assert_eq!(get(srv.addr, "/healthz").await, (200, "ok\n".into()));
         let (code, body) = get(srv.addr, "/readyz").await;
         assert_eq!(code, 503, "{body}");
@@ -139,7 +181,10 @@ mod tests {
         assert_eq!(get(srv.addr, "/readyz").await.0, 200);
         let (code, body) = get(srv.addr, "/metrics").await;
         assert_eq!(code, 200);
-        assert!(body.contains("mer_tasks{kind=\"prior\",state=\"ready\"} 7"), "{body}");
+        assert!(
+            body.contains("mer_tasks{kind=\"prior\",state=\"ready\"} 7"),
+            "{body}"
+        );
         assert_eq!(get(srv.addr, "/nope").await.0, 404);
         stop.cancel();
         srv.task.await.unwrap().unwrap();

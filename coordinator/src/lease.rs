@@ -50,7 +50,11 @@ pub struct LeaseTable {
 impl LeaseTable {
     /// An empty table; `boot` makes ids unique across coordinator restarts.
     pub fn new(boot: &str) -> Self {
-        LeaseTable { boot: boot.to_string(), seq: 0, by_id: HashMap::new() }
+        LeaseTable {
+            boot: boot.to_string(),
+            seq: 0,
+            by_id: HashMap::new(),
+        }
     }
 
     /// Grants a new lease and returns its id.
@@ -92,8 +96,15 @@ impl LeaseTable {
 
     /// Removes and returns every lease whose deadline has passed.
     pub fn take_expired(&mut self, now: Instant) -> Vec<(String, ActiveLease)> {
-        let ids: Vec<String> = self.by_id.iter().filter(|(_, l)| l.deadline <= now).map(|(k, _)| k.clone()).collect();
-        ids.into_iter().filter_map(|id| self.by_id.remove(&id).map(|l| (id, l))).collect()
+        let ids: Vec<String> = self
+            .by_id
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.by_id.remove(&id).map(|l| (id, l)))
+            .collect()
     }
 
     /// Every live lease.
@@ -139,7 +150,10 @@ mod tests {
         let gone = t.take_expired(t0 + Duration::from_millis(120));
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].0, b);
-        assert!(!t.renew(&b, t0 + Duration::from_millis(120), None), "an expired lease cannot be renewed");
+        assert!(
+            !t.renew(&b, t0 + Duration::from_millis(120), None),
+            "an expired lease cannot be renewed"
+        );
         assert_eq!(t.len(), 1);
         assert!(t.take_expired(t0 + Duration::from_millis(181)).len() == 1);
         assert!(t.is_empty());

@@ -1,24 +1,24 @@
 //! `mer-coordinator`: experiment orchestration without libtorch.
 
+pub mod agent;
 pub mod aggregate;
+pub mod artifacts;
+pub mod auth;
+pub mod client;
 pub mod error;
 pub mod http;
 pub mod k8s;
+pub mod lease;
+pub mod local;
 pub mod metrics;
 pub mod plan;
 pub mod report;
-pub mod spec;
-pub mod artifacts;
-pub mod auth;
-pub mod lease;
 pub mod scheduler;
-pub mod store;
-pub mod agent;
-pub mod client;
 pub mod server;
 pub mod service;
 pub mod sim;
-pub mod local;
 pub mod simbench;
+pub mod spec;
+pub mod store;
 
 pub use error::CoordError;

@@ -55,20 +55,34 @@ pub struct LocalOptions {
 
 impl LocalOptions {
     /// `workers` worker processes of `program`, run folder `run_dir`.
-    pub fn processes(spec: &Path, run_dir: &Path, workers: u32, program: PathBuf, extra_args: Vec<String>) -> Self {
+    pub fn processes(
+        spec: &Path,
+        run_dir: &Path,
+        workers: u32,
+        program: PathBuf,
+        extra_args: Vec<String>,
+    ) -> Self {
         LocalOptions {
             spec: spec.to_path_buf(),
             run_dir: run_dir.to_path_buf(),
             workers,
             slots: 1,
-            launcher: WorkerLauncher::Processes { program, extra_args },
+            launcher: WorkerLauncher::Processes {
+                program,
+                extra_args,
+            },
             progress: false,
             lease_ttl: None,
         }
     }
 
     /// `workers` in-process agents running `trainer`.
-    pub fn in_process(spec: &Path, run_dir: &Path, workers: u32, trainer: Arc<dyn Trainer>) -> Self {
+    pub fn in_process(
+        spec: &Path,
+        run_dir: &Path,
+        workers: u32,
+        trainer: Arc<dyn Trainer>,
+    ) -> Self {
         LocalOptions {
             spec: spec.to_path_buf(),
             run_dir: run_dir.to_path_buf(),
@@ -105,13 +119,18 @@ pub fn default_run_dir(spec: &Path) -> Result<PathBuf, CoordError> {
 }
 
 fn random_token() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let mut seed = [0u8; 16];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         use std::io::Read;
         let _ = f.read_exact(&mut seed);
     }
-    crate::plan::sha256_hex(format!("{nanos}|{}|{}", std::process::id(), hex::encode(seed)).as_bytes())
+    crate::plan::sha256_hex(
+        format!("{nanos}|{}|{}", std::process::id(), hex::encode(seed)).as_bytes(),
+    )
 }
 
 struct Workers {
@@ -123,7 +142,12 @@ struct Workers {
 impl Workers {
     /// Number of workers still running.
     fn alive(&mut self) -> usize {
-        let procs = self.children.iter_mut().map(|c| matches!(c.try_wait(), Ok(None))).filter(|alive| *alive).count();
+        let procs = self
+            .children
+            .iter_mut()
+            .map(|c| matches!(c.try_wait(), Ok(None)))
+            .filter(|alive| *alive)
+            .count();
         procs + self.agents.iter().filter(|a| !a.is_finished()).count()
     }
 
@@ -158,12 +182,23 @@ fn spawn_workers(opts: &LocalOptions, url: &str, token: &str) -> Result<Workers,
     let logs = opts.run_dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| CoordError::io(&logs, e))?;
     let stop = CancellationToken::new();
-    let mut w = Workers { children: vec![], agents: vec![], stop: stop.clone() };
+    let mut w = Workers {
+        children: vec![],
+        agents: vec![],
+        stop: stop.clone(),
+    };
     for i in 0..opts.workers.max(1) {
         match &opts.launcher {
-            WorkerLauncher::Processes { program, extra_args } => {
+            WorkerLauncher::Processes {
+                program,
+                extra_args,
+            } => {
                 let log_path = logs.join(format!("worker-{i}.log"));
-                let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| CoordError::io(&log_path, e))?;
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log_path)
+                    .map_err(|e| CoordError::io(&log_path, e))?;
                 let log2 = log.try_clone().map_err(|e| CoordError::io(&log_path, e))?;
                 let child = tokio::process::Command::new(program)
                     .arg("worker")
@@ -186,12 +221,16 @@ fn spawn_workers(opts: &LocalOptions, url: &str, token: &str) -> Result<Workers,
                 w.children.push(child);
             }
             WorkerLauncher::InProcess(trainer) => {
-                let mut cfg = AgentConfig::new(ConnectOptions::new(url, Some(token.to_string())), cache.clone());
+                let mut cfg = AgentConfig::new(
+                    ConnectOptions::new(url, Some(token.to_string())),
+                    cache.clone(),
+                );
                 cfg.name = format!("local-{i}");
                 cfg.slots = opts.slots.max(1);
                 cfg.poll_wait = Duration::from_secs(2);
                 let (t, s) = (trainer.clone(), stop.clone());
-                w.agents.push(tokio::spawn(async move { run_agent(cfg, t, s).await }));
+                w.agents
+                    .push(tokio::spawn(async move { run_agent(cfg, t, s).await }));
             }
         }
     }
@@ -207,7 +246,10 @@ pub async fn run_local(opts: LocalOptions) -> Result<LocalOutcome, CoordError> {
     cfg.heartbeat = Duration::from_secs(2);
     cfg.max_wait = Duration::from_secs(5);
     if let Some(ttl) = opts.lease_ttl {
-        cfg.sched = SchedConfig { lease_ttl: Some(ttl), ..SchedConfig::default() };
+        cfg.sched = SchedConfig {
+            lease_ttl: Some(ttl),
+            ..SchedConfig::default()
+        };
     }
     let coord = start(cfg).await?;
     let result = drive(&opts, &coord.url, &token).await;
@@ -221,7 +263,12 @@ async fn drive(opts: &LocalOptions, url: &str, token: &str) -> Result<LocalOutco
     let clients = connect(&ConnectOptions::new(url, Some(token.to_string())))?;
     let sub = submit_spec(&clients, &opts.spec).await?;
     if sub.reused > 0 {
-        tracing::info!("resuming {}: {} of {} tasks already finished", sub.experiment_id, sub.reused, sub.tasks);
+        tracing::info!(
+            "resuming {}: {} of {} tasks already finished",
+            sub.experiment_id,
+            sub.reused,
+            sub.tasks
+        );
     }
     let mut status = get(&clients, &sub.experiment_id).await?;
     if status.state == "running" {
@@ -232,12 +279,17 @@ async fn drive(opts: &LocalOptions, url: &str, token: &str) -> Result<LocalOutco
     }
     let mut c = clients.client.clone();
     let r = c
-        .results(proto::ResultsRequest { experiment_id: sub.experiment_id.clone() })
+        .results(proto::ResultsRequest {
+            experiment_id: sub.experiment_id.clone(),
+        })
         .await
         .map_err(|s| CoordError::rpc("results", s))?
         .into_inner();
     // The run folder gets the same files as the coordinator's experiment folder.
-    mer_shared::prepared::write_atomic(&opts.run_dir.join("results.json"), r.results_json.as_bytes())?;
+    mer_shared::prepared::write_atomic(
+        &opts.run_dir.join("results.json"),
+        r.results_json.as_bytes(),
+    )?;
     mer_shared::prepared::write_atomic(&opts.run_dir.join("summary.md"), r.summary_md.as_bytes())?;
     for (name, text) in &r.files {
         if name.split('/').any(|p| p == ".." || p.is_empty()) {
@@ -245,21 +297,41 @@ async fn drive(opts: &LocalOptions, url: &str, token: &str) -> Result<LocalOutco
         }
         mer_shared::prepared::write_atomic(&opts.run_dir.join(name), text.as_bytes())?;
     }
-    let results: ExperimentResults = serde_json::from_str(&r.results_json).map_err(|e| CoordError::json("results.json", e))?;
-    Ok(LocalOutcome { run_dir: opts.run_dir.clone(), experiment_id: sub.experiment_id, status, results, summary_md: r.summary_md, reused: sub.reused })
+    let results: ExperimentResults =
+        serde_json::from_str(&r.results_json).map_err(|e| CoordError::json("results.json", e))?;
+    Ok(LocalOutcome {
+        run_dir: opts.run_dir.clone(),
+        experiment_id: sub.experiment_id,
+        status,
+        results,
+        summary_md: r.summary_md,
+        reused: sub.reused,
+    })
 }
 
 async fn get(clients: &Clients, id: &str) -> Result<proto::ExperimentStatus, CoordError> {
     let mut c = clients.client.clone();
-    Ok(c.get(proto::GetRequest { experiment_id: id.to_string() }).await.map_err(|s| CoordError::rpc("get", s))?.into_inner())
+    Ok(c.get(proto::GetRequest {
+        experiment_id: id.to_string(),
+    })
+    .await
+    .map_err(|s| CoordError::rpc("get", s))?
+    .into_inner())
 }
 
-async fn follow(opts: &LocalOptions, clients: &Clients, id: &str, workers: &mut Workers) -> Result<proto::ExperimentStatus, CoordError> {
+async fn follow(
+    opts: &LocalOptions,
+    clients: &Clients,
+    id: &str,
+    workers: &mut Workers,
+) -> Result<proto::ExperimentStatus, CoordError> {
     let bar = if opts.progress {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks  {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b.enable_steady_tick(Duration::from_millis(200));
         Some(b)
@@ -276,7 +348,13 @@ async fn follow(opts: &LocalOptions, clients: &Clients, id: &str, workers: &mut 
                 .running
                 .iter()
                 .take(4)
-                .map(|r| if r.epochs > 0 { format!("{} {} {}/{}", r.kind, r.fold, r.epoch + 1, r.epochs) } else { format!("{} {}", r.kind, r.fold) })
+                .map(|r| {
+                    if r.epochs > 0 {
+                        format!("{} {} {}/{}", r.kind, r.fold, r.epoch + 1, r.epochs)
+                    } else {
+                        format!("{} {}", r.kind, r.fold)
+                    }
+                })
                 .collect();
             let mut msg = format!("folds {}/{}", s.folds_done, s.folds_total);
             if s.tasks_failed > 0 || s.lost > 0 {
@@ -308,7 +386,10 @@ async fn follow(opts: &LocalOptions, clients: &Clients, id: &str, workers: &mut 
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     if let Some(b) = &bar {
-        b.finish_with_message(format!("{}: {} tasks done, {} gave up", out.state, out.tasks_done, out.tasks_failed));
+        b.finish_with_message(format!(
+            "{}: {} tasks done, {} gave up",
+            out.state, out.tasks_done, out.tasks_failed
+        ));
     }
     Ok(out)
 }

@@ -20,15 +20,16 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::CoordError;
 
 /// Buckets of `mer_task_duration_seconds`: a synthetic task takes seconds, a paper-size fold hours.
 pub const DURATION_BUCKETS: &[f64] = &[
-    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0,
+    28800.0, 86400.0,
 ];
 
 /// Task states that always appear in `mer_tasks` (with 0 when empty), so dashboards see every series.
@@ -110,12 +111,19 @@ pub struct ClusterSnapshot {
 impl ClusterSnapshot {
     /// Total tasks in `state` (all kinds).
     pub fn tasks_in(&self, state: &str) -> u64 {
-        self.tasks.iter().filter(|t| t.state == state).map(|t| t.count).sum()
+        self.tasks
+            .iter()
+            .filter(|t| t.state == state)
+            .map(|t| t.count)
+            .sum()
     }
 
     /// Free training slots over all connected workers.
     pub fn free_slots(&self) -> u64 {
-        self.workers.iter().map(|w| u64::from(w.slots.saturating_sub(w.busy))).sum()
+        self.workers
+            .iter()
+            .map(|w| u64::from(w.slots.saturating_sub(w.busy)))
+            .sum()
     }
 }
 
@@ -169,7 +177,10 @@ pub struct Metrics {
     scores: Mutex<BTreeMap<String, Vec<PointScore>>>,
 }
 
-fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> Result<C, CoordError> {
+fn reg<C: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: C,
+) -> Result<C, CoordError> {
     r.register(Box::new(c.clone())).map_err(prom_err)?;
     Ok(c)
 }
@@ -291,15 +302,23 @@ impl Metrics {
     pub fn on_lease_granted(&self, lease_id: &str, kind: &str) {
         self.leases_granted.with_label_values(&[kind]).inc();
         self.attempts.with_label_values(&[kind]).inc();
-        self.leases.lock().insert(lease_id.to_string(), (kind.to_string(), Instant::now()));
+        self.leases
+            .lock()
+            .insert(lease_id.to_string(), (kind.to_string(), Instant::now()));
     }
 
     /// Lease `lease_id` expired without a heartbeat: its task goes back to the queue (or gives up).
     pub fn on_lease_expired(&self, lease_id: &str) {
         if let Some((kind, since)) = self.leases.lock().remove(lease_id) {
-            self.leases_expired.with_label_values(&[kind.as_str()]).inc();
-            self.retries.with_label_values(&[kind.as_str(), "expired"]).inc();
-            self.task_duration.with_label_values(&[kind.as_str(), "lost"]).observe(since.elapsed().as_secs_f64());
+            self.leases_expired
+                .with_label_values(&[kind.as_str()])
+                .inc();
+            self.retries
+                .with_label_values(&[kind.as_str(), "expired"])
+                .inc();
+            self.task_duration
+                .with_label_values(&[kind.as_str(), "lost"])
+                .observe(since.elapsed().as_secs_f64());
         }
     }
 
@@ -308,9 +327,13 @@ impl Metrics {
     pub fn on_lease_ended(&self, lease_id: &str, outcome: &str) {
         if let Some((kind, since)) = self.leases.lock().remove(lease_id) {
             let o = if outcome == "done" { "done" } else { "failed" };
-            self.task_duration.with_label_values(&[kind.as_str(), o]).observe(since.elapsed().as_secs_f64());
+            self.task_duration
+                .with_label_values(&[kind.as_str(), o])
+                .observe(since.elapsed().as_secs_f64());
             if outcome == "retry" {
-                self.retries.with_label_values(&[kind.as_str(), "failed"]).inc();
+                self.retries
+                    .with_label_values(&[kind.as_str(), "failed"])
+                    .inc();
             }
         }
     }
@@ -327,7 +350,11 @@ impl Metrics {
 
     /// The final per-point scores recorded for an experiment.
     pub fn final_scores(&self, experiment_id: &str) -> Vec<PointScore> {
-        self.scores.lock().get(experiment_id).cloned().unwrap_or_default()
+        self.scores
+            .lock()
+            .get(experiment_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Sets every state gauge from `s` (series of workers/experiments that are gone disappear).
@@ -339,17 +366,26 @@ impl Metrics {
             }
         }
         for t in &s.tasks {
-            self.tasks.with_label_values(&[t.state.as_str(), t.kind.as_str()]).add(clamp_i64(t.count));
+            self.tasks
+                .with_label_values(&[t.state.as_str(), t.kind.as_str()])
+                .add(clamp_i64(t.count));
         }
-        self.workers_connected.set(clamp_i64(s.workers.len() as u64));
-        self.slots_total.set(clamp_i64(s.workers.iter().map(|w| u64::from(w.slots)).sum()));
+        self.workers_connected
+            .set(clamp_i64(s.workers.len() as u64));
+        self.slots_total.set(clamp_i64(
+            s.workers.iter().map(|w| u64::from(w.slots)).sum(),
+        ));
         self.slots_free.set(clamp_i64(s.free_slots()));
         self.worker_samples.reset();
         self.worker_gpu_mem.reset();
         for w in &s.workers {
-            self.worker_samples.with_label_values(&[w.id.as_str()]).set(w.samples_per_s);
+            self.worker_samples
+                .with_label_values(&[w.id.as_str()])
+                .set(w.samples_per_s);
             for (dev, bytes) in &w.gpu_memory_bytes {
-                self.worker_gpu_mem.with_label_values(&[w.id.as_str(), dev.as_str()]).set(*bytes as f64);
+                self.worker_gpu_mem
+                    .with_label_values(&[w.id.as_str(), dev.as_str()])
+                    .set(*bytes as f64);
             }
         }
         self.folds_done.reset();
@@ -357,11 +393,20 @@ impl Metrics {
         self.point_uf1.reset();
         self.point_uar.reset();
         for e in &s.experiments {
-            self.folds_done.with_label_values(&[e.id.as_str(), e.name.as_str()]).set(clamp_i64(e.folds_done));
-            self.folds_total.with_label_values(&[e.id.as_str(), e.name.as_str()]).set(clamp_i64(e.folds_total));
+            self.folds_done
+                .with_label_values(&[e.id.as_str(), e.name.as_str()])
+                .set(clamp_i64(e.folds_done));
+            self.folds_total
+                .with_label_values(&[e.id.as_str(), e.name.as_str()])
+                .set(clamp_i64(e.folds_total));
             for p in &e.scores {
                 let point = p.point.to_string();
-                let l = [e.id.as_str(), point.as_str(), p.label.as_str(), p.part.as_str()];
+                let l = [
+                    e.id.as_str(),
+                    point.as_str(),
+                    p.label.as_str(),
+                    p.part.as_str(),
+                ];
                 self.point_uf1.with_label_values(&l).set(p.uf1);
                 self.point_uar.with_label_values(&l).set(p.uar);
             }
@@ -384,8 +429,11 @@ impl Metrics {
     /// Encodes the current values without refreshing.
     pub fn encode(&self) -> Result<String, CoordError> {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).map_err(prom_err)?;
-        String::from_utf8(buf).map_err(|e| CoordError::Runtime(format!("prometheus text is not UTF-8: {e}")))
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .map_err(prom_err)?;
+        String::from_utf8(buf)
+            .map_err(|e| CoordError::Runtime(format!("prometheus text is not UTF-8: {e}")))
     }
 }
 
@@ -402,9 +450,21 @@ pub fn point_scores(res: &crate::aggregate::ExperimentResults) -> Vec<PointScore
         if p.partial || p.folds_done < p.folds_total {
             continue;
         }
-        out.push(PointScore { point: p.index, label: p.label.clone(), part: "all".into(), uf1: s.uf1, uar: s.uar });
+        out.push(PointScore {
+            point: p.index,
+            label: p.label.clone(),
+            part: "all".into(),
+            uf1: s.uf1,
+            uar: s.uar,
+        });
         for (part, ps) in &s.parts {
-            out.push(PointScore { point: p.index, label: p.label.clone(), part: part.clone(), uf1: ps.uf1, uar: ps.uar });
+            out.push(PointScore {
+                point: p.index,
+                label: p.label.clone(),
+                part: part.clone(),
+                uf1: ps.uf1,
+                uar: ps.uar,
+            });
         }
     }
     out
@@ -419,15 +479,21 @@ pub fn parse_text(text: &str) -> Result<Vec<(String, f64)>, CoordError> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .ok_or_else(|| CoordError::invalid(format!("metrics line {}", i + 1), format!("no value in '{line}'")))?;
+        let (series, value) = line.rsplit_once(' ').ok_or_else(|| {
+            CoordError::invalid(
+                format!("metrics line {}", i + 1),
+                format!("no value in '{line}'"),
+            )
+        })?;
         let v = match value {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
-            v => v
-                .parse::<f64>()
-                .map_err(|e| CoordError::invalid(format!("metrics line {}", i + 1), format!("value '{v}': {e}")))?,
+            v => v.parse::<f64>().map_err(|e| {
+                CoordError::invalid(
+                    format!("metrics line {}", i + 1),
+                    format!("value '{v}': {e}"),
+                )
+            })?,
         };
         out.push((series.to_string(), v));
     }
@@ -447,7 +513,10 @@ pub fn series_value(parsed: &[(String, f64)], name: &str, labels: &[(&str, &str)
             continue;
         }
         let have = split_labels(rest);
-        if labels.iter().all(|(k, val)| have.iter().any(|(hk, hv)| hk == k && hv == val)) {
+        if labels
+            .iter()
+            .all(|(k, val)| have.iter().any(|(hk, hv)| hk == k && hv == val))
+        {
             *found.get_or_insert(0.0) += v;
         }
     }
@@ -459,7 +528,13 @@ fn split_labels(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut chars = s.chars();
     loop {
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect::<String>().trim_start_matches(',').trim().to_string();
+        let key: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim_start_matches(',')
+            .trim()
+            .to_string();
         if key.is_empty() || chars.next() != Some('"') {
             break;
         }
@@ -490,20 +565,49 @@ mod tests {
             Ok(self.0.clone())
         }
         fn readiness(&self) -> Readiness {
-            Readiness { store_open: true, grpc_serving: true }
+            Readiness {
+                store_open: true,
+                grpc_serving: true,
+            }
         }
     }
 
     fn snap() -> ClusterSnapshot {
         ClusterSnapshot {
             tasks: vec![
-                TaskCount { state: "ready".into(), kind: "target".into(), count: 5 },
-                TaskCount { state: "running".into(), kind: "prior".into(), count: 2 },
-                TaskCount { state: "done".into(), kind: "prior".into(), count: 3 },
+                TaskCount {
+                    state: "ready".into(),
+                    kind: "target".into(),
+                    count: 5,
+                },
+                TaskCount {
+                    state: "running".into(),
+                    kind: "prior".into(),
+                    count: 2,
+                },
+                TaskCount {
+                    state: "done".into(),
+                    kind: "prior".into(),
+                    count: 3,
+                },
             ],
             workers: vec![
-                WorkerSnapshot { id: "w1".into(), name: "pod-a".into(), slots: 2, busy: 2, samples_per_s: 40.5, gpu_memory_bytes: vec![("cuda:0".into(), 1 << 30)] },
-                WorkerSnapshot { id: "w2".into(), name: "pod-b".into(), slots: 4, busy: 1, samples_per_s: 0.0, gpu_memory_bytes: vec![] },
+                WorkerSnapshot {
+                    id: "w1".into(),
+                    name: "pod-a".into(),
+                    slots: 2,
+                    busy: 2,
+                    samples_per_s: 40.5,
+                    gpu_memory_bytes: vec![("cuda:0".into(), 1 << 30)],
+                },
+                WorkerSnapshot {
+                    id: "w2".into(),
+                    name: "pod-b".into(),
+                    slots: 4,
+                    busy: 1,
+                    samples_per_s: 0.0,
+                    gpu_memory_bytes: vec![],
+                },
             ],
             experiments: vec![ExperimentSnapshot {
                 id: "e1".into(),
@@ -511,7 +615,13 @@ mod tests {
                 state: "running".into(),
                 folds_done: 3,
                 folds_total: 68,
-                scores: vec![PointScore { point: 0, label: "alpha=2".into(), part: "all".into(), uf1: 0.71, uar: 0.69 }],
+                scores: vec![PointScore {
+                    point: 0,
+                    label: "alpha=2".into(),
+                    part: "all".into(),
+                    uf1: 0.71,
+                    uar: 0.69,
+                }],
             }],
         }
     }
@@ -521,17 +631,49 @@ mod tests {
         let m = Metrics::new().unwrap();
         let text = m.render(&Fixed(snap())).unwrap();
         let p = parse_text(&text).unwrap();
-        assert_eq!(series_value(&p, "mer_tasks", &[("state", "ready"), ("kind", "target")]), Some(5.0));
-        assert_eq!(series_value(&p, "mer_tasks", &[("state", "running")]), Some(2.0));
-        assert_eq!(series_value(&p, "mer_tasks", &[("state", "failed"), ("kind", "prior")]), Some(0.0));
+        assert_eq!(
+            series_value(&p, "mer_tasks", &[("state", "ready"), ("kind", "target")]),
+            Some(5.0)
+        );
+        assert_eq!(
+            series_value(&p, "mer_tasks", &[("state", "running")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            series_value(&p, "mer_tasks", &[("state", "failed"), ("kind", "prior")]),
+            Some(0.0)
+        );
         assert_eq!(series_value(&p, "mer_workers_connected", &[]), Some(2.0));
         assert_eq!(series_value(&p, "mer_worker_slots", &[]), Some(6.0));
         assert_eq!(series_value(&p, "mer_worker_slots_free", &[]), Some(3.0));
-        assert_eq!(series_value(&p, "mer_worker_samples_per_second", &[("worker", "w1")]), Some(40.5));
-        assert_eq!(series_value(&p, "mer_worker_gpu_memory_bytes", &[("worker", "w1"), ("device", "cuda:0")]), Some(1073741824.0));
-        assert_eq!(series_value(&p, "mer_experiment_folds_planned", &[("experiment", "e1")]), Some(68.0));
-        assert_eq!(series_value(&p, "mer_sweep_point_uf1", &[("point", "0"), ("part", "all")]), Some(0.71));
-        assert_eq!(series_value(&p, "mer_sweep_point_uar", &[("label", "alpha=2")]), Some(0.69));
+        assert_eq!(
+            series_value(&p, "mer_worker_samples_per_second", &[("worker", "w1")]),
+            Some(40.5)
+        );
+        assert_eq!(
+            series_value(
+                &p,
+                "mer_worker_gpu_memory_bytes",
+                &[("worker", "w1"), ("device", "cuda:0")]
+            ),
+            Some(1073741824.0)
+        );
+        assert_eq!(
+            series_value(&p, "mer_experiment_folds_planned", &[("experiment", "e1")]),
+            Some(68.0)
+        );
+        assert_eq!(
+            series_value(
+                &p,
+                "mer_sweep_point_uf1",
+                &[("point", "0"), ("part", "all")]
+            ),
+            Some(0.71)
+        );
+        assert_eq!(
+            series_value(&p, "mer_sweep_point_uar", &[("label", "alpha=2")]),
+            Some(0.69)
+        );
     }
 
     #[test]
@@ -551,18 +693,74 @@ mod tests {
         m.on_lease_ended("unknown", "done");
         m.on_worker_lost("kubernetes");
         let p = parse_text(&m.render(&Fixed(s)).unwrap()).unwrap();
-        assert_eq!(series_value(&p, "mer_worker_samples_per_second", &[("worker", "w2")]), None);
-        assert_eq!(series_value(&p, "mer_leases_granted_total", &[("kind", "target")]), Some(2.0));
-        assert_eq!(series_value(&p, "mer_task_attempts_total", &[("kind", "target")]), Some(2.0));
-        assert_eq!(series_value(&p, "mer_leases_expired_total", &[("kind", "prior")]), Some(0.0));
-        assert_eq!(series_value(&p, "mer_leases_expired_total", &[("kind", "target")]), Some(1.0), "a lease expires once");
-        assert_eq!(series_value(&p, "mer_task_retries_total", &[("reason", "expired")]), Some(1.0));
-        assert_eq!(series_value(&p, "mer_task_retries_total", &[("kind", "target"), ("reason", "failed")]), Some(1.0));
-        assert_eq!(series_value(&p, "mer_workers_lost_total", &[("source", "kubernetes")]), Some(1.0));
-        assert_eq!(series_value(&p, "mer_task_duration_seconds_count", &[("kind", "prior"), ("outcome", "done")]), Some(1.0));
-        assert_eq!(series_value(&p, "mer_task_duration_seconds_bucket", &[("kind", "prior"), ("le", "1")]), Some(1.0));
-        assert_eq!(series_value(&p, "mer_task_duration_seconds_count", &[("kind", "target")]), Some(2.0), "lost + failed");
-        m.set_final_scores("e1", vec![PointScore { point: 1, label: "a".into(), part: "smic".into(), uf1: 0.5, uar: 0.4 }]);
+        assert_eq!(
+            series_value(&p, "mer_worker_samples_per_second", &[("worker", "w2")]),
+            None
+        );
+        assert_eq!(
+            series_value(&p, "mer_leases_granted_total", &[("kind", "target")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            series_value(&p, "mer_task_attempts_total", &[("kind", "target")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            series_value(&p, "mer_leases_expired_total", &[("kind", "prior")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            series_value(&p, "mer_leases_expired_total", &[("kind", "target")]),
+            Some(1.0),
+            "a lease expires once"
+        );
+        assert_eq!(
+            series_value(&p, "mer_task_retries_total", &[("reason", "expired")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            series_value(
+                &p,
+                "mer_task_retries_total",
+                &[("kind", "target"), ("reason", "failed")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            series_value(&p, "mer_workers_lost_total", &[("source", "kubernetes")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            series_value(
+                &p,
+                "mer_task_duration_seconds_count",
+                &[("kind", "prior"), ("outcome", "done")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            series_value(
+                &p,
+                "mer_task_duration_seconds_bucket",
+                &[("kind", "prior"), ("le", "1")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            series_value(&p, "mer_task_duration_seconds_count", &[("kind", "target")]),
+            Some(2.0),
+            "lost + failed"
+        );
+        m.set_final_scores(
+            "e1",
+            vec![PointScore {
+                point: 1,
+                label: "a".into(),
+                part: "smic".into(),
+                uf1: 0.5,
+                uar: 0.4,
+            }],
+        );
         assert_eq!(m.final_scores("e1").len(), 1);
     }
 
@@ -574,24 +772,39 @@ mod tests {
                 Err(CoordError::Runtime("store closed".into()))
             }
             fn readiness(&self) -> Readiness {
-                Readiness { store_open: false, grpc_serving: true }
+                Readiness {
+                    store_open: false,
+                    grpc_serving: true,
+                }
             }
         }
         let m = Metrics::new().unwrap();
         let p = parse_text(&m.render(&Broken).unwrap()).unwrap();
-        assert_eq!(series_value(&p, "mer_metrics_snapshot_errors_total", &[]), Some(1.0));
+        assert_eq!(
+            series_value(&p, "mer_metrics_snapshot_errors_total", &[]),
+            Some(1.0)
+        );
         assert!(!Broken.readiness().ready());
     }
 
     #[test]
     fn labels_with_commas_and_quotes_are_split() {
         let l = split_labels(r#"experiment="e1",label="alpha=2,frozen=3",part="a\"b""#);
-        assert_eq!(l, vec![("experiment".into(), "e1".into()), ("label".into(), "alpha=2,frozen=3".into()), ("part".into(), "a\"b".into())]);
+        assert_eq!(
+            l,
+            vec![
+                ("experiment".into(), "e1".into()),
+                ("label".into(), "alpha=2,frozen=3".into()),
+                ("part".into(), "a\"b".into())
+            ]
+        );
     }
 
     #[test]
     fn parse_text_names_a_bad_line() {
-        let e = parse_text("# HELP x y\nmer_x 1\nmer_y abc\n").unwrap_err().to_string();
+        let e = parse_text("# HELP x y\nmer_x 1\nmer_y abc\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("metrics line 3"), "{e}");
     }
 }

@@ -130,6 +130,39 @@ impl Plan {
     pub fn task(&self, key: &str) -> Option<&TaskDef> {
         self.tasks.iter().find(|t| t.key == key)
     }
+
+    /// A human-readable overview (for a dry run): folds, sweep points, task counts, skipped combinations.
+    pub fn describe(&self) -> String {
+        let priors = self
+            .tasks
+            .iter()
+            .filter(|t| t.kind == TaskKind::Prior)
+            .count();
+        let targets = self.tasks.len() - priors;
+        let parts: Vec<&str> = self.parts.iter().map(|p| p.key()).collect();
+        let mut out = format!(
+            "experiment {}: scheme {}, parts {}, {} LOSO folds\n{} sweep point(s), {} tasks ({} prior, {} target)\n",
+            self.experiment,
+            self.scheme,
+            parts.join(","),
+            self.folds.len(),
+            self.sweep_points.len(),
+            self.tasks.len(),
+            priors,
+            targets
+        );
+        for sp in &self.sweep_points {
+            let n = self.targets_of(sp.index).count();
+            out += &format!(
+                "  [{}] {} ({} target tasks, key-frames {})\n",
+                sp.index, sp.label, n, sp.keyframes
+            );
+        }
+        for s in &self.skipped {
+            out += &format!("  skipped: {s}\n");
+        }
+        out
+    }
 }
 
 /// What the planner needs of a prepared file: its content hash and metadata (never the flow tensor).
@@ -798,6 +831,16 @@ pub(crate) mod tests {
             p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count(),
             68 * 2
         );
+        let d = p.describe();
+        assert!(
+            d.contains("68 LOSO folds")
+                && d.contains("6 sweep point(s), 544 tasks (136 prior, 408 target)"),
+            "{d}"
+        );
+        assert!(
+            d.contains("skipped: prior=false with frozen_layers=2"),
+            "{d}"
+        );
         let no_prior: Vec<&SweepPoint> = p
             .sweep_points
             .iter()
@@ -854,8 +897,8 @@ pub(crate) mod tests {
         let spec = parse_spec("o.toml", "name = \"other\"\ndescription = \"x\"\ndataset = \"elsewhere.safetensors\"\nscheme = \"megc3\"\n[sweep]\nalpha = [2]\n").unwrap();
         let other = expand(&spec, &composite_summary("adaptive")).unwrap();
         assert_eq!(base.tasks, other.tasks);
-        // Device and thread count do not change keys either.
-        let dev = plan("[train]\ndevice = \"cpu\"\nthreads = 2\n[sweep]\nalpha = [2]\n");
+        // Device, thread count, retries and lease length do not change keys either.
+        let dev = plan("max_attempts = 9\nlease_seconds = 5\n[train]\ndevice = \"cpu\"\nthreads = 2\n[sweep]\nalpha = [2]\n");
         assert_eq!(
             dev.tasks.iter().map(|t| &t.key).collect::<Vec<_>>(),
             base.tasks.iter().map(|t| &t.key).collect::<Vec<_>>()

@@ -41,7 +41,10 @@ pub struct SchedConfig {
 
 impl Default for SchedConfig {
     fn default() -> Self {
-        SchedConfig { max_lost: 5, lease_ttl: None }
+        SchedConfig {
+            max_lost: 5,
+            lease_ttl: None,
+        }
     }
 }
 
@@ -237,14 +240,24 @@ pub struct Scheduler {
 }
 
 fn boot_id() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{:x}{:x}", (nanos as u64) & 0xffff_ffff_ffff, std::process::id())
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:x}{:x}",
+        (nanos as u64) & 0xffff_ffff_ffff,
+        std::process::id()
+    )
 }
 
 impl Scheduler {
     /// A scheduler over `store`, restored from it. Experiment ids that finish are sent on the returned
     /// channel (to write their results).
-    pub fn open(store: Store, cfg: SchedConfig) -> Result<(Arc<Scheduler>, mpsc::UnboundedReceiver<String>), CoordError> {
+    pub fn open(
+        store: Store,
+        cfg: SchedConfig,
+    ) -> Result<(Arc<Scheduler>, mpsc::UnboundedReceiver<String>), CoordError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let s = Arc::new(Scheduler {
             inner: Mutex::new(Inner {
@@ -277,14 +290,31 @@ impl Scheduler {
 
     fn restore(&self, snap: Snapshot) -> Result<(), CoordError> {
         let done: HashMap<String, Option<String>> = snap.results.into_iter().collect();
-        let rows: HashMap<String, crate::store::StoredTask> = snap.tasks.into_iter().map(|t| (t.key.clone(), t)).collect();
+        let rows: HashMap<String, crate::store::StoredTask> =
+            snap.tasks.into_iter().map(|t| (t.key.clone(), t)).collect();
         let mut inner = self.inner.lock();
         inner.next_seq = snap.next_seq;
         for e in snap.experiments {
-            let plan: Plan = serde_json::from_str(&e.plan_json).map_err(|err| CoordError::json(format!("stored plan of experiment {}", e.id), err))?;
-            let ttl = self.cfg.lease_ttl.unwrap_or(Duration::from_millis(e.lease_ms.max(1)));
+            let plan: Plan = serde_json::from_str(&e.plan_json).map_err(|err| {
+                CoordError::json(format!("stored plan of experiment {}", e.id), err)
+            })?;
+            let ttl = self
+                .cfg
+                .lease_ttl
+                .unwrap_or(Duration::from_millis(e.lease_ms.max(1)));
             let state = ExpState::parse(&e.state);
-            add_locked(&mut inner, &e.id, &e.name, &e.identity, Arc::new(plan), e.max_attempts, ttl, state, &done, &rows);
+            add_locked(
+                &mut inner,
+                &e.id,
+                &e.name,
+                &e.identity,
+                Arc::new(plan),
+                e.max_attempts,
+                ttl,
+                state,
+                &done,
+                &rows,
+            );
         }
         let finished: Vec<String> = inner
             .exps
@@ -305,7 +335,12 @@ impl Scheduler {
     /// Finds a live (not cancelled) experiment with this identity.
     pub fn find_identity(&self, identity: &str) -> Option<String> {
         let inner = self.inner.lock();
-        inner.exps.iter().rev().find(|e| e.identity == identity && e.state != ExpState::Cancelled).map(|e| e.id.clone())
+        inner
+            .exps
+            .iter()
+            .rev()
+            .find(|e| e.identity == identity && e.state != ExpState::Cancelled)
+            .map(|e| e.id.clone())
     }
 
     /// Adds an experiment (durably) and queues its ready tasks. Re-submitting an identical experiment
@@ -323,7 +358,12 @@ impl Scheduler {
         if let Some(id) = self.find_identity(identity) {
             let inner = self.inner.lock();
             let e = &inner.exps[inner.exp_by_id[&id]];
-            return Ok(Submitted { id, tasks: e.tasks.len(), reused: e.done as usize, existing: true });
+            return Ok(Submitted {
+                id,
+                tasks: e.tasks.len(),
+                reused: e.done as usize,
+                existing: true,
+            });
         }
         let plan_json = serde_json::to_string(&plan).map_err(|e| CoordError::json("plan", e))?;
         let (id, seq) = {
@@ -349,16 +389,20 @@ impl Scheduler {
             lease_ms: lease.as_millis() as u64,
             task_keys: plan.tasks.iter().map(|t| t.key.clone()).collect(),
         };
-        self.store.write(move |tx| insert_experiment(tx, &rec)).await?;
+        self.store
+            .write(move |tx| insert_experiment(tx, &rec))
+            .await?;
         // Results stored under these keys (by earlier runs or other experiments) are reused.
         let keys: Vec<String> = plan.tasks.iter().map(|t| t.key.clone()).collect();
         let done: HashMap<String, Option<String>> = self
             .store
             .read(move |conn| {
-                let mut st = conn.prepare_cached("SELECT checkpoint FROM results WHERE task_key = ?1")?;
+                let mut st =
+                    conn.prepare_cached("SELECT checkpoint FROM results WHERE task_key = ?1")?;
                 let mut out = HashMap::new();
                 for k in keys {
-                    let r: Option<Option<String>> = rusqlite::OptionalExtension::optional(st.query_row([&k], |r| r.get(0)))?;
+                    let r: Option<Option<String>> =
+                        rusqlite::OptionalExtension::optional(st.query_row([&k], |r| r.get(0)))?;
                     if let Some(c) = r {
                         out.insert(k, c);
                     }
@@ -370,7 +414,18 @@ impl Scheduler {
         let ntasks = plan.tasks.len();
         let (reused, changed) = {
             let mut inner = self.inner.lock();
-            let idx = add_locked(&mut inner, &id, name, identity, Arc::new(plan), max_attempts, ttl, ExpState::Running, &done, &HashMap::new());
+            let idx = add_locked(
+                &mut inner,
+                &id,
+                name,
+                identity,
+                Arc::new(plan),
+                max_attempts,
+                ttl,
+                ExpState::Running,
+                &done,
+                &HashMap::new(),
+            );
             let e = &mut inner.exps[idx];
             let reused = e.done as usize;
             update_exp_state(e);
@@ -380,19 +435,46 @@ impl Scheduler {
             self.on_exp_changed_state(&id);
         }
         self.notify.notify_waiters();
-        Ok(Submitted { id, tasks: ntasks, reused, existing: false })
+        Ok(Submitted {
+            id,
+            tasks: ntasks,
+            reused,
+            existing: false,
+        })
     }
 
     /// Registers a worker and returns its id.
-    pub fn register_worker(&self, name: &str, devices: &[String], slots: u32, version: &str) -> String {
+    pub fn register_worker(
+        &self,
+        name: &str,
+        devices: &[String],
+        slots: u32,
+        version: &str,
+    ) -> String {
         let id = {
             let mut inner = self.inner.lock();
             inner.worker_seq += 1;
-            let id = format!("{}-{}", if name.is_empty() { "worker" } else { name }, inner.worker_seq);
-            inner.workers.insert(id.clone(), WorkerInfo { name: name.to_string(), slots, last_seen: Instant::now() });
+            let id = format!(
+                "{}-{}",
+                if name.is_empty() { "worker" } else { name },
+                inner.worker_seq
+            );
+            inner.workers.insert(
+                id.clone(),
+                WorkerInfo {
+                    name: name.to_string(),
+                    slots,
+                    last_seen: Instant::now(),
+                },
+            );
             id
         };
-        let (wid, n, d, v) = (id.clone(), name.to_string(), devices.join(","), version.to_string());
+        let (wid, n, d, v) = (
+            id.clone(),
+            name.to_string(),
+            devices.join(","),
+            version.to_string(),
+        );
         self.store.write_nowait(move |tx| {
             exec(tx, 
                 "INSERT OR REPLACE INTO workers(id, name, devices, slots, version, registered_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -411,14 +493,26 @@ impl Scheduler {
     /// Names of the workers known to this coordinator process, by worker id.
     pub fn workers(&self) -> Vec<(String, String)> {
         let inner = self.inner.lock();
-        let mut v: Vec<(String, String)> = inner.workers.iter().map(|(k, w)| (k.clone(), w.name.clone())).collect();
+        let mut v: Vec<(String, String)> = inner
+            .workers
+            .iter()
+            .map(|(k, w)| (k.clone(), w.name.clone()))
+            .collect();
         v.sort();
         v
     }
 
     /// Re-registers a worker id that a previous coordinator process handed out.
     pub fn adopt_worker(&self, id: &str) {
-        self.inner.lock().workers.entry(id.to_string()).or_insert(WorkerInfo { name: id.to_string(), slots: 0, last_seen: Instant::now() });
+        self.inner
+            .lock()
+            .workers
+            .entry(id.to_string())
+            .or_insert(WorkerInfo {
+                name: id.to_string(),
+                slots: 0,
+                last_seen: Instant::now(),
+            });
     }
 
     /// Leases one ready task to `worker` now, if any.
@@ -460,7 +554,13 @@ impl Scheduler {
             let (b, _) = best?;
             inner.rr = (b + 1) % n;
             let e = &mut inner.exps[b];
-            let Some(t) = e.ready_prior.pop_front().or_else(|| e.ready_target.pop_front()) else { continue };
+            let Some(t) = e
+                .ready_prior
+                .pop_front()
+                .or_else(|| e.ready_target.pop_front())
+            else {
+                continue;
+            };
             if inner.tasks[t].state != TaskState::Ready {
                 continue;
             }
@@ -479,7 +579,8 @@ impl Scheduler {
                 progress: Progress::default(),
             };
             let id = inner.leases.grant(lease);
-            self.metrics.on_lease_granted(&id, inner.tasks[t].def.kind.key());
+            self.metrics
+                .on_lease_granted(&id, inner.tasks[t].def.kind.key());
             let task = &mut inner.tasks[t];
             task.lease = Some(id.clone());
             let grant = Grant {
@@ -510,7 +611,10 @@ impl Scheduler {
                 exec(tx, "UPDATE tasks SET attempts = ?2 WHERE key = ?1", params![key, attempt])?;
                 Ok(())
             });
-            return Some(Grant { prior_checkpoint, ..grant });
+            return Some(Grant {
+                prior_checkpoint,
+                ..grant
+            });
         }
     }
 
@@ -539,7 +643,13 @@ impl Scheduler {
 
     /// Renews a lease and records progress. Returns `(keep_going, reason)`. A lease this coordinator
     /// does not know (granted before a restart) is adopted when its task is still waiting for a worker.
-    pub fn heartbeat(&self, lease_id: &str, worker: &str, task_key: &str, progress: Progress) -> (bool, String) {
+    pub fn heartbeat(
+        &self,
+        lease_id: &str,
+        worker: &str,
+        task_key: &str,
+        progress: Progress,
+    ) -> (bool, String) {
         self.touch_worker(worker);
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
@@ -548,7 +658,10 @@ impl Scheduler {
             let t = l.task;
             let exps = l.exps.clone();
             inner.leases.renew(lease_id, now, Some(progress));
-            let all_cancelled = inner.tasks[t].exps.iter().all(|&x| inner.exps[x].state == ExpState::Cancelled);
+            let all_cancelled = inner.tasks[t]
+                .exps
+                .iter()
+                .all(|&x| inner.exps[x].state == ExpState::Cancelled);
             for x in exps {
                 bump(&inner.exps[x]);
             }
@@ -581,12 +694,19 @@ impl Scheduler {
                     inner.exps[x].running += 1;
                     bump(&inner.exps[x]);
                 }
-                tracing::info!(lease = lease_id, task = task_key, "adopted a lease granted before a restart");
+                tracing::info!(
+                    lease = lease_id,
+                    task = task_key,
+                    "adopted a lease granted before a restart"
+                );
                 (true, String::new())
             }
             TaskState::Done | TaskState::Committing => (false, "the task is already done".into()),
             TaskState::GaveUp => (false, "the task gave up".into()),
-            TaskState::Leased | TaskState::Blocked => (false, "the lease expired and the task was handed to another worker".into()),
+            TaskState::Leased | TaskState::Blocked => (
+                false,
+                "the lease expired and the task was handed to another worker".into(),
+            ),
         }
     }
 
@@ -685,7 +805,13 @@ impl Scheduler {
     }
 
     /// Records a failure reported by the lease holder.
-    pub async fn fail(&self, lease_id: &str, key: &str, error: &str, retryable: bool) -> Result<FailOutcome, CoordError> {
+    pub async fn fail(
+        &self,
+        lease_id: &str,
+        key: &str,
+        error: &str,
+        retryable: bool,
+    ) -> Result<FailOutcome, CoordError> {
         let held = self.inner.lock().leases.get(lease_id).is_some();
         if !held {
             let (l, e) = (lease_id.to_string(), error.to_string());
@@ -705,7 +831,10 @@ impl Scheduler {
             };
             let t = l.task;
             if inner.tasks[t].def.key != key {
-                return Err(CoordError::invalid("fail request", format!("lease {lease_id} is for another task than {key}")));
+                return Err(CoordError::invalid(
+                    "fail request",
+                    format!("lease {lease_id} is for another task than {key}"),
+                ));
             }
             let l = inner.leases.take(lease_id).expect("lease present");
             for x in &l.exps {
@@ -714,7 +843,8 @@ impl Scheduler {
             let task = &mut inner.tasks[t];
             task.lease = None;
             task.failures += 1;
-            task.errors.push(format!("attempt {} on {}: {}", l.attempt, l.worker, error));
+            task.errors
+                .push(format!("attempt {} on {}: {}", l.attempt, l.worker, error));
             let give_up = !retryable || task.failures >= task.max_attempts;
             let errors = task.errors.clone();
             let failures = task.failures;
@@ -747,7 +877,14 @@ impl Scheduler {
             self.on_exp_changed_state(&id);
         }
         self.notify.notify_waiters();
-        self.metrics.on_lease_ended(lease_id, if outcome == FailOutcome::Retry { "retry" } else { "gave_up" });
+        self.metrics.on_lease_ended(
+            lease_id,
+            if outcome == FailOutcome::Retry {
+                "retry"
+            } else {
+                "gave_up"
+            },
+        );
         Ok(outcome)
     }
 
@@ -776,15 +913,25 @@ impl Scheduler {
                 let (key, lost) = (task.def.key.clone(), task.lost);
                 let mut gave_up = vec![];
                 if lost >= self.cfg.max_lost {
-                    task.errors.push(format!("lease lost {lost} times (the worker died or was cut off each time)"));
+                    task.errors.push(format!(
+                        "lease lost {lost} times (the worker died or was cut off each time)"
+                    ));
                     changed.extend(give_up_task(inner, t, &mut gave_up));
                 } else {
                     inner.tasks[t].state = TaskState::Ready;
                     enqueue(inner, t, true);
                 }
                 self.store.write_nowait(move |tx| {
-                    exec(tx, "UPDATE tasks SET lost = ?2 WHERE key = ?1", params![key, lost])?;
-                    exec(tx, "UPDATE attempts SET outcome = 'lost', ended_ms = ?2 WHERE lease_id = ?1", params![id, now_ms()])?;
+                    exec(
+                        tx,
+                        "UPDATE tasks SET lost = ?2 WHERE key = ?1",
+                        params![key, lost],
+                    )?;
+                    exec(
+                        tx,
+                        "UPDATE attempts SET outcome = 'lost', ended_ms = ?2 WHERE lease_id = ?1",
+                        params![id, now_ms()],
+                    )?;
                     for g in &gave_up {
                         exec(tx, "UPDATE tasks SET state = 'gave_up' WHERE key = ?1", [g])?;
                     }
@@ -822,7 +969,12 @@ impl Scheduler {
         let idc = id.to_string();
         self.store
             .write(move |tx| {
-                exec(tx, "UPDATE experiments SET state = 'cancelled', finished_ms = ?2 WHERE id = ?1", params![idc, now_ms()]).map(|_| ())
+                exec(
+                    tx,
+                    "UPDATE experiments SET state = 'cancelled', finished_ms = ?2 WHERE id = ?1",
+                    params![idc, now_ms()],
+                )
+                .map(|_| ())
             })
             .await?;
         Ok(true)
@@ -837,12 +989,20 @@ impl Scheduler {
     /// A watch that changes whenever the experiment does.
     pub fn subscribe(&self, id: &str) -> Option<watch::Receiver<u64>> {
         let inner = self.inner.lock();
-        inner.exp_by_id.get(id).map(|&i| inner.exps[i].version.subscribe())
+        inner
+            .exp_by_id
+            .get(id)
+            .map(|&i| inner.exps[i].version.subscribe())
     }
 
     /// Ids of every experiment, in submission order.
     pub fn experiment_ids(&self) -> Vec<String> {
-        self.inner.lock().exps.iter().map(|e| e.id.clone()).collect()
+        self.inner
+            .lock()
+            .exps
+            .iter()
+            .map(|e| e.id.clone())
+            .collect()
     }
 
     /// The status of an experiment (as sent to clients).
@@ -871,7 +1031,12 @@ impl Scheduler {
             *fold_open.entry(task.def.fold.as_str()).or_insert(false) |= open;
             if task.state == TaskState::GaveUp && s.errors.len() < 50 {
                 for err in task.errors.iter().rev().take(3) {
-                    s.errors.push(format!("{} {} ({}): {err}", task.def.kind.key(), task.def.fold, &task.def.key[..12.min(task.def.key.len())]));
+                    s.errors.push(format!(
+                        "{} {} ({}): {err}",
+                        task.def.kind.key(),
+                        task.def.fold,
+                        &task.def.key[..12.min(task.def.key.len())]
+                    ));
                 }
             }
         }
@@ -907,7 +1072,8 @@ impl Scheduler {
         let inner = self.inner.lock();
         let &i = inner.exp_by_id.get(id)?;
         let e = &inner.exps[i];
-        let leased: HashMap<usize, &ActiveLease> = inner.leases.iter().map(|(_, l)| (l.task, l)).collect();
+        let leased: HashMap<usize, &ActiveLease> =
+            inner.leases.iter().map(|(_, l)| (l.task, l)).collect();
         let views = e
             .plan
             .tasks
@@ -953,7 +1119,11 @@ impl Scheduler {
 }
 
 /// Runs one statement through the connection's prepared-statement cache.
-fn exec(conn: &rusqlite::Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+fn exec(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
 }
 
@@ -969,7 +1139,11 @@ fn enqueue(inner: &mut Inner, t: usize, front: bool) {
         if e.state != ExpState::Running {
             continue;
         }
-        let q = if kind == TaskKind::Prior { &mut e.ready_prior } else { &mut e.ready_target };
+        let q = if kind == TaskKind::Prior {
+            &mut e.ready_prior
+        } else {
+            &mut e.ready_target
+        };
         if front {
             q.push_front(t);
         } else {
@@ -980,7 +1154,11 @@ fn enqueue(inner: &mut Inner, t: usize, front: bool) {
 
 fn update_exp_state(e: &mut Experiment) {
     if e.state == ExpState::Running && (e.done + e.gave_up) as usize == e.tasks.len() {
-        e.state = if e.gave_up == 0 { ExpState::Done } else { ExpState::Failed };
+        e.state = if e.gave_up == 0 {
+            ExpState::Done
+        } else {
+            ExpState::Failed
+        };
         bump(e);
     }
 }
@@ -1034,7 +1212,9 @@ fn give_up_task(inner: &mut Inner, t: usize, keys: &mut Vec<String>) -> Vec<Stri
     let key = inner.tasks[t].def.key.clone();
     for d in inner.tasks[t].dependents.clone() {
         if matches!(inner.tasks[d].state, TaskState::Blocked | TaskState::Ready) {
-            inner.tasks[d].errors.push(format!("dependency {key} gave up"));
+            inner.tasks[d]
+                .errors
+                .push(format!("dependency {key} gave up"));
             changed.extend(give_up_task(inner, d, keys));
         }
     }
@@ -1081,7 +1261,9 @@ fn add_locked(
         } else {
             let t = inner.tasks.len();
             let row = rows.get(&def.key);
-            let payload_json: Arc<str> = serde_json::to_string(&def.payload).unwrap_or_default().into();
+            let payload_json: Arc<str> = serde_json::to_string(&def.payload)
+                .unwrap_or_default()
+                .into();
             let mut task = Task {
                 def: Arc::new(def.clone()),
                 payload_json,
@@ -1165,7 +1347,9 @@ mod tests {
         let s = sched(dir.path()).await;
         let p = plan("a", "1, 2");
         let priors = p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count();
-        s.submit("a", "ida", "h", "", p, 3, Duration::from_secs(60)).await.unwrap();
+        s.submit("a", "ida", "h", "", p, 3, Duration::from_secs(60))
+            .await
+            .unwrap();
         let mut got = vec![];
         while let Some(g) = s.try_lease("w") {
             got.push(g);
@@ -1174,7 +1358,9 @@ mod tests {
         assert!(got.iter().all(|g| g.def.kind == TaskKind::Prior));
         // Finishing one prior unblocks exactly its fold's target tasks, which carry its checkpoint.
         let g = &got[0];
-        s.complete(&g.lease_id, "w", &g.def.key, None, Some("ck".into())).await.unwrap();
+        s.complete(&g.lease_id, "w", &g.def.key, None, Some("ck".into()))
+            .await
+            .unwrap();
         let t1 = s.try_lease("w").unwrap();
         let t2 = s.try_lease("w").unwrap();
         assert!(s.try_lease("w").is_none());
@@ -1191,8 +1377,12 @@ mod tests {
         let s = sched(dir.path()).await;
         let a = plan("a", "1");
         let b = plan("b", "3");
-        s.submit("a", "ida", "h", "", a, 3, Duration::from_secs(60)).await.unwrap();
-        s.submit("b", "idb", "h", "", b, 3, Duration::from_secs(60)).await.unwrap();
+        s.submit("a", "ida", "h", "", a, 3, Duration::from_secs(60))
+            .await
+            .unwrap();
+        s.submit("b", "idb", "h", "", b, 3, Duration::from_secs(60))
+            .await
+            .unwrap();
         // The two plans share their prior tasks (same key): those count for both; lease 10 tasks.
         let mut by_exp: HashMap<String, usize> = HashMap::new();
         for _ in 0..10 {
@@ -1212,10 +1402,24 @@ mod tests {
     async fn expired_leases_are_lost_not_failed_and_give_up_after_max_lost() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
-        let (s, _rx) = Scheduler::open(store, SchedConfig { lease_ttl: Some(Duration::from_millis(10)), max_lost: 2 }).unwrap();
+        let (s, _rx) = Scheduler::open(
+            store,
+            SchedConfig {
+                lease_ttl: Some(Duration::from_millis(10)),
+                max_lost: 2,
+            },
+        )
+        .unwrap();
         let p = plan("a", "1");
-        let (priors, total) = (p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count(), p.tasks.len());
-        let id = s.submit("a", "ida", "h", "", p, 3, Duration::from_secs(60)).await.unwrap().id;
+        let (priors, total) = (
+            p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count(),
+            p.tasks.len(),
+        );
+        let id = s
+            .submit("a", "ida", "h", "", p, 3, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .id;
         let mut n = 0;
         while s.try_lease("w").is_some() {
             n += 1;
@@ -1223,7 +1427,10 @@ mod tests {
         assert_eq!(n, priors);
         assert_eq!(s.expire(Instant::now() + Duration::from_millis(20)), priors);
         let st = s.status(&id).unwrap();
-        assert_eq!((st.lost, st.retries, st.tasks_failed, st.state.as_str()), (priors as u64, 0, 0, "running"));
+        assert_eq!(
+            (st.lost, st.retries, st.tasks_failed, st.state.as_str()),
+            (priors as u64, 0, 0, "running")
+        );
         // Lost tasks are back in the queue; lost a second time they give up, and so do their targets.
         let mut n = 0;
         while s.try_lease("w").is_some() {
@@ -1234,8 +1441,16 @@ mod tests {
         let st = s.status(&id).unwrap();
         assert_eq!(st.state, "failed");
         assert_eq!(st.tasks_failed as usize, total);
-        assert!(st.errors.iter().any(|e| e.contains("lease lost 2 times")), "{:?}", st.errors);
-        assert!(st.errors.iter().any(|e| e.contains("gave up")), "{:?}", st.errors);
+        assert!(
+            st.errors.iter().any(|e| e.contains("lease lost 2 times")),
+            "{:?}",
+            st.errors
+        );
+        assert!(
+            st.errors.iter().any(|e| e.contains("gave up")),
+            "{:?}",
+            st.errors
+        );
         s.store().flush().await.unwrap();
         let outcomes = s.store().attempt_outcomes().await.unwrap();
         assert_eq!(outcomes, vec![("lost".to_string(), 2 * priors as i64)]);

@@ -6,7 +6,9 @@ use crate::auth::ServerAuth;
 use crate::client::MAX_MESSAGE_BYTES;
 use crate::error::CoordError;
 use crate::scheduler::{SchedConfig, Scheduler};
-use crate::service::{write_experiment_results, ArtifactsService, ClientService, Shared, WorkerService};
+use crate::service::{
+    write_experiment_results, ArtifactsService, ClientService, Shared, WorkerService,
+};
 use crate::store::Store;
 use mer_shared::proto;
 use std::net::SocketAddr;
@@ -95,7 +97,10 @@ impl CoordinatorHandle {
     pub async fn shutdown(self) -> Result<(), CoordError> {
         self.stop.cancel();
         self.shared.sched.wake_all();
-        let r = self.join.await.map_err(|e| CoordError::Runtime(format!("coordinator task: {e}")))?;
+        let r = self
+            .join
+            .await
+            .map_err(|e| CoordError::Runtime(format!("coordinator task: {e}")))?;
         for b in self.background {
             b.abort();
         }
@@ -135,8 +140,12 @@ pub async fn start(cfg: ServerConfig) -> Result<CoordinatorHandle, CoordError> {
         results_lock: tokio::sync::Mutex::new(()),
         stop: stop.clone(),
     });
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| CoordError::io(format!("listen {}", cfg.listen), e))?;
-    let addr = listener.local_addr().map_err(|e| CoordError::io("listen socket", e))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| CoordError::io(format!("listen {}", cfg.listen), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CoordError::io("listen socket", e))?;
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{addr}");
 
@@ -168,7 +177,9 @@ pub async fn start(cfg: ServerConfig) -> Result<CoordinatorHandle, CoordError> {
                     id = finished.recv() => match id { Some(id) => id, None => return },
                 };
                 match write_experiment_results(&shared, &id).await {
-                    Ok(_) => tracing::info!(experiment = %id, "experiment finished; results written"),
+                    Ok(_) => {
+                        tracing::info!(experiment = %id, "experiment finished; results written")
+                    }
                     Err(e) => tracing::error!(experiment = %id, "writing results failed: {e}"),
                 }
             }
@@ -185,7 +196,9 @@ pub async fn start(cfg: ServerConfig) -> Result<CoordinatorHandle, CoordError> {
     let client = proto::client_server::ClientServer::new(ClientService(shared.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let mut builder = Server::builder().tcp_nodelay(true).http2_keepalive_interval(Some(Duration::from_secs(30)));
+    let mut builder = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)));
     if let Some(tls) = &cfg.tls {
         let cert = std::fs::read(&tls.cert).map_err(|e| CoordError::io(&tls.cert, e))?;
         let key = std::fs::read(&tls.key).map_err(|e| CoordError::io(&tls.key, e))?;
@@ -197,7 +210,9 @@ pub async fn start(cfg: ServerConfig) -> Result<CoordinatorHandle, CoordError> {
         .add_service(InterceptedService::new(worker, auth.clone()))
         .add_service(InterceptedService::new(arts, auth.clone()))
         .add_service(InterceptedService::new(client, auth));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // TCP_NODELAY on accepted connections (tonic applies the builder's setting only to sockets it binds
+    // itself): without it, Nagle + delayed ACKs add ~40 ms to small replies.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let stop2 = stop.clone();
     let grpc_serving = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let serving = grpc_serving.clone();
@@ -218,9 +233,19 @@ pub async fn start(cfg: ServerConfig) -> Result<CoordinatorHandle, CoordError> {
     // Metrics and health endpoints (the chart's probes and ServiceMonitor).
     let mut http_addr = None;
     if let Some(listen) = cfg.http_listen {
-        let probe = Arc::new(crate::scheduler::CoordinatorProbe { sched: sched.clone(), grpc_serving });
+        let probe = Arc::new(crate::scheduler::CoordinatorProbe {
+            sched: sched.clone(),
+            grpc_serving,
+        });
         let dashboard = crate::report::dashboard::router(sched.clone());
-        let srv = crate::http::serve_with(listen, sched.metrics().clone(), probe, dashboard, stop.clone()).await?;
+        let srv = crate::http::serve_with(
+            listen,
+            sched.metrics().clone(),
+            probe,
+            dashboard,
+            stop.clone(),
+        )
+        .await?;
         http_addr = Some(srv.addr);
         background.push(tokio::spawn(async move {
             if let Ok(Err(e)) = srv.task.await {
@@ -229,5 +254,13 @@ pub async fn start(cfg: ServerConfig) -> Result<CoordinatorHandle, CoordError> {
         }));
     }
     tracing::info!(%url, state = %cfg.state_dir.display(), "coordinator listening");
-    Ok(CoordinatorHandle { addr, url, shared, http_addr, stop, join, background })
+    Ok(CoordinatorHandle {
+        addr,
+        url,
+        shared,
+        http_addr,
+        stop,
+        join,
+        background,
+    })
 }

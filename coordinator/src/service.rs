@@ -42,7 +42,13 @@ impl WireDataset {
     /// Converts the planner's summaries for sending.
     pub fn from_summaries(ds: &BTreeMap<String, DatasetSummary>) -> Vec<WireDataset> {
         ds.iter()
-            .map(|(tag, s)| WireDataset { tag: tag.clone(), hash: s.hash.clone(), path: s.path.clone(), info: s.info.clone(), samples: s.samples.clone() })
+            .map(|(tag, s)| WireDataset {
+                tag: tag.clone(),
+                hash: s.hash.clone(),
+                path: s.path.clone(),
+                info: s.info.clone(),
+                samples: s.samples.clone(),
+            })
             .collect()
     }
 }
@@ -68,9 +74,11 @@ pub struct Shared {
 fn status_of(e: CoordError) -> Status {
     match &e {
         CoordError::NotFound(_) => Status::not_found(e.to_string()),
-        CoordError::Invalid { .. } | CoordError::Spec { .. } | CoordError::Dataset { .. } | CoordError::Plan(_) | CoordError::Json { .. } => {
-            Status::invalid_argument(e.to_string())
-        }
+        CoordError::Invalid { .. }
+        | CoordError::Spec { .. }
+        | CoordError::Dataset { .. }
+        | CoordError::Plan(_)
+        | CoordError::Json { .. } => Status::invalid_argument(e.to_string()),
         CoordError::HashMismatch { .. } => Status::invalid_argument(e.to_string()),
         CoordError::Protocol { .. } => Status::failed_precondition(e.to_string()),
         _ => Status::internal(e.to_string()),
@@ -78,42 +86,75 @@ fn status_of(e: CoordError) -> Status {
 }
 
 /// Writes (and returns the files of) the current results of an experiment.
-pub async fn write_experiment_results(shared: &Shared, id: &str) -> Result<(BTreeMap<String, String>, bool), CoordError> {
-    let plan = shared.sched.plan(id).ok_or_else(|| CoordError::NotFound(format!("experiment {id}")))?;
-    let keys: Vec<String> = plan.tasks.iter().filter(|t| t.kind == TaskKind::Target).map(|t| t.key.clone()).collect();
+pub async fn write_experiment_results(
+    shared: &Shared,
+    id: &str,
+) -> Result<(BTreeMap<String, String>, bool), CoordError> {
+    let plan = shared
+        .sched
+        .plan(id)
+        .ok_or_else(|| CoordError::NotFound(format!("experiment {id}")))?;
+    let keys: Vec<String> = plan
+        .tasks
+        .iter()
+        .filter(|t| t.kind == TaskKind::Target)
+        .map(|t| t.key.clone())
+        .collect();
     let rows = shared.sched.store().results_of(keys).await?;
     let mut results = BTreeMap::new();
     for (k, j) in rows {
-        let r: FoldResult = serde_json::from_str(&j).map_err(|e| CoordError::json(format!("stored result of task {k}"), e))?;
+        let r: FoldResult = serde_json::from_str(&j)
+            .map_err(|e| CoordError::json(format!("stored result of task {k}"), e))?;
         results.insert(k, r);
     }
     let res = aggregate(&plan, &results);
-    shared.sched.metrics().set_final_scores(id, crate::metrics::point_scores(&res));
+    shared
+        .sched
+        .metrics()
+        .set_final_scores(id, crate::metrics::point_scores(&res));
     let dir = shared.results_dir.join(id);
     let _guard = shared.results_lock.lock().await;
     write_results(&dir, &res)?;
     // Plan, spec, fold results and provenance next to them, for `mer report` (crate::report::bundle).
     let mut ctx = crate::report::bundle::run_context(shared.sched.store(), id).await?;
-    ctx.dataset_lookup = plan.datasets.keys().map(|h| (h.clone(), shared.artifacts.path_of(h))).collect();
+    ctx.dataset_lookup = plan
+        .datasets
+        .keys()
+        .map(|h| (h.clone(), shared.artifacts.path_of(h)))
+        .collect();
     crate::report::bundle::write_run_files(&dir, &plan, &results, &ctx)?;
     let mut files = BTreeMap::new();
     collect_files(&dir, &dir, &mut files)?;
     Ok((files, !res.partial))
 }
 
-fn collect_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<(), CoordError> {
+fn collect_files(
+    root: &Path,
+    dir: &Path,
+    out: &mut BTreeMap<String, String>,
+) -> Result<(), CoordError> {
     for entry in std::fs::read_dir(dir).map_err(|e| CoordError::io(dir, e))? {
         let entry = entry.map_err(|e| CoordError::io(dir, e))?;
         let p = entry.path();
-        let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         if name.starts_with('.') {
             continue;
         }
         if p.is_dir() {
             collect_files(root, &p, out)?;
         } else {
-            let rel = p.strip_prefix(root).unwrap_or(&p).to_string_lossy().to_string();
-            out.insert(rel, std::fs::read_to_string(&p).map_err(|e| CoordError::io(&p, e))?);
+            let rel = p
+                .strip_prefix(root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .to_string();
+            out.insert(
+                rel,
+                std::fs::read_to_string(&p).map_err(|e| CoordError::io(&p, e))?,
+            );
         }
     }
     Ok(())
@@ -126,16 +167,24 @@ pub fn validate_result(
     r: &FoldResult,
     sent: Option<&proto::ConfusionCounts>,
 ) -> Result<(), CoordError> {
-    let bad = |why: String| CoordError::invalid(format!("result of fold {}", payload.test_subject), why);
+    let bad =
+        |why: String| CoordError::invalid(format!("result of fold {}", payload.test_subject), why);
     if r.test_subject != payload.test_subject {
         return Err(bad(format!("it is for test subject '{}'", r.test_subject)));
     }
     if r.scheme != payload.scheme.key() {
-        return Err(bad(format!("it uses scheme '{}', the task '{}'", r.scheme, payload.scheme.key())));
+        return Err(bad(format!(
+            "it uses scheme '{}', the task '{}'",
+            r.scheme,
+            payload.scheme.key()
+        )));
     }
     let k = payload.scheme.num_classes();
     if r.confusion.classes() != k {
-        return Err(bad(format!("{} classes in its confusion counts, the scheme has {k}", r.confusion.classes())));
+        return Err(bad(format!(
+            "{} classes in its confusion counts, the scheme has {k}",
+            r.confusion.classes()
+        )));
     }
     if r.predictions.is_empty() {
         return Err(bad("no predictions".into()));
@@ -146,18 +195,39 @@ pub fn validate_result(
         if subject != payload.test_subject {
             return Err(bad(format!("sample {} is not of the test subject", p.id)));
         }
-        c.add(p.record.label, p.record.pred).map_err(|e| bad(format!("sample {}: {e}", p.id)))?;
+        c.add(p.record.label, p.record.pred)
+            .map_err(|e| bad(format!("sample {}: {e}", p.id)))?;
     }
     if c != r.confusion {
-        return Err(bad("its confusion counts disagree with its per-sample predictions".into()));
+        return Err(bad(
+            "its confusion counts disagree with its per-sample predictions".into(),
+        ));
     }
     if let Some(s) = sent {
         let flat: Vec<u64> = r.confusion.rows().iter().flatten().copied().collect();
         if s.classes as usize != k || s.counts != flat {
-            return Err(bad("the confusion counts sent disagree with the result's".into()));
+            return Err(bad(
+                "the confusion counts sent disagree with the result's".into()
+            ));
         }
     }
     Ok(())
+}
+
+/// The wire form of a granted lease.
+fn task_lease(g: crate::scheduler::Grant) -> proto::TaskLease {
+    proto::TaskLease {
+        lease_id: g.lease_id,
+        task_key: g.def.key.clone(),
+        kind: g.def.kind.key().into(),
+        fold: g.def.fold.clone(),
+        payload_json: g.payload_json.to_string(),
+        dataset_hash: g.def.payload.dataset_hash.clone(),
+        prior_checkpoint: g.prior_checkpoint.unwrap_or_default(),
+        attempt: g.attempt,
+        lease_ttl_ms: g.ttl.as_millis() as u64,
+        sweep_point: g.def.sweep_point,
+    }
 }
 
 /// The `Worker` service.
@@ -165,7 +235,10 @@ pub struct WorkerService(pub Arc<Shared>);
 
 #[tonic::async_trait]
 impl proto::worker_server::Worker for WorkerService {
-    async fn register(&self, req: Request<proto::RegisterRequest>) -> Result<Response<proto::RegisterReply>, Status> {
+    async fn register(
+        &self,
+        req: Request<proto::RegisterRequest>,
+    ) -> Result<Response<proto::RegisterReply>, Status> {
         let r = req.into_inner();
         if r.protocol != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
@@ -176,7 +249,10 @@ impl proto::worker_server::Worker for WorkerService {
         if r.slots == 0 {
             return Err(Status::invalid_argument("a worker needs at least one slot"));
         }
-        let id = self.0.sched.register_worker(&r.name, &r.devices, r.slots, &r.version);
+        let id = self
+            .0
+            .sched
+            .register_worker(&r.name, &r.devices, r.slots, &r.version);
         tracing::info!(worker = %id, devices = ?r.devices, slots = r.slots, "worker registered");
         Ok(Response::new(proto::RegisterReply {
             worker_id: id,
@@ -185,7 +261,10 @@ impl proto::worker_server::Worker for WorkerService {
         }))
     }
 
-    async fn lease(&self, req: Request<proto::LeaseRequest>) -> Result<Response<proto::LeaseReply>, Status> {
+    async fn lease(
+        &self,
+        req: Request<proto::LeaseRequest>,
+    ) -> Result<Response<proto::LeaseReply>, Status> {
         let r = req.into_inner();
         if !self.0.sched.knows_worker(&r.worker_id) {
             // Registered with a previous coordinator process: keep it.
@@ -197,40 +276,54 @@ impl proto::worker_server::Worker for WorkerService {
             _ = self.0.stop.cancelled() => None,
         };
         Ok(Response::new(proto::LeaseReply {
-            task: grant.map(|g| proto::TaskLease {
-                lease_id: g.lease_id,
-                task_key: g.def.key.clone(),
-                kind: g.def.kind.key().into(),
-                fold: g.def.fold.clone(),
-                payload_json: g.payload_json.to_string(),
-                dataset_hash: g.def.payload.dataset_hash.clone(),
-                prior_checkpoint: g.prior_checkpoint.unwrap_or_default(),
-                attempt: g.attempt,
-                lease_ttl_ms: g.ttl.as_millis() as u64,
-                sweep_point: g.def.sweep_point,
-            }),
+            task: grant.map(task_lease),
         }))
     }
 
-    async fn heartbeat(&self, req: Request<proto::HeartbeatRequest>) -> Result<Response<proto::HeartbeatReply>, Status> {
+    async fn heartbeat(
+        &self,
+        req: Request<proto::HeartbeatRequest>,
+    ) -> Result<Response<proto::HeartbeatReply>, Status> {
         let r = req.into_inner();
-        let p = Progress { stage: r.stage, epoch: r.epoch, epochs: r.epochs, loss: r.loss, samples_per_s: r.samples_per_s };
-        let (keep_going, reason) = self.0.sched.heartbeat(&r.lease_id, &r.worker_id, &r.task_key, p);
+        let p = Progress {
+            stage: r.stage,
+            epoch: r.epoch,
+            epochs: r.epochs,
+            loss: r.loss,
+            samples_per_s: r.samples_per_s,
+        };
+        let (keep_going, reason) =
+            self.0
+                .sched
+                .heartbeat(&r.lease_id, &r.worker_id, &r.task_key, p);
         Ok(Response::new(proto::HeartbeatReply { keep_going, reason }))
     }
 
-    async fn complete(&self, req: Request<proto::CompleteRequest>) -> Result<Response<proto::CompleteReply>, Status> {
+    async fn complete(
+        &self,
+        req: Request<proto::CompleteRequest>,
+    ) -> Result<Response<proto::CompleteReply>, Status> {
         let r = req.into_inner();
-        let def = self.0.sched.task_def(&r.task_key).ok_or_else(|| Status::not_found(format!("unknown task {}", r.task_key)))?;
+        let def = self
+            .0
+            .sched
+            .task_def(&r.task_key)
+            .ok_or_else(|| Status::not_found(format!("unknown task {}", r.task_key)))?;
         let (result_json, checkpoint) = match def.kind {
             TaskKind::Target => {
-                let fr: FoldResult = serde_json::from_str(&r.fold_result_json)
-                    .map_err(|e| Status::invalid_argument(format!("result of task {}: invalid FoldResult JSON: {e}", r.task_key)))?;
+                let fr: FoldResult = serde_json::from_str(&r.fold_result_json).map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "result of task {}: invalid FoldResult JSON: {e}",
+                        r.task_key
+                    ))
+                })?;
                 validate_result(&def.payload, &fr, r.confusion.as_ref()).map_err(status_of)?;
                 (Some(r.fold_result_json), None)
             }
             TaskKind::Prior => {
-                if !valid_hash(&r.checkpoint_hash) || self.0.artifacts.size_of(&r.checkpoint_hash).is_none() {
+                if !valid_hash(&r.checkpoint_hash)
+                    || self.0.artifacts.size_of(&r.checkpoint_hash).is_none()
+                {
                     return Err(Status::invalid_argument(format!(
                         "prior task {}: checkpoint '{}' was not uploaded (upload the artifact before completing)",
                         r.task_key, r.checkpoint_hash
@@ -239,20 +332,48 @@ impl proto::worker_server::Worker for WorkerService {
                 (None, Some(r.checkpoint_hash))
             }
         };
-        let out = self.0.sched.complete(&r.lease_id, &r.worker_id, &r.task_key, result_json, checkpoint).await.map_err(status_of)?;
+        let out = self
+            .0
+            .sched
+            .complete(
+                &r.lease_id,
+                &r.worker_id,
+                &r.task_key,
+                result_json,
+                checkpoint,
+            )
+            .await
+            .map_err(status_of)?;
+        let next = if r.lease_next && !self.0.stop.is_cancelled() {
+            if !self.0.sched.knows_worker(&r.worker_id) {
+                self.0.sched.adopt_worker(&r.worker_id);
+            }
+            self.0.sched.try_lease(&r.worker_id).map(task_lease)
+        } else {
+            None
+        };
         Ok(Response::new(proto::CompleteReply {
             outcome: match out {
                 CompleteOutcome::Accepted => "accepted",
                 CompleteOutcome::Duplicate => "duplicate",
             }
             .into(),
+            next,
         }))
     }
 
-    async fn fail(&self, req: Request<proto::FailRequest>) -> Result<Response<proto::FailReply>, Status> {
+    async fn fail(
+        &self,
+        req: Request<proto::FailRequest>,
+    ) -> Result<Response<proto::FailReply>, Status> {
         let r = req.into_inner();
         tracing::warn!(task = %r.task_key, worker = %r.worker_id, retryable = r.retryable, "task failed: {}", r.error);
-        let out = self.0.sched.fail(&r.lease_id, &r.task_key, &r.error, r.retryable).await.map_err(status_of)?;
+        let out = self
+            .0
+            .sched
+            .fail(&r.lease_id, &r.task_key, &r.error, r.retryable)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(proto::FailReply {
             outcome: match out {
                 FailOutcome::Retry => "retry",
@@ -271,19 +392,30 @@ pub struct ArtifactsService(pub Arc<Shared>);
 
 #[tonic::async_trait]
 impl proto::artifacts_server::Artifacts for ArtifactsService {
-    async fn upload(&self, req: Request<Streaming<proto::ArtifactChunk>>) -> Result<Response<proto::UploadReply>, Status> {
+    async fn upload(
+        &self,
+        req: Request<Streaming<proto::ArtifactChunk>>,
+    ) -> Result<Response<proto::UploadReply>, Status> {
         let mut stream = req.into_inner();
-        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty upload"))?;
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty upload"))?;
         let hash = first.sha256.clone();
         if !valid_hash(&hash) {
-            return Err(Status::invalid_argument(format!("upload: '{hash}' is not a sha256 hex digest")));
+            return Err(Status::invalid_argument(format!(
+                "upload: '{hash}' is not a sha256 hex digest"
+            )));
         }
         let kind = first.kind.clone();
         let declared = first.size;
         if self.0.artifacts.size_of(&hash).is_some() {
             // Already stored: drain and confirm (the stored file's hash was checked when it was written).
             while stream.message().await?.is_some() {}
-            return Ok(Response::new(proto::UploadReply { sha256: hash, size: declared }));
+            return Ok(Response::new(proto::UploadReply {
+                sha256: hash,
+                size: declared,
+            }));
         }
         let mut w = self.0.artifacts.begin(&hash).map_err(status_of)?;
         w.write(&first.data).map_err(status_of)?;
@@ -291,7 +423,10 @@ impl proto::artifacts_server::Artifacts for ArtifactsService {
             w.write(&c.data).map_err(status_of)?;
         }
         if w.size() != declared {
-            return Err(Status::invalid_argument(format!("artifact {hash}: announced {declared} bytes, received {}", w.size())));
+            return Err(Status::invalid_argument(format!(
+                "artifact {hash}: announced {declared} bytes, received {}",
+                w.size()
+            )));
         }
         let (h, size) = tokio::task::spawn_blocking(move || w.finish())
             .await
@@ -310,9 +445,16 @@ impl proto::artifacts_server::Artifacts for ArtifactsService {
 
     type DownloadStream = BoxStream<proto::ArtifactChunk>;
 
-    async fn download(&self, req: Request<proto::DownloadRequest>) -> Result<Response<Self::DownloadStream>, Status> {
+    async fn download(
+        &self,
+        req: Request<proto::DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
         let hash = req.into_inner().sha256;
-        let size = self.0.artifacts.size_of(&hash).ok_or_else(|| Status::not_found(format!("no artifact {hash}")))?;
+        let size = self
+            .0
+            .artifacts
+            .size_of(&hash)
+            .ok_or_else(|| Status::not_found(format!("no artifact {hash}")))?;
         let path = self.0.artifacts.path_of(&hash);
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<proto::ArtifactChunk, Status>>(4);
         tokio::task::spawn_blocking(move || {
@@ -320,7 +462,8 @@ impl proto::artifacts_server::Artifacts for ArtifactsService {
             let mut f = match std::fs::File::open(&path) {
                 Ok(f) => f,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(Status::internal(format!("{}: {e}", path.display()))));
+                    let _ =
+                        tx.blocking_send(Err(Status::internal(format!("{}: {e}", path.display()))));
                     return;
                 }
             };
@@ -330,7 +473,10 @@ impl proto::artifacts_server::Artifacts for ArtifactsService {
                 let n = match f.read(&mut buf) {
                     Ok(n) => n,
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::internal(format!("{}: {e}", path.display()))));
+                        let _ = tx.blocking_send(Err(Status::internal(format!(
+                            "{}: {e}",
+                            path.display()
+                        ))));
                         return;
                     }
                 };
@@ -349,13 +495,21 @@ impl proto::artifacts_server::Artifacts for ArtifactsService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn has(&self, req: Request<proto::HasRequest>) -> Result<Response<proto::HasReply>, Status> {
+    async fn has(
+        &self,
+        req: Request<proto::HasRequest>,
+    ) -> Result<Response<proto::HasReply>, Status> {
         let h = req.into_inner().sha256;
         let size = self.0.artifacts.size_of(&h);
-        Ok(Response::new(proto::HasReply { present: size.is_some(), size: size.unwrap_or(0) }))
+        Ok(Response::new(proto::HasReply {
+            present: size.is_some(),
+            size: size.unwrap_or(0),
+        }))
     }
 }
 
@@ -364,7 +518,10 @@ pub struct ClientService(pub Arc<Shared>);
 
 impl ClientService {
     fn get_status(&self, id: &str) -> Result<proto::ExperimentStatus, Status> {
-        self.0.sched.status(id).ok_or_else(|| Status::not_found(format!("no experiment '{id}'")))
+        self.0
+            .sched
+            .status(id)
+            .ok_or_else(|| Status::not_found(format!("no experiment '{id}'")))
     }
 }
 
@@ -378,7 +535,10 @@ pub fn experiment_identity(plan: &crate::plan::Plan) -> String {
 
 #[tonic::async_trait]
 impl proto::client_server::Client for ClientService {
-    async fn submit(&self, req: Request<proto::SubmitRequest>) -> Result<Response<proto::SubmitReply>, Status> {
+    async fn submit(
+        &self,
+        req: Request<proto::SubmitRequest>,
+    ) -> Result<Response<proto::SubmitReply>, Status> {
         let r = req.into_inner();
         if r.protocol != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
@@ -386,15 +546,34 @@ impl proto::client_server::Client for ClientService {
                 r.protocol
             )));
         }
-        let file = if r.spec_path.is_empty() { "<submitted spec>".to_string() } else { r.spec_path.clone() };
+        let file = if r.spec_path.is_empty() {
+            "<submitted spec>".to_string()
+        } else {
+            r.spec_path.clone()
+        };
         let mut spec = parse_spec(&file, &r.spec_toml).map_err(status_of)?;
         // Resolve relative dataset paths as `load_spec` does on the client, so both agree on the spec hash.
-        let base = Path::new(&r.spec_path).parent().map(Path::to_path_buf).unwrap_or_default();
-        let resolve = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
+        let base = Path::new(&r.spec_path)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let resolve = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        };
         spec.dataset = spec.dataset.as_ref().map(resolve);
-        spec.datasets = spec.datasets.iter().map(|(k, p)| (k.clone(), resolve(p))).collect();
-        let wire: Vec<WireDataset> = serde_json::from_str(&r.dataset_summary_json)
-            .map_err(|e| Status::invalid_argument(format!("{file}: dataset summaries: invalid JSON: {e}")))?;
+        spec.datasets = spec
+            .datasets
+            .iter()
+            .map(|(k, p)| (k.clone(), resolve(p)))
+            .collect();
+        let wire: Vec<WireDataset> =
+            serde_json::from_str(&r.dataset_summary_json).map_err(|e| {
+                Status::invalid_argument(format!("{file}: dataset summaries: invalid JSON: {e}"))
+            })?;
         let mut ds = BTreeMap::new();
         for w in wire {
             if self.0.artifacts.size_of(&w.hash).is_none() {
@@ -404,7 +583,15 @@ impl proto::client_server::Client for ClientService {
                     w.hash
                 )));
             }
-            ds.insert(w.tag, DatasetSummary { hash: w.hash, path: w.path, info: w.info, samples: w.samples });
+            ds.insert(
+                w.tag,
+                DatasetSummary {
+                    hash: w.hash,
+                    path: w.path,
+                    info: w.info,
+                    samples: w.samples,
+                },
+            );
         }
         let plan = expand_multi(&spec, &ds).map_err(status_of)?;
         let identity = experiment_identity(&plan);
@@ -423,18 +610,35 @@ impl proto::client_server::Client for ClientService {
             .await
             .map_err(status_of)?;
         tracing::info!(experiment = %s.id, tasks = s.tasks, reused = s.reused, existing = s.existing, "experiment submitted");
-        Ok(Response::new(proto::SubmitReply { experiment_id: s.id, tasks: s.tasks as u32, reused: s.reused as u32, existing: s.existing }))
+        Ok(Response::new(proto::SubmitReply {
+            experiment_id: s.id,
+            tasks: s.tasks as u32,
+            reused: s.reused as u32,
+            existing: s.existing,
+        }))
     }
 
-    async fn get(&self, req: Request<proto::GetRequest>) -> Result<Response<proto::ExperimentStatus>, Status> {
-        Ok(Response::new(self.get_status(&req.into_inner().experiment_id)?))
+    async fn get(
+        &self,
+        req: Request<proto::GetRequest>,
+    ) -> Result<Response<proto::ExperimentStatus>, Status> {
+        Ok(Response::new(
+            self.get_status(&req.into_inner().experiment_id)?,
+        ))
     }
 
     type WatchStream = BoxStream<proto::ExperimentStatus>;
 
-    async fn watch(&self, req: Request<proto::GetRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<proto::GetRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let id = req.into_inner().experiment_id;
-        let mut rx = self.0.sched.subscribe(&id).ok_or_else(|| Status::not_found(format!("no experiment '{id}'")))?;
+        let mut rx = self
+            .0
+            .sched
+            .subscribe(&id)
+            .ok_or_else(|| Status::not_found(format!("no experiment '{id}'")))?;
         let sched = self.0.sched.clone();
         let stop = self.0.stop.clone();
         let (tx, out) = tokio::sync::mpsc::channel(16);
@@ -456,25 +660,49 @@ impl proto::client_server::Client for ClientService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
     }
 
-    async fn list(&self, _req: Request<proto::ListRequest>) -> Result<Response<proto::ListReply>, Status> {
-        let experiments = self.0.sched.experiment_ids().iter().filter_map(|id| self.0.sched.status(id)).collect();
+    async fn list(
+        &self,
+        _req: Request<proto::ListRequest>,
+    ) -> Result<Response<proto::ListReply>, Status> {
+        let experiments = self
+            .0
+            .sched
+            .experiment_ids()
+            .iter()
+            .filter_map(|id| self.0.sched.status(id))
+            .collect();
         Ok(Response::new(proto::ListReply { experiments }))
     }
 
-    async fn cancel(&self, req: Request<proto::CancelRequest>) -> Result<Response<proto::CancelReply>, Status> {
+    async fn cancel(
+        &self,
+        req: Request<proto::CancelRequest>,
+    ) -> Result<Response<proto::CancelReply>, Status> {
         let id = req.into_inner().experiment_id;
         let cancelled = self.0.sched.cancel(&id).await.map_err(status_of)?;
         Ok(Response::new(proto::CancelReply { cancelled }))
     }
 
-    async fn results(&self, req: Request<proto::ResultsRequest>) -> Result<Response<proto::ResultsReply>, Status> {
+    async fn results(
+        &self,
+        req: Request<proto::ResultsRequest>,
+    ) -> Result<Response<proto::ResultsReply>, Status> {
         let id = req.into_inner().experiment_id;
-        let (mut files, complete) = write_experiment_results(&self.0, &id).await.map_err(status_of)?;
+        let (mut files, complete) = write_experiment_results(&self.0, &id)
+            .await
+            .map_err(status_of)?;
         let results_json = files.remove("results.json").unwrap_or_default();
         let summary_md = files.remove("summary.md").unwrap_or_default();
-        Ok(Response::new(proto::ResultsReply { results_json, summary_md, complete, files: files.into_iter().collect() }))
+        Ok(Response::new(proto::ResultsReply {
+            results_json,
+            summary_md,
+            complete,
+            files: files.into_iter().collect(),
+        }))
     }
 }

@@ -35,7 +35,11 @@ pub struct SimTrainer {
 impl SimTrainer {
     /// A trainer taking `delay` per task, logging executions to `log`.
     pub fn new(delay: Duration, log: Option<PathBuf>) -> Self {
-        SimTrainer { delay, log, ..Default::default() }
+        SimTrainer {
+            delay,
+            log,
+            ..Default::default()
+        }
     }
 
     /// Tasks executed by this instance.
@@ -47,7 +51,8 @@ impl SimTrainer {
         if let Some(s) = self.meta.lock().get(dataset) {
             return Ok(s.clone());
         }
-        let m = Prepared::read_meta(dataset).map_err(|e| TrainerError::fatal(format!("{}: {e}", dataset.display())))?;
+        let m = Prepared::read_meta(dataset)
+            .map_err(|e| TrainerError::fatal(format!("{}: {e}", dataset.display())))?;
         let s = Arc::new(m.samples);
         self.meta.lock().insert(dataset.to_path_buf(), s.clone());
         Ok(s)
@@ -78,7 +83,13 @@ pub fn read_execution_log(path: &Path) -> HashMap<String, u64> {
 }
 
 impl Trainer for SimTrainer {
-    fn run(&self, task: &TaskSpec, inputs: &TaskInputs, progress: &mut dyn FnMut(Progress), cancel: &AtomicBool) -> Result<TaskOutput, TrainerError> {
+    fn run(
+        &self,
+        task: &TaskSpec,
+        inputs: &TaskInputs,
+        progress: &mut dyn FnMut(Progress),
+        cancel: &AtomicBool,
+    ) -> Result<TaskOutput, TrainerError> {
         self.executions.fetch_add(1, Ordering::Relaxed);
         if let Some(log) = &self.log {
             let mut f = std::fs::OpenOptions::new()
@@ -86,7 +97,8 @@ impl Trainer for SimTrainer {
                 .append(true)
                 .open(log)
                 .map_err(|e| TrainerError::retryable(format!("{}: {e}", log.display())))?;
-            f.write_all(format!("{}\n", task.key).as_bytes()).map_err(|e| TrainerError::retryable(format!("{}: {e}", log.display())))?;
+            f.write_all(format!("{}\n", task.key).as_bytes())
+                .map_err(|e| TrainerError::retryable(format!("{}: {e}", log.display())))?;
         }
         let samples = self.samples(&inputs.dataset)?;
         let epochs = 4u32;
@@ -100,40 +112,74 @@ impl Trainer for SimTrainer {
                 std::thread::sleep(self.delay / epochs);
             }
             let loss = 1.0 / (epoch as f64 + 1.0);
-            progress(Progress { stage: stage.clone(), epoch, epochs, loss, samples_per_s: 100.0 });
-            log.push(EpochLog { stage: stage.clone(), epoch: epoch as usize, loss, monitor: None, samples_per_s: 0.0 });
+            progress(Progress {
+                stage: stage.clone(),
+                epoch,
+                epochs,
+                loss,
+                samples_per_s: 100.0,
+            });
+            log.push(EpochLog {
+                stage: stage.clone(),
+                epoch: epoch as usize,
+                loss,
+                monitor: None,
+                samples_per_s: 0.0,
+            });
         }
         match task.kind {
             TaskKind::Prior => {
                 let ck = inputs.work_dir.join("prior.ckpt");
                 let bytes = Sha256::digest(format!("sim-prior|{}", task.key).as_bytes());
-                std::fs::write(&ck, bytes).map_err(|e| TrainerError::retryable(format!("{}: {e}", ck.display())))?;
+                std::fs::write(&ck, bytes)
+                    .map_err(|e| TrainerError::retryable(format!("{}: {e}", ck.display())))?;
                 Ok(TaskOutput::Prior { checkpoint: ck })
             }
             TaskKind::Target => {
                 let prior: Vec<u8> = match &inputs.prior_checkpoint {
-                    Some(p) => std::fs::read(p).map_err(|e| TrainerError::retryable(format!("{}: {e}", p.display())))?,
+                    Some(p) => std::fs::read(p)
+                        .map_err(|e| TrainerError::retryable(format!("{}: {e}", p.display())))?,
                     None => Vec::new(),
                 };
                 let scheme = task.payload.scheme;
                 let k = scheme.num_classes();
                 let mut conf = Confusion::new(k);
                 let mut preds = Vec::new();
-                for s in samples.iter().filter(|s| s.fold_key() == task.payload.test_subject) {
-                    let Some(&label) = s.labels.get(scheme.key()) else { continue };
+                for s in samples
+                    .iter()
+                    .filter(|s| s.fold_key() == task.payload.test_subject)
+                {
+                    let Some(&label) = s.labels.get(scheme.key()) else {
+                        continue;
+                    };
                     let h = h64(&[task.key.as_bytes(), &prior, s.id.as_bytes()]);
-                    let pred = if h % 10 < 6 { label } else { ((h >> 8) % k as u64) as usize };
-                    conf.add(label, pred).map_err(|e| TrainerError::fatal(format!("sample {}: {e}", s.id)))?;
+                    let pred = if h % 10 < 6 {
+                        label
+                    } else {
+                        ((h >> 8) % k as u64) as usize
+                    };
+                    conf.add(label, pred)
+                        .map_err(|e| TrainerError::fatal(format!("sample {}: {e}", s.id)))?;
                     let mut probs = vec![0.1 / (k as f32 - 1.0).max(1.0); k];
                     probs[pred] = 0.9;
                     preds.push(SamplePrediction {
                         id: s.id.clone(),
-                        record: PredictionRecord { dataset: s.dataset, subject: s.subject.clone(), filename: s.filename.clone(), label, pred },
+                        record: PredictionRecord {
+                            dataset: s.dataset,
+                            subject: s.subject.clone(),
+                            filename: s.filename.clone(),
+                            label,
+                            pred,
+                        },
                         probs,
                     });
                 }
                 if preds.is_empty() {
-                    return Err(TrainerError::fatal(format!("no test sample of {} under {}", task.payload.test_subject, scheme.key())));
+                    return Err(TrainerError::fatal(format!(
+                        "no test sample of {} under {}",
+                        task.payload.test_subject,
+                        scheme.key()
+                    )));
                 }
                 Ok(TaskOutput::Target(FoldResult {
                     test_subject: task.payload.test_subject.clone(),
@@ -153,7 +199,11 @@ impl Trainer for SimTrainer {
 /// Writes a small prepared file for orchestration tests and benchmarks: `subjects` subjects in each of
 /// CASME II and SAMM (`subjects` more in SMIC), `per_subject` clips each, megc3 labels cycling over the
 /// classes, a 2 x 10 x 2 x 2 flow tensor per clip. Deterministic: same arguments, same bytes.
-pub fn write_sim_dataset(path: &Path, subjects: usize, per_subject: usize) -> Result<(), crate::error::CoordError> {
+pub fn write_sim_dataset(
+    path: &Path,
+    subjects: usize,
+    per_subject: usize,
+) -> Result<(), crate::error::CoordError> {
     use mer_shared::prepared::PrepInfo;
     use mer_shared::Dataset;
     use std::collections::BTreeMap;
@@ -190,7 +240,9 @@ pub fn write_sim_dataset(path: &Path, subjects: usize, per_subject: usize) -> Re
     }
     let n = samples.len();
     let shape = [n, 2, 10, 2, 2];
-    let flow: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| (i % 17) as f32 * 0.1).collect();
+    let flow: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|i| (i % 17) as f32 * 0.1)
+        .collect();
     let p = Prepared {
         info: PrepInfo {
             keyframes: "adaptive".into(),
@@ -233,12 +285,26 @@ pub fn reference_run(
         std::fs::create_dir_all(&wd).map_err(|e| CoordError::io(&wd, e))?;
         let inputs = TaskInputs {
             dataset,
-            prior_checkpoint: t.payload.prior_key.as_ref().and_then(|k| checkpoints.get(k).cloned()),
+            prior_checkpoint: t
+                .payload
+                .prior_key
+                .as_ref()
+                .and_then(|k| checkpoints.get(k).cloned()),
             work_dir: wd,
             device: "cpu".into(),
         };
-        let spec = TaskSpec { key: t.key.clone(), kind: t.kind, fold: t.fold.clone(), sweep_point: t.sweep_point, attempt: 1, payload: t.payload.clone() };
-        match trainer.run(&spec, &inputs, &mut |_| {}, &cancel).map_err(|e| CoordError::Runtime(e.message))? {
+        let spec = TaskSpec {
+            key: t.key.clone(),
+            kind: t.kind,
+            fold: t.fold.clone(),
+            sweep_point: t.sweep_point,
+            attempt: 1,
+            payload: t.payload.clone(),
+        };
+        match trainer
+            .run(&spec, &inputs, &mut |_| {}, &cancel)
+            .map_err(|e| CoordError::Runtime(e.message))?
+        {
             TaskOutput::Prior { checkpoint } => {
                 checkpoints.insert(t.key.clone(), checkpoint);
             }
@@ -259,7 +325,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ds = dir.path().join("d.safetensors");
         write_sim_dataset(&ds, 2, 3).unwrap();
-        let spec = crate::spec::parse_spec("s.toml", &format!("name = \"s\"\ndataset = {:?}\nscheme = \"megc3\"\n[sweep]\nalpha = [1, 2]\n", ds)).unwrap();
+        let spec = crate::spec::parse_spec(
+            "s.toml",
+            &format!(
+                "name = \"s\"\ndataset = {:?}\nscheme = \"megc3\"\n[sweep]\nalpha = [1, 2]\n",
+                ds
+            ),
+        )
+        .unwrap();
         let plan = crate::plan::plan_spec(&spec).unwrap();
         assert_eq!(plan.folds.len(), 6);
         let a = SimTrainer::new(Duration::ZERO, None);
@@ -271,8 +344,18 @@ mod tests {
         assert_eq!(a.executions(), 18);
         // Not trivially all right or all wrong, and the two sweep points differ.
         let res = crate::aggregate::aggregate(&plan, &ra);
-        let uf1: Vec<f64> = res.sweep_points.iter().map(|p| p.scores.as_ref().unwrap().uf1).collect();
-        assert!(uf1.iter().all(|&u| u > 0.2) && uf1.iter().any(|&u| u < 1.0), "{uf1:?}");
-        assert_ne!(res.sweep_points[0].predictions, res.sweep_points[1].predictions);
+        let uf1: Vec<f64> = res
+            .sweep_points
+            .iter()
+            .map(|p| p.scores.as_ref().unwrap().uf1)
+            .collect();
+        assert!(
+            uf1.iter().all(|&u| u > 0.2) && uf1.iter().any(|&u| u < 1.0),
+            "{uf1:?}"
+        );
+        assert_ne!(
+            res.sweep_points[0].predictions,
+            res.sweep_points[1].predictions
+        );
     }
 }

@@ -41,21 +41,31 @@ pub fn proc_status_mib(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with(key)).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
 
 /// Runs the benchmark in `dir` with about `tasks` tasks and `workers` agents.
-pub async fn scheduler_bench(dir: &Path, tasks: usize, workers: usize) -> Result<SchedBench, CoordError> {
+pub async fn scheduler_bench(
+    dir: &Path,
+    tasks: usize,
+    workers: usize,
+) -> Result<SchedBench, CoordError> {
     // 3 parts x S subjects = F folds; P sweep points: F * (P + 1) ~ tasks.
     let subjects = 34usize;
     let folds = 3 * subjects;
     let points = (tasks / folds).saturating_sub(1).max(1);
     let ds = dir.join("bench.safetensors");
     write_sim_dataset(&ds, subjects, 1)?;
-    let alphas: Vec<String> = (0..points).map(|i| format!("{:.2}", 1.0 + i as f64 * 0.01)).collect();
+    let alphas: Vec<String> = (0..points)
+        .map(|i| format!("{:.2}", 1.0 + i as f64 * 0.01))
+        .collect();
     let spec = dir.join("bench.toml");
     std::fs::write(
         &spec,
@@ -72,12 +82,17 @@ pub async fn scheduler_bench(dir: &Path, tasks: usize, workers: usize) -> Result
     let sub = submit_spec(&clients, &spec).await?;
     let submit_seconds = t_submit.elapsed().as_secs_f64();
     let t0 = Instant::now();
-    let latencies = Arc::new(parking_lot::Mutex::new(Vec::with_capacity(sub.tasks as usize)));
+    let latencies = Arc::new(parking_lot::Mutex::new(Vec::with_capacity(
+        sub.tasks as usize,
+    )));
     let trainer = Arc::new(SimTrainer::new(Duration::ZERO, None));
     let stop = CancellationToken::new();
     let mut agents = Vec::new();
     for i in 0..workers {
-        let mut a = AgentConfig::new(ConnectOptions::new(&coord.url, Some(token.clone())), dir.join("cache"));
+        let mut a = AgentConfig::new(
+            ConnectOptions::new(&coord.url, Some(token.clone())),
+            dir.join("cache"),
+        );
         a.name = format!("bench-{i}");
         a.poll_wait = Duration::from_secs(2);
         a.lease_latencies = Some(latencies.clone());
@@ -88,15 +103,25 @@ pub async fn scheduler_bench(dir: &Path, tasks: usize, workers: usize) -> Result
     let seconds = t0.elapsed().as_secs_f64();
     stop.cancel();
     for a in agents {
-        a.await.map_err(|e| CoordError::Runtime(format!("agent: {e}")))??;
+        a.await
+            .map_err(|e| CoordError::Runtime(format!("agent: {e}")))??;
     }
     coord.shutdown().await?;
     if status.state != "done" {
-        return Err(CoordError::Runtime(format!("benchmark experiment ended {}: {:?}", status.state, status.errors)));
+        return Err(CoordError::Runtime(format!(
+            "benchmark experiment ended {}: {:?}",
+            status.state, status.errors
+        )));
     }
     let mut l = latencies.lock().clone();
     l.sort_unstable();
-    let pct = |p: f64| if l.is_empty() { 0.0 } else { l[((l.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0 };
+    let pct = |p: f64| {
+        if l.is_empty() {
+            0.0
+        } else {
+            l[((l.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+        }
+    };
     Ok(SchedBench {
         tasks: sub.tasks as usize,
         workers,

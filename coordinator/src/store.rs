@@ -20,7 +20,10 @@ use tokio::sync::oneshot;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 const SCHEMA: &str = "
@@ -63,9 +66,12 @@ pub struct Store {
 /// Opens a connection with the settings every connection uses.
 fn open_conn(path: &Path) -> Result<Connection, CoordError> {
     let conn = Connection::open(path).map_err(|e| CoordError::db(path, e))?;
-    conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| CoordError::db(path, e))?;
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;")
+    conn.busy_timeout(std::time::Duration::from_secs(30))
         .map_err(|e| CoordError::db(path, e))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;",
+    )
+    .map_err(|e| CoordError::db(path, e))?;
     Ok(conn)
 }
 
@@ -76,14 +82,20 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(|e| CoordError::io(dir, e))?;
         }
         let conn = open_conn(path)?;
-        conn.execute_batch(SCHEMA).map_err(|e| CoordError::db(path, e))?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| CoordError::db(path, e))?;
         let (tx, rx) = mpsc::channel::<WriteOp>();
         let p = path.to_path_buf();
         std::thread::Builder::new()
             .name("mer-store-writer".into())
             .spawn(move || writer_loop(conn, rx, p))
-            .map_err(|e| CoordError::Runtime(format!("cannot start the store writer thread: {e}")))?;
-        Ok(Store { path: path.to_path_buf(), tx })
+            .map_err(|e| {
+                CoordError::Runtime(format!("cannot start the store writer thread: {e}"))
+            })?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            tx,
+        })
     }
 
     /// The database file.
@@ -98,11 +110,17 @@ impl Store {
     {
         let (ack, rx) = oneshot::channel();
         self.tx
-            .send(WriteOp { f: Box::new(f), ack: Some(ack) })
+            .send(WriteOp {
+                f: Box::new(f),
+                ack: Some(ack),
+            })
             .map_err(|_| CoordError::Runtime("the store writer has stopped".into()))?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(CoordError::Runtime(format!("state database {}: {e}", self.path.display()))),
+            Ok(Err(e)) => Err(CoordError::Runtime(format!(
+                "state database {}: {e}",
+                self.path.display()
+            ))),
             Err(_) => Err(CoordError::Runtime("the store writer has stopped".into())),
         }
     }
@@ -112,7 +130,14 @@ impl Store {
     where
         F: Fn(&Connection) -> rusqlite::Result<()> + Send + 'static,
     {
-        if self.tx.send(WriteOp { f: Box::new(f), ack: None }).is_err() {
+        if self
+            .tx
+            .send(WriteOp {
+                f: Box::new(f),
+                ack: None,
+            })
+            .is_err()
+        {
             tracing::error!("the store writer has stopped; a bookkeeping write was dropped");
         }
     }
@@ -147,8 +172,11 @@ impl Store {
     pub fn load(&self) -> Result<Snapshot, CoordError> {
         let conn = self.reader()?;
         let db = |e| CoordError::db(&self.path, e);
-        conn.execute("UPDATE attempts SET outcome = 'interrupted', ended_ms = ?1 WHERE outcome IS NULL", [now_ms()])
-            .map_err(db)?;
+        conn.execute(
+            "UPDATE attempts SET outcome = 'interrupted', ended_ms = ?1 WHERE outcome IS NULL",
+            [now_ms()],
+        )
+        .map_err(db)?;
         let mut experiments = Vec::new();
         {
             let mut st = conn
@@ -195,23 +223,42 @@ impl Store {
         }
         let mut results = Vec::new();
         {
-            let mut st = conn.prepare("SELECT task_key, checkpoint FROM results").map_err(db)?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))).map_err(db)?;
+            let mut st = conn
+                .prepare("SELECT task_key, checkpoint FROM results")
+                .map_err(db)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+                })
+                .map_err(db)?;
             for r in rows {
                 results.push(r.map_err(db)?);
             }
         }
-        let seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM experiments", [], |r| r.get(0)).map_err(db)?;
-        Ok(Snapshot { experiments, tasks, results, next_seq: seq + 1 })
+        let seq: i64 = conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM experiments", [], |r| {
+                r.get(0)
+            })
+            .map_err(db)?;
+        Ok(Snapshot {
+            experiments,
+            tasks,
+            results,
+            next_seq: seq + 1,
+        })
     }
 
     /// The stored result JSON of each of `keys` that has one.
     pub async fn results_of(&self, keys: Vec<String>) -> Result<Vec<(String, String)>, CoordError> {
         self.read(move |conn| {
-            let mut st = conn.prepare_cached("SELECT result_json FROM results WHERE task_key = ?1")?;
+            let mut st =
+                conn.prepare_cached("SELECT result_json FROM results WHERE task_key = ?1")?;
             let mut out = Vec::new();
             for k in keys {
-                if let Some(Some(j)) = st.query_row([&k], |r| r.get::<_, Option<String>>(0)).optional()? {
+                if let Some(Some(j)) = st
+                    .query_row([&k], |r| r.get::<_, Option<String>>(0))
+                    .optional()?
+                {
                     out.push((k, j));
                 }
             }
@@ -223,8 +270,9 @@ impl Store {
     /// Outcome counts of all attempts (`outcome` -> count), for tests and status.
     pub async fn attempt_outcomes(&self) -> Result<Vec<(String, i64)>, CoordError> {
         self.read(|conn| {
-            let mut st =
-                conn.prepare("SELECT COALESCE(outcome, 'running'), COUNT(*) FROM attempts GROUP BY 1 ORDER BY 1")?;
+            let mut st = conn.prepare(
+                "SELECT COALESCE(outcome, 'running'), COUNT(*) FROM attempts GROUP BY 1 ORDER BY 1",
+            )?;
             let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })
@@ -261,7 +309,10 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>, path: PathBuf)
                 }
             }
             Err(e) => {
-                tracing::warn!("state database {}: a batched write failed ({e}); replaying one by one", path.display());
+                tracing::warn!(
+                    "state database {}: a batched write failed ({e}); replaying one by one",
+                    path.display()
+                );
                 slow_path(&mut conn, batch, &path);
             }
         }
@@ -358,7 +409,8 @@ pub fn insert_experiment(tx: &Connection, e: &NewExperiment) -> rusqlite::Result
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9, ?10)",
         params![e.id, e.seq, e.name, e.spec_hash, e.identity, e.spec_toml, e.plan_json, e.max_attempts, e.lease_ms as i64, now_ms()],
     )?;
-    let mut st = tx.prepare_cached("INSERT OR IGNORE INTO tasks(key, state) VALUES (?1, 'pending')")?;
+    let mut st =
+        tx.prepare_cached("INSERT OR IGNORE INTO tasks(key, state) VALUES (?1, 'pending')")?;
     for k in &e.task_keys {
         st.execute([k])?;
     }
@@ -424,15 +476,27 @@ mod tests {
             })
             .await;
         assert!(dup.is_err());
-        store.write_nowait(|tx| tx.execute("INSERT INTO artifacts(hash, size, kind, created_ms) VALUES ('h', 1, 'k', 0)", []).map(|_| ()));
+        store.write_nowait(|tx| {
+            tx.execute(
+                "INSERT INTO artifacts(hash, size, kind, created_ms) VALUES ('h', 1, 'k', 0)",
+                [],
+            )
+            .map(|_| ())
+        });
         store.flush().await.unwrap();
         // A fresh connection (as after a restart) sees everything.
         let conn = Connection::open(&path).unwrap();
-        let n: i64 = conn.query_row("SELECT COUNT(*) FROM workers", [], |r| r.get(0)).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM workers", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 200);
-        let a: i64 = conn.query_row("SELECT COUNT(*) FROM artifacts", [], |r| r.get(0)).unwrap();
+        let a: i64 = conn
+            .query_row("SELECT COUNT(*) FROM artifacts", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(a, 1);
-        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
     }
 

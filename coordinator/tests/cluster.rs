@@ -2,9 +2,13 @@
 //! worker agents with the deterministic sim trainer, talking real gRPC. Every fault test compares the
 //! final results with a fault-free reference run of the same tasks.
 
-use mer_coordinator::agent::{run_agent, AgentConfig, Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
+use mer_coordinator::agent::{
+    run_agent, AgentConfig, Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError,
+};
 use mer_coordinator::aggregate::{aggregate, write_results};
-use mer_coordinator::client::{connect, submit_spec, upload_bytes, watch_until_done, Clients, ConnectOptions};
+use mer_coordinator::client::{
+    connect, submit_spec, upload_bytes, watch_until_done, Clients, ConnectOptions,
+};
 use mer_coordinator::plan::{plan_spec, Plan, TaskKind};
 use mer_coordinator::scheduler::SchedConfig;
 use mer_coordinator::server::{start, CoordinatorHandle, ServerConfig};
@@ -42,7 +46,10 @@ fn clients(url: &str) -> Clients {
 }
 
 fn agent_config(url: &str, cache: &Path, slots: u32) -> AgentConfig {
-    let mut a = AgentConfig::new(ConnectOptions::new(url, Some(TOKEN.into())), cache.to_path_buf());
+    let mut a = AgentConfig::new(
+        ConnectOptions::new(url, Some(TOKEN.into())),
+        cache.to_path_buf(),
+    );
     a.slots = slots;
     a.poll_wait = Duration::from_millis(500);
     a.heartbeat = Some(Duration::from_millis(100));
@@ -53,7 +60,12 @@ fn agent_config(url: &str, cache: &Path, slots: u32) -> AgentConfig {
 /// The fault-free reference: every task run directly, then pooled; returns `results.json` and the
 /// prediction files as written by `write_results`.
 fn reference_files(plan: &Plan, dir: &Path) -> BTreeMap<String, String> {
-    let results = reference_run(plan, &SimTrainer::new(Duration::ZERO, None), &dir.join("ref-work")).unwrap();
+    let results = reference_run(
+        plan,
+        &SimTrainer::new(Duration::ZERO, None),
+        &dir.join("ref-work"),
+    )
+    .unwrap();
     let res = aggregate(plan, &results);
     assert!(!res.partial);
     let out = dir.join("ref-results");
@@ -70,7 +82,10 @@ fn read_tree(root: &Path) -> BTreeMap<String, String> {
             if p.is_dir() {
                 stack.push(p);
             } else if !p.file_name().unwrap().to_string_lossy().starts_with('.') {
-                out.insert(p.strip_prefix(root).unwrap().to_string_lossy().to_string(), std::fs::read_to_string(&p).unwrap());
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_string_lossy().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                );
             }
         }
     }
@@ -79,7 +94,15 @@ fn read_tree(root: &Path) -> BTreeMap<String, String> {
 
 /// The coordinator's results of an experiment, as the same file map.
 async fn coordinator_files(c: &Clients, id: &str) -> BTreeMap<String, String> {
-    let r = c.client.clone().results(proto::ResultsRequest { experiment_id: id.into() }).await.unwrap().into_inner();
+    let r = c
+        .client
+        .clone()
+        .results(proto::ResultsRequest {
+            experiment_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(r.complete);
     let mut files: BTreeMap<String, String> = r.files.into_iter().collect();
     // Compare the planner's files only; plan.json, spec.toml, folds.jsonl and provenance.json (for `mer
@@ -90,7 +113,14 @@ async fn coordinator_files(c: &Clients, id: &str) -> BTreeMap<String, String> {
     files
 }
 
-fn spawn_agents(url: &str, dir: &Path, n: usize, slots: u32, trainer: Arc<dyn Trainer>, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<mer_coordinator::agent::AgentStats>> {
+fn spawn_agents(
+    url: &str,
+    dir: &Path,
+    n: usize,
+    slots: u32,
+    trainer: Arc<dyn Trainer>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<mer_coordinator::agent::AgentStats>> {
     (0..n)
         .map(|i| {
             let cfg = agent_config(url, &dir.join(format!("cache{i}")), slots);
@@ -100,7 +130,10 @@ fn spawn_agents(url: &str, dir: &Path, n: usize, slots: u32, trainer: Arc<dyn Tr
         .collect()
 }
 
-async fn stop_agents(stop: CancellationToken, agents: Vec<tokio::task::JoinHandle<mer_coordinator::agent::AgentStats>>) -> Vec<mer_coordinator::agent::AgentStats> {
+async fn stop_agents(
+    stop: CancellationToken,
+    agents: Vec<tokio::task::JoinHandle<mer_coordinator::agent::AgentStats>>,
+) -> Vec<mer_coordinator::agent::AgentStats> {
     stop.cancel();
     let mut out = vec![];
     for a in agents {
@@ -115,7 +148,9 @@ async fn three_agents_run_an_experiment_and_match_the_reference() {
     let spec = setup(dir.path(), 3, "");
     let plan = plan_spec(&load_spec(&spec).unwrap()).unwrap();
     assert_eq!(plan.tasks.len(), 9 + 18);
-    let coord = start(server_config(&dir.path().join("state"))).await.unwrap();
+    let coord = start(server_config(&dir.path().join("state")))
+        .await
+        .unwrap();
     let c = clients(&coord.url);
     let sub = submit_spec(&c, &spec).await.unwrap();
     assert_eq!(sub.tasks, 27);
@@ -124,18 +159,38 @@ async fn three_agents_run_an_experiment_and_match_the_reference() {
     let stop = CancellationToken::new();
     let agents = spawn_agents(&coord.url, dir.path(), 3, 2, sim.clone(), &stop);
     let mut updates = 0;
-    let status = watch_until_done(&c, &sub.experiment_id, |_| updates += 1).await.unwrap();
+    let status = watch_until_done(&c, &sub.experiment_id, |_| updates += 1)
+        .await
+        .unwrap();
     assert_eq!(status.state, "done");
-    assert_eq!((status.tasks_done, status.tasks_total, status.folds_done, status.folds_total), (27, 27, 9, 9));
+    assert_eq!(
+        (
+            status.tasks_done,
+            status.tasks_total,
+            status.folds_done,
+            status.folds_total
+        ),
+        (27, 27, 9, 9)
+    );
     assert_eq!((status.lost, status.duplicates, status.retries), (0, 0, 0));
     assert!(updates >= 2, "watch streamed progress ({updates} updates)");
     assert_eq!(sim.executions(), 27, "each task ran exactly once");
     let stats = stop_agents(stop, agents).await;
     assert_eq!(stats.iter().map(|s| s.accepted).sum::<u64>(), 27);
-    assert!(stats.iter().filter(|s| s.accepted > 0).count() >= 2, "work was shared: {stats:?}");
-    assert_eq!(coordinator_files(&c, &sub.experiment_id).await, reference_files(&plan, dir.path()));
+    assert!(
+        stats.iter().filter(|s| s.accepted > 0).count() >= 2,
+        "work was shared: {stats:?}"
+    );
+    assert_eq!(
+        coordinator_files(&c, &sub.experiment_id).await,
+        reference_files(&plan, dir.path())
+    );
     // The finished experiment's results were also written into the state folder.
-    let written = dir.path().join("state/experiments").join(&sub.experiment_id).join("results.json");
+    let written = dir
+        .path()
+        .join("state/experiments")
+        .join(&sub.experiment_id)
+        .join("results.json");
     for _ in 0..50 {
         if written.exists() {
             break;
@@ -153,9 +208,23 @@ async fn three_agents_run_an_experiment_and_match_the_reference() {
     let o = submit_spec(&c, &other).await.unwrap();
     assert!(!o.existing);
     assert_eq!((o.tasks, o.reused), (18, 18));
-    let st = c.client.clone().get(proto::GetRequest { experiment_id: o.experiment_id.clone() }).await.unwrap().into_inner();
+    let st = c
+        .client
+        .clone()
+        .get(proto::GetRequest {
+            experiment_id: o.experiment_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(st.state, "done");
-    let list = c.client.clone().list(proto::ListRequest {}).await.unwrap().into_inner();
+    let list = c
+        .client
+        .clone()
+        .list(proto::ListRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(list.experiments.len(), 2);
     coord.shutdown().await.unwrap();
 }
@@ -167,22 +236,46 @@ async fn late_and_duplicate_completions_are_dropped_and_counted() {
     let spec = setup(dir.path(), 1, "lease_seconds = 1\n");
     let plan = plan_spec(&load_spec(&spec).unwrap()).unwrap();
     let mut cfg = server_config(&dir.path().join("state"));
-    cfg.sched = SchedConfig { lease_ttl: Some(Duration::from_millis(300)), ..SchedConfig::default() };
+    cfg.sched = SchedConfig {
+        lease_ttl: Some(Duration::from_millis(300)),
+        ..SchedConfig::default()
+    };
     let coord = start(cfg).await.unwrap();
     let c = clients(&coord.url);
     let sub = submit_spec(&c, &spec).await.unwrap();
     // Worker A leases a task and goes silent (cut off).
     let mut w = c.worker.clone();
     let reg = w
-        .register(proto::RegisterRequest { protocol: proto::PROTOCOL_VERSION, name: "cut-off".into(), devices: vec!["cpu".into()], slots: 1, version: "t".into() })
+        .register(proto::RegisterRequest {
+            protocol: proto::PROTOCOL_VERSION,
+            name: "cut-off".into(),
+            devices: vec!["cpu".into()],
+            slots: 1,
+            version: "t".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    let a = w.lease(proto::LeaseRequest { worker_id: reg.worker_id.clone(), slot: 0, wait_ms: 1000 }).await.unwrap().into_inner().task.unwrap();
+    let a = w
+        .lease(proto::LeaseRequest {
+            worker_id: reg.worker_id.clone(),
+            slot: 0,
+            wait_ms: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
     assert_eq!(a.kind, "prior", "prior tasks are handed out first");
     tokio::time::sleep(Duration::from_millis(700)).await;
     let hb = w
-        .heartbeat(proto::HeartbeatRequest { lease_id: a.lease_id.clone(), worker_id: reg.worker_id.clone(), task_key: a.task_key.clone(), ..Default::default() })
+        .heartbeat(proto::HeartbeatRequest {
+            lease_id: a.lease_id.clone(),
+            worker_id: reg.worker_id.clone(),
+            task_key: a.task_key.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -194,22 +287,46 @@ async fn late_and_duplicate_completions_are_dropped_and_counted() {
     let sim = Arc::new(SimTrainer::new(Duration::ZERO, None));
     let stop = CancellationToken::new();
     let agents = spawn_agents(&coord.url, dir.path(), 1, 2, sim.clone(), &stop);
-    let status = watch_until_done(&c, &sub.experiment_id, |_| {}).await.unwrap();
+    let status = watch_until_done(&c, &sub.experiment_id, |_| {})
+        .await
+        .unwrap();
     assert_eq!(status.state, "done");
     assert!(status.lost >= 2, "A's lease was lost twice: {status:?}");
     assert_eq!(status.duplicates, 0);
     // A reports late, with the same (deterministic) checkpoint B produced: dropped and counted.
     let ck = sha2_of(&format!("sim-prior|{}", a.task_key));
-    let ck_hash = upload_bytes(&c, &mer_coordinator::client::sha256_bytes(&ck), &ck, "checkpoint").await.unwrap();
+    let ck_hash = upload_bytes(
+        &c,
+        &mer_coordinator::client::sha256_bytes(&ck),
+        &ck,
+        "checkpoint",
+    )
+    .await
+    .unwrap();
     let late = w
-        .complete(proto::CompleteRequest { lease_id: a.lease_id.clone(), worker_id: reg.worker_id.clone(), task_key: a.task_key.clone(), checkpoint_hash: ck_hash, ..Default::default() })
+        .complete(proto::CompleteRequest {
+            lease_id: a.lease_id.clone(),
+            worker_id: reg.worker_id.clone(),
+            task_key: a.task_key.clone(),
+            checkpoint_hash: ck_hash,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(late.outcome, "duplicate");
     // A duplicate of a target result (sent again by a worker that retried) is dropped too.
-    let target = plan.tasks.iter().find(|t| t.kind == TaskKind::Target).unwrap();
-    let stored = coord.scheduler().store().results_of(vec![target.key.clone()]).await.unwrap();
+    let target = plan
+        .tasks
+        .iter()
+        .find(|t| t.kind == TaskKind::Target)
+        .unwrap();
+    let stored = coord
+        .scheduler()
+        .store()
+        .results_of(vec![target.key.clone()])
+        .await
+        .unwrap();
     let dup = w
         .complete(proto::CompleteRequest {
             lease_id: "resent".into(),
@@ -222,13 +339,35 @@ async fn late_and_duplicate_completions_are_dropped_and_counted() {
         .unwrap()
         .into_inner();
     assert_eq!(dup.outcome, "duplicate");
-    let st = c.client.clone().get(proto::GetRequest { experiment_id: sub.experiment_id.clone() }).await.unwrap().into_inner();
+    let st = c
+        .client
+        .clone()
+        .get(proto::GetRequest {
+            experiment_id: sub.experiment_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(st.duplicates, 2);
     assert_eq!(st.tasks_done, st.tasks_total);
     stop_agents(stop, agents).await;
-    assert_eq!(sim.executions() as usize, plan.tasks.len(), "B ran every task once");
-    assert_eq!(coordinator_files(&c, &sub.experiment_id).await, reference_files(&plan, dir.path()));
-    let outcomes: BTreeMap<String, i64> = coord.scheduler().store().attempt_outcomes().await.unwrap().into_iter().collect();
+    assert_eq!(
+        sim.executions() as usize,
+        plan.tasks.len(),
+        "B ran every task once"
+    );
+    assert_eq!(
+        coordinator_files(&c, &sub.experiment_id).await,
+        reference_files(&plan, dir.path())
+    );
+    let outcomes: BTreeMap<String, i64> = coord
+        .scheduler()
+        .store()
+        .attempt_outcomes()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
     assert_eq!(outcomes.get("ok"), Some(&(plan.tasks.len() as i64)));
     // A's attempt was lost (twice), and its late report is recorded on the same attempt.
     assert_eq!(outcomes.get("lost,duplicate"), Some(&1), "{outcomes:?}");
@@ -253,12 +392,23 @@ async fn coordinator_restart_loses_nothing_and_reruns_nothing_finished() {
     let c = clients(&coord.url);
     let sub = submit_spec(&c, &spec).await.unwrap();
     let log = dir.path().join("executions.log");
-    let sim = Arc::new(SimTrainer::new(Duration::from_millis(80), Some(log.clone())));
+    let sim = Arc::new(SimTrainer::new(
+        Duration::from_millis(80),
+        Some(log.clone()),
+    ));
     let stop = CancellationToken::new();
     let agents = spawn_agents(&coord.url, dir.path(), 2, 2, sim.clone(), &stop);
     // Let some tasks finish, then crash the coordinator.
     loop {
-        let st = c.client.clone().get(proto::GetRequest { experiment_id: sub.experiment_id.clone() }).await.unwrap().into_inner();
+        let st = c
+            .client
+            .clone()
+            .get(proto::GetRequest {
+                experiment_id: sub.experiment_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         if st.tasks_done >= 8 {
             break;
         }
@@ -268,24 +418,39 @@ async fn coordinator_restart_loses_nothing_and_reruns_nothing_finished() {
     let finished_before: Vec<String> = {
         let conn = rusqlite::Connection::open(state.join("state.db")).unwrap();
         let mut st = conn.prepare("SELECT task_key FROM results").unwrap();
-        st.query_map([], |r| r.get::<_, String>(0)).unwrap().map(|r| r.unwrap()).collect()
+        st.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
     };
     assert!(finished_before.len() >= 8);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut cfg = server_config(&state);
     cfg.listen = addr;
     let coord = start(cfg).await.unwrap();
-    let status = watch_until_done(&c, &sub.experiment_id, |_| {}).await.unwrap();
+    let status = watch_until_done(&c, &sub.experiment_id, |_| {})
+        .await
+        .unwrap();
     assert_eq!(status.state, "done");
     stop_agents(stop, agents).await;
     let counts = mer_coordinator::sim::read_execution_log(&log);
     for k in &finished_before {
-        assert_eq!(counts.get(k), Some(&1), "task {k} finished before the crash and was run again");
+        assert_eq!(
+            counts.get(k),
+            Some(&1),
+            "task {k} finished before the crash and was run again"
+        );
     }
     let total: u64 = counts.values().sum();
-    assert!(total as usize <= plan.tasks.len() + 4, "only tasks in flight at the crash may run twice: {total}");
+    assert!(
+        total as usize <= plan.tasks.len() + 4,
+        "only tasks in flight at the crash may run twice: {total}"
+    );
     assert!(plan.tasks.iter().all(|t| counts.contains_key(&t.key)));
-    assert_eq!(coordinator_files(&c, &sub.experiment_id).await, reference_files(&plan, dir.path()));
+    assert_eq!(
+        coordinator_files(&c, &sub.experiment_id).await,
+        reference_files(&plan, dir.path())
+    );
     coord.shutdown().await.unwrap();
 }
 
@@ -296,9 +461,18 @@ struct FailsOneFold {
 }
 
 impl Trainer for FailsOneFold {
-    fn run(&self, task: &TaskSpec, inputs: &TaskInputs, progress: &mut dyn FnMut(Progress), cancel: &AtomicBool) -> Result<TaskOutput, TrainerError> {
+    fn run(
+        &self,
+        task: &TaskSpec,
+        inputs: &TaskInputs,
+        progress: &mut dyn FnMut(Progress),
+        cancel: &AtomicBool,
+    ) -> Result<TaskOutput, TrainerError> {
         if task.kind == TaskKind::Target && task.fold == self.fold {
-            return Err(TrainerError::retryable(format!("simulated out-of-memory on {}", task.fold)));
+            return Err(TrainerError::retryable(format!(
+                "simulated out-of-memory on {}",
+                task.fold
+            )));
         }
         self.inner.run(task, inputs, progress, cancel)
     }
@@ -308,22 +482,51 @@ impl Trainer for FailsOneFold {
 async fn a_failing_task_gives_up_after_max_attempts_keeping_its_errors() {
     let dir = tempfile::tempdir().unwrap();
     let spec = setup(dir.path(), 1, "max_attempts = 2\n");
-    let coord = start(server_config(&dir.path().join("state"))).await.unwrap();
+    let coord = start(server_config(&dir.path().join("state")))
+        .await
+        .unwrap();
     let c = clients(&coord.url);
     let sub = submit_spec(&c, &spec).await.unwrap();
-    let t = Arc::new(FailsOneFold { inner: SimTrainer::new(Duration::ZERO, None), fold: "casme2/sub01".into() });
+    let t = Arc::new(FailsOneFold {
+        inner: SimTrainer::new(Duration::ZERO, None),
+        fold: "casme2/sub01".into(),
+    });
     let stop = CancellationToken::new();
     let agents = spawn_agents(&coord.url, dir.path(), 2, 1, t, &stop);
-    let status = watch_until_done(&c, &sub.experiment_id, |_| {}).await.unwrap();
+    let status = watch_until_done(&c, &sub.experiment_id, |_| {})
+        .await
+        .unwrap();
     stop_agents(stop, agents).await;
     assert_eq!(status.state, "failed");
-    assert_eq!(status.tasks_failed, 2, "both sweep points' target task of the fold gave up");
+    assert_eq!(
+        status.tasks_failed, 2,
+        "both sweep points' target task of the fold gave up"
+    );
     assert_eq!(status.retries, 4, "two attempts each");
     assert_eq!(status.tasks_done, status.tasks_total - 2);
-    assert!(status.errors.iter().any(|e| e.contains("simulated out-of-memory on casme2/sub01") && e.contains("attempt 2")), "{:?}", status.errors);
-    let r = c.client.clone().results(proto::ResultsRequest { experiment_id: sub.experiment_id.clone() }).await.unwrap().into_inner();
+    assert!(
+        status
+            .errors
+            .iter()
+            .any(|e| e.contains("simulated out-of-memory on casme2/sub01")
+                && e.contains("attempt 2")),
+        "{:?}",
+        status.errors
+    );
+    let r = c
+        .client
+        .clone()
+        .results(proto::ResultsRequest {
+            experiment_id: sub.experiment_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!r.complete);
-    assert!(r.results_json.contains("casme2/sub01"), "the missing fold is named");
+    assert!(
+        r.results_json.contains("casme2/sub01"),
+        "the missing fold is named"
+    );
     coord.shutdown().await.unwrap();
 }
 
@@ -331,34 +534,74 @@ async fn a_failing_task_gives_up_after_max_attempts_keeping_its_errors() {
 async fn bad_inputs_are_refused_with_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let spec = setup(dir.path(), 1, "");
-    let coord = start(server_config(&dir.path().join("state"))).await.unwrap();
+    let coord = start(server_config(&dir.path().join("state")))
+        .await
+        .unwrap();
     // Wrong token.
     let bad = connect(&ConnectOptions::new(&coord.url, Some("nope".into()))).unwrap();
-    let e = bad.client.clone().list(proto::ListRequest {}).await.unwrap_err();
+    let e = bad
+        .client
+        .clone()
+        .list(proto::ListRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
     assert!(e.message().contains("wrong bearer token"));
     let mut wrong = agent_config(&coord.url, &dir.path().join("y"), 1);
     wrong.connect.token = Some("nope".into());
-    let e = run_agent(wrong, Arc::new(SimTrainer::default()), CancellationToken::new()).await.unwrap_err().to_string();
+    let e = run_agent(
+        wrong,
+        Arc::new(SimTrainer::default()),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("wrong bearer token"), "{e}");
     // A worker of another protocol version.
     let mut old = agent_config(&coord.url, &dir.path().join("z"), 1);
     old.connect.protocol = proto::PROTOCOL_VERSION + 1;
-    let e = run_agent(old, Arc::new(SimTrainer::default()), CancellationToken::new()).await.unwrap_err().to_string();
+    let e = run_agent(
+        old,
+        Arc::new(SimTrainer::default()),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("protocol version mismatch"), "{e}");
     // Artifact bytes that do not match their hash.
     let c = clients(&coord.url);
     let declared = mer_coordinator::client::sha256_bytes(b"the real bytes");
-    let e = upload_bytes(&c, &declared, b"other bytes", "dataset").await.unwrap_err().to_string();
+    let e = upload_bytes(&c, &declared, b"other bytes", "dataset")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("do not match"), "{e}");
-    assert!(!c.artifacts.clone().has(proto::HasRequest { sha256: declared }).await.unwrap().into_inner().present);
+    assert!(
+        !c.artifacts
+            .clone()
+            .has(proto::HasRequest { sha256: declared })
+            .await
+            .unwrap()
+            .into_inner()
+            .present
+    );
     // A spec error names file, line and column; a missing dataset is named.
     let broken = dir.path().join("broken.toml");
-    std::fs::write(&broken, "name = \"b\"\ndataset = \"data.safetensors\"\nscheme = \"megc9\"\n").unwrap();
+    std::fs::write(
+        &broken,
+        "name = \"b\"\ndataset = \"data.safetensors\"\nscheme = \"megc9\"\n",
+    )
+    .unwrap();
     let e = submit_spec(&c, &broken).await.unwrap_err().to_string();
     assert!(e.contains("broken.toml:3:"), "{e}");
     let missing = dir.path().join("missing.toml");
-    std::fs::write(&missing, "name = \"m\"\ndataset = \"nowhere.safetensors\"\nscheme = \"megc3\"\n").unwrap();
+    std::fs::write(
+        &missing,
+        "name = \"m\"\ndataset = \"nowhere.safetensors\"\nscheme = \"megc3\"\n",
+    )
+    .unwrap();
     let e = submit_spec(&c, &missing).await.unwrap_err().to_string();
     assert!(e.contains("nowhere.safetensors"), "{e}");
     // Submitting a spec whose dataset was never uploaded is refused by the coordinator.
@@ -378,7 +621,11 @@ async fn bad_inputs_are_refused_with_clear_errors() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert!(e.message().contains("has not been uploaded"), "{}", e.message());
+    assert!(
+        e.message().contains("has not been uploaded"),
+        "{}",
+        e.message()
+    );
     coord.shutdown().await.unwrap();
 }
 

@@ -5,7 +5,9 @@
 //! pooled scores marked partial; after the gate opens it must show them final. A screenshot is written
 //! to `target/test-artifacts/dashboard.png`.
 
-use mer_coordinator::agent::{run_agent, AgentConfig, Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
+use mer_coordinator::agent::{
+    run_agent, AgentConfig, Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError,
+};
 use mer_coordinator::client::{connect, submit_spec, ConnectOptions};
 use mer_coordinator::plan::TaskKind;
 use mer_coordinator::server::{start, ServerConfig};
@@ -26,9 +28,21 @@ struct Gated {
 }
 
 impl Trainer for Gated {
-    fn run(&self, task: &TaskSpec, inputs: &TaskInputs, progress: &mut dyn FnMut(Progress), cancel: &AtomicBool) -> Result<TaskOutput, TrainerError> {
+    fn run(
+        &self,
+        task: &TaskSpec,
+        inputs: &TaskInputs,
+        progress: &mut dyn FnMut(Progress),
+        cancel: &AtomicBool,
+    ) -> Result<TaskOutput, TrainerError> {
         if task.kind == TaskKind::Target && task.fold == self.fold {
-            progress(Progress { stage: "target".into(), epoch: 1, epochs: 4, loss: 0.5, samples_per_s: 42.0 });
+            progress(Progress {
+                stage: "target".into(),
+                epoch: 1,
+                epochs: 4,
+                loss: 0.5,
+                samples_per_s: 42.0,
+            });
             while !self.open.load(Ordering::SeqCst) {
                 if cancel.load(Ordering::Relaxed) {
                     return Err(TrainerError::retryable("cancelled"));
@@ -41,7 +55,11 @@ impl Trainer for Gated {
 }
 
 fn chromium() -> PathBuf {
-    for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"] {
+    for c in [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ] {
         if Path::new(c).exists() {
             return PathBuf::from(c);
         }
@@ -70,7 +88,10 @@ fn browse(url: &str, profile: &Path, extra: &[String]) -> String {
         "--virtual-time-budget=5000",
     ]);
     cmd.arg(format!("--user-data-dir={}", profile.display()));
-    cmd.args(extra).arg(url).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(extra)
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("start chromium");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -84,22 +105,31 @@ fn browse(url: &str, profile: &Path, extra: &[String]) -> String {
         }
     }
     let out = child.wait_with_output().expect("chromium output");
-    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 async fn api(addr: SocketAddr, path: &str) -> serde_json::Value {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.unwrap();
-    serde_json::from_str(buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("null")).unwrap_or(serde_json::Value::Null)
+    serde_json::from_str(buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("null"))
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// The text of the element with `id` in a dumped DOM (crude but enough: up to its closing tag).
 fn section<'a>(dom: &'a str, id: &str) -> &'a str {
-    let start = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in the DOM:\n{dom}"));
+    let start = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in the DOM:\n{dom}"));
     let rest = &dom[start..];
     &rest[..rest.find("</table>").unwrap_or(rest.len())]
 }
@@ -120,11 +150,18 @@ async fn dashboard_in_headless_chromium_shows_the_grid_and_partial_scores() {
     let id = sub.experiment_id.clone();
 
     let open = Arc::new(AtomicBool::new(false));
-    let trainer = Arc::new(Gated { inner: SimTrainer::new(Duration::from_millis(40), None), fold: "samm/008".into(), open: open.clone() });
+    let trainer = Arc::new(Gated {
+        inner: SimTrainer::new(Duration::from_millis(40), None),
+        fold: "samm/008".into(),
+        open: open.clone(),
+    });
     let stop = CancellationToken::new();
     let mut agents = Vec::new();
     for i in 0..2 {
-        let mut a = AgentConfig::new(ConnectOptions::new(&coord.url, None), dir.path().join(format!("cache{i}")));
+        let mut a = AgentConfig::new(
+            ConnectOptions::new(&coord.url, None),
+            dir.path().join(format!("cache{i}")),
+        );
         a.name = format!("sim{i}");
         a.slots = 2;
         a.poll_wait = Duration::from_millis(300);
@@ -137,10 +174,15 @@ async fn dashboard_in_headless_chromium_shows_the_grid_and_partial_scores() {
     loop {
         let d = api(http, &format!("/api/experiments/{id}")).await;
         let e = &d["experiment"];
-        if e["tasks_done"].as_u64() == Some(e["tasks_total"].as_u64().unwrap() - 2) && d["running"].as_array().map(|r| r.len()) == Some(2) {
+        if e["tasks_done"].as_u64() == Some(e["tasks_total"].as_u64().unwrap() - 2)
+            && d["running"].as_array().map(|r| r.len()) == Some(2)
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "experiment did not reach the gate: {d}");
+        assert!(
+            Instant::now() < deadline,
+            "experiment did not reach the gate: {d}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -154,24 +196,49 @@ async fn dashboard_in_headless_chromium_shows_the_grid_and_partial_scores() {
     .unwrap();
     // The experiment list, the partial scores and the grid rendered by the page's script from the API.
     let experiments = section(&dom, "experiments");
-    assert!(experiments.contains("watch-me") && experiments.contains("running"), "{experiments}");
+    assert!(
+        experiments.contains("watch-me") && experiments.contains("running"),
+        "{experiments}"
+    );
     let scores = section(&dom, "scores");
-    assert!(scores.contains("alpha=1") && scores.contains("alpha=2"), "{scores}");
+    assert!(
+        scores.contains("alpha=1") && scores.contains("alpha=2"),
+        "{scores}"
+    );
     assert_eq!(scores.matches("partial (8/9 folds)").count(), 2, "{scores}");
     let d = api(http, &format!("/api/experiments/{id}")).await;
     let uf1 = d["sweep_points"][0]["all"]["uf1"].as_f64().unwrap();
-    assert!(scores.contains(&format!("{uf1:.4}")), "running pooled UF1 {uf1:.4} shown: {scores}");
+    assert!(
+        scores.contains(&format!("{uf1:.4}")),
+        "running pooled UF1 {uf1:.4} shown: {scores}"
+    );
     let grid = section(&dom, "grid");
     for fold in ["smic/s01", "casme2/sub02", "samm/008"] {
-        assert!(grid.contains(&format!("<th>{fold}</th>")), "{fold} row: {grid}");
+        assert!(
+            grid.contains(&format!("<th>{fold}</th>")),
+            "{fold} row: {grid}"
+        );
     }
     assert_eq!(grid.matches("class=\"c s-running\"").count(), 2, "{grid}");
-    assert_eq!(grid.matches("class=\"c s-done\"").count(), 9 + 16, "9 prior + 16 target cells done: {grid}");
-    assert!(grid.contains("target 2/4"), "progress of the running tasks: {grid}");
+    assert_eq!(
+        grid.matches("class=\"c s-done\"").count(),
+        9 + 16,
+        "9 prior + 16 target cells done: {grid}"
+    );
+    assert!(
+        grid.contains("target 2/4"),
+        "progress of the running tasks: {grid}"
+    );
     let running = section(&dom, "running");
-    assert!(running.contains("samm/008") && running.contains("42.0"), "{running}");
+    assert!(
+        running.contains("samm/008") && running.contains("42.0"),
+        "{running}"
+    );
     let workers = section(&dom, "workers");
-    assert!(workers.contains("sim0") && workers.contains("sim1"), "{workers}");
+    assert!(
+        workers.contains("sim0") && workers.contains("sim1"),
+        "{workers}"
+    );
 
     // Screenshot artifact.
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
@@ -185,7 +252,11 @@ async fn dashboard_in_headless_chromium_shows_the_grid_and_partial_scores() {
     .await
     .unwrap();
     let png = std::fs::read(&shot).expect("screenshot written");
-    let info = png::Decoder::new(std::io::Cursor::new(&png)).read_info().expect("screenshot is a PNG").info().clone();
+    let info = png::Decoder::new(std::io::Cursor::new(&png))
+        .read_info()
+        .expect("screenshot is a PNG")
+        .info()
+        .clone();
     assert_eq!((info.width, info.height), (1400, 900));
 
     // Open the gate: the page then shows final scores.

@@ -37,22 +37,52 @@ fn template() -> WorkerTemplate {
 
 fn mock_launcher() -> (KubeLauncher, ApiHandle) {
     let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    (KubeLauncher::new(Client::new(svc, "ml"), template()), handle)
+    (
+        KubeLauncher::new(Client::new(svc, "ml"), template()),
+        handle,
+    )
 }
 
 /// The next request: (method, URI, JSON body or Null).
-async fn next(handle: &mut ApiHandle) -> (Method, String, Value, tower_test::mock::SendResponse<Response<Body>>) {
-    let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request()).await.expect("no API call within 10 s").expect("service dropped");
+async fn next(
+    handle: &mut ApiHandle,
+) -> (
+    Method,
+    String,
+    Value,
+    tower_test::mock::SendResponse<Response<Body>>,
+) {
+    let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .expect("no API call within 10 s")
+        .expect("service dropped");
     let (method, uri) = (req.method().clone(), req.uri().to_string());
-    let ct = req.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let ct = req
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
     let bytes = req.into_body().collect_bytes().await.unwrap();
-    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    let body = if method == Method::PATCH { json!({"content-type": ct, "patch": body}) } else { body };
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let body = if method == Method::PATCH {
+        json!({"content-type": ct, "patch": body})
+    } else {
+        body
+    };
     (method, uri, body, send)
 }
 
 fn reply(send: tower_test::mock::SendResponse<Response<Body>>, code: StatusCode, body: &Value) {
-    send.send_response(Response::builder().status(code).body(Body::from(serde_json::to_vec(body).unwrap())).unwrap());
+    send.send_response(
+        Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap(),
+    );
 }
 
 fn status(code: u16, reason: &str) -> Value {
@@ -67,7 +97,8 @@ fn expected_job() -> Value {
         "app.kubernetes.io/name": "mer",
         "mer.dev/experiment": "exp-1"
     });
-    let annotations = json!({"mer.dev/experiment-id": "exp-1", "mer.dev/experiment-name": "composite"});
+    let annotations =
+        json!({"mer.dev/experiment-id": "exp-1", "mer.dev/experiment-name": "composite"});
     json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -131,46 +162,105 @@ fn expected_job() -> Value {
 #[tokio::test]
 async fn launch_creates_the_owner_then_the_exact_job() {
     let (launcher, mut api) = mock_launcher();
-    let run = tokio::spawn(async move { launcher.launch(&JobRequest::new("exp-1", "composite", 68)).await });
+    let run = tokio::spawn(async move {
+        launcher
+            .launch(&JobRequest::new("exp-1", "composite", 68))
+            .await
+    });
 
     let (m, uri, body, send) = next(&mut api).await;
-    assert_eq!((m, uri.as_str()), (Method::POST, "/api/v1/namespaces/ml/configmaps?&fieldManager=mer-coordinator"));
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::POST,
+            "/api/v1/namespaces/ml/configmaps?&fieldManager=mer-coordinator"
+        )
+    );
     assert_eq!(body["metadata"]["name"], "mer-exp-exp-1");
     assert_eq!(body["metadata"]["labels"]["mer.dev/experiment"], "exp-1");
-    assert_eq!(body["data"], json!({"experiment-id": "exp-1", "experiment-name": "composite", "job": "mer-workers-exp-1"}));
+    assert_eq!(
+        body["data"],
+        json!({"experiment-id": "exp-1", "experiment-name": "composite", "job": "mer-workers-exp-1"})
+    );
     let mut created = body.clone();
     created["metadata"]["uid"] = json!("uid-123");
     reply(send, StatusCode::CREATED, &created);
 
     let (m, uri, body, send) = next(&mut api).await;
-    assert_eq!((m, uri.as_str()), (Method::POST, "/apis/batch/v1/namespaces/ml/jobs?&fieldManager=mer-coordinator"));
-    assert_eq!(body, expected_job(), "the Job sent:\n{}", serde_json::to_string_pretty(&body).unwrap());
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::POST,
+            "/apis/batch/v1/namespaces/ml/jobs?&fieldManager=mer-coordinator"
+        )
+    );
+    assert_eq!(
+        body,
+        expected_job(),
+        "the Job sent:\n{}",
+        serde_json::to_string_pretty(&body).unwrap()
+    );
     reply(send, StatusCode::CREATED, &body);
 
     let job = run.await.unwrap().unwrap();
-    assert_eq!((job.name.as_str(), job.namespace.as_str(), job.parallelism, job.owner_uid.as_str(), job.created), ("mer-workers-exp-1", "ml", 34, "uid-123", true));
+    assert_eq!(
+        (
+            job.name.as_str(),
+            job.namespace.as_str(),
+            job.parallelism,
+            job.owner_uid.as_str(),
+            job.created
+        ),
+        ("mer-workers-exp-1", "ml", 34, "uid-123", true)
+    );
 }
 
 #[tokio::test]
 async fn a_restarted_coordinator_adopts_existing_objects() {
     let (launcher, mut api) = mock_launcher();
-    let run = tokio::spawn(async move { launcher.launch(&JobRequest::new("exp-1", "composite", 68)).await });
+    let run = tokio::spawn(async move {
+        launcher
+            .launch(&JobRequest::new("exp-1", "composite", 68))
+            .await
+    });
     let (_, _, _, send) = next(&mut api).await;
     reply(send, StatusCode::CONFLICT, &status(409, "AlreadyExists"));
     let (m, uri, _, send) = next(&mut api).await;
-    assert_eq!((m, uri.as_str()), (Method::GET, "/api/v1/namespaces/ml/configmaps/mer-exp-exp-1"));
-    reply(send, StatusCode::OK, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mer-exp-exp-1", "namespace": "ml", "uid": "uid-old"}}));
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::GET,
+            "/api/v1/namespaces/ml/configmaps/mer-exp-exp-1"
+        )
+    );
+    reply(
+        send,
+        StatusCode::OK,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mer-exp-exp-1", "namespace": "ml", "uid": "uid-old"}}),
+    );
     let (m, _, body, send) = next(&mut api).await;
     assert_eq!(m, Method::POST);
-    assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-old", "the Job is owned by the existing ConfigMap");
+    assert_eq!(
+        body["metadata"]["ownerReferences"][0]["uid"], "uid-old",
+        "the Job is owned by the existing ConfigMap"
+    );
     reply(send, StatusCode::CONFLICT, &status(409, "AlreadyExists"));
     let (m, uri, _, send) = next(&mut api).await;
-    assert_eq!((m, uri.as_str()), (Method::GET, "/apis/batch/v1/namespaces/ml/jobs/mer-workers-exp-1"));
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::GET,
+            "/apis/batch/v1/namespaces/ml/jobs/mer-workers-exp-1"
+        )
+    );
     let mut existing = expected_job();
     existing["spec"]["parallelism"] = json!(12);
     reply(send, StatusCode::OK, &existing);
     let job = run.await.unwrap().unwrap();
-    assert_eq!((job.parallelism, job.created, job.owner_uid.as_str()), (12, false, "uid-old"));
+    assert_eq!(
+        (job.parallelism, job.created, job.owner_uid.as_str()),
+        (12, false, "uid-old")
+    );
 }
 
 #[tokio::test]
@@ -180,11 +270,26 @@ async fn scale_down_patches_parallelism_and_never_grows() {
     // 10 tasks left at 2 slots per pod: 5 pods.
     let run = tokio::spawn(async move { l2.scale_down("exp-1", 10).await });
     let (m, uri, _, send) = next(&mut api).await;
-    assert_eq!((m, uri.as_str()), (Method::GET, "/apis/batch/v1/namespaces/ml/jobs/mer-workers-exp-1"));
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::GET,
+            "/apis/batch/v1/namespaces/ml/jobs/mer-workers-exp-1"
+        )
+    );
     reply(send, StatusCode::OK, &expected_job());
     let (m, uri, body, send) = next(&mut api).await;
-    assert_eq!((m, uri.as_str()), (Method::PATCH, "/apis/batch/v1/namespaces/ml/jobs/mer-workers-exp-1?&fieldManager=mer-coordinator"));
-    assert_eq!(body, json!({"content-type": "application/merge-patch+json", "patch": {"spec": {"parallelism": 5}}}));
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::PATCH,
+            "/apis/batch/v1/namespaces/ml/jobs/mer-workers-exp-1?&fieldManager=mer-coordinator"
+        )
+    );
+    assert_eq!(
+        body,
+        json!({"content-type": "application/merge-patch+json", "patch": {"spec": {"parallelism": 5}}})
+    );
     let mut patched = expected_job();
     patched["spec"]["parallelism"] = json!(5);
     reply(send, StatusCode::OK, &patched);
@@ -207,7 +312,11 @@ async fn scale_down_patches_parallelism_and_never_grows() {
     let run = tokio::spawn(async move { l2.scale_down("exp-1", 60).await });
     let (m, _, _, send) = next(&mut api).await;
     assert_eq!(m, Method::GET);
-    reply(send, StatusCode::OK, &json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "mer-workers-exp-1"}, "spec": {"parallelism": 5, "template": {}}}));
+    reply(
+        send,
+        StatusCode::OK,
+        &json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "mer-workers-exp-1"}, "spec": {"parallelism": 5, "template": {}}}),
+    );
     assert_eq!(run.await.unwrap().unwrap(), None);
 
     // A Job that is gone is not an error.
@@ -223,13 +332,29 @@ async fn cancel_deletes_the_job_and_its_owner() {
     let l2 = launcher.clone();
     let run = tokio::spawn(async move { l2.cancel("exp-1").await });
     let (m, uri, body, send) = next(&mut api).await;
-    assert_eq!((m, uri.as_str()), (Method::DELETE, "/apis/batch/v1/namespaces/ml/jobs/mer-workers-exp-1?"));
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::DELETE,
+            "/apis/batch/v1/namespaces/ml/jobs/mer-workers-exp-1?"
+        )
+    );
     assert_eq!(body, json!({"propagationPolicy": "Background"}));
     reply(send, StatusCode::OK, &expected_job());
     let (m, uri, body, send) = next(&mut api).await;
-    assert_eq!((m, uri.as_str()), (Method::DELETE, "/api/v1/namespaces/ml/configmaps/mer-exp-exp-1?"));
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::DELETE,
+            "/api/v1/namespaces/ml/configmaps/mer-exp-exp-1?"
+        )
+    );
     assert_eq!(body, json!({"propagationPolicy": "Background"}));
-    reply(send, StatusCode::OK, &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}));
+    reply(
+        send,
+        StatusCode::OK,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
+    );
     assert!(run.await.unwrap().unwrap());
 
     // Already gone: fine, nothing deleted. Any other API error is reported.
@@ -244,7 +369,10 @@ async fn cancel_deletes_the_job_and_its_owner() {
     let (_, _, _, send) = next(&mut api).await;
     reply(send, StatusCode::FORBIDDEN, &status(403, "Forbidden"));
     let e = run.await.unwrap().unwrap_err().to_string();
-    assert!(e.contains("delete worker Job") && e.contains("Forbidden"), "{e}");
+    assert!(
+        e.contains("delete worker Job") && e.contains("Forbidden"),
+        "{e}"
+    );
 }
 
 fn pod_event(kind: &str, name: &str, rv: &str, phase: &str, exit: Option<i32>) -> String {
@@ -276,7 +404,11 @@ async fn a_failed_pod_requeues_its_task_at_once() {
     let dir = tempfile::tempdir().unwrap();
     mer_coordinator::sim::write_sim_dataset(&dir.path().join("data.safetensors"), 1, 2).unwrap();
     let spec = dir.path().join("exp.toml");
-    std::fs::write(&spec, "name = \"k8s\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\nlease_seconds = 120\n").unwrap();
+    std::fs::write(
+        &spec,
+        "name = \"k8s\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\nlease_seconds = 120\n",
+    )
+    .unwrap();
     let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("state"));
     cfg.token = Some("t".into());
     let coord = start(cfg).await.unwrap();
@@ -285,15 +417,36 @@ async fn a_failed_pod_requeues_its_task_at_once() {
     let get = || {
         let mut cl = c.client.clone();
         let id = sub.experiment_id.clone();
-        async move { cl.get(proto::GetRequest { experiment_id: id }).await.unwrap().into_inner() }
+        async move {
+            cl.get(proto::GetRequest { experiment_id: id })
+                .await
+                .unwrap()
+                .into_inner()
+        }
     };
 
     // The pod's worker registers under its pod name (MER_WORKER_NAME) and leases a task.
     let pod = "mer-workers-exp-1-0-x7k2p";
     let mut w = c.worker.clone();
-    let reg = |name: &str| proto::RegisterRequest { protocol: proto::PROTOCOL_VERSION, name: name.into(), devices: vec!["cuda:0".into()], slots: 1, version: "t".into() };
+    let reg = |name: &str| proto::RegisterRequest {
+        protocol: proto::PROTOCOL_VERSION,
+        name: name.into(),
+        devices: vec!["cuda:0".into()],
+        slots: 1,
+        version: "t".into(),
+    };
     let a = w.register(reg(pod)).await.unwrap().into_inner();
-    let lease = w.lease(proto::LeaseRequest { worker_id: a.worker_id.clone(), slot: 0, wait_ms: 1000 }).await.unwrap().into_inner().task.unwrap();
+    let lease = w
+        .lease(proto::LeaseRequest {
+            worker_id: a.worker_id.clone(),
+            slot: 0,
+            wait_ms: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
     assert_eq!(lease.attempt, 1);
     assert_eq!(get().await.tasks_running, 1);
 
@@ -301,19 +454,41 @@ async fn a_failed_pod_requeues_its_task_at_once() {
     let (launcher, mut api) = mock_launcher();
     let stop = CancellationToken::new();
     let sink: Arc<dyn WorkerLossSink> = coord.scheduler().clone();
-    let watch = launcher.watch_pods(sink, Some(coord.scheduler().metrics().clone()), stop.clone());
+    let watch = launcher.watch_pods(
+        sink,
+        Some(coord.scheduler().metrics().clone()),
+        stop.clone(),
+    );
     let (m, uri, _, send) = next(&mut api).await;
     assert_eq!(m, Method::GET);
-    assert!(uri.starts_with("/api/v1/namespaces/ml/pods?&watch=true"), "{uri}");
-    assert!(uri.contains("labelSelector=app.kubernetes.io%2Fcomponent%3Dmer-worker") && uri.contains("resourceVersion=0"), "{uri}");
+    assert!(
+        uri.starts_with("/api/v1/namespaces/ml/pods?&watch=true"),
+        "{uri}"
+    );
+    assert!(
+        uri.contains("labelSelector=app.kubernetes.io%2Fcomponent%3Dmer-worker")
+            && uri.contains("resourceVersion=0"),
+        "{uri}"
+    );
     let events = [
         pod_event("ADDED", pod, "100", "Running", None),
-        pod_event("ADDED", "mer-workers-exp-1-1-aaaaa", "101", "Succeeded", None),
+        pod_event(
+            "ADDED",
+            "mer-workers-exp-1-1-aaaaa",
+            "101",
+            "Succeeded",
+            None,
+        ),
         pod_event("MODIFIED", pod, "102", "Failed", Some(137)),
         pod_event("MODIFIED", pod, "103", "Failed", Some(137)),
     ]
     .concat();
-    send.send_response(Response::builder().status(StatusCode::OK).body(Body::from(events.into_bytes())).unwrap());
+    send.send_response(
+        Response::builder()
+            .status(StatusCode::OK)
+            .body(Body::from(events.into_bytes()))
+            .unwrap(),
+    );
 
     // The watch ended; it resumes from the last resource version seen.
     let (m, uri, _, _pending) = next(&mut api).await;
@@ -323,22 +498,55 @@ async fn a_failed_pod_requeues_its_task_at_once() {
     // The task is back in the queue now (not in 120 s), counted as lost once.
     let st = get().await;
     assert_eq!((st.tasks_running, st.lost), (0, 1), "{st:?}");
-    let b = w.register(reg("mer-workers-exp-1-0-retry")).await.unwrap().into_inner();
-    let again = w.lease(proto::LeaseRequest { worker_id: b.worker_id, slot: 0, wait_ms: 1000 }).await.unwrap().into_inner().task.unwrap();
-    assert_eq!((again.task_key.as_str(), again.attempt), (lease.task_key.as_str(), 2));
+    let b = w
+        .register(reg("mer-workers-exp-1-0-retry"))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = w
+        .lease(proto::LeaseRequest {
+            worker_id: b.worker_id,
+            slot: 0,
+            wait_ms: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(
+        (again.task_key.as_str(), again.attempt),
+        (lease.task_key.as_str(), 2)
+    );
     // The failed pod's late heartbeat is told to stop.
     let hb = w
-        .heartbeat(proto::HeartbeatRequest { lease_id: lease.lease_id.clone(), worker_id: a.worker_id.clone(), task_key: lease.task_key.clone(), ..Default::default() })
+        .heartbeat(proto::HeartbeatRequest {
+            lease_id: lease.lease_id.clone(),
+            worker_id: a.worker_id.clone(),
+            task_key: lease.task_key.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(!hb.keep_going);
     let text = coord.scheduler().metrics().encode().unwrap();
     let p = mer_coordinator::metrics::parse_text(&text).unwrap();
-    assert_eq!(mer_coordinator::metrics::series_value(&p, "mer_workers_lost_total", &[("source", "kubernetes")]), Some(1.0), "reported once");
+    assert_eq!(
+        mer_coordinator::metrics::series_value(
+            &p,
+            "mer_workers_lost_total",
+            &[("source", "kubernetes")]
+        ),
+        Some(1.0),
+        "reported once"
+    );
 
     stop.cancel();
-    tokio::time::timeout(Duration::from_secs(5), watch).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .unwrap()
+        .unwrap();
     coord.shutdown().await.unwrap();
 }
 
@@ -360,8 +568,17 @@ async fn the_controller_launches_and_cleans_up_with_the_experiment() {
     )
     .unwrap();
     let local = dir.path().join("local.toml");
-    std::fs::write(&local, "name = \"local\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\n").unwrap();
-    let coord = start(ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("state"))).await.unwrap();
+    std::fs::write(
+        &local,
+        "name = \"local\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\n",
+    )
+    .unwrap();
+    let coord = start(ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("state"),
+    ))
+    .await
+    .unwrap();
     let c = connect(&ConnectOptions::new(&coord.url, None)).unwrap();
     let sub = submit_spec(&c, &k8s).await.unwrap();
     submit_spec(&c, &local).await.unwrap();
@@ -371,33 +588,78 @@ async fn the_controller_launches_and_cleans_up_with_the_experiment() {
     let id = sub.experiment_id.clone();
     let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
     let (_, uri, body, send) = next(&mut api).await;
-    assert!(uri.starts_with("/api/v1/namespaces/ml/configmaps?"), "{uri}");
+    assert!(
+        uri.starts_with("/api/v1/namespaces/ml/configmaps?"),
+        "{uri}"
+    );
     let mut cm = body.clone();
     cm["metadata"]["uid"] = json!("uid-c");
     reply(send, StatusCode::CREATED, &cm);
     let (_, uri, job, send) = next(&mut api).await;
-    assert!(uri.starts_with("/apis/batch/v1/namespaces/ml/jobs?"), "{uri}");
+    assert!(
+        uri.starts_with("/apis/batch/v1/namespaces/ml/jobs?"),
+        "{uri}"
+    );
     let pod = &job["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(pod["image"], "mer-worker:9");
     assert_eq!(pod["resources"]["limits"]["nvidia.com/gpu"], "2");
     // sub.tasks unfinished tasks at 2 GPUs x 1 slot per pod.
     let want = sub.tasks.div_ceil(2) as i64;
     assert_eq!(job["spec"]["parallelism"].as_i64(), Some(want));
-    assert_eq!(job["metadata"]["annotations"]["mer.dev/experiment-id"], id.as_str());
+    assert_eq!(
+        job["metadata"]["annotations"]["mer.dev/experiment-id"],
+        id.as_str()
+    );
     reply(send, StatusCode::CREATED, &job);
     let (actions, mut ctl) = pass.await.unwrap();
-    assert_eq!(actions, vec![(id.clone(), Action::Launched(want as i32))], "only the kubernetes experiment");
+    assert_eq!(
+        actions,
+        vec![(id.clone(), Action::Launched(want as i32))],
+        "only the kubernetes experiment"
+    );
 
     // Cancel: the next pass deletes the Job and its owner; later passes leave it alone.
-    let r = c.client.clone().cancel(proto::CancelRequest { experiment_id: id.clone() }).await.unwrap().into_inner();
+    let r = c
+        .client
+        .clone()
+        .cancel(proto::CancelRequest {
+            experiment_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(r.cancelled);
     let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
     let (m, uri, _, send) = next(&mut api).await;
-    assert_eq!((m, uri.as_str()), (Method::DELETE, format!("/apis/batch/v1/namespaces/ml/jobs/{}?", job["metadata"]["name"].as_str().unwrap()).as_str()));
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::DELETE,
+            format!(
+                "/apis/batch/v1/namespaces/ml/jobs/{}?",
+                job["metadata"]["name"].as_str().unwrap()
+            )
+            .as_str()
+        )
+    );
     reply(send, StatusCode::OK, &job);
     let (m, uri, _, send) = next(&mut api).await;
-    assert_eq!((m, uri.as_str()), (Method::DELETE, format!("/api/v1/namespaces/ml/configmaps/{}?", cm["metadata"]["name"].as_str().unwrap()).as_str()));
-    reply(send, StatusCode::OK, &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}));
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::DELETE,
+            format!(
+                "/api/v1/namespaces/ml/configmaps/{}?",
+                cm["metadata"]["name"].as_str().unwrap()
+            )
+            .as_str()
+        )
+    );
+    reply(
+        send,
+        StatusCode::OK,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
+    );
     let (actions, mut ctl) = pass.await.unwrap();
     assert_eq!(actions, vec![(id.clone(), Action::Deleted)]);
     assert!(ctl.reconcile_once().await.is_empty(), "no further API call");

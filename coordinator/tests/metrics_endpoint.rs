@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mer_coordinator::agent::{run_agent, AgentConfig, Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
+use mer_coordinator::agent::{
+    run_agent, AgentConfig, Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError,
+};
 use mer_coordinator::client::{connect, submit_spec, watch_until_done, ConnectOptions};
 use mer_coordinator::metrics::{parse_text, series_value};
 use mer_coordinator::plan::TaskKind;
@@ -31,9 +33,21 @@ struct Gated {
 }
 
 impl Trainer for Gated {
-    fn run(&self, task: &TaskSpec, inputs: &TaskInputs, progress: &mut dyn FnMut(Progress), cancel: &AtomicBool) -> Result<TaskOutput, TrainerError> {
+    fn run(
+        &self,
+        task: &TaskSpec,
+        inputs: &TaskInputs,
+        progress: &mut dyn FnMut(Progress),
+        cancel: &AtomicBool,
+    ) -> Result<TaskOutput, TrainerError> {
         if task.kind == TaskKind::Target {
-            progress(Progress { stage: "target".into(), epoch: 0, epochs: 4, loss: 1.0, samples_per_s: 25.0 });
+            progress(Progress {
+                stage: "target".into(),
+                epoch: 0,
+                epochs: 4,
+                loss: 1.0,
+                samples_per_s: 25.0,
+            });
             while !self.open.load(Ordering::SeqCst) {
                 if cancel.load(Ordering::SeqCst) {
                     return Err(TrainerError::retryable("cancelled"));
@@ -47,11 +61,22 @@ impl Trainer for Gated {
 
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: mer\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: mer\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.unwrap();
-    let code = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        buf.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
 }
 
 /// `promtool check metrics` on `text`: must exit 0 with no lint finding.
@@ -69,7 +94,10 @@ fn promtool_check(text: &str, dir: &Path) {
     let mut out = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut out).unwrap();
-    assert!(status.success() && out.trim().is_empty(), "promtool check metrics:\n{out}\n--- text ---\n{text}");
+    assert!(
+        status.success() && out.trim().is_empty(),
+        "promtool check metrics:\n{out}\n--- text ---\n{text}"
+    );
 }
 
 fn v(p: &[(String, f64)], name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -99,35 +127,64 @@ async fn metrics_match_the_coordinator_state_and_pass_promtool() {
     let get = || {
         let mut cl = c.client.clone();
         let id = sub.experiment_id.clone();
-        async move { cl.get(proto::GetRequest { experiment_id: id }).await.unwrap().into_inner() }
+        async move {
+            cl.get(proto::GetRequest { experiment_id: id })
+                .await
+                .unwrap()
+                .into_inner()
+        }
     };
 
     // Before any worker: 9 prior tasks ready, 18 target tasks blocked, nobody connected.
     let (_, text) = http_get(http, "/metrics").await;
     promtool_check(&text, dir.path());
     let p = parse_text(&text).unwrap();
-    assert_eq!(v(&p, "mer_tasks", &[("state", "ready"), ("kind", "prior")]), 9.0);
-    assert_eq!(v(&p, "mer_tasks", &[("state", "blocked"), ("kind", "target")]), 18.0);
+    assert_eq!(
+        v(&p, "mer_tasks", &[("state", "ready"), ("kind", "prior")]),
+        9.0
+    );
+    assert_eq!(
+        v(&p, "mer_tasks", &[("state", "blocked"), ("kind", "target")]),
+        18.0
+    );
     assert_eq!(v(&p, "mer_workers_connected", &[]), 0.0);
     let st0 = get().await;
-    assert_eq!(v(&p, "mer_experiment_folds_planned", &[("experiment", &sub.experiment_id)]), f64::from(st0.folds_total));
+    assert_eq!(
+        v(
+            &p,
+            "mer_experiment_folds_planned",
+            &[("experiment", &sub.experiment_id)]
+        ),
+        f64::from(st0.folds_total)
+    );
 
     // Two agents x 2 slots; priors finish, then 4 target tasks hang at the gate.
-    let trainer = Arc::new(Gated { sim: SimTrainer::new(Duration::ZERO, None), open: AtomicBool::new(false) });
+    let trainer = Arc::new(Gated {
+        sim: SimTrainer::new(Duration::ZERO, None),
+        open: AtomicBool::new(false),
+    });
     let stop = CancellationToken::new();
     let mut agents = Vec::new();
     for i in 0..2 {
-        let mut a = AgentConfig::new(ConnectOptions::new(&coord.url, Some(TOKEN.into())), dir.path().join(format!("cache{i}")));
+        let mut a = AgentConfig::new(
+            ConnectOptions::new(&coord.url, Some(TOKEN.into())),
+            dir.path().join(format!("cache{i}")),
+        );
         a.name = format!("sim-{i}");
         a.slots = 2;
         a.poll_wait = Duration::from_millis(300);
         a.heartbeat = Some(Duration::from_millis(50));
         let (t, s) = (trainer.clone() as Arc<dyn Trainer>, stop.clone());
-        agents.push(tokio::spawn(async move { run_agent(a, t, s).await.unwrap() }));
+        agents.push(tokio::spawn(
+            async move { run_agent(a, t, s).await.unwrap() },
+        ));
     }
     let mut st = get().await;
     for _ in 0..400 {
-        if st.tasks_running == 4 && st.tasks_done == 9 && !st.running.iter().any(|r| r.samples_per_s == 0.0) {
+        if st.tasks_running == 4
+            && st.tasks_done == 9
+            && !st.running.iter().any(|r| r.samples_per_s == 0.0)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -140,31 +197,78 @@ async fn metrics_match_the_coordinator_state_and_pass_promtool() {
     let st2 = get().await;
     assert_eq!(st2, st, "the state stood still around the scrape");
     // Task counts by state equal the coordinator's.
-    assert_eq!(v(&p, "mer_tasks", &[("state", "running")]), f64::from(st.tasks_running));
-    assert_eq!(v(&p, "mer_tasks", &[("state", "done")]), f64::from(st.tasks_done));
-    assert_eq!(v(&p, "mer_tasks", &[("state", "failed")]), f64::from(st.tasks_failed));
-    let all: f64 = ["blocked", "ready", "running", "done", "failed"].iter().map(|s| v(&p, "mer_tasks", &[("state", s)])).sum();
+    assert_eq!(
+        v(&p, "mer_tasks", &[("state", "running")]),
+        f64::from(st.tasks_running)
+    );
+    assert_eq!(
+        v(&p, "mer_tasks", &[("state", "done")]),
+        f64::from(st.tasks_done)
+    );
+    assert_eq!(
+        v(&p, "mer_tasks", &[("state", "failed")]),
+        f64::from(st.tasks_failed)
+    );
+    let all: f64 = ["blocked", "ready", "running", "done", "failed"]
+        .iter()
+        .map(|s| v(&p, "mer_tasks", &[("state", s)]))
+        .sum();
     assert_eq!(all, f64::from(st.tasks_total));
-    assert_eq!(v(&p, "mer_tasks", &[("state", "ready"), ("kind", "target")]), f64::from(st.tasks_total - st.tasks_done - st.tasks_running));
+    assert_eq!(
+        v(&p, "mer_tasks", &[("state", "ready"), ("kind", "target")]),
+        f64::from(st.tasks_total - st.tasks_done - st.tasks_running)
+    );
     // Workers: both connected, 4 slots, all busy, each reporting 2 x 25 samples/s.
     assert_eq!(v(&p, "mer_workers_connected", &[]), 2.0);
     assert_eq!(v(&p, "mer_worker_slots", &[]), 4.0);
     assert_eq!(v(&p, "mer_worker_slots_free", &[]), 0.0);
-    let running_workers: std::collections::BTreeSet<&str> = st.running.iter().map(|r| r.worker_id.as_str()).collect();
+    let running_workers: std::collections::BTreeSet<&str> =
+        st.running.iter().map(|r| r.worker_id.as_str()).collect();
     assert_eq!(running_workers.len(), 2);
     for w in running_workers {
-        assert_eq!(v(&p, "mer_worker_samples_per_second", &[("worker", w)]), 50.0, "{w}");
+        assert_eq!(
+            v(&p, "mer_worker_samples_per_second", &[("worker", w)]),
+            50.0,
+            "{w}"
+        );
     }
     assert_eq!(v(&p, "mer_leases_granted_total", &[("kind", "prior")]), 9.0);
-    assert_eq!(v(&p, "mer_leases_granted_total", &[("kind", "target")]), 4.0);
-    assert_eq!(v(&p, "mer_task_duration_seconds_count", &[("kind", "prior"), ("outcome", "done")]), 9.0);
-    assert_eq!(v(&p, "mer_experiment_folds_done", &[("experiment", &sub.experiment_id)]), f64::from(st.folds_done));
+    assert_eq!(
+        v(&p, "mer_leases_granted_total", &[("kind", "target")]),
+        4.0
+    );
+    assert_eq!(
+        v(
+            &p,
+            "mer_task_duration_seconds_count",
+            &[("kind", "prior"), ("outcome", "done")]
+        ),
+        9.0
+    );
+    assert_eq!(
+        v(
+            &p,
+            "mer_experiment_folds_done",
+            &[("experiment", &sub.experiment_id)]
+        ),
+        f64::from(st.folds_done)
+    );
 
     // Release the gate and finish.
     trainer.open.store(true, Ordering::SeqCst);
-    let fin = watch_until_done(&c, &sub.experiment_id, |_| {}).await.unwrap();
+    let fin = watch_until_done(&c, &sub.experiment_id, |_| {})
+        .await
+        .unwrap();
     assert_eq!(fin.state, "done");
-    let res = c.client.clone().results(proto::ResultsRequest { experiment_id: sub.experiment_id.clone() }).await.unwrap().into_inner();
+    let res = c
+        .client
+        .clone()
+        .results(proto::ResultsRequest {
+            experiment_id: sub.experiment_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let results: serde_json::Value = serde_json::from_str(&res.results_json).unwrap();
     let mut text = String::new();
     for _ in 0..100 {
@@ -178,16 +282,44 @@ async fn metrics_match_the_coordinator_state_and_pass_promtool() {
     let p = parse_text(&text).unwrap();
     assert_eq!(v(&p, "mer_tasks", &[("state", "done")]), 27.0);
     assert_eq!(v(&p, "mer_tasks", &[("state", "running")]), 0.0);
-    assert_eq!(v(&p, "mer_experiment_folds_done", &[("experiment", &sub.experiment_id)]), f64::from(fin.folds_done));
+    assert_eq!(
+        v(
+            &p,
+            "mer_experiment_folds_done",
+            &[("experiment", &sub.experiment_id)]
+        ),
+        f64::from(fin.folds_done)
+    );
     assert_eq!(v(&p, "mer_leases_granted_total", &[]), 27.0);
     assert_eq!(v(&p, "mer_task_attempts_total", &[]), 27.0);
-    assert_eq!(v(&p, "mer_task_duration_seconds_count", &[("outcome", "done")]), 27.0);
+    assert_eq!(
+        v(
+            &p,
+            "mer_task_duration_seconds_count",
+            &[("outcome", "done")]
+        ),
+        27.0
+    );
     assert_eq!(v(&p, "mer_worker_slots_free", &[]), 4.0);
     for point in results["sweep_points"].as_array().unwrap() {
         let idx = point["index"].to_string();
         let s = &point["scores"];
-        assert_eq!(v(&p, "mer_sweep_point_uf1", &[("point", &idx), ("part", "all")]), s["uf1"].as_f64().unwrap());
-        assert_eq!(v(&p, "mer_sweep_point_uar", &[("point", &idx), ("part", "all")]), s["uar"].as_f64().unwrap());
+        assert_eq!(
+            v(
+                &p,
+                "mer_sweep_point_uf1",
+                &[("point", &idx), ("part", "all")]
+            ),
+            s["uf1"].as_f64().unwrap()
+        );
+        assert_eq!(
+            v(
+                &p,
+                "mer_sweep_point_uar",
+                &[("point", &idx), ("part", "all")]
+            ),
+            s["uar"].as_f64().unwrap()
+        );
     }
 
     stop.cancel();

@@ -32,12 +32,26 @@ pub fn parse_composite(file: &str, text: &str) -> Result<Vec<CompositeEntry>, Sh
         }
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
         if f.len() != 4 {
-            return Err(perr(file, ln, "line", format!("expected 4 fields, found {}", f.len())));
+            return Err(perr(
+                file,
+                ln,
+                "line",
+                format!("expected 4 fields, found {}", f.len()),
+            ));
         }
-        let dataset: Dataset = f[0].parse().map_err(|e: SharedError| perr(file, ln, "dataset", e.to_string()))?;
-        let subject = dataset.canonical_subject(f[1]).map_err(|e| perr(file, ln, "subject", e.to_string()))?;
+        let dataset: Dataset = f[0]
+            .parse()
+            .map_err(|e: SharedError| perr(file, ln, "dataset", e.to_string()))?;
+        let subject = dataset
+            .canonical_subject(f[1])
+            .map_err(|e| perr(file, ln, "subject", e.to_string()))?;
         let label = parse_label(file, ln, "label", f[3], LabelScheme::Megc3)?;
-        out.push(CompositeEntry { dataset, subject, filename: f[2].to_string(), label });
+        out.push(CompositeEntry {
+            dataset,
+            subject,
+            filename: f[2].to_string(),
+            label,
+        });
     }
     Ok(out)
 }

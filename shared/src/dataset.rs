@@ -58,14 +58,25 @@ impl Dataset {
                 None
             }
         };
-        let bad = || SharedError::BadSubject { dataset: self.display_name(), raw: raw.to_string() };
+        let bad = || SharedError::BadSubject {
+            dataset: self.display_name(),
+            raw: raw.to_string(),
+        };
         match self {
             Dataset::Smic => {
-                let n = raw.strip_prefix('s').and_then(digits).or_else(|| digits(raw)).ok_or_else(bad)?;
+                let n = raw
+                    .strip_prefix('s')
+                    .and_then(digits)
+                    .or_else(|| digits(raw))
+                    .ok_or_else(bad)?;
                 Ok(format!("s{n:02}"))
             }
             Dataset::Casme2 => {
-                let n = raw.strip_prefix("sub").and_then(digits).or_else(|| digits(raw)).ok_or_else(bad)?;
+                let n = raw
+                    .strip_prefix("sub")
+                    .and_then(digits)
+                    .or_else(|| digits(raw))
+                    .ok_or_else(bad)?;
                 Ok(format!("sub{n:02}"))
             }
             Dataset::Samm => {
@@ -85,7 +96,12 @@ impl fmt::Display for Dataset {
 impl FromStr for Dataset {
     type Err = SharedError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().replace(['-', '_', ' '], "").as_str() {
+        match s
+            .trim()
+            .to_ascii_lowercase()
+            .replace(['-', '_', ' '], "")
+            .as_str()
+        {
             "smic" | "smichs" => Ok(Dataset::Smic),
             "casme2" | "casmeii" => Ok(Dataset::Casme2),
             "samm" => Ok(Dataset::Samm),

@@ -88,7 +88,10 @@ pub enum SharedError {
 impl SharedError {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        SharedError::Io { path: path.into(), source }
+        SharedError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -20,7 +20,11 @@ pub enum LabelScheme {
 
 impl LabelScheme {
     /// All schemes.
-    pub const ALL: [LabelScheme; 3] = [LabelScheme::Megc3, LabelScheme::Objective5, LabelScheme::Emotion5];
+    pub const ALL: [LabelScheme; 3] = [
+        LabelScheme::Megc3,
+        LabelScheme::Objective5,
+        LabelScheme::Emotion5,
+    ];
 
     /// The scheme's key in files and specs.
     pub fn key(self) -> &'static str {
@@ -56,7 +60,11 @@ impl LabelScheme {
         if label >= 0 && (label as usize) < self.num_classes() {
             Ok(label as usize)
         } else {
-            Err(SharedError::LabelOutOfRange { label, scheme: self.key().into(), classes: self.num_classes() })
+            Err(SharedError::LabelOutOfRange {
+                label,
+                scheme: self.key().into(),
+                classes: self.num_classes(),
+            })
         }
     }
 
@@ -78,7 +86,11 @@ impl LabelScheme {
                 if dataset == Dataset::Smic {
                     return None;
                 }
-                let e = if e == "other" { "others".to_string() } else { e };
+                let e = if e == "other" {
+                    "others".to_string()
+                } else {
+                    e
+                };
                 names.iter().position(|n| *n == e)
             }
             LabelScheme::Objective5 => None,
@@ -130,9 +142,18 @@ mod tests {
 
     #[test]
     fn emotion5_and_objective5() {
-        assert_eq!(LabelScheme::Emotion5.from_emotion(Dataset::Samm, "Other"), Some(4));
-        assert_eq!(LabelScheme::Emotion5.from_emotion(Dataset::Samm, "Fear"), None);
-        assert_eq!(LabelScheme::Emotion5.from_emotion(Dataset::Casme2, "repression"), Some(3));
+        assert_eq!(
+            LabelScheme::Emotion5.from_emotion(Dataset::Samm, "Other"),
+            Some(4)
+        );
+        assert_eq!(
+            LabelScheme::Emotion5.from_emotion(Dataset::Samm, "Fear"),
+            None
+        );
+        assert_eq!(
+            LabelScheme::Emotion5.from_emotion(Dataset::Casme2, "repression"),
+            Some(3)
+        );
         assert_eq!(LabelScheme::Objective5.from_objective_class(5), Some(4));
         assert_eq!(LabelScheme::Objective5.from_objective_class(6), None);
         assert!(LabelScheme::Megc3.check(3).is_err());

@@ -22,7 +22,11 @@ pub fn write(records: &[PredictionRecord]) -> String {
 }
 
 /// Reads a MEGC2019 log; `file` names the source in errors.
-pub fn parse(file: &str, text: &str, scheme: LabelScheme) -> Result<Vec<PredictionRecord>, SharedError> {
+pub fn parse(
+    file: &str,
+    text: &str,
+    scheme: LabelScheme,
+) -> Result<Vec<PredictionRecord>, SharedError> {
     let mut out = Vec::new();
     let mut fold: Option<(Dataset, String)> = None;
     for (i, line) in text.lines().enumerate() {
@@ -31,17 +35,32 @@ pub fn parse(file: &str, text: &str, scheme: LabelScheme) -> Result<Vec<Predicti
         match f.len() {
             0 => continue,
             2 => {
-                let d: Dataset = f[0].parse().map_err(|e: SharedError| perr(file, ln, "dataset", e.to_string()))?;
-                let s = d.canonical_subject(f[1]).map_err(|e| perr(file, ln, "subject", e.to_string()))?;
+                let d: Dataset = f[0]
+                    .parse()
+                    .map_err(|e: SharedError| perr(file, ln, "dataset", e.to_string()))?;
+                let s = d
+                    .canonical_subject(f[1])
+                    .map_err(|e| perr(file, ln, "subject", e.to_string()))?;
                 fold = Some((d, s));
             }
             3 => {
-                let (d, s) = fold
-                    .as_ref()
-                    .ok_or_else(|| perr(file, ln, "header", "a sample line before any 'dataset subject' fold header".into()))?;
+                let (d, s) = fold.as_ref().ok_or_else(|| {
+                    perr(
+                        file,
+                        ln,
+                        "header",
+                        "a sample line before any 'dataset subject' fold header".into(),
+                    )
+                })?;
                 let label = parse_label(file, ln, "label", f[1], scheme)?;
                 let pred = parse_label(file, ln, "pred", f[2], scheme)?;
-                out.push(PredictionRecord { dataset: *d, subject: s.clone(), filename: f[0].into(), label, pred });
+                out.push(PredictionRecord {
+                    dataset: *d,
+                    subject: s.clone(),
+                    filename: f[0].into(),
+                    label,
+                    pred,
+                });
             }
             n => {
                 return Err(perr(
@@ -54,7 +73,10 @@ pub fn parse(file: &str, text: &str, scheme: LabelScheme) -> Result<Vec<Predicti
         }
     }
     if out.is_empty() {
-        return Err(SharedError::Input { file: file.into(), message: "no predictions".into() });
+        return Err(SharedError::Input {
+            file: file.into(),
+            message: "no predictions".into(),
+        });
     }
     Ok(out)
 }
@@ -66,9 +88,27 @@ mod tests {
     #[test]
     fn round_trip() {
         let recs = vec![
-            PredictionRecord { dataset: Dataset::Casme2, subject: "sub01".into(), filename: "EP02_01f".into(), label: 1, pred: 1 },
-            PredictionRecord { dataset: Dataset::Casme2, subject: "sub01".into(), filename: "EP19_05f".into(), label: 0, pred: 2 },
-            PredictionRecord { dataset: Dataset::Samm, subject: "6".into(), filename: "006_1_2".into(), label: 0, pred: 0 },
+            PredictionRecord {
+                dataset: Dataset::Casme2,
+                subject: "sub01".into(),
+                filename: "EP02_01f".into(),
+                label: 1,
+                pred: 1,
+            },
+            PredictionRecord {
+                dataset: Dataset::Casme2,
+                subject: "sub01".into(),
+                filename: "EP19_05f".into(),
+                label: 0,
+                pred: 2,
+            },
+            PredictionRecord {
+                dataset: Dataset::Samm,
+                subject: "6".into(),
+                filename: "006_1_2".into(),
+                label: 0,
+                pred: 0,
+            },
         ];
         let text = write(&recs);
         assert_eq!(text.lines().next(), Some("casme2 sub01"));
@@ -80,11 +120,20 @@ mod tests {
         let s = LabelScheme::Megc3;
         let e = parse("l.txt", "EP02_01f 1 1\n", s).unwrap_err().to_string();
         assert!(e.contains("l.txt:1: header"), "{e}");
-        let e = parse("l.txt", "casme2 sub01\nEP02_01f 1\n", s).unwrap_err().to_string();
-        assert!(e.contains("l.txt:2: dataset") || e.contains("l.txt:2"), "{e}");
-        let e = parse("l.txt", "casme2 sub01\nEP02_01f 1 one\n", s).unwrap_err().to_string();
+        let e = parse("l.txt", "casme2 sub01\nEP02_01f 1\n", s)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("l.txt:2: dataset") || e.contains("l.txt:2"),
+            "{e}"
+        );
+        let e = parse("l.txt", "casme2 sub01\nEP02_01f 1 one\n", s)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("l.txt:2: pred"), "{e}");
-        let e = parse("l.txt", "casme2 sub01\nEP02_01f 1 1 1\n", s).unwrap_err().to_string();
+        let e = parse("l.txt", "casme2 sub01\nEP02_01f 1 1 1\n", s)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("l.txt:2: line"), "{e}");
         assert!(parse("l.txt", "", s).is_err());
     }

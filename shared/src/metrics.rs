@@ -25,7 +25,9 @@ pub struct Confusion {
 impl Confusion {
     /// An empty matrix over `classes` classes.
     pub fn new(classes: usize) -> Self {
-        Confusion { counts: vec![vec![0; classes]; classes] }
+        Confusion {
+            counts: vec![vec![0; classes]; classes],
+        }
     }
 
     /// Builds a matrix from its rows (`rows[true][pred]`); rows must be square.
@@ -59,7 +61,10 @@ impl Confusion {
     /// Adds another matrix (another fold) into this one.
     pub fn merge(&mut self, other: &Confusion) -> Result<(), SharedError> {
         if other.classes() != self.classes() {
-            return Err(SharedError::ClassMismatch { a: self.classes(), b: other.classes() });
+            return Err(SharedError::ClassMismatch {
+                a: self.classes(),
+                b: other.classes(),
+            });
         }
         for (row, orow) in self.counts.iter_mut().zip(&other.counts) {
             for (c, o) in row.iter_mut().zip(orow) {
@@ -86,12 +91,18 @@ impl Confusion {
 
     /// False positives of class `c` (predicted c, truly another class).
     pub fn fp(&self, c: usize) -> u64 {
-        (0..self.classes()).filter(|&t| t != c).map(|t| self.counts[t][c]).sum()
+        (0..self.classes())
+            .filter(|&t| t != c)
+            .map(|t| self.counts[t][c])
+            .sum()
     }
 
     /// False negatives of class `c` (truly c, predicted another class).
     pub fn fn_(&self, c: usize) -> u64 {
-        (0..self.classes()).filter(|&p| p != c).map(|p| self.counts[c][p]).sum()
+        (0..self.classes())
+            .filter(|&p| p != c)
+            .map(|p| self.counts[c][p])
+            .sum()
     }
 
     /// Number of samples whose true class is `c`.
@@ -127,7 +138,14 @@ impl Confusion {
         };
         let correct: u64 = (0..k).map(|c| self.tp(c)).sum();
         let uf1 = mean(&|c| c.f1);
-        Scores { n, acc: ratio(correct, n), uf1, uar: mean(&|c| c.recall), f1_macro: uf1, per_class }
+        Scores {
+            n,
+            acc: ratio(correct, n),
+            uf1,
+            uar: mean(&|c| c.recall),
+            f1_macro: uf1,
+            per_class,
+        }
     }
 }
 
@@ -175,7 +193,8 @@ mod tests {
     #[test]
     fn constant_predictor_on_the_composite_counts() {
         // 250 negative, 109 positive, 83 surprise, all predicted negative.
-        let m = Confusion::from_rows(vec![vec![250, 0, 0], vec![109, 0, 0], vec![83, 0, 0]]).unwrap();
+        let m =
+            Confusion::from_rows(vec![vec![250, 0, 0], vec![109, 0, 0], vec![83, 0, 0]]).unwrap();
         let s = m.scores();
         assert_eq!(s.n, 442);
         assert!((s.acc - 250.0 / 442.0).abs() < 1e-12);

@@ -71,16 +71,32 @@ impl ScoreReport {
         let mut parts: BTreeMap<Dataset, Confusion> = BTreeMap::new();
         for r in records {
             all.add(r.label, r.pred)?;
-            parts.entry(r.dataset).or_insert_with(|| Confusion::new(k)).add(r.label, r.pred)?;
+            parts
+                .entry(r.dataset)
+                .or_insert_with(|| Confusion::new(k))
+                .add(r.label, r.pred)?;
         }
         let s = all.scores();
         let names = scheme.class_names(None);
-        let per_class = names.iter().zip(s.per_class).map(|(n, c)| (n.to_string(), c)).collect();
+        let per_class = names
+            .iter()
+            .zip(s.per_class)
+            .map(|(n, c)| (n.to_string(), c))
+            .collect();
         let parts = parts
             .into_iter()
             .map(|(d, m)| {
                 let p = m.scores();
-                (d.key().to_string(), PartScores { n: p.n, uf1: p.uf1, uar: p.uar, acc: p.acc, f1_macro: p.f1_macro })
+                (
+                    d.key().to_string(),
+                    PartScores {
+                        n: p.n,
+                        uf1: p.uf1,
+                        uar: p.uar,
+                        acc: p.acc,
+                        f1_macro: p.f1_macro,
+                    },
+                )
             })
             .collect();
         Ok(ScoreReport {
@@ -103,43 +119,85 @@ impl ScoreReport {
             "part", "n", "UF1", "UAR", "Acc"
         );
         for (name, p) in &self.parts {
-            out += &format!("{:<10} {:>5} {:>8.4} {:>8.4} {:>8.4}\n", name, p.n, p.uf1, p.uar, p.acc);
+            out += &format!(
+                "{:<10} {:>5} {:>8.4} {:>8.4} {:>8.4}\n",
+                name, p.n, p.uf1, p.uar, p.acc
+            );
         }
-        out += &format!("{:<10} {:>5} {:>8.4} {:>8.4} {:>8.4}\n", "all", self.n, self.uf1, self.uar, self.acc);
+        out += &format!(
+            "{:<10} {:>5} {:>8.4} {:>8.4} {:>8.4}\n",
+            "all", self.n, self.uf1, self.uar, self.acc
+        );
         out += "\nclass        support  precision   recall       F1\n";
         for (name, c) in &self.per_class {
-            out += &format!("{:<12} {:>7} {:>10.4} {:>8.4} {:>8.4}\n", name, c.support, c.precision, c.recall, c.f1);
+            out += &format!(
+                "{:<12} {:>7} {:>10.4} {:>8.4} {:>8.4}\n",
+                name, c.support, c.precision, c.recall, c.f1
+            );
         }
         out
     }
 }
 
 /// Parses a predictions CSV (header [`CSV_HEADER`]); `file` names the source in errors.
-pub fn parse_csv(file: &str, text: &str, scheme: LabelScheme) -> Result<Vec<PredictionRecord>, SharedError> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let (hline, header) = lines.next().ok_or_else(|| SharedError::Input { file: file.into(), message: "empty file".into() })?;
+pub fn parse_csv(
+    file: &str,
+    text: &str,
+    scheme: LabelScheme,
+) -> Result<Vec<PredictionRecord>, SharedError> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let (hline, header) = lines.next().ok_or_else(|| SharedError::Input {
+        file: file.into(),
+        message: "empty file".into(),
+    })?;
     let cols: Vec<&str> = header.split(',').map(str::trim).collect();
     if cols != CSV_HEADER.split(',').collect::<Vec<_>>() {
-        return Err(perr(file, hline + 1, "header", format!("expected '{CSV_HEADER}', found '{}'", header.trim())));
+        return Err(perr(
+            file,
+            hline + 1,
+            "header",
+            format!("expected '{CSV_HEADER}', found '{}'", header.trim()),
+        ));
     }
     let mut out = Vec::new();
     for (i, line) in lines {
         let ln = i + 1;
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
         if f.len() != 5 {
-            return Err(perr(file, ln, "line", format!("expected 5 fields, found {}", f.len())));
+            return Err(perr(
+                file,
+                ln,
+                "line",
+                format!("expected 5 fields, found {}", f.len()),
+            ));
         }
-        let dataset: Dataset = f[0].parse().map_err(|e: SharedError| perr(file, ln, "dataset", e.to_string()))?;
-        let subject = dataset.canonical_subject(f[1]).map_err(|e| perr(file, ln, "subject", e.to_string()))?;
+        let dataset: Dataset = f[0]
+            .parse()
+            .map_err(|e: SharedError| perr(file, ln, "dataset", e.to_string()))?;
+        let subject = dataset
+            .canonical_subject(f[1])
+            .map_err(|e| perr(file, ln, "subject", e.to_string()))?;
         if f[2].is_empty() {
             return Err(perr(file, ln, "filename", "empty".into()));
         }
         let label = parse_label(file, ln, "label", f[3], scheme)?;
         let pred = parse_label(file, ln, "pred", f[4], scheme)?;
-        out.push(PredictionRecord { dataset, subject, filename: f[2].to_string(), label, pred });
+        out.push(PredictionRecord {
+            dataset,
+            subject,
+            filename: f[2].to_string(),
+            label,
+            pred,
+        });
     }
     if out.is_empty() {
-        return Err(SharedError::Input { file: file.into(), message: "no predictions".into() });
+        return Err(SharedError::Input {
+            file: file.into(),
+            message: "no predictions".into(),
+        });
     }
     Ok(out)
 }
@@ -148,26 +206,51 @@ pub fn parse_csv(file: &str, text: &str, scheme: LabelScheme) -> Result<Vec<Pred
 pub fn to_csv(records: &[PredictionRecord]) -> String {
     let mut s = format!("{CSV_HEADER}\n");
     for r in records {
-        s += &format!("{},{},{},{},{}\n", r.dataset, r.subject, r.filename, r.label, r.pred);
+        s += &format!(
+            "{},{},{},{},{}\n",
+            r.dataset, r.subject, r.filename, r.label, r.pred
+        );
     }
     s
 }
 
 /// Parses one label field as an integer class of `scheme`.
-pub(crate) fn parse_label(file: &str, line: usize, field: &str, raw: &str, scheme: LabelScheme) -> Result<usize, SharedError> {
-    let v: i64 = raw.parse().map_err(|_| perr(file, line, field, format!("'{raw}' is not an integer")))?;
-    scheme.check(v).map_err(|e| perr(file, line, field, e.to_string()))
+pub(crate) fn parse_label(
+    file: &str,
+    line: usize,
+    field: &str,
+    raw: &str,
+    scheme: LabelScheme,
+) -> Result<usize, SharedError> {
+    let v: i64 = raw
+        .parse()
+        .map_err(|_| perr(file, line, field, format!("'{raw}' is not an integer")))?;
+    scheme
+        .check(v)
+        .map_err(|e| perr(file, line, field, e.to_string()))
 }
 
 pub(crate) fn perr(file: &str, line: usize, field: &str, message: String) -> SharedError {
-    SharedError::Parse { file: file.into(), line, field: field.into(), message }
+    SharedError::Parse {
+        file: file.into(),
+        line,
+        field: field.into(),
+        message,
+    }
 }
 
 /// Reads predictions in either format: the CSV (first line is its header) or the MEGC2019 log.
-pub fn parse_any(file: &str, text: &str, scheme: LabelScheme) -> Result<Vec<PredictionRecord>, SharedError> {
+pub fn parse_any(
+    file: &str,
+    text: &str,
+    scheme: LabelScheme,
+) -> Result<Vec<PredictionRecord>, SharedError> {
     let first = text.lines().find(|l| !l.trim().is_empty());
     match first {
-        None => Err(SharedError::Input { file: file.into(), message: "empty file".into() }),
+        None => Err(SharedError::Input {
+            file: file.into(),
+            message: "empty file".into(),
+        }),
         Some(l) if l.contains(',') => parse_csv(file, text, scheme),
         Some(_) => crate::megc_log::parse(file, text, scheme),
     }
@@ -178,12 +261,22 @@ mod tests {
     use super::*;
 
     fn rec(d: Dataset, l: usize, p: usize) -> PredictionRecord {
-        PredictionRecord { dataset: d, subject: d.canonical_subject("1").unwrap(), filename: "x".into(), label: l, pred: p }
+        PredictionRecord {
+            dataset: d,
+            subject: d.canonical_subject("1").unwrap(),
+            filename: "x".into(),
+            label: l,
+            pred: p,
+        }
     }
 
     #[test]
     fn csv_round_trip_and_parts() {
-        let recs = vec![rec(Dataset::Smic, 0, 0), rec(Dataset::Smic, 1, 0), rec(Dataset::Samm, 2, 2)];
+        let recs = vec![
+            rec(Dataset::Smic, 0, 0),
+            rec(Dataset::Smic, 1, 0),
+            rec(Dataset::Samm, 2, 2),
+        ];
         let back = parse_csv("t.csv", &to_csv(&recs), LabelScheme::Megc3).unwrap();
         assert_eq!(back.len(), 3);
         let r = ScoreReport::compute(LabelScheme::Megc3, &back).unwrap();
@@ -195,15 +288,41 @@ mod tests {
     #[test]
     fn csv_errors_name_line_and_field() {
         let s = LabelScheme::Megc3;
-        let e = parse_csv("p.csv", "dataset,subject,file,label,pred\n", s).unwrap_err().to_string();
+        let e = parse_csv("p.csv", "dataset,subject,file,label,pred\n", s)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("p.csv:1: header"), "{e}");
-        let e = parse_csv("p.csv", "dataset,subject,filename,label,pred\nsmic,s1,a,1,x\n", s).unwrap_err().to_string();
+        let e = parse_csv(
+            "p.csv",
+            "dataset,subject,filename,label,pred\nsmic,s1,a,1,x\n",
+            s,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("p.csv:2: pred"), "{e}");
-        let e = parse_csv("p.csv", "dataset,subject,filename,label,pred\nsmic,s1,a,3,1\n", s).unwrap_err().to_string();
+        let e = parse_csv(
+            "p.csv",
+            "dataset,subject,filename,label,pred\nsmic,s1,a,3,1\n",
+            s,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("p.csv:2: label") && e.contains("outside"), "{e}");
-        let e = parse_csv("p.csv", "dataset,subject,filename,label,pred\nfoo,s1,a,1,1\n", s).unwrap_err().to_string();
+        let e = parse_csv(
+            "p.csv",
+            "dataset,subject,filename,label,pred\nfoo,s1,a,1,1\n",
+            s,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("p.csv:2: dataset"), "{e}");
-        let e = parse_csv("p.csv", "dataset,subject,filename,label,pred\nsmic,s1,a,1\n", s).unwrap_err().to_string();
+        let e = parse_csv(
+            "p.csv",
+            "dataset,subject,filename,label,pred\nsmic,s1,a,1\n",
+            s,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("p.csv:2: line"), "{e}");
         assert!(parse_any("p.csv", "  \n", s).is_err());
     }

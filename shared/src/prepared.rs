@@ -120,27 +120,48 @@ impl Prepared {
     /// spec whose `parts` leave some of the file's datasets out.
     pub fn select_parts(&self, parts: &[Dataset]) -> Prepared {
         let n = self.sample_len();
-        let keep: Vec<usize> = (0..self.samples.len()).filter(|&i| parts.contains(&self.samples[i].dataset)).collect();
+        let keep: Vec<usize> = (0..self.samples.len())
+            .filter(|&i| parts.contains(&self.samples[i].dataset))
+            .collect();
         let mut flow = Vec::with_capacity(keep.len() * n);
         for &i in &keep {
             flow.extend_from_slice(self.sample_flow(i));
         }
         let mut shape = self.shape;
         shape[0] = keep.len();
-        Prepared { info: self.info.clone(), samples: keep.iter().map(|&i| self.samples[i].clone()).collect(), shape, flow }
+        Prepared {
+            info: self.info.clone(),
+            samples: keep.iter().map(|&i| self.samples[i].clone()).collect(),
+            shape,
+            flow,
+        }
     }
 
     /// Checks internal consistency (shape vs. data vs. metadata, unique ids).
     pub fn validate(&self, path: &Path) -> Result<(), SharedError> {
-        let bad = |m: String| SharedError::Prepared { path: path.to_path_buf(), message: m };
+        let bad = |m: String| SharedError::Prepared {
+            path: path.to_path_buf(),
+            message: m,
+        };
         if self.shape[0] != self.samples.len() {
-            return Err(bad(format!("tensor has {} samples, metadata {}", self.shape[0], self.samples.len())));
+            return Err(bad(format!(
+                "tensor has {} samples, metadata {}",
+                self.shape[0],
+                self.samples.len()
+            )));
         }
         if self.shape.iter().product::<usize>() != self.flow.len() {
-            return Err(bad(format!("shape {:?} does not match {} values", self.shape, self.flow.len())));
+            return Err(bad(format!(
+                "shape {:?} does not match {} values",
+                self.shape,
+                self.flow.len()
+            )));
         }
         if self.shape[1] != self.info.channels.len() || self.shape[2] != self.info.frames as usize {
-            return Err(bad(format!("shape {:?} disagrees with prep info channels/frames", self.shape)));
+            return Err(bad(format!(
+                "shape {:?} disagrees with prep info channels/frames",
+                self.shape
+            )));
         }
         let mut seen = std::collections::HashSet::new();
         for s in &self.samples {
@@ -155,38 +176,78 @@ impl Prepared {
     pub fn write(&self, path: &Path) -> Result<(), SharedError> {
         self.validate(path)?;
         let bytes: &[u8] = f32_bytes(&self.flow);
-        let view = TensorView::new(Dtype::F32, self.shape.to_vec(), bytes)
-            .map_err(|e| SharedError::Prepared { path: path.into(), message: e.to_string() })?;
+        let view = TensorView::new(Dtype::F32, self.shape.to_vec(), bytes).map_err(|e| {
+            SharedError::Prepared {
+                path: path.into(),
+                message: e.to_string(),
+            }
+        })?;
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), FORMAT.to_string());
         meta.insert("prep".to_string(), json(&self.info));
         meta.insert("samples".to_string(), json(&self.samples));
-        let data = safetensors::serialize([(FLOW_TENSOR, view)], Some(meta))
-            .map_err(|e| SharedError::Prepared { path: path.into(), message: e.to_string() })?;
+        let data = safetensors::serialize([(FLOW_TENSOR, view)], Some(meta)).map_err(|e| {
+            SharedError::Prepared {
+                path: path.into(),
+                message: e.to_string(),
+            }
+        })?;
         write_atomic(path, &data)
     }
 
     /// Reads and validates a prepared file.
     pub fn read(path: &Path) -> Result<Self, SharedError> {
         let data = std::fs::read(path).map_err(|e| SharedError::io(path, e))?;
-        let bad = |m: String| SharedError::Prepared { path: path.to_path_buf(), message: m };
-        let (_, md) = safetensors::SafeTensors::read_metadata(&data).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-        let meta = md.metadata().clone().ok_or_else(|| bad("no __metadata__".into()))?;
-        let get = |k: &str| meta.get(k).ok_or_else(|| bad(format!("metadata has no '{k}'")));
+        let bad = |m: String| SharedError::Prepared {
+            path: path.to_path_buf(),
+            message: m,
+        };
+        let (_, md) = safetensors::SafeTensors::read_metadata(&data)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let meta = md
+            .metadata()
+            .clone()
+            .ok_or_else(|| bad("no __metadata__".into()))?;
+        let get = |k: &str| {
+            meta.get(k)
+                .ok_or_else(|| bad(format!("metadata has no '{k}'")))
+        };
         if get("format")? != FORMAT {
             return Err(bad(format!("format '{}' is not {FORMAT}", get("format")?)));
         }
-        let info: PrepInfo = serde_json::from_str(get("prep")?).map_err(|e| bad(format!("metadata 'prep': {e}")))?;
-        let samples: Vec<SampleMeta> =
-            serde_json::from_str(get("samples")?).map_err(|e| bad(format!("metadata 'samples': {e}")))?;
+        let info: PrepInfo =
+            serde_json::from_str(get("prep")?).map_err(|e| bad(format!("metadata 'prep': {e}")))?;
+        let samples: Vec<SampleMeta> = serde_json::from_str(get("samples")?)
+            .map_err(|e| bad(format!("metadata 'samples': {e}")))?;
         let st = safetensors::SafeTensors::deserialize(&data).map_err(|e| bad(e.to_string()))?;
-        let t = st.tensor(FLOW_TENSOR).map_err(|e| bad(format!("tensor '{FLOW_TENSOR}': {e}")))?;
+        let t = st
+            .tensor(FLOW_TENSOR)
+            .map_err(|e| bad(format!("tensor '{FLOW_TENSOR}': {e}")))?;
         if t.dtype() != Dtype::F32 || t.shape().len() != 5 {
-            return Err(bad(format!("tensor '{FLOW_TENSOR}' must be f32 [N,C,T,H,W], is {:?} {:?}", t.dtype(), t.shape())));
+            return Err(bad(format!(
+                "tensor '{FLOW_TENSOR}' must be f32 [N,C,T,H,W], is {:?} {:?}",
+                t.dtype(),
+                t.shape()
+            )));
         }
-        let shape = [t.shape()[0], t.shape()[1], t.shape()[2], t.shape()[3], t.shape()[4]];
-        let flow: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        let p = Prepared { info, samples, shape, flow };
+        let shape = [
+            t.shape()[0],
+            t.shape()[1],
+            t.shape()[2],
+            t.shape()[3],
+            t.shape()[4],
+        ];
+        let flow: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let p = Prepared {
+            info,
+            samples,
+            shape,
+            flow,
+        };
         p.validate(path)?;
         Ok(p)
     }
@@ -209,46 +270,84 @@ impl Prepared {
     /// file is as long as the header says, and that the tensor's sample count matches the metadata.
     pub fn read_meta(path: &Path) -> Result<PreparedMeta, SharedError> {
         use std::io::Read;
-        let bad = |m: String| SharedError::Prepared { path: path.to_path_buf(), message: m };
+        let bad = |m: String| SharedError::Prepared {
+            path: path.to_path_buf(),
+            message: m,
+        };
         let mut f = std::fs::File::open(path).map_err(|e| SharedError::io(path, e))?;
         let file_len = f.metadata().map_err(|e| SharedError::io(path, e))?.len();
         let mut len8 = [0u8; 8];
-        f.read_exact(&mut len8).map_err(|_| bad("not a safetensors file: shorter than 8 bytes".into()))?;
+        f.read_exact(&mut len8)
+            .map_err(|_| bad("not a safetensors file: shorter than 8 bytes".into()))?;
         let n = u64::from_le_bytes(len8);
         if n == 0 || n > 100_000_000 || 8 + n > file_len {
-            return Err(bad(format!("not a safetensors file: header length {n} does not fit a {file_len}-byte file")));
+            return Err(bad(format!(
+                "not a safetensors file: header length {n} does not fit a {file_len}-byte file"
+            )));
         }
         let mut header = vec![0u8; n as usize];
-        f.read_exact(&mut header).map_err(|e| SharedError::io(path, e))?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&header).map_err(|e| bad(format!("not a safetensors file: header is not JSON: {e}")))?;
-        let meta = v.get("__metadata__").and_then(|m| m.as_object()).ok_or_else(|| bad("no __metadata__".into()))?;
-        let get = |k: &str| meta.get(k).and_then(|x| x.as_str()).ok_or_else(|| bad(format!("metadata has no '{k}'")));
+        f.read_exact(&mut header)
+            .map_err(|e| SharedError::io(path, e))?;
+        let v: serde_json::Value = serde_json::from_slice(&header)
+            .map_err(|e| bad(format!("not a safetensors file: header is not JSON: {e}")))?;
+        let meta = v
+            .get("__metadata__")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| bad("no __metadata__".into()))?;
+        let get = |k: &str| {
+            meta.get(k)
+                .and_then(|x| x.as_str())
+                .ok_or_else(|| bad(format!("metadata has no '{k}'")))
+        };
         if get("format")? != FORMAT {
             return Err(bad(format!("format '{}' is not {FORMAT}", get("format")?)));
         }
-        let info: PrepInfo = serde_json::from_str(get("prep")?).map_err(|e| bad(format!("metadata 'prep': {e}")))?;
-        let samples: Vec<SampleMeta> =
-            serde_json::from_str(get("samples")?).map_err(|e| bad(format!("metadata 'samples': {e}")))?;
-        let t = v.get(FLOW_TENSOR).ok_or_else(|| bad(format!("no tensor '{FLOW_TENSOR}'")))?;
+        let info: PrepInfo =
+            serde_json::from_str(get("prep")?).map_err(|e| bad(format!("metadata 'prep': {e}")))?;
+        let samples: Vec<SampleMeta> = serde_json::from_str(get("samples")?)
+            .map_err(|e| bad(format!("metadata 'samples': {e}")))?;
+        let t = v
+            .get(FLOW_TENSOR)
+            .ok_or_else(|| bad(format!("no tensor '{FLOW_TENSOR}'")))?;
         let dims: Vec<usize> = t
             .get("shape")
             .and_then(|s| s.as_array())
-            .map(|a| a.iter().filter_map(|d| d.as_u64().map(|d| d as usize)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_u64().map(|d| d as usize))
+                    .collect()
+            })
             .unwrap_or_default();
         if t.get("dtype").and_then(|d| d.as_str()) != Some("F32") || dims.len() != 5 {
-            return Err(bad(format!("tensor '{FLOW_TENSOR}' must be f32 [N,C,T,H,W], header says {t}")));
+            return Err(bad(format!(
+                "tensor '{FLOW_TENSOR}' must be f32 [N,C,T,H,W], header says {t}"
+            )));
         }
-        let end = t.get("data_offsets").and_then(|o| o.get(1)).and_then(|o| o.as_u64()).unwrap_or(0);
+        let end = t
+            .get("data_offsets")
+            .and_then(|o| o.get(1))
+            .and_then(|o| o.as_u64())
+            .unwrap_or(0);
         let expect = dims.iter().product::<usize>() as u64 * 4;
         if end != expect || 8 + n + end != file_len {
-            return Err(bad(format!("file is {file_len} bytes, header promises {} (truncated or corrupt)", 8 + n + end)));
+            return Err(bad(format!(
+                "file is {file_len} bytes, header promises {} (truncated or corrupt)",
+                8 + n + end
+            )));
         }
         let shape = [dims[0], dims[1], dims[2], dims[3], dims[4]];
         if shape[0] != samples.len() {
-            return Err(bad(format!("tensor has {} samples, metadata {}", shape[0], samples.len())));
+            return Err(bad(format!(
+                "tensor has {} samples, metadata {}",
+                shape[0],
+                samples.len()
+            )));
         }
-        Ok(PreparedMeta { info, samples, shape })
+        Ok(PreparedMeta {
+            info,
+            samples,
+            shape,
+        })
     }
 }
 
@@ -271,7 +370,10 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), SharedError> {
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(|e| SharedError::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let res = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -332,7 +434,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.safetensors");
         let n = 2 * 2 * 10 * 4 * 4;
-        let p = Prepared { info: info(), samples: vec![sample(1), sample(2)], shape: [2, 2, 10, 4, 4], flow: (0..n).map(|x| x as f32).collect() };
+        let p = Prepared {
+            info: info(),
+            samples: vec![sample(1), sample(2)],
+            shape: [2, 2, 10, 4, 4],
+            flow: (0..n).map(|x| x as f32).collect(),
+        };
         p.write(&path).unwrap();
         let q = Prepared::read(&path).unwrap();
         assert_eq!(p, q);
@@ -346,14 +453,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.safetensors");
         let n = 2 * 2 * 10 * 4 * 4;
-        let p = Prepared { info: info(), samples: vec![sample(1), sample(2)], shape: [2, 2, 10, 4, 4], flow: vec![0.5; n] };
+        let p = Prepared {
+            info: info(),
+            samples: vec![sample(1), sample(2)],
+            shape: [2, 2, 10, 4, 4],
+            flow: vec![0.5; n],
+        };
         p.write(&path).unwrap();
         let m = Prepared::read_meta(&path).unwrap();
-        assert_eq!((m.info, m.samples, m.shape), (p.info.clone(), p.samples.clone(), p.shape));
+        assert_eq!(
+            (m.info, m.samples, m.shape),
+            (p.info.clone(), p.samples.clone(), p.shape)
+        );
         // A truncated file is refused.
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
-        assert!(Prepared::read_meta(&path).unwrap_err().to_string().contains("truncated"));
+        assert!(Prepared::read_meta(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("truncated"));
         std::fs::write(&path, b"xx").unwrap();
         assert!(Prepared::read_meta(&path).is_err());
     }
@@ -363,23 +481,43 @@ mod tests {
         let mut b = sample(2);
         b.dataset = Dataset::Samm;
         b.id = "samm/6/x".into();
-        let p = Prepared { info: info(), samples: vec![sample(1), b], shape: [2, 2, 10, 4, 4], flow: (0..640).map(|x| x as f32).collect() };
+        let p = Prepared {
+            info: info(),
+            samples: vec![sample(1), b],
+            shape: [2, 2, 10, 4, 4],
+            flow: (0..640).map(|x| x as f32).collect(),
+        };
         let q = p.select_parts(&[Dataset::Samm]);
         assert_eq!(q.shape, [1, 2, 10, 4, 4]);
         assert_eq!(q.samples[0].id, "samm/6/x");
         assert_eq!(q.flow[0], 320.0);
         q.validate(Path::new("q")).unwrap();
-        assert_eq!(p.select_parts(&[Dataset::Smic, Dataset::Casme2, Dataset::Samm]), p);
+        assert_eq!(
+            p.select_parts(&[Dataset::Smic, Dataset::Casme2, Dataset::Samm]),
+            p
+        );
     }
 
     #[test]
     fn rejects_inconsistent_data() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.safetensors");
-        let p = Prepared { info: info(), samples: vec![sample(1), sample(1)], shape: [2, 2, 10, 4, 4], flow: vec![0.0; 640] };
-        assert!(p.write(&path).unwrap_err().to_string().contains("duplicate"));
+        let p = Prepared {
+            info: info(),
+            samples: vec![sample(1), sample(1)],
+            shape: [2, 2, 10, 4, 4],
+            flow: vec![0.0; 640],
+        };
+        assert!(p
+            .write(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate"));
         assert!(!path.exists());
         std::fs::write(&path, b"garbage").unwrap();
-        assert!(Prepared::read(&path).unwrap_err().to_string().contains("p.safetensors"));
+        assert!(Prepared::read(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("p.safetensors"));
     }
 }

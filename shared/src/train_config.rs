@@ -61,7 +61,14 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { widths: [32, 64, 128, 128, 256], input_size: 112, frames: 10, channels: 2, dense: 1024, dropout: 0.5 }
+        ModelConfig {
+            widths: [32, 64, 128, 128, 256],
+            input_size: 112,
+            frames: 10,
+            channels: 2,
+            dense: 1024,
+            dropout: 0.5,
+        }
     }
 }
 
@@ -87,7 +94,15 @@ pub struct OptimConfig {
 
 impl Default for OptimConfig {
     fn default() -> Self {
-        OptimConfig { epochs: 100, batch_size: 8, lr: 0.004, lr_step: 10, lr_divisor: 10.0, momentum: 0.9, weight_decay: 0.0 }
+        OptimConfig {
+            epochs: 100,
+            batch_size: 8,
+            lr: 0.004,
+            lr_step: 10,
+            lr_divisor: 10.0,
+            momentum: 0.9,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -107,7 +122,15 @@ pub struct PriorConfig {
 
 impl Default for PriorConfig {
     fn default() -> Self {
-        PriorConfig { enabled: true, optim: OptimConfig { epochs: 20, ..OptimConfig::default() }, pairs_per_epoch: 2000, val_fraction: 0.1 }
+        PriorConfig {
+            enabled: true,
+            optim: OptimConfig {
+                epochs: 20,
+                ..OptimConfig::default()
+            },
+            pairs_per_epoch: 2000,
+            val_fraction: 0.1,
+        }
     }
 }
 
@@ -138,7 +161,10 @@ pub enum Alpha {
 
 impl Default for LossConfig {
     fn default() -> Self {
-        LossConfig::Focal { gamma: 2.0, alpha: Alpha::Scalar(1.0) }
+        LossConfig::Focal {
+            gamma: 2.0,
+            alpha: Alpha::Scalar(1.0),
+        }
     }
 }
 
@@ -156,7 +182,11 @@ pub struct TargetConfig {
 
 impl Default for TargetConfig {
     fn default() -> Self {
-        TargetConfig { optim: OptimConfig::default(), frozen_layers: 0, loss: LossConfig::default() }
+        TargetConfig {
+            optim: OptimConfig::default(),
+            frozen_layers: 0,
+            loss: LossConfig::default(),
+        }
     }
 }
 
@@ -183,7 +213,12 @@ fn default_variants_per_epoch() -> usize {
 
 impl Default for AugmentConfig {
     fn default() -> Self {
-        AugmentConfig { crops: true, temporal: true, crop_px: [2, 5], variants_per_epoch: default_variants_per_epoch() }
+        AugmentConfig {
+            crops: true,
+            temporal: true,
+            crop_px: [2, 5],
+            variants_per_epoch: default_variants_per_epoch(),
+        }
     }
 }
 
@@ -198,8 +233,16 @@ mod tests {
         assert_eq!(c.target.optim.lr, 0.004);
         let c: TrainConfig = toml::from_str("[target]\nfrozen_layers = 2\n[target.loss]\nkind = \"focal\"\ngamma = 2.0\nalpha = [1.0, 2.0, 3.0]\n").unwrap();
         assert_eq!(c.target.frozen_layers, 2);
-        assert_eq!(c.target.loss, LossConfig::Focal { gamma: 2.0, alpha: Alpha::PerClass(vec![1.0, 2.0, 3.0]) });
-        let e = toml::from_str::<TrainConfig>("[target]\nfrozen = 2\n").unwrap_err().to_string();
+        assert_eq!(
+            c.target.loss,
+            LossConfig::Focal {
+                gamma: 2.0,
+                alpha: Alpha::PerClass(vec![1.0, 2.0, 3.0])
+            }
+        );
+        let e = toml::from_str::<TrainConfig>("[target]\nfrozen = 2\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("frozen"), "{e}");
     }
 }

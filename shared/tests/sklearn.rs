@@ -12,7 +12,11 @@ use std::path::PathBuf;
 
 fn venv_python() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(p.exists(), "{} is missing: run scripts/bootstrap.sh", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/bootstrap.sh",
+        p.display()
+    );
     p
 }
 
@@ -27,27 +31,54 @@ fn scores_match_scikit_learn_on_random_prediction_sets() {
     let sets = 1200;
     for i in 0..sets {
         // Vary the shape of the set: all 442 clips, a part dropped, a class removed from one part, ...
-        let drop_part: Option<Dataset> = if i % 7 == 3 { Some(Dataset::ALL[i % 3]) } else { None };
-        let strip_class: Option<(Dataset, usize)> = if i % 5 == 1 { Some((Dataset::ALL[(i / 5) % 3], i % 3)) } else { None };
-        let never_predicted: Option<usize> = if i % 4 == 2 { Some(rng.random_range(0..3)) } else { None };
+        let drop_part: Option<Dataset> = if i % 7 == 3 {
+            Some(Dataset::ALL[i % 3])
+        } else {
+            None
+        };
+        let strip_class: Option<(Dataset, usize)> = if i % 5 == 1 {
+            Some((Dataset::ALL[(i / 5) % 3], i % 3))
+        } else {
+            None
+        };
+        let never_predicted: Option<usize> = if i % 4 == 2 {
+            Some(rng.random_range(0..3))
+        } else {
+            None
+        };
         let accuracy_bias: f64 = rng.random_range(0.0..1.0);
         let recs: Vec<PredictionRecord> = list
             .iter()
             .filter(|e| Some(e.dataset) != drop_part)
             .filter(|e| strip_class != Some((e.dataset, e.label)))
             .map(|e| {
-                let mut pred = if rng.random_bool(accuracy_bias) { e.label } else { rng.random_range(0..3) };
+                let mut pred = if rng.random_bool(accuracy_bias) {
+                    e.label
+                } else {
+                    rng.random_range(0..3)
+                };
                 if Some(pred) == never_predicted {
                     pred = (pred + 1) % 3;
                 }
-                PredictionRecord { dataset: e.dataset, subject: e.subject.clone(), filename: e.filename.clone(), label: e.label, pred }
+                PredictionRecord {
+                    dataset: e.dataset,
+                    subject: e.subject.clone(),
+                    filename: e.filename.clone(),
+                    label: e.label,
+                    pred,
+                }
             })
             .collect();
         let r = ScoreReport::compute(LabelScheme::Megc3, &recs).unwrap();
         let parts: serde_json::Map<String, serde_json::Value> = r
             .parts
             .iter()
-            .map(|(k, p)| (k.clone(), serde_json::json!({"acc": p.acc, "uf1": p.uf1, "uar": p.uar})))
+            .map(|(k, p)| {
+                (
+                    k.clone(),
+                    serde_json::json!({"acc": p.acc, "uf1": p.uf1, "uar": p.uar}),
+                )
+            })
             .collect();
         let line = serde_json::json!({
             "classes": 3,
@@ -61,11 +92,22 @@ fn scores_match_scikit_learn_on_random_prediction_sets() {
     out.flush().unwrap();
     drop(out);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sklearn_check.py");
-    let o = std::process::Command::new(venv_python()).arg(&script).arg(&path).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let o = std::process::Command::new(venv_python())
+        .arg(&script)
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     println!("{text}");
     assert!(o.status.success(), "scikit-learn disagrees:\n{text}");
-    assert!(text.contains(&format!("agrees on {sets} prediction sets")), "{text}");
+    assert!(
+        text.contains(&format!("agrees on {sets} prediction sets")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -80,7 +122,11 @@ fn a_deliberately_wrong_uf1_is_caught_by_the_checker() {
     });
     std::fs::write(&path, format!("{line}\n")).unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sklearn_check.py");
-    let o = std::process::Command::new(venv_python()).arg(&script).arg(&path).output().unwrap();
+    let o = std::process::Command::new(venv_python())
+        .arg(&script)
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("uf1 ours 0.9"));
 }

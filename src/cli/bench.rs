@@ -42,8 +42,14 @@ pub enum BenchCommand {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Score { sets } => super::score::bench(sets),
-        BenchCommand::Scheduler { tasks, workers } => super::cluster::bench_scheduler(tasks, workers),
+        BenchCommand::Scheduler { tasks, workers } => {
+            super::cluster::bench_scheduler(tasks, workers)
+        }
         #[cfg(feature = "worker")]
-        BenchCommand::Prep { preset, threads, seed } => super::data::bench_prep(&preset, threads, seed),
+        BenchCommand::Prep {
+            preset,
+            threads,
+            seed,
+        } => super::data::bench_prep(&preset, threads, seed),
     }
 }

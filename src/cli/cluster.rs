@@ -218,7 +218,10 @@ pub struct ResultsArgs {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 /// Runs an orchestration command.
@@ -242,13 +245,14 @@ fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot listen for SIGTERM: {e}");
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: draining"),
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: draining"),
@@ -282,7 +286,13 @@ async fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     println!("{}", out.summary_md);
     println!("results: {}", out.run_dir.join("results.json").display());
     if out.status.state != "done" {
-        bail!("experiment {} {}: {} task(s) gave up:\n{}", out.experiment_id, out.status.state, out.status.tasks_failed, out.status.errors.join("\n"));
+        bail!(
+            "experiment {} {}: {} task(s) gave up:\n{}",
+            out.experiment_id,
+            out.status.state,
+            out.status.tasks_failed,
+            out.status.errors.join("\n")
+        );
     }
     Ok(())
 }
@@ -303,7 +313,10 @@ async fn cmd_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
         cfg.k8s_workers = Some(mer_coordinator::k8s::WorkerTemplate::from_file(p)?);
     }
     if let Some(ms) = a.lease_ms {
-        cfg.sched = SchedConfig { lease_ttl: Some(Duration::from_millis(ms)), ..SchedConfig::default() };
+        cfg.sched = SchedConfig {
+            lease_ttl: Some(Duration::from_millis(ms)),
+            ..SchedConfig::default()
+        };
         cfg.heartbeat = Duration::from_millis((ms / 4).max(50));
         cfg.reap_every = Duration::from_millis((ms / 5).clamp(20, 250));
     }
@@ -312,7 +325,11 @@ async fn cmd_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
     if a.print_addr {
         println!("listening {}", coord.addr);
     }
-    eprintln!("coordinator listening on {} (state in {})", coord.url, a.state_dir.display());
+    eprintln!(
+        "coordinator listening on {} (state in {})",
+        coord.url,
+        a.state_dir.display()
+    );
     stop.cancelled().await;
     coord.shutdown().await?;
     Ok(())
@@ -320,7 +337,10 @@ async fn cmd_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
 
 async fn cmd_worker(a: WorkerArgs) -> anyhow::Result<()> {
     let trainer: Arc<dyn Trainer> = if a.sim_trainer {
-        Arc::new(SimTrainer::new(Duration::from_millis(a.sim_delay_ms), a.sim_log.clone()))
+        Arc::new(SimTrainer::new(
+            Duration::from_millis(a.sim_delay_ms),
+            a.sim_log.clone(),
+        ))
     } else {
         real_trainer()?
     };
@@ -333,7 +353,13 @@ async fn cmd_worker(a: WorkerArgs) -> anyhow::Result<()> {
     cfg.heartbeat = a.heartbeat_ms.map(Duration::from_millis);
     let stop = shutdown_on_signals();
     let stats = run_agent(cfg, trainer, stop).await?;
-    tracing::info!(accepted = stats.accepted, duplicates = stats.duplicates, failed = stats.failed, stopped = stats.stopped, "worker drained");
+    tracing::info!(
+        accepted = stats.accepted,
+        duplicates = stats.duplicates,
+        failed = stats.failed,
+        stopped = stats.stopped,
+        "worker drained"
+    );
     Ok(())
 }
 
@@ -353,7 +379,17 @@ fn print_status(s: &proto::ExperimentStatus) {
         s.experiment_id, s.state, s.tasks_done, s.tasks_total, s.tasks_running, s.tasks_failed, s.folds_done, s.folds_total, s.lost, s.duplicates, s.retries
     );
     for r in &s.running {
-        println!("    {} {} on {}: {} epoch {}/{} loss {:.4} {:.1} samples/s", r.kind, r.fold, r.worker_id, r.stage, r.epoch + 1, r.epochs, r.loss, r.samples_per_s);
+        println!(
+            "    {} {} on {}: {} epoch {}/{} loss {:.4} {:.1} samples/s",
+            r.kind,
+            r.fold,
+            r.worker_id,
+            r.stage,
+            r.epoch + 1,
+            r.epochs,
+            r.loss,
+            r.samples_per_s
+        );
     }
     for e in &s.errors {
         println!("    error: {e}");
@@ -365,7 +401,11 @@ async fn cmd_submit(a: SubmitArgs) -> anyhow::Result<()> {
     let r = submit_spec(&c, &a.spec).await?;
     println!(
         "{} {} ({} tasks, {} already finished)",
-        if r.existing { "existing experiment" } else { "submitted" },
+        if r.existing {
+            "existing experiment"
+        } else {
+            "submitted"
+        },
         r.experiment_id,
         r.tasks,
         r.reused
@@ -373,8 +413,18 @@ async fn cmd_submit(a: SubmitArgs) -> anyhow::Result<()> {
     if a.k8s {
         let spec = mer_coordinator::spec::load_spec(&a.spec)?;
         let secret = mer_coordinator::k8s::parse_secret_key(&a.k8s_token_secret)?;
-        let pods_url = a.k8s_coordinator.clone().unwrap_or_else(|| a.connect.coordinator.clone());
-        let job = mer_coordinator::k8s::submit_job(&spec, &r.experiment_id, r.tasks.saturating_sub(r.reused), &pods_url, secret).await?;
+        let pods_url = a
+            .k8s_coordinator
+            .clone()
+            .unwrap_or_else(|| a.connect.coordinator.clone());
+        let job = mer_coordinator::k8s::submit_job(
+            &spec,
+            &r.experiment_id,
+            r.tasks.saturating_sub(r.reused),
+            &pods_url,
+            secret,
+        )
+        .await?;
         println!(
             "kubernetes: {} Job {}/{} with {} worker pods",
             if job.created { "created" } else { "found" },
@@ -385,7 +435,10 @@ async fn cmd_submit(a: SubmitArgs) -> anyhow::Result<()> {
     }
     if a.wait {
         let s = watch_until_done(&c, &r.experiment_id, |s| {
-            eprintln!("{}: {}/{} tasks, {} running", s.state, s.tasks_done, s.tasks_total, s.tasks_running);
+            eprintln!(
+                "{}: {}/{} tasks, {} running",
+                s.state, s.tasks_done, s.tasks_total, s.tasks_running
+            );
         })
         .await?;
         print_status(&s);
@@ -397,8 +450,21 @@ async fn cmd_status(a: StatusArgs) -> anyhow::Result<()> {
     let c = connect(&a.connect.options())?;
     let mut client = c.client.clone();
     let list = match &a.id {
-        Some(id) => vec![client.get(proto::GetRequest { experiment_id: id.clone() }).await.map_err(|s| mer_coordinator::CoordError::rpc("get", s))?.into_inner()],
-        None => client.list(proto::ListRequest {}).await.map_err(|s| mer_coordinator::CoordError::rpc("list", s))?.into_inner().experiments,
+        Some(id) => vec![client
+            .get(proto::GetRequest {
+                experiment_id: id.clone(),
+            })
+            .await
+            .map_err(|s| mer_coordinator::CoordError::rpc("get", s))?
+            .into_inner()],
+        None => {
+            client
+                .list(proto::ListRequest {})
+                .await
+                .map_err(|s| mer_coordinator::CoordError::rpc("list", s))?
+                .into_inner()
+                .experiments
+        }
     };
     if a.json {
         let v: Vec<serde_json::Value> = list
@@ -425,7 +491,14 @@ async fn cmd_status(a: StatusArgs) -> anyhow::Result<()> {
 
 async fn cmd_cancel(a: CancelArgs) -> anyhow::Result<()> {
     let c = connect(&a.connect.options())?;
-    let r = c.client.clone().cancel(proto::CancelRequest { experiment_id: a.id.clone() }).await.map_err(|s| mer_coordinator::CoordError::rpc("cancel", s))?;
+    let r = c
+        .client
+        .clone()
+        .cancel(proto::CancelRequest {
+            experiment_id: a.id.clone(),
+        })
+        .await
+        .map_err(|s| mer_coordinator::CoordError::rpc("cancel", s))?;
     if r.into_inner().cancelled {
         println!("cancelled {}", a.id);
     } else {
@@ -439,13 +512,18 @@ async fn cmd_results(a: ResultsArgs) -> anyhow::Result<()> {
     let r = c
         .client
         .clone()
-        .results(proto::ResultsRequest { experiment_id: a.id.clone() })
+        .results(proto::ResultsRequest {
+            experiment_id: a.id.clone(),
+        })
         .await
         .map_err(|s| mer_coordinator::CoordError::rpc("results", s))?
         .into_inner();
     match &a.out {
         Some(dir) => {
-            mer_shared::prepared::write_atomic(&dir.join("results.json"), r.results_json.as_bytes())?;
+            mer_shared::prepared::write_atomic(
+                &dir.join("results.json"),
+                r.results_json.as_bytes(),
+            )?;
             mer_shared::prepared::write_atomic(&dir.join("summary.md"), r.summary_md.as_bytes())?;
             for (name, text) in &r.files {
                 if name.split('/').any(|p| p == ".." || p.is_empty()) {
@@ -453,7 +531,11 @@ async fn cmd_results(a: ResultsArgs) -> anyhow::Result<()> {
                 }
                 mer_shared::prepared::write_atomic(&dir.join(name), text.as_bytes())?;
             }
-            println!("wrote {} ({})", dir.display(), if r.complete { "complete" } else { "partial" });
+            println!(
+                "wrote {} ({})",
+                dir.display(),
+                if r.complete { "complete" } else { "partial" }
+            );
         }
         None => println!("{}", r.summary_md),
     }
@@ -466,13 +548,27 @@ pub fn bench_scheduler(tasks: usize, workers: usize) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let rt = runtime()?;
-    let r = rt.block_on(mer_coordinator::simbench::scheduler_bench(&dir, tasks, workers));
+    let r = rt.block_on(mer_coordinator::simbench::scheduler_bench(
+        &dir, tasks, workers,
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     let r = r?;
     println!("scheduler benchmark: {} tasks, {} workers over gRPC on loopback (SQLite WAL, synchronous=FULL)", r.tasks, r.workers);
-    println!("  submit (upload + expand + store): {:.2} s", r.submit_seconds);
-    println!("  run: {:.2} s  ->  {:.0} tasks/s", r.seconds, r.tasks_per_s);
-    println!("  lease latency: p50 {:.2} ms, p99 {:.2} ms", r.lease_p50_ms, r.lease_p99_ms);
-    println!("  memory: peak RSS {:.1} MiB, RSS after {:.1} MiB", r.peak_rss_mib, r.rss_mib);
+    println!(
+        "  submit (upload + expand + store): {:.2} s",
+        r.submit_seconds
+    );
+    println!(
+        "  run: {:.2} s  ->  {:.0} tasks/s",
+        r.seconds, r.tasks_per_s
+    );
+    println!(
+        "  lease latency: p50 {:.2} ms, p99 {:.2} ms",
+        r.lease_p50_ms, r.lease_p99_ms
+    );
+    println!(
+        "  memory: peak RSS {:.1} MiB, RSS after {:.1} MiB",
+        r.peak_rss_mib, r.rss_mib
+    );
     Ok(())
 }

@@ -122,7 +122,9 @@ pub struct PrepRunArgs {
 impl PrepRunArgs {
     /// Converts the arguments into library options.
     pub fn to_options(&self) -> anyhow::Result<PrepOptions> {
-        let Some(out) = self.out.clone() else { bail!("--out FILE is required (or use `mer prep inspect FILE`)") };
+        let Some(out) = self.out.clone() else {
+            bail!("--out FILE is required (or use `mer prep inspect FILE`)")
+        };
         let keyframes: KeyframeMethod = self.keyframes.parse()?;
         Ok(PrepOptions {
             casme2: self.casme2.clone(),
@@ -139,7 +141,10 @@ impl PrepRunArgs {
             face_fallback: self.face_fallback,
             threads: self.threads,
             interpolator: match &self.interpolator {
-                Some(p) => InterpolatorChoice::TorchScript { path: p.clone(), channels: self.interp_channels },
+                Some(p) => InterpolatorChoice::TorchScript {
+                    path: p.clone(),
+                    channels: self.interp_channels,
+                },
                 None => InterpolatorChoice::Farneback,
             },
             out,
@@ -160,12 +165,26 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             }
             opts.smic_e = a.smic_e;
             let t = std::time::Instant::now();
-            let s = mer_worker::synth::generate_with(&opts, &a.out).with_context(|| format!("generating into {}", a.out.display()))?;
-            println!("wrote {} frames in {:.1} s to {}", s.frames_written, t.elapsed().as_secs_f64(), a.out.display());
+            let s = mer_worker::synth::generate_with(&opts, &a.out)
+                .with_context(|| format!("generating into {}", a.out.display()))?;
+            println!(
+                "wrote {} frames in {:.1} s to {}",
+                s.frames_written,
+                t.elapsed().as_secs_f64(),
+                a.out.display()
+            );
             for (d, n) in &s.clips {
-                println!("  {d:<7} {n:>4} clips {:>3} subjects", s.subjects.get(d).copied().unwrap_or(0));
+                println!(
+                    "  {d:<7} {n:>4} clips {:>3} subjects",
+                    s.subjects.get(d).copied().unwrap_or(0)
+                );
             }
-            println!("prepare with: mer prep --casme2 {} --samm {} --smic {} --out prepared.safetensors", s.casme2.display(), s.samm.display(), s.smic.display());
+            println!(
+                "prepare with: mer prep --casme2 {} --samm {} --smic {} --out prepared.safetensors",
+                s.casme2.display(),
+                s.samm.display(),
+                s.smic.display()
+            );
             Ok(())
         }
         DataCommand::Prep(p) => match p.action {
@@ -197,7 +216,11 @@ pub fn bench_prep(preset: &str, threads: Option<usize>, seed: u64) -> anyhow::Re
         let t = std::time::Instant::now();
         let r = mer_worker::prep::prepare(&opts)?;
         let total = t.elapsed().as_secs_f64();
-        println!("synth: {} frames in {synth_s:.2} s ({:.0} frames/s)", s.frames_written, s.frames_written as f64 / synth_s);
+        println!(
+            "synth: {} frames in {synth_s:.2} s ({:.0} frames/s)",
+            s.frames_written,
+            s.frames_written as f64 / synth_s
+        );
         println!(
             "prep: {} clips in {:.2} s = {:.2} clips/s (clip processing), {:.2} clips/s end to end incl. reading annotations and writing; threads {}",
             r.samples,
@@ -213,5 +236,7 @@ pub fn bench_prep(preset: &str, threads: Option<usize>, seed: u64) -> anyhow::Re
 }
 
 fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

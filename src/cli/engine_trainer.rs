@@ -27,7 +27,10 @@ impl EngineTrainer {
     }
 
     fn dataset(&self, path: &PathBuf) -> Result<Arc<Prepared>, TrainerError> {
-        let mut guard = self.cache.lock().map_err(|_| TrainerError::retryable("dataset cache poisoned"))?;
+        let mut guard = self
+            .cache
+            .lock()
+            .map_err(|_| TrainerError::retryable("dataset cache poisoned"))?;
         if let Some((p, d)) = guard.as_ref() {
             if p == path {
                 return Ok(d.clone());
@@ -110,8 +113,13 @@ impl Trainer for EngineTrainer {
                             task.key
                         )));
                     }
-                    let prior = if cfg.prior.enabled { inputs.prior_checkpoint.as_deref() } else { None };
-                    run_target(&data, p.scheme, &p.test_subject, &cfg, prior, hooks).map(TaskOutput::Target)
+                    let prior = if cfg.prior.enabled {
+                        inputs.prior_checkpoint.as_deref()
+                    } else {
+                        None
+                    };
+                    run_target(&data, p.scheme, &p.test_subject, &cfg, prior, hooks)
+                        .map(TaskOutput::Target)
                 }
             };
             done.store(true, Ordering::Relaxed);

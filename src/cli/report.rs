@@ -55,11 +55,24 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
     };
     #[cfg(not(feature = "worker"))]
     let extra = Vec::new();
-    let r = mer_coordinator::report::render_report_with(&a.run_dir, &out, extra)
-        .with_context(|| format!("writing the report of {} into {}", a.run_dir.display(), out.display()))?;
+    let r = mer_coordinator::report::render_report_with(&a.run_dir, &out, extra).with_context(
+        || {
+            format!(
+                "writing the report of {} into {}",
+                a.run_dir.display(),
+                out.display()
+            )
+        },
+    )?;
     println!("{}", r.markdown.display());
     println!("{}", r.html.display());
-    eprintln!("{} figure(s) under {}, {} export(s) under {}", r.images.len(), out.join("figures").display(), r.exports.len(), out.join("exports").display());
+    eprintln!(
+        "{} figure(s) under {}, {} export(s) under {}",
+        r.images.len(),
+        out.join("figures").display(),
+        r.exports.len(),
+        out.join("exports").display()
+    );
     Ok(())
 }
 
@@ -71,22 +84,44 @@ fn prepared_file(a: &ReportArgs) -> anyhow::Result<PathBuf> {
         return Ok(p.clone());
     }
     let run = mer_coordinator::report::bundle::load_run(&a.run_dir)?;
-    let mut paths: Vec<PathBuf> = run.provenance.iter().flat_map(|p| p.datasets.iter().map(|d| PathBuf::from(&d.path))).collect();
+    let mut paths: Vec<PathBuf> = run
+        .provenance
+        .iter()
+        .flat_map(|p| p.datasets.iter().map(|d| PathBuf::from(&d.path)))
+        .collect();
     if paths.is_empty() {
-        paths = run.plan.iter().flat_map(|p| p.datasets.values().cloned()).collect();
+        paths = run
+            .plan
+            .iter()
+            .flat_map(|p| p.datasets.values().cloned())
+            .collect();
     }
     paths.dedup();
     match paths.as_slice() {
         [one] if one.is_file() => Ok(one.clone()),
-        [one] => anyhow::bail!("the run's prepared file {} is not here; pass --prepared", one.display()),
-        [] => anyhow::bail!("{} names no prepared file (no provenance.json / plan.json); pass --prepared", a.run_dir.display()),
-        many => anyhow::bail!("the run used {} prepared files; choose one with --prepared", many.len()),
+        [one] => anyhow::bail!(
+            "the run's prepared file {} is not here; pass --prepared",
+            one.display()
+        ),
+        [] => anyhow::bail!(
+            "{} names no prepared file (no provenance.json / plan.json); pass --prepared",
+            a.run_dir.display()
+        ),
+        many => anyhow::bail!(
+            "the run used {} prepared files; choose one with --prepared",
+            many.len()
+        ),
     }
 }
 
 /// The paper's Fig. 5/6 for one clip, as report blocks.
 #[cfg(feature = "worker")]
-fn clip_blocks(a: &ReportArgs, clip: &str, root: &std::path::Path, out: &std::path::Path) -> anyhow::Result<Vec<mer_coordinator::report::Block>> {
+fn clip_blocks(
+    a: &ReportArgs,
+    clip: &str,
+    root: &std::path::Path,
+    out: &std::path::Path,
+) -> anyhow::Result<Vec<mer_coordinator::report::Block>> {
     use mer_coordinator::report::plots::{line_png, Series};
     use mer_coordinator::report::Block;
     let prepared = prepared_file(a)?;
@@ -100,13 +135,39 @@ fn clip_blocks(a: &ReportArgs, clip: &str, root: &std::path::Path, out: &std::pa
     })
     .with_context(|| format!("figures of clip {clip}"))?;
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let name = |p: &PathBuf| p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = |p: &PathBuf| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
+    };
     let series = vec![
-        Series { label: "original sequence (consecutive frames)".into(), points: f.motion_original.clone() },
-        Series { label: format!("key-frame sequence ({})", f.method), points: f.motion_keyframes.clone() },
+        Series {
+            label: "original sequence (consecutive frames)".into(),
+            points: f.motion_original.clone(),
+        },
+        Series {
+            label: format!("key-frame sequence ({})", f.method),
+            points: f.motion_keyframes.clone(),
+        },
     ];
-    let motion = line_png(&format!("Motion of {clip}"), "frame number", "mean flow magnitude (px)", &series, None)?;
-    let times: Vec<String> = f.keyframe_times.iter().map(|t| if f.synthesized.contains(t) { format!("{t}*") } else { t.to_string() }).collect();
+    let motion = line_png(
+        &format!("Motion of {clip}"),
+        "frame number",
+        "mean flow magnitude (px)",
+        &series,
+        None,
+    )?;
+    let times: Vec<String> = f
+        .keyframe_times
+        .iter()
+        .map(|t| {
+            if f.synthesized.contains(t) {
+                format!("{t}*")
+            } else {
+                t.to_string()
+            }
+        })
+        .collect();
     let mut blocks = vec![
         Block::Heading(2, format!("Key-frames and motion of clip `{clip}` (the paper's Fig. 5 and Fig. 6)")),
         Block::Para(format!(

@@ -24,11 +24,13 @@ pub struct ScoreArgs {
 pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
     let (name, text) = if a.predictions.as_os_str() == "-" {
         let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("reading standard input")?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .context("reading standard input")?;
         ("<stdin>".to_string(), s)
     } else {
         let name = a.predictions.display().to_string();
-        let text = std::fs::read_to_string(&a.predictions).with_context(|| format!("reading {name}"))?;
+        let text =
+            std::fs::read_to_string(&a.predictions).with_context(|| format!("reading {name}"))?;
         (name, text)
     };
     let records = parse_any(&name, &text, a.scheme)?;

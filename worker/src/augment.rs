@@ -38,7 +38,10 @@ pub struct Variant {
 
 impl Variant {
     /// The unaugmented sample.
-    pub const IDENTITY: Variant = Variant { crop: None, temporal: 0 };
+    pub const IDENTITY: Variant = Variant {
+        crop: None,
+        temporal: 0,
+    };
 }
 
 /// Draws augmentation variants from the configuration.
@@ -58,22 +61,42 @@ impl Augmenter {
             });
         }
         if cfg.variants_per_epoch == 0 {
-            return Err(WorkerError::InvalidOption { option: "augment.variants_per_epoch".into(), message: "must be at least 1".into() });
+            return Err(WorkerError::InvalidOption {
+                option: "augment.variants_per_epoch".into(),
+                message: "must be at least 1".into(),
+            });
         }
         Ok(Augmenter { cfg: cfg.clone() })
     }
 
     /// Number of distinct variant kinds enabled (36, 9, 4 or 1).
     pub fn kinds(&self) -> usize {
-        let c = if self.cfg.crops { CROP_POSITIONS as usize } else { 1 };
-        let t = if self.cfg.temporal { TEMPORAL_VARIANTS as usize } else { 1 };
+        let c = if self.cfg.crops {
+            CROP_POSITIONS as usize
+        } else {
+            1
+        };
+        let t = if self.cfg.temporal {
+            TEMPORAL_VARIANTS as usize
+        } else {
+            1
+        };
         c * t
     }
 
     fn kind(&self, k: usize, rng: &mut ChaCha8Rng) -> Variant {
-        let t = if self.cfg.temporal { TEMPORAL_VARIANTS as usize } else { 1 };
+        let t = if self.cfg.temporal {
+            TEMPORAL_VARIANTS as usize
+        } else {
+            1
+        };
         let (pos, temporal) = (k / t, (k % t) as u8);
-        let crop = self.cfg.crops.then(|| (pos as u8, rng.random_range(self.cfg.crop_px[0]..=self.cfg.crop_px[1])));
+        let crop = self.cfg.crops.then(|| {
+            (
+                pos as u8,
+                rng.random_range(self.cfg.crop_px[0]..=self.cfg.crop_px[1]),
+            )
+        });
         Variant { crop, temporal }
     }
 
@@ -134,7 +157,12 @@ pub struct DeviceSet {
 impl DeviceSet {
     /// Copies samples `indices` of `data` to `device`, resizing `H x W` to `model.input_size` (bilinear with
     /// antialiasing; flow vectors scaled by the size ratio). Checks channels/frames against the model.
-    pub fn new(data: &Prepared, indices: &[usize], model: &ModelConfig, device: Device) -> Result<Self, WorkerError> {
+    pub fn new(
+        data: &Prepared,
+        indices: &[usize],
+        model: &ModelConfig,
+        device: Device,
+    ) -> Result<Self, WorkerError> {
         let [_, c, t, h, w] = data.shape;
         if c as i64 != model.channels || t as i64 != model.frames {
             return Err(WorkerError::Training(format!(
@@ -143,7 +171,9 @@ impl DeviceSet {
             )));
         }
         if h != w {
-            return Err(WorkerError::Training(format!("prepared flow frames are {h}x{w}; square frames are required")));
+            return Err(WorkerError::Training(format!(
+                "prepared flow frames are {h}x{w}; square frames are required"
+            )));
         }
         let s = model.input_size;
         let mut buf = Vec::with_capacity(indices.len() * data.sample_len());
@@ -152,7 +182,11 @@ impl DeviceSet {
         }
         let n = indices.len();
         let (ci, ti, hi) = (c as i64, t as i64, h as i64);
-        let x = Tensor::from_slice(&buf).view([n as i64, ci, ti, hi, hi]).permute([0, 2, 1, 3, 4]).contiguous().view([n as i64 * ti, ci, hi, hi]);
+        let x = Tensor::from_slice(&buf)
+            .view([n as i64, ci, ti, hi, hi])
+            .permute([0, 2, 1, 3, 4])
+            .contiguous()
+            .view([n as i64 * ti, ci, hi, hi]);
         drop(buf);
         let x = if hi == s {
             x
@@ -160,7 +194,16 @@ impl DeviceSet {
             let f = s as f64 / hi as f64;
             x.internal_upsample_bilinear2d_aa([s, s], false, None, None) * f
         };
-        Ok(DeviceSet { frames: x.to_device(device), n, c: ci, t: ti, s, rows: Vec::new(), theta: Vec::new(), scale: Vec::new() })
+        Ok(DeviceSet {
+            frames: x.to_device(device),
+            n,
+            c: ci,
+            t: ti,
+            s,
+            rows: Vec::new(),
+            theta: Vec::new(),
+            scale: Vec::new(),
+        })
     }
 
     /// Number of samples.
@@ -175,13 +218,19 @@ impl DeviceSet {
 
     /// The model input for samples `idx` (positions in this set), with per-sample `variants` (training) or
     /// none (testing: exactly the stored flow): `[B, C, T, S, S]` in the compute dtype and layout.
-    pub fn batch(&mut self, idx: &[usize], variants: Option<&[Variant]>, prec: &Precision) -> Tensor {
+    pub fn batch(
+        &mut self,
+        idx: &[usize],
+        variants: Option<&[Variant]>,
+        prec: &Precision,
+    ) -> Tensor {
         let (b, t, s) = (idx.len() as i64, self.t, self.s);
         self.rows.clear();
         for (k, &i) in idx.iter().enumerate() {
             let v = variants.map(|v| v[k].temporal).unwrap_or(0);
             for f in 0..t as usize {
-                self.rows.push(i as i64 * t + temporal_source(v, f, t as usize) as i64);
+                self.rows
+                    .push(i as i64 * t + temporal_source(v, f, t as usize) as i64);
             }
         }
         let dev = self.frames.device();
@@ -206,12 +255,17 @@ impl DeviceSet {
                     }
                 };
                 for _ in 0..t {
-                    self.theta.extend_from_slice(&[sc as f32, 0.0, tx as f32, 0.0, sc as f32, ty as f32]);
+                    self.theta
+                        .extend_from_slice(&[sc as f32, 0.0, tx as f32, 0.0, sc as f32, ty as f32]);
                     self.scale.push((1.0 / sc) as f32);
                 }
             }
-            let theta = Tensor::from_slice(&self.theta).view([b * t, 2, 3]).to_device(dev);
-            let scale = Tensor::from_slice(&self.scale).view([b * t, 1, 1, 1]).to_device(dev);
+            let theta = Tensor::from_slice(&self.theta)
+                .view([b * t, 2, 3])
+                .to_device(dev);
+            let scale = Tensor::from_slice(&self.scale)
+                .view([b * t, 1, 1, 1])
+                .to_device(dev);
             let grid = Tensor::affine_grid_generator(&theta, [b * t, self.c, s, s], false);
             // interpolation 0 = bilinear, padding 1 = border.
             x = x.grid_sampler(&grid, 0, 1, false) * scale;
@@ -238,7 +292,9 @@ mod tests {
 
     pub(crate) fn prepared(n: usize, size: usize, frames: usize) -> Prepared {
         let len = 2 * frames * size * size;
-        let flow: Vec<f32> = (0..n * len).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0).collect();
+        let flow: Vec<f32> = (0..n * len)
+            .map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0)
+            .collect();
         let samples = (0..n)
             .map(|i| SampleMeta {
                 id: format!("casme2/sub01/c{i}"),
@@ -268,11 +324,19 @@ mod tests {
             crop: "test".into(),
             mer_version: "test".into(),
         };
-        Prepared { info, samples, shape: [n, 2, frames, size, size], flow }
+        Prepared {
+            info,
+            samples,
+            shape: [n, 2, frames, size, size],
+            flow,
+        }
     }
 
     fn model(size: i64) -> ModelConfig {
-        ModelConfig { input_size: size, ..ModelConfig::default() }
+        ModelConfig {
+            input_size: size,
+            ..ModelConfig::default()
+        }
     }
 
     #[test]
@@ -294,7 +358,11 @@ mod tests {
 
     #[test]
     fn temporal_variants_drop_and_pad() {
-        let src = |v| (0..10).map(|t| temporal_source(v, t, 10)).collect::<Vec<_>>();
+        let src = |v| {
+            (0..10)
+                .map(|t| temporal_source(v, t, 10))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(src(0), (0..10).collect::<Vec<_>>());
         assert_eq!(src(1), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 9]);
         assert_eq!(src(2), vec![0, 2, 3, 4, 5, 6, 7, 8, 9, 9]);
@@ -302,7 +370,14 @@ mod tests {
         let p = prepared(1, 32, 10);
         let mut set = DeviceSet::new(&p, &[0], &model(32), Device::Cpu).unwrap();
         let plain = Precision::new(false, Device::Cpu);
-        let x = set.batch(&[0], Some(&[Variant { crop: None, temporal: 3 }]), &plain);
+        let x = set.batch(
+            &[0],
+            Some(&[Variant {
+                crop: None,
+                temporal: 3,
+            }]),
+            &plain,
+        );
         let orig = set.batch(&[0], None, &plain);
         assert!(x.narrow(2, 0, 7).equal(&orig.narrow(2, 2, 7)));
         assert!(x.narrow(2, 9, 1).equal(&orig.narrow(2, 9, 1)));
@@ -315,9 +390,19 @@ mod tests {
         p.flow.iter_mut().for_each(|v| *v = 1.0);
         let mut set = DeviceSet::new(&p, &[0], &model(32), Device::Cpu).unwrap();
         let plain = Precision::new(false, Device::Cpu);
-        let x = set.batch(&[0], Some(&[Variant { crop: Some((0, 4)), temporal: 0 }]), &plain);
+        let x = set.batch(
+            &[0],
+            Some(&[Variant {
+                crop: Some((0, 4)),
+                temporal: 0,
+            }]),
+            &plain,
+        );
         let want = 32.0 / 28.0;
-        assert!((x.min().double_value(&[]) - want).abs() < 1e-5 && (x.max().double_value(&[]) - want).abs() < 1e-5);
+        assert!(
+            (x.min().double_value(&[]) - want).abs() < 1e-5
+                && (x.max().double_value(&[]) - want).abs() < 1e-5
+        );
         // A horizontal ramp u(x) = x: the top-left crop of width 28 resized to 32 samples x' = (j+0.5)*28/32-0.5.
         let mut p = prepared(1, 32, 10);
         let len = 32 * 32;
@@ -326,11 +411,22 @@ mod tests {
         }
         let mut set = DeviceSet::new(&p, &[0], &model(32), Device::Cpu).unwrap();
         for (pos, ox) in [(0u8, 0.0f64), (4, 2.0), (8, 4.0)] {
-            let x = set.batch(&[0], Some(&[Variant { crop: Some((pos, 4)), temporal: 0 }]), &plain);
+            let x = set.batch(
+                &[0],
+                Some(&[Variant {
+                    crop: Some((pos, 4)),
+                    temporal: 0,
+                }]),
+                &plain,
+            );
             for j in [3i64, 16, 28] {
                 let src = ox + (j as f64 + 0.5) * 28.0 / 32.0 - 0.5;
                 let got = x.double_value(&[0, 0, 0, 5, j]);
-                assert!((got - src * 32.0 / 28.0).abs() < 1e-4, "pos {pos} j {j}: {got} vs {}", src * 32.0 / 28.0);
+                assert!(
+                    (got - src * 32.0 / 28.0).abs() < 1e-4,
+                    "pos {pos} j {j}: {got} vs {}",
+                    src * 32.0 / 28.0
+                );
             }
         }
     }
@@ -343,8 +439,14 @@ mod tests {
         let x = set.batch(&[1], None, &Precision::new(false, Device::Cpu));
         assert_eq!(x.size(), vec![1, 2, 10, 32, 32]);
         assert!((x.mean(Kind::Float).double_value(&[]) - 1.0).abs() < 1e-5);
-        let bad = ModelConfig { frames: 8, ..model(32) };
-        assert!(DeviceSet::new(&p, &[0], &bad, Device::Cpu).unwrap_err().to_string().contains("model.frames"));
+        let bad = ModelConfig {
+            frames: 8,
+            ..model(32)
+        };
+        assert!(DeviceSet::new(&p, &[0], &bad, Device::Cpu)
+            .unwrap_err()
+            .to_string()
+            .contains("model.frames"));
     }
 
     #[test]
@@ -354,18 +456,39 @@ mod tests {
         let plan = aug.epoch_plan(3, &mut ChaCha8Rng::seed_from_u64(1));
         assert_eq!(plan.len(), 108);
         for i in 0..3 {
-            let mut kinds: Vec<(u8, u8)> = plan.iter().filter(|(s, _)| *s == i).map(|(_, v)| (v.crop.unwrap().0, v.temporal)).collect();
+            let mut kinds: Vec<(u8, u8)> = plan
+                .iter()
+                .filter(|(s, _)| *s == i)
+                .map(|(_, v)| (v.crop.unwrap().0, v.temporal))
+                .collect();
             kinds.sort();
             kinds.dedup();
             assert_eq!(kinds.len(), 36);
         }
-        assert!(plan.iter().all(|(_, v)| (2..=5).contains(&v.crop.unwrap().1)));
-        let few = Augmenter::new(&AugmentConfig { variants_per_epoch: 2, temporal: false, ..AugmentConfig::default() }, 112).unwrap();
+        assert!(plan
+            .iter()
+            .all(|(_, v)| (2..=5).contains(&v.crop.unwrap().1)));
+        let few = Augmenter::new(
+            &AugmentConfig {
+                variants_per_epoch: 2,
+                temporal: false,
+                ..AugmentConfig::default()
+            },
+            112,
+        )
+        .unwrap();
         assert_eq!(few.kinds(), 9);
         let plan = few.epoch_plan(5, &mut ChaCha8Rng::seed_from_u64(1));
         assert_eq!(plan.len(), 10);
         assert!(plan.iter().all(|(_, v)| v.temporal == 0));
         assert_eq!(plan, few.epoch_plan(5, &mut ChaCha8Rng::seed_from_u64(1)));
-        assert!(Augmenter::new(&AugmentConfig { crop_px: [5, 2], ..AugmentConfig::default() }, 112).is_err());
+        assert!(Augmenter::new(
+            &AugmentConfig {
+                crop_px: [5, 2],
+                ..AugmentConfig::default()
+            },
+            112
+        )
+        .is_err());
     }
 }

@@ -69,7 +69,10 @@ pub fn train_throughput(opts: &BenchOptions) -> Result<BenchReport, WorkerError>
     let device = parse_device(&opts.device)?;
     configure(device, opts.threads, true);
     if opts.batch == 0 || opts.steps == 0 {
-        return Err(WorkerError::InvalidOption { option: "batch/steps".into(), message: "must be at least 1".into() });
+        return Err(WorkerError::InvalidOption {
+            option: "batch/steps".into(),
+            message: "must be at least 1".into(),
+        });
     }
     let cfg = &opts.cfg;
     let model = SinC3D::new(&cfg.model)?;
@@ -93,10 +96,25 @@ pub fn train_throughput(opts: &BenchOptions) -> Result<BenchReport, WorkerError>
         reset_peak(device);
         let mut peak = 0u64;
         let mut step = |i: usize, rng: &mut ChaCha8Rng| {
-            let idx: Vec<usize> = (0..opts.batch).map(|k| (i * opts.batch + k) % n_samples).collect();
+            let idx: Vec<usize> = (0..opts.batch)
+                .map(|k| (i * opts.batch + k) % n_samples)
+                .collect();
             let vars: Vec<_> = idx.iter().map(|_| aug.draw(rng)).collect();
             let ys: Vec<i64> = idx.iter().map(|&k| (k % 3) as i64).collect();
-            let l = target_step(&model, &prec, &mut ps, &mut set, &idx, &vars, &ys, &loss_fn, cfg.model.dropout, rng, cfg.target.optim.lr, &cfg.target.optim);
+            let l = target_step(
+                &model,
+                &prec,
+                &mut ps,
+                &mut set,
+                &idx,
+                &vars,
+                &ys,
+                &loss_fn,
+                cfg.model.dropout,
+                rng,
+                cfg.target.optim.lr,
+                &cfg.target.optim,
+            );
             // Reading the loss synchronises (as the PyTorch reference does implicitly at its next step).
             l.double_value(&[])
         };
@@ -110,21 +128,33 @@ pub fn train_throughput(opts: &BenchOptions) -> Result<BenchReport, WorkerError>
                 eprintln!("fast={fast} step={i} loss={l}");
             }
             if !l.is_finite() {
-                return Err(WorkerError::Training(format!("benchmark loss diverged at step {i}")));
+                return Err(WorkerError::Training(format!(
+                    "benchmark loss diverged at step {i}"
+                )));
             }
             if let Some(m) = device_memory_in_use(device) {
                 peak = peak.max(m);
             }
         }
         let secs = t0.elapsed().as_secs_f64();
-        let peak_bytes = if device.is_cuda() { (peak > 0).then_some(peak) } else { peak_rss_bytes() };
+        let peak_bytes = if device.is_cuda() {
+            (peak > 0).then_some(peak)
+        } else {
+            peak_rss_bytes()
+        };
         results.push(BenchResult {
             mode: if fast { "fast".into() } else { "fp32".into() },
             samples_per_s: (opts.steps * opts.batch) as f64 / secs,
             peak_bytes,
         });
     }
-    Ok(BenchReport { device: device_name(device), threads: tch::get_num_threads(), batch: opts.batch, steps: opts.steps, results })
+    Ok(BenchReport {
+        device: device_name(device),
+        threads: tch::get_num_threads(),
+        batch: opts.batch,
+        steps: opts.steps,
+        results,
+    })
 }
 
 /// Resets the process's peak-RSS counter (Linux: write 5 to /proc/self/clear_refs) so each mode reports its own.
@@ -164,9 +194,15 @@ fn device_memory_in_use(device: Device) -> Option<u64> {
 /// A random prepared set with the model's geometry (for benchmarks).
 pub fn random_prepared(n: usize, m: &mer_shared::train_config::ModelConfig, seed: u64) -> Prepared {
     use rand::Rng;
-    let (c, t, s) = (m.channels as usize, m.frames as usize, m.input_size as usize);
+    let (c, t, s) = (
+        m.channels as usize,
+        m.frames as usize,
+        m.input_size as usize,
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let flow: Vec<f32> = (0..n * c * t * s * s).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let flow: Vec<f32> = (0..n * c * t * s * s)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
     let samples = (0..n)
         .map(|i| SampleMeta {
             id: format!("casme2/sub{:02}/bench{i}", i % 4 + 1),
@@ -196,7 +232,12 @@ pub fn random_prepared(n: usize, m: &mer_shared::train_config::ModelConfig, seed
         crop: "none".into(),
         mer_version: env!("CARGO_PKG_VERSION").into(),
     };
-    Prepared { info, samples, shape: [n, c, t, s, s], flow }
+    Prepared {
+        info,
+        samples,
+        shape: [n, c, t, s, s],
+        flow,
+    }
 }
 
 #[cfg(test)]
@@ -207,9 +248,63 @@ mod tests {
     fn bench_runs_both_modes_on_a_small_model() {
         let mut cfg = crate::engine::small_config();
         cfg.model.input_size = 32;
-        let r = train_throughput(&BenchOptions { device: "cpu".into(), batch: 2, threads: None, steps: 2, warmup: 1, cfg }).unwrap();
+        let r = train_throughput(&BenchOptions {
+            device: "cpu".into(),
+            batch: 2,
+            threads: None,
+            steps: 2,
+            warmup: 1,
+            cfg,
+        })
+        .unwrap();
         assert_eq!(r.results.len(), 2);
         assert_eq!(r.results[1].mode, "fast");
-        assert!(r.results.iter().all(|m| m.samples_per_s > 0.0 && m.peak_bytes.unwrap_or(0) > 0));
+        assert!(r
+            .results
+            .iter()
+            .all(|m| m.samples_per_s > 0.0 && m.peak_bytes.unwrap_or(0) > 0));
+    }
+}
+#[cfg(test)]
+mod scratch {
+    use super::*;
+    use tch::{Kind, Tensor};
+    #[test]
+    fn scratch_det() {
+        let mut cfg = crate::engine::small_config();
+        cfg.model.input_size = 32;
+        let model = SinC3D::new(&cfg.model).unwrap();
+        let data = random_prepared(8, &cfg.model, 7);
+        let prec = Precision::new(true, Device::Cpu);
+        let mut set =
+            DeviceSet::new(&data, &(0..8).collect::<Vec<_>>(), &cfg.model, Device::Cpu).unwrap();
+        let specs = model.param_specs();
+        let init = init_params(&specs, &mut ChaCha8Rng::seed_from_u64(1), Device::Cpu);
+        let ps = ParamSet::new(specs.iter().map(|s| s.name.clone()).collect(), init, &prec);
+        let mut outs = vec![];
+        for _ in 0..20 {
+            let x = set.batch(&[0, 1, 2, 3], None, &prec);
+            let xs = x.to_kind(Kind::Float).sum(Kind::Float).double_value(&[]);
+            let w = ps.compute(&prec);
+            let f = model.features(&w, &x, None);
+            let fs = f.to_kind(Kind::Float).sum(Kind::Float);
+            fs.backward();
+            let g: Vec<f64> = ps
+                .values()
+                .iter()
+                .map(|v| {
+                    let g = v.grad();
+                    let s = g.abs().sum(Kind::Float).double_value(&[]);
+                    let mut g = g;
+                    let _ = g.zero_();
+                    s
+                })
+                .collect();
+            outs.push((xs, fs.double_value(&[]), g));
+        }
+        for o in &outs {
+            eprintln!("{o:?}");
+        }
+        let _ = Tensor::zeros([1], (Kind::Float, Device::Cpu));
     }
 }

@@ -13,8 +13,14 @@ static CUDA_INIT: Once = Once::new();
 /// Loads libtorch's CUDA library so that CUDA devices become visible (idempotent; call before any CUDA query).
 pub fn init_cuda() {
     CUDA_INIT.call_once(|| {
-        for name in ["libtorch_cuda.so", "libtorch_cuda_cu.so", "libtorch_cuda_cpp.so"] {
-            let Ok(c) = std::ffi::CString::new(name) else { continue };
+        for name in [
+            "libtorch_cuda.so",
+            "libtorch_cuda_cu.so",
+            "libtorch_cuda_cpp.so",
+        ] {
+            let Ok(c) = std::ffi::CString::new(name) else {
+                continue;
+            };
             // SAFETY: dlopen with a valid NUL-terminated name; the handle is intentionally kept open for the
             // life of the process (the library registers CUDA kernels with libtorch on load).
             let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
@@ -27,26 +33,36 @@ pub fn init_cuda() {
 
 /// Parses a device spec: `auto` (first CUDA device if any, else CPU), `cpu`, `cuda` (= `cuda:0`), `cuda:N`.
 pub fn parse_device(spec: &str) -> Result<Device, WorkerError> {
-    let bad = |m: String| WorkerError::InvalidOption { option: "device".into(), message: m };
+    let bad = |m: String| WorkerError::InvalidOption {
+        option: "device".into(),
+        message: m,
+    };
     let s = spec.trim().to_ascii_lowercase();
     match s.as_str() {
         "cpu" => Ok(Device::Cpu),
         "auto" => {
             init_cuda();
-            Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu })
+            Ok(if tch::Cuda::is_available() {
+                Device::Cuda(0)
+            } else {
+                Device::Cpu
+            })
         }
         _ => {
             let idx = if s == "cuda" {
                 0
             } else if let Some(n) = s.strip_prefix("cuda:") {
-                n.parse::<usize>().map_err(|_| bad(format!("'{spec}': expected cuda:N with N a device index")))?
+                n.parse::<usize>()
+                    .map_err(|_| bad(format!("'{spec}': expected cuda:N with N a device index")))?
             } else {
                 return Err(bad(format!("'{spec}': expected auto, cpu, cuda or cuda:N")));
             };
             init_cuda();
             let count = tch::Cuda::device_count();
             if (idx as i64) >= count {
-                return Err(bad(format!("'{spec}': this machine has {count} CUDA device(s)")));
+                return Err(bad(format!(
+                    "'{spec}': this machine has {count} CUDA device(s)"
+                )));
             }
             Ok(Device::Cuda(idx))
         }
@@ -94,7 +110,10 @@ mod tests {
         assert_eq!(parse_device(" CPU ").unwrap(), Device::Cpu);
         let e = parse_device("gpu").unwrap_err().to_string();
         assert!(e.contains("device") && e.contains("gpu"), "{e}");
-        assert!(parse_device("cuda:x").unwrap_err().to_string().contains("cuda:N"));
+        assert!(parse_device("cuda:x")
+            .unwrap_err()
+            .to_string()
+            .contains("cuda:N"));
         // `auto` always resolves to something usable.
         let d = parse_device("auto").unwrap();
         assert!(d == Device::Cpu || d.is_cuda());

@@ -62,7 +62,9 @@ impl Hooks<'_> {
     }
 
     fn cancelled(&self) -> bool {
-        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
     fn epoch(&mut self, log: &EpochLog) {
@@ -117,8 +119,12 @@ pub fn small_config() -> TrainConfig {
 /// The LOSO folds of a prepared set under a scheme: `dataset/subject` keys of subjects with at least one
 /// labelled sample, sorted.
 pub fn folds(data: &Prepared, scheme: LabelScheme) -> Vec<String> {
-    let set: std::collections::BTreeSet<String> =
-        data.samples.iter().filter(|s| s.labels.contains_key(scheme.key())).map(|s| s.fold_key()).collect();
+    let set: std::collections::BTreeSet<String> = data
+        .samples
+        .iter()
+        .filter(|s| s.labels.contains_key(scheme.key()))
+        .map(|s| s.fold_key())
+        .collect();
     set.into_iter().collect()
 }
 
@@ -164,8 +170,17 @@ pub fn train_fold(
     let (path, temporary) = match &hooks.checkpoint_dir {
         Some(d) => (d.join("prior.safetensors"), false),
         None => {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-            (std::env::temp_dir().join(format!("mer-prior-{}-{nanos}.safetensors", std::process::id())), true)
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            (
+                std::env::temp_dir().join(format!(
+                    "mer-prior-{}-{nanos}.safetensors",
+                    std::process::id()
+                )),
+                true,
+            )
         }
     };
     let summary = match reuse_prior(&path, data, scheme, test_subject, cfg) {
@@ -193,8 +208,15 @@ fn guard<T>(f: impl FnOnce() -> Result<T, WorkerError>) -> Result<T, WorkerError
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {
-            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-            Err(WorkerError::Torch { context: "training".into(), message: msg })
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(WorkerError::Torch {
+                context: "training".into(),
+                message: msg,
+            })
         }
     }
 }
@@ -207,11 +229,24 @@ struct Fold {
     test_labels: Vec<usize>,
 }
 
-fn split_fold(data: &Prepared, scheme: LabelScheme, test_subject: &str) -> Result<Fold, WorkerError> {
-    let mut f = Fold { train: vec![], train_labels: vec![], test: vec![], test_labels: vec![] };
+fn split_fold(
+    data: &Prepared,
+    scheme: LabelScheme,
+    test_subject: &str,
+) -> Result<Fold, WorkerError> {
+    let mut f = Fold {
+        train: vec![],
+        train_labels: vec![],
+        test: vec![],
+        test_labels: vec![],
+    };
     for (i, s) in data.samples.iter().enumerate() {
-        let Some(&l) = s.labels.get(scheme.key()) else { continue };
-        let l = scheme.check(l as i64).map_err(|e| WorkerError::sample(&s.id, e.to_string()))?;
+        let Some(&l) = s.labels.get(scheme.key()) else {
+            continue;
+        };
+        let l = scheme
+            .check(l as i64)
+            .map_err(|e| WorkerError::sample(&s.id, e.to_string()))?;
         if s.fold_key() == test_subject {
             f.test.push(i);
             f.test_labels.push(l);
@@ -226,10 +261,16 @@ fn split_fold(data: &Prepared, scheme: LabelScheme, test_subject: &str) -> Resul
         if all.len() > 8 {
             available.push_str(&format!(", ... ({} in all)", all.len()));
         }
-        return Err(WorkerError::UnknownTestSubject { subject: test_subject.into(), scheme: scheme.key().into(), available });
+        return Err(WorkerError::UnknownTestSubject {
+            subject: test_subject.into(),
+            scheme: scheme.key().into(),
+            available,
+        });
     }
     if f.train.is_empty() {
-        return Err(WorkerError::Training(format!("fold {test_subject}: no labelled training sample outside the test subject")));
+        return Err(WorkerError::Training(format!(
+            "fold {test_subject}: no labelled training sample outside the test subject"
+        )));
     }
     Ok(f)
 }
@@ -244,11 +285,18 @@ struct Setup {
 fn setup(cfg: &TrainConfig) -> Result<Setup, WorkerError> {
     let device = parse_device(&cfg.device)?;
     configure(device, cfg.threads, cfg.fast_path);
-    Ok(Setup { device, prec: Precision::new(cfg.fast_path, device), model: SinC3D::new(&cfg.model)? })
+    Ok(Setup {
+        device,
+        prec: Precision::new(cfg.fast_path, device),
+        model: SinC3D::new(&cfg.model)?,
+    })
 }
 
 fn check_optim(o: &OptimConfig, stage: &str) -> Result<(), WorkerError> {
-    let bad = |f: &str, m: String| WorkerError::InvalidOption { option: format!("{stage}.optim.{f}"), message: m };
+    let bad = |f: &str, m: String| WorkerError::InvalidOption {
+        option: format!("{stage}.optim.{f}"),
+        message: m,
+    };
     if o.batch_size == 0 {
         return Err(bad("batch_size", "must be at least 1".into()));
     }
@@ -275,7 +323,15 @@ fn rng(seed: u64, tag: &str, epoch: usize) -> ChaCha8Rng {
 
 /// Identifies everything a stage's weights depend on except its epoch budget (so a run with a larger budget
 /// can continue a finished shorter one: the schedule of the shared epochs is the same).
-fn fingerprint(stage: &str, cfg: &TrainConfig, scheme: LabelScheme, test_subject: &str, data: &Prepared, train: &[usize], extra: &str) -> String {
+fn fingerprint(
+    stage: &str,
+    cfg: &TrainConfig,
+    scheme: LabelScheme,
+    test_subject: &str,
+    data: &Prepared,
+    train: &[usize],
+    extra: &str,
+) -> String {
     let mut c = cfg.clone();
     c.prior.optim.epochs = 0;
     c.target.optim.epochs = 0;
@@ -299,8 +355,16 @@ fn fingerprint(stage: &str, cfg: &TrainConfig, scheme: LabelScheme, test_subject
 }
 
 /// Loads a matching checkpoint from `dir`; returns the next epoch to run and the earlier epochs' logs.
-fn resume(dir: Option<&Path>, stage: &str, fp: &str, ps: &mut ParamSet, prec: &Precision) -> Result<(usize, Vec<EpochLog>), WorkerError> {
-    let Some(dir) = dir else { return Ok((0, vec![])) };
+fn resume(
+    dir: Option<&Path>,
+    stage: &str,
+    fp: &str,
+    ps: &mut ParamSet,
+    prec: &Precision,
+) -> Result<(usize, Vec<EpochLog>), WorkerError> {
+    let Some(dir) = dir else {
+        return Ok((0, vec![]));
+    };
     let path = dir.join(format!("{stage}.ckpt.safetensors"));
     if !path.exists() {
         return Ok((0, vec![]));
@@ -310,16 +374,30 @@ fn resume(dir: Option<&Path>, stage: &str, fp: &str, ps: &mut ParamSet, prec: &P
         tracing::warn!(path = %path.display(), "checkpoint belongs to another run; starting over");
         return Ok((0, vec![]));
     }
-    let shapes: Vec<(String, Vec<i64>)> = ps.names().iter().cloned().zip(ps.values().iter().map(|v| v.size())).collect();
+    let shapes: Vec<(String, Vec<i64>)> = ps
+        .names()
+        .iter()
+        .cloned()
+        .zip(ps.values().iter().map(|v| v.size()))
+        .collect();
     checkpoint::check_shapes(&path, &f, &shapes)?;
-    let logs: Vec<EpochLog> = serde_json::from_str(f.get(&path, "epochs")?)
-        .map_err(|e| WorkerError::Checkpoint { path: path.clone(), message: format!("metadata 'epochs': {e}") })?;
+    let logs: Vec<EpochLog> =
+        serde_json::from_str(f.get(&path, "epochs")?).map_err(|e| WorkerError::Checkpoint {
+            path: path.clone(),
+            message: format!("metadata 'epochs': {e}"),
+        })?;
     ps.load(&f.tensors, prec);
     tracing::info!(path = %path.display(), epochs_done = logs.len(), "resuming from checkpoint");
     Ok((logs.len(), logs))
 }
 
-fn save_checkpoint(dir: Option<&Path>, stage: &str, fp: &str, ps: &ParamSet, logs: &[EpochLog]) -> Result<(), WorkerError> {
+fn save_checkpoint(
+    dir: Option<&Path>,
+    stage: &str,
+    fp: &str,
+    ps: &ParamSet,
+    logs: &[EpochLog],
+) -> Result<(), WorkerError> {
     let Some(dir) = dir else { return Ok(()) };
     let path = dir.join(format!("{stage}.ckpt.safetensors"));
     let mut tensors = ps.to_cpu();
@@ -328,7 +406,10 @@ fn save_checkpoint(dir: Option<&Path>, stage: &str, fp: &str, ps: &ParamSet, log
         ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
         ("stage".into(), stage.into()),
         ("fingerprint".into(), fp.into()),
-        ("epochs".into(), serde_json::to_string(logs).unwrap_or_default()),
+        (
+            "epochs".into(),
+            serde_json::to_string(logs).unwrap_or_default(),
+        ),
     ]
     .into();
     checkpoint::save(&path, &tensors, &meta)
@@ -342,8 +423,19 @@ fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Tensor {
     let keep = 1.0 - p;
     let n = x.numel();
     let scale = (1.0 / keep) as f32;
-    let mask: Vec<f32> = (0..n).map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 }).collect();
-    x * Tensor::from_slice(&mask).view(x.size().as_slice()).to_device(x.device()).to_kind(x.kind())
+    let mask: Vec<f32> = (0..n)
+        .map(|_| {
+            if rng.random::<f64>() < keep {
+                scale
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    x * Tensor::from_slice(&mask)
+        .view(x.size().as_slice())
+        .to_device(x.device())
+        .to_kind(x.kind())
 }
 
 /// One target-learning SGD step on a batch: augmented input, forward, dropout, loss, backward, update.
@@ -380,17 +472,38 @@ fn finite_or_err(v: f64, stage: &str, epoch: usize) -> Result<(), WorkerError> {
     if v.is_finite() {
         Ok(())
     } else {
-        Err(WorkerError::Training(format!("{stage} loss is not finite at epoch {epoch} (diverged; lower the learning rate)")))
+        Err(WorkerError::Training(format!(
+            "{stage} loss is not finite at epoch {epoch} (diverged; lower the learning rate)"
+        )))
     }
 }
 
-fn prior_fingerprint(data: &Prepared, scheme: LabelScheme, test_subject: &str, cfg: &TrainConfig) -> Result<String, WorkerError> {
+fn prior_fingerprint(
+    data: &Prepared,
+    scheme: LabelScheme,
+    test_subject: &str,
+    cfg: &TrainConfig,
+) -> Result<String, WorkerError> {
     let fold = split_fold(data, scheme, test_subject)?;
-    Ok(fingerprint("prior", cfg, scheme, test_subject, data, &fold.train, ""))
+    Ok(fingerprint(
+        "prior",
+        cfg,
+        scheme,
+        test_subject,
+        data,
+        &fold.train,
+        "",
+    ))
 }
 
 /// A finished prior artifact at `path` made with the same data/config/epochs, if any.
-fn reuse_prior(path: &Path, data: &Prepared, scheme: LabelScheme, test_subject: &str, cfg: &TrainConfig) -> Option<PriorSummary> {
+fn reuse_prior(
+    path: &Path,
+    data: &Prepared,
+    scheme: LabelScheme,
+    test_subject: &str,
+    cfg: &TrainConfig,
+) -> Option<PriorSummary> {
     if !path.exists() {
         return None;
     }
@@ -403,32 +516,57 @@ fn reuse_prior(path: &Path, data: &Prepared, scheme: LabelScheme, test_subject: 
     (s.epochs.len() == cfg.prior.optim.epochs).then_some(s)
 }
 
-fn prior_impl(data: &Prepared, scheme: LabelScheme, test_subject: &str, cfg: &TrainConfig, out: &Path, mut hooks: Hooks) -> Result<PriorSummary, WorkerError> {
+fn prior_impl(
+    data: &Prepared,
+    scheme: LabelScheme,
+    test_subject: &str,
+    cfg: &TrainConfig,
+    out: &Path,
+    mut hooks: Hooks,
+) -> Result<PriorSummary, WorkerError> {
     let t0 = Instant::now();
     let fold = split_fold(data, scheme, test_subject)?;
     let su = setup(cfg)?;
     let o = &cfg.prior.optim;
     check_optim(o, "prior")?;
     if cfg.prior.pairs_per_epoch == 0 {
-        return Err(WorkerError::InvalidOption { option: "prior.pairs_per_epoch".into(), message: "must be at least 1".into() });
+        return Err(WorkerError::InvalidOption {
+            option: "prior.pairs_per_epoch".into(),
+            message: "must be at least 1".into(),
+        });
     }
     let aug = Augmenter::new(&cfg.augment, cfg.model.input_size)?;
     let mut counts = vec![0usize; scheme.num_classes()];
     fold.train_labels.iter().for_each(|&l| counts[l] += 1);
     let (pairs_total, pairs_same, pairs_different) = eq7_pair_count(&counts);
-    let pairs = PairSet::build(&fold.train_labels, cfg.prior.val_fraction, &mut rng(cfg.seed, "pairs", 0))?;
-    let n_val = ((cfg.prior.pairs_per_epoch as f64 * cfg.prior.val_fraction).ceil() as usize).max(2);
+    let pairs = PairSet::build(
+        &fold.train_labels,
+        cfg.prior.val_fraction,
+        &mut rng(cfg.seed, "pairs", 0),
+    )?;
+    let n_val =
+        ((cfg.prior.pairs_per_epoch as f64 * cfg.prior.val_fraction).ceil() as usize).max(2);
     let val = pairs.validation(n_val);
     let mut set = DeviceSet::new(data, &fold.train, &cfg.model, su.device)?;
 
     let mut specs = su.model.param_specs();
     specs.extend(siamese::head_specs(cfg.model.dense));
     let init = init_params(&specs, &mut rng(cfg.seed, "prior-init", 0), su.device);
-    let mut ps = ParamSet::new(specs.iter().map(|s| s.name.clone()).collect(), init, &su.prec);
+    let mut ps = ParamSet::new(
+        specs.iter().map(|s| s.name.clone()).collect(),
+        init,
+        &su.prec,
+    );
     let fp = fingerprint("prior", cfg, scheme, test_subject, data, &fold.train, "");
     let ckdir = hooks.checkpoint_dir.clone();
     let (start, mut logs) = resume(ckdir.as_deref(), "prior", &fp, &mut ps, &su.prec)?;
-    tracing::info!(fold = test_subject, train = fold.train.len(), pairs_total, start, "prior learning");
+    tracing::info!(
+        fold = test_subject,
+        train = fold.train.len(),
+        pairs_total,
+        start,
+        "prior learning"
+    );
 
     let mut idx = Vec::new();
     let mut vars = Vec::new();
@@ -463,7 +601,13 @@ fn prior_impl(data: &Prepared, scheme: LabelScheme, test_subject: &str, cfg: &Tr
         let loss = loss_acc.double_value(&[]) / plan.len().max(1) as f64;
         finite_or_err(loss, "prior", epoch)?;
         let monitor = pair_accuracy(&su, &ps, &mut set, &val, o.batch_size);
-        let log = EpochLog { stage: "prior".into(), epoch, loss, monitor, samples_per_s: 2.0 * plan.len() as f64 / secs.max(1e-9) };
+        let log = EpochLog {
+            stage: "prior".into(),
+            epoch,
+            loss,
+            monitor,
+            samples_per_s: 2.0 * plan.len() as f64 / secs.max(1e-9),
+        };
         tracing::info!(fold = test_subject, epoch, loss, monitor = ?monitor, "prior epoch");
         hooks.epoch(&log);
         logs.push(log);
@@ -485,8 +629,14 @@ fn prior_impl(data: &Prepared, scheme: LabelScheme, test_subject: &str, cfg: &Tr
     let meta: BTreeMap<String, String> = [
         ("format".to_string(), PRIOR_FORMAT.to_string()),
         ("fingerprint".into(), fp),
-        ("model".into(), serde_json::to_string(&cfg.model).unwrap_or_default()),
-        ("summary".into(), serde_json::to_string(&summary).unwrap_or_default()),
+        (
+            "model".into(),
+            serde_json::to_string(&cfg.model).unwrap_or_default(),
+        ),
+        (
+            "summary".into(),
+            serde_json::to_string(&summary).unwrap_or_default(),
+        ),
     ]
     .into();
     checkpoint::save(out, &tower, &meta)?;
@@ -494,7 +644,13 @@ fn prior_impl(data: &Prepared, scheme: LabelScheme, test_subject: &str, cfg: &Tr
 }
 
 /// Accuracy (threshold 0.5) of the siamese head on fixed monitoring pairs; `None` without pairs.
-fn pair_accuracy(su: &Setup, ps: &ParamSet, set: &mut DeviceSet, val: &[crate::pairs::Pair], bs: usize) -> Option<f64> {
+fn pair_accuracy(
+    su: &Setup,
+    ps: &ParamSet,
+    set: &mut DeviceSet,
+    val: &[crate::pairs::Pair],
+    bs: usize,
+) -> Option<f64> {
     if val.is_empty() {
         return None;
     }
@@ -505,8 +661,17 @@ fn pair_accuracy(su: &Setup, ps: &ParamSet, set: &mut DeviceSet, val: &[crate::p
             let mut idx: Vec<usize> = chunk.iter().map(|p| p.a as usize).collect();
             idx.extend(chunk.iter().map(|p| p.b as usize));
             let x = set.batch(&idx, None, &su.prec);
-            let z: Vec<f32> = Vec::try_from(&siamese::pair_logits(&su.model, &w, &x).to_kind(Kind::Float).to_device(Device::Cpu)).unwrap_or_default();
-            correct += z.iter().zip(chunk).filter(|(z, p)| (**z > 0.0) == p.same).count();
+            let z: Vec<f32> = Vec::try_from(
+                &siamese::pair_logits(&su.model, &w, &x)
+                    .to_kind(Kind::Float)
+                    .to_device(Device::Cpu),
+            )
+            .unwrap_or_default();
+            correct += z
+                .iter()
+                .zip(chunk)
+                .filter(|(z, p)| (**z > 0.0) == p.same)
+                .count();
         }
     });
     Some(correct as f64 / val.len() as f64)
@@ -527,7 +692,10 @@ fn target_impl(
     check_optim(o, "target")?;
     let k = cfg.target.frozen_layers;
     if k > CONV_LAYERS {
-        return Err(WorkerError::InvalidOption { option: "target.frozen_layers".into(), message: format!("{k}: SinC3D has {CONV_LAYERS} conv layers") });
+        return Err(WorkerError::InvalidOption {
+            option: "target.frozen_layers".into(),
+            message: format!("{k}: SinC3D has {CONV_LAYERS} conv layers"),
+        });
     }
     let classes = scheme.num_classes();
     let loss_fn = Loss::new(&cfg.target.loss, classes, su.device)?;
@@ -535,26 +703,59 @@ fn target_impl(
 
     let tower_specs = su.model.param_specs();
     let (tower, prior_fp) = match prior {
-        None => (init_params(&tower_specs, &mut rng(cfg.seed, "target-init", 0), su.device), String::new()),
+        None => (
+            init_params(
+                &tower_specs,
+                &mut rng(cfg.seed, "target-init", 0),
+                su.device,
+            ),
+            String::new(),
+        ),
         Some(path) => {
             let f = checkpoint::load(path, PRIOR_FORMAT)?;
-            let shapes: Vec<(String, Vec<i64>)> = tower_specs.iter().map(|s| (s.name.clone(), s.shape.clone())).collect();
+            let shapes: Vec<(String, Vec<i64>)> = tower_specs
+                .iter()
+                .map(|s| (s.name.clone(), s.shape.clone()))
+                .collect();
             checkpoint::check_shapes(path, &f, &shapes)?;
-            let t = tower_specs.iter().map(|s| f.tensors[&s.name].to_device(su.device)).collect();
+            let t = tower_specs
+                .iter()
+                .map(|s| f.tensors[&s.name].to_device(su.device))
+                .collect();
             (t, f.get(path, "fingerprint")?.to_string())
         }
     };
     let head_specs = classifier_specs(&cfg.model, classes);
     let head = init_params(&head_specs, &mut rng(cfg.seed, "target-head", 0), su.device);
-    let names = tower_specs.iter().chain(&head_specs).map(|s| s.name.clone()).collect();
+    let names = tower_specs
+        .iter()
+        .chain(&head_specs)
+        .map(|s| s.name.clone())
+        .collect();
     let mut ps = ParamSet::new(names, tower.into_iter().chain(head).collect(), &su.prec);
     for i in 0..2 * k {
         ps.freeze(i);
     }
-    let fp = fingerprint("target", cfg, scheme, test_subject, data, &fold.train, &prior_fp);
+    let fp = fingerprint(
+        "target",
+        cfg,
+        scheme,
+        test_subject,
+        data,
+        &fold.train,
+        &prior_fp,
+    );
     let ckdir = hooks.checkpoint_dir.clone();
     let (start, mut logs) = resume(ckdir.as_deref(), "target", &fp, &mut ps, &su.prec)?;
-    tracing::info!(fold = test_subject, train = fold.train.len(), test = fold.test.len(), frozen = k, prior = prior.is_some(), start, "target learning");
+    tracing::info!(
+        fold = test_subject,
+        train = fold.train.len(),
+        test = fold.test.len(),
+        frozen = k,
+        prior = prior.is_some(),
+        start,
+        "target learning"
+    );
 
     let mut set = DeviceSet::new(data, &fold.train, &cfg.model, su.device)?;
     let n = su.model.tower_len();
@@ -579,13 +780,32 @@ fn target_impl(
                 vars.push(v);
                 ys.push(fold.train_labels[i] as i64);
             }
-            let loss = target_step(&su.model, &su.prec, &mut ps, &mut set, &idx, &vars, &ys, &loss_fn, cfg.model.dropout, &mut r, lr, o);
+            let loss = target_step(
+                &su.model,
+                &su.prec,
+                &mut ps,
+                &mut set,
+                &idx,
+                &vars,
+                &ys,
+                &loss_fn,
+                cfg.model.dropout,
+                &mut r,
+                lr,
+                o,
+            );
             loss_acc += loss * chunk.len() as f64;
         }
         let secs = te.elapsed().as_secs_f64();
         let loss = loss_acc.double_value(&[]) / plan.len().max(1) as f64;
         finite_or_err(loss, "target", epoch)?;
-        let log = EpochLog { stage: "target".into(), epoch, loss, monitor: None, samples_per_s: plan.len() as f64 / secs.max(1e-9) };
+        let log = EpochLog {
+            stage: "target".into(),
+            epoch,
+            loss,
+            monitor: None,
+            samples_per_s: plan.len() as f64 / secs.max(1e-9),
+        };
         tracing::info!(fold = test_subject, epoch, loss, "target epoch");
         hooks.epoch(&log);
         logs.push(log);
@@ -605,17 +825,31 @@ fn target_impl(
         let probs = tch::no_grad(|| {
             let x = test.batch(chunk, None, &su.prec);
             let f = su.model.features(&w[..n], &x, None);
-            f.linear(&w[n], Some(&w[n + 1])).to_kind(Kind::Float).softmax(1, Kind::Float).to_device(Device::Cpu).contiguous()
+            f.linear(&w[n], Some(&w[n + 1]))
+                .to_kind(Kind::Float)
+                .softmax(1, Kind::Float)
+                .to_device(Device::Cpu)
+                .contiguous()
         });
-        let flat: Vec<f32> = Vec::try_from(&probs.flatten(0, -1)).map_err(|e| WorkerError::torch("reading test probabilities", e))?;
+        let flat: Vec<f32> = Vec::try_from(&probs.flatten(0, -1))
+            .map_err(|e| WorkerError::torch("reading test probabilities", e))?;
         for (row, &pos) in flat.chunks(classes).zip(chunk) {
             let s = &data.samples[fold.test[pos]];
             let label = fold.test_labels[pos];
-            let pred = row.iter().enumerate().fold(0, |b, (i, &p)| if p > row[b] { i } else { b });
+            let pred = row
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, &p)| if p > row[b] { i } else { b });
             confusion.add(label, pred)?;
             predictions.push(SamplePrediction {
                 id: s.id.clone(),
-                record: PredictionRecord { dataset: s.dataset, subject: s.subject.clone(), filename: s.filename.clone(), label, pred },
+                record: PredictionRecord {
+                    dataset: s.dataset,
+                    subject: s.subject.clone(),
+                    filename: s.filename.clone(),
+                    label,
+                    pred,
+                },
                 probs: row.to_vec(),
             });
         }
@@ -629,6 +863,11 @@ fn target_impl(
         predictions,
         confusion,
         epochs: logs,
-        timings: Timings { prior_s: 0.0, target_s, test_s, total_s: t0.elapsed().as_secs_f64() },
+        timings: Timings {
+            prior_s: 0.0,
+            target_s,
+            test_s,
+            total_s: t0.elapsed().as_secs_f64(),
+        },
     })
 }

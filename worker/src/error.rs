@@ -81,7 +81,9 @@ pub enum WorkerError {
     #[error("synth: {0}")]
     Synth(String),
     /// A test subject (`dataset/subject`) that has no labelled sample in the prepared data.
-    #[error("test subject '{subject}' is not in the data under scheme {scheme} (folds: {available})")]
+    #[error(
+        "test subject '{subject}' is not in the data under scheme {scheme} (folds: {available})"
+    )]
     UnknownTestSubject {
         /// The subject asked for.
         subject: String,
@@ -109,28 +111,43 @@ pub enum WorkerError {
 impl WorkerError {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        WorkerError::Io { path: path.into(), source }
+        WorkerError::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// A per-sample error.
     pub fn sample(sample: impl Into<String>, message: impl Into<String>) -> Self {
-        WorkerError::BadSample { sample: sample.into(), message: message.into() }
+        WorkerError::BadSample {
+            sample: sample.into(),
+            message: message.into(),
+        }
     }
 
     /// A layout error.
     pub fn layout(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        WorkerError::Layout { path: path.into(), message: message.into() }
+        WorkerError::Layout {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     /// Wraps an OpenCV error with what was being done.
     #[cfg(feature = "opencv")]
     pub fn cv(context: impl Into<String>, e: opencv::Error) -> Self {
-        WorkerError::OpenCv { context: context.into(), message: e.to_string() }
+        WorkerError::OpenCv {
+            context: context.into(),
+            message: e.to_string(),
+        }
     }
 
     /// Wraps a libtorch error with what was being done.
     pub fn torch(context: impl Into<String>, e: tch::TchError) -> Self {
-        WorkerError::Torch { context: context.into(), message: e.to_string() }
+        WorkerError::Torch {
+            context: context.into(),
+            message: e.to_string(),
+        }
     }
 }
 

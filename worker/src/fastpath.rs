@@ -23,7 +23,11 @@ pub struct Precision {
 impl Precision {
     /// The fast path (`fast = true`: bf16 + channels-last-3d) or the plain fp32 contiguous path.
     pub fn new(fast: bool, device: Device) -> Self {
-        Precision { bf16: fast, channels_last: fast, device }
+        Precision {
+            bf16: fast,
+            channels_last: fast,
+            device,
+        }
     }
 
     /// dtype of activations and compute weights.
@@ -58,7 +62,9 @@ impl Precision {
 /// The same logical `[N, C, D, H, W]` tensor stored channels-last (`[N, D, H, W, C]` memory): permute,
 /// contiguous, permute back.
 pub fn channels_last_3d(t: &Tensor) -> Tensor {
-    t.permute([0, 2, 3, 4, 1]).contiguous().permute([0, 4, 1, 2, 3])
+    t.permute([0, 2, 3, 4, 1])
+        .contiguous()
+        .permute([0, 4, 1, 2, 3])
 }
 
 /// True when a 5-D tensor is stored channels-last-3d.
@@ -84,7 +90,13 @@ mod tests {
         assert_eq!(cw.kind(), Kind::BFloat16);
         assert!(is_channels_last_3d(&cw));
         // Gradients flow back to the fp32 master through the cast.
-        let g = Tensor::run_backward(&[cw.to_kind(Kind::Float).sum(Kind::Float)], &[&w], false, false).remove(0);
+        let g = Tensor::run_backward(
+            &[cw.to_kind(Kind::Float).sum(Kind::Float)],
+            &[&w],
+            false,
+            false,
+        )
+        .remove(0);
         assert_eq!(g.kind(), Kind::Float);
         assert!(g.equal(&Tensor::ones_like(&w)));
     }
@@ -93,13 +105,20 @@ mod tests {
     fn fast_conv_stack_matches_fp32() {
         let x = Tensor::randn([2, 2, 6, 16, 16], (Kind::Float, Device::Cpu));
         let w = Tensor::randn([8, 2, 3, 3, 3], (Kind::Float, Device::Cpu)) * 0.2;
-        let plain = x.conv3d(&w, None::<Tensor>, [1, 1, 1], [1, 1, 1], [1, 1, 1], 1).max_pool3d([2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], false);
+        let plain = x
+            .conv3d(&w, None::<Tensor>, [1, 1, 1], [1, 1, 1], [1, 1, 1], 1)
+            .max_pool3d([2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], false);
         let p = Precision::new(true, Device::Cpu);
         let xf = channels_last_3d(&x).to_kind(Kind::BFloat16);
         let wf = p.compute(&p.master_layout(w));
-        let fast = xf.conv3d(&wf, None::<Tensor>, [1, 1, 1], [1, 1, 1], [1, 1, 1], 1).max_pool3d([2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], false);
+        let fast = xf
+            .conv3d(&wf, None::<Tensor>, [1, 1, 1], [1, 1, 1], [1, 1, 1], 1)
+            .max_pool3d([2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], false);
         assert!(is_channels_last_3d(&fast), "{:?}", fast.stride());
-        let err = (fast.to_kind(Kind::Float) - &plain).abs().max().double_value(&[]);
+        let err = (fast.to_kind(Kind::Float) - &plain)
+            .abs()
+            .max()
+            .double_value(&[]);
         let scale = plain.abs().max().double_value(&[]);
         assert!(err < 0.02 * scale, "{err} vs {scale}");
     }

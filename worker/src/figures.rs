@@ -14,7 +14,9 @@ use crate::error::{Result, WorkerError};
 use crate::face::{read_gray, FaceCrop, FaceDetector};
 use crate::flow::{farneback, to_mat_u8, FlowParams};
 use crate::interp::FarnebackInterpolator;
-use crate::keyframes::{adaptive_plan, build_adaptive, tim_resample, tim_times, KeyframeMethod, Source};
+use crate::keyframes::{
+    adaptive_plan, build_adaptive, tim_resample, tim_times, KeyframeMethod, Source,
+};
 use mer_shared::prepared::{write_atomic, Prepared, SampleMeta};
 use mer_shared::Dataset;
 use std::collections::{BTreeMap, BTreeSet};
@@ -101,24 +103,38 @@ fn find_record(meta: &SampleMeta, root: &Path) -> Result<ClipRecord> {
             Err(e) => errors.push(format!("{k:?} layout: {e}")),
         }
     }
-    Err(WorkerError::layout(root, format!("cannot find clip {} ({})", meta.id, errors.join("; "))))
+    Err(WorkerError::layout(
+        root,
+        format!("cannot find clip {} ({})", meta.id, errors.join("; ")),
+    ))
 }
 
 /// Mean flow magnitude between two frames.
 fn motion(a: &GrayFrame, b: &GrayFrame, p: &FlowParams) -> Result<f64> {
     let f = farneback(a, b, p)?;
     let n = f.u.len().max(1) as f64;
-    Ok(f.u.iter().zip(&f.v).map(|(u, v)| ((u * u + v * v) as f64).sqrt()).sum::<f64>() / n)
+    Ok(f.u
+        .iter()
+        .zip(&f.v)
+        .map(|(u, v)| ((u * u + v * v) as f64).sqrt())
+        .sum::<f64>()
+        / n)
 }
 
 /// Evenly spaced frame numbers over onset..offset (at most `n`), apex included.
 pub fn strip_times(onset: u32, apex: u32, offset: u32, n: usize) -> Vec<u32> {
     let len = (offset - onset + 1) as usize;
     let n = n.clamp(2, len.max(2));
-    let mut set: BTreeSet<u32> = (0..n).map(|i| onset + ((i * (len - 1)) as f64 / (n - 1) as f64).round() as u32).collect();
+    let mut set: BTreeSet<u32> = (0..n)
+        .map(|i| onset + ((i * (len - 1)) as f64 / (n - 1) as f64).round() as u32)
+        .collect();
     if !set.contains(&apex) {
         // Replace the nearest pick with the apex.
-        if let Some(&near) = set.iter().filter(|&&t| t != onset && t != offset).min_by_key(|&&t| t.abs_diff(apex)) {
+        if let Some(&near) = set
+            .iter()
+            .filter(|&&t| t != onset && t != offset)
+            .min_by_key(|&&t| t.abs_diff(apex))
+        {
             set.remove(&near);
         }
         set.insert(apex);
@@ -150,14 +166,36 @@ fn strip_png(title: &str, frames: &[GrayFrame], labels: &[String]) -> Result<Vec
     let black = Scalar::all(0.0);
     let font = opencv::imgproc::FONT_HERSHEY_SIMPLEX;
     let cv = |e| WorkerError::cv("drawing a figure", e);
-    opencv::imgproc::put_text(&mut mat, title, Point::new(gap as i32, 18), font, 0.5, black, 1, opencv::imgproc::LINE_AA, false).map_err(cv)?;
+    opencv::imgproc::put_text(
+        &mut mat,
+        title,
+        Point::new(gap as i32, 18),
+        font,
+        0.5,
+        black,
+        1,
+        opencv::imgproc::LINE_AA,
+        false,
+    )
+    .map_err(cv)?;
     for (i, l) in labels.iter().enumerate() {
         let x = (gap + i * (w + gap)) as i32;
-        opencv::imgproc::put_text(&mut mat, l, Point::new(x + 2, (top + h + 16) as i32), font, 0.4, black, 1, opencv::imgproc::LINE_AA, false)
-            .map_err(cv)?;
+        opencv::imgproc::put_text(
+            &mut mat,
+            l,
+            Point::new(x + 2, (top + h + 16) as i32),
+            font,
+            0.4,
+            black,
+            1,
+            opencv::imgproc::LINE_AA,
+            false,
+        )
+        .map_err(cv)?;
     }
     let mut buf = Vector::<u8>::new();
-    opencv::imgcodecs::imencode(".png", &mat, &mut buf, &Vector::new()).map_err(|e| WorkerError::cv("encoding PNG", e))?;
+    opencv::imgcodecs::imencode(".png", &mat, &mut buf, &Vector::new())
+        .map_err(|e| WorkerError::cv("encoding PNG", e))?;
     Ok(buf.to_vec())
 }
 
@@ -166,31 +204,68 @@ pub fn clip_figures(o: &FigureOptions) -> Result<ClipFigures> {
     let meta = Prepared::read_meta(&o.prepared)?;
     let info = meta.info;
     let Some(sample) = meta.samples.iter().find(|s| s.id == o.clip) else {
-        let near: Vec<&str> = meta.samples.iter().map(|s| s.id.as_str()).filter(|id| id.contains(o.clip.rsplit('/').next().unwrap_or(""))).take(5).collect();
+        let near: Vec<&str> = meta
+            .samples
+            .iter()
+            .map(|s| s.id.as_str())
+            .filter(|id| id.contains(o.clip.rsplit('/').next().unwrap_or("")))
+            .take(5)
+            .collect();
         return Err(WorkerError::sample(
             &o.clip,
-            format!("not in {} ({} samples; ids are dataset/subject/filename{})", o.prepared.display(), meta.samples.len(), if near.is_empty() { String::new() } else { format!(", e.g. {}", near.join(", ")) }),
+            format!(
+                "not in {} ({} samples; ids are dataset/subject/filename{})",
+                o.prepared.display(),
+                meta.samples.len(),
+                if near.is_empty() {
+                    String::new()
+                } else {
+                    format!(", e.g. {}", near.join(", "))
+                }
+            ),
         ));
     };
     let rec = find_record(sample, &o.dataset_root)?;
     let (ts, tp, te) = (sample.onset, sample.apex, sample.offset);
     let size = info.size;
-    let path_of = |t: u32| find_frame(&rec.frames, t).map(|f| f.path.clone()).ok_or_else(|| WorkerError::sample(&o.clip, format!("frame {t} missing in {}", rec.dir.display())));
+    let path_of = |t: u32| {
+        find_frame(&rec.frames, t)
+            .map(|f| f.path.clone())
+            .ok_or_else(|| {
+                WorkerError::sample(
+                    &o.clip,
+                    format!("frame {t} missing in {}", rec.dir.display()),
+                )
+            })
+    };
     let onset_mat = read_gray(&path_of(ts)?)?;
     let crop = match FaceDetector::new()?.detect(&onset_mat)? {
         Some(c) => c,
-        None => FaceCrop { rect: sample.crop_box, angle: 0.0, eyes: false, fallback: true },
+        None => FaceCrop {
+            rect: sample.crop_box,
+            angle: 0.0,
+            eyes: false,
+            fallback: true,
+        },
     };
     let mut notes = Vec::new();
     if crop.rect != sample.crop_box {
-        notes.push(format!("face box {:?} differs from the prepared {:?}", crop.rect, sample.crop_box));
+        notes.push(format!(
+            "face box {:?} differs from the prepared {:?}",
+            crop.rect, sample.crop_box
+        ));
     }
     let load = |t: u32| -> Result<GrayFrame> { crop.apply(&read_gray(&path_of(t)?)?, size) };
     let original: Vec<GrayFrame> = (ts..=te).map(load).collect::<Result<_>>()?;
     let at = |t: u32| original[(t - ts) as usize].clone();
     let params = flow_params(&info.flow_params);
     let interp = FarnebackInterpolator { params };
-    let method: KeyframeMethod = info.keyframes.split('-').next().unwrap_or("adaptive").parse()?;
+    let method: KeyframeMethod = info
+        .keyframes
+        .split('-')
+        .next()
+        .unwrap_or("adaptive")
+        .parse()?;
     if method == KeyframeMethod::Adaptive && info.interpolator != "farneback-warp-blend" {
         notes.push(format!("the prepared file synthesized key-frames with '{}'; these figures use farneback-warp-blend", info.interpolator));
     }
@@ -199,10 +274,20 @@ pub fn clip_figures(o: &FigureOptions) -> Result<ClipFigures> {
             let plan = adaptive_plan(ts, tp, te).map_err(|m| WorkerError::sample(&o.clip, m))?;
             let times: Vec<f64> = plan.times().iter().map(|&t| t as f64).collect();
             if method == KeyframeMethod::Adaptive {
-                let synth: Vec<f64> = plan.order.iter().map(|&i| plan.nodes[i]).filter(|n| matches!(n.source, Source::Mid(..))).map(|n| n.time as f64).collect();
+                let synth: Vec<f64> = plan
+                    .order
+                    .iter()
+                    .map(|&i| plan.nodes[i])
+                    .filter(|n| matches!(n.source, Source::Mid(..)))
+                    .map(|n| n.time as f64)
+                    .collect();
                 (build_adaptive(&plan, |t| Ok(at(t)), &interp)?, times, synth)
             } else {
-                (plan.times().into_iter().map(at).collect(), times, Vec::new())
+                (
+                    plan.times().into_iter().map(at).collect(),
+                    times,
+                    Vec::new(),
+                )
             }
         }
         KeyframeMethod::Tim => {
@@ -217,24 +302,54 @@ pub fn clip_figures(o: &FigureOptions) -> Result<ClipFigures> {
     }
     let mut motion_keyframes = Vec::new();
     for (i, w) in keyframes.windows(2).enumerate() {
-        motion_keyframes.push(((times[i] + times[i + 1]) / 2.0, motion(&w[0], &w[1], &params)?));
+        motion_keyframes.push((
+            (times[i] + times[i + 1]) / 2.0,
+            motion(&w[0], &w[1], &params)?,
+        ));
     }
     let stem = o.clip.replace('/', "_");
     let st = strip_times(ts, tp, te, o.strip_frames);
-    let labels: Vec<String> = st.iter().map(|&t| if t == tp { format!("{t} apex") } else { t.to_string() }).collect();
+    let labels: Vec<String> = st
+        .iter()
+        .map(|&t| {
+            if t == tp {
+                format!("{t} apex")
+            } else {
+                t.to_string()
+            }
+        })
+        .collect();
     let frames: Vec<GrayFrame> = st.iter().map(|&t| at(t)).collect();
     let original_png = o.out_dir.join(format!("{stem}_original.png"));
-    let title = format!("{}: original frames {ts}..{te} (apex {tp}), {} of {}", o.clip, st.len(), te - ts + 1);
+    let title = format!(
+        "{}: original frames {ts}..{te} (apex {tp}), {} of {}",
+        o.clip,
+        st.len(),
+        te - ts + 1
+    );
     write_atomic(&original_png, &strip_png(&title, &frames, &labels)?)?;
     let klabels: Vec<String> = times
         .iter()
         .map(|t| {
-            let s = if t.fract() == 0.0 { format!("{t:.0}") } else { format!("{t:.1}") };
-            if synthesized.contains(t) { format!("{s}*") } else { s }
+            let s = if t.fract() == 0.0 {
+                format!("{t:.0}")
+            } else {
+                format!("{t:.1}")
+            };
+            if synthesized.contains(t) {
+                format!("{s}*")
+            } else {
+                s
+            }
         })
         .collect();
     let keyframes_png = o.out_dir.join(format!("{stem}_keyframes.png"));
-    let title = format!("{}: {} key-frames ({}; * = synthesized)", o.clip, times.len(), info.keyframes);
+    let title = format!(
+        "{}: {} key-frames ({}; * = synthesized)",
+        o.clip,
+        times.len(),
+        info.keyframes
+    );
     write_atomic(&keyframes_png, &strip_png(&title, &keyframes, &klabels)?)?;
     let mut csv = String::from("sequence,t_mid,mean_flow_magnitude_px\n");
     for (t, m) in &motion_original {
@@ -271,7 +386,10 @@ mod tests {
     fn strip_times_are_spread_and_hold_the_apex() {
         assert_eq!(strip_times(25, 91, 121, 11).len(), 11);
         let s = strip_times(25, 91, 121, 11);
-        assert!(s.contains(&25) && s.contains(&91) && s.contains(&121), "{s:?}");
+        assert!(
+            s.contains(&25) && s.contains(&91) && s.contains(&121),
+            "{s:?}"
+        );
         assert_eq!(strip_times(1, 2, 3, 11), vec![1, 2, 3]);
         assert!(strip_times(10, 13, 40, 5).contains(&13));
     }

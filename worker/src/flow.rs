@@ -29,7 +29,15 @@ pub struct FlowParams {
 
 impl Default for FlowParams {
     fn default() -> Self {
-        FlowParams { pyr_scale: 0.5, levels: 3, winsize: 15, iterations: 3, poly_n: 5, poly_sigma: 1.2, flags: 0 }
+        FlowParams {
+            pyr_scale: 0.5,
+            levels: 3,
+            winsize: 15,
+            iterations: 3,
+            poly_n: 5,
+            poly_sigma: 1.2,
+            flags: 0,
+        }
     }
 }
 
@@ -69,9 +77,15 @@ pub struct FlowField {
 pub fn to_mat_u8(f: &GrayFrame) -> Result<opencv::core::Mat> {
     use opencv::core::Mat;
     use opencv::prelude::*;
-    let bytes: Vec<u8> = f.data.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect();
-    let m = Mat::new_rows_cols_with_data(f.height as i32, f.width as i32, &bytes).map_err(|e| WorkerError::cv("frame to Mat", e))?;
-    m.try_clone().map_err(|e| WorkerError::cv("frame to Mat", e))
+    let bytes: Vec<u8> = f
+        .data
+        .iter()
+        .map(|v| v.round().clamp(0.0, 255.0) as u8)
+        .collect();
+    let m = Mat::new_rows_cols_with_data(f.height as i32, f.width as i32, &bytes)
+        .map_err(|e| WorkerError::cv("frame to Mat", e))?;
+    m.try_clone()
+        .map_err(|e| WorkerError::cv("frame to Mat", e))
 }
 
 /// Farneback flow from `a` to `b` (same size).
@@ -82,25 +96,46 @@ pub fn farneback(a: &GrayFrame, b: &GrayFrame, p: &FlowParams) -> Result<FlowFie
     if a.width != b.width || a.height != b.height {
         return Err(WorkerError::InvalidOption {
             option: "flow".into(),
-            message: format!("frames differ in size: {}x{} vs {}x{}", a.width, a.height, b.width, b.height),
+            message: format!(
+                "frames differ in size: {}x{} vs {}x{}",
+                a.width, a.height, b.width, b.height
+            ),
         });
     }
     let (ma, mb) = (to_mat_u8(a)?, to_mat_u8(b)?);
     let mut flow = Mat::default();
     opencv::video::calc_optical_flow_farneback(
-        &ma, &mb, &mut flow, p.pyr_scale, p.levels, p.winsize, p.iterations, p.poly_n, p.poly_sigma, p.flags,
+        &ma,
+        &mb,
+        &mut flow,
+        p.pyr_scale,
+        p.levels,
+        p.winsize,
+        p.iterations,
+        p.poly_n,
+        p.poly_sigma,
+        p.flags,
     )
     .map_err(|e| WorkerError::cv("calcOpticalFlowFarneback", e))?;
-    let data = flow.data_typed::<Vec2f>().map_err(|e| WorkerError::cv("reading flow", e))?;
+    let data = flow
+        .data_typed::<Vec2f>()
+        .map_err(|e| WorkerError::cv("reading flow", e))?;
     let (u, v) = data.iter().map(|d| (d[0], d[1])).unzip();
-    Ok(FlowField { width: a.width, height: a.height, u, v })
+    Ok(FlowField {
+        width: a.width,
+        height: a.height,
+        u,
+        v,
+    })
 }
 
 /// The 10 flows between 11 key-frames as one `[C, T, H, W]` block (C = 2, or 3 with the magnitude).
 #[cfg(feature = "opencv")]
 pub fn flow_stack(keyframes: &[GrayFrame], p: &FlowParams, magnitude: bool) -> Result<Vec<f32>> {
     let t = keyframes.len().saturating_sub(1);
-    let Some(first) = keyframes.first() else { return Ok(Vec::new()) };
+    let Some(first) = keyframes.first() else {
+        return Ok(Vec::new());
+    };
     let hw = first.width * first.height;
     let c = if magnitude { 3 } else { 2 };
     let mut out = vec![0f32; c * t * hw];
@@ -134,7 +169,11 @@ mod tests {
                 data.push(v);
             }
         }
-        GrayFrame { width: w, height: h, data }
+        GrayFrame {
+            width: w,
+            height: h,
+            data,
+        }
     }
 
     /// Tolerance: the mean flow over the central 64 x 64 region is within 0.05 px of the true shift, and
@@ -158,19 +197,28 @@ mod tests {
             }
         }
         let (mu, mv) = (su / n as f64, sv / n as f64);
-        assert!((mu - dx as f64).abs() < 0.05 && (mv - dy as f64).abs() < 0.05, "mean flow ({mu:.3}, {mv:.3})");
+        assert!(
+            (mu - dx as f64).abs() < 0.05 && (mv - dy as f64).abs() < 0.05,
+            "mean flow ({mu:.3}, {mv:.3})"
+        );
         assert!(close as f64 > 0.9 * n as f64, "{close}/{n} within 0.25 px");
     }
 
     #[test]
     fn stack_layout_is_c_t_h_w() {
-        let frames: Vec<GrayFrame> = (0..11).map(|k| texture(32, 24, k as f32 * 0.5, 0.0)).collect();
+        let frames: Vec<GrayFrame> = (0..11)
+            .map(|k| texture(32, 24, k as f32 * 0.5, 0.0))
+            .collect();
         let s = flow_stack(&frames, &FlowParams::default(), true).unwrap();
         assert_eq!(s.len(), 3 * 10 * 32 * 24);
         let hw = 32 * 24;
         let centre = 12 * 32 + 16;
         // u of flow 3 at the centre ~ 0.5, v ~ 0, magnitude ~ 0.5.
-        assert!((s[3 * hw + centre] - 0.5).abs() < 0.15, "{}", s[3 * hw + centre]);
+        assert!(
+            (s[3 * hw + centre] - 0.5).abs() < 0.15,
+            "{}",
+            s[3 * hw + centre]
+        );
         assert!(s[(10 + 3) * hw + centre].abs() < 0.15);
         assert!((s[(20 + 3) * hw + centre] - 0.5).abs() < 0.15);
         assert_eq!(FlowParams::default().to_map()["winsize"], 15.0);

@@ -29,7 +29,10 @@ impl Loss {
             LossConfig::CrossEntropy => Ok(Loss::CrossEntropy),
             LossConfig::Focal { gamma, alpha } => {
                 if !(gamma.is_finite() && *gamma >= 0.0) {
-                    return Err(WorkerError::InvalidOption { option: "target.loss.gamma".into(), message: format!("{gamma} must be >= 0") });
+                    return Err(WorkerError::InvalidOption {
+                        option: "target.loss.gamma".into(),
+                        message: format!("{gamma} must be >= 0"),
+                    });
                 }
                 let a: Vec<f32> = match alpha {
                     Alpha::Scalar(a) => vec![*a as f32; classes],
@@ -37,16 +40,25 @@ impl Loss {
                         if v.len() != classes {
                             return Err(WorkerError::InvalidOption {
                                 option: "target.loss.alpha".into(),
-                                message: format!("{} values given, the scheme has {classes} classes", v.len()),
+                                message: format!(
+                                    "{} values given, the scheme has {classes} classes",
+                                    v.len()
+                                ),
                             });
                         }
                         v.iter().map(|&x| x as f32).collect()
                     }
                 };
                 if a.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
-                    return Err(WorkerError::InvalidOption { option: "target.loss.alpha".into(), message: format!("{a:?}: alphas must be > 0") });
+                    return Err(WorkerError::InvalidOption {
+                        option: "target.loss.alpha".into(),
+                        message: format!("{a:?}: alphas must be > 0"),
+                    });
                 }
-                Ok(Loss::Focal { gamma: *gamma, alpha: Tensor::from_slice(&a).to_device(device) })
+                Ok(Loss::Focal {
+                    gamma: *gamma,
+                    alpha: Tensor::from_slice(&a).to_device(device),
+                })
             }
         }
     }
@@ -76,7 +88,8 @@ mod tests {
     use super::*;
 
     fn batch() -> (Tensor, Tensor) {
-        let z = Tensor::from_slice(&[2.0f32, 0.5, -1.0, 0.1, 0.2, 0.3, -0.5, 1.5, 0.0]).view([3, 3]);
+        let z =
+            Tensor::from_slice(&[2.0f32, 0.5, -1.0, 0.1, 0.2, 0.3, -0.5, 1.5, 0.0]).view([3, 3]);
         let y = Tensor::from_slice(&[0i64, 2, 1]);
         (z, y)
     }
@@ -88,7 +101,15 @@ mod tests {
     #[test]
     fn focal_with_gamma0_alpha1_is_cross_entropy() {
         let (z, y) = batch();
-        let focal = Loss::new(&LossConfig::Focal { gamma: 0.0, alpha: Alpha::Scalar(1.0) }, 3, Device::Cpu).unwrap();
+        let focal = Loss::new(
+            &LossConfig::Focal {
+                gamma: 0.0,
+                alpha: Alpha::Scalar(1.0),
+            },
+            3,
+            Device::Cpu,
+        )
+        .unwrap();
         let ce = Loss::new(&LossConfig::CrossEntropy, 3, Device::Cpu).unwrap();
         let torch_ce = z.cross_entropy_for_logits(&y);
         assert!((f(&focal.forward(&z, &y)) - f(&torch_ce)).abs() < 1e-6);
@@ -110,12 +131,40 @@ mod tests {
             want_scalar += 3.0 * base / 3.0;
             want_per_class += alphas[t] * base / 3.0;
         }
-        let scalar = Loss::new(&LossConfig::Focal { gamma: 2.0, alpha: Alpha::Scalar(3.0) }, 3, Device::Cpu).unwrap();
-        assert!((f(&scalar.forward(&z, &y)) - want_scalar).abs() < 1e-6, "{} vs {want_scalar}", f(&scalar.forward(&z, &y)));
-        let per = Loss::new(&LossConfig::Focal { gamma: 2.0, alpha: Alpha::PerClass(alphas.to_vec()) }, 3, Device::Cpu).unwrap();
+        let scalar = Loss::new(
+            &LossConfig::Focal {
+                gamma: 2.0,
+                alpha: Alpha::Scalar(3.0),
+            },
+            3,
+            Device::Cpu,
+        )
+        .unwrap();
+        assert!(
+            (f(&scalar.forward(&z, &y)) - want_scalar).abs() < 1e-6,
+            "{} vs {want_scalar}",
+            f(&scalar.forward(&z, &y))
+        );
+        let per = Loss::new(
+            &LossConfig::Focal {
+                gamma: 2.0,
+                alpha: Alpha::PerClass(alphas.to_vec()),
+            },
+            3,
+            Device::Cpu,
+        )
+        .unwrap();
         assert!((f(&per.forward(&z, &y)) - want_per_class).abs() < 1e-6);
         // Focal loss down-weights easy samples: below cross-entropy at alpha 1.
-        let g2 = Loss::new(&LossConfig::Focal { gamma: 2.0, alpha: Alpha::Scalar(1.0) }, 3, Device::Cpu).unwrap();
+        let g2 = Loss::new(
+            &LossConfig::Focal {
+                gamma: 2.0,
+                alpha: Alpha::Scalar(1.0),
+            },
+            3,
+            Device::Cpu,
+        )
+        .unwrap();
         assert!(f(&g2.forward(&z, &y)) < f(&z.cross_entropy_for_logits(&y)));
         // bf16 logits give the fp32 result of the bf16-rounded logits.
         let zb = z.to_kind(Kind::BFloat16);
@@ -124,9 +173,33 @@ mod tests {
 
     #[test]
     fn bad_alphas_are_rejected() {
-        let e = Loss::new(&LossConfig::Focal { gamma: 2.0, alpha: Alpha::PerClass(vec![1.0, 2.0]) }, 3, Device::Cpu).unwrap_err();
+        let e = Loss::new(
+            &LossConfig::Focal {
+                gamma: 2.0,
+                alpha: Alpha::PerClass(vec![1.0, 2.0]),
+            },
+            3,
+            Device::Cpu,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("target.loss.alpha"), "{e}");
-        assert!(Loss::new(&LossConfig::Focal { gamma: -1.0, alpha: Alpha::Scalar(1.0) }, 3, Device::Cpu).is_err());
-        assert!(Loss::new(&LossConfig::Focal { gamma: 2.0, alpha: Alpha::Scalar(0.0) }, 3, Device::Cpu).is_err());
+        assert!(Loss::new(
+            &LossConfig::Focal {
+                gamma: -1.0,
+                alpha: Alpha::Scalar(1.0)
+            },
+            3,
+            Device::Cpu
+        )
+        .is_err());
+        assert!(Loss::new(
+            &LossConfig::Focal {
+                gamma: 2.0,
+                alpha: Alpha::Scalar(0.0)
+            },
+            3,
+            Device::Cpu
+        )
+        .is_err());
     }
 }

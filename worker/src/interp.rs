@@ -42,7 +42,10 @@ fn same_size(a: &GrayFrame, b: &GrayFrame) -> Result<()> {
     if a.width != b.width || a.height != b.height || a.data.len() != a.width * a.height {
         return Err(WorkerError::InvalidOption {
             option: "interpolator".into(),
-            message: format!("frames differ in size: {}x{} vs {}x{}", a.width, a.height, b.width, b.height),
+            message: format!(
+                "frames differ in size: {}x{} vs {}x{}",
+                a.width, a.height, b.width, b.height
+            ),
         });
     }
     Ok(())
@@ -75,7 +78,11 @@ impl FrameInterpolator for FarnebackInterpolator {
                 data.push(0.5 * (pa + pb));
             }
         }
-        Ok(GrayFrame { width: a.width, height: a.height, data })
+        Ok(GrayFrame {
+            width: a.width,
+            height: a.height,
+            data,
+        })
     }
 }
 
@@ -88,7 +95,10 @@ pub struct TorchScriptInterpolator {
 
 impl std::fmt::Debug for TorchScriptInterpolator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TorchScriptInterpolator").field("name", &self.name).field("channels", &self.channels).finish()
+        f.debug_struct("TorchScriptInterpolator")
+            .field("name", &self.name)
+            .field("channels", &self.channels)
+            .finish()
     }
 }
 
@@ -96,19 +106,34 @@ impl TorchScriptInterpolator {
     /// Loads a TorchScript file; `channels` is what the model expects (1 = gray, 3 = gray replicated).
     pub fn load(path: &Path, channels: i64) -> Result<Self> {
         if channels != 1 && channels != 3 {
-            return Err(WorkerError::InvalidOption { option: "--interp-channels".into(), message: format!("{channels} is not 1 or 3") });
+            return Err(WorkerError::InvalidOption {
+                option: "--interp-channels".into(),
+                message: format!("{channels} is not 1 or 3"),
+            });
         }
         let bytes = std::fs::read(path).map_err(|e| WorkerError::io(path, e))?;
         use sha2::Digest;
         let hash = hex::encode(sha2::Sha256::digest(&bytes));
-        let module = tch::CModule::load_on_device(path, tch::Device::Cpu)
-            .map_err(|e| WorkerError::torch(format!("loading TorchScript interpolator {}", path.display()), e))?;
-        let file = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        Ok(TorchScriptInterpolator { module: std::sync::Mutex::new(module), channels, name: format!("torchscript:{file}:{}", &hash[..16]) })
+        let module = tch::CModule::load_on_device(path, tch::Device::Cpu).map_err(|e| {
+            WorkerError::torch(
+                format!("loading TorchScript interpolator {}", path.display()),
+                e,
+            )
+        })?;
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        Ok(TorchScriptInterpolator {
+            module: std::sync::Mutex::new(module),
+            channels,
+            name: format!("torchscript:{file}:{}", &hash[..16]),
+        })
     }
 
     fn to_tensor(&self, f: &GrayFrame) -> tch::Tensor {
-        let t = tch::Tensor::from_slice(&f.data).view([1, 1, f.height as i64, f.width as i64]) / 255.0;
+        let t =
+            tch::Tensor::from_slice(&f.data).view([1, 1, f.height as i64, f.width as i64]) / 255.0;
         if self.channels == 3 {
             t.repeat([1, 3, 1, 1])
         } else {
@@ -126,8 +151,12 @@ impl FrameInterpolator for TorchScriptInterpolator {
         same_size(a, b)?;
         let (ta, tb) = (self.to_tensor(a), self.to_tensor(b));
         let out = {
-            let m = self.module.lock().map_err(|_| WorkerError::Torch { context: "interpolator".into(), message: "poisoned lock".into() })?;
-            tch::no_grad(|| m.forward_ts(&[ta, tb])).map_err(|e| WorkerError::torch("running the TorchScript interpolator", e))?
+            let m = self.module.lock().map_err(|_| WorkerError::Torch {
+                context: "interpolator".into(),
+                message: "poisoned lock".into(),
+            })?;
+            tch::no_grad(|| m.forward_ts(&[ta, tb]))
+                .map_err(|e| WorkerError::torch("running the TorchScript interpolator", e))?
         };
         let want = [1, self.channels, a.height as i64, a.width as i64];
         if out.size() != want {
@@ -136,9 +165,16 @@ impl FrameInterpolator for TorchScriptInterpolator {
                 message: format!("shape {:?}, expected {:?}", out.size(), want),
             });
         }
-        let gray = (out.mean_dim(1, false, tch::Kind::Float) * 255.0).clamp(0.0, 255.0).flatten(0, -1);
-        let data: Vec<f32> = Vec::<f32>::try_from(&gray).map_err(|e| WorkerError::torch("reading interpolator output", e))?;
-        Ok(GrayFrame { width: a.width, height: a.height, data })
+        let gray = (out.mean_dim(1, false, tch::Kind::Float) * 255.0)
+            .clamp(0.0, 255.0)
+            .flatten(0, -1);
+        let data: Vec<f32> = Vec::<f32>::try_from(&gray)
+            .map_err(|e| WorkerError::torch("reading interpolator output", e))?;
+        Ok(GrayFrame {
+            width: a.width,
+            height: a.height,
+            data,
+        })
     }
 }
 
@@ -148,7 +184,11 @@ mod tests {
 
     #[test]
     fn bilinear_sampling() {
-        let f = GrayFrame { width: 2, height: 2, data: vec![0.0, 10.0, 20.0, 30.0] };
+        let f = GrayFrame {
+            width: 2,
+            height: 2,
+            data: vec![0.0, 10.0, 20.0, 30.0],
+        };
         assert_eq!(sample_bilinear(&f, 0.5, 0.0), 5.0);
         assert_eq!(sample_bilinear(&f, 0.5, 0.5), 15.0);
         assert_eq!(sample_bilinear(&f, -3.0, 9.0), 20.0);
@@ -156,7 +196,11 @@ mod tests {
 
     fn python() -> std::path::PathBuf {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-        assert!(p.exists(), "the project's Python ({}) is missing: run scripts/bootstrap.sh", p.display());
+        assert!(
+            p.exists(),
+            "the project's Python ({}) is missing: run scripts/bootstrap.sh",
+            p.display()
+        );
         p
     }
 
@@ -169,7 +213,11 @@ mod tests {
              ex = (torch.rand(1, 3, 4, 5), torch.rand(1, 3, 4, 5))\ntorch.jit.trace(M(), ex).save(r'{}')\n",
             model.display()
         );
-        let st = std::process::Command::new(python()).arg("-c").arg(script).status().unwrap();
+        let st = std::process::Command::new(python())
+            .arg("-c")
+            .arg(script)
+            .status()
+            .unwrap();
         assert!(st.success());
         let it = TorchScriptInterpolator::load(&model, 3).unwrap();
         assert!(it.name().starts_with("torchscript:mid.pt:"));
@@ -177,7 +225,11 @@ mod tests {
         let b = GrayFrame::filled(5, 4, 200.0);
         let m = it.midpoint(&a, &b).unwrap();
         assert_eq!((m.width, m.height), (5, 4));
-        assert!(m.data.iter().all(|v| (v - 175.0).abs() < 1e-3), "{:?}", &m.data[..3]);
+        assert!(
+            m.data.iter().all(|v| (v - 175.0).abs() < 1e-3),
+            "{:?}",
+            &m.data[..3]
+        );
         assert!(TorchScriptInterpolator::load(&dir.path().join("none.pt"), 1).is_err());
     }
 }

@@ -116,7 +116,9 @@ pub fn check_times(onset: u32, apex: u32, offset: u32) -> std::result::Result<()
         return Err(format!("offset {offset} is before onset {onset}"));
     }
     if apex < onset || apex > offset {
-        return Err(format!("apex {apex} is outside onset..offset ({onset}..{offset})"));
+        return Err(format!(
+            "apex {apex} is outside onset..offset ({onset}..{offset})"
+        ));
     }
     Ok(())
 }
@@ -129,7 +131,10 @@ pub fn adaptive_plan(ts: u32, tp: u32, te: u32) -> std::result::Result<Plan, Str
     for t in [ts, tp, te] {
         if let std::collections::btree_map::Entry::Vacant(e) = at.entry(t) {
             e.insert(nodes.len());
-            nodes.push(Node { time: t, source: Source::Original });
+            nodes.push(Node {
+                time: t,
+                source: Source::Original,
+            });
         }
     }
     let n = (te - ts + 1) as u64;
@@ -143,7 +148,10 @@ pub fn adaptive_plan(ts: u32, tp: u32, te: u32) -> std::result::Result<Plan, Str
             break;
         }
         let idx = nodes.len();
-        nodes.push(Node { time: m, source: Source::Mid(at[&t1], cur) });
+        nodes.push(Node {
+            time: m,
+            source: Source::Mid(at[&t1], cur),
+        });
         at.insert(m, idx);
         t2 = m;
         cur = idx;
@@ -156,7 +164,10 @@ pub fn adaptive_plan(ts: u32, tp: u32, te: u32) -> std::result::Result<Plan, Str
             break;
         }
         let idx = nodes.len();
-        nodes.push(Node { time: m, source: Source::Mid(cur, at[&t2]) });
+        nodes.push(Node {
+            time: m,
+            source: Source::Mid(cur, at[&t2]),
+        });
         at.insert(m, idx);
         t1 = m;
         cur = idx;
@@ -164,19 +175,30 @@ pub fn adaptive_plan(ts: u32, tp: u32, te: u32) -> std::result::Result<Plan, Str
     // Fill the widest gaps that still hold an integer frame.
     while nodes.len() < KEYFRAMES {
         let times: Vec<u32> = at.keys().copied().collect();
-        let best = times.windows(2).filter(|w| w[1] - w[0] >= 2).max_by(|a, b| {
-            (a[1] - a[0]).cmp(&(b[1] - b[0])).then_with(|| b[0].cmp(&a[0]))
-        });
+        let best = times
+            .windows(2)
+            .filter(|w| w[1] - w[0] >= 2)
+            .max_by(|a, b| {
+                (a[1] - a[0])
+                    .cmp(&(b[1] - b[0]))
+                    .then_with(|| b[0].cmp(&a[0]))
+            });
         let Some(w) = best else { break };
         let m = (w[0] + w[1]) / 2;
         let idx = nodes.len();
-        nodes.push(Node { time: m, source: Source::Mid(at[&w[0]], at[&w[1]]) });
+        nodes.push(Node {
+            time: m,
+            source: Source::Mid(at[&w[0]], at[&w[1]]),
+        });
         at.insert(m, idx);
     }
     let mut order: Vec<usize> = at.values().copied().collect();
     while order.len() < KEYFRAMES {
         order.push(nodes.len());
-        nodes.push(Node { time: te, source: Source::PadOffset });
+        nodes.push(Node {
+            time: te,
+            source: Source::PadOffset,
+        });
     }
     Ok(Plan { nodes, order })
 }
@@ -190,7 +212,10 @@ pub fn build_adaptive(
 ) -> Result<Vec<GrayFrame>> {
     let mut made: Vec<Option<GrayFrame>> = vec![None; plan.nodes.len()];
     let te = plan.nodes.iter().map(|n| n.time).max().unwrap_or(0);
-    let offset_idx = plan.nodes.iter().position(|n| n.source == Source::Original && n.time == te);
+    let offset_idx = plan
+        .nodes
+        .iter()
+        .position(|n| n.source == Source::Original && n.time == te);
     for (i, node) in plan.nodes.iter().enumerate() {
         let f = match node.source {
             Source::Original => load(node.time)?,
@@ -198,7 +223,12 @@ pub fn build_adaptive(
                 let (fa, fb) = (made[a].as_ref(), made[b].as_ref());
                 match (fa, fb) {
                     (Some(fa), Some(fb)) => interp.midpoint(fa, fb)?,
-                    _ => return Err(WorkerError::sample("plan", "key-frame plan refers to a frame not yet made")),
+                    _ => {
+                        return Err(WorkerError::sample(
+                            "plan",
+                            "key-frame plan refers to a frame not yet made",
+                        ))
+                    }
                 }
             }
             Source::PadOffset => {
@@ -213,13 +243,19 @@ pub fn build_adaptive(
     }
     plan.order
         .iter()
-        .map(|&i| made[i].clone().ok_or_else(|| WorkerError::sample("plan", "key-frame missing")))
+        .map(|&i| {
+            made[i]
+                .clone()
+                .ok_or_else(|| WorkerError::sample("plan", "key-frame missing"))
+        })
         .collect()
 }
 
 /// The 11 equally spaced TIM times over onset..offset (fractional frame numbers).
 pub fn tim_times(ts: u32, te: u32) -> Vec<f64> {
-    (0..KEYFRAMES).map(|j| ts as f64 + j as f64 * (te - ts) as f64 / (KEYFRAMES - 1) as f64).collect()
+    (0..KEYFRAMES)
+        .map(|j| ts as f64 + j as f64 * (te - ts) as f64 / (KEYFRAMES - 1) as f64)
+        .collect()
 }
 
 /// TIM resampling: evaluates the cosine (DCT-II) expansion of the sequence `frames` (positions 0..n-1)
@@ -229,14 +265,21 @@ pub fn tim_resample(frames: &[GrayFrame], positions: &[f64]) -> Result<Vec<GrayF
     let Some(first) = frames.first() else {
         return Err(WorkerError::sample("tim", "no frames to interpolate"));
     };
-    if frames.iter().any(|f| f.width != first.width || f.height != first.height) {
+    if frames
+        .iter()
+        .any(|f| f.width != first.width || f.height != first.height)
+    {
         return Err(WorkerError::sample("tim", "frames differ in size"));
     }
     let npx = first.data.len();
     // DCT-II coefficients c_k = (2 - [k == 0]) / n * sum_i x_i cos(pi k (i + 0.5) / n).
     let mut coef = vec![vec![0f64; npx]; n];
     for (k, ck) in coef.iter_mut().enumerate() {
-        let scale = if k == 0 { 1.0 / n as f64 } else { 2.0 / n as f64 };
+        let scale = if k == 0 {
+            1.0 / n as f64
+        } else {
+            2.0 / n as f64
+        };
         for (i, f) in frames.iter().enumerate() {
             let w = scale * (std::f64::consts::PI * k as f64 * (i as f64 + 0.5) / n as f64).cos();
             for (c, &x) in ck.iter_mut().zip(&f.data) {
@@ -254,7 +297,14 @@ pub fn tim_resample(frames: &[GrayFrame], positions: &[f64]) -> Result<Vec<GrayF
                     *o += w * c;
                 }
             }
-            GrayFrame { width: first.width, height: first.height, data: out.into_iter().map(|v| v.clamp(0.0, 255.0) as f32).collect() }
+            GrayFrame {
+                width: first.width,
+                height: first.height,
+                data: out
+                    .into_iter()
+                    .map(|v| v.clamp(0.0, 255.0) as f32)
+                    .collect(),
+            }
         })
         .collect())
 }
@@ -266,7 +316,10 @@ mod tests {
     #[test]
     fn worked_example_of_the_paper() {
         let p = adaptive_plan(25, 91, 121).unwrap();
-        assert_eq!(p.times(), vec![25, 27, 29, 33, 41, 58, 91, 106, 113, 117, 121]);
+        assert_eq!(
+            p.times(),
+            vec![25, 27, 29, 33, 41, 58, 91, 106, 113, 117, 121]
+        );
         // 58 is made from onset 25 and apex 91; 41 from 25 and the synthesized 58.
         let node = |t: u32| p.nodes.iter().find(|n| n.time == t).unwrap();
         let idx = |t: u32| p.nodes.iter().position(|n| n.time == t).unwrap();
@@ -317,7 +370,9 @@ mod tests {
         }
         assert!(adaptive_plan(10, 31, 30).unwrap_err().contains("apex 31"));
         assert!(adaptive_plan(10, 9, 30).is_err());
-        assert!(adaptive_plan(10, 10, 9).unwrap_err().contains("before onset"));
+        assert!(adaptive_plan(10, 10, 9)
+            .unwrap_err()
+            .contains("before onset"));
     }
 
     struct Avg;
@@ -326,7 +381,16 @@ mod tests {
             "avg".into()
         }
         fn midpoint(&self, a: &GrayFrame, b: &GrayFrame) -> Result<GrayFrame> {
-            Ok(GrayFrame { width: a.width, height: a.height, data: a.data.iter().zip(&b.data).map(|(x, y)| (x + y) / 2.0).collect() })
+            Ok(GrayFrame {
+                width: a.width,
+                height: a.height,
+                data: a
+                    .data
+                    .iter()
+                    .zip(&b.data)
+                    .map(|(x, y)| (x + y) / 2.0)
+                    .collect(),
+            })
         }
     }
 
@@ -349,17 +413,26 @@ mod tests {
         assert_eq!(frames[1].data[0], 27.0625);
         let short = adaptive_plan(0, 3, 6).unwrap();
         let f = build_adaptive(&short, |t| Ok(GrayFrame::filled(1, 1, t as f32)), &Avg).unwrap();
-        assert_eq!(f.iter().map(|f| f.data[0]).collect::<Vec<_>>(), vec![0.0, 1.5, 2.25, 3.0, 4.5, 5.25, 6.0, 6.0, 6.0, 6.0, 6.0]);
+        assert_eq!(
+            f.iter().map(|f| f.data[0]).collect::<Vec<_>>(),
+            vec![0.0, 1.5, 2.25, 3.0, 4.5, 5.25, 6.0, 6.0, 6.0, 6.0, 6.0]
+        );
     }
 
     #[test]
     fn tim_is_exact_at_integer_positions_and_smooth_between() {
-        let frames: Vec<GrayFrame> = (0..7).map(|i| GrayFrame::filled(3, 2, (i * 10) as f32)).collect();
+        let frames: Vec<GrayFrame> = (0..7)
+            .map(|i| GrayFrame::filled(3, 2, (i * 10) as f32))
+            .collect();
         let out = tim_resample(&frames, &[0.0, 3.0, 6.0, 2.5]).unwrap();
         assert!((out[0].data[0] - 0.0).abs() < 1e-3);
         assert!((out[1].data[4] - 30.0).abs() < 1e-3);
         assert!((out[2].data[5] - 60.0).abs() < 1e-3);
-        assert!(out[3].data[0] > 20.0 && out[3].data[0] < 30.0, "{}", out[3].data[0]);
+        assert!(
+            out[3].data[0] > 20.0 && out[3].data[0] < 30.0,
+            "{}",
+            out[3].data[0]
+        );
         let t = tim_times(25, 121);
         assert_eq!(t.len(), 11);
         assert_eq!(t[0], 25.0);

@@ -19,10 +19,20 @@ pub struct ParamSet {
 impl ParamSet {
     /// Takes ownership of fp32 tensors (placed in the precision's master layout), all trainable.
     pub fn new(names: Vec<String>, values: Vec<Tensor>, prec: &Precision) -> Self {
-        let values: Vec<Tensor> =
-            values.into_iter().map(|v| prec.master_layout(v.to_device(prec.device).to_kind(Kind::Float).detach()).set_requires_grad(true)).collect();
+        let values: Vec<Tensor> = values
+            .into_iter()
+            .map(|v| {
+                prec.master_layout(v.to_device(prec.device).to_kind(Kind::Float).detach())
+                    .set_requires_grad(true)
+            })
+            .collect();
         let n = values.len();
-        ParamSet { names, values, trainable: vec![true; n], momentum: (0..n).map(|_| None).collect() }
+        ParamSet {
+            names,
+            values,
+            trainable: vec![true; n],
+            momentum: (0..n).map(|_| None).collect(),
+        }
     }
 
     /// Parameter names, in order.
@@ -90,7 +100,16 @@ impl ParamSet {
 
     /// Logical-layout fp32 CPU copies `(name, tensor)` of the parameters (for checkpoints and artifacts).
     pub fn to_cpu(&self) -> Vec<(String, Tensor)> {
-        self.names.iter().zip(&self.values).map(|(n, v)| (n.clone(), v.detach().to_device(tch::Device::Cpu).contiguous())).collect()
+        self.names
+            .iter()
+            .zip(&self.values)
+            .map(|(n, v)| {
+                (
+                    n.clone(),
+                    v.detach().to_device(tch::Device::Cpu).contiguous(),
+                )
+            })
+            .collect()
     }
 
     /// CPU copies of the momentum buffers that exist, named `momentum.<param>`.
@@ -98,13 +117,24 @@ impl ParamSet {
         self.names
             .iter()
             .zip(&self.momentum)
-            .filter_map(|(n, m)| m.as_ref().map(|m| (format!("momentum.{n}"), m.to_device(tch::Device::Cpu).contiguous())))
+            .filter_map(|(n, m)| {
+                m.as_ref().map(|m| {
+                    (
+                        format!("momentum.{n}"),
+                        m.to_device(tch::Device::Cpu).contiguous(),
+                    )
+                })
+            })
             .collect()
     }
 
     /// Overwrites parameter values (and momentum buffers where given) from named tensors, keeping the
     /// master layout. Returns the names of parameters that were not found in `src`.
-    pub fn load(&mut self, src: &std::collections::HashMap<String, Tensor>, prec: &Precision) -> Vec<String> {
+    pub fn load(
+        &mut self,
+        src: &std::collections::HashMap<String, Tensor>,
+        prec: &Precision,
+    ) -> Vec<String> {
         let mut missing = Vec::new();
         tch::no_grad(|| {
             for i in 0..self.values.len() {
@@ -115,7 +145,8 @@ impl ParamSet {
                     None => missing.push(self.names[i].clone()),
                 }
                 if let Some(m) = src.get(&format!("momentum.{}", self.names[i])) {
-                    self.momentum[i] = Some(prec.master_layout(m.to_device(prec.device).to_kind(Kind::Float)));
+                    self.momentum[i] =
+                        Some(prec.master_layout(m.to_device(prec.device).to_kind(Kind::Float)));
                 }
             }
         });
@@ -137,9 +168,20 @@ mod tests {
     #[test]
     fn sgd_matches_pytorch_rule_and_skips_frozen() {
         let prec = Precision::new(false, Device::Cpu);
-        let mut ps = ParamSet::new(vec!["a".into(), "b".into()], vec![Tensor::from_slice(&[1.0f32, 2.0]), Tensor::from_slice(&[3.0f32])], &prec);
+        let mut ps = ParamSet::new(
+            vec!["a".into(), "b".into()],
+            vec![
+                Tensor::from_slice(&[1.0f32, 2.0]),
+                Tensor::from_slice(&[3.0f32]),
+            ],
+            &prec,
+        );
         ps.freeze(1);
-        let o = OptimConfig { momentum: 0.9, weight_decay: 0.0, ..OptimConfig::default() };
+        let o = OptimConfig {
+            momentum: 0.9,
+            weight_decay: 0.0,
+            ..OptimConfig::default()
+        };
         for _ in 0..2 {
             let w = ps.compute(&prec);
             let loss = (&w[0] * &w[0]).sum(Kind::Float) + w[1].sum(Kind::Float);
@@ -149,7 +191,10 @@ mod tests {
         // step 1: g = 2p = [2, 4]; buf = g; p = [0.8, 1.6]. step 2: g = [1.6, 3.2]; buf = 0.9*[2,4] + g = [3.4, 6.8];
         // p = [0.8 - 0.34, 1.6 - 0.68] = [0.46, 0.92].
         let a: Vec<f32> = Vec::try_from(&ps.values()[0].detach()).unwrap();
-        assert!((a[0] - 0.46).abs() < 1e-6 && (a[1] - 0.92).abs() < 1e-6, "{a:?}");
+        assert!(
+            (a[0] - 0.46).abs() < 1e-6 && (a[1] - 0.92).abs() < 1e-6,
+            "{a:?}"
+        );
         assert_eq!(ps.values()[1].double_value(&[0]), 3.0);
         assert!(!ps.is_trainable(1));
     }

@@ -26,7 +26,10 @@ pub struct Pair {
 pub fn eq7_pair_count(class_counts: &[usize]) -> (u64, u64, u64) {
     let n: u64 = class_counts.iter().map(|&c| c as u64).sum();
     let total = n * n.saturating_sub(1) / 2;
-    let same: u64 = class_counts.iter().map(|&c| (c as u64) * (c as u64).saturating_sub(1) / 2).sum();
+    let same: u64 = class_counts
+        .iter()
+        .map(|&c| (c as u64) * (c as u64).saturating_sub(1) / 2)
+        .sum();
     (total, same, total - same)
 }
 
@@ -41,9 +44,16 @@ pub struct PairSet {
 
 impl PairSet {
     /// Enumerates all eq. 7 pairs of `labels` (class of each training sample) and splits them.
-    pub fn build(labels: &[usize], val_fraction: f64, rng: &mut ChaCha8Rng) -> Result<Self, WorkerError> {
+    pub fn build(
+        labels: &[usize],
+        val_fraction: f64,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Self, WorkerError> {
         if !(0.0..1.0).contains(&val_fraction) {
-            return Err(WorkerError::InvalidOption { option: "prior.val_fraction".into(), message: format!("{val_fraction} must be in [0, 1)") });
+            return Err(WorkerError::InvalidOption {
+                option: "prior.val_fraction".into(),
+                message: format!("{val_fraction} must be in [0, 1)"),
+            });
         }
         let mut same = Vec::new();
         let mut diff = Vec::new();
@@ -76,7 +86,12 @@ impl PairSet {
         };
         let (train_same, val_same) = split(same);
         let (train_diff, val_diff) = split(diff);
-        Ok(PairSet { train_same, train_diff, val_same, val_diff })
+        Ok(PairSet {
+            train_same,
+            train_diff,
+            val_same,
+            val_diff,
+        })
     }
 
     /// Total pairs (learning + monitoring): eq. 7's count.
@@ -101,8 +116,15 @@ impl PairSet {
     /// A fixed balanced set of at most `max` monitoring pairs (the same every epoch).
     pub fn validation(&self, max: usize) -> Vec<Pair> {
         let k = (max / 2).min(self.val_same.len()).min(self.val_diff.len());
-        let mut v: Vec<Pair> = self.val_same[..k].iter().map(|&(a, b)| Pair { a, b, same: true }).collect();
-        v.extend(self.val_diff[..k].iter().map(|&(a, b)| Pair { a, b, same: false }));
+        let mut v: Vec<Pair> = self.val_same[..k]
+            .iter()
+            .map(|&(a, b)| Pair { a, b, same: true })
+            .collect();
+        v.extend(
+            self.val_diff[..k]
+                .iter()
+                .map(|&(a, b)| Pair { a, b, same: false }),
+        );
         v
     }
 }
@@ -112,7 +134,10 @@ fn draw(from: &[(u32, u32)], k: usize, same: bool, rng: &mut ChaCha8Rng, out: &m
     let mut left = k;
     while left > 0 {
         let take = left.min(from.len());
-        out.extend(from.choose_multiple(rng, take).map(|&(a, b)| Pair { a, b, same }));
+        out.extend(
+            from.choose_multiple(rng, take)
+                .map(|&(a, b)| Pair { a, b, same }),
+        );
         left -= take;
     }
 }
@@ -148,12 +173,16 @@ mod tests {
         let e = ps.epoch(101, &mut ChaCha8Rng::seed_from_u64(5));
         assert_eq!(e.len(), 101);
         assert_eq!(e.iter().filter(|p| p.same).count(), 50);
-        assert!(e.iter().all(|p| (labels[p.a as usize] == labels[p.b as usize]) == p.same && p.a < p.b));
+        assert!(e
+            .iter()
+            .all(|p| (labels[p.a as usize] == labels[p.b as usize]) == p.same && p.a < p.b));
         // The monitoring pairs never appear in an epoch.
         let val = ps.validation(1000);
         assert_eq!(val.iter().filter(|p| p.same).count(), val.len() / 2);
         let e2 = ps.epoch(1000, &mut ChaCha8Rng::seed_from_u64(5));
-        assert!(e2.iter().all(|p| !val.iter().any(|v| v.a == p.a && v.b == p.b)));
+        assert!(e2
+            .iter()
+            .all(|p| !val.iter().any(|v| v.a == p.a && v.b == p.b)));
         assert_eq!(e, ps.epoch(101, &mut ChaCha8Rng::seed_from_u64(5)));
         // More pairs than the learning part holds: starts over instead of failing.
         let small = PairSet::build(&[0, 0, 1, 1], 0.0, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
@@ -162,7 +191,12 @@ mod tests {
 
     #[test]
     fn degenerate_folds_are_errors() {
-        assert!(PairSet::build(&[0, 1, 2], 0.1, &mut ChaCha8Rng::seed_from_u64(0)).unwrap_err().to_string().contains("same"));
+        assert!(
+            PairSet::build(&[0, 1, 2], 0.1, &mut ChaCha8Rng::seed_from_u64(0))
+                .unwrap_err()
+                .to_string()
+                .contains("same")
+        );
         assert!(PairSet::build(&[1, 1, 1], 0.1, &mut ChaCha8Rng::seed_from_u64(0)).is_err());
         assert!(PairSet::build(&[0, 0, 1, 1], 1.0, &mut ChaCha8Rng::seed_from_u64(0)).is_err());
     }

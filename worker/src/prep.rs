@@ -15,7 +15,9 @@ use crate::error::{Result, WorkerError};
 use crate::face::{read_gray, FaceCrop, FaceDetector};
 use crate::flow::{flow_stack, FlowParams};
 use crate::interp::{FarnebackInterpolator, FrameInterpolator, TorchScriptInterpolator};
-use crate::keyframes::{adaptive_plan, build_adaptive, check_times, tim_resample, tim_times, KeyframeMethod, Source};
+use crate::keyframes::{
+    adaptive_plan, build_adaptive, check_times, tim_resample, tim_times, KeyframeMethod, Source,
+};
 use mer_shared::prepared::{PrepInfo, Prepared, SampleMeta};
 use mer_shared::Dataset;
 use rayon::prelude::*;
@@ -104,7 +106,13 @@ impl Default for PrepOptions {
 impl PrepOptions {
     /// Options for the three roots of a synthetic dataset (SMIC-E too when it was written).
     pub fn from_synth(s: &crate::synth::SynthSummary, out: impl Into<PathBuf>) -> Self {
-        PrepOptions { casme2: Some(s.casme2.clone()), samm: Some(s.samm.clone()), smic: Some(s.smic.clone()), out: out.into(), ..Default::default() }
+        PrepOptions {
+            casme2: Some(s.casme2.clone()),
+            samm: Some(s.samm.clone()),
+            smic: Some(s.smic.clone()),
+            out: out.into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -139,10 +147,18 @@ impl PrepReport {
 
     /// A human-readable summary with the counts.
     pub fn to_text(&self) -> String {
-        let mut s = format!("wrote {} samples, {} subjects to {}\n", self.samples, self.subjects, self.out.display());
+        let mut s = format!(
+            "wrote {} samples, {} subjects to {}\n",
+            self.samples,
+            self.subjects,
+            self.out.display()
+        );
         for (d, n) in &self.per_dataset {
             let c = self.megc3.get(d).copied().unwrap_or_default();
-            s += &format!("  {d:<7} {n:>4} clips   megc3 negative {} positive {} surprise {}\n", c[0], c[1], c[2]);
+            s += &format!(
+                "  {d:<7} {n:>4} clips   megc3 negative {} positive {} surprise {}\n",
+                c[0], c[1], c[2]
+            );
         }
         if self.fallbacks > 0 {
             s += &format!("  full-frame fallback used for {} clips\n", self.fallbacks);
@@ -166,9 +182,12 @@ pub fn skip_report_path(out: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// A clip left out: (sample id, reason).
+pub type Skipped = (String, String);
+
 /// Reads the datasets named in the options, applies corrections and the composite selection.
 /// Returns the records to prepare and the list entries that could not be found (as (id, reason)).
-pub fn collect_records(opts: &PrepOptions) -> Result<(Vec<ClipRecord>, Vec<(String, String)>)> {
+pub fn collect_records(opts: &PrepOptions) -> Result<(Vec<ClipRecord>, Vec<Skipped>)> {
     let mut records = Vec::new();
     let roots = [
         (DatasetKind::Casme2, &opts.casme2),
@@ -177,10 +196,16 @@ pub fn collect_records(opts: &PrepOptions) -> Result<(Vec<ClipRecord>, Vec<(Stri
         (DatasetKind::SmicE, &opts.smic_e),
     ];
     if roots.iter().all(|(_, r)| r.is_none()) {
-        return Err(WorkerError::InvalidOption { option: "datasets".into(), message: "give at least one of --casme2, --samm, --smic, --smic-e".into() });
+        return Err(WorkerError::InvalidOption {
+            option: "datasets".into(),
+            message: "give at least one of --casme2, --samm, --smic, --smic-e".into(),
+        });
     }
     if opts.smic.is_some() && opts.smic_e.is_some() {
-        return Err(WorkerError::InvalidOption { option: "--smic-e".into(), message: "give either --smic or --smic-e (both hold the same SMIC-HS clips)".into() });
+        return Err(WorkerError::InvalidOption {
+            option: "--smic-e".into(),
+            message: "give either --smic or --smic-e (both hold the same SMIC-HS clips)".into(),
+        });
     }
     for (kind, root) in roots {
         if let Some(root) = root {
@@ -206,15 +231,30 @@ pub fn collect_records(opts: &PrepOptions) -> Result<(Vec<ClipRecord>, Vec<(Stri
             tracing::debug!(sample = %id, "not in the composite list: left out");
         }
         if !sel.left_out.is_empty() {
-            tracing::info!("{} clips on disk are not in the composite list and are left out", sel.left_out.len());
+            tracing::info!(
+                "{} clips on disk are not in the composite list and are left out",
+                sel.left_out.len()
+            );
         }
-        missing = sel.missing.into_iter().map(|id| (id, "listed in the composite list but not found on disk".to_string())).collect();
+        missing = sel
+            .missing
+            .into_iter()
+            .map(|id| {
+                (
+                    id,
+                    "listed in the composite list but not found on disk".to_string(),
+                )
+            })
+            .collect();
         records = sel.selected;
     }
     let mut seen = std::collections::HashSet::new();
     for r in &records {
         if !seen.insert(r.id()) {
-            return Err(WorkerError::sample(r.id(), format!("appears twice (second at {})", r.source)));
+            return Err(WorkerError::sample(
+                r.id(),
+                format!("appears twice (second at {})", r.source),
+            ));
         }
     }
     Ok((records, missing))
@@ -231,15 +271,26 @@ struct ClipOut {
 }
 
 /// Prepares one clip: face crop, key-frames, flows.
-fn prepare_clip(rec: &ClipRecord, opts: &PrepOptions, interp: &dyn FrameInterpolator) -> Result<ClipOut> {
+fn prepare_clip(
+    rec: &ClipRecord,
+    opts: &PrepOptions,
+    interp: &dyn FrameInterpolator,
+) -> Result<ClipOut> {
     let id = rec.id();
     let bad = |m: String| WorkerError::sample(&id, m);
     if let Some(p) = &rec.problem {
         return Err(bad(p.clone()));
     }
-    let apex = rec.apex.ok_or_else(|| bad(format!("no apex annotated ({}); add a correction to the corrections file", rec.source)))?;
+    let apex = rec.apex.ok_or_else(|| {
+        bad(format!(
+            "no apex annotated ({}); add a correction to the corrections file",
+            rec.source
+        ))
+    })?;
     check_times(rec.onset, apex, rec.offset).map_err(|m| bad(format!("{m} ({})", rec.source)))?;
-    let missing: Vec<u32> = (rec.onset..=rec.offset).filter(|&t| find_frame(&rec.frames, t).is_none()).collect();
+    let missing: Vec<u32> = (rec.onset..=rec.offset)
+        .filter(|&t| find_frame(&rec.frames, t).is_none())
+        .collect();
     if !missing.is_empty() {
         return Err(bad(format!(
             "{} of the frames {}..{} are missing in {} (first: {})",
@@ -250,7 +301,11 @@ fn prepare_clip(rec: &ClipRecord, opts: &PrepOptions, interp: &dyn FrameInterpol
             missing[0]
         )));
     }
-    let path_of = |t: u32| find_frame(&rec.frames, t).map(|f| f.path.clone()).ok_or_else(|| bad(format!("frame {t} missing")));
+    let path_of = |t: u32| {
+        find_frame(&rec.frames, t)
+            .map(|f| f.path.clone())
+            .ok_or_else(|| bad(format!("frame {t} missing")))
+    };
     let read = |t: u32| -> Result<opencv::core::Mat> {
         let p = path_of(t)?;
         read_gray(&p).map_err(|e| bad(format!("unreadable image {}: {e}", p.display())))
@@ -274,12 +329,25 @@ fn prepare_clip(rec: &ClipRecord, opts: &PrepOptions, interp: &dyn FrameInterpol
             tracing::warn!(sample = %id, "no face found on the onset frame: using the full-frame fallback");
             FaceCrop::full_frame(w, h)
         }
-        None => return Err(bad("no face found on the onset frame (use --face-fallback to crop the full frame)".into())),
+        None => {
+            return Err(bad(
+                "no face found on the onset frame (use --face-fallback to crop the full frame)"
+                    .into(),
+            ))
+        }
     };
     let load = |t: u32| -> Result<GrayFrame> {
-        let m = if t == rec.onset { onset.try_clone().map_err(|e| WorkerError::cv("copy", e))? } else { read(t)? };
+        let m = if t == rec.onset {
+            onset.try_clone().map_err(|e| WorkerError::cv("copy", e))?
+        } else {
+            read(t)?
+        };
         if m.cols() != w || m.rows() != h {
-            return Err(bad(format!("frame {t} is {}x{}, the onset frame {w}x{h}", m.cols(), m.rows())));
+            return Err(bad(format!(
+                "frame {t} is {}x{}, the onset frame {w}x{h}",
+                m.cols(),
+                m.rows()
+            )));
         }
         crop.apply(&m, opts.size)
     };
@@ -288,29 +356,45 @@ fn prepare_clip(rec: &ClipRecord, opts: &PrepOptions, interp: &dyn FrameInterpol
             let plan = adaptive_plan(rec.onset, apex, rec.offset).map_err(bad)?;
             let times: Vec<f64> = plan.times().iter().map(|&t| t as f64).collect();
             if opts.keyframes == KeyframeMethod::Adaptive {
-                let anchors: Vec<u32> = plan.nodes.iter().filter(|n| n.source == Source::Original).map(|n| n.time).collect();
+                let anchors: Vec<u32> = plan
+                    .nodes
+                    .iter()
+                    .filter(|n| n.source == Source::Original)
+                    .map(|n| n.time)
+                    .collect();
                 let frames = build_adaptive(&plan, load, interp)?;
-                let sources = anchors.iter().map(|&t| path_of(t).map(|p| rec.relative(&p))).collect::<Result<Vec<_>>>()?;
+                let sources = anchors
+                    .iter()
+                    .map(|&t| path_of(t).map(|p| rec.relative(&p)))
+                    .collect::<Result<Vec<_>>>()?;
                 (frames, times, sources)
             } else {
                 let mut cache: BTreeMap<u32, GrayFrame> = BTreeMap::new();
                 let mut frames = Vec::new();
                 for t in plan.times() {
-                    if !cache.contains_key(&t) {
-                        cache.insert(t, load(t)?);
-                    }
-                    frames.push(cache[&t].clone());
+                    let f = match cache.entry(t) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.get().clone(),
+                        std::collections::btree_map::Entry::Vacant(e) => e.insert(load(t)?).clone(),
+                    };
+                    frames.push(f);
                 }
-                let sources = cache.keys().map(|&t| path_of(t).map(|p| rec.relative(&p))).collect::<Result<Vec<_>>>()?;
+                let sources = cache
+                    .keys()
+                    .map(|&t| path_of(t).map(|p| rec.relative(&p)))
+                    .collect::<Result<Vec<_>>>()?;
                 (frames, times, sources)
             }
         }
         KeyframeMethod::Tim => {
-            let all = (rec.onset..=rec.offset).map(load).collect::<Result<Vec<_>>>()?;
+            let all = (rec.onset..=rec.offset)
+                .map(load)
+                .collect::<Result<Vec<_>>>()?;
             let times = tim_times(rec.onset, rec.offset);
             let pos: Vec<f64> = times.iter().map(|t| t - rec.onset as f64).collect();
             let frames = tim_resample(&all, &pos)?;
-            let sources = (rec.onset..=rec.offset).map(|t| path_of(t).map(|p| rec.relative(&p))).collect::<Result<Vec<_>>>()?;
+            let sources = (rec.onset..=rec.offset)
+                .map(|t| path_of(t).map(|p| rec.relative(&p)))
+                .collect::<Result<Vec<_>>>()?;
             (frames, times, sources)
         }
     };
@@ -332,25 +416,38 @@ fn prepare_clip(rec: &ClipRecord, opts: &PrepOptions, interp: &dyn FrameInterpol
         crop_box: crop.rect,
         corrections: rec.corrections.clone(),
     };
-    Ok(ClipOut { meta, flow, fallback: crop.fallback })
+    Ok(ClipOut {
+        meta,
+        flow,
+        fallback: crop.fallback,
+    })
 }
 
 /// Runs a preparation (see the module docs).
 pub fn prepare(opts: &PrepOptions) -> Result<PrepReport> {
     if !(16..=1024).contains(&opts.size) {
-        return Err(WorkerError::InvalidOption { option: "--size".into(), message: format!("{} is not in 16..=1024", opts.size) });
+        return Err(WorkerError::InvalidOption {
+            option: "--size".into(),
+            message: format!("{} is not in 16..=1024", opts.size),
+        });
     }
     let (records, missing) = collect_records(opts)?;
     if !missing.is_empty() && !opts.skip_bad {
         let first: Vec<&str> = missing.iter().take(5).map(|(id, _)| id.as_str()).collect();
         return Err(WorkerError::sample(
             first[0],
-            format!("{} composite clips not found on disk (e.g. {}); use --skip-bad to leave them out", missing.len(), first.join(", ")),
+            format!(
+                "{} composite clips not found on disk (e.g. {}); use --skip-bad to leave them out",
+                missing.len(),
+                first.join(", ")
+            ),
         ));
     }
     let interp: Box<dyn FrameInterpolator> = match &opts.interpolator {
         InterpolatorChoice::Farneback => Box::new(FarnebackInterpolator { params: opts.flow }),
-        InterpolatorChoice::TorchScript { path, channels } => Box::new(TorchScriptInterpolator::load(path, *channels)?),
+        InterpolatorChoice::TorchScript { path, channels } => {
+            Box::new(TorchScriptInterpolator::load(path, *channels)?)
+        }
     };
     // Fail early (not once per clip) when the cascades are missing.
     FaceDetector::new()?;
@@ -359,17 +456,26 @@ pub fn prepare(opts: &PrepOptions) -> Result<PrepReport> {
         if let Some(t) = opts.threads {
             b = b.num_threads(t.max(1));
         }
-        b.build().map_err(|e| WorkerError::InvalidOption { option: "--threads".into(), message: e.to_string() })?
+        b.build().map_err(|e| WorkerError::InvalidOption {
+            option: "--threads".into(),
+            message: e.to_string(),
+        })?
     };
     // Parallelism is across clips; OpenCV's own thread pool would only oversubscribe the cores.
     if pool.current_num_threads() > 1 {
         let _ = opencv::core::set_num_threads(1);
     }
-    let bar = if opts.progress { indicatif::ProgressBar::new(records.len() as u64) } else { indicatif::ProgressBar::hidden() };
+    let bar = if opts.progress {
+        indicatif::ProgressBar::new(records.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} clips ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} clips ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     let start = std::time::Instant::now();
     let results: Vec<Result<ClipOut>> = pool.install(|| {
@@ -397,7 +503,10 @@ pub fn prepare(opts: &PrepOptions) -> Result<PrepReport> {
         }
     }
     if kept.is_empty() {
-        return Err(WorkerError::InvalidOption { option: "datasets".into(), message: "no clip could be prepared".into() });
+        return Err(WorkerError::InvalidOption {
+            option: "datasets".into(),
+            message: "no clip could be prepared".into(),
+        });
     }
     let c = if opts.magnitude { 3 } else { 2 };
     let s = opts.size as usize;
@@ -425,10 +534,19 @@ pub fn prepare(opts: &PrepOptions) -> Result<PrepReport> {
         size: opts.size,
         frames: 10,
         channels,
-        crop: if opts.face_fallback { "haar-eyes, full-frame fallback on".into() } else { "haar-eyes".into() },
+        crop: if opts.face_fallback {
+            "haar-eyes, full-frame fallback on".into()
+        } else {
+            "haar-eyes".into()
+        },
         mer_version: env!("CARGO_PKG_VERSION").into(),
     };
-    let prepared = Prepared { info, samples, shape: [n, c, 10, s, s], flow };
+    let prepared = Prepared {
+        info,
+        samples,
+        shape: [n, c, 10, s, s],
+        flow,
+    };
     let skip_report = if opts.skip_bad {
         let p = skip_report_path(&opts.out);
         let mut text = String::from("sample\treason\n");
@@ -451,7 +569,17 @@ pub fn prepare(opts: &PrepOptions) -> Result<PrepReport> {
             megc3.entry(m.dataset.key().to_string()).or_default()[l] += 1;
         }
     }
-    Ok(PrepReport { out: opts.out.clone(), samples: n, subjects: subjects.len(), per_dataset, megc3, skipped, skip_report, fallbacks, seconds })
+    Ok(PrepReport {
+        out: opts.out.clone(),
+        samples: n,
+        subjects: subjects.len(),
+        per_dataset,
+        megc3,
+        skipped,
+        skip_report,
+        fallbacks,
+        seconds,
+    })
 }
 
 /// Counts of a prepared file, for `mer prep inspect`.
@@ -472,12 +600,26 @@ pub struct Inspection {
 /// Reads a prepared file and counts samples per dataset, subject and class.
 pub fn inspect(path: &Path) -> Result<Inspection> {
     let p = Prepared::read(path)?;
-    let mut ins = Inspection { shape: p.shape, info: p.info.clone(), per_dataset: BTreeMap::new(), per_subject: BTreeMap::new(), per_class: BTreeMap::new() };
+    let mut ins = Inspection {
+        shape: p.shape,
+        info: p.info.clone(),
+        per_dataset: BTreeMap::new(),
+        per_subject: BTreeMap::new(),
+        per_class: BTreeMap::new(),
+    };
     for m in &p.samples {
         *ins.per_dataset.entry(m.dataset).or_insert(0) += 1;
-        *ins.per_subject.entry((m.dataset, m.subject.clone())).or_insert(0) += 1;
+        *ins.per_subject
+            .entry((m.dataset, m.subject.clone()))
+            .or_insert(0) += 1;
         for (scheme, &l) in &m.labels {
-            *ins.per_class.entry(scheme.clone()).or_default().entry(m.dataset).or_default().entry(l).or_insert(0) += 1;
+            *ins.per_class
+                .entry(scheme.clone())
+                .or_default()
+                .entry(m.dataset)
+                .or_default()
+                .entry(l)
+                .or_insert(0) += 1;
         }
     }
     Ok(ins)
@@ -495,7 +637,11 @@ impl Inspection {
             self.info.channels.join(",")
         );
         let subjects: std::collections::BTreeSet<_> = self.per_subject.keys().collect();
-        s += &format!("samples {}, subjects {}\n\nper dataset:\n", self.shape[0], subjects.len());
+        s += &format!(
+            "samples {}, subjects {}\n\nper dataset:\n",
+            self.shape[0],
+            subjects.len()
+        );
         for (d, n) in &self.per_dataset {
             let subj = self.per_subject.keys().filter(|(dd, _)| dd == d).count();
             s += &format!("  {:<7} {n:>5} clips {subj:>3} subjects\n", d.key());
@@ -509,7 +655,9 @@ impl Inspection {
             let mut total = vec![0usize; sch.num_classes()];
             for (d, counts) in by_d {
                 let names = sch.class_names(Some(*d));
-                let parts: Vec<String> = (0..sch.num_classes()).map(|c| format!("{} {}", names[c], counts.get(&c).copied().unwrap_or(0))).collect();
+                let parts: Vec<String> = (0..sch.num_classes())
+                    .map(|c| format!("{} {}", names[c], counts.get(&c).copied().unwrap_or(0)))
+                    .collect();
                 for (c, t) in total.iter_mut().enumerate() {
                     *t += counts.get(&c).copied().unwrap_or(0);
                 }
@@ -517,7 +665,11 @@ impl Inspection {
             }
             if scheme != "emotion5" {
                 let names = sch.class_names(None);
-                let parts: Vec<String> = total.iter().enumerate().map(|(c, n)| format!("{} {n}", names[c])).collect();
+                let parts: Vec<String> = total
+                    .iter()
+                    .enumerate()
+                    .map(|(c, n)| format!("{} {n}", names[c]))
+                    .collect();
                 s += &format!("  {:<7} {}\n", "all", parts.join(", "));
             }
         }

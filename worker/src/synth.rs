@@ -55,7 +55,10 @@ impl FromStr for Preset {
             "tiny" => Ok(Preset::Tiny),
             "mini" => Ok(Preset::Mini),
             "composite" => Ok(Preset::Composite),
-            _ => Err(WorkerError::InvalidOption { option: "--preset".into(), message: format!("'{s}' is not tiny, mini or composite") }),
+            _ => Err(WorkerError::InvalidOption {
+                option: "--preset".into(),
+                message: format!("'{s}' is not tiny, mini or composite"),
+            }),
         }
     }
 }
@@ -85,7 +88,12 @@ pub struct SynthOptions {
 impl SynthOptions {
     /// The defaults of a preset: RAW_selected layout, no SMIC-E.
     pub fn new(preset: Preset, seed: u64) -> Self {
-        SynthOptions { preset, seed, casme2_layout: Casme2Layout::RawSelected, smic_e: false }
+        SynthOptions {
+            preset,
+            seed,
+            casme2_layout: Casme2Layout::RawSelected,
+            smic_e: false,
+        }
     }
 }
 
@@ -207,7 +215,12 @@ impl Face {
         let a = b * rng.random_range(0.74..0.82);
         let mut tex = [(0.0, 0.0, 0.0, 0.0); 3];
         for t in tex.iter_mut() {
-            *t = (rng.random_range(0.15..0.6), rng.random_range(0.15..0.6), rng.random_range(0.0..6.28), rng.random_range(0.015..0.035));
+            *t = (
+                rng.random_range(0.15..0.6),
+                rng.random_range(0.15..0.6),
+                rng.random_range(0.0..std::f32::consts::TAU),
+                rng.random_range(0.015..0.035),
+            );
         }
         Face {
             w,
@@ -290,7 +303,17 @@ fn intensity(t: f32, on: f32, ap: f32, off: f32) -> f32 {
 /// A soft ellipse feature: multiplies pixels by (1 - dark * weight), weight 1 inside, 0 outside, with a
 /// 1-pixel soft edge (so sub-pixel motion changes pixel values smoothly).
 #[allow(clippy::too_many_arguments)]
-fn blob(img: &mut [f32], w: usize, h: usize, x0: f32, y0: f32, rx: f32, ry: f32, angle: f32, dark: f32) {
+fn blob(
+    img: &mut [f32],
+    w: usize,
+    h: usize,
+    x0: f32,
+    y0: f32,
+    rx: f32,
+    ry: f32,
+    angle: f32,
+    dark: f32,
+) {
     let (rx, ry) = (rx.max(0.5), ry.max(0.5));
     let r = rx.max(ry) + 2.0;
     let (c, s) = (angle.cos(), angle.sin());
@@ -323,14 +346,14 @@ fn render(face: &Face, p: &ClipPlan, t: u32, rng: &mut ChaCha8Rng) -> Vec<f32> {
     let sec = tf / p.fps as f32;
     let (mut jx, mut jy) = (0.0, 0.0);
     for (k, &(amp, freq, ph)) in p.jitter.iter().enumerate() {
-        let v = amp * (6.283 * freq * sec + ph).sin();
+        let v = amp * (std::f32::consts::TAU * freq * sec + ph).sin();
         if k % 2 == 0 {
             jx += v;
         } else {
             jy += v;
         }
     }
-    let gain = 1.0 + p.drift.0 * (6.283 * sec * 1.3 + p.drift.1).sin();
+    let gain = 1.0 + p.drift.0 * (std::f32::consts::TAU * sec * 1.3 + p.drift.1).sin();
     let (cx, cy, a, b) = (face.cx + jx, face.cy + jy, face.a, face.b);
     let mut img = vec![0f32; w * h];
     for y in 0..h {
@@ -347,7 +370,11 @@ fn render(face: &Face, p: &ClipPlan, t: u32, rng: &mut ChaCha8Rng) -> Vec<f32> {
             let shade = 1.0 - 0.22 * r * r + face.light.0 * u + face.light.1 * v;
             let skin = face.skin * shade * (1.0 + tex);
             // Hair: darker band over the top of the head.
-            let hair = if v < -0.62 { smoothstep((-0.62 - v) / 0.1) * 0.55 } else { 0.0 };
+            let hair = if v < -0.62 {
+                smoothstep((-0.62 - v) / 0.1) * 0.55
+            } else {
+                0.0
+            };
             img[y * w + x] = bgv * (1.0 - m) + skin * (1.0 - hair) * m;
         }
     }
@@ -362,28 +389,122 @@ fn render(face: &Face, p: &ClipPlan, t: u32, rng: &mut ChaCha8Rng) -> Vec<f32> {
     let d = face.dark;
     for side in [-1.0f32, 1.0] {
         // Brows.
-        let (bdx, bdy) = (-side * 0.45 * amp * on(Action::BrowLower), 0.8 * amp * on(Action::BrowLower) - 1.2 * amp * on(Action::BrowRaise));
+        let (bdx, bdy) = (
+            -side * 0.45 * amp * on(Action::BrowLower),
+            0.8 * amp * on(Action::BrowLower) - 1.2 * amp * on(Action::BrowRaise),
+        );
         let tilt = side * 0.08 + side * 0.15 * on(Action::BrowLower);
-        blob(&mut img, w, h, cx + side * face.eye_dx * a + bdx, cy + face.brow_y * b + bdy, 0.21 * a, 0.045 * b, tilt, d);
+        blob(
+            &mut img,
+            w,
+            h,
+            cx + side * face.eye_dx * a + bdx,
+            cy + face.brow_y * b + bdy,
+            0.21 * a,
+            0.045 * b,
+            tilt,
+            d,
+        );
         // Eyes and pupils.
         let ey = cy + face.eye_y * b;
         let widen = 1.0 + 0.3 * on(Action::BrowRaise);
-        blob(&mut img, w, h, cx + side * face.eye_dx * a, ey, 0.15 * a, 0.07 * b * open * widen, 0.0, d * 0.9);
-        blob(&mut img, w, h, cx + side * face.eye_dx * a, ey, 0.055 * a, 0.05 * b * open, 0.0, 0.6);
+        blob(
+            &mut img,
+            w,
+            h,
+            cx + side * face.eye_dx * a,
+            ey,
+            0.15 * a,
+            0.07 * b * open * widen,
+            0.0,
+            d * 0.9,
+        );
+        blob(
+            &mut img,
+            w,
+            h,
+            cx + side * face.eye_dx * a,
+            ey,
+            0.055 * a,
+            0.05 * b * open,
+            0.0,
+            0.6,
+        );
         // Nostrils (up with the nose wrinkle).
-        blob(&mut img, w, h, cx + side * 0.09 * a, cy + 0.24 * b - 1.0 * amp * on(Action::NoseWrinkle), 0.05 * a, 0.03 * b, 0.0, 0.45);
+        blob(
+            &mut img,
+            w,
+            h,
+            cx + side * 0.09 * a,
+            cy + 0.24 * b - 1.0 * amp * on(Action::NoseWrinkle),
+            0.05 * a,
+            0.03 * b,
+            0.0,
+            0.45,
+        );
         // Cheeks: slight highlight, raised with the smile.
-        blob(&mut img, w, h, cx + side * 0.45 * a, cy + 0.2 * b - 0.5 * amp * on(Action::LipCornerPull), 0.17 * a, 0.11 * b, 0.0, -0.06);
+        blob(
+            &mut img,
+            w,
+            h,
+            cx + side * 0.45 * a,
+            cy + 0.2 * b - 0.5 * amp * on(Action::LipCornerPull),
+            0.17 * a,
+            0.11 * b,
+            0.0,
+            -0.06,
+        );
         // Lip corners.
         let ldx = side * 0.6 * amp * on(Action::LipCornerPull);
-        let ldy = -1.0 * amp * on(Action::LipCornerPull) + 1.3 * amp * on(Action::LipCornerDepress) - 0.6 * amp * on(Action::ChinRaise);
-        blob(&mut img, w, h, cx + side * (face.mouth_w + 0.06) * a + ldx, cy + face.mouth_y * b + ldy, 0.08 * a, 0.035 * b, side * 0.2, d * 0.9);
+        let ldy = -amp * on(Action::LipCornerPull) + 1.3 * amp * on(Action::LipCornerDepress)
+            - 0.6 * amp * on(Action::ChinRaise);
+        blob(
+            &mut img,
+            w,
+            h,
+            cx + side * (face.mouth_w + 0.06) * a + ldx,
+            cy + face.mouth_y * b + ldy,
+            0.08 * a,
+            0.035 * b,
+            side * 0.2,
+            d * 0.9,
+        );
     }
     // Nose ridge highlight and the crease of the nose wrinkle.
-    blob(&mut img, w, h, cx, cy + 0.02 * b, 0.07 * a, 0.22 * b, 0.0, -0.08);
-    blob(&mut img, w, h, cx, cy + (face.eye_y - 0.02) * b, 0.09 * a, 0.02 * b, 0.0, 0.45 * on(Action::NoseWrinkle));
+    blob(
+        &mut img,
+        w,
+        h,
+        cx,
+        cy + 0.02 * b,
+        0.07 * a,
+        0.22 * b,
+        0.0,
+        -0.08,
+    );
+    blob(
+        &mut img,
+        w,
+        h,
+        cx,
+        cy + (face.eye_y - 0.02) * b,
+        0.09 * a,
+        0.02 * b,
+        0.0,
+        0.45 * on(Action::NoseWrinkle),
+    );
     // Mouth (moves up with the chin raise).
-    blob(&mut img, w, h, cx, cy + face.mouth_y * b - 0.6 * amp * on(Action::ChinRaise), face.mouth_w * a, 0.045 * b, 0.0, d);
+    blob(
+        &mut img,
+        w,
+        h,
+        cx,
+        cy + face.mouth_y * b - 0.6 * amp * on(Action::ChinRaise),
+        face.mouth_w * a,
+        0.045 * b,
+        0.0,
+        d,
+    );
     // Illumination drift and sensor noise.
     let noise = Normal::new(0.0f32, 2.0).unwrap_or_else(|_| unreachable!());
     for v in img.iter_mut() {
@@ -398,16 +519,35 @@ fn write_frame(path: &Path, img: &[f32], w: usize, h: usize, color: bool) -> Res
     let cv = |e| WorkerError::cv(format!("writing {}", path.display()), e);
     let bytes: Vec<u8> = if color {
         // A warm skin tint (BGR); reading it back as grey gives about the drawn level.
-        img.iter().flat_map(|&v| [(v * 0.82).round() as u8, (v * 0.97).round() as u8, (v * 1.08).round().min(255.0) as u8]).collect()
+        img.iter()
+            .flat_map(|&v| {
+                [
+                    (v * 0.82).round() as u8,
+                    (v * 0.97).round() as u8,
+                    (v * 1.08).round().min(255.0) as u8,
+                ]
+            })
+            .collect()
     } else {
         img.iter().map(|&v| v.round() as u8).collect()
     };
-    let m = Mat::new_rows_cols_with_data(h as i32, (w * if color { 3 } else { 1 }) as i32, &bytes).map_err(cv)?;
-    let m = if color { m.reshape(3, h as i32).map_err(cv)?.try_clone().map_err(cv)? } else { m.try_clone().map_err(cv)? };
+    let m = Mat::new_rows_cols_with_data(h as i32, (w * if color { 3 } else { 1 }) as i32, &bytes)
+        .map_err(cv)?;
+    let m = if color {
+        m.reshape(3, h as i32)
+            .map_err(cv)?
+            .try_clone()
+            .map_err(cv)?
+    } else {
+        m.try_clone().map_err(cv)?
+    };
     let params = Vector::<i32>::from_slice(&[opencv::imgcodecs::IMWRITE_JPEG_QUALITY, 95]);
     let ok = opencv::imgcodecs::imwrite(path, &m, &params).map_err(cv)?;
     if !ok {
-        return Err(WorkerError::layout(path, "OpenCV could not write the frame"));
+        return Err(WorkerError::layout(
+            path,
+            "OpenCV could not write the frame",
+        ));
     }
     Ok(())
 }
@@ -455,9 +595,21 @@ struct Sizes {
 
 fn sizes(p: Preset) -> Sizes {
     match p {
-        Preset::Tiny => Sizes { w: 144, h: 128, ms: (90.0, 180.0) },
-        Preset::Mini => Sizes { w: 160, h: 144, ms: (100.0, 300.0) },
-        Preset::Composite => Sizes { w: 160, h: 140, ms: (70.0, 150.0) },
+        Preset::Tiny => Sizes {
+            w: 144,
+            h: 128,
+            ms: (90.0, 180.0),
+        },
+        Preset::Mini => Sizes {
+            w: 160,
+            h: 144,
+            ms: (100.0, 300.0),
+        },
+        Preset::Composite => Sizes {
+            w: 160,
+            h: 140,
+            ms: (70.0, 150.0),
+        },
     }
 }
 
@@ -483,7 +635,11 @@ fn entries(preset: Preset) -> Vec<Entry> {
         }
         Preset::Mini => {
             // 4 CASME II + 3 SAMM + 3 SMIC subjects; 16 clips per dataset.
-            let plan: [(Dataset, &[u32]); 3] = [(Dataset::Casme2, &[1, 2, 3, 4]), (Dataset::Samm, &[6, 7, 9]), (Dataset::Smic, &[1, 2, 3])];
+            let plan: [(Dataset, &[u32]); 3] = [
+                (Dataset::Casme2, &[1, 2, 3, 4]),
+                (Dataset::Samm, &[6, 7, 9]),
+                (Dataset::Smic, &[1, 2, 3]),
+            ];
             for (d, subs) in plan {
                 for i in 0..16usize {
                     let s = subs[i % subs.len()];
@@ -494,7 +650,12 @@ fn entries(preset: Preset) -> Vec<Entry> {
         }
         Preset::Composite => {
             for e in composite_list() {
-                let n: u32 = e.subject.trim_start_matches("sub").trim_start_matches('s').parse().unwrap_or(0);
+                let n: u32 = e
+                    .subject
+                    .trim_start_matches("sub")
+                    .trim_start_matches('s')
+                    .parse()
+                    .unwrap_or(0);
                 v.push((e.dataset, n, Some(e.label), Some(e.filename)));
             }
         }
@@ -538,7 +699,10 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
     let smice_root = out_dir.join("smic-e");
     for d in [&casme_root, &samm_root, &smic_root] {
         if d.exists() {
-            return Err(WorkerError::InvalidOption { option: "--out".into(), message: format!("{} already exists; use an empty folder", d.display()) });
+            return Err(WorkerError::InvalidOption {
+                option: "--out".into(),
+                message: format!("{} already exists; use an empty folder", d.display()),
+            });
         }
     }
     let mut faces: Vec<Face> = Vec::new();
@@ -555,7 +719,11 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
         let action = match label {
             Some(1) => Action::LipCornerPull,
             Some(2) => Action::BrowRaise,
-            Some(_) => [Action::BrowLower, Action::NoseWrinkle, Action::LipCornerDepress][rng.random_range(0..3)],
+            Some(_) => [
+                Action::BrowLower,
+                Action::NoseWrinkle,
+                Action::LipCornerDepress,
+            ][rng.random_range(0..3)],
             None => Action::ChinRaise,
         };
         let emotion = emotion_for(d, action, &mut rng);
@@ -575,23 +743,53 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
         let (subject, filename, dir, frame_name, first, last, color, onset, offset) = match d {
             Dataset::Casme2 => {
                 let subject = format!("sub{subj:02}");
-                let filename = name.unwrap_or_else(|| format!("EP{:02}_{:02}{}", 2 + k, i % 7 + 1, if k % 2 == 0 { "f" } else { "" }));
+                let filename = name.unwrap_or_else(|| {
+                    format!(
+                        "EP{:02}_{:02}{}",
+                        2 + k,
+                        i % 7 + 1,
+                        if k % 2 == 0 { "f" } else { "" }
+                    )
+                });
                 let (layout, prefix) = match opts.casme2_layout {
                     Casme2Layout::RawSelected => ("CASME2_RAW_selected", "img"),
                     Casme2Layout::Cropped => ("Cropped", "reg_img"),
                 };
                 let dir = casme_root.join(layout).join(&subject).join(&filename);
-                (subject, filename, dir, FrameName::Prefix(prefix.into(), "jpg".into()), onset, offset, true, onset, offset)
+                (
+                    subject,
+                    filename,
+                    dir,
+                    FrameName::Prefix(prefix.into(), "jpg".into()),
+                    onset,
+                    offset,
+                    true,
+                    onset,
+                    offset,
+                )
             }
             Dataset::Samm => {
                 let subject = format!("{subj}");
                 let filename = name.unwrap_or_else(|| format!("{subj:03}_{}_{}", 1 + k % 3, k));
-                let dir = samm_root.join("SAMM").join(format!("{subj:03}")).join(&filename);
+                let dir = samm_root
+                    .join("SAMM")
+                    .join(format!("{subj:03}"))
+                    .join(&filename);
                 // Mixed padding between clips: 4 or 5 digits. The folder also holds 3 frames before the
                 // onset and after the offset (the annotation, not the folder, delimits the ME).
                 let width = if i % 2 == 0 { 4 } else { 5 };
                 let on = 1000 + onset;
-                (subject, filename, dir, FrameName::Padded(format!("{subj:03}_"), width, "jpg".into()), on - 3, on + nframes + 2, false, on, on + nframes - 1)
+                (
+                    subject,
+                    filename,
+                    dir,
+                    FrameName::Padded(format!("{subj:03}_"), width, "jpg".into()),
+                    on - 3,
+                    on + nframes + 2,
+                    false,
+                    on,
+                    on + nframes - 1,
+                )
             }
             Dataset::Smic => {
                 let subject = format!("s{subj:02}");
@@ -605,12 +803,31 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
                         format!("s{subj:02}_{abbr}_{:02}", *c)
                     }
                 };
-                let folder = crate::datasets::smic::canonical_clip(&filename).replacen(&format!("s{subj:02}"), &format!("s{subj}"), 1);
+                let folder = crate::datasets::smic::canonical_clip(&filename).replacen(
+                    &format!("s{subj:02}"),
+                    &format!("s{subj}"),
+                    1,
+                );
                 let class = crate::datasets::smic::CLASSES[lab];
-                let dir = smic_root.join("HS").join(format!("s{subj}")).join("micro").join(class).join(folder);
+                let dir = smic_root
+                    .join("HS")
+                    .join(format!("s{subj}"))
+                    .join("micro")
+                    .join(class)
+                    .join(folder);
                 frame_base += 1000;
                 let on = 100000 + frame_base * 7;
-                (subject, filename, dir, FrameName::Padded("reg_image".into(), 6, "bmp".into()), on, on + nframes - 1, true, on, on + nframes - 1)
+                (
+                    subject,
+                    filename,
+                    dir,
+                    FrameName::Padded("reg_image".into(), 6, "bmp".into()),
+                    on,
+                    on + nframes - 1,
+                    true,
+                    on,
+                    on + nframes - 1,
+                )
             }
         };
         // The apex: 30-60 % into the clip; SMIC's is the middle frame (what readers estimate it to be).
@@ -626,11 +843,25 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
         };
         let mut jitter = [(0.0, 0.0, 0.0); 4];
         for j in jitter.iter_mut() {
-            *j = (rng.random_range(0.1..0.3), rng.random_range(0.5..4.0), rng.random_range(0.0..6.28));
+            *j = (
+                rng.random_range(0.1..0.3),
+                rng.random_range(0.5..4.0),
+                rng.random_range(0.0..std::f32::consts::TAU),
+            );
         }
         let face = &faces[face_idx];
         plans.push(ClipPlan {
-            truth: ClipTruth { dataset: d, subject, filename, megc3: label, emotion, action, onset, apex, offset },
+            truth: ClipTruth {
+                dataset: d,
+                subject,
+                filename,
+                megc3: label,
+                emotion,
+                action,
+                onset,
+                apex,
+                offset,
+            },
             face_idx,
             fps,
             first,
@@ -638,7 +869,10 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
             amplitude: 0.075 * face.a * rng.random_range(0.85..1.15),
             blink,
             jitter,
-            drift: (rng.random_range(0.01..0.04), rng.random_range(0.0..6.28)),
+            drift: (
+                rng.random_range(0.01..0.04),
+                rng.random_range(0.0..std::f32::consts::TAU),
+            ),
             seed: rng.random(),
             dir,
             name: frame_name,
@@ -670,10 +904,14 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
         None
     };
     let mut clips = std::collections::BTreeMap::new();
-    let mut subjects: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    let mut subjects: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
     for p in &plans {
         *clips.entry(p.truth.dataset.key().to_string()).or_insert(0) += 1;
-        subjects.entry(p.truth.dataset.key().to_string()).or_default().insert(p.truth.subject.clone());
+        subjects
+            .entry(p.truth.dataset.key().to_string())
+            .or_default()
+            .insert(p.truth.subject.clone());
     }
     let summary = SynthSummary {
         preset: opts.preset,
@@ -687,7 +925,8 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
         frames_written,
         truth: plans.into_iter().map(|p| p.truth).collect(),
     };
-    let json = serde_json::to_vec_pretty(&summary).map_err(|e| WorkerError::Synth(e.to_string()))?;
+    let json =
+        serde_json::to_vec_pretty(&summary).map_err(|e| WorkerError::Synth(e.to_string()))?;
     mer_shared::prepared::write_atomic(&out_dir.join("synth.json"), &json)?;
     Ok(summary)
 }
@@ -723,7 +962,11 @@ fn write_casme2_workbooks(root: &Path, plans: &[ClipPlan]) -> Result<()> {
             s(t.action.aus()),
             s(&t.emotion),
         ]);
-        objective.push(vec![Cell::N(n), s(&t.filename), Cell::N(t.action.objective_class() as f64)]);
+        objective.push(vec![
+            Cell::N(n),
+            s(&t.filename),
+            Cell::N(t.action.objective_class() as f64),
+        ]);
     }
     std::fs::create_dir_all(root).map_err(|e| WorkerError::io(root, e))?;
     write_xlsx(&root.join("CASME2-coding-20140508.xlsx"), &coding)?;
@@ -731,18 +974,44 @@ fn write_casme2_workbooks(root: &Path, plans: &[ClipPlan]) -> Result<()> {
 }
 
 fn write_samm_workbook(root: &Path, plans: &[ClipPlan]) -> Result<()> {
-    let mut rows: Vec<Vec<Cell>> = vec![vec![s("SAMM: Spontaneous Actions and Micro-Movements (synthetic copy written by mer synth)")]];
-    rows.extend((1..13).map(|i| if i == 2 { vec![s("Micro-movement FACS codes, version 2")] } else { vec![] }));
+    let mut rows: Vec<Vec<Cell>> = vec![vec![s(
+        "SAMM: Spontaneous Actions and Micro-Movements (synthetic copy written by mer synth)",
+    )]];
+    rows.extend((1..13).map(|i| {
+        if i == 2 {
+            vec![s("Micro-movement FACS codes, version 2")]
+        } else {
+            vec![]
+        }
+    }));
     rows.push(
-        ["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex Frame", "Offset Frame", "Duration", "Micro", "Action Units", "Estimated Emotion", "Objective Classes", "Notes"]
-            .iter()
-            .map(|h| s(*h))
-            .collect(),
+        [
+            "Subject",
+            "Filename",
+            "Inducement Code",
+            "Onset Frame",
+            "Apex Frame",
+            "Offset Frame",
+            "Duration",
+            "Micro",
+            "Action Units",
+            "Estimated Emotion",
+            "Objective Classes",
+            "Notes",
+        ]
+        .iter()
+        .map(|h| s(*h))
+        .collect(),
     );
     for p in plans.iter().filter(|p| p.truth.dataset == Dataset::Samm) {
         let t = &p.truth;
         let n: f64 = t.subject.parse().unwrap_or(0.0);
-        let ind: f64 = t.filename.split('_').nth(1).and_then(|x| x.parse().ok()).unwrap_or(1.0);
+        let ind: f64 = t
+            .filename
+            .split('_')
+            .nth(1)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(1.0);
         rows.push(vec![
             s(format!("{:03}", n as u32)),
             s(&t.filename),
@@ -765,8 +1034,17 @@ fn write_samm_workbook(root: &Path, plans: &[ClipPlan]) -> Result<()> {
 /// SMIC-E: the SMIC clips again, with 4 frames of context before the onset and after the offset,
 /// `imageN.jpg` names, `sNN` subject folders, and the annotation workbook.
 fn write_smic_e(root: &Path, plans: &[ClipPlan], faces: &[Face]) -> Result<usize> {
-    let mut rows = vec![vec![s("Subject"), s("Filename"), s("OnsetF"), s("OffsetF"), s("Emotion")]];
-    let smic: Vec<&ClipPlan> = plans.iter().filter(|p| p.truth.dataset == Dataset::Smic).collect();
+    let mut rows = vec![vec![
+        s("Subject"),
+        s("Filename"),
+        s("OnsetF"),
+        s("OffsetF"),
+        s("Emotion"),
+    ]];
+    let smic: Vec<&ClipPlan> = plans
+        .iter()
+        .filter(|p| p.truth.dataset == Dataset::Smic)
+        .collect();
     let counts: Vec<usize> = smic
         .par_iter()
         .map(|p| -> Result<usize> {
@@ -779,7 +1057,13 @@ fn write_smic_e(root: &Path, plans: &[ClipPlan], faces: &[Face]) -> Result<usize
             let face = &faces[p.face_idx];
             for f in p.first - 4..=p.last + 4 {
                 let img = render(face, p, f, &mut rng);
-                write_frame(&dir.join(format!("image{f}.jpg")), &img, face.w, face.h, true)?;
+                write_frame(
+                    &dir.join(format!("image{f}.jpg")),
+                    &img,
+                    face.w,
+                    face.h,
+                    true,
+                )?;
             }
             Ok((p.last - p.first + 9) as usize)
         })
@@ -788,7 +1072,13 @@ fn write_smic_e(root: &Path, plans: &[ClipPlan], faces: &[Face]) -> Result<usize
         let t = &p.truth;
         let n: u32 = t.subject[1..].parse().unwrap_or(0);
         let folder = t.filename.replacen(&t.subject, &format!("s{n}"), 1);
-        rows.push(vec![s(&t.subject), s(folder), Cell::N(t.onset as f64), Cell::N(t.offset as f64), s(&t.emotion)]);
+        rows.push(vec![
+            s(&t.subject),
+            s(folder),
+            Cell::N(t.onset as f64),
+            Cell::N(t.offset as f64),
+            s(&t.emotion),
+        ]);
     }
     write_xlsx(&root.join("SMIC-HS-E_annotation.xlsx"), &rows)?;
     Ok(counts.iter().sum())

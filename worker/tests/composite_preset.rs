@@ -25,15 +25,38 @@ fn composite_preset_prepares_to_the_official_442_clips() {
     let ins = inspect(&out).unwrap();
     assert_eq!(ins.shape, [442, 2, 10, 112, 112]);
     assert_eq!(ins.per_subject.len(), 68);
-    assert_eq!(ins.per_subject.keys().filter(|(d, _)| *d == Dataset::Casme2).count(), 24);
-    assert_eq!(ins.per_subject.keys().filter(|(d, _)| *d == Dataset::Samm).count(), 28);
-    assert_eq!(ins.per_subject.keys().filter(|(d, _)| *d == Dataset::Smic).count(), 16);
+    assert_eq!(
+        ins.per_subject
+            .keys()
+            .filter(|(d, _)| *d == Dataset::Casme2)
+            .count(),
+        24
+    );
+    assert_eq!(
+        ins.per_subject
+            .keys()
+            .filter(|(d, _)| *d == Dataset::Samm)
+            .count(),
+        28
+    );
+    assert_eq!(
+        ins.per_subject
+            .keys()
+            .filter(|(d, _)| *d == Dataset::Smic)
+            .count(),
+        16
+    );
     let text = ins.to_text();
     assert!(text.contains("samples 442, subjects 68"), "{text}");
-    assert!(text.contains("all     negative 250, positive 109, surprise 83"), "{text}");
+    assert!(
+        text.contains("all     negative 250, positive 109, surprise 83"),
+        "{text}"
+    );
     // Every sample id is a composite-list entry.
-    let list: std::collections::BTreeSet<String> =
-        mer_shared::composite::composite_list().iter().map(|e| format!("{}/{}/{}", e.dataset, e.subject, e.filename)).collect();
+    let list: std::collections::BTreeSet<String> = mer_shared::composite::composite_list()
+        .iter()
+        .map(|e| format!("{}/{}/{}", e.dataset, e.subject, e.filename))
+        .collect();
     let p = mer_shared::prepared::Prepared::read(&out).unwrap();
     assert!(p.samples.iter().all(|m| list.contains(&m.id)));
 }

@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 
 fn python() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(p.exists(), "the project's Python ({}) is missing: run scripts/bootstrap.sh", p.display());
+    assert!(
+        p.exists(),
+        "the project's Python ({}) is missing: run scripts/bootstrap.sh",
+        p.display()
+    );
     p
 }
 
@@ -19,8 +23,16 @@ fn openpyxl(path: &Path, rows: &str) {
         "import openpyxl\nwb = openpyxl.Workbook()\nws = wb.active\nfor r, cells in {rows}:\n    for c, v in enumerate(cells):\n        if v is not None:\n            ws.cell(row=r, column=c + 1, value=v)\nwb.save(r'{}')\n",
         path.display()
     );
-    let o = std::process::Command::new(python()).arg("-c").arg(&script).output().unwrap();
-    assert!(o.status.success(), "openpyxl failed: {}", String::from_utf8_lossy(&o.stderr));
+    let o = std::process::Command::new(python())
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "openpyxl failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn frames(dir: &Path, names: impl IntoIterator<Item = String>) {
@@ -48,7 +60,10 @@ fn check_casme2(root: &Path, prefix: &str) {
     let r = read_dataset(DatasetKind::Casme2, root).unwrap();
     assert_eq!(r.len(), 3);
     let a = &r[0];
-    assert_eq!((a.subject.as_str(), a.filename.as_str()), ("sub01", "EP02_01f"));
+    assert_eq!(
+        (a.subject.as_str(), a.filename.as_str()),
+        ("sub01", "EP02_01f")
+    );
     assert_eq!((a.onset, a.apex, a.offset), (8, Some(11), 14));
     assert_eq!(a.objective_class, Some(1));
     assert_eq!(a.labels()["megc3"], 1);
@@ -57,7 +72,12 @@ fn check_casme2(root: &Path, prefix: &str) {
     // Numeric order, not lexical: 8, 9, 10, ... 14.
     let nums: Vec<u32> = a.frames.iter().map(|f| f.number).collect();
     assert_eq!(nums, (8..=14).collect::<Vec<_>>());
-    assert!(a.frames[2].path.file_name().unwrap().to_string_lossy().starts_with(prefix));
+    assert!(a.frames[2]
+        .path
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with(prefix));
     assert!(a.problem.is_none());
     // Missing apex ("/") is kept as None: preparation reports it unless a correction supplies it.
     assert_eq!(r[1].apex, None);
@@ -75,8 +95,14 @@ fn casme2_raw_selected_and_cropped_layouts() {
     for (layout, prefix) in [("CASME2_RAW_selected", "img"), ("Cropped", "reg_img")] {
         let d = tempfile::tempdir().unwrap();
         casme2_workbooks(d.path());
-        frames(&d.path().join(layout).join("sub01").join("EP02_01f"), (8..=14).map(|n| format!("{prefix}{n}.jpg")));
-        frames(&d.path().join(layout).join("sub01").join("EP19_05f"), (46..=86).map(|n| format!("{prefix}{n}.jpg")));
+        frames(
+            &d.path().join(layout).join("sub01").join("EP02_01f"),
+            (8..=14).map(|n| format!("{prefix}{n}.jpg")),
+        );
+        frames(
+            &d.path().join(layout).join("sub01").join("EP19_05f"),
+            (46..=86).map(|n| format!("{prefix}{n}.jpg")),
+        );
         check_casme2(d.path(), prefix);
     }
 }
@@ -92,8 +118,13 @@ fn casme2_bad_cells_name_file_row_and_field() {
     );
     std::fs::create_dir_all(d.path().join("CASME2_RAW_selected")).unwrap();
     let e = casme2::read(d.path()).unwrap_err().to_string();
-    assert!(e.contains("CASME2-coding-20190701.xlsx: row 3: OnsetFrame: 'eight'"), "{e}");
-    let e = read_dataset(DatasetKind::Casme2, &d.path().join("nope")).unwrap_err().to_string();
+    assert!(
+        e.contains("CASME2-coding-20190701.xlsx: row 3: OnsetFrame: 'eight'"),
+        "{e}"
+    );
+    let e = read_dataset(DatasetKind::Casme2, &d.path().join("nope"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a folder"), "{e}");
 }
 
@@ -114,8 +145,14 @@ fn samm_preamble_and_mixed_padding() {
     frames(&clip3, (298..=312).map(|n| format!("011_{n:05}.jpg")));
     let r = samm::read(d.path()).unwrap();
     assert_eq!(r.len(), 3);
-    assert_eq!((r[0].subject.as_str(), r[0].filename.as_str()), ("6", "006_1_2"));
-    assert_eq!((r[0].onset, r[0].apex, r[0].offset), (5562, Some(5566), 5570));
+    assert_eq!(
+        (r[0].subject.as_str(), r[0].filename.as_str()),
+        ("6", "006_1_2")
+    );
+    assert_eq!(
+        (r[0].onset, r[0].apex, r[0].offset),
+        (5562, Some(5566), 5570)
+    );
     assert_eq!(r[0].frames.first().unwrap().number, 5560);
     assert_eq!(r[0].frames.len(), 13);
     assert_eq!(r[1].subject, "6");
@@ -130,29 +167,50 @@ fn samm_preamble_and_mixed_padding() {
 
     // No header row at all: a clear error naming the workbook.
     let d2 = tempfile::tempdir().unwrap();
-    openpyxl(&d2.path().join("SAMM_Micro_FACS_Codes_v2.xlsx"), r#"[(1, ["nothing", "here"])]"#);
+    openpyxl(
+        &d2.path().join("SAMM_Micro_FACS_Codes_v2.xlsx"),
+        r#"[(1, ["nothing", "here"])]"#,
+    );
     let e = samm::read(d2.path()).unwrap_err().to_string();
-    assert!(e.contains("SAMM_Micro_FACS_Codes_v2.xlsx") && e.contains("header"), "{e}");
+    assert!(
+        e.contains("SAMM_Micro_FACS_Codes_v2.xlsx") && e.contains("header"),
+        "{e}"
+    );
 }
 
 #[test]
 fn smic_original_layout() {
     let d = tempfile::tempdir().unwrap();
     let hs = d.path().join("HS");
-    frames(&hs.join("s1/micro/negative/s1_ne_01"), (559740..=559752).map(|n| format!("reg_image{n:06}.bmp")));
-    frames(&hs.join("s1/micro/surprise/s1_sur_01"), (100001..=100010).map(|n| format!("reg_image{n:06}.bmp")));
-    frames(&hs.join("s12/micro/positive/s12_po_03"), (7..=9).map(|n| format!("reg_image{n:06}.bmp")));
+    frames(
+        &hs.join("s1/micro/negative/s1_ne_01"),
+        (559740..=559752).map(|n| format!("reg_image{n:06}.bmp")),
+    );
+    frames(
+        &hs.join("s1/micro/surprise/s1_sur_01"),
+        (100001..=100010).map(|n| format!("reg_image{n:06}.bmp")),
+    );
+    frames(
+        &hs.join("s12/micro/positive/s12_po_03"),
+        (7..=9).map(|n| format!("reg_image{n:06}.bmp")),
+    );
     std::fs::create_dir_all(hs.join("s12/non_micro")).unwrap();
     let r = smic::read_original(d.path()).unwrap();
     assert_eq!(r.len(), 3);
     let a = &r[0];
-    assert_eq!((a.subject.as_str(), a.filename.as_str(), a.emotion.as_str()), ("s01", "s01_ne_01", "negative"));
+    assert_eq!(
+        (a.subject.as_str(), a.filename.as_str(), a.emotion.as_str()),
+        ("s01", "s01_ne_01", "negative")
+    );
     assert_eq!((a.onset, a.apex, a.offset), (559740, Some(559746), 559752));
     assert!(a.apex_estimated);
     assert_eq!(a.labels()["megc3"], 0);
     assert_eq!(r[1].apex, Some(100005)); // 10 frames: index (10 - 1) / 2 = 4
     assert_eq!(r[1].labels()["megc3"], 2);
-    assert_eq!((r[2].subject.as_str(), r[2].filename.as_str()), ("s12", "s12_po_03"));
+    assert_eq!(
+        (r[2].subject.as_str(), r[2].filename.as_str()),
+        ("s12", "s12_po_03")
+    );
     assert_eq!(r[2].labels()["megc3"], 1);
     assert!(!r[2].labels().contains_key("emotion5"));
     // Pointing at the HS folder itself works too.
@@ -169,10 +227,19 @@ fn smic_e_layout_with_annotation_workbook() {
             (3, [3, "s3_ne_02", 1200, 1210, "negative"]),
             (4, ["s04", "s4_po_01", 50, 60, "happy"])]"#,
     );
-    frames(&d.path().join("SMIC-HS-E/s03/s3_sur_01"), (308860..=308886).map(|n| format!("image{n}.jpg")));
-    frames(&d.path().join("SMIC-HS-E/s03/s3_ne_02"), (1195..=1215).map(|n| format!("image{n}.jpg")));
+    frames(
+        &d.path().join("SMIC-HS-E/s03/s3_sur_01"),
+        (308860..=308886).map(|n| format!("image{n}.jpg")),
+    );
+    frames(
+        &d.path().join("SMIC-HS-E/s03/s3_ne_02"),
+        (1195..=1215).map(|n| format!("image{n}.jpg")),
+    );
     let e = smic::read_extended(d.path()).unwrap_err().to_string();
-    assert!(e.contains("SMIC-HS-E_annotation.xlsx: row 4: Emotion: 'happy'"), "{e}");
+    assert!(
+        e.contains("SMIC-HS-E_annotation.xlsx: row 4: Emotion: 'happy'"),
+        "{e}"
+    );
     openpyxl(
         &d.path().join("SMIC-HS-E_annotation.xlsx"),
         r#"[(1, ["Subject", "Filename", "OnsetF", "OffsetF", "Emotion"]),
@@ -181,12 +248,21 @@ fn smic_e_layout_with_annotation_workbook() {
     );
     let r = read_dataset(DatasetKind::SmicE, d.path()).unwrap();
     assert_eq!(r.len(), 2);
-    assert_eq!((r[0].subject.as_str(), r[0].filename.as_str()), ("s03", "s03_sur_01"));
-    assert_eq!((r[0].onset, r[0].apex, r[0].offset), (308866, Some(308873), 308880));
+    assert_eq!(
+        (r[0].subject.as_str(), r[0].filename.as_str()),
+        ("s03", "s03_sur_01")
+    );
+    assert_eq!(
+        (r[0].onset, r[0].apex, r[0].offset),
+        (308866, Some(308873), 308880)
+    );
     assert!(r[0].apex_estimated);
     assert_eq!(r[0].frames.len(), 27); // the folder has context frames beyond onset..offset
     assert_eq!(r[1].dataset, Dataset::Smic);
-    assert_eq!((r[1].onset, r[1].apex, r[1].offset), (1200, Some(1205), 1210));
+    assert_eq!(
+        (r[1].onset, r[1].apex, r[1].offset),
+        (1200, Some(1205), 1210)
+    );
     assert_eq!(r[1].labels()["megc3"], 0);
 }
 
@@ -198,7 +274,10 @@ fn csv_annotations_read_too() {
         "Subject,Filename,x,OnsetFrame,ApexFrame,OffsetFrame,x,Action Units,Estimated Emotion\n1,EP02_01f,,8,11,14,,12,happiness\n",
     )
     .unwrap();
-    frames(&d.path().join("Cropped/sub01/EP02_01f"), (8..=14).map(|n| format!("reg_img{n}.jpg")));
+    frames(
+        &d.path().join("Cropped/sub01/EP02_01f"),
+        (8..=14).map(|n| format!("reg_img{n}.jpg")),
+    );
     let r = casme2::read(d.path()).unwrap();
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].frames.len(), 7);

@@ -12,13 +12,25 @@ use std::path::{Path, PathBuf};
 
 fn python() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(p.exists(), "the project's Python ({}) is missing: run scripts/bootstrap.sh", p.display());
+    assert!(
+        p.exists(),
+        "the project's Python ({}) is missing: run scripts/bootstrap.sh",
+        p.display()
+    );
     p
 }
 
 fn run_py(script: &str) {
-    let o = std::process::Command::new(python()).arg("-c").arg(script).output().unwrap();
-    assert!(o.status.success(), "python failed: {}", String::from_utf8_lossy(&o.stderr));
+    let o = std::process::Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Sets one cell of the CASME II coding workbook with openpyxl (an independent writer).
@@ -31,7 +43,10 @@ fn set_casme2_cell(root: &Path, filename: &str, col: usize, value: &str) {
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
     v.sort();
     v
 }
@@ -54,7 +69,11 @@ fn each_bad_input_gives_its_error_and_skip_bad_reports_it() {
     set_casme2_cell(&s.casme2, &c2.filename, 4, "'/'");
     // 4. Unreadable image: the onset frame of a SAMM clip is garbage.
     let m0 = &samm[0];
-    std::fs::write(&find_frame(&m0.frames, m0.onset).unwrap().path, b"garbage, not a jpeg").unwrap();
+    std::fs::write(
+        &find_frame(&m0.frames, m0.onset).unwrap().path,
+        b"garbage, not a jpeg",
+    )
+    .unwrap();
     // 5. No face: the onset frame of a SMIC clip is a flat grey image.
     let k0 = &smic[0];
     {
@@ -76,7 +95,11 @@ fn each_bad_input_gives_its_error_and_skip_bad_reports_it() {
 
     // Each bad input's own message, one dataset at a time.
     let only = |kind: DatasetKind| {
-        let mut o = PrepOptions { out: out.clone(), threads: Some(2), ..Default::default() };
+        let mut o = PrepOptions {
+            out: out.clone(),
+            threads: Some(2),
+            ..Default::default()
+        };
         match kind {
             DatasetKind::Samm => o.samm = Some(s.samm.clone()),
             _ => o.smic = Some(s.smic.clone()),
@@ -84,24 +107,45 @@ fn each_bad_input_gives_its_error_and_skip_bad_reports_it() {
         prepare(&o).unwrap_err().to_string()
     };
     let e = only(DatasetKind::Samm);
-    assert!(e.contains(&format!("sample {}", m0.id())) && e.contains("unreadable image"), "{e}");
+    assert!(
+        e.contains(&format!("sample {}", m0.id())) && e.contains("unreadable image"),
+        "{e}"
+    );
     let e = only(DatasetKind::Smic);
-    assert!(e.contains(&format!("sample {}", k0.id())) && e.contains("no face found"), "{e}");
+    assert!(
+        e.contains(&format!("sample {}", k0.id())) && e.contains("no face found"),
+        "{e}"
+    );
     assert!(files_in(&outdir).is_empty());
 
     opts.skip_bad = true;
     let rep = prepare(&opts).unwrap();
     assert_eq!(rep.samples, 28 - 5);
     let reasons: std::collections::BTreeMap<String, String> = rep.skipped.iter().cloned().collect();
-    assert!(reasons[&c0.id()].contains("frames") && reasons[&c0.id()].contains("missing"), "{reasons:?}");
-    assert!(reasons[&c1.id()].contains("outside onset..offset"), "{reasons:?}");
-    assert!(reasons[&c2.id()].contains("no apex annotated"), "{reasons:?}");
-    assert!(reasons[&m0.id()].contains("unreadable image"), "{reasons:?}");
+    assert!(
+        reasons[&c0.id()].contains("frames") && reasons[&c0.id()].contains("missing"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[&c1.id()].contains("outside onset..offset"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[&c2.id()].contains("no apex annotated"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[&m0.id()].contains("unreadable image"),
+        "{reasons:?}"
+    );
     assert!(reasons[&k0.id()].contains("no face found"), "{reasons:?}");
     let report = std::fs::read_to_string(skip_report_path(&out)).unwrap();
     assert_eq!(report.lines().count(), 1 + 5);
     assert!(report.contains(&k0.id()));
-    assert_eq!(files_in(&outdir), vec!["p.safetensors", "p.safetensors.skipped.tsv"]);
+    assert_eq!(
+        files_in(&outdir),
+        vec!["p.safetensors", "p.safetensors.skipped.tsv"]
+    );
 
     // The documented fallback crops the full frame where no face is found; corrections supply the apex.
     let corr = dir.path().join("corrections.toml");
@@ -114,7 +158,12 @@ fn each_bad_input_gives_its_error_and_skip_bad_reports_it() {
         ),
     )
     .unwrap();
-    let mut opts2 = PrepOptions { smic: Some(s.smic.clone()), casme2: Some(s.casme2.clone()), out: out.clone(), ..Default::default() };
+    let mut opts2 = PrepOptions {
+        smic: Some(s.smic.clone()),
+        casme2: Some(s.casme2.clone()),
+        out: out.clone(),
+        ..Default::default()
+    };
     opts2.face_fallback = true;
     opts2.skip_bad = true;
     opts2.corrections = Some(corr);
@@ -128,13 +177,21 @@ fn each_bad_input_gives_its_error_and_skip_bad_reports_it() {
     let c = p.samples.iter().find(|m| m.id == c2.id()).unwrap();
     assert_eq!(c.apex, c2.onset + 1);
     assert_eq!(c.corrections.len(), 1);
-    assert!(c.corrections[0].contains("apex: none ->"), "{:?}", c.corrections);
+    assert!(
+        c.corrections[0].contains("apex: none ->"),
+        "{:?}",
+        c.corrections
+    );
 }
 
 #[test]
 fn tim_tas_magnitude_torchscript_cropped_and_smic_e() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = SynthOptions { casme2_layout: Casme2Layout::Cropped, smic_e: true, ..SynthOptions::new(Preset::Tiny, 11) };
+    let opts = SynthOptions {
+        casme2_layout: Casme2Layout::Cropped,
+        smic_e: true,
+        ..SynthOptions::new(Preset::Tiny, 11)
+    };
     let s = generate_with(&opts, &dir.path().join("data")).unwrap();
     assert!(s.casme2.join("Cropped").is_dir());
     let smic_e = s.smic_e.clone().unwrap();
@@ -155,11 +212,19 @@ fn tim_tas_magnitude_torchscript_cropped_and_smic_e() {
     assert_eq!(p.shape, [19, 3, 10, 112, 112]);
     assert_eq!(p.info.channels, vec!["u", "v", "magnitude"]);
     assert_eq!(p.info.keyframes, "tim");
-    let m = p.samples.iter().find(|m| m.dataset == Dataset::Smic).unwrap();
+    let m = p
+        .samples
+        .iter()
+        .find(|m| m.dataset == Dataset::Smic)
+        .unwrap();
     assert_eq!(m.keyframe_times[0], m.onset as f64);
     assert_eq!(m.keyframe_times[10], m.offset as f64);
     assert_eq!(m.source_frames.len() as u32, m.offset - m.onset + 1);
-    assert!(m.source_frames[0].starts_with("SMIC-HS-E/"), "{:?}", m.source_frames);
+    assert!(
+        m.source_frames[0].starts_with("SMIC-HS-E/"),
+        "{:?}",
+        m.source_frames
+    );
     // Magnitude channel = sqrt(u^2 + v^2).
     let f = p.sample_flow(0);
     let n = 10 * 112 * 112;
@@ -170,12 +235,19 @@ fn tim_tas_magnitude_torchscript_cropped_and_smic_e() {
 
     // TAS over SAMM: original frames at the adaptive times.
     let out2 = dir.path().join("tas.safetensors");
-    let r = prepare(&PrepOptions { samm: Some(s.samm.clone()), keyframes: KeyframeMethod::Tas, out: out2.clone(), ..Default::default() }).unwrap();
+    let r = prepare(&PrepOptions {
+        samm: Some(s.samm.clone()),
+        keyframes: KeyframeMethod::Tas,
+        out: out2.clone(),
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(r.samples, 9);
     let p = Prepared::read(&out2).unwrap();
     assert_eq!(p.info.keyframes, "tas");
     for m in &p.samples {
-        let distinct: std::collections::BTreeSet<u64> = m.keyframe_times.iter().map(|t| *t as u64).collect();
+        let distinct: std::collections::BTreeSet<u64> =
+            m.keyframe_times.iter().map(|t| *t as u64).collect();
         assert_eq!(m.source_frames.len(), distinct.len());
     }
 
@@ -188,14 +260,21 @@ fn tim_tas_magnitude_torchscript_cropped_and_smic_e() {
     let out3 = dir.path().join("ts.safetensors");
     let r = prepare(&PrepOptions {
         samm: Some(s.samm.clone()),
-        interpolator: InterpolatorChoice::TorchScript { path: model, channels: 1 },
+        interpolator: InterpolatorChoice::TorchScript {
+            path: model,
+            channels: 1,
+        },
         out: out3.clone(),
         ..Default::default()
     })
     .unwrap();
     assert_eq!(r.samples, 9);
     let p = Prepared::read(&out3).unwrap();
-    assert!(p.info.interpolator.starts_with("torchscript:blend.pt:"), "{}", p.info.interpolator);
+    assert!(
+        p.info.interpolator.starts_with("torchscript:blend.pt:"),
+        "{}",
+        p.info.interpolator
+    );
 }
 
 #[test]
@@ -205,7 +284,12 @@ fn composite_flag_keeps_only_listed_clips_with_list_labels() {
     // unless skip_bad.
     let dir = tempfile::tempdir().unwrap();
     let s = generate(Preset::Tiny, 5, &dir.path().join("data")).unwrap();
-    let t: Vec<_> = s.truth.iter().filter(|t| t.dataset == Dataset::Casme2 && t.megc3.is_some()).take(2).collect();
+    let t: Vec<_> = s
+        .truth
+        .iter()
+        .filter(|t| t.dataset == Dataset::Casme2 && t.megc3.is_some())
+        .take(2)
+        .collect();
     let list = dir.path().join("list.csv");
     let relabel = (t[1].megc3.unwrap() + 1) % 3;
     std::fs::write(
@@ -222,9 +306,18 @@ fn composite_flag_keeps_only_listed_clips_with_list_labels() {
     )
     .unwrap();
     let out = dir.path().join("c.safetensors");
-    let mut o = PrepOptions { casme2: Some(s.casme2.clone()), composite: true, composite_list: Some(list), out: out.clone(), ..Default::default() };
+    let mut o = PrepOptions {
+        casme2: Some(s.casme2.clone()),
+        composite: true,
+        composite_list: Some(list),
+        out: out.clone(),
+        ..Default::default()
+    };
     let e = prepare(&o).unwrap_err().to_string();
-    assert!(e.contains("casme2/sub01/EP99_99") && e.contains("not found on disk"), "{e}");
+    assert!(
+        e.contains("casme2/sub01/EP99_99") && e.contains("not found on disk"),
+        "{e}"
+    );
     o.skip_bad = true;
     let r = prepare(&o).unwrap();
     assert_eq!(r.samples, 2);

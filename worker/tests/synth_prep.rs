@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 
 fn python() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(p.exists(), "the project's Python ({}) is missing: run scripts/bootstrap.sh", p.display());
+    assert!(
+        p.exists(),
+        "the project's Python ({}) is missing: run scripts/bootstrap.sh",
+        p.display()
+    );
     p
 }
 
@@ -37,11 +41,29 @@ fn tiny_generates_detectable_faces_and_prepares_end_to_end() {
         let f = mer_worker::datasets::frames::find_frame(&r.frames, r.onset).unwrap();
         let m = read_gray(&f.path).unwrap();
         use opencv::prelude::*;
-        let c = det.detect(&m).unwrap().unwrap_or_else(|| panic!("no face found in {}", f.path.display()));
+        let c = det
+            .detect(&m)
+            .unwrap()
+            .unwrap_or_else(|| panic!("no face found in {}", f.path.display()));
         let (cx, cy) = (c.rect[0] + c.rect[2] / 2, c.rect[1] + c.rect[3] / 2);
-        assert!((cx - m.cols() / 2).abs() < m.cols() / 8, "{}: face box {:?}", r.id(), c.rect);
-        assert!(c.rect[2] > m.cols() / 3, "{}: face box {:?}", r.id(), c.rect);
-        assert!((cy - m.rows() / 2).abs() < m.rows() / 6, "{}: face box {:?}", r.id(), c.rect);
+        assert!(
+            (cx - m.cols() / 2).abs() < m.cols() / 8,
+            "{}: face box {:?}",
+            r.id(),
+            c.rect
+        );
+        assert!(
+            c.rect[2] > m.cols() / 3,
+            "{}: face box {:?}",
+            r.id(),
+            c.rect
+        );
+        assert!(
+            (cy - m.rows() / 2).abs() < m.rows() / 6,
+            "{}: face box {:?}",
+            r.id(),
+            c.rect
+        );
     }
 
     let out = dir.path().join("tiny.safetensors");
@@ -60,9 +82,17 @@ fn tiny_generates_detectable_faces_and_prepares_end_to_end() {
     // Ground truth from the generator agrees with what the readers and labels produced.
     for t in &s.truth {
         let id = format!("{}/{}/{}", t.dataset, t.subject, t.filename);
-        let m = p.samples.iter().find(|m| m.id == id).unwrap_or_else(|| panic!("{id} missing"));
+        let m = p
+            .samples
+            .iter()
+            .find(|m| m.id == id)
+            .unwrap_or_else(|| panic!("{id} missing"));
         assert_eq!(m.labels.get("megc3").copied(), t.megc3, "{id}");
-        assert_eq!((m.onset, m.apex, m.offset), (t.onset, t.apex, t.offset), "{id}");
+        assert_eq!(
+            (m.onset, m.apex, m.offset),
+            (t.onset, t.apex, t.offset),
+            "{id}"
+        );
         assert_eq!(m.apex_estimated, t.dataset == Dataset::Smic);
         assert_eq!(m.keyframe_times.len(), 11);
         assert_eq!(m.source_frames.len(), if m.onset == m.apex { 2 } else { 3 });
@@ -92,12 +122,20 @@ fn tiny_generates_detectable_faces_and_prepares_end_to_end() {
         match m.labels.get("megc3") {
             Some(2) => {
                 let (brow, mouth) = (band(i, 12, 40), band(i, 70, 100));
-                assert!(brow < -0.5 && brow < mouth - 0.4, "{}: brow {brow} mouth {mouth}", m.id);
+                assert!(
+                    brow < -0.5 && brow < mouth - 0.4,
+                    "{}: brow {brow} mouth {mouth}",
+                    m.id
+                );
                 checked += 1;
             }
             Some(1) => {
                 let (brow, mouth) = (band(i, 12, 40), band(i, 70, 100));
-                assert!(mouth < -0.3 && mouth < brow - 0.3, "{}: brow {brow} mouth {mouth}", m.id);
+                assert!(
+                    mouth < -0.3 && mouth < brow - 0.3,
+                    "{}: brow {brow} mouth {mouth}",
+                    m.id
+                );
                 checked += 1;
             }
             _ => {}
@@ -109,7 +147,10 @@ fn tiny_generates_detectable_faces_and_prepares_end_to_end() {
     assert_eq!(ins.per_dataset[&Dataset::Samm], 9);
     let text = ins.to_text();
     assert!(text.contains("samples 28, subjects 9"), "{text}");
-    assert!(text.contains("negative 9, positive 9, surprise 9"), "{text}");
+    assert!(
+        text.contains("negative 9, positive 9, surprise 9"),
+        "{text}"
+    );
 
     // Python's safetensors + numpy read the file and find the documented shapes and metadata.
     let script = r#"
@@ -155,7 +196,16 @@ acc = (pred == y).mean()
 assert acc >= 0.8, f"LOSO accuracy {acc}"
 print("python-ok", flow.shape, "loso-acc", acc)
 "#;
-    let o = std::process::Command::new(python()).arg("-c").arg(script).arg(&out).output().unwrap();
+    let o = std::process::Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(&out)
+        .output()
+        .unwrap();
     let so = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success() && so.contains("python-ok"), "{so}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success() && so.contains("python-ok"),
+        "{so}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -43,10 +43,19 @@ pub struct JobController {
 impl JobController {
     /// A controller creating Jobs through `launcher` for the experiments of `sched`.
     pub fn new(launcher: KubeLauncher, sched: Arc<Scheduler>) -> JobController {
-        JobController { launcher, sched, kinds: HashMap::new(), launched: HashSet::new(), closed: HashSet::new() }
+        JobController {
+            launcher,
+            sched,
+            kinds: HashMap::new(),
+            launched: HashSet::new(),
+            closed: HashSet::new(),
+        }
     }
 
-    async fn uses_kubernetes(&mut self, id: &str) -> Result<Option<(String, KubernetesSpec)>, CoordError> {
+    async fn uses_kubernetes(
+        &mut self,
+        id: &str,
+    ) -> Result<Option<(String, KubernetesSpec)>, CoordError> {
         if let Some(k) = self.kinds.get(id) {
             return Ok(k.clone());
         }
@@ -56,7 +65,12 @@ impl JobController {
             .store()
             .read(move |c| {
                 use rusqlite::OptionalExtension;
-                c.query_row("SELECT spec_toml FROM experiments WHERE id = ?1", [&key], |r| r.get(0)).optional()
+                c.query_row(
+                    "SELECT spec_toml FROM experiments WHERE id = ?1",
+                    [&key],
+                    |r| r.get(0),
+                )
+                .optional()
             })
             .await?;
         let kind = match toml {
@@ -90,16 +104,24 @@ impl JobController {
                     continue;
                 }
             };
-            let Some(st) = self.sched.status(&id) else { continue };
-            let unfinished = st.tasks_total.saturating_sub(st.tasks_done + st.tasks_failed);
+            let Some(st) = self.sched.status(&id) else {
+                continue;
+            };
+            let unfinished = st
+                .tasks_total
+                .saturating_sub(st.tasks_done + st.tasks_failed);
             let r = match st.state.as_str() {
-                "running" if !self.launched.contains(&id) => {
-                    launcher.launch(&JobRequest::new(&id, &name, unfinished)).await.map(|j| {
+                "running" if !self.launched.contains(&id) => launcher
+                    .launch(&JobRequest::new(&id, &name, unfinished))
+                    .await
+                    .map(|j| {
                         self.launched.insert(id.clone());
                         Some(Action::Launched(j.parallelism))
-                    })
-                }
-                "running" => launcher.scale_down(&id, unfinished).await.map(|p| p.map(Action::Scaled)),
+                    }),
+                "running" => launcher
+                    .scale_down(&id, unfinished)
+                    .await
+                    .map(|p| p.map(Action::Scaled)),
                 "cancelled" => launcher.cancel(&id).await.map(|_| {
                     self.closed.insert(id.clone());
                     Some(Action::Deleted)
@@ -119,9 +141,15 @@ impl JobController {
     }
 
     /// Runs the pod watch and a reconcile pass every `every` until `shutdown`.
-    pub fn spawn(mut self, every: Duration, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub fn spawn(
+        mut self,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let sink: Arc<dyn WorkerLossSink> = self.sched.clone();
-        let watch = self.launcher.watch_pods(sink, Some(self.sched.metrics().clone()), shutdown.clone());
+        let watch =
+            self.launcher
+                .watch_pods(sink, Some(self.sched.metrics().clone()), shutdown.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -4,17 +4,19 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{
-    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern,
-    PodFailurePolicyRule,
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference, ObjectFieldSelector,
-    PodSpec, PodTemplateSpec, SecretKeySelector, Volume, VolumeMount,
+    ConfigMap, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, SecretKeySelector, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use super::{WorkerTemplate, COMPONENT_LABEL, EXIT_FATAL, EXPERIMENT_LABEL, GPU_RESOURCE, WORKER_COMPONENT};
+use super::{
+    WorkerTemplate, COMPONENT_LABEL, EXIT_FATAL, EXPERIMENT_LABEL, GPU_RESOURCE, WORKER_COMPONENT,
+};
 use crate::CoordError;
 
 /// What the scheduler asks the launcher for.
@@ -31,14 +33,27 @@ pub struct JobRequest {
 impl JobRequest {
     /// A request for `runnable_tasks` tasks of experiment `experiment_id` named `experiment_name`.
     pub fn new(experiment_id: &str, experiment_name: &str, runnable_tasks: u32) -> JobRequest {
-        JobRequest { experiment_id: experiment_id.into(), experiment_name: experiment_name.into(), runnable_tasks }
+        JobRequest {
+            experiment_id: experiment_id.into(),
+            experiment_name: experiment_name.into(),
+            runnable_tasks,
+        }
     }
 }
 
 /// `id` as a DNS-1123 label fragment: lower-case letters, digits and '-', at most 40 characters,
 /// no leading/trailing '-'. Two ids that differ only in case or punctuation get a hash suffix.
 pub fn sanitize(id: &str) -> String {
-    let mut s: String = id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let mut s: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
     let changed = s != id || s.len() > 40;
     if changed {
         let h = crate::plan::sha256_hex(id.as_bytes());
@@ -60,7 +75,9 @@ pub fn owner_name(experiment_id: &str) -> String {
 
 /// Pods needed for `runnable` tasks, capped by the template's `maxParallelism` (at least 1).
 pub fn parallelism_for(t: &WorkerTemplate, runnable: u32) -> i32 {
-    let pods = runnable.div_ceil(t.slots_per_pod()).clamp(1, t.max_parallelism.max(1));
+    let pods = runnable
+        .div_ceil(t.slots_per_pod())
+        .clamp(1, t.max_parallelism.max(1));
     i32::try_from(pods).unwrap_or(i32::MAX)
 }
 
@@ -74,8 +91,14 @@ fn labels(t: &WorkerTemplate, req: &JobRequest) -> BTreeMap<String, String> {
 
 fn annotations(req: &JobRequest) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("mer.dev/experiment-id".to_string(), req.experiment_id.clone()),
-        ("mer.dev/experiment-name".to_string(), req.experiment_name.clone()),
+        (
+            "mer.dev/experiment-id".to_string(),
+            req.experiment_id.clone(),
+        ),
+        (
+            "mer.dev/experiment-name".to_string(),
+            req.experiment_name.clone(),
+        ),
     ])
 }
 
@@ -85,7 +108,12 @@ pub fn build_owner(t: &WorkerTemplate, req: &JobRequest) -> ConfigMap {
         metadata: ObjectMeta {
             name: Some(owner_name(&req.experiment_id)),
             namespace: Some(t.namespace.clone()),
-            labels: Some(labels(t, req).into_iter().filter(|(k, _)| k != COMPONENT_LABEL).collect()),
+            labels: Some(
+                labels(t, req)
+                    .into_iter()
+                    .filter(|(k, _)| k != COMPONENT_LABEL)
+                    .collect(),
+            ),
             annotations: Some(annotations(req)),
             ..Default::default()
         },
@@ -105,7 +133,11 @@ pub const CACHE_DIR: &str = "/var/cache/mer";
 /// pod name as worker name (Kubernetes expands `$(MER_WORKER_NAME)`), and the cache folder. The
 /// coordinator URL and the token come from `MER_COORDINATOR` / `MER_TOKEN`.
 pub fn worker_args(t: &WorkerTemplate) -> Vec<String> {
-    let mut a = vec!["worker".to_string(), "--slots".into(), t.slots_per_pod().to_string()];
+    let mut a = vec![
+        "worker".to_string(),
+        "--slots".into(),
+        t.slots_per_pod().to_string(),
+    ];
     if t.gpus == 0 {
         a.extend(["--device".to_string(), "cpu".to_string()]);
     } else {
@@ -113,12 +145,21 @@ pub fn worker_args(t: &WorkerTemplate) -> Vec<String> {
             a.extend(["--device".to_string(), format!("cuda:{i}")]);
         }
     }
-    a.extend(["--name".to_string(), "$(MER_WORKER_NAME)".to_string(), "--cache-dir".to_string(), CACHE_DIR.to_string()]);
+    a.extend([
+        "--name".to_string(),
+        "$(MER_WORKER_NAME)".to_string(),
+        "--cache-dir".to_string(),
+        CACHE_DIR.to_string(),
+    ]);
     a
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
 }
 
 /// The Indexed worker Job of an experiment, owned by its ConfigMap `owner_uid`.
@@ -127,9 +168,13 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 /// `MER_WORKER_NAME` (the pod name: the worker registers under it, so the pod watch can name it to the
 /// scheduler) and, for information, `MER_SLOTS`, `MER_DEVICE` and `MER_EXPERIMENT`.
 pub fn build_job(t: &WorkerTemplate, req: &JobRequest, owner_uid: &str) -> Result<Job, CoordError> {
-    t.check().map_err(|why| CoordError::invalid("kubernetes worker template", why))?;
+    t.check()
+        .map_err(|why| CoordError::invalid("kubernetes worker template", why))?;
     if owner_uid.is_empty() {
-        return Err(CoordError::invalid("kubernetes owner", "the owner ConfigMap has no uid"));
+        return Err(CoordError::invalid(
+            "kubernetes owner",
+            "the owner ConfigMap has no uid",
+        ));
     }
     let n = parallelism_for(t, req.runnable_tasks);
     let labels = labels(t, req);
@@ -137,8 +182,14 @@ pub fn build_job(t: &WorkerTemplate, req: &JobRequest, owner_uid: &str) -> Resul
     let mut resources = t.resources.clone();
     if t.gpus > 0 {
         let q = Quantity(t.gpus.to_string());
-        resources.requests.get_or_insert_with(BTreeMap::new).insert(GPU_RESOURCE.into(), q.clone());
-        resources.limits.get_or_insert_with(BTreeMap::new).insert(GPU_RESOURCE.into(), q);
+        resources
+            .requests
+            .get_or_insert_with(BTreeMap::new)
+            .insert(GPU_RESOURCE.into(), q.clone());
+        resources
+            .limits
+            .get_or_insert_with(BTreeMap::new)
+            .insert(GPU_RESOURCE.into(), q);
     }
 
     let mut envs = vec![
@@ -161,7 +212,10 @@ pub fn build_job(t: &WorkerTemplate, req: &JobRequest, owner_uid: &str) -> Resul
             name: "MER_WORKER_NAME".into(),
             value: None,
             value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".into(), api_version: None }),
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    api_version: None,
+                }),
                 ..Default::default()
             }),
         },
@@ -178,8 +232,16 @@ pub fn build_job(t: &WorkerTemplate, req: &JobRequest, owner_uid: &str) -> Resul
         env: Some(envs),
         resources: Some(resources),
         volume_mounts: Some(vec![
-            VolumeMount { name: "dshm".into(), mount_path: "/dev/shm".into(), ..Default::default() },
-            VolumeMount { name: "cache".into(), mount_path: CACHE_DIR.into(), ..Default::default() },
+            VolumeMount {
+                name: "dshm".into(),
+                mount_path: "/dev/shm".into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "cache".into(),
+                mount_path: CACHE_DIR.into(),
+                ..Default::default()
+            },
         ]),
         ..Default::default()
     };
@@ -190,15 +252,28 @@ pub fn build_job(t: &WorkerTemplate, req: &JobRequest, owner_uid: &str) -> Resul
         containers: vec![container],
         node_selector: (!t.node_selector.is_empty()).then(|| t.node_selector.clone()),
         tolerations: (!t.tolerations.is_empty()).then(|| t.tolerations.clone()),
-        image_pull_secrets: (!t.image_pull_secrets.is_empty())
-            .then(|| t.image_pull_secrets.iter().map(|s| LocalObjectReference { name: s.name.clone() }).collect()),
+        image_pull_secrets: (!t.image_pull_secrets.is_empty()).then(|| {
+            t.image_pull_secrets
+                .iter()
+                .map(|s| LocalObjectReference {
+                    name: s.name.clone(),
+                })
+                .collect()
+        }),
         volumes: Some(vec![
             Volume {
                 name: "dshm".into(),
-                empty_dir: Some(EmptyDirVolumeSource { medium: Some("Memory".into()), size_limit: Some(Quantity(t.shm_size.clone())) }),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    medium: Some("Memory".into()),
+                    size_limit: Some(Quantity(t.shm_size.clone())),
+                }),
                 ..Default::default()
             },
-            Volume { name: "cache".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+            Volume {
+                name: "cache".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            },
         ]),
         ..Default::default()
     };
@@ -247,14 +322,22 @@ pub fn build_job(t: &WorkerTemplate, req: &JobRequest, owner_uid: &str) -> Resul
             completion_mode: Some("Indexed".into()),
             completions: Some(n),
             parallelism: Some(n),
-            backoff_limit_per_index: Some(i32::try_from(t.backoff_limit_per_index).unwrap_or(i32::MAX)),
+            backoff_limit_per_index: Some(
+                i32::try_from(t.backoff_limit_per_index).unwrap_or(i32::MAX),
+            ),
             // A failed index never fails the Job: the coordinator re-queues its tasks elsewhere.
             max_failed_indexes: Some(n),
             pod_failure_policy: Some(failure_policy),
             pod_replacement_policy: Some("Failed".into()),
-            ttl_seconds_after_finished: t.ttl_seconds_after_finished.map(|s| i32::try_from(s).unwrap_or(i32::MAX)),
+            ttl_seconds_after_finished: t
+                .ttl_seconds_after_finished
+                .map(|s| i32::try_from(s).unwrap_or(i32::MAX)),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), annotations: Some(annotations(req)), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(annotations(req)),
+                    ..Default::default()
+                }),
                 spec: Some(pod),
             },
             ..Default::default()
@@ -290,7 +373,12 @@ mod tests {
     fn names_are_dns_labels() {
         assert_eq!(job_name("exp-0007"), "mer-workers-exp-0007");
         let n = owner_name("My_Experiment/with a very long name that goes on and on");
-        assert!(n.len() <= 63 && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{n}");
+        assert!(
+            n.len() <= 63
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "{n}"
+        );
         assert_ne!(sanitize("A"), sanitize("a"));
     }
 
@@ -301,9 +389,17 @@ mod tests {
         let j = build_job(&t, &JobRequest::new("e", "n", 5), "uid").unwrap();
         let c = &j.spec.unwrap().template.spec.unwrap().containers[0];
         assert!(c.resources.as_ref().unwrap().limits.is_none());
-        assert!(c.env.as_ref().unwrap().iter().any(|e| e.name == "MER_DEVICE" && e.value.as_deref() == Some("cpu")));
+        assert!(c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|e| e.name == "MER_DEVICE" && e.value.as_deref() == Some("cpu")));
         assert!(build_job(&t, &JobRequest::new("e", "n", 5), "").is_err());
-        t.token_secret = SecretKey { name: String::new(), key: "k".into() };
+        t.token_secret = SecretKey {
+            name: String::new(),
+            key: "k".into(),
+        };
         assert!(build_job(&t, &JobRequest::new("e", "n", 5), "uid").is_err());
     }
 }

@@ -48,7 +48,8 @@ pub struct PodLost {
 pub fn valid_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -80,7 +81,9 @@ impl KubeLauncher {
     /// A launcher with the ambient credentials: the user's kubeconfig (`mer submit --k8s`) or the
     /// pod's service account in-cluster (`kube::Client::try_default`).
     pub async fn try_default(template: WorkerTemplate) -> Result<KubeLauncher, CoordError> {
-        let client = Client::try_default().await.map_err(|e| kube_err("no kubeconfig or in-cluster config", e))?;
+        let client = Client::try_default()
+            .await
+            .map_err(|e| kube_err("no kubeconfig or in-cluster config", e))?;
         Ok(KubeLauncher::new(client, template))
     }
 
@@ -89,7 +92,10 @@ impl KubeLauncher {
     pub fn with_spec(&self, k: &crate::spec::KubernetesSpec) -> KubeLauncher {
         let mut template = self.template.clone();
         template.apply_spec(k);
-        KubeLauncher { client: self.client.clone(), template }
+        KubeLauncher {
+            client: self.client.clone(),
+            template,
+        }
     }
 
     /// The worker template in use.
@@ -110,26 +116,39 @@ impl KubeLauncher {
     /// Creates the experiment's owner ConfigMap and its worker Job. Idempotent: objects that exist
     /// already (a restarted coordinator) are adopted.
     pub async fn launch(&self, req: &JobRequest) -> Result<LaunchedJob, CoordError> {
-        let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
         let owner = build_owner(&self.template, req);
         let owner = match self.config_maps().create(&pp, &owner).await {
             Ok(cm) => cm,
-            Err(e) if api_code(&e) == Some(409) => {
-                self.config_maps().get(&owner_name(&req.experiment_id)).await.map_err(|e| kube_err("get owner ConfigMap", e))?
-            }
+            Err(e) if api_code(&e) == Some(409) => self
+                .config_maps()
+                .get(&owner_name(&req.experiment_id))
+                .await
+                .map_err(|e| kube_err("get owner ConfigMap", e))?,
             Err(e) => return Err(kube_err("create owner ConfigMap", e)),
         };
         let uid = owner.metadata.uid.clone().unwrap_or_default();
         let job = build_job(&self.template, req, &uid)?;
         let (job, created) = match self.jobs().create(&pp, &job).await {
             Ok(j) => (j, true),
-            Err(e) if api_code(&e) == Some(409) => {
-                (self.jobs().get(&job_name(&req.experiment_id)).await.map_err(|e| kube_err("get worker Job", e))?, false)
-            }
+            Err(e) if api_code(&e) == Some(409) => (
+                self.jobs()
+                    .get(&job_name(&req.experiment_id))
+                    .await
+                    .map_err(|e| kube_err("get worker Job", e))?,
+                false,
+            ),
             Err(e) => return Err(kube_err("create worker Job", e)),
         };
         let parallelism = job.spec.as_ref().and_then(|s| s.parallelism).unwrap_or(0);
-        let name = job.metadata.name.clone().unwrap_or_else(|| job_name(&req.experiment_id));
+        let name = job
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_else(|| job_name(&req.experiment_id));
         tracing::info!(
             "kubernetes: {} Job {}/{} with {parallelism} worker pods for experiment {}",
             if created { "created" } else { "adopted" },
@@ -137,13 +156,23 @@ impl KubeLauncher {
             name,
             req.experiment_id
         );
-        Ok(LaunchedJob { namespace: self.template.namespace.clone(), name, parallelism, owner_uid: uid, created })
+        Ok(LaunchedJob {
+            namespace: self.template.namespace.clone(),
+            name,
+            parallelism,
+            owner_uid: uid,
+            created,
+        })
     }
 
     /// Shrinks the Job when fewer pods are needed: `unfinished` is the number of tasks not done yet
     /// (ready, blocked or running); 0 scales to no pod at all. Never grows a Job. Returns the new
     /// parallelism when a patch was sent, `None` when nothing changed or the Job is gone.
-    pub async fn scale_down(&self, experiment_id: &str, unfinished: u32) -> Result<Option<i32>, CoordError> {
+    pub async fn scale_down(
+        &self,
+        experiment_id: &str,
+        unfinished: u32,
+    ) -> Result<Option<i32>, CoordError> {
         let name = job_name(experiment_id);
         let job = match self.jobs().get(&name).await {
             Ok(j) => j,
@@ -151,12 +180,19 @@ impl KubeLauncher {
             Err(e) => return Err(kube_err("get worker Job", e)),
         };
         let current = job.spec.as_ref().and_then(|s| s.parallelism).unwrap_or(1);
-        let want = if unfinished == 0 { 0 } else { parallelism_for(&self.template, unfinished) };
+        let want = if unfinished == 0 {
+            0
+        } else {
+            parallelism_for(&self.template, unfinished)
+        };
         if want >= current {
             return Ok(None);
         }
         let patch = serde_json::json!({ "spec": { "parallelism": want } });
-        let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
         match self.jobs().patch(&name, &pp, &Patch::Merge(&patch)).await {
             Ok(_) => {
                 tracing::info!("kubernetes: Job {name} scaled down from {current} to {want} pods ({unfinished} tasks left)");
@@ -177,7 +213,11 @@ impl KubeLauncher {
             Err(e) if api_code(&e) == Some(404) => {}
             Err(e) => return Err(kube_err("delete worker Job", e)),
         }
-        match self.config_maps().delete(&owner_name(experiment_id), &dp).await {
+        match self
+            .config_maps()
+            .delete(&owner_name(experiment_id), &dp)
+            .await
+        {
             Ok(_) => deleted = true,
             Err(e) if api_code(&e) == Some(404) => {}
             Err(e) => return Err(kube_err("delete owner ConfigMap", e)),
@@ -198,7 +238,9 @@ impl KubeLauncher {
     ) -> tokio::task::JoinHandle<()> {
         let pods = self.pods();
         tokio::spawn(async move {
-            let wp = WatchParams::default().labels(&format!("{COMPONENT_LABEL}={WORKER_COMPONENT}")).timeout(290);
+            let wp = WatchParams::default()
+                .labels(&format!("{COMPONENT_LABEL}={WORKER_COMPONENT}"))
+                .timeout(290);
             let mut version = "0".to_string();
             let mut reported: HashSet<String> = HashSet::new();
             while !shutdown.is_cancelled() {
@@ -245,7 +287,9 @@ impl KubeLauncher {
                     if let Some(v) = &pod.metadata.resource_version {
                         version = v.clone();
                     }
-                    let Some(name) = pod.metadata.name.clone() else { continue };
+                    let Some(name) = pod.metadata.name.clone() else {
+                        continue;
+                    };
                     if let Some(reason) = lost_reason(&pod, deleted) {
                         if reported.insert(name.clone()) {
                             let requeued = sink.worker_lost(&name, &reason);
@@ -278,12 +322,25 @@ pub fn lost_reason(pod: &Pod, deleted: bool) -> Option<String> {
             .and_then(|cs| cs.iter().find(|c| c.name == "worker"))
             .and_then(|c| c.state.as_ref())
             .and_then(|st| st.terminated.as_ref())
-            .map(|t| format!("exit code {}{}", t.exit_code, t.reason.as_deref().map(|r| format!(", {r}")).unwrap_or_default()));
-        let why = exit.or_else(|| status.and_then(|s| s.reason.clone())).unwrap_or_else(|| "failed".into());
+            .map(|t| {
+                format!(
+                    "exit code {}{}",
+                    t.exit_code,
+                    t.reason
+                        .as_deref()
+                        .map(|r| format!(", {r}"))
+                        .unwrap_or_default()
+                )
+            });
+        let why = exit
+            .or_else(|| status.and_then(|s| s.reason.clone()))
+            .unwrap_or_else(|| "failed".into());
         return Some(format!("pod failed: {why}"));
     }
     let disrupted = status.and_then(|s| s.conditions.as_ref()).and_then(|cs| {
-        cs.iter().find(|c| c.type_ == "DisruptionTarget" && c.status == "True").map(|c| c.reason.clone().unwrap_or_default())
+        cs.iter()
+            .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+            .map(|c| c.reason.clone().unwrap_or_default())
     });
     if let Some(r) = disrupted {
         return Some(format!("pod disrupted: {r}"));
@@ -304,18 +361,33 @@ mod tests {
 
     #[test]
     fn lost_reasons() {
-        let running = pod(serde_json::json!({"metadata": {"name": "p"}, "status": {"phase": "Running"}}));
+        let running =
+            pod(serde_json::json!({"metadata": {"name": "p"}, "status": {"phase": "Running"}}));
         assert_eq!(lost_reason(&running, false), None);
-        assert_eq!(lost_reason(&running, true).as_deref(), Some("pod deleted while Running"));
-        let ok = pod(serde_json::json!({"metadata": {"name": "p"}, "status": {"phase": "Succeeded"}}));
+        assert_eq!(
+            lost_reason(&running, true).as_deref(),
+            Some("pod deleted while Running")
+        );
+        let ok =
+            pod(serde_json::json!({"metadata": {"name": "p"}, "status": {"phase": "Succeeded"}}));
         assert_eq!(lost_reason(&ok, true), None);
-        let failed = pod(serde_json::json!({"metadata": {"name": "p"}, "status": {"phase": "Failed", "containerStatuses": [
+        let failed = pod(
+            serde_json::json!({"metadata": {"name": "p"}, "status": {"phase": "Failed", "containerStatuses": [
             {"name": "worker", "image": "w", "imageID": "", "ready": false, "restartCount": 0,
-             "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}}));
-        assert_eq!(lost_reason(&failed, false).as_deref(), Some("pod failed: exit code 137, OOMKilled"));
-        let evicted = pod(serde_json::json!({"metadata": {"name": "p"}, "status": {"phase": "Running", "conditions": [
-            {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]}}));
-        assert_eq!(lost_reason(&evicted, false).as_deref(), Some("pod disrupted: PreemptionByScheduler"));
+             "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}}),
+        );
+        assert_eq!(
+            lost_reason(&failed, false).as_deref(),
+            Some("pod failed: exit code 137, OOMKilled")
+        );
+        let evicted = pod(
+            serde_json::json!({"metadata": {"name": "p"}, "status": {"phase": "Running", "conditions": [
+            {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]}}),
+        );
+        assert_eq!(
+            lost_reason(&evicted, false).as_deref(),
+            Some("pod disrupted: PreemptionByScheduler")
+        );
     }
 
     #[test]

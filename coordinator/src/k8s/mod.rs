@@ -56,7 +56,11 @@ pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// Exactly the API access the launcher uses: (API group, resource, verbs). The chart's Role grants
 /// this and nothing else (tests/helm_chart.rs checks they agree).
 pub const LAUNCHER_RBAC: &[(&str, &str, &[&str])] = &[
-    ("batch", "jobs", &["create", "get", "list", "watch", "patch", "delete"]),
+    (
+        "batch",
+        "jobs",
+        &["create", "get", "list", "watch", "patch", "delete"],
+    ),
     ("", "pods", &["get", "list", "watch"]),
     ("", "configmaps", &["create", "get", "delete"]),
 ];
@@ -164,14 +168,20 @@ impl WorkerTemplate {
     /// Reads the chart's `worker-template.json`; errors name the file and the JSON line/column.
     pub fn from_file(path: &Path) -> Result<WorkerTemplate, CoordError> {
         let text = std::fs::read_to_string(path).map_err(|e| CoordError::io(path, e))?;
-        let t: WorkerTemplate = serde_json::from_str(&text).map_err(|e| CoordError::json(path.display().to_string(), e))?;
-        t.check().map_err(|why| CoordError::invalid(path.display().to_string(), why))?;
+        let t: WorkerTemplate = serde_json::from_str(&text)
+            .map_err(|e| CoordError::json(path.display().to_string(), e))?;
+        t.check()
+            .map_err(|why| CoordError::invalid(path.display().to_string(), why))?;
         Ok(t)
     }
 
     /// A template for `mer submit --k8s` from a workstation (no chart ConfigMap): the experiment's
     /// `[kubernetes]` table plus the coordinator URL and token Secret given on the command line.
-    pub fn from_spec(k: &KubernetesSpec, coordinator_address: &str, token_secret: SecretKey) -> WorkerTemplate {
+    pub fn from_spec(
+        k: &KubernetesSpec,
+        coordinator_address: &str,
+        token_secret: SecretKey,
+    ) -> WorkerTemplate {
         let mut t = WorkerTemplate {
             namespace: k.namespace.clone(),
             coordinator_address: coordinator_address.to_string(),
@@ -218,8 +228,13 @@ impl WorkerTemplate {
         if !launcher::valid_dns_label(&self.namespace) {
             return Err(format!("namespace '{}' is not a DNS label", self.namespace));
         }
-        if !(self.coordinator_address.starts_with("http://") || self.coordinator_address.starts_with("https://")) {
-            return Err(format!("coordinatorAddress '{}' must be an http:// or https:// URL", self.coordinator_address));
+        if !(self.coordinator_address.starts_with("http://")
+            || self.coordinator_address.starts_with("https://"))
+        {
+            return Err(format!(
+                "coordinatorAddress '{}' must be an http:// or https:// URL",
+                self.coordinator_address
+            ));
         }
         if self.max_parallelism == 0 {
             return Err("maxParallelism must be at least 1".into());
@@ -249,18 +264,31 @@ pub async fn submit_job(
         )
     })?;
     let t = WorkerTemplate::from_spec(k, pod_coordinator, token_secret);
-    t.check().map_err(|why| CoordError::invalid("kubernetes settings", why))?;
+    t.check()
+        .map_err(|why| CoordError::invalid("kubernetes settings", why))?;
     let launcher = KubeLauncher::try_default(t).await?;
-    launcher.launch(&JobRequest::new(experiment_id, &spec.name, unfinished_tasks)).await
+    launcher
+        .launch(&JobRequest::new(
+            experiment_id,
+            &spec.name,
+            unfinished_tasks,
+        ))
+        .await
 }
 
 /// Parses `name:key` (or `name`, key `token`) into a [`SecretKey`].
 pub fn parse_secret_key(s: &str) -> Result<SecretKey, CoordError> {
     let (name, key) = s.split_once(':').unwrap_or((s, "token"));
     if !launcher::valid_dns_label(name) || key.is_empty() {
-        return Err(CoordError::invalid("token secret", format!("'{s}' is not NAME[:KEY] with a DNS-label NAME")));
+        return Err(CoordError::invalid(
+            "token secret",
+            format!("'{s}' is not NAME[:KEY] with a DNS-label NAME"),
+        ));
     }
-    Ok(SecretKey { name: name.into(), key: key.into() })
+    Ok(SecretKey {
+        name: name.into(),
+        key: key.into(),
+    })
 }
 
 /// Where the launcher reports a lost worker so that its tasks are re-queued at once. The scheduler
@@ -287,10 +315,21 @@ mod tests {
         )
         .unwrap();
         let t = WorkerTemplate::from_file(&p).unwrap();
-        assert_eq!((t.gpus, t.slots_per_pod(), t.max_parallelism, t.backoff_limit_per_index), (2, 4, 68, 3));
+        assert_eq!(
+            (
+                t.gpus,
+                t.slots_per_pod(),
+                t.max_parallelism,
+                t.backoff_limit_per_index
+            ),
+            (2, 4, 68, 3)
+        );
         std::fs::write(&p, r#"{"namespace":"ml","coordinatorAddress":"mer:50051","tokenSecret":{"name":"a","key":"b"},"image":"w"}"#).unwrap();
         let e = WorkerTemplate::from_file(&p).unwrap_err().to_string();
-        assert!(e.contains("t.json") && e.contains("coordinatorAddress"), "{e}");
+        assert!(
+            e.contains("t.json") && e.contains("coordinatorAddress"),
+            "{e}"
+        );
         std::fs::write(&p, r#"{"namespace":"ml","bogus":1}"#).unwrap();
         let e = WorkerTemplate::from_file(&p).unwrap_err().to_string();
         assert!(e.contains("t.json") && e.contains("bogus"), "{e}");
@@ -298,15 +337,40 @@ mod tests {
 
     #[test]
     fn secret_keys_parse() {
-        assert_eq!(parse_secret_key("mer-token").unwrap(), SecretKey { name: "mer-token".into(), key: "token".into() });
-        assert_eq!(parse_secret_key("s:k").unwrap(), SecretKey { name: "s".into(), key: "k".into() });
+        assert_eq!(
+            parse_secret_key("mer-token").unwrap(),
+            SecretKey {
+                name: "mer-token".into(),
+                key: "token".into()
+            }
+        );
+        assert_eq!(
+            parse_secret_key("s:k").unwrap(),
+            SecretKey {
+                name: "s".into(),
+                key: "k".into()
+            }
+        );
         assert!(parse_secret_key("Bad:k").is_err());
     }
 
     #[test]
     fn spec_overrides_image_gpus_and_caps_workers() {
-        let k = KubernetesSpec { image: "mer:2".into(), namespace: "default".into(), workers: 200, gpus_per_worker: 4, slots_per_device: 2 };
-        let mut t = WorkerTemplate::from_spec(&k, "http://c:50051", SecretKey { name: "s".into(), key: "k".into() });
+        let k = KubernetesSpec {
+            image: "mer:2".into(),
+            namespace: "default".into(),
+            workers: 200,
+            gpus_per_worker: 4,
+            slots_per_device: 2,
+        };
+        let mut t = WorkerTemplate::from_spec(
+            &k,
+            "http://c:50051",
+            SecretKey {
+                name: "s".into(),
+                key: "k".into(),
+            },
+        );
         assert_eq!((t.max_parallelism, t.gpus, t.slots_per_pod()), (200, 4, 8));
         t.max_parallelism = 68;
         t.apply_spec(&k);

@@ -18,8 +18,8 @@ use crate::error::CoordError;
 use crate::plan::{Plan, TaskKind};
 use crate::store::Store;
 use mer_shared::fold::FoldResult;
-use mer_shared::prepared::{write_atomic, PrepInfo, Prepared};
 use mer_shared::predictions::{parse_any, PredictionRecord};
+use mer_shared::prepared::{write_atomic, PrepInfo, Prepared};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,7 +109,12 @@ pub struct RunContext {
 
 /// Writes `plan.json`, `spec.toml` (when known), `folds.jsonl` and `provenance.json` into `dir`.
 /// `results` are the finished target results by task key (other keys are ignored).
-pub fn write_run_files(dir: &Path, plan: &Plan, results: &BTreeMap<String, FoldResult>, ctx: &RunContext) -> Result<(), CoordError> {
+pub fn write_run_files(
+    dir: &Path,
+    plan: &Plan,
+    results: &BTreeMap<String, FoldResult>,
+    ctx: &RunContext,
+) -> Result<(), CoordError> {
     let plan_json = serde_json::to_string(plan).map_err(|e| CoordError::json("plan.json", e))?;
     write_atomic(&dir.join("plan.json"), format!("{plan_json}\n").as_bytes())?;
     if let Some(spec) = &ctx.spec_toml {
@@ -118,12 +123,20 @@ pub fn write_run_files(dir: &Path, plan: &Plan, results: &BTreeMap<String, FoldR
     let mut lines = String::new();
     let mut per_worker: BTreeMap<&str, usize> = BTreeMap::new();
     for t in plan.tasks.iter().filter(|t| t.kind == TaskKind::Target) {
-        let Some(r) = results.get(&t.key) else { continue };
+        let Some(r) = results.get(&t.key) else {
+            continue;
+        };
         let worker = ctx.result_workers.get(&t.key).cloned();
         if let Some(w) = &ctx.result_workers.get(&t.key) {
             *per_worker.entry(w.as_str()).or_insert(0) += 1;
         }
-        let rec = FoldRecord { task_key: t.key.clone(), sweep_point: t.sweep_point.unwrap_or(0), fold: t.fold.clone(), worker, result: r.clone() };
+        let rec = FoldRecord {
+            task_key: t.key.clone(),
+            sweep_point: t.sweep_point.unwrap_or(0),
+            fold: t.fold.clone(),
+            worker,
+            result: r.clone(),
+        };
         lines += &serde_json::to_string(&rec).map_err(|e| CoordError::json("folds.jsonl", e))?;
         lines.push('\n');
     }
@@ -132,15 +145,29 @@ pub fn write_run_files(dir: &Path, plan: &Plan, results: &BTreeMap<String, FoldR
         .datasets
         .iter()
         .map(|(hash, path)| {
-            let file = if path.is_file() { Some(path.clone()) } else { ctx.dataset_lookup.get(hash).filter(|p| p.is_file()).cloned() };
+            let file = if path.is_file() {
+                Some(path.clone())
+            } else {
+                ctx.dataset_lookup
+                    .get(hash)
+                    .filter(|p| p.is_file())
+                    .cloned()
+            };
             let info = file.and_then(|f| match Prepared::read_meta(&f) {
                 Ok(m) => Some(m.info),
                 Err(e) => {
-                    tracing::warn!("provenance: cannot read the metadata of {}: {e}", f.display());
+                    tracing::warn!(
+                        "provenance: cannot read the metadata of {}: {e}",
+                        f.display()
+                    );
                     None
                 }
             });
-            DatasetProvenance { hash: hash.clone(), path: path.display().to_string(), info }
+            DatasetProvenance {
+                hash: hash.clone(),
+                path: path.display().to_string(),
+                info,
+            }
         })
         .collect();
     let workers = ctx
@@ -148,7 +175,10 @@ pub fn write_run_files(dir: &Path, plan: &Plan, results: &BTreeMap<String, FoldR
         .iter()
         .filter_map(|w| {
             let n = per_worker.get(w.id.as_str()).copied().unwrap_or(0);
-            (n > 0).then(|| WorkerProvenance { results: n, ..w.clone() })
+            (n > 0).then(|| WorkerProvenance {
+                results: n,
+                ..w.clone()
+            })
         })
         .collect();
     let prov = Provenance {
@@ -160,7 +190,8 @@ pub fn write_run_files(dir: &Path, plan: &Plan, results: &BTreeMap<String, FoldR
         datasets,
         workers,
     };
-    let json = serde_json::to_string_pretty(&prov).map_err(|e| CoordError::json("provenance.json", e))?;
+    let json =
+        serde_json::to_string_pretty(&prov).map_err(|e| CoordError::json("provenance.json", e))?;
     write_atomic(&dir.join("provenance.json"), format!("{json}\n").as_bytes())?;
     Ok(())
 }
@@ -171,30 +202,47 @@ pub async fn run_context(store: &Store, id: &str) -> Result<RunContext, CoordErr
     let (spec_toml, workers, result_workers) = store
         .read(move |conn| {
             use rusqlite::OptionalExtension;
-            let spec: Option<String> =
-                conn.query_row("SELECT spec_toml FROM experiments WHERE id = ?1", [&idc], |r| r.get(0)).optional()?;
-            let mut st = conn.prepare("SELECT id, name, devices, slots, version FROM workers ORDER BY id")?;
+            let spec: Option<String> = conn
+                .query_row(
+                    "SELECT spec_toml FROM experiments WHERE id = ?1",
+                    [&idc],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let mut st =
+                conn.prepare("SELECT id, name, devices, slots, version FROM workers ORDER BY id")?;
             let workers = st
                 .query_map([], |r| {
                     let devices: String = r.get(2)?;
                     Ok(WorkerProvenance {
                         id: r.get(0)?,
                         name: r.get(1)?,
-                        devices: devices.split(',').filter(|d| !d.is_empty()).map(String::from).collect(),
+                        devices: devices
+                            .split(',')
+                            .filter(|d| !d.is_empty())
+                            .map(String::from)
+                            .collect(),
                         slots: r.get(3)?,
                         version: r.get(4)?,
                         results: 0,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut st = conn.prepare("SELECT task_key, worker_id FROM results WHERE kind = 'target'")?;
+            let mut st =
+                conn.prepare("SELECT task_key, worker_id FROM results WHERE kind = 'target'")?;
             let rw = st
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
                 .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
             Ok((spec.filter(|s| !s.is_empty()), workers, rw))
         })
         .await?;
-    Ok(RunContext { experiment_id: Some(id.to_string()), spec_toml, workers, result_workers, dataset_lookup: BTreeMap::new() })
+    Ok(RunContext {
+        experiment_id: Some(id.to_string()),
+        spec_toml,
+        workers,
+        result_workers,
+        dataset_lookup: BTreeMap::new(),
+    })
 }
 
 /// A run folder loaded for reporting.
@@ -231,13 +279,21 @@ fn read_opt(path: &Path) -> Result<Option<String>, CoordError> {
 pub fn load_run(dir: &Path) -> Result<RunData, CoordError> {
     let rpath = dir.join("results.json");
     let text = read_opt(&rpath)?.ok_or_else(|| {
-        CoordError::invalid(format!("run folder {}", dir.display()), "no results.json (is this the folder `mer run` wrote?)")
+        CoordError::invalid(
+            format!("run folder {}", dir.display()),
+            "no results.json (is this the folder `mer run` wrote?)",
+        )
     })?;
-    let results: ExperimentResults = serde_json::from_str(&text).map_err(|e| CoordError::json(rpath.display().to_string(), e))?;
+    let results: ExperimentResults = serde_json::from_str(&text)
+        .map_err(|e| CoordError::json(rpath.display().to_string(), e))?;
     if results.schema != crate::aggregate::RESULTS_SCHEMA {
         return Err(CoordError::invalid(
             rpath.display().to_string(),
-            format!("schema '{}', this mer reads '{}'", results.schema, crate::aggregate::RESULTS_SCHEMA),
+            format!(
+                "schema '{}', this mer reads '{}'",
+                results.schema,
+                crate::aggregate::RESULTS_SCHEMA
+            ),
         ));
     }
     let mut predictions = BTreeMap::new();
@@ -268,7 +324,10 @@ pub fn load_run(dir: &Path) -> Result<RunData, CoordError> {
         prediction_files.insert(sp.index, files);
     }
     let plan = match read_opt(&dir.join("plan.json"))? {
-        Some(t) => Some(serde_json::from_str(&t).map_err(|e| CoordError::json(dir.join("plan.json").display().to_string(), e))?),
+        Some(t) => Some(
+            serde_json::from_str(&t)
+                .map_err(|e| CoordError::json(dir.join("plan.json").display().to_string(), e))?,
+        ),
         None => None,
     };
     let spec_toml = read_opt(&dir.join("spec.toml"))?;
@@ -276,14 +335,26 @@ pub fn load_run(dir: &Path) -> Result<RunData, CoordError> {
     let fpath = dir.join("folds.jsonl");
     if let Some(t) = read_opt(&fpath)? {
         for (i, line) in t.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let rec: FoldRecord =
-                serde_json::from_str(line).map_err(|e| CoordError::json(format!("{}:{}", fpath.display(), i + 1), e))?;
+            let rec: FoldRecord = serde_json::from_str(line)
+                .map_err(|e| CoordError::json(format!("{}:{}", fpath.display(), i + 1), e))?;
             folds.push(rec);
         }
     }
-    let provenance = match read_opt(&dir.join("provenance.json"))? {
-        Some(t) => Some(serde_json::from_str(&t).map_err(|e| CoordError::json(dir.join("provenance.json").display().to_string(), e))?),
-        None => None,
-    };
-    Ok(RunData { dir: dir.to_path_buf(), results, predictions, prediction_files, plan, spec_toml, folds, provenance })
+    let provenance =
+        match read_opt(&dir.join("provenance.json"))? {
+            Some(t) => Some(serde_json::from_str(&t).map_err(|e| {
+                CoordError::json(dir.join("provenance.json").display().to_string(), e)
+            })?),
+            None => None,
+        };
+    Ok(RunData {
+        dir: dir.to_path_buf(),
+        results,
+        predictions,
+        prediction_files,
+        plan,
+        spec_toml,
+        folds,
+        provenance,
+    })
 }

@@ -47,7 +47,10 @@ struct Cache {
 
 /// The dashboard's routes (`/`, `/api/...`) over `sched`; merge it into the HTTP port's router.
 pub fn router(sched: Arc<Scheduler>) -> Router {
-    let d = Dashboard { sched, cache: Arc::new(Mutex::new(Cache::default())) };
+    let d = Dashboard {
+        sched,
+        cache: Arc::new(Mutex::new(Cache::default())),
+    };
     Router::new()
         .route("/", get(page))
         .route("/api/experiments", get(experiments))
@@ -60,11 +63,22 @@ pub fn router(sched: Arc<Scheduler>) -> Router {
 pub const PAGE: &str = include_str!("dashboard.html");
 
 async fn page() -> Response {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], PAGE).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        PAGE,
+    )
+        .into_response()
 }
 
 fn err(e: CoordError) -> Response {
-    let code = if matches!(e, CoordError::NotFound(_)) { StatusCode::NOT_FOUND } else { StatusCode::INTERNAL_SERVER_ERROR };
+    let code = if matches!(e, CoordError::NotFound(_)) {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
     (code, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
 }
 
@@ -116,7 +130,13 @@ fn summary(sched: &Scheduler, id: &str) -> Option<ExperimentSummary> {
 }
 
 async fn experiments(State(d): State<Dashboard>) -> Json<Vec<ExperimentSummary>> {
-    Json(d.sched.experiment_ids().iter().filter_map(|id| summary(&d.sched, id)).collect())
+    Json(
+        d.sched
+            .experiment_ids()
+            .iter()
+            .filter_map(|id| summary(&d.sched, id))
+            .collect(),
+    )
 }
 
 /// A task's progress as last reported.
@@ -259,11 +279,18 @@ impl Dashboard {
             .sched
             .store()
             .read(move |conn| {
-                let mut st = conn.prepare_cached("SELECT result_json, worker_id FROM results WHERE task_key = ?1")?;
+                let mut st = conn.prepare_cached(
+                    "SELECT result_json, worker_id FROM results WHERE task_key = ?1",
+                )?;
                 let mut out = Vec::new();
                 for k in missing {
                     use rusqlite::OptionalExtension;
-                    if let Some((j, w)) = st.query_row([&k], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?))).optional()? {
+                    if let Some((j, w)) = st
+                        .query_row([&k], |r| {
+                            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?))
+                        })
+                        .optional()?
+                    {
                         out.push((k, j, w));
                     }
                 }
@@ -277,7 +304,9 @@ impl Dashboard {
                     Ok(r) => {
                         c.results.insert(k.clone(), r);
                     }
-                    Err(e) => tracing::warn!(task = %k, "dashboard: stored result is not a FoldResult: {e}"),
+                    Err(e) => {
+                        tracing::warn!(task = %k, "dashboard: stored result is not a FoldResult: {e}")
+                    }
                 }
             }
             c.result_worker.insert(k, w);
@@ -291,7 +320,10 @@ impl Dashboard {
         let plan = self.sched.plan(id).ok_or_else(nf)?;
         let views = self.sched.task_views(id).ok_or_else(nf)?;
         self.refresh(&views).await?;
-        let done_targets = views.iter().filter(|v| v.kind == TaskKind::Target && v.state == TaskState::Done).count();
+        let done_targets = views
+            .iter()
+            .filter(|v| v.kind == TaskKind::Target && v.state == TaskState::Done)
+            .count();
         let c = self.cache.lock();
         let pooled = match c.pooled.get(id) {
             Some((n, p)) if *n == done_targets => p.clone(),
@@ -310,7 +342,10 @@ impl Dashboard {
             attempts: v.attempts,
             failures: v.failures,
             lost: v.lost,
-            worker: v.worker.clone().or_else(|| c.result_worker.get(&v.key).cloned()),
+            worker: v
+                .worker
+                .clone()
+                .or_else(|| c.result_worker.get(&v.key).cloned()),
             progress: v.progress.as_ref().map(|p| ProgressJson {
                 stage: p.stage.clone(),
                 epoch: p.epoch,
@@ -321,14 +356,32 @@ impl Dashboard {
             fold_acc: c.results.get(&v.key).map(|r| r.confusion.scores().acc),
             error: v.errors.last().cloned(),
         };
-        let fold_ix: HashMap<&str, usize> = plan.folds.iter().enumerate().map(|(i, f)| (f.as_str(), i)).collect();
-        let point_ix: HashMap<u32, usize> = plan.sweep_points.iter().enumerate().map(|(i, p)| (p.index, i)).collect();
-        let mut grid: Vec<Vec<Option<Cell>>> = vec![vec![None; plan.sweep_points.len()]; plan.folds.len()];
+        let fold_ix: HashMap<&str, usize> = plan
+            .folds
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.as_str(), i))
+            .collect();
+        let point_ix: HashMap<u32, usize> = plan
+            .sweep_points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.index, i))
+            .collect();
+        let mut grid: Vec<Vec<Option<Cell>>> =
+            vec![vec![None; plan.sweep_points.len()]; plan.folds.len()];
         let mut prior: Vec<Vec<Cell>> = vec![Vec::new(); plan.folds.len()];
         let mut running = Vec::new();
-        let label = |p: u32| plan.sweep_points.iter().find(|s| s.index == p).map(|s| s.label.clone());
+        let label = |p: u32| {
+            plan.sweep_points
+                .iter()
+                .find(|s| s.index == p)
+                .map(|s| s.label.clone())
+        };
         for v in &views {
-            let Some(&fi) = fold_ix.get(v.fold.as_str()) else { continue };
+            let Some(&fi) = fold_ix.get(v.fold.as_str()) else {
+                continue;
+            };
             let cl = cell(v);
             // A task whose result is being committed has no lease any more: it is not listed as running.
             if cl.state == "running" && v.worker.is_some() {
@@ -358,18 +411,30 @@ impl Dashboard {
                 folds_done: sp.folds_done,
                 folds_total: sp.folds_total,
                 partial: sp.partial,
-                marker: if sp.partial { format!("partial ({}/{} folds)", sp.folds_done, sp.folds_total) } else { "final".into() },
+                marker: if sp.partial {
+                    format!("partial ({}/{} folds)", sp.folds_done, sp.folds_total)
+                } else {
+                    "final".into()
+                },
                 all: sp.scores.as_ref().map(|s| ps(s.n, s.uf1, s.uar, s.acc)),
                 parts: sp
                     .scores
                     .as_ref()
-                    .map(|s| s.parts.iter().map(|(k, p)| (k.clone(), ps(p.n, p.uf1, p.uar, p.acc))).collect())
+                    .map(|s| {
+                        s.parts
+                            .iter()
+                            .map(|(k, p)| (k.clone(), ps(p.n, p.uf1, p.uar, p.acc)))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
             .collect();
         let errors = self.sched.status(id).map(|s| s.errors).unwrap_or_default();
         drop(c);
-        self.cache.lock().pooled.insert(id.to_string(), (done_targets, pooled));
+        self.cache
+            .lock()
+            .pooled
+            .insert(id.to_string(), (done_targets, pooled));
         Ok(ExperimentDetail {
             experiment,
             scheme: plan.scheme.key().to_string(),
@@ -440,7 +505,13 @@ async fn worker_list(d: &Dashboard) -> Result<Vec<WorkerJson>, CoordError> {
     for id in d.sched.experiment_ids() {
         for v in d.sched.task_views(&id).unwrap_or_default() {
             if let Some(w) = &v.worker {
-                live.insert(v.key.clone(), (w.clone(), v.progress.as_ref().map(|p| p.samples_per_s).unwrap_or(0.0)));
+                live.insert(
+                    v.key.clone(),
+                    (
+                        w.clone(),
+                        v.progress.as_ref().map(|p| p.samples_per_s).unwrap_or(0.0),
+                    ),
+                );
             }
         }
     }
@@ -457,7 +528,11 @@ async fn worker_list(d: &Dashboard) -> Result<Vec<WorkerJson>, CoordError> {
                 connected: known.contains_key(&id),
                 id,
                 name,
-                devices: devices.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+                devices: devices
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
                 slots,
                 busy,
                 samples_per_s: sps,
@@ -491,16 +566,30 @@ mod tests {
     pub(crate) async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
         let mut buf = String::new();
         s.read_to_string(&mut buf).await.unwrap();
-        let code = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        (code, buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+        let code = buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (
+            code,
+            buf.split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default(),
+        )
     }
 
     async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value) {
         let (code, body) = get(addr, path).await;
-        (code, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+        (
+            code,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -526,7 +615,10 @@ mod tests {
         assert!(d["sweep_points"][0]["all"].is_null());
         // One slow worker: observe a partial state, then the end.
         let stop = CancellationToken::new();
-        let mut acfg = AgentConfig::new(ConnectOptions::new(&coord.url, None), dir.path().join("cache"));
+        let mut acfg = AgentConfig::new(
+            ConnectOptions::new(&coord.url, None),
+            dir.path().join("cache"),
+        );
         acfg.poll_wait = Duration::from_millis(200);
         acfg.heartbeat = Some(Duration::from_millis(50));
         let sim = Arc::new(SimTrainer::new(Duration::from_millis(120), None));
@@ -553,10 +645,16 @@ mod tests {
                 let cell = &d["grid"][5][1];
                 assert_eq!(cell["state"], "done");
                 assert_eq!(cell["attempts"], 1);
-                assert!(cell["worker"].as_str().is_some() && cell["fold_acc"].as_f64().is_some(), "{cell}");
+                assert!(
+                    cell["worker"].as_str().is_some() && cell["fold_acc"].as_f64().is_some(),
+                    "{cell}"
+                );
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "experiment did not finish: {d}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "experiment did not finish: {d}"
+            );
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
         assert!(saw_partial && saw_running);
@@ -569,7 +667,10 @@ mod tests {
         assert_eq!(get_json(app, "/api/experiments/nope").await.0, 404);
         let (code, page) = get(app, "/").await;
         assert_eq!(code, 200);
-        assert!(page.contains("<title>mer dashboard</title>") && !page.contains("src=\"http"), "self-contained page");
+        assert!(
+            page.contains("<title>mer dashboard</title>") && !page.contains("src=\"http"),
+            "self-contained page"
+        );
         stop.cancel();
         agent.await.unwrap().unwrap();
         coord.shutdown().await.unwrap();

@@ -46,9 +46,27 @@ const fn p(uf1: f64, uar: f64) -> Pair {
 
 /// Table 6 of the paper (MEGC2019 composite 3-class protocol, LOSO over 68 subjects), UF1 / UAR.
 pub const TABLE6: [Table6Row; 4] = [
-    Table6Row { method: "LBP-TOP", smic: p(0.2000, 0.5280), casme2: p(0.7026, 0.7429), samm: p(0.3954, 0.4102), composite: p(0.5882, 0.5785) },
-    Table6Row { method: "STSTNet", smic: p(0.6801, 0.7013), casme2: p(0.8382, 0.8686), samm: p(0.6588, 0.6810), composite: p(0.7353, 0.7605) },
-    Table6Row { method: "EMR", smic: p(0.7461, 0.7530), casme2: p(0.8293, 0.8209), samm: p(0.7754, 0.7152), composite: p(0.7885, 0.7824) },
+    Table6Row {
+        method: "LBP-TOP",
+        smic: p(0.2000, 0.5280),
+        casme2: p(0.7026, 0.7429),
+        samm: p(0.3954, 0.4102),
+        composite: p(0.5882, 0.5785),
+    },
+    Table6Row {
+        method: "STSTNet",
+        smic: p(0.6801, 0.7013),
+        casme2: p(0.8382, 0.8686),
+        samm: p(0.6588, 0.6810),
+        composite: p(0.7353, 0.7605),
+    },
+    Table6Row {
+        method: "EMR",
+        smic: p(0.7461, 0.7530),
+        casme2: p(0.8293, 0.8209),
+        samm: p(0.7754, 0.7152),
+        composite: p(0.7885, 0.7824),
+    },
     Table6Row {
         method: "MERSiamC3D",
         smic: p(0.7356, 0.7598),
@@ -68,7 +86,13 @@ mod tests {
     #[test]
     fn mersiamc3d_row_matches_the_reference_notes() {
         let m = TABLE6.iter().find(|r| r.method == "MERSiamC3D").unwrap();
-        assert_eq!(m.part("all"), Some(Pair { uf1: 0.8068, uar: 0.7986 }));
+        assert_eq!(
+            m.part("all"),
+            Some(Pair {
+                uf1: 0.8068,
+                uar: 0.7986
+            })
+        );
         assert_eq!(m.part("casme2").unwrap().uf1, 0.8818);
         assert!(m.part("other").is_none());
         let lbp = TABLE6[0];

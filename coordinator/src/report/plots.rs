@@ -61,8 +61,11 @@ pub fn encode_png(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>, CoordError> {
         let mut enc = png::Encoder::new(&mut out, w, h);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
-        let mut wr = enc.write_header().map_err(|e| CoordError::Runtime(format!("PNG encoding: {e}")))?;
-        wr.write_image_data(rgb).map_err(|e| CoordError::Runtime(format!("PNG encoding: {e}")))?;
+        let mut wr = enc
+            .write_header()
+            .map_err(|e| CoordError::Runtime(format!("PNG encoding: {e}")))?;
+        wr.write_image_data(rgb)
+            .map_err(|e| CoordError::Runtime(format!("PNG encoding: {e}")))?;
     }
     Ok(out)
 }
@@ -85,7 +88,11 @@ where
 
 /// A confusion matrix `rows[true][pred]` as a heat map with the counts and row-normalised recall in each
 /// cell.
-pub fn confusion_png(title: &str, classes: &[String], rows: &[Vec<u64>]) -> Result<Vec<u8>, CoordError> {
+pub fn confusion_png(
+    title: &str,
+    classes: &[String],
+    rows: &[Vec<u64>],
+) -> Result<Vec<u8>, CoordError> {
     let k = rows.len();
     let cell = 110u32;
     let (left, top, bottom) = (120u32, 50u32, 70u32);
@@ -93,32 +100,74 @@ pub fn confusion_png(title: &str, classes: &[String], rows: &[Vec<u64>]) -> Resu
     let h = top + cell * k.max(1) as u32 + bottom;
     render(title, w, h, |root| {
         let e = draw_err(title);
-        root.draw(&Text::new(title.to_string(), (10, 12), (FAMILY, 20).into_font())).map_err(&e)?;
+        root.draw(&Text::new(
+            title.to_string(),
+            (10, 12),
+            (FAMILY, 20).into_font(),
+        ))
+        .map_err(&e)?;
         for (t, row) in rows.iter().enumerate() {
             let support: u64 = row.iter().sum();
             for (p, &c) in row.iter().enumerate() {
-                let frac = if support == 0 { 0.0 } else { c as f64 / support as f64 };
+                let frac = if support == 0 {
+                    0.0
+                } else {
+                    c as f64 / support as f64
+                };
                 let x0 = (left + cell * p as u32) as i32;
                 let y0 = (top + cell * t as u32) as i32;
                 let shade = (255.0 - 200.0 * frac) as u8;
                 let color = RGBColor(shade, shade, 255);
-                root.draw(&Rectangle::new([(x0, y0), (x0 + cell as i32, y0 + cell as i32)], color.filled())).map_err(&e)?;
-                root.draw(&Rectangle::new([(x0, y0), (x0 + cell as i32, y0 + cell as i32)], BLACK.stroke_width(1))).map_err(&e)?;
+                root.draw(&Rectangle::new(
+                    [(x0, y0), (x0 + cell as i32, y0 + cell as i32)],
+                    color.filled(),
+                ))
+                .map_err(&e)?;
+                root.draw(&Rectangle::new(
+                    [(x0, y0), (x0 + cell as i32, y0 + cell as i32)],
+                    BLACK.stroke_width(1),
+                ))
+                .map_err(&e)?;
                 let fg = if frac > 0.6 { WHITE } else { BLACK };
-                root.draw(&Text::new(format!("{c}"), (x0 + 12, y0 + 30), (FAMILY, 26).into_font().color(&fg))).map_err(&e)?;
-                root.draw(&Text::new(format!("{:.0}%", frac * 100.0), (x0 + 12, y0 + 70), (FAMILY, 16).into_font().color(&fg)))
-                    .map_err(&e)?;
+                root.draw(&Text::new(
+                    format!("{c}"),
+                    (x0 + 12, y0 + 30),
+                    (FAMILY, 26).into_font().color(&fg),
+                ))
+                .map_err(&e)?;
+                root.draw(&Text::new(
+                    format!("{:.0}%", frac * 100.0),
+                    (x0 + 12, y0 + 70),
+                    (FAMILY, 16).into_font().color(&fg),
+                ))
+                .map_err(&e)?;
             }
             let name = classes.get(t).cloned().unwrap_or_else(|| t.to_string());
-            root.draw(&Text::new(name, (8, (top + cell * t as u32 + cell / 2 - 8) as i32), (FAMILY, 16).into_font())).map_err(&e)?;
+            root.draw(&Text::new(
+                name,
+                (8, (top + cell * t as u32 + cell / 2 - 8) as i32),
+                (FAMILY, 16).into_font(),
+            ))
+            .map_err(&e)?;
         }
         for p in 0..k {
             let name = classes.get(p).cloned().unwrap_or_else(|| p.to_string());
-            root.draw(&Text::new(name, ((left + cell * p as u32 + 8) as i32, (top + cell * k as u32 + 8) as i32), (FAMILY, 16).into_font()))
-                .map_err(&e)?;
-        }
-        root.draw(&Text::new("rows: true class, columns: predicted".to_string(), (left as i32, (h - 28) as i32), (FAMILY, 14).into_font()))
+            root.draw(&Text::new(
+                name,
+                (
+                    (left + cell * p as u32 + 8) as i32,
+                    (top + cell * k as u32 + 8) as i32,
+                ),
+                (FAMILY, 16).into_font(),
+            ))
             .map_err(&e)?;
+        }
+        root.draw(&Text::new(
+            "rows: true class, columns: predicted".to_string(),
+            (left as i32, (h - 28) as i32),
+            (FAMILY, 14).into_font(),
+        ))
+        .map_err(&e)?;
         Ok(())
     })
 }
@@ -149,12 +198,22 @@ fn palette(i: usize) -> RGBColor {
 }
 
 /// A line plot with markers and a legend. The y range is `y_range` when given, else the data's.
-pub fn line_png(title: &str, x_desc: &str, y_desc: &str, series: &[Series], y_range: Option<(f64, f64)>) -> Result<Vec<u8>, CoordError> {
+pub fn line_png(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+    y_range: Option<(f64, f64)>,
+) -> Result<Vec<u8>, CoordError> {
     let pts = || series.iter().flat_map(|s| s.points.iter());
-    let (mut x0, mut x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (mut x0, mut x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+        (a.min(p.0), b.max(p.0))
+    });
     let (mut y0, mut y1) = match y_range {
         Some(r) => r,
-        None => pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1))),
+        None => pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.1), b.max(p.1))
+        }),
     };
     if !x0.is_finite() || !x1.is_finite() {
         (x0, x1) = (0.0, 1.0);
@@ -194,8 +253,12 @@ pub fn line_png(title: &str, x_desc: &str, y_desc: &str, series: &[Series], y_ra
                 .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
                 .map_err(&e)?
                 .label(s.label.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-            chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(&e)?;
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+            chart
+                .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                .map_err(&e)?;
         }
         if series.iter().any(|s| !s.label.is_empty()) {
             chart
@@ -227,16 +290,39 @@ pub(crate) mod tests {
     #[test]
     fn plots_decode_and_carry_ink() {
         let classes = vec!["negative".to_string(), "positive".into(), "surprise".into()];
-        let png = confusion_png("cm", &classes, &[vec![5, 1, 0], vec![0, 3, 2], vec![1, 0, 4]]).unwrap();
+        let png = confusion_png(
+            "cm",
+            &classes,
+            &[vec![5, 1, 0], vec![0, 3, 2], vec![1, 0, 4]],
+        )
+        .unwrap();
         let (w, h) = decode(&png);
         assert!(w > 300 && h > 300);
-        let s = vec![Series { label: "a".into(), points: vec![(0.0, 1.0), (1.0, 0.5), (2.0, 0.25)] }];
+        let s = vec![Series {
+            label: "a".into(),
+            points: vec![(0.0, 1.0), (1.0, 0.5), (2.0, 0.25)],
+        }];
         let png = line_png("loss", "epoch", "loss", &s, None).unwrap();
         assert_eq!(decode(&png), (760, 440));
         // Not a blank canvas: the PNG of a plot is larger than that of an empty white image.
         let blank = encode_png(&vec![255u8; 760 * 440 * 3], 760, 440).unwrap();
-        assert!(png.len() > blank.len() * 2, "{} vs {}", png.len(), blank.len());
+        assert!(
+            png.len() > blank.len() * 2,
+            "{} vs {}",
+            png.len(),
+            blank.len()
+        );
         // Degenerate input still renders.
-        line_png("one", "x", "y", &[Series { label: String::new(), points: vec![(1.0, 1.0)] }], Some((0.0, 1.0))).unwrap();
+        line_png(
+            "one",
+            "x",
+            "y",
+            &[Series {
+                label: String::new(),
+                points: vec![(1.0, 1.0)],
+            }],
+            Some((0.0, 1.0)),
+        )
+        .unwrap();
     }
 }

@@ -77,13 +77,21 @@ pub fn render_report(run_dir: &Path, out_dir: &Path) -> Result<ReportOutput, Coo
 
 /// Like [`render_report`], with `extra` blocks (e.g. the clip figures of `mer report --clip`, drawn by
 /// the worker crate) placed before the provenance section.
-pub fn render_report_with(run_dir: &Path, out_dir: &Path, extra: Vec<Block>) -> Result<ReportOutput, CoordError> {
+pub fn render_report_with(
+    run_dir: &Path,
+    out_dir: &Path,
+    extra: Vec<Block>,
+) -> Result<ReportOutput, CoordError> {
     let run = load_run(run_dir)?;
     let scores = recompute_scores(&run)?;
     let mut blocks = build_blocks(&run, &scores)?;
-    let at = blocks.iter().position(|b| matches!(b, Block::Heading(2, t) if t == "Provenance")).unwrap_or(blocks.len());
+    let at = blocks
+        .iter()
+        .position(|b| matches!(b, Block::Heading(2, t) if t == "Provenance"))
+        .unwrap_or(blocks.len());
     blocks.splice(at..at, extra);
-    std::fs::create_dir_all(out_dir.join("figures")).map_err(|e| CoordError::io(out_dir.join("figures"), e))?;
+    std::fs::create_dir_all(out_dir.join("figures"))
+        .map_err(|e| CoordError::io(out_dir.join("figures"), e))?;
     let mut images = Vec::new();
     for b in &blocks {
         if let Block::Image { file, png, .. } = b {
@@ -100,7 +108,13 @@ pub fn render_report_with(run_dir: &Path, out_dir: &Path, extra: Vec<Block>) -> 
     let html_path = out_dir.join("report.html");
     write_atomic(&markdown, md.as_bytes())?;
     write_atomic(&html_path, html.as_bytes())?;
-    Ok(ReportOutput { markdown, html: html_path, images, exports, scores })
+    Ok(ReportOutput {
+        markdown,
+        html: html_path,
+        images,
+        exports,
+        scores,
+    })
 }
 
 /// Scores every sweep point from its prediction file exactly as `mer score` does, and checks them
@@ -108,11 +122,17 @@ pub fn render_report_with(run_dir: &Path, out_dir: &Path, extra: Vec<Block>) -> 
 pub fn recompute_scores(run: &RunData) -> Result<BTreeMap<u32, ScoreReport>, CoordError> {
     let mut out = BTreeMap::new();
     for sp in &run.results.sweep_points {
-        let Some(recs) = run.predictions.get(&sp.index) else { continue };
+        let Some(recs) = run.predictions.get(&sp.index) else {
+            continue;
+        };
         let s = ScoreReport::compute(run.results.scheme, recs)?;
         if let Some(stored) = &sp.scores {
             let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
-            if stored.n != s.n || !close(stored.uf1, s.uf1) || !close(stored.uar, s.uar) || stored.confusion != s.confusion {
+            if stored.n != s.n
+                || !close(stored.uf1, s.uf1)
+                || !close(stored.uar, s.uar)
+                || stored.confusion != s.confusion
+            {
                 return Err(CoordError::invalid(
                     format!("run folder {}", run.dir.display()),
                     format!(
@@ -128,13 +148,18 @@ pub fn recompute_scores(run: &RunData) -> Result<BTreeMap<u32, ScoreReport>, Coo
 }
 
 fn part_name(key: &str) -> String {
-    key.parse::<Dataset>().map(|d| d.display_name().to_string()).unwrap_or_else(|_| key.to_string())
+    key.parse::<Dataset>()
+        .map(|d| d.display_name().to_string())
+        .unwrap_or_else(|_| key.to_string())
 }
 
 fn point_label(run: &RunData, idx: u32) -> String {
     let sp = run.results.sweep_points.iter().find(|s| s.index == idx);
     match sp {
-        Some(s) if s.partial => format!("`{}` (partial {}/{} folds)", s.label, s.folds_done, s.folds_total),
+        Some(s) if s.partial => format!(
+            "`{}` (partial {}/{} folds)",
+            s.label, s.folds_done, s.folds_total
+        ),
         Some(s) => format!("`{}`", s.label),
         None => format!("point {idx}"),
     }
@@ -149,19 +174,36 @@ fn value_str(v: &Value) -> String {
 
 /// Distinct values of an axis over the sweep points that have it.
 fn axis_values(run: &RunData, axis: &str) -> BTreeSet<String> {
-    run.results.sweep_points.iter().filter_map(|s| s.values.get(axis)).map(value_str).collect()
+    run.results
+        .sweep_points
+        .iter()
+        .filter_map(|s| s.values.get(axis))
+        .map(value_str)
+        .collect()
 }
 
 /// The sweep point's values without `axes`, as a label (`""` when nothing else varies).
 fn other_axes(values: &BTreeMap<String, Value>, axes: &[&str]) -> String {
-    values.iter().filter(|(k, _)| !axes.contains(&k.as_str())).map(|(k, v)| format!("{k}={}", value_str(v))).collect::<Vec<_>>().join(",")
+    values
+        .iter()
+        .filter(|(k, _)| !axes.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={}", value_str(v)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-fn build_blocks(run: &RunData, scores: &BTreeMap<u32, ScoreReport>) -> Result<Vec<Block>, CoordError> {
+fn build_blocks(
+    run: &RunData,
+    scores: &BTreeMap<u32, ScoreReport>,
+) -> Result<Vec<Block>, CoordError> {
     let r = &run.results;
     let mut b = Vec::new();
     b.push(Block::Heading(1, format!("Report: {}", r.experiment)));
-    let parts: Vec<String> = r.parts.iter().map(|p| p.display_name().to_string()).collect();
+    let parts: Vec<String> = r
+        .parts
+        .iter()
+        .map(|p| p.display_name().to_string())
+        .collect();
     b.push(Block::Para(format!(
         "Scheme `{}` ({} classes: {}), parts {}, {} sweep point(s); {} of {} fold trainings finished{}. \
          Scores pool the predictions of all finished folds per sweep point (MEGC2019 rules: TP/FP/FN summed over folds, then \
@@ -189,7 +231,10 @@ fn build_blocks(run: &RunData, scores: &BTreeMap<u32, ScoreReport>) -> Result<Ve
 fn results_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<Block>) {
     let r = &run.results;
     if r.scheme == LabelScheme::Megc3 {
-        b.push(Block::Heading(2, "Results in the layout of the paper's Table 6 (UF1 / UAR)".into()));
+        b.push(Block::Heading(
+            2,
+            "Results in the layout of the paper's Table 6 (UF1 / UAR)".into(),
+        ));
         let all_parts = r.parts.len() == 3;
         let mut head = vec!["method".to_string(), "source".into(), "folds".into()];
         let cols: Vec<&str> = vec!["smic", "casme2", "samm", "all"];
@@ -211,7 +256,11 @@ fn results_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec
             for c in &cols {
                 let cell = match (s, *c) {
                     (Some(s), "all") => pair(s.uf1, s.uar),
-                    (Some(s), k) => s.parts.get(k).map(|p| pair(p.uf1, p.uar)).unwrap_or_else(|| "-".into()),
+                    (Some(s), k) => s
+                        .parts
+                        .get(k)
+                        .map(|p| pair(p.uf1, p.uar))
+                        .unwrap_or_else(|| "-".into()),
                     (None, _) => "-".into(),
                 };
                 row.push(cell);
@@ -219,7 +268,11 @@ fn results_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec
             rows.push(row);
         }
         for pr in &paper::TABLE6 {
-            let mut row = vec![pr.method.to_string(), "paper, Table 6 (published)".into(), "68".into()];
+            let mut row = vec![
+                pr.method.to_string(),
+                "paper, Table 6 (published)".into(),
+                "68".into(),
+            ];
             for c in &cols {
                 row.push(pr.part(c).map(|p| pair(p.uf1, p.uar)).unwrap_or_default());
             }
@@ -233,22 +286,44 @@ fn results_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec
             if all_parts { "" } else { " This run does not cover all three parts, so its last column is not the composite." }
         )));
     } else {
-        b.push(Block::Heading(2, format!("Results in the layout of the paper's Tables 4/5 (Acc / F1, scheme {})", r.scheme)));
+        b.push(Block::Heading(
+            2,
+            format!(
+                "Results in the layout of the paper's Tables 4/5 (Acc / F1, scheme {})",
+                r.scheme
+            ),
+        ));
         let mut head = vec!["sweep point".to_string(), "folds".into()];
-        let keys: Vec<&str> = r.parts.iter().map(|p| p.key()).chain(std::iter::once("all")).collect();
+        let keys: Vec<&str> = r
+            .parts
+            .iter()
+            .map(|p| p.key())
+            .chain(std::iter::once("all"))
+            .collect();
         for k in &keys {
-            let n = if *k == "all" { "all".into() } else { part_name(k) };
+            let n = if *k == "all" {
+                "all".into()
+            } else {
+                part_name(k)
+            };
             head.push(format!("{n} Acc"));
             head.push(format!("{n} F1"));
         }
         let mut rows = Vec::new();
         for sp in &r.sweep_points {
             let s = scores.get(&sp.index);
-            let mut row = vec![point_label(run, sp.index), format!("{}/{}", sp.folds_done, sp.folds_total)];
+            let mut row = vec![
+                point_label(run, sp.index),
+                format!("{}/{}", sp.folds_done, sp.folds_total),
+            ];
             for k in &keys {
                 let (acc, f1) = match (s, *k) {
                     (Some(s), "all") => (f4(s.acc), f4(s.f1_macro)),
-                    (Some(s), k) => s.parts.get(k).map(|p| (f4(p.acc), f4(p.f1_macro))).unwrap_or(("-".into(), "-".into())),
+                    (Some(s), k) => s
+                        .parts
+                        .get(k)
+                        .map(|p| (f4(p.acc), f4(p.f1_macro)))
+                        .unwrap_or(("-".into(), "-".into())),
                     (None, _) => ("-".into(), "-".into()),
                 };
                 row.push(acc);
@@ -268,7 +343,11 @@ fn results_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec
 fn score_cells(run: &RunData, s: Option<&ScoreReport>) -> Vec<String> {
     let mut row = Vec::new();
     for p in &run.results.parts {
-        row.push(s.and_then(|s| s.parts.get(p.key())).map(|p| pair(p.uf1, p.uar)).unwrap_or_else(|| "-".into()));
+        row.push(
+            s.and_then(|s| s.parts.get(p.key()))
+                .map(|p| pair(p.uf1, p.uar))
+                .unwrap_or_else(|| "-".into()),
+        );
     }
     row.push(s.map(|s| pair(s.uf1, s.uar)).unwrap_or_else(|| "-".into()));
     row
@@ -289,13 +368,24 @@ fn frozen_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<
     if frozen.len() < 2 && prior.len() < 2 {
         return;
     }
-    b.push(Block::Heading(2, "Frozen conv layers after prior learning (the paper's Table 7)".into()));
+    b.push(Block::Heading(
+        2,
+        "Frozen conv layers after prior learning (the paper's Table 7)".into(),
+    ));
     let mut rows = Vec::new();
     let mut points: Vec<_> = run.results.sweep_points.iter().collect();
     let key = |s: &&crate::aggregate::SweepPointResult| {
         let no_prior = s.values.get("prior") == Some(&Value::Bool(false));
-        let k = s.values.get("frozen_layers").and_then(Value::as_u64).unwrap_or(0);
-        (other_axes(&s.values, &["frozen_layers", "prior"]), no_prior, k)
+        let k = s
+            .values
+            .get("frozen_layers")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        (
+            other_axes(&s.values, &["frozen_layers", "prior"]),
+            no_prior,
+            k,
+        )
     };
     points.sort_by_key(key);
     for sp in points {
@@ -308,11 +398,18 @@ fn frozen_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<
             }
         };
         let other = other_axes(&sp.values, &["frozen_layers", "prior"]);
-        let mut row = vec![setting, if other.is_empty() { "-".into() } else { other }, format!("{}/{}", sp.folds_done, sp.folds_total)];
+        let mut row = vec![
+            setting,
+            if other.is_empty() { "-".into() } else { other },
+            format!("{}/{}", sp.folds_done, sp.folds_total),
+        ];
         row.extend(score_cells(run, scores.get(&sp.index)));
         rows.push(row);
     }
-    b.push(Block::Table { head: score_head(run, &["setting", "other axes", "folds"]), rows });
+    b.push(Block::Table {
+        head: score_head(run, &["setting", "other axes", "folds"]),
+        rows,
+    });
     b.push(Block::Para(
         "The paper's Table 7 numbers are not recorded in the project's reference notes (shared/datasets.md); only this run's \
          numbers are shown."
@@ -320,18 +417,35 @@ fn frozen_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<
     ));
 }
 
-fn alpha_sweep(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<Block>) -> Result<(), CoordError> {
+fn alpha_sweep(
+    run: &RunData,
+    scores: &BTreeMap<u32, ScoreReport>,
+    b: &mut Vec<Block>,
+) -> Result<(), CoordError> {
     if axis_values(run, "alpha").len() < 2 {
         return Ok(());
     }
-    b.push(Block::Heading(2, "Focal-loss alpha sweep (the paper's Fig. 4)".into()));
+    b.push(Block::Heading(
+        2,
+        "Focal-loss alpha sweep (the paper's Fig. 4)".into(),
+    ));
     let mut groups: BTreeMap<String, Vec<(f64, &ScoreReport)>> = BTreeMap::new();
     let mut rows = Vec::new();
     for sp in &run.results.sweep_points {
-        let Some(a) = sp.values.get("alpha").and_then(Value::as_f64) else { continue };
+        let Some(a) = sp.values.get("alpha").and_then(Value::as_f64) else {
+            continue;
+        };
         let s = scores.get(&sp.index);
         let other = other_axes(&sp.values, &["alpha"]);
-        let mut row = vec![format!("{a}"), if other.is_empty() { "-".into() } else { other.clone() }, format!("{}/{}", sp.folds_done, sp.folds_total)];
+        let mut row = vec![
+            format!("{a}"),
+            if other.is_empty() {
+                "-".into()
+            } else {
+                other.clone()
+            },
+            format!("{}/{}", sp.folds_done, sp.folds_total),
+        ];
         row.extend(score_cells(run, s));
         rows.push(row);
         if let Some(s) = s {
@@ -341,24 +455,58 @@ fn alpha_sweep(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<B
     let mut series = Vec::new();
     for (g, mut pts) in groups {
         pts.sort_by(|x, y| x.0.total_cmp(&y.0));
-        let suffix = if g.is_empty() { String::new() } else { format!(" ({g})") };
-        series.push(Series { label: format!("UF1{suffix}"), points: pts.iter().map(|(a, s)| (*a, s.uf1)).collect() });
-        series.push(Series { label: format!("UAR{suffix}"), points: pts.iter().map(|(a, s)| (*a, s.uar)).collect() });
+        let suffix = if g.is_empty() {
+            String::new()
+        } else {
+            format!(" ({g})")
+        };
+        series.push(Series {
+            label: format!("UF1{suffix}"),
+            points: pts.iter().map(|(a, s)| (*a, s.uf1)).collect(),
+        });
+        series.push(Series {
+            label: format!("UAR{suffix}"),
+            points: pts.iter().map(|(a, s)| (*a, s.uar)).collect(),
+        });
     }
     if !series.is_empty() {
-        let png = plots::line_png("UF1 and UAR (all parts pooled) vs focal alpha", "alpha", "score", &series, Some((0.0, 1.0)))?;
-        b.push(Block::Image { file: "alpha_sweep.png".into(), caption: "Fig. 4 for this run: pooled UF1 / UAR against the focal-loss alpha".into(), png });
+        let png = plots::line_png(
+            "UF1 and UAR (all parts pooled) vs focal alpha",
+            "alpha",
+            "score",
+            &series,
+            Some((0.0, 1.0)),
+        )?;
+        b.push(Block::Image {
+            file: "alpha_sweep.png".into(),
+            caption: "Fig. 4 for this run: pooled UF1 / UAR against the focal-loss alpha".into(),
+            png,
+        });
     }
-    b.push(Block::Table { head: score_head(run, &["alpha", "other axes", "folds"]), rows });
+    b.push(Block::Table {
+        head: score_head(run, &["alpha", "other axes", "folds"]),
+        rows,
+    });
     Ok(())
 }
 
-fn per_point(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<Block>) -> Result<(), CoordError> {
+fn per_point(
+    run: &RunData,
+    scores: &BTreeMap<u32, ScoreReport>,
+    b: &mut Vec<Block>,
+) -> Result<(), CoordError> {
     b.push(Block::Heading(2, "Per sweep point".into()));
     for sp in &run.results.sweep_points {
-        b.push(Block::Heading(3, format!("Sweep point {}", point_label(run, sp.index))));
+        b.push(Block::Heading(
+            3,
+            format!("Sweep point {}", point_label(run, sp.index)),
+        ));
         if !sp.values.is_empty() {
-            let v: Vec<String> = sp.values.iter().map(|(k, v)| format!("{k} = {}", value_str(v))).collect();
+            let v: Vec<String> = sp
+                .values
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", value_str(v)))
+                .collect();
             b.push(Block::Para(format!("Swept values: {}.", v.join(", "))));
         }
         let Some(s) = scores.get(&sp.index) else {
@@ -368,20 +516,68 @@ fn per_point(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<Blo
         let mut rows = Vec::new();
         for p in &run.results.parts {
             if let Some(ps) = s.parts.get(p.key()) {
-                rows.push(vec![p.display_name().to_string(), ps.n.to_string(), f4(ps.uf1), f4(ps.uar), f4(ps.acc), f4(ps.f1_macro)]);
+                rows.push(vec![
+                    p.display_name().to_string(),
+                    ps.n.to_string(),
+                    f4(ps.uf1),
+                    f4(ps.uar),
+                    f4(ps.acc),
+                    f4(ps.f1_macro),
+                ]);
             }
         }
-        rows.push(vec!["all".into(), s.n.to_string(), f4(s.uf1), f4(s.uar), f4(s.acc), f4(s.f1_macro)]);
-        b.push(Block::Table { head: ["part", "n", "UF1", "UAR", "Acc", "macro-F1"].map(String::from).to_vec(), rows });
+        rows.push(vec![
+            "all".into(),
+            s.n.to_string(),
+            f4(s.uf1),
+            f4(s.uar),
+            f4(s.acc),
+            f4(s.f1_macro),
+        ]);
+        b.push(Block::Table {
+            head: ["part", "n", "UF1", "UAR", "Acc", "macro-F1"]
+                .map(String::from)
+                .to_vec(),
+            rows,
+        });
         let rows = s
             .per_class
             .iter()
-            .map(|(name, c)| vec![name.clone(), c.support.to_string(), c.tp.to_string(), c.fp.to_string(), c.fn_.to_string(), f4(c.precision), f4(c.recall), f4(c.f1)])
+            .map(|(name, c)| {
+                vec![
+                    name.clone(),
+                    c.support.to_string(),
+                    c.tp.to_string(),
+                    c.fp.to_string(),
+                    c.fn_.to_string(),
+                    f4(c.precision),
+                    f4(c.recall),
+                    f4(c.f1),
+                ]
+            })
             .collect();
-        b.push(Block::Table { head: ["class", "support", "TP", "FP", "FN", "precision", "recall", "F1"].map(String::from).to_vec(), rows });
+        b.push(Block::Table {
+            head: [
+                "class",
+                "support",
+                "TP",
+                "FP",
+                "FN",
+                "precision",
+                "recall",
+                "F1",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows,
+        });
         let title = format!("Confusion matrix, {} (pooled, n = {})", sp.label, s.n);
         let png = plots::confusion_png(&title, &run.results.classes, &s.confusion)?;
-        b.push(Block::Image { file: format!("confusion_{}.png", crate::plan::safe_label(&sp.label)), caption: title, png });
+        b.push(Block::Image {
+            file: format!("confusion_{}.png", crate::plan::safe_label(&sp.label)),
+            caption: title,
+            png,
+        });
         for w in &sp.warnings {
             b.push(Block::Para(format!("Warning: {w}")));
         }
@@ -402,14 +598,21 @@ fn per_subject(run: &RunData, b: &mut Vec<Block>) {
             if !subjects.contains(&key) {
                 subjects.push(key);
             }
-            let c = cells.entry((*idx, r.dataset, r.subject.clone())).or_insert((0, 0));
+            let c = cells
+                .entry((*idx, r.dataset, r.subject.clone()))
+                .or_insert((0, 0));
             c.1 += 1;
             if r.label == r.pred {
                 c.0 += 1;
             }
         }
     }
-    let points: Vec<&crate::aggregate::SweepPointResult> = run.results.sweep_points.iter().filter(|s| run.predictions.contains_key(&s.index)).collect();
+    let points: Vec<&crate::aggregate::SweepPointResult> = run
+        .results
+        .sweep_points
+        .iter()
+        .filter(|s| run.predictions.contains_key(&s.index))
+        .collect();
     let mut head = vec!["subject".to_string()];
     head.extend(points.iter().map(|s| format!("`{}`", s.label)));
     let rows = subjects
@@ -433,30 +636,62 @@ pub fn mean_curves(folds: &[FoldRecord]) -> BTreeMap<(String, u32), Vec<(f64, f6
     let mut acc: BTreeMap<(String, u32), BTreeMap<usize, (f64, usize)>> = BTreeMap::new();
     for f in folds {
         for e in &f.result.epochs {
-            let c = acc.entry((e.stage.clone(), f.sweep_point)).or_default().entry(e.epoch).or_insert((0.0, 0));
+            let c = acc
+                .entry((e.stage.clone(), f.sweep_point))
+                .or_default()
+                .entry(e.epoch)
+                .or_insert((0.0, 0));
             c.0 += e.loss;
             c.1 += 1;
         }
     }
-    acc.into_iter().map(|(k, m)| (k, m.into_iter().map(|(ep, (s, n))| (ep as f64, s / n as f64)).collect())).collect()
+    acc.into_iter()
+        .map(|(k, m)| {
+            (
+                k,
+                m.into_iter()
+                    .map(|(ep, (s, n))| (ep as f64, s / n as f64))
+                    .collect(),
+            )
+        })
+        .collect()
 }
 
 fn training_curves(run: &RunData, b: &mut Vec<Block>) -> Result<(), CoordError> {
     b.push(Block::Heading(2, "Training curves".into()));
     if run.folds.is_empty() {
-        b.push(Block::Para("No `folds.jsonl` in the run folder: the per-epoch training logs are not available.".into()));
+        b.push(Block::Para(
+            "No `folds.jsonl` in the run folder: the per-epoch training logs are not available."
+                .into(),
+        ));
         return Ok(());
     }
     let curves = mean_curves(&run.folds);
     let stages: BTreeSet<&str> = curves.keys().map(|(s, _)| s.as_str()).collect();
-    let label = |i: u32| run.results.sweep_points.iter().find(|s| s.index == i).map(|s| s.label.clone()).unwrap_or_else(|| i.to_string());
+    let label = |i: u32| {
+        run.results
+            .sweep_points
+            .iter()
+            .find(|s| s.index == i)
+            .map(|s| s.label.clone())
+            .unwrap_or_else(|| i.to_string())
+    };
     for stage in stages {
         let series: Vec<Series> = curves
             .iter()
             .filter(|((s, _), _)| s == stage)
-            .map(|((_, p), pts)| Series { label: label(*p), points: pts.clone() })
+            .map(|((_, p), pts)| Series {
+                label: label(*p),
+                points: pts.clone(),
+            })
             .collect();
-        let png = plots::line_png(&format!("{stage} learning: mean training loss over folds"), "epoch", "loss", &series, None)?;
+        let png = plots::line_png(
+            &format!("{stage} learning: mean training loss over folds"),
+            "epoch",
+            "loss",
+            &series,
+            None,
+        )?;
         b.push(Block::Image {
             file: format!("loss_{}.png", crate::plan::safe_label(stage)),
             caption: format!("{stage} stage: training loss per epoch, mean over the finished folds of each sweep point"),
@@ -467,10 +702,25 @@ fn training_curves(run: &RunData, b: &mut Vec<Block>) -> Result<(), CoordError> 
             .map(|s| {
                 let first = s.points.first().map(|p| f4(p.1)).unwrap_or_default();
                 let last = s.points.last().map(|p| f4(p.1)).unwrap_or_default();
-                vec![format!("`{}`", s.label), s.points.len().to_string(), first, last]
+                vec![
+                    format!("`{}`", s.label),
+                    s.points.len().to_string(),
+                    first,
+                    last,
+                ]
             })
             .collect();
-        b.push(Block::Table { head: ["sweep point", "epochs", "first-epoch loss", "last-epoch loss"].map(String::from).to_vec(), rows });
+        b.push(Block::Table {
+            head: [
+                "sweep point",
+                "epochs",
+                "first-epoch loss",
+                "last-epoch loss",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows,
+        });
     }
     Ok(())
 }
@@ -478,19 +728,31 @@ fn training_curves(run: &RunData, b: &mut Vec<Block>) -> Result<(), CoordError> 
 fn provenance(run: &RunData, b: &mut Vec<Block>) {
     let r = &run.results;
     b.push(Block::Heading(2, "Provenance".into()));
-    let mut rows = vec![vec!["experiment".to_string(), r.experiment.clone()], vec!["spec hash".into(), format!("`{}`", r.spec_hash)]];
+    let mut rows = vec![
+        vec!["experiment".to_string(), r.experiment.clone()],
+        vec!["spec hash".into(), format!("`{}`", r.spec_hash)],
+    ];
     if let Some(p) = &run.provenance {
         if let Some(id) = &p.experiment_id {
             rows.push(vec!["experiment id".into(), format!("`{id}`")]);
         }
-        rows.push(vec!["code version (coordinator)".into(), format!("mer {}", p.mer_version)]);
-        rows.push(vec!["task-key version".into(), format!("`{}`", p.task_key_version)]);
+        rows.push(vec![
+            "code version (coordinator)".into(),
+            format!("mer {}", p.mer_version),
+        ]);
+        rows.push(vec![
+            "task-key version".into(),
+            format!("`{}`", p.task_key_version),
+        ]);
         for d in &p.datasets {
-            rows.push(vec!["prepared dataset".into(), format!("`{}` sha256 `{}`", d.path, d.hash)]);
+            rows.push(vec![
+                "prepared dataset".into(),
+                format!("`{}` sha256 `{}`", d.path, d.hash),
+            ]);
             match &d.info {
                 Some(i) => {
                     rows.push(vec![
-                        "  preparation".into(),
+                        "dataset preparation".into(),
                         format!(
                             "key-frames `{}`, interpolator `{}`, crop `{}`, {} frames x {} channels at {} px, prepared by mer {}",
                             i.keyframes,
@@ -503,43 +765,91 @@ fn provenance(run: &RunData, b: &mut Vec<Block>) {
                         ),
                     ]);
                     if !i.flow_params.is_empty() {
-                        let fp: Vec<String> = i.flow_params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                        rows.push(vec!["  flow parameters".into(), fp.join(", ")]);
+                        let fp: Vec<String> = i
+                            .flow_params
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect();
+                        rows.push(vec!["Farneback flow parameters".into(), fp.join(", ")]);
                     }
                 }
-                None => rows.push(vec!["  preparation".into(), "file not readable when the run was written".into()]),
+                None => rows.push(vec![
+                    "dataset preparation".into(),
+                    "file not readable when the run was written".into(),
+                ]),
             }
         }
         for w in &p.workers {
             rows.push(vec![
                 "worker".into(),
-                format!("`{}` ({}), devices {}, {} slot(s), mer {}, {} result(s)", w.id, w.name, w.devices.join(","), w.slots, w.version, w.results),
+                format!(
+                    "`{}` ({}), devices {}, {} slot(s), mer {}, {} result(s)",
+                    w.id,
+                    w.name,
+                    w.devices.join(","),
+                    w.slots,
+                    w.version,
+                    w.results
+                ),
             ]);
         }
     } else {
-        rows.push(vec!["provenance.json".into(), "missing: code version, dataset preparation and workers unknown".into()]);
+        rows.push(vec![
+            "provenance.json".into(),
+            "missing: code version, dataset preparation and workers unknown".into(),
+        ]);
     }
     if let Some(plan) = &run.plan {
         let seeds: BTreeSet<u64> = plan.sweep_points.iter().map(|s| s.train.seed).collect();
         rows.push(vec![
             "base seed(s)".into(),
-            seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+            seeds
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
                 + " (each task's seed = first 8 bytes of sha256(mer-seed/1|base|fold|stage))",
         ]);
-        let kf: BTreeSet<&str> = plan.sweep_points.iter().map(|s| s.keyframes.as_str()).collect();
-        rows.push(vec!["key-frame tags".into(), kf.into_iter().collect::<Vec<_>>().join(", ")]);
+        let kf: BTreeSet<&str> = plan
+            .sweep_points
+            .iter()
+            .map(|s| s.keyframes.as_str())
+            .collect();
+        rows.push(vec![
+            "key-frame tags".into(),
+            kf.into_iter().collect::<Vec<_>>().join(", "),
+        ]);
     }
     let mut devices: BTreeMap<&str, usize> = BTreeMap::new();
     for f in &run.folds {
         *devices.entry(f.result.device.as_str()).or_insert(0) += 1;
     }
     if !devices.is_empty() {
-        rows.push(vec!["devices (target folds)".into(), devices.iter().map(|(d, n)| format!("{d} x {n}")).collect::<Vec<_>>().join(", ")]);
+        rows.push(vec![
+            "devices (target folds)".into(),
+            devices
+                .iter()
+                .map(|(d, n)| format!("{d} x {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ]);
     }
-    b.push(Block::Table { head: vec!["what".into(), "value".into()], rows });
+    b.push(Block::Table {
+        head: vec!["what".into(), "value".into()],
+        rows,
+    });
     if !run.folds.is_empty() {
-        b.push(Block::Para("Every fold result: its seed, device, worker and wall-clock time.".into()));
-        let label = |i: u32| run.results.sweep_points.iter().find(|s| s.index == i).map(|s| s.label.clone()).unwrap_or_default();
+        b.push(Block::Para(
+            "Every fold result: its seed, device, worker and wall-clock time.".into(),
+        ));
+        let label = |i: u32| {
+            run.results
+                .sweep_points
+                .iter()
+                .find(|s| s.index == i)
+                .map(|s| s.label.clone())
+                .unwrap_or_default()
+        };
         let rows = run
             .folds
             .iter()
@@ -555,12 +865,30 @@ fn provenance(run: &RunData, b: &mut Vec<Block>) {
                 ]
             })
             .collect();
-        b.push(Block::Table { head: ["fold", "sweep point", "seed", "device", "worker", "seconds", "task key"].map(String::from).to_vec(), rows });
+        b.push(Block::Table {
+            head: [
+                "fold",
+                "sweep point",
+                "seed",
+                "device",
+                "worker",
+                "seconds",
+                "task key",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows,
+        });
     }
     if let Some(plan) = &run.plan {
         for sp in &plan.sweep_points {
-            b.push(Block::Para(format!("Resolved training settings of `{}` (base seed before per-task derivation):", sp.label)));
-            b.push(Block::Code(serde_json::to_string_pretty(&sp.train).unwrap_or_default()));
+            b.push(Block::Para(format!(
+                "Resolved training settings of `{}` (base seed before per-task derivation):",
+                sp.label
+            )));
+            b.push(Block::Code(
+                serde_json::to_string(&sp.train).unwrap_or_default(),
+            ));
         }
     }
     match &run.spec_toml {
@@ -574,18 +902,37 @@ fn provenance(run: &RunData, b: &mut Vec<Block>) {
 
 fn exports_section(run: &RunData, b: &mut Vec<Block>) {
     b.push(Block::Heading(2, "Exports".into()));
-    let mut rows = vec![vec!["`exports/results.json`".to_string(), "pooled results (schema mer-results/1)".into()]];
+    let mut rows = vec![vec![
+        "`exports/results.json`".to_string(),
+        "pooled results (schema mer-results/1)".into(),
+    ]];
     for (idx, files) in &run.prediction_files {
         for f in files {
-            let what = if f.ends_with(".megc.txt") { "MEGC2019 prediction log" } else { "per-sample predictions CSV" };
-            rows.push(vec![format!("`exports/{f}`"), format!("{what} of {}", point_label(run, *idx))]);
+            let what = if f.ends_with(".megc.txt") {
+                "MEGC2019 prediction log"
+            } else {
+                "per-sample predictions CSV"
+            };
+            rows.push(vec![
+                format!("`exports/{f}`"),
+                format!("{what} of {}", point_label(run, *idx)),
+            ]);
         }
     }
     if !run.folds.is_empty() {
-        rows.push(vec!["`exports/samples.csv`".into(), "every sweep point's per-sample predictions with class probabilities".into()]);
+        rows.push(vec![
+            "`exports/samples.csv`".into(),
+            "every sweep point's per-sample predictions with class probabilities".into(),
+        ]);
     }
-    b.push(Block::Table { head: vec!["file".into(), "content".into()], rows });
-    b.push(Block::Para("`mer score exports/predictions/<label>.megc.txt` reproduces each sweep point's numbers.".into()));
+    b.push(Block::Table {
+        head: vec!["file".into(), "content".into()],
+        rows,
+    });
+    b.push(Block::Para(
+        "`mer score exports/predictions/<label>.megc.txt` reproduces each sweep point's numbers."
+            .into(),
+    ));
 }
 
 fn write_exports(run: &RunData, out: &Path) -> Result<Vec<PathBuf>, CoordError> {
@@ -607,7 +954,14 @@ fn write_exports(run: &RunData, out: &Path) -> Result<Vec<PathBuf>, CoordError> 
     }
     if !run.folds.is_empty() {
         let k = run.results.classes.len();
-        let label = |i: u32| run.results.sweep_points.iter().find(|s| s.index == i).map(|s| s.label.clone()).unwrap_or_default();
+        let label = |i: u32| {
+            run.results
+                .sweep_points
+                .iter()
+                .find(|s| s.index == i)
+                .map(|s| s.label.clone())
+                .unwrap_or_default()
+        };
         let mut csv = String::from("sweep_point,dataset,subject,filename,label,pred,correct");
         for c in &run.results.classes {
             let _ = write!(csv, ",p_{c}");
@@ -616,9 +970,26 @@ fn write_exports(run: &RunData, out: &Path) -> Result<Vec<PathBuf>, CoordError> 
         for f in &run.folds {
             for p in &f.result.predictions {
                 let r: &PredictionRecord = &p.record;
-                let _ = write!(csv, "{},{},{},{},{},{},{}", csv_field(&label(f.sweep_point)), r.dataset, r.subject, r.filename, r.label, r.pred, u8::from(r.label == r.pred));
+                let _ = write!(
+                    csv,
+                    "{},{},{},{},{},{},{}",
+                    csv_field(&label(f.sweep_point)),
+                    r.dataset,
+                    r.subject,
+                    r.filename,
+                    r.label,
+                    r.pred,
+                    u8::from(r.label == r.pred)
+                );
                 for i in 0..k {
-                    let _ = write!(csv, ",{}", p.probs.get(i).map(|x| format!("{x:.6}")).unwrap_or_default());
+                    let _ = write!(
+                        csv,
+                        ",{}",
+                        p.probs
+                            .get(i)
+                            .map(|x| format!("{x:.6}"))
+                            .unwrap_or_default()
+                    );
                 }
                 csv.push('\n');
             }
@@ -651,10 +1022,18 @@ pub fn to_markdown(blocks: &[Block]) -> String {
                 let _ = writeln!(out, "{t}\n");
             }
             Block::Table { head, rows } => {
-                let _ = writeln!(out, "| {} |", head.iter().map(|h| cell(h)).collect::<Vec<_>>().join(" | "));
+                let _ = writeln!(
+                    out,
+                    "| {} |",
+                    head.iter().map(|h| cell(h)).collect::<Vec<_>>().join(" | ")
+                );
                 let _ = writeln!(out, "|{}", "---|".repeat(head.len()));
                 for r in rows {
-                    let _ = writeln!(out, "| {} |", r.iter().map(|h| cell(h)).collect::<Vec<_>>().join(" | "));
+                    let _ = writeln!(
+                        out,
+                        "| {} |",
+                        r.iter().map(|h| cell(h)).collect::<Vec<_>>().join(" | ")
+                    );
                 }
                 out.push('\n');
             }
@@ -671,7 +1050,10 @@ pub fn to_markdown(blocks: &[Block]) -> String {
 
 /// Escapes text for HTML.
 pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Escapes text and turns `code` spans into `<code>`.
@@ -711,7 +1093,11 @@ pub fn to_html(title: &str, blocks: &[Block]) -> String {
                 out += "</tr></thead><tbody>\n";
                 for r in rows {
                     let paper = r.iter().any(|c| c.contains("(published)"));
-                    out += if paper { "<tr class=\"paper\">" } else { "<tr>" };
+                    out += if paper {
+                        "<tr class=\"paper\">"
+                    } else {
+                        "<tr>"
+                    };
                     for c in r {
                         let _ = write!(out, "<td>{}</td>", inline(c));
                     }

@@ -22,12 +22,21 @@ pub(crate) fn finished_run(dir: &Path, sweep: &str) -> std::path::PathBuf {
     let spec_path = dir.join("tiny.toml");
     std::fs::write(&spec_path, &text).unwrap();
     let plan = plan_spec(&load_spec(&spec_path).unwrap()).unwrap();
-    let results = reference_run(&plan, &SimTrainer::new(Duration::ZERO, None), &dir.join("work")).unwrap();
+    let results = reference_run(
+        &plan,
+        &SimTrainer::new(Duration::ZERO, None),
+        &dir.join("work"),
+    )
+    .unwrap();
     let res = aggregate(&plan, &results);
     assert!(!res.partial);
     let run = dir.join("run");
     write_results(&run, &res).unwrap();
-    let ctx = RunContext { experiment_id: Some("e1".into()), spec_toml: Some(text), ..Default::default() };
+    let ctx = RunContext {
+        experiment_id: Some("e1".into()),
+        spec_toml: Some(text),
+        ..Default::default()
+    };
     write_run_files(&run, &plan, &results, &ctx).unwrap();
     run
 }
@@ -43,9 +52,15 @@ fn report_tables_hold_the_scores_of_the_prediction_logs_and_every_image_decodes(
     assert_eq!(data.results.sweep_points.len(), 3);
     for sp in &data.results.sweep_points {
         // What `mer score predictions/<label>.megc.txt` computes.
-        let f = run.join("predictions").join(format!("{}.megc.txt", sp.label));
+        let f = run
+            .join("predictions")
+            .join(format!("{}.megc.txt", sp.label));
         let text = std::fs::read_to_string(&f).unwrap();
-        let s = ScoreReport::compute(LabelScheme::Megc3, &parse_any("log", &text, LabelScheme::Megc3).unwrap()).unwrap();
+        let s = ScoreReport::compute(
+            LabelScheme::Megc3,
+            &parse_any("log", &text, LabelScheme::Megc3).unwrap(),
+        )
+        .unwrap();
         assert_eq!(s.n, 27);
         assert_eq!(&out.scores[&sp.index], &s);
         let p = |k: &str| format!("{:.4} / {:.4}", s.parts[k].uf1, s.parts[k].uar);
@@ -59,12 +74,32 @@ fn report_tables_hold_the_scores_of_the_prediction_logs_and_every_image_decodes(
             s.uar
         );
         assert!(md.contains(&row), "Table 6 row missing: {row}\n{md}");
-        assert!(html.contains(&format!("<td>{:.4} / {:.4}</td>", s.uf1, s.uar)), "HTML lacks {}", sp.label);
+        assert!(
+            html.contains(&format!("<td>{:.4} / {:.4}</td>", s.uf1, s.uar)),
+            "HTML lacks {}",
+            sp.label
+        );
         // Per-point detail and the per-class counts.
-        assert!(md.contains(&format!("| all | 27 | {:.4} | {:.4} | {:.4} | {:.4} |", s.uf1, s.uar, s.acc, s.f1_macro)), "{md}");
+        assert!(
+            md.contains(&format!(
+                "| all | 27 | {:.4} | {:.4} | {:.4} | {:.4} |",
+                s.uf1, s.uar, s.acc, s.f1_macro
+            )),
+            "{md}"
+        );
         // Fig. 4 table row for this alpha.
         let alpha = sp.values["alpha"].as_f64().unwrap();
-        assert!(md.contains(&format!("| {alpha} | - | 9/9 | {} | {} | {} | {:.4} / {:.4} |", p("smic"), p("casme2"), p("samm"), s.uf1, s.uar)), "{md}");
+        assert!(
+            md.contains(&format!(
+                "| {alpha} | - | 9/9 | {} | {} | {} | {:.4} / {:.4} |",
+                p("smic"),
+                p("casme2"),
+                p("samm"),
+                s.uf1,
+                s.uar
+            )),
+            "{md}"
+        );
     }
     // The paper's numbers are there, labelled as such.
     assert!(md.contains("| MERSiamC3D | paper, Table 6 (published) | 68 | 0.7356 / 0.7598 | 0.8818 / 0.8763 | 0.7475 / 0.7280 | 0.8068 / 0.7986 |"), "{md}");
@@ -73,22 +108,39 @@ fn report_tables_hold_the_scores_of_the_prediction_logs_and_every_image_decodes(
     assert!(!md.contains("Table 7"));
     // Images: 3 confusion matrices, the alpha sweep, the two loss curves (prior stage is not in target
     // results; the sim logs the target stage only) - every one exists, decodes, and is inlined in the HTML.
-    let names: Vec<String> = out.images.iter().map(|p| p.file_name().unwrap().to_string_lossy().to_string()).collect();
+    let names: Vec<String> = out
+        .images
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
     assert!(names.contains(&"alpha_sweep.png".to_string()), "{names:?}");
-    assert!(names.contains(&"confusion_alpha=1.png".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"confusion_alpha=1.png".to_string()),
+        "{names:?}"
+    );
     assert!(names.contains(&"loss_target.png".to_string()), "{names:?}");
     assert_eq!(names.len(), 5, "{names:?}");
     for p in &out.images {
         let (w, h) = decode(&std::fs::read(p).unwrap());
         assert!(w > 100 && h > 100, "{}", p.display());
-        assert!(md.contains(&format!("](figures/{})", p.file_name().unwrap().to_string_lossy())));
+        assert!(md.contains(&format!(
+            "](figures/{})",
+            p.file_name().unwrap().to_string_lossy()
+        )));
     }
-    let uris: Vec<&str> = html.split("src=\"data:image/png;base64,").skip(1).map(|s| &s[..s.find('"').unwrap()]).collect();
+    let uris: Vec<&str> = html
+        .split("src=\"data:image/png;base64,")
+        .skip(1)
+        .map(|s| &s[..s.find('"').unwrap()])
+        .collect();
     assert_eq!(uris.len(), out.images.len());
     for u in uris {
         decode(&base64::engine::general_purpose::STANDARD.decode(u).unwrap());
     }
-    assert!(!html.contains("http://") && !html.contains("https://"), "self-contained: no external asset");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "self-contained: no external asset"
+    );
     // Provenance: spec hash, seed, dataset preparation, devices, the spec text.
     assert!(md.contains(&format!("`{}`", data.results.spec_hash)));
     assert!(md.contains("base seed(s) | 7 "), "{md}");
@@ -96,9 +148,19 @@ fn report_tables_hold_the_scores_of_the_prediction_logs_and_every_image_decodes(
     assert!(md.contains("devices (target folds) | sim x 27"), "{md}");
     assert!(md.contains("description = \"report test\""));
     // Per-subject accuracy covers all 9 subjects.
-    assert!(md.contains("| casme2/sub01 |") && md.contains("| samm/006 |") && md.contains("| smic/s03 |"), "{md}");
+    assert!(
+        md.contains("| casme2/sub01 |")
+            && md.contains("| samm/006 |")
+            && md.contains("| smic/s03 |"),
+        "{md}"
+    );
     // Exports: the planner's files copied, and the per-sample CSV with probabilities.
-    for f in ["results.json", "predictions/alpha=1.megc.txt", "predictions/alpha=1.csv", "samples.csv"] {
+    for f in [
+        "results.json",
+        "predictions/alpha=1.megc.txt",
+        "predictions/alpha=1.csv",
+        "samples.csv",
+    ] {
         assert!(run.join("report/exports").join(f).is_file(), "{f}");
     }
     let samples = std::fs::read_to_string(run.join("report/exports/samples.csv")).unwrap();
@@ -109,12 +171,21 @@ fn report_tables_hold_the_scores_of_the_prediction_logs_and_every_image_decodes(
 #[test]
 fn frozen_layer_sweeps_get_the_table7_layout() {
     let dir = tempfile::tempdir().unwrap();
-    let run = finished_run(dir.path(), "prior = [true, false]\nfrozen_layers = [0, 2]\n");
+    let run = finished_run(
+        dir.path(),
+        "prior = [true, false]\nfrozen_layers = [0, 2]\n",
+    );
     let out = render_report(&run, &dir.path().join("elsewhere")).unwrap();
     let md = std::fs::read_to_string(&out.markdown).unwrap();
     assert!(md.contains("(the paper's Table 7)"), "{md}");
-    assert!(md.contains("| k = 0 frozen | - | 9/9 |") && md.contains("| k = 2 frozen | - | 9/9 |"), "{md}");
-    assert!(md.contains("| no prior learning (random init) | - | 9/9 |"), "{md}");
+    assert!(
+        md.contains("| k = 0 frozen | - | 9/9 |") && md.contains("| k = 2 frozen | - | 9/9 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| no prior learning (random init) | - | 9/9 |"),
+        "{md}"
+    );
     assert!(!md.contains("Fig. 4"));
 }
 
@@ -126,13 +197,23 @@ fn a_report_refuses_results_that_disagree_with_their_prediction_files() {
     let f = run.join("predictions/alpha=1.megc.txt");
     let text = std::fs::read_to_string(&f).unwrap();
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
-    let i = lines.iter().position(|l| l.split_whitespace().count() == 3).unwrap();
+    let i = lines
+        .iter()
+        .position(|l| l.split_whitespace().count() == 3)
+        .unwrap();
     let mut parts: Vec<String> = lines[i].split_whitespace().map(String::from).collect();
     parts[2] = ((parts[2].parse::<usize>().unwrap() + 1) % 3).to_string();
     lines[i] = parts.join(" ");
     std::fs::write(&f, lines.join("\n")).unwrap();
-    let e = render_report(&run, &run.join("report")).unwrap_err().to_string();
-    assert!(e.contains("alpha=1") && e.contains("prediction file"), "{e}");
-    let e = render_report(dir.path(), &dir.path().join("r")).unwrap_err().to_string();
+    let e = render_report(&run, &run.join("report"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("alpha=1") && e.contains("prediction file"),
+        "{e}"
+    );
+    let e = render_report(dir.path(), &dir.path().join("r"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no results.json"), "{e}");
 }

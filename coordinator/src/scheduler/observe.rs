@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Scheduler, TaskState};
-use crate::metrics::{ClusterSnapshot, ClusterState, ExperimentSnapshot, Metrics, Readiness, TaskCount, WorkerSnapshot};
+use crate::metrics::{
+    ClusterSnapshot, ClusterState, ExperimentSnapshot, Metrics, Readiness, TaskCount,
+    WorkerSnapshot,
+};
 use crate::CoordError;
 
 /// A worker that neither long-polled for a lease nor sent a heartbeat for this long (and holds no
@@ -44,15 +47,29 @@ impl Scheduler {
         let now = Instant::now();
         let (tasks, workers, ids) = {
             let inner = self.inner.lock();
-            let mut counts: std::collections::BTreeMap<(&'static str, &'static str), u64> = Default::default();
+            let mut counts: std::collections::BTreeMap<(&'static str, &'static str), u64> =
+                Default::default();
             for t in &inner.tasks {
-                *counts.entry((state_name(t.state), t.def.kind.key())).or_default() += 1;
+                *counts
+                    .entry((state_name(t.state), t.def.kind.key()))
+                    .or_default() += 1;
             }
-            let tasks: Vec<TaskCount> =
-                counts.into_iter().map(|((state, kind), count)| TaskCount { state: state.into(), kind: kind.into(), count }).collect();
+            let tasks: Vec<TaskCount> = counts
+                .into_iter()
+                .map(|((state, kind), count)| TaskCount {
+                    state: state.into(),
+                    kind: kind.into(),
+                    count,
+                })
+                .collect();
             let mut workers: Vec<WorkerSnapshot> = Vec::new();
             for (id, w) in &inner.workers {
-                let held: Vec<_> = inner.leases.iter().filter(|(_, l)| l.worker == *id).map(|(_, l)| l).collect();
+                let held: Vec<_> = inner
+                    .leases
+                    .iter()
+                    .filter(|(_, l)| l.worker == *id)
+                    .map(|(_, l)| l)
+                    .collect();
                 if held.is_empty() && now.duration_since(w.last_seen) > WORKER_SEEN_WINDOW {
                     continue;
                 }
@@ -84,7 +101,11 @@ impl Scheduler {
                 })
             })
             .collect();
-        ClusterSnapshot { tasks, workers, experiments }
+        ClusterSnapshot {
+            tasks,
+            workers,
+            experiments,
+        }
     }
 
     /// A worker is gone for sure (its pod failed or was deleted): every lease held by a worker
@@ -94,9 +115,18 @@ impl Scheduler {
         let now = Instant::now();
         let n = {
             let mut inner = self.inner.lock();
-            let ids: Vec<String> =
-                inner.workers.iter().filter(|(id, w)| w.name == worker_name || id.as_str() == worker_name).map(|(id, _)| id.clone()).collect();
-            let leases: Vec<String> = inner.leases.iter().filter(|(_, l)| ids.contains(&l.worker)).map(|(id, _)| id.clone()).collect();
+            let ids: Vec<String> = inner
+                .workers
+                .iter()
+                .filter(|(id, w)| w.name == worker_name || id.as_str() == worker_name)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let leases: Vec<String> = inner
+                .leases
+                .iter()
+                .filter(|(_, l)| ids.contains(&l.worker))
+                .map(|(id, _)| id.clone())
+                .collect();
             for id in &leases {
                 if let Some(mut l) = inner.leases.take(id) {
                     l.deadline = now;
@@ -113,7 +143,10 @@ impl Scheduler {
             leases.len()
         };
         if n > 0 {
-            tracing::warn!(worker = worker_name, "worker lost ({reason}): {n} lease(s) end now");
+            tracing::warn!(
+                worker = worker_name,
+                "worker lost ({reason}): {n} lease(s) end now"
+            );
             self.expire(now);
         }
         n
@@ -141,12 +174,17 @@ impl ClusterState for CoordinatorProbe {
 
     fn readiness(&self) -> Readiness {
         let store_open = match self.sched.store().reader() {
-            Ok(conn) => conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).is_ok(),
+            Ok(conn) => conn
+                .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .is_ok(),
             Err(e) => {
                 tracing::warn!("readiness: state database: {e}");
                 false
             }
         };
-        Readiness { store_open, grpc_serving: self.grpc_serving.load(Ordering::SeqCst) }
+        Readiness {
+            store_open,
+            grpc_serving: self.grpc_serving.load(Ordering::SeqCst),
+        }
     }
 }

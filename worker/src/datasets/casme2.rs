@@ -5,7 +5,10 @@
 //!
 //! When both frame layouts are present, `CASME2_RAW_selected` is used (our own face crop runs on it).
 
-use super::{find_file, list_clip, parse_frame_cell, parse_objective_class, read_table, required_frame_cell, ClipRecord};
+use super::{
+    find_file, list_clip, parse_frame_cell, parse_objective_class, read_table, required_frame_cell,
+    ClipRecord,
+};
 use crate::error::{Result, WorkerError};
 use mer_shared::Dataset;
 use std::collections::HashMap;
@@ -17,8 +20,15 @@ pub const FRAME_DIRS: [&str; 2] = ["CASME2_RAW_selected", "Cropped"];
 /// Finds the coding workbook in the root (`CASME2-coding-*.xlsx`, any workbook or CSV whose name starts
 /// with `CASME2-coding`).
 pub fn coding_file(root: &Path) -> Result<PathBuf> {
-    find_file(root, |n| n.to_ascii_lowercase().starts_with("casme2-coding"))?
-        .ok_or_else(|| WorkerError::layout(root, "no CASME II coding workbook (CASME2-coding-*.xlsx) in this folder"))
+    find_file(root, |n| {
+        n.to_ascii_lowercase().starts_with("casme2-coding")
+    })?
+    .ok_or_else(|| {
+        WorkerError::layout(
+            root,
+            "no CASME II coding workbook (CASME2-coding-*.xlsx) in this folder",
+        )
+    })
 }
 
 /// Reads every clip of a CASME II root.
@@ -28,7 +38,9 @@ pub fn read(root: &Path) -> Result<Vec<ClipRecord>> {
         .iter()
         .map(|d| root.join(d))
         .find(|p| p.is_dir())
-        .ok_or_else(|| WorkerError::layout(root, "neither CASME2_RAW_selected/ nor Cropped/ is here"))?;
+        .ok_or_else(|| {
+            WorkerError::layout(root, "neither CASME2_RAW_selected/ nor Cropped/ is here")
+        })?;
     let objective = match find_file(root, |n| {
         let l = n.to_ascii_lowercase();
         l.starts_with("casme2") && l.contains("objective")
@@ -41,12 +53,15 @@ pub fn read(root: &Path) -> Result<Vec<ClipRecord>> {
     // One header row; data from the next non-blank row.
     for row in rows.iter().skip(1).filter(|r| !r.is_blank()) {
         let subj_raw = row.cell(0);
-        let subject = Dataset::Casme2.canonical_subject(subj_raw).map_err(|e| WorkerError::Annotation {
-            file: coding.clone(),
-            row: row.number,
-            field: "Subject".into(),
-            message: e.to_string(),
-        })?;
+        let subject =
+            Dataset::Casme2
+                .canonical_subject(subj_raw)
+                .map_err(|e| WorkerError::Annotation {
+                    file: coding.clone(),
+                    row: row.number,
+                    field: "Subject".into(),
+                    message: e.to_string(),
+                })?;
         let filename = row.cell(1).to_string();
         if filename.is_empty() {
             return Err(WorkerError::Annotation {
@@ -94,11 +109,18 @@ pub fn read_objective(path: &Path) -> Result<HashMap<(String, String), u32>> {
             field: field.into(),
             message,
         };
-        let subject = Dataset::Casme2.canonical_subject(row.cell(0)).map_err(|e| err("Subject", e.to_string()))?;
+        let subject = Dataset::Casme2
+            .canonical_subject(row.cell(0))
+            .map_err(|e| err("Subject", e.to_string()))?;
         let class = match parse_objective_class(row.cell(2)) {
             None => continue,
             Some(Ok(c)) => c,
-            Some(Err(s)) => return Err(err("Objective Class", format!("'{s}' is not a class I..VII"))),
+            Some(Err(s)) => {
+                return Err(err(
+                    "Objective Class",
+                    format!("'{s}' is not a class I..VII"),
+                ))
+            }
         };
         m.insert((subject, row.cell(1).to_string()), class);
     }

@@ -21,7 +21,8 @@ pub struct CompositeSelection {
 /// Keeps the clips of `list` (matching by dataset, subject and filename in the list's spelling).
 /// Datasets that were not read at all are not reported as missing.
 pub fn select(records: Vec<ClipRecord>, list: &[CompositeEntry]) -> CompositeSelection {
-    let read_parts: std::collections::BTreeSet<Dataset> = records.iter().map(|r| r.dataset).collect();
+    let read_parts: std::collections::BTreeSet<Dataset> =
+        records.iter().map(|r| r.dataset).collect();
     let mut by_id: HashMap<String, ClipRecord> = HashMap::new();
     let mut order = Vec::new();
     for r in records {
@@ -41,8 +42,15 @@ pub fn select(records: Vec<ClipRecord>, list: &[CompositeEntry]) -> CompositeSel
             None => {}
         }
     }
-    let left_out = order.into_iter().filter(|id| by_id.contains_key(id)).collect();
-    CompositeSelection { selected, missing, left_out }
+    let left_out = order
+        .into_iter()
+        .filter(|id| by_id.contains_key(id))
+        .collect();
+    CompositeSelection {
+        selected,
+        missing,
+        left_out,
+    }
 }
 
 #[cfg(test)]
@@ -74,9 +82,24 @@ mod tests {
     #[test]
     fn list_is_authoritative() {
         let list = vec![
-            CompositeEntry { dataset: Dataset::Casme2, subject: "sub01".into(), filename: "EP02_01f".into(), label: 1 },
-            CompositeEntry { dataset: Dataset::Casme2, subject: "sub01".into(), filename: "EP03_02".into(), label: 0 },
-            CompositeEntry { dataset: Dataset::Samm, subject: "6".into(), filename: "006_1_2".into(), label: 0 },
+            CompositeEntry {
+                dataset: Dataset::Casme2,
+                subject: "sub01".into(),
+                filename: "EP02_01f".into(),
+                label: 1,
+            },
+            CompositeEntry {
+                dataset: Dataset::Casme2,
+                subject: "sub01".into(),
+                filename: "EP03_02".into(),
+                label: 0,
+            },
+            CompositeEntry {
+                dataset: Dataset::Samm,
+                subject: "6".into(),
+                filename: "006_1_2".into(),
+                label: 0,
+            },
         ];
         let recs = vec![
             rec(Dataset::Casme2, "sub01", "EP02_01f", "happiness"),
@@ -88,6 +111,9 @@ mod tests {
         assert_eq!(s.missing, vec!["casme2/sub01/EP03_02"]);
         assert_eq!(s.left_out, vec!["casme2/sub01/EP09_01"]);
         // Without the list the disgust clip would be negative.
-        assert_eq!(rec(Dataset::Casme2, "sub01", "EP09_01", "disgust").labels()["megc3"], 0);
+        assert_eq!(
+            rec(Dataset::Casme2, "sub01", "EP09_01", "disgust").labels()["megc3"],
+            0
+        );
     }
 }

@@ -52,21 +52,36 @@ impl Corrections {
 
     /// Parses corrections TOML; `path` names the file in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
-        let mut c: Corrections = toml::from_str(text)
-            .map_err(|e| WorkerError::Corrections { file: path.into(), message: e.to_string() })?;
+        let mut c: Corrections = toml::from_str(text).map_err(|e| WorkerError::Corrections {
+            file: path.into(),
+            message: e.to_string(),
+        })?;
         c.file = path.to_path_buf();
         for (i, k) in c.corrections.iter().enumerate() {
-            let ok = matches!(k.field.as_str(), "onset" | "apex" | "offset" | "emotion" | "objective_class" | "exclude");
+            let ok = matches!(
+                k.field.as_str(),
+                "onset" | "apex" | "offset" | "emotion" | "objective_class" | "exclude"
+            );
             if !ok {
                 return Err(WorkerError::Corrections {
                     file: path.into(),
-                    message: format!("correction {} ({}): unknown field '{}'", i + 1, k.sample, k.field),
+                    message: format!(
+                        "correction {} ({}): unknown field '{}'",
+                        i + 1,
+                        k.sample,
+                        k.field
+                    ),
                 });
             }
             if k.field != "exclude" && k.value.is_none() {
                 return Err(WorkerError::Corrections {
                     file: path.into(),
-                    message: format!("correction {} ({}): field '{}' needs a value", i + 1, k.sample, k.field),
+                    message: format!(
+                        "correction {} ({}): field '{}' needs a value",
+                        i + 1,
+                        k.sample,
+                        k.field
+                    ),
                 });
             }
         }
@@ -77,7 +92,10 @@ impl Corrections {
     /// that matches no clip of the datasets read is an error (a typo must not pass silently), unless its
     /// dataset was not read at all.
     pub fn apply(&self, records: &mut Vec<ClipRecord>) -> Result<()> {
-        let parts: std::collections::BTreeSet<String> = records.iter().map(|r| r.dataset.key().to_string()).collect();
+        let parts: std::collections::BTreeSet<String> = records
+            .iter()
+            .map(|r| r.dataset.key().to_string())
+            .collect();
         let mut excluded = std::collections::HashSet::new();
         for (i, k) in self.corrections.iter().enumerate() {
             let err = |m: String| WorkerError::Corrections {
@@ -92,11 +110,18 @@ impl Corrections {
                 continue;
             };
             let v = k.value.clone().unwrap_or_default();
-            let frame = |v: &str| v.trim().parse::<u32>().map_err(|_| err(format!("'{v}' is not a frame number")));
+            let frame = |v: &str| {
+                v.trim()
+                    .parse::<u32>()
+                    .map_err(|_| err(format!("'{v}' is not a frame number")))
+            };
             let before = match k.field.as_str() {
                 "onset" => std::mem::replace(&mut r.onset, frame(&v)?).to_string(),
                 "apex" => {
-                    let old = r.apex.map(|a| a.to_string()).unwrap_or_else(|| "none".into());
+                    let old = r
+                        .apex
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "none".into());
                     r.apex = Some(frame(&v)?);
                     r.apex_estimated = false;
                     old
@@ -108,7 +133,10 @@ impl Corrections {
                         Some(Ok(c)) => c,
                         _ => return Err(err(format!("'{v}' is not an objective class I..VII"))),
                     };
-                    std::mem::replace(&mut r.objective_class, Some(c)).map(|c| c.to_string()).unwrap_or_else(|| "none".into())
+                    r.objective_class
+                        .replace(c)
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "none".into())
                 }
                 _ => {
                     excluded.insert(r.id());
@@ -180,7 +208,11 @@ reason = "apex missing"
         c.apply(&mut v).unwrap();
         assert!(v.is_empty());
 
-        assert!(Corrections::parse(Path::new("c.toml"), "[[correction]]\nsample=\"a\"\nfield=\"colour\"\nreason=\"x\"\n").is_err());
+        assert!(Corrections::parse(
+            Path::new("c.toml"),
+            "[[correction]]\nsample=\"a\"\nfield=\"colour\"\nreason=\"x\"\n"
+        )
+        .is_err());
         assert!(Corrections::parse(Path::new("c.toml"), "bogus = 1\n").is_err());
     }
 }

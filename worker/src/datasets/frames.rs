@@ -19,7 +19,11 @@ pub struct FrameFile {
 
 /// Parses the trailing integer of a file stem (`reg_img046` -> 46, `006_05562` -> 5562).
 pub fn trailing_number(stem: &str) -> Option<u32> {
-    let digits: String = stem.chars().rev().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = stem
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     if digits.is_empty() {
         return None;
     }
@@ -37,13 +41,20 @@ pub fn list_frames(dir: &Path) -> Result<Vec<FrameFile>> {
         if !path.is_file() {
             continue;
         }
-        let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
         if !FRAME_EXTENSIONS.contains(&ext.as_str()) {
             continue;
         }
-        let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-        let number = trailing_number(&stem)
-            .ok_or_else(|| WorkerError::layout(&path, "frame file name has no trailing frame number"))?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let number = trailing_number(&stem).ok_or_else(|| {
+            WorkerError::layout(&path, "frame file name has no trailing frame number")
+        })?;
         out.push(FrameFile { number, path });
     }
     out.sort_by(|a, b| a.number.cmp(&b.number).then_with(|| a.path.cmp(&b.path)));
@@ -51,7 +62,11 @@ pub fn list_frames(dir: &Path) -> Result<Vec<FrameFile>> {
         if w[0].number == w[1].number {
             return Err(WorkerError::layout(
                 &w[1].path,
-                format!("frame number {} also used by {}", w[1].number, w[0].path.display()),
+                format!(
+                    "frame number {} also used by {}",
+                    w[1].number,
+                    w[0].path.display()
+                ),
             ));
         }
     }
@@ -60,7 +75,10 @@ pub fn list_frames(dir: &Path) -> Result<Vec<FrameFile>> {
 
 /// Finds the frame with number `n` in a sorted listing.
 pub fn find_frame(frames: &[FrameFile], n: u32) -> Option<&FrameFile> {
-    frames.binary_search_by_key(&n, |f| f.number).ok().map(|i| &frames[i])
+    frames
+        .binary_search_by_key(&n, |f| f.number)
+        .ok()
+        .map(|i| &frames[i])
 }
 
 /// A grayscale frame, row-major, values in 0..=255 as f32 (the working format of key-frame construction).
@@ -77,7 +95,11 @@ pub struct GrayFrame {
 impl GrayFrame {
     /// A frame filled with `value`.
     pub fn filled(width: usize, height: usize, value: f32) -> Self {
-        GrayFrame { width, height, data: vec![value; width * height] }
+        GrayFrame {
+            width,
+            height,
+            data: vec![value; width * height],
+        }
     }
 
     /// The pixel at (x, y).
@@ -102,12 +124,24 @@ mod tests {
     #[test]
     fn sorts_numerically_with_mixed_padding_and_rejects_duplicates() {
         let d = tempfile::tempdir().unwrap();
-        for n in ["img9.jpg", "img10.jpg", "img100.jpg", "img11.jpg", "notes.txt"] {
+        for n in [
+            "img9.jpg",
+            "img10.jpg",
+            "img100.jpg",
+            "img11.jpg",
+            "notes.txt",
+        ] {
             std::fs::write(d.path().join(n), b"x").unwrap();
         }
         let f = list_frames(d.path()).unwrap();
-        assert_eq!(f.iter().map(|f| f.number).collect::<Vec<_>>(), vec![9, 10, 11, 100]);
-        assert_eq!(find_frame(&f, 11).unwrap().path.file_name().unwrap(), "img11.jpg");
+        assert_eq!(
+            f.iter().map(|f| f.number).collect::<Vec<_>>(),
+            vec![9, 10, 11, 100]
+        );
+        assert_eq!(
+            find_frame(&f, 11).unwrap().path.file_name().unwrap(),
+            "img11.jpg"
+        );
         assert!(find_frame(&f, 12).is_none());
         std::fs::write(d.path().join("img0010.jpg"), b"x").unwrap();
         let e = list_frames(d.path()).unwrap_err().to_string();

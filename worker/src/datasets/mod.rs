@@ -74,7 +74,10 @@ impl ClipRecord {
         if let Some(l) = LabelScheme::Emotion5.from_emotion(self.dataset, &self.emotion) {
             m.insert(LabelScheme::Emotion5.key().to_string(), l);
         }
-        if let Some(l) = self.objective_class.and_then(|c| LabelScheme::Objective5.from_objective_class(c)) {
+        if let Some(l) = self
+            .objective_class
+            .and_then(|c| LabelScheme::Objective5.from_objective_class(c))
+        {
             m.insert(LabelScheme::Objective5.key().to_string(), l);
         }
         m
@@ -82,7 +85,10 @@ impl ClipRecord {
 
     /// A frame path relative to the dataset root (for the sample's metadata).
     pub fn relative(&self, p: &Path) -> String {
-        p.strip_prefix(&self.root).unwrap_or(p).to_string_lossy().to_string()
+        p.strip_prefix(&self.root)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .to_string()
     }
 }
 
@@ -136,19 +142,34 @@ impl Row {
 
 /// Reads the first sheet of a workbook (xlsx, xls, ods via calamine) or a CSV file into rows.
 pub fn read_table(path: &Path) -> Result<Vec<Row>> {
-    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
     if ext == "csv" {
         let text = std::fs::read_to_string(path).map_err(|e| WorkerError::io(path, e))?;
         return Ok(text
             .lines()
             .enumerate()
-            .map(|(i, l)| Row { number: i + 1, cells: split_csv_line(l) })
+            .map(|(i, l)| Row {
+                number: i + 1,
+                cells: split_csv_line(l),
+            })
             .collect());
     }
     use calamine::{Data, Reader};
-    let bad = |m: String| WorkerError::Annotation { file: path.into(), row: 0, field: "workbook".into(), message: m };
-    let mut wb = calamine::open_workbook_auto(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-    let range = wb.worksheet_range_at(0).ok_or_else(|| bad("has no sheet".into()))?.map_err(|e| bad(e.to_string()))?;
+    let bad = |m: String| WorkerError::Annotation {
+        file: path.into(),
+        row: 0,
+        field: "workbook".into(),
+        message: m,
+    };
+    let mut wb =
+        calamine::open_workbook_auto(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let range = wb
+        .worksheet_range_at(0)
+        .ok_or_else(|| bad("has no sheet".into()))?
+        .map_err(|e| bad(e.to_string()))?;
     let (r0, c0) = range.start().unwrap_or((0, 0));
     let mut out = Vec::new();
     for (i, r) in range.rows().enumerate() {
@@ -162,7 +183,10 @@ pub fn read_table(path: &Path) -> Result<Vec<Row>> {
             Data::Bool(b) => b.to_string(),
             other => other.to_string().trim().to_string(),
         }));
-        out.push(Row { number: r0 as usize + i + 1, cells });
+        out.push(Row {
+            number: r0 as usize + i + 1,
+            cells,
+        });
     }
     Ok(out)
 }
@@ -227,12 +251,25 @@ pub fn parse_objective_class(s: &str) -> Option<std::result::Result<u32, String>
     if t.is_empty() || t == "/" {
         return None;
     }
-    let t = t.trim_start_matches("Class").trim_start_matches("class").trim();
+    let t = t
+        .trim_start_matches("Class")
+        .trim_start_matches("class")
+        .trim();
     if let Ok(v) = t.parse::<f64>() {
-        return Some(if v.fract() == 0.0 && (1.0..=7.0).contains(&v) { Ok(v as u32) } else { Err(s.to_string()) });
+        return Some(if v.fract() == 0.0 && (1.0..=7.0).contains(&v) {
+            Ok(v as u32)
+        } else {
+            Err(s.to_string())
+        });
     }
     let roman = ["I", "II", "III", "IV", "V", "VI", "VII"];
-    Some(roman.iter().position(|r| r.eq_ignore_ascii_case(t)).map(|i| i as u32 + 1).ok_or_else(|| s.to_string()))
+    Some(
+        roman
+            .iter()
+            .position(|r| r.eq_ignore_ascii_case(t))
+            .map(|i| i as u32 + 1)
+            .ok_or_else(|| s.to_string()),
+    )
 }
 
 /// Finds the first file in `dir` whose name satisfies `pred` (sorted by name for determinism).
@@ -243,7 +280,10 @@ pub fn find_file(dir: &Path, pred: impl Fn(&str) -> bool) -> Result<Option<PathB
         .map(|e| e.path())
         .filter(|p| p.is_file())
         .filter(|p| {
-            let n = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
             !n.starts_with('.') && !n.starts_with("~$") && pred(&n)
         })
         .collect();
@@ -254,7 +294,11 @@ pub fn find_file(dir: &Path, pred: impl Fn(&str) -> bool) -> Result<Option<PathB
 /// Lists the sub-folders of `dir`, sorted by name.
 pub fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = std::fs::read_dir(dir).map_err(|e| WorkerError::io(dir, e))?;
-    let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     v.sort();
     Ok(v)
 }
@@ -262,10 +306,16 @@ pub fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Lists a clip folder for a record: the frames, or a problem note when the folder is missing/unreadable.
 pub(crate) fn list_clip(dir: &Path) -> (Vec<FrameFile>, Option<String>) {
     if !dir.is_dir() {
-        return (Vec::new(), Some(format!("frame folder {} is missing", dir.display())));
+        return (
+            Vec::new(),
+            Some(format!("frame folder {} is missing", dir.display())),
+        );
     }
     match frames::list_frames(dir) {
-        Ok(f) if f.is_empty() => (f, Some(format!("frame folder {} has no frames", dir.display()))),
+        Ok(f) if f.is_empty() => (
+            f,
+            Some(format!("frame folder {} has no frames", dir.display())),
+        ),
         Ok(f) => (f, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     }
@@ -277,12 +327,20 @@ mod tests {
 
     #[test]
     fn csv_lines_and_cells() {
-        assert_eq!(split_csv_line(r#"1, "a,b" ,"q""x""#), vec!["1", "a,b", "q\"x"]);
-        let row = Row { number: 7, cells: vec!["12".into(), "/".into(), "x".into()] };
+        assert_eq!(
+            split_csv_line(r#"1, "a,b" ,"q""x""#),
+            vec!["1", "a,b", "q\"x"]
+        );
+        let row = Row {
+            number: 7,
+            cells: vec!["12".into(), "/".into(), "x".into()],
+        };
         let f = Path::new("w.xlsx");
         assert_eq!(parse_frame_cell(f, &row, 0, "Onset").unwrap(), Some(12));
         assert_eq!(parse_frame_cell(f, &row, 1, "Apex").unwrap(), None);
-        let e = parse_frame_cell(f, &row, 2, "Offset").unwrap_err().to_string();
+        let e = parse_frame_cell(f, &row, 2, "Offset")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("w.xlsx: row 7: Offset"), "{e}");
         assert_eq!(parse_objective_class("III"), Some(Ok(3)));
         assert_eq!(parse_objective_class("5"), Some(Ok(5)));

@@ -5,7 +5,10 @@
 //! The header row is searched for (first row whose first cell is `Subject` and that has a `Filename`
 //! column) rather than assumed, so copies with a shorter preamble read too.
 
-use super::{find_file, list_clip, parse_frame_cell, parse_objective_class, read_table, required_frame_cell, ClipRecord, Row};
+use super::{
+    find_file, list_clip, parse_frame_cell, parse_objective_class, read_table, required_frame_cell,
+    ClipRecord, Row,
+};
 use crate::error::{Result, WorkerError};
 use mer_shared::Dataset;
 use std::path::{Path, PathBuf};
@@ -17,9 +20,15 @@ pub const HEADER_ROW: usize = 14;
 pub fn workbook_file(root: &Path) -> Result<PathBuf> {
     find_file(root, |n| {
         let l = n.to_ascii_lowercase();
-        l.starts_with("samm") && (l.ends_with(".xlsx") || l.ends_with(".xls") || l.ends_with(".csv"))
+        l.starts_with("samm")
+            && (l.ends_with(".xlsx") || l.ends_with(".xls") || l.ends_with(".csv"))
     })?
-    .ok_or_else(|| WorkerError::layout(root, "no SAMM workbook (SAMM_Micro_FACS_Codes_v2.xlsx) in this folder"))
+    .ok_or_else(|| {
+        WorkerError::layout(
+            root,
+            "no SAMM workbook (SAMM_Micro_FACS_Codes_v2.xlsx) in this folder",
+        )
+    })
 }
 
 /// The folder holding the subject folders: `root/SAMM` when it exists, else the root itself.
@@ -33,7 +42,10 @@ pub fn frames_root(root: &Path) -> PathBuf {
 }
 
 fn norm(s: &str) -> String {
-    s.to_ascii_lowercase().chars().filter(|c| c.is_ascii_alphanumeric()).collect()
+    s.to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect()
 }
 
 /// Reads every clip of a SAMM root.
@@ -47,10 +59,17 @@ pub fn read(root: &Path) -> Result<Vec<ClipRecord>> {
             file: wb.clone(),
             row: HEADER_ROW,
             field: "header".into(),
-            message: "no header row starting with 'Subject' (expected on row 14 after the preamble)".into(),
+            message:
+                "no header row starting with 'Subject' (expected on row 14 after the preamble)"
+                    .into(),
         })?;
     let header: &Row = &rows[header_idx];
-    let col = |names: &[&str]| -> Option<usize> { header.cells.iter().position(|c| names.contains(&norm(c).as_str())) };
+    let col = |names: &[&str]| -> Option<usize> {
+        header
+            .cells
+            .iter()
+            .position(|c| names.contains(&norm(c).as_str()))
+    };
     let need = |names: &[&str], what: &str| -> Result<usize> {
         col(names).ok_or_else(|| WorkerError::Annotation {
             file: wb.clone(),
@@ -75,8 +94,9 @@ pub fn read(root: &Path) -> Result<Vec<ClipRecord>> {
             field: field.into(),
             message,
         };
-        let subject =
-            Dataset::Samm.canonical_subject(row.cell(c_subject)).map_err(|e| err("Subject", e.to_string()))?;
+        let subject = Dataset::Samm
+            .canonical_subject(row.cell(c_subject))
+            .map_err(|e| err("Subject", e.to_string()))?;
         let filename = row.cell(c_file).to_string();
         if filename.is_empty() {
             return Err(err("Filename", "missing".into()));
@@ -87,12 +107,21 @@ pub fn read(root: &Path) -> Result<Vec<ClipRecord>> {
         let objective_class = match c_obj.and_then(|c| parse_objective_class(row.cell(c))) {
             None => None,
             Some(Ok(c)) => Some(c),
-            Some(Err(s)) => return Err(err("Objective Classes", format!("'{s}' is not a class I..VII"))),
+            Some(Err(s)) => {
+                return Err(err(
+                    "Objective Classes",
+                    format!("'{s}' is not a class I..VII"),
+                ))
+            }
         };
         // Subject folders are 3-digit (`006`); accept an unpadded folder too.
         let n: u32 = subject.parse().unwrap_or(0);
         let padded = fr.join(format!("{n:03}"));
-        let subj_dir = if padded.is_dir() { padded } else { fr.join(&subject) };
+        let subj_dir = if padded.is_dir() {
+            padded
+        } else {
+            fr.join(&subject)
+        };
         let dir = subj_dir.join(&filename);
         let (frames, problem) = list_clip(&dir);
         out.push(ClipRecord {

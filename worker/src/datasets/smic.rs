@@ -58,18 +58,29 @@ pub fn read_original(root: &Path) -> Result<Vec<ClipRecord>> {
         .filter(|p| p.join("micro").is_dir())
         .collect();
     if subjects.is_empty() {
-        return Err(WorkerError::layout(&hs, "no SMIC-HS subject folders (HS/sN/micro/...) here"));
+        return Err(WorkerError::layout(
+            &hs,
+            "no SMIC-HS subject folders (HS/sN/micro/...) here",
+        ));
     }
     for sdir in subjects {
-        let sname = sdir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let subject = Dataset::Smic.canonical_subject(&sname).map_err(|e| WorkerError::layout(&sdir, e.to_string()))?;
+        let sname = sdir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let subject = Dataset::Smic
+            .canonical_subject(&sname)
+            .map_err(|e| WorkerError::layout(&sdir, e.to_string()))?;
         for class in CLASSES {
             let cdir = sdir.join("micro").join(class);
             if !cdir.is_dir() {
                 continue;
             }
             for clip in subdirs(&cdir)? {
-                let cname = clip.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                let cname = clip
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
                 let (frames, problem) = list_clip(&clip);
                 let onset = frames.first().map(|f| f.number).unwrap_or(0);
                 let offset = frames.last().map(|f| f.number).unwrap_or(0);
@@ -98,7 +109,10 @@ pub fn read_original(root: &Path) -> Result<Vec<ClipRecord>> {
 }
 
 fn norm(s: &str) -> String {
-    s.to_ascii_lowercase().chars().filter(|c| c.is_ascii_alphanumeric()).collect()
+    s.to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect()
 }
 
 /// Maps SMIC-E emotion spellings (`negative`, `ne`, `positive`, `po`, `surprise`, `sur`) to the class name.
@@ -115,9 +129,15 @@ pub fn smic_emotion(s: &str) -> Option<&'static str> {
 pub fn read_extended(root: &Path) -> Result<Vec<ClipRecord>> {
     let ann = find_file(root, |n| {
         let l = n.to_ascii_lowercase();
-        l.contains("annotation") && (l.ends_with(".xlsx") || l.ends_with(".xls") || l.ends_with(".csv"))
+        l.contains("annotation")
+            && (l.ends_with(".xlsx") || l.ends_with(".xls") || l.ends_with(".csv"))
     })?
-    .ok_or_else(|| WorkerError::layout(root, "no SMIC-E annotation workbook (SMIC-HS-E_annotation.xlsx) here"))?;
+    .ok_or_else(|| {
+        WorkerError::layout(
+            root,
+            "no SMIC-E annotation workbook (SMIC-HS-E_annotation.xlsx) here",
+        )
+    })?;
     let fr = {
         let e = root.join("SMIC-HS-E");
         if e.is_dir() {
@@ -127,20 +147,27 @@ pub fn read_extended(root: &Path) -> Result<Vec<ClipRecord>> {
         }
     };
     let rows = read_table(&ann)?;
-    let hidx = rows.iter().position(|r| norm(r.cell(0)) == "subject").ok_or_else(|| WorkerError::Annotation {
-        file: ann.clone(),
-        row: 1,
-        field: "header".into(),
-        message: "no header row starting with 'Subject'".into(),
-    })?;
+    let hidx = rows
+        .iter()
+        .position(|r| norm(r.cell(0)) == "subject")
+        .ok_or_else(|| WorkerError::Annotation {
+            file: ann.clone(),
+            row: 1,
+            field: "header".into(),
+            message: "no header row starting with 'Subject'".into(),
+        })?;
     let header = &rows[hidx];
     let col = |names: &[&str], what: &str| -> Result<usize> {
-        header.cells.iter().position(|c| names.contains(&norm(c).as_str())).ok_or_else(|| WorkerError::Annotation {
-            file: ann.clone(),
-            row: header.number,
-            field: "header".into(),
-            message: format!("no '{what}' column"),
-        })
+        header
+            .cells
+            .iter()
+            .position(|c| names.contains(&norm(c).as_str()))
+            .ok_or_else(|| WorkerError::Annotation {
+                file: ann.clone(),
+                row: header.number,
+                field: "header".into(),
+                message: format!("no '{what}' column"),
+            })
     };
     let c_file = col(&["filename"], "Filename")?;
     let c_on = col(&["onsetf", "onsetframe", "onset"], "OnsetF")?;
@@ -154,20 +181,33 @@ pub fn read_extended(root: &Path) -> Result<Vec<ClipRecord>> {
             field: field.into(),
             message,
         };
-        let subject = Dataset::Smic.canonical_subject(row.cell(0)).map_err(|e| err("Subject", e.to_string()))?;
+        let subject = Dataset::Smic
+            .canonical_subject(row.cell(0))
+            .map_err(|e| err("Subject", e.to_string()))?;
         let raw_file = row.cell(c_file).to_string();
         if raw_file.is_empty() {
             return Err(err("Filename", "missing".into()));
         }
         let onset = required_frame_cell(&ann, row, c_on, "OnsetF")?;
         let offset = required_frame_cell(&ann, row, c_off, "OffsetF")?;
-        let emotion = smic_emotion(row.cell(c_emo))
-            .ok_or_else(|| err("Emotion", format!("'{}' is not negative/positive/surprise", row.cell(c_emo))))?;
+        let emotion = smic_emotion(row.cell(c_emo)).ok_or_else(|| {
+            err(
+                "Emotion",
+                format!("'{}' is not negative/positive/surprise", row.cell(c_emo)),
+            )
+        })?;
         let n: u32 = subject[1..].parse().unwrap_or(0);
-        let sdir = [fr.join(&subject), fr.join(format!("s{n}"))].into_iter().find(|p| p.is_dir()).unwrap_or(fr.join(&subject));
+        let sdir = [fr.join(&subject), fr.join(format!("s{n}"))]
+            .into_iter()
+            .find(|p| p.is_dir())
+            .unwrap_or(fr.join(&subject));
         let dir = sdir.join(&raw_file);
         let (frames, problem) = list_clip(&dir);
-        let inside: Vec<FrameFile> = frames.iter().filter(|f| f.number >= onset && f.number <= offset).cloned().collect();
+        let inside: Vec<FrameFile> = frames
+            .iter()
+            .filter(|f| f.number >= onset && f.number <= offset)
+            .cloned()
+            .collect();
         out.push(ClipRecord {
             dataset: Dataset::Smic,
             subject,
@@ -198,7 +238,13 @@ mod tests {
     fn names_and_middle_frame() {
         assert_eq!(canonical_clip("s1_ne_01"), "s01_ne_01");
         assert_eq!(canonical_clip("s12_sur_03"), "s12_sur_03");
-        let f: Vec<FrameFile> = [10, 11, 12, 13].iter().map(|&n| FrameFile { number: n, path: PathBuf::new() }).collect();
+        let f: Vec<FrameFile> = [10, 11, 12, 13]
+            .iter()
+            .map(|&n| FrameFile {
+                number: n,
+                path: PathBuf::new(),
+            })
+            .collect();
         assert_eq!(middle_frame(&f), Some(11));
         assert_eq!(middle_frame(&f[..3]), Some(11));
         assert_eq!(smic_emotion("sur"), Some("surprise"));
