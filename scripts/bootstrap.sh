@@ -12,8 +12,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-APT_PKGS=(libopencv-dev opencv-data clang libclang-dev protobuf-compiler pkg-config libsqlite3-dev prometheus fonts-dejavu-core chromium)
-PY_PKGS=("torch==2.11.0" "numpy" "scikit-learn" "safetensors" "openpyxl" "kubernetes-validate" "helm-python-sdk")
+APT_PKGS=(libopencv-dev opencv-data clang libclang-dev protobuf-compiler pkg-config libsqlite3-dev openssl prometheus fonts-dejavu-core chromium)
+PY_PKGS=("torch==2.11.0" "numpy" "scikit-learn" "safetensors" "openpyxl" "kubernetes-validate==1.37.0" "helm-python-sdk==0.2.2")
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

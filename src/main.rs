@@ -34,6 +34,10 @@ enum Command {
     #[cfg(feature = "worker")]
     #[command(flatten)]
     Data(cli::data::DataCommand),
+    /// Training one LOSO fold with the libtorch engine (`mer train-fold`).
+    #[cfg(feature = "worker")]
+    #[command(flatten)]
+    Train(cli::train::TrainCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +55,8 @@ fn main() -> std::process::ExitCode {
         Command::Report(r) => cli::report::run(r),
         #[cfg(feature = "worker")]
         Command::Data(d) => cli::data::run(d),
+        #[cfg(feature = "worker")]
+        Command::Train(t) => cli::train::run(t),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -310,10 +310,14 @@ impl SlotCtx {
         let mut unreachable_since: Option<tokio::time::Instant> = None;
         // A task handed over with the previous completion (no separate lease round trip).
         let mut next: Option<proto::TaskLease> = None;
-        while !shutdown.is_cancelled() {
+        loop {
+            // A task already held is always run, also while draining (its lease would be lost otherwise).
             if let Some(t) = next.take() {
                 next = self.run_task(t, &shutdown).await?;
                 continue;
+            }
+            if shutdown.is_cancelled() {
+                break;
             }
             let req = proto::LeaseRequest {
                 worker_id: self.worker_id.clone(),

@@ -345,6 +345,7 @@ impl Scheduler {
 
     /// Adds an experiment (durably) and queues its ready tasks. Re-submitting an identical experiment
     /// (same `identity`) returns the existing one.
+    #[allow(clippy::too_many_arguments)]
     pub async fn submit(
         &self,
         name: &str,
@@ -476,7 +477,8 @@ impl Scheduler {
             version.to_string(),
         );
         self.store.write_nowait(move |tx| {
-            exec(tx, 
+            exec(
+                tx,
                 "INSERT OR REPLACE INTO workers(id, name, devices, slots, version, registered_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![wid, n, d, slots, v, now_ms()],
             )
@@ -604,7 +606,8 @@ impl Scheduler {
                 .and_then(|&p| inner.tasks[p].checkpoint.clone());
             let (key, w, attempt) = (grant.def.key.clone(), worker.to_string(), grant.attempt);
             self.store.write_nowait(move |tx| {
-                exec(tx, 
+                exec(
+                tx,
                     "INSERT OR REPLACE INTO attempts(lease_id, task_key, worker_id, attempt, started_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![id, key, w, attempt, now_ms()],
                 )?;
@@ -757,7 +760,8 @@ impl Scheduler {
             self.store
                 .write(move |tx| {
                     exec(tx, "UPDATE tasks SET duplicates = duplicates + 1 WHERE key = ?1", [&k])?;
-                    exec(tx, 
+                    exec(
+                tx,
                         "UPDATE attempts SET outcome = COALESCE(outcome || ',', '') || 'duplicate', ended_ms = ?2 WHERE lease_id = ?1",
                         params![l, now_ms()],
                     )?;
@@ -773,7 +777,8 @@ impl Scheduler {
         let res = self
             .store
             .write(move |tx| {
-                exec(tx, 
+                exec(
+                tx,
                     "INSERT OR IGNORE INTO results(task_key, kind, result_json, checkpoint, worker_id, lease_id, finished_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![k, kind, rj, cp, w, l, now_ms()],
                 )?;

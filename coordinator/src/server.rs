@@ -101,8 +101,15 @@ impl CoordinatorHandle {
             .join
             .await
             .map_err(|e| CoordError::Runtime(format!("coordinator task: {e}")))?;
+        // The reaper and the results writer stop at the token; a results write in progress may finish.
         for b in self.background {
-            b.abort();
+            let abort = b.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(10), b)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
         self.shared.sched.store().flush().await?;
         r

@@ -633,3 +633,127 @@ async fn bad_inputs_are_refused_with_clear_errors() {
 fn _handle_is_send(h: CoordinatorHandle) -> impl Send {
     h
 }
+
+/// Makes a CA and a server certificate for 127.0.0.1 with the openssl CLI; returns (ca, cert, key).
+fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed (bootstrap.sh)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=mer test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_with_a_token_runs_an_experiment_and_refuses_an_untrusted_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = setup(dir.path(), 1, "");
+    let plan = plan_spec(&load_spec(&spec).unwrap()).unwrap();
+    let (ca, cert, key) = make_certs(dir.path());
+    let mut cfg = server_config(&dir.path().join("state"));
+    cfg.tls = Some(mer_coordinator::server::TlsFiles { cert, key });
+    let coord = start(cfg).await.unwrap();
+    assert!(coord.url.starts_with("https://"));
+    let mut opts = ConnectOptions::new(&coord.url, Some(TOKEN.into()));
+    opts.tls_ca = Some(ca.clone());
+    let c = connect(&opts).unwrap();
+    let sub = submit_spec(&c, &spec).await.unwrap();
+    let mut a = agent_config(&coord.url, &dir.path().join("cache"), 2);
+    a.connect.tls_ca = Some(ca);
+    let stop = CancellationToken::new();
+    let (t, s) = (
+        Arc::new(SimTrainer::default()) as Arc<dyn Trainer>,
+        stop.clone(),
+    );
+    let agent = tokio::spawn(async move { run_agent(a, t, s).await.unwrap() });
+    let status = watch_until_done(&c, &sub.experiment_id, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(status.state, "done");
+    stop.cancel();
+    agent.await.unwrap();
+    assert_eq!(
+        coordinator_files(&c, &sub.experiment_id).await,
+        reference_files(&plan, dir.path())
+    );
+    // Plain text, or TLS without trusting the CA, does not get through.
+    let plain = connect(&ConnectOptions::new(
+        coord.url.replace("https://", "http://"),
+        Some(TOKEN.into()),
+    ))
+    .unwrap();
+    assert!(plain
+        .client
+        .clone()
+        .list(proto::ListRequest {})
+        .await
+        .is_err());
+    let untrusted = connect(&ConnectOptions::new(&coord.url, Some(TOKEN.into()))).unwrap();
+    assert!(untrusted
+        .client
+        .clone()
+        .list(proto::ListRequest {})
+        .await
+        .is_err());
+    coord.shutdown().await.unwrap();
+}

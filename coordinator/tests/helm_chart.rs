@@ -211,6 +211,29 @@ fn default_values_render_and_validate() {
             "0.0.0.0:9464"
         ]
     );
+    // The launcher's template is the mounted worker-template ConfigMap.
+    let at = args
+        .iter()
+        .position(|a| *a == "--k8s-worker-template")
+        .expect("--k8s-worker-template");
+    assert_eq!(args[at + 1], "/etc/mer/worker-template.json");
+    let mounts = c["volumeMounts"].as_array().unwrap();
+    let m = mounts
+        .iter()
+        .find(|m| m["mountPath"] == "/etc/mer")
+        .expect("/etc/mer mount");
+    let vol = d["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == m["name"])
+        .unwrap();
+    assert_eq!(vol["configMap"]["name"], "mer-worker-template");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert!(
+        mounts.iter().any(|m| m["mountPath"] == "/var/lib/mer"),
+        "state volume"
+    );
     let token = c["env"]
         .as_array()
         .unwrap()

@@ -665,3 +665,97 @@ async fn the_controller_launches_and_cleans_up_with_the_experiment() {
     assert!(ctl.reconcile_once().await.is_empty(), "no further API call");
     coord.shutdown().await.unwrap();
 }
+
+/// When an experiment's tasks are all done, the next controller pass patches its Job down to 0 pods,
+/// once; while tasks remain and the Job is small enough nothing is patched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_controller_scales_a_finished_experiment_to_zero() {
+    use mer_coordinator::agent::{run_agent, AgentConfig, Trainer};
+    use mer_coordinator::client::{connect, submit_spec, watch_until_done, ConnectOptions};
+    use mer_coordinator::k8s::{Action, JobController};
+    use mer_coordinator::server::{start, ServerConfig};
+    use mer_coordinator::sim::SimTrainer;
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    let dir = tempfile::tempdir().unwrap();
+    mer_coordinator::sim::write_sim_dataset(&dir.path().join("data.safetensors"), 1, 2).unwrap();
+    let spec = dir.path().join("k8s.toml");
+    std::fs::write(
+        &spec,
+        "name = \"k8s-done\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\nlauncher = \"kubernetes\"\n[kubernetes]\nimage = \"w:1\"\nworkers = 4\ngpus_per_worker = 1\n",
+    )
+    .unwrap();
+    let coord = start(ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("state"),
+    ))
+    .await
+    .unwrap();
+    let c = connect(&ConnectOptions::new(&coord.url, None)).unwrap();
+    let sub = submit_spec(&c, &spec).await.unwrap();
+    let (launcher, mut api) = mock_launcher();
+    let mut ctl = JobController::new(launcher, coord.scheduler().clone());
+
+    // First pass: the Job, 4 pods (capped by workers = 4).
+    let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
+    let (_, _, mut cm, send) = next(&mut api).await;
+    cm["metadata"]["uid"] = json!("u");
+    reply(send, StatusCode::CREATED, &cm);
+    let (_, _, job, send) = next(&mut api).await;
+    assert_eq!(job["spec"]["parallelism"], 4);
+    reply(send, StatusCode::CREATED, &job);
+    let (actions, mut ctl) = pass.await.unwrap();
+    assert_eq!(
+        actions,
+        vec![(sub.experiment_id.clone(), Action::Launched(4))]
+    );
+
+    // Second pass while it is still running with more tasks than pods: a GET, no patch.
+    let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
+    let (m, _, _, send) = next(&mut api).await;
+    assert_eq!(m, Method::GET);
+    reply(send, StatusCode::OK, &job);
+    let (actions, mut ctl) = pass.await.unwrap();
+    assert!(actions.is_empty(), "{actions:?}");
+
+    // A worker runs everything.
+    let stop = CancellationToken::new();
+    let mut a = AgentConfig::new(
+        ConnectOptions::new(&coord.url, None),
+        dir.path().join("cache"),
+    );
+    a.slots = 2;
+    a.poll_wait = Duration::from_millis(200);
+    let trainer: Arc<dyn Trainer> = Arc::new(SimTrainer::new(Duration::ZERO, None));
+    let s2 = stop.clone();
+    let agent = tokio::spawn(async move { run_agent(a, trainer, s2).await.unwrap() });
+    assert_eq!(
+        watch_until_done(&c, &sub.experiment_id, |_| {})
+            .await
+            .unwrap()
+            .state,
+        "done"
+    );
+
+    // Done: down to 0, and the experiment is left alone afterwards.
+    let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
+    let (m, _, _, send) = next(&mut api).await;
+    assert_eq!(m, Method::GET);
+    reply(send, StatusCode::OK, &job);
+    let (m, _, body, send) = next(&mut api).await;
+    assert_eq!(
+        (m, body["patch"].clone()),
+        (Method::PATCH, json!({"spec": {"parallelism": 0}}))
+    );
+    reply(send, StatusCode::OK, &job);
+    let (actions, mut ctl) = pass.await.unwrap();
+    assert_eq!(
+        actions,
+        vec![(sub.experiment_id.clone(), Action::Scaled(0))]
+    );
+    assert!(ctl.reconcile_once().await.is_empty());
+    stop.cancel();
+    agent.await.unwrap();
+    coord.shutdown().await.unwrap();
+}

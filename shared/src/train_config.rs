@@ -169,7 +169,7 @@ impl Default for LossConfig {
 }
 
 /// Stage 2: classification from the prior-learned network.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TargetConfig {
     /// Optimiser settings of this stage (paper: SGD 0.9, lr 0.004 / 10 every 10 epochs, 100 epochs).
@@ -180,15 +180,6 @@ pub struct TargetConfig {
     pub loss: LossConfig,
 }
 
-impl Default for TargetConfig {
-    fn default() -> Self {
-        TargetConfig {
-            optim: OptimConfig::default(),
-            frozen_layers: 0,
-            loss: LossConfig::default(),
-        }
-    }
-}
 
 /// The 36x augmentation: 9 crop positions x 4 temporal variants, applied on the fly to training samples only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -111,7 +111,8 @@ pub struct CoordinatorArgs {
     /// TLS private key (PEM).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Serve /metrics, /healthz and /readyz over HTTP on this address.
+    /// Serve /metrics, /healthz, /readyz and the live dashboard (/, /api/...; docs/dashboard.md) over
+    /// HTTP on this address.
     #[arg(long)]
     pub http_listen: Option<SocketAddr>,
     /// Worker pod template of the Kubernetes launcher (JSON, written by the Helm chart): experiments

@@ -5,6 +5,7 @@
 use mer_coordinator::agent::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
 use mer_coordinator::plan::TaskKind;
 use mer_shared::fold::EpochLog;
+use mer_shared::Dataset;
 use mer_shared::prepared::Prepared;
 use mer_worker::engine::{run_prior, run_target, Hooks};
 use mer_worker::error::WorkerError;
@@ -17,7 +18,7 @@ use std::time::Duration;
 /// memory, since consecutive tasks of an experiment share it (it can be hundreds of MB).
 #[derive(Default)]
 pub struct EngineTrainer {
-    cache: Mutex<Option<(PathBuf, Arc<Prepared>)>>,
+    cache: Mutex<Option<(PathBuf, Vec<Dataset>, Arc<Prepared>)>>,
 }
 
 impl EngineTrainer {
@@ -62,8 +63,8 @@ impl Trainer for EngineTrainer {
         progress: &mut dyn FnMut(Progress),
         cancel: &AtomicBool,
     ) -> Result<TaskOutput, TrainerError> {
-        let data = self.dataset(&inputs.dataset)?;
         let p = &task.payload;
+        let data = self.dataset(&inputs.dataset, &p.parts)?;
         let mut cfg = p.train.clone();
         if cfg.device == "auto" && !inputs.device.is_empty() {
             cfg.device = inputs.device.clone();

@@ -8,3 +8,5 @@ pub mod data;
 pub mod engine_trainer;
 pub mod report;
 pub mod score;
+#[cfg(feature = "worker")]
+pub mod train;

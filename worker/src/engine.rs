@@ -222,6 +222,7 @@ fn guard<T>(f: impl FnOnce() -> Result<T, WorkerError>) -> Result<T, WorkerError
 }
 
 /// A fold's split: positions in the prepared data and labels.
+#[derive(Debug)]
 struct Fold {
     train: Vec<usize>,
     train_labels: Vec<usize>,
@@ -870,4 +871,329 @@ fn target_impl(
             total_s: t0.elapsed().as_secs_f64(),
         },
     })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use mer_shared::prepared::{PrepInfo, SampleMeta};
+    use mer_shared::Dataset;
+
+    /// `subjects` CASME II subjects x `per` samples at `size` px; class c moves a horizontal band at rows
+    /// `[c * size/3, c * size/3 + size/4)` upwards (v < 0) over noise. Sample 0 of subject 0 is unlabelled.
+    pub(crate) fn synthetic(subjects: usize, per: usize, size: usize, seed: u64) -> Prepared {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (c, t) = (2usize, 10usize);
+        let len = c * t * size * size;
+        let mut flow = Vec::with_capacity(subjects * per * len);
+        let mut samples = Vec::new();
+        for s in 0..subjects {
+            for k in 0..per {
+                let class = (k + s) % 3;
+                let y0 = class * size / 3;
+                for ch in 0..c {
+                    for _f in 0..t {
+                        for y in 0..size {
+                            for _x in 0..size {
+                                let mut v: f32 = rng.random_range(-0.5..0.5);
+                                if ch == 1 && (y0..y0 + size / 4).contains(&y) {
+                                    v -= 1.0;
+                                }
+                                flow.push(v);
+                            }
+                        }
+                    }
+                }
+                let mut labels = BTreeMap::new();
+                if !(s == 0 && k == 0) {
+                    labels.insert("megc3".to_string(), class);
+                }
+                samples.push(SampleMeta {
+                    id: format!("casme2/sub{:02}/EP{k:02}", s + 1),
+                    dataset: Dataset::Casme2,
+                    subject: format!("sub{:02}", s + 1),
+                    filename: format!("EP{k:02}"),
+                    emotion: "x".into(),
+                    objective_class: None,
+                    labels,
+                    onset: 0,
+                    apex: 1,
+                    offset: 2,
+                    apex_estimated: false,
+                    keyframe_times: vec![],
+                    source_frames: vec![],
+                    crop_box: [0, 0, 1, 1],
+                    corrections: vec![],
+                });
+            }
+        }
+        let info = PrepInfo {
+            keyframes: "adaptive".into(),
+            interpolator: "synthetic".into(),
+            flow_params: Default::default(),
+            size: size as u32,
+            frames: t as u32,
+            channels: vec!["u".into(), "v".into()],
+            crop: "none".into(),
+            mer_version: "test".into(),
+        };
+        Prepared {
+            info,
+            samples,
+            shape: [subjects * per, c, t, size, size],
+            flow,
+        }
+    }
+
+    pub(crate) fn micro_config() -> TrainConfig {
+        let mut c = small_config();
+        c.model.widths = [4, 8, 8, 8, 8];
+        c.model.input_size = 32;
+        c.model.dense = 16;
+        c.prior.optim.epochs = 1;
+        c.prior.pairs_per_epoch = 16;
+        c.target.optim.epochs = 2;
+        c.augment.variants_per_epoch = 1;
+        c.threads = Some(1);
+        c
+    }
+
+    #[test]
+    fn folds_and_split_respect_labels_and_the_test_subject() {
+        let d = synthetic(3, 4, 32, 0);
+        assert_eq!(
+            folds(&d, LabelScheme::Megc3),
+            vec!["casme2/sub01", "casme2/sub02", "casme2/sub03"]
+        );
+        assert!(folds(&d, LabelScheme::Objective5).is_empty());
+        let f = split_fold(&d, LabelScheme::Megc3, "casme2/sub02").unwrap();
+        assert_eq!(f.test, vec![4, 5, 6, 7]);
+        // The unlabelled sample 0 is in neither part.
+        assert_eq!(f.train, vec![1, 2, 3, 8, 9, 10, 11]);
+        assert!(f
+            .train
+            .iter()
+            .all(|&i| d.samples[i].fold_key() != "casme2/sub02"));
+        let e = split_fold(&d, LabelScheme::Megc3, "casme2/sub09")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("casme2/sub09") && e.contains("casme2/sub01"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn same_seed_gives_identical_predictions_and_another_seed_differs() {
+        let d = synthetic(3, 4, 32, 1);
+        let cfg = micro_config();
+        let a = train_fold(
+            &d,
+            LabelScheme::Megc3,
+            "casme2/sub01",
+            &cfg,
+            Hooks::default(),
+        )
+        .unwrap();
+        let b = train_fold(
+            &d,
+            LabelScheme::Megc3,
+            "casme2/sub01",
+            &cfg,
+            Hooks::default(),
+        )
+        .unwrap();
+        assert_eq!(a.predictions, b.predictions);
+        assert_eq!(a.predictions.len(), 3);
+        assert_eq!(a.confusion.total(), 3);
+        assert_eq!(a.epochs.iter().filter(|e| e.stage == "prior").count(), 1);
+        assert_eq!(a.epochs.iter().filter(|e| e.stage == "target").count(), 2);
+        assert!(a
+            .predictions
+            .iter()
+            .all(|p| (p.probs.iter().sum::<f32>() - 1.0).abs() < 1e-4
+                && p.id.starts_with("casme2/sub01/")));
+        let c = train_fold(
+            &d,
+            LabelScheme::Megc3,
+            "casme2/sub01",
+            &TrainConfig { seed: 9, ..cfg },
+            Hooks::default(),
+        )
+        .unwrap();
+        assert_ne!(
+            a.predictions
+                .iter()
+                .map(|p| p.probs.clone())
+                .collect::<Vec<_>>(),
+            c.predictions
+                .iter()
+                .map(|p| p.probs.clone())
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn frozen_layers_stay_bit_identical_while_the_others_change() {
+        let cfg = micro_config();
+        for fast in [false, true] {
+            let prec = Precision::new(fast, Device::Cpu);
+            let model = SinC3D::new(&cfg.model).unwrap();
+            let mut specs = model.param_specs();
+            specs.extend(classifier_specs(&cfg.model, 3));
+            let init = init_params(&specs, &mut rng(0, "t", 0), Device::Cpu);
+            let mut ps = ParamSet::new(specs.iter().map(|s| s.name.clone()).collect(), init, &prec);
+            let k = 2;
+            for i in 0..2 * k {
+                ps.freeze(i);
+            }
+            let before: Vec<Tensor> = ps.values().iter().map(|v| v.detach().copy()).collect();
+            let d = synthetic(2, 4, 32, 3);
+            let mut set = DeviceSet::new(&d, &[1, 2, 3, 4], &cfg.model, Device::Cpu).unwrap();
+            let aug = Augmenter::new(&cfg.augment, 32).unwrap();
+            let loss = Loss::new(&cfg.target.loss, 3, Device::Cpu).unwrap();
+            let mut r = rng(0, "s", 0);
+            for _ in 0..3 {
+                let vars: Vec<Variant> = (0..4).map(|_| aug.draw(&mut r)).collect();
+                let l = target_step(
+                    &model,
+                    &prec,
+                    &mut ps,
+                    &mut set,
+                    &[0, 1, 2, 3],
+                    &vars,
+                    &[0, 1, 2, 0],
+                    &loss,
+                    0.3,
+                    &mut r,
+                    0.05,
+                    &cfg.target.optim,
+                );
+                assert!(l.double_value(&[]).is_finite());
+            }
+            for (i, (b, a)) in before.iter().zip(ps.values()).enumerate() {
+                if i < 2 * k {
+                    assert!(
+                        b.equal(a),
+                        "fast={fast}: frozen parameter {} changed",
+                        ps.names()[i]
+                    );
+                } else if ps.names()[i].ends_with("weight") {
+                    assert!(
+                        !b.equal(a),
+                        "fast={fast}: trainable parameter {} did not change",
+                        ps.names()[i]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_cancelled_run_resumes_from_its_checkpoint_to_the_same_result() {
+        let d = synthetic(3, 4, 32, 2);
+        let mut cfg = micro_config();
+        cfg.prior.enabled = false;
+        cfg.target.optim.epochs = 3;
+        let fresh = train_fold(
+            &d,
+            LabelScheme::Megc3,
+            "casme2/sub02",
+            &cfg,
+            Hooks::default(),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let c2 = cancel.clone();
+        let mut seen = 0;
+        let mut on_epoch = |_: &EpochLog| {
+            seen += 1;
+            if seen == 2 {
+                c2.store(true, Ordering::Relaxed);
+            }
+        };
+        let hooks = Hooks {
+            on_epoch: Some(&mut on_epoch),
+            checkpoint_dir: Some(dir.path().into()),
+            cancel: Some(cancel.clone()),
+        };
+        let e = train_fold(&d, LabelScheme::Megc3, "casme2/sub02", &cfg, hooks).unwrap_err();
+        assert!(matches!(e, WorkerError::Cancelled), "{e}");
+        assert!(dir.path().join("target.ckpt.safetensors").exists());
+        let mut epochs_run = Vec::new();
+        let mut on_epoch = |l: &EpochLog| epochs_run.push(l.epoch);
+        let hooks = Hooks {
+            on_epoch: Some(&mut on_epoch),
+            checkpoint_dir: Some(dir.path().into()),
+            cancel: None,
+        };
+        let resumed = train_fold(&d, LabelScheme::Megc3, "casme2/sub02", &cfg, hooks).unwrap();
+        assert_eq!(epochs_run, vec![2], "only the unfinished epoch runs again");
+        assert_eq!(resumed.predictions, fresh.predictions);
+        assert_eq!(resumed.epochs.len(), 3);
+    }
+
+    #[test]
+    fn prior_artifact_feeds_target_learning_and_mismatches_are_errors() {
+        let d = synthetic(3, 4, 32, 4);
+        let cfg = micro_config();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("prior.safetensors");
+        let s = run_prior(
+            &d,
+            LabelScheme::Megc3,
+            "casme2/sub03",
+            &cfg,
+            &out,
+            Hooks::default(),
+        )
+        .unwrap();
+        // 7 labelled training samples (sub01 has one unlabelled): eq. 7 = 21 pairs.
+        assert_eq!((s.train_samples, s.pairs_total), (7, 21));
+        assert_eq!(s.pairs_same + s.pairs_different, 21);
+        assert!(s.epochs[0].monitor.is_some());
+        let f = checkpoint::load(&out, PRIOR_FORMAT).unwrap();
+        assert!(f.tensors.contains_key("conv1.weight") && !f.tensors.contains_key("siam.weight"));
+        let mut t = cfg.clone();
+        t.target.frozen_layers = 5;
+        let r = run_target(
+            &d,
+            LabelScheme::Megc3,
+            "casme2/sub03",
+            &t,
+            Some(&out),
+            Hooks::default(),
+        )
+        .unwrap();
+        assert_eq!(r.predictions.len(), 4);
+        let mut other = cfg.clone();
+        other.model.dense = 32;
+        let e = run_target(
+            &d,
+            LabelScheme::Megc3,
+            "casme2/sub03",
+            &other,
+            Some(&out),
+            Hooks::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("prior.safetensors") && e.contains("dense.weight"),
+            "{e}"
+        );
+        t.target.frozen_layers = 6;
+        assert!(run_target(
+            &d,
+            LabelScheme::Megc3,
+            "casme2/sub03",
+            &t,
+            Some(&out),
+            Hooks::default()
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("frozen_layers"));
+    }
 }

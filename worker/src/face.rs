@@ -191,35 +191,32 @@ impl FaceDetector {
         let Some(face) = faces.iter().max_by_key(|r| r.area()) else {
             return Ok(None);
         };
-        // Eyes in the upper half of the face box.
+        // Eyes in the upper half of the face box. Small faces are upscaled (to a 240 px wide face) so that
+        // the eye cascade has pixels to work on.
         let upper = Rect::new(face.x, face.y, face.width, face.height / 2);
         let roi = Mat::roi(&eq, upper)
             .map_err(|e| WorkerError::cv("eye region", e))?
             .try_clone()
             .map_err(|e| WorkerError::cv("eye region", e))?;
+        let k = (240.0 / face.width as f64).max(1.0);
+        let mut big = Mat::default();
+        opencv::imgproc::resize(&roi, &mut big, Size::default(), k, k, opencv::imgproc::INTER_LINEAR)
+            .map_err(|e| WorkerError::cv("eye region", e))?;
+        let fw = (face.width as f64 * k) as i32;
         let mut eyes = Vector::<Rect>::new();
-        let emin = (face.width / 8).max(8);
         self.eyes
-            .detect_multi_scale(
-                &roi,
-                &mut eyes,
-                1.1,
-                3,
-                0,
-                Size::new(emin, emin),
-                Size::new(face.width / 2, face.height / 2),
-            )
+            .detect_multi_scale(&big, &mut eyes, 1.05, 2, 0, Size::new(fw / 8, fw / 8), Size::new(fw / 2, fw / 2))
             .map_err(|e| WorkerError::cv("eye detection", e))?;
-        let mut centres: Vec<(f64, f64, i32)> = eyes
-            .iter()
-            .map(|r| {
-                (
-                    face.x as f64 + r.x as f64 + r.width as f64 / 2.0,
-                    face.y as f64 + r.y as f64 + r.height as f64 / 2.0,
-                    r.area(),
-                )
-            })
-            .collect();
+        // Each eye's centre is refined to the centroid of its darkest pixels (the iris/pupil), below the
+        // top third of the box (where the brow lies): the box centres alone jitter by a few pixels.
+        let mut centres: Vec<(f64, f64, i32)> = Vec::new();
+        for r in eyes.iter() {
+            let (x0, y0) = (face.x as f64 + r.x as f64 / k, face.y as f64 + r.y as f64 / k);
+            let (ew, eh) = (r.width as f64 / k, r.height as f64 / k);
+            let (c, _) = dark_centroid(&eq, x0, y0 + eh / 3.0, ew, eh * 2.0 / 3.0)?
+                .unwrap_or(((x0 + ew / 2.0, y0 + eh / 2.0), 0));
+            centres.push((c.0, c.1, r.area()));
+        }
         centres.sort_by_key(|c| std::cmp::Reverse(c.2));
         centres.truncate(2);
         let mut angle = 0.0;
@@ -243,6 +240,28 @@ impl FaceDetector {
             fallback: false,
         }))
     }
+}
+
+/// Centroid of the darkest 10 % of the pixels in a box of an 8-bit image (with their count); `None` for an
+/// empty box.
+fn dark_centroid(img: &Mat, x: f64, y: f64, w: f64, h: f64) -> Result<Option<((f64, f64), usize)>> {
+    let (x0, y0) = (x.round().max(0.0) as i32, y.round().max(0.0) as i32);
+    let x1 = ((x + w).round() as i32).min(img.cols());
+    let y1 = ((y + h).round() as i32).min(img.rows());
+    let mut px: Vec<(u8, i32, i32)> = Vec::new();
+    for yy in y0..y1 {
+        for xx in x0..x1 {
+            let v = *img.at_2d::<u8>(yy, xx).map_err(|e| WorkerError::cv("eye centre", e))?;
+            px.push((v, xx, yy));
+        }
+    }
+    if px.is_empty() {
+        return Ok(None);
+    }
+    px.sort_by_key(|p| p.0);
+    let n = (px.len() / 10).max(1);
+    let (sx, sy) = px[..n].iter().fold((0.0, 0.0), |(a, b), p| (a + p.1 as f64, b + p.2 as f64));
+    Ok(Some(((sx / n as f64, sy / n as f64), n)))
 }
 
 #[cfg(test)]
@@ -308,24 +327,45 @@ mod synth_face_tests {
             let m = read_gray(&f.path).unwrap();
             let c = det.detect(&m).unwrap().unwrap();
             eyes += c.eyes as usize;
+            // The generated faces are drawn level.
+            assert!(!c.eyes || c.angle.abs() < 3.0, "{}: eye angle {}", r.id(), c.angle);
             // Rotate the image by 8 degrees about its centre and detect again.
             let centre = opencv::core::Point2f::new(m.cols() as f32 / 2.0, m.rows() as f32 / 2.0);
             let rot = opencv::imgproc::get_rotation_matrix_2d(centre, 8.0, 1.0).unwrap();
             let mut r8 = Mat::default();
-            opencv::imgproc::warp_affine(&m, &mut r8, &rot, m.size().unwrap(), opencv::imgproc::INTER_LINEAR, opencv::core::BORDER_REPLICATE, opencv::core::Scalar::default()).unwrap();
+            opencv::imgproc::warp_affine(
+                &m,
+                &mut r8,
+                &rot,
+                m.size().unwrap(),
+                opencv::imgproc::INTER_LINEAR,
+                opencv::core::BORDER_REPLICATE,
+                opencv::core::Scalar::default(),
+            )
+            .unwrap();
             if let Some(c8) = det.detect(&r8).unwrap() {
                 if c8.eyes {
                     measured.push(c8.angle - c.angle);
                 }
             }
         }
-        eprintln!("eyes found on {eyes}/{} faces; rotation measured {:?}", recs.len(), measured);
-        assert!(eyes * 2 >= recs.len(), "eyes found on only {eyes}/{} generated faces", recs.len());
+        eprintln!(
+            "eyes found on {eyes}/{} faces; rotation measured {:?}",
+            recs.len(),
+            measured
+        );
+        assert!(
+            eyes * 2 >= recs.len(),
+            "eyes found on only {eyes}/{} generated faces",
+            recs.len()
+        );
         assert!(!measured.is_empty());
+        // OpenCV's positive angle rotates the image counter-clockwise: the right eye moves up, so the
+        // measured eye angle is about -8 degrees relative to the unrotated face.
+        let mean = measured.iter().sum::<f64>() / measured.len() as f64;
+        assert!((mean + 8.0).abs() < 2.0, "{measured:?}");
         for a in &measured {
-            // OpenCV's positive angle rotates the image counter-clockwise: the right eye moves up, so the
-            // measured eye angle is about -8 degrees relative to the unrotated face.
-            assert!((a + 8.0).abs() < 3.0, "{measured:?}");
+            assert!((a + 8.0).abs() < 4.0, "{measured:?}");
         }
     }
 }

@@ -391,8 +391,13 @@ mod tests {
         let (g32, g16a, g16b) = (grads(false), grads(true), grads(true));
         for (i, ((a, b), c)) in g32.iter().zip(&g16a).zip(&g16b).enumerate() {
             let rel = (a - b).norm().double_value(&[]) / a.norm().double_value(&[]).max(1e-12);
-            eprintln!("param {i} rel {rel}");
-            let _ = rel;
+            // bf16 rounding alone puts early-layer gradients 3-17% off fp32 (PyTorch's autocast is the same);
+            // the depth-2 bug put conv4's weight gradient about 47% off.
+            let tol = if i == 0 { 0.25 } else { 0.1 };
+            assert!(
+                rel < tol,
+                "parameter {i}: bf16 gradient is {rel} off the fp32 one"
+            );
             assert!(
                 b.equal(c),
                 "parameter {i}: bf16 gradient differs between runs"

@@ -405,31 +405,15 @@ fn render(face: &Face, p: &ClipPlan, t: u32, rng: &mut ChaCha8Rng) -> Vec<f32> {
             tilt,
             d,
         );
-        // Eyes and pupils.
+        // Eyes: socket shadow, bright sclera, dark iris, upper lid line.
         let ey = cy + face.eye_y * b;
         let widen = 1.0 + 0.3 * on(Action::BrowRaise);
-        blob(
-            &mut img,
-            w,
-            h,
-            cx + side * face.eye_dx * a,
-            ey,
-            0.15 * a,
-            0.07 * b * open * widen,
-            0.0,
-            d * 0.9,
-        );
-        blob(
-            &mut img,
-            w,
-            h,
-            cx + side * face.eye_dx * a,
-            ey,
-            0.055 * a,
-            0.05 * b * open,
-            0.0,
-            0.6,
-        );
+        let ex = cx + side * face.eye_dx * a;
+        let eh = 0.065 * b * open * widen;
+        blob(&mut img, w, h, ex, ey - 0.01 * b, 0.2 * a, 0.11 * b, 0.0, 0.18);
+        blob(&mut img, w, h, ex, ey, 0.15 * a, eh, 0.0, -0.35);
+        blob(&mut img, w, h, ex, ey, 0.06 * a, eh.min(0.06 * a), 0.0, 0.8);
+        blob(&mut img, w, h, ex, ey - eh, 0.16 * a, 0.018 * b, 0.0, 0.55);
         // Nostrils (up with the nose wrinkle).
         blob(
             &mut img,

@@ -217,3 +217,36 @@ fn a_report_refuses_results_that_disagree_with_their_prediction_files() {
         .to_string();
     assert!(e.contains("no results.json"), "{e}");
 }
+
+#[test]
+fn a_partial_run_is_reported_as_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    write_sim_dataset(&dir.path().join("data.safetensors"), 3, 3).unwrap();
+    std::fs::write(dir.path().join("p.toml"), "name = \"p\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\n[sweep]\nalpha = [1, 2]\n").unwrap();
+    let plan = plan_spec(&load_spec(&dir.path().join("p.toml")).unwrap()).unwrap();
+    let all = reference_run(
+        &plan,
+        &SimTrainer::new(Duration::ZERO, None),
+        &dir.path().join("work"),
+    )
+    .unwrap();
+    // Two folds of the first point only.
+    let keys: Vec<String> = plan.targets_of(0).take(2).map(|t| t.key.clone()).collect();
+    let some: std::collections::BTreeMap<_, _> =
+        all.into_iter().filter(|(k, _)| keys.contains(k)).collect();
+    let run = dir.path().join("run");
+    write_results(&run, &aggregate(&plan, &some)).unwrap();
+    write_run_files(&run, &plan, &some, &RunContext::default()).unwrap();
+    let out = render_report(&run, &run.join("report")).unwrap();
+    let md = std::fs::read_to_string(&out.markdown).unwrap();
+    assert!(
+        md.contains("| MERSiamC3D (this run) `alpha=1` (partial 2/9 folds) | this run | 2/9 |"),
+        "{md}"
+    );
+    assert!(md.contains("| MERSiamC3D (this run) `alpha=2` (partial 0/9 folds) | this run | 0/9 | - | - | - | - |"), "{md}");
+    assert!(
+        md.contains("PARTIAL results") && md.contains("No fold finished yet."),
+        "{md}"
+    );
+    assert_eq!(out.scores.len(), 1);
+}
