@@ -27,19 +27,22 @@ impl EngineTrainer {
         Self::default()
     }
 
-    fn dataset(&self, path: &PathBuf) -> Result<Arc<Prepared>, TrainerError> {
+    /// The prepared dataset restricted to the experiment's parts (an empty list keeps every part), so
+    /// that a CASME II-only experiment never trains on the SAMM clips of a shared file.
+    fn dataset(&self, path: &PathBuf, parts: &[Dataset]) -> Result<Arc<Prepared>, TrainerError> {
         let mut guard = self
             .cache
             .lock()
             .map_err(|_| TrainerError::retryable("dataset cache poisoned"))?;
-        if let Some((p, d)) = guard.as_ref() {
-            if p == path {
+        if let Some((p, k, d)) = guard.as_ref() {
+            if p == path && k == parts {
                 return Ok(d.clone());
             }
         }
         // A dataset that does not parse will not parse on another attempt either.
-        let d = Arc::new(Prepared::read(path).map_err(|e| TrainerError::fatal(e.to_string()))?);
-        *guard = Some((path.clone(), d.clone()));
+        let full = Prepared::read(path).map_err(|e| TrainerError::fatal(e.to_string()))?;
+        let d = Arc::new(if parts.is_empty() { full } else { full.select_parts(parts) });
+        *guard = Some((path.clone(), parts.to_vec(), d.clone()));
         Ok(d)
     }
 }

@@ -20,7 +20,7 @@ use mer_shared::train_config::{AugmentConfig, ModelConfig};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// Number of crop positions.
 pub const CROP_POSITIONS: u8 = 9;
@@ -289,6 +289,7 @@ mod tests {
     use mer_shared::prepared::{PrepInfo, SampleMeta};
     use mer_shared::Dataset;
     use rand::SeedableRng;
+    use tch::Kind;
 
     pub(crate) fn prepared(n: usize, size: usize, frames: usize) -> Prepared {
         let len = 2 * frames * size * size;

@@ -861,7 +861,7 @@ fn provenance(run: &RunData, b: &mut Vec<Block>) {
                     f.result.device.clone(),
                     f.worker.clone().unwrap_or_else(|| "-".into()),
                     format!("{:.1}", f.result.timings.total_s),
-                    format!("`{}`", &f.task_key[..12.min(f.task_key.len())]),
+                    format!("`{}`", f.task_key.get(..12).unwrap_or(&f.task_key)),
                 ]
             })
             .collect();

@@ -1,0 +1,51 @@
+//! CUDA tests (feature `cuda`; need a GPU, never run in CI):
+//! `cargo test -p mer-worker --features cuda --test cuda -- --nocapture`.
+#![cfg(feature = "cuda")]
+
+use mer_shared::labels::LabelScheme;
+use mer_worker::bench::{random_prepared, train_throughput, BenchOptions};
+use mer_worker::device::parse_device;
+use mer_worker::engine::{small_config, train_fold, Hooks};
+
+fn labelled_set() -> mer_shared::prepared::Prepared {
+    let cfg = small_config();
+    // 24 samples over 4 subjects, classes i % 3 (see `random_prepared`).
+    random_prepared(24, &cfg.model, 3)
+}
+
+#[test]
+fn cuda_device_is_found() {
+    let d = parse_device("cuda").expect("a CUDA device");
+    assert!(d.is_cuda());
+    assert_eq!(parse_device("auto").unwrap(), d);
+}
+
+#[test]
+fn cuda_fold_is_deterministic_in_both_paths() {
+    let data = labelled_set();
+    for fast in [false, true] {
+        let mut cfg = small_config();
+        cfg.device = "cuda:0".into();
+        cfg.fast_path = fast;
+        let a = train_fold(&data, LabelScheme::Megc3, "casme2/sub01", &cfg, Hooks::default()).unwrap();
+        let b = train_fold(&data, LabelScheme::Megc3, "casme2/sub01", &cfg, Hooks::default()).unwrap();
+        assert_eq!(a.device, "cuda:0");
+        assert_eq!(a.predictions.len(), 6);
+        // cuDNN autotuning (fast path) may pick different algorithms between runs: compare with a tolerance.
+        for (p, q) in a.predictions.iter().zip(&b.predictions) {
+            for (x, y) in p.probs.iter().zip(&q.probs) {
+                assert!((x - y).abs() < if fast { 2e-2 } else { 1e-4 }, "fast={fast}: {p:?} vs {q:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn cuda_bench_prints_paper_model_throughput() {
+    let r = train_throughput(&BenchOptions { device: "cuda".into(), batch: 32, threads: None, steps: 20, warmup: 5, cfg: Default::default() })
+        .unwrap();
+    for m in &r.results {
+        println!("{} {}: {:.1} samples/s, peak device memory {:?} bytes", r.device, m.mode, m.samples_per_s, m.peak_bytes);
+        assert!(m.samples_per_s > 0.0);
+    }
+}
