@@ -8,6 +8,7 @@ use mer_shared::proto::{self, PROTOCOL_VERSION};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -200,6 +201,20 @@ pub async fn download_to(
 ) -> Result<PathBuf, CoordError> {
     if cache.size_of(hash).is_some() {
         return Ok(cache.path_of(hash));
+    }
+    // One download per artifact at a time in this process: slots and agents sharing a cache wait for
+    // the first download instead of fetching the same bytes concurrently.
+    let dest = cache.path_of(hash);
+    let gate = {
+        type Gates =
+            parking_lot::Mutex<std::collections::HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>;
+        static IN_FLIGHT: std::sync::OnceLock<Gates> = std::sync::OnceLock::new();
+        let map = IN_FLIGHT.get_or_init(Default::default);
+        map.lock().entry(dest.clone()).or_default().clone()
+    };
+    let _held = gate.lock().await;
+    if cache.size_of(hash).is_some() {
+        return Ok(dest);
     }
     let mut c = clients.artifacts.clone();
     let mut stream = c

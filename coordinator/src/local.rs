@@ -51,6 +51,9 @@ pub struct LocalOptions {
     pub progress: bool,
     /// Override of the spec's lease length (tests).
     pub lease_ttl: Option<Duration>,
+    /// Serve the coordinator's HTTP port here while the run lasts: `/metrics` and the live dashboard
+    /// (`/`, `/api/...`, docs/dashboard.md). `None`: no HTTP port.
+    pub http_listen: Option<std::net::SocketAddr>,
 }
 
 impl LocalOptions {
@@ -73,6 +76,7 @@ impl LocalOptions {
             },
             progress: false,
             lease_ttl: None,
+            http_listen: None,
         }
     }
 
@@ -91,6 +95,7 @@ impl LocalOptions {
             launcher: WorkerLauncher::InProcess(trainer),
             progress: false,
             lease_ttl: None,
+            http_listen: None,
         }
     }
 }
@@ -243,6 +248,7 @@ pub async fn run_local(opts: LocalOptions) -> Result<LocalOutcome, CoordError> {
     let token = random_token();
     let mut cfg = ServerConfig::new(([127, 0, 0, 1], 0).into(), opts.run_dir.join("state"));
     cfg.token = Some(token.clone());
+    cfg.http_listen = opts.http_listen;
     cfg.heartbeat = Duration::from_secs(2);
     cfg.max_wait = Duration::from_secs(5);
     if let Some(ttl) = opts.lease_ttl {
@@ -252,6 +258,9 @@ pub async fn run_local(opts: LocalOptions) -> Result<LocalOutcome, CoordError> {
         };
     }
     let coord = start(cfg).await?;
+    if let Some(a) = coord.http_addr {
+        tracing::info!("live dashboard on http://{a}/ (metrics on /metrics)");
+    }
     let result = drive(&opts, &coord.url, &token).await;
     let shut = coord.shutdown().await;
     let out = result?;

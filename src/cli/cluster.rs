@@ -91,6 +91,10 @@ pub struct RunArgs {
     /// Lease length override in milliseconds (tests).
     #[arg(long, hide = true)]
     pub lease_ms: Option<u64>,
+    /// Serve the live dashboard (and /metrics) on this address while the run lasts, e.g.
+    /// 127.0.0.1:9464 (docs/dashboard.md).
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// `mer coordinator`.
@@ -283,6 +287,7 @@ async fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     opts.slots = a.slots;
     opts.progress = !a.quiet;
     opts.lease_ttl = a.lease_ms.map(Duration::from_millis);
+    opts.http_listen = a.http_listen;
     let out = run_local(opts).await?;
     println!("{}", out.summary_md);
     println!("results: {}", out.run_dir.join("results.json").display());

@@ -16,7 +16,7 @@ pub enum DataCommand {
     Synth(SynthArgs),
     /// Prepare datasets into one optical-flow file: face crop, 11 key-frames, 10 Farneback flows per clip.
     /// `mer prep inspect FILE` prints the counts of a prepared file.
-    Prep(PrepArgs),
+    Prep(Box<PrepArgs>),
 }
 
 /// `mer synth` arguments.

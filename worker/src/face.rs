@@ -200,18 +200,36 @@ impl FaceDetector {
             .map_err(|e| WorkerError::cv("eye region", e))?;
         let k = (240.0 / face.width as f64).max(1.0);
         let mut big = Mat::default();
-        opencv::imgproc::resize(&roi, &mut big, Size::default(), k, k, opencv::imgproc::INTER_LINEAR)
-            .map_err(|e| WorkerError::cv("eye region", e))?;
+        opencv::imgproc::resize(
+            &roi,
+            &mut big,
+            Size::default(),
+            k,
+            k,
+            opencv::imgproc::INTER_LINEAR,
+        )
+        .map_err(|e| WorkerError::cv("eye region", e))?;
         let fw = (face.width as f64 * k) as i32;
         let mut eyes = Vector::<Rect>::new();
         self.eyes
-            .detect_multi_scale(&big, &mut eyes, 1.05, 2, 0, Size::new(fw / 8, fw / 8), Size::new(fw / 2, fw / 2))
+            .detect_multi_scale(
+                &big,
+                &mut eyes,
+                1.05,
+                2,
+                0,
+                Size::new(fw / 8, fw / 8),
+                Size::new(fw / 2, fw / 2),
+            )
             .map_err(|e| WorkerError::cv("eye detection", e))?;
         // Each eye's centre is refined to the centroid of its darkest pixels (the iris/pupil), below the
         // top third of the box (where the brow lies): the box centres alone jitter by a few pixels.
         let mut centres: Vec<(f64, f64, i32)> = Vec::new();
         for r in eyes.iter() {
-            let (x0, y0) = (face.x as f64 + r.x as f64 / k, face.y as f64 + r.y as f64 / k);
+            let (x0, y0) = (
+                face.x as f64 + r.x as f64 / k,
+                face.y as f64 + r.y as f64 / k,
+            );
             let (ew, eh) = (r.width as f64 / k, r.height as f64 / k);
             let (c, _) = dark_centroid(&eq, x0, y0 + eh / 3.0, ew, eh * 2.0 / 3.0)?
                 .unwrap_or(((x0 + ew / 2.0, y0 + eh / 2.0), 0));
@@ -251,7 +269,9 @@ fn dark_centroid(img: &Mat, x: f64, y: f64, w: f64, h: f64) -> Result<Option<((f
     let mut px: Vec<(u8, i32, i32)> = Vec::new();
     for yy in y0..y1 {
         for xx in x0..x1 {
-            let v = *img.at_2d::<u8>(yy, xx).map_err(|e| WorkerError::cv("eye centre", e))?;
+            let v = *img
+                .at_2d::<u8>(yy, xx)
+                .map_err(|e| WorkerError::cv("eye centre", e))?;
             px.push((v, xx, yy));
         }
     }
@@ -260,7 +280,9 @@ fn dark_centroid(img: &Mat, x: f64, y: f64, w: f64, h: f64) -> Result<Option<((f
     }
     px.sort_by_key(|p| p.0);
     let n = (px.len() / 10).max(1);
-    let (sx, sy) = px[..n].iter().fold((0.0, 0.0), |(a, b), p| (a + p.1 as f64, b + p.2 as f64));
+    let (sx, sy) = px[..n]
+        .iter()
+        .fold((0.0, 0.0), |(a, b), p| (a + p.1 as f64, b + p.2 as f64));
     Ok(Some(((sx / n as f64, sy / n as f64), n)))
 }
 
@@ -328,7 +350,12 @@ mod synth_face_tests {
             let c = det.detect(&m).unwrap().unwrap();
             eyes += c.eyes as usize;
             // The generated faces are drawn level.
-            assert!(!c.eyes || c.angle.abs() < 3.0, "{}: eye angle {}", r.id(), c.angle);
+            assert!(
+                !c.eyes || c.angle.abs() < 3.0,
+                "{}: eye angle {}",
+                r.id(),
+                c.angle
+            );
             // Rotate the image by 8 degrees about its centre and detect again.
             let centre = opencv::core::Point2f::new(m.cols() as f32 / 2.0, m.rows() as f32 / 2.0);
             let rot = opencv::imgproc::get_rotation_matrix_2d(centre, 8.0, 1.0).unwrap();

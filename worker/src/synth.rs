@@ -410,7 +410,17 @@ fn render(face: &Face, p: &ClipPlan, t: u32, rng: &mut ChaCha8Rng) -> Vec<f32> {
         let widen = 1.0 + 0.3 * on(Action::BrowRaise);
         let ex = cx + side * face.eye_dx * a;
         let eh = 0.065 * b * open * widen;
-        blob(&mut img, w, h, ex, ey - 0.01 * b, 0.2 * a, 0.11 * b, 0.0, 0.18);
+        blob(
+            &mut img,
+            w,
+            h,
+            ex,
+            ey - 0.01 * b,
+            0.2 * a,
+            0.11 * b,
+            0.0,
+            0.18,
+        );
         blob(&mut img, w, h, ex, ey, 0.15 * a, eh, 0.0, -0.35);
         blob(&mut img, w, h, ex, ey, 0.06 * a, eh.min(0.06 * a), 0.0, 0.8);
         blob(&mut img, w, h, ex, ey - eh, 0.16 * a, 0.018 * b, 0.0, 0.55);

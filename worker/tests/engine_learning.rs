@@ -16,7 +16,13 @@ const FAST_PATH_UF1_TOLERANCE: f64 = 0.15;
 const MARGIN_OVER_MAJORITY: f64 = 0.2;
 
 fn pooled(data: &Prepared, fast: bool, folds: &[String]) -> Confusion {
+    // `small_config` made cheaper still, to keep this test to a few minutes on 2 cores.
     let mut cfg = small_config();
+    cfg.model.input_size = 32;
+    cfg.prior.optim.epochs = 1;
+    cfg.prior.pairs_per_epoch = 64;
+    cfg.target.optim.epochs = 5;
+    cfg.target.optim.lr_step = 4;
     cfg.fast_path = fast;
     cfg.threads = Some(2);
     let mut all = Confusion::new(3);
