@@ -180,7 +180,6 @@ pub struct TargetConfig {
     pub loss: LossConfig,
 }
 
-
 /// The 36x augmentation: 9 crop positions x 4 temporal variants, applied on the fly to training samples only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

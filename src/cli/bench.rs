@@ -119,7 +119,11 @@ fn bench_train(
             .peak_bytes
             .map(|b| format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0)))
             .unwrap_or_else(|| "n/a".into());
-        let what = if r.device == "cpu" { "peak RSS" } else { "peak device memory in use" };
+        let what = if r.device == "cpu" {
+            "peak RSS"
+        } else {
+            "peak device memory in use"
+        };
         println!(
             "mer-engine {:5} {:8.2} samples/s   {what} {mem}",
             m.mode, m.samples_per_s

@@ -5,8 +5,8 @@
 use mer_coordinator::agent::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
 use mer_coordinator::plan::TaskKind;
 use mer_shared::fold::EpochLog;
-use mer_shared::Dataset;
 use mer_shared::prepared::Prepared;
+use mer_shared::Dataset;
 use mer_worker::engine::{run_prior, run_target, Hooks};
 use mer_worker::error::WorkerError;
 use std::path::PathBuf;
@@ -14,11 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The last dataset loaded: its file, the parts kept, and the data.
+type CachedDataset = (PathBuf, Vec<Dataset>, Arc<Prepared>);
+
 /// Runs prior and target tasks with the libtorch engine. Keeps the last prepared dataset it loaded in
 /// memory, since consecutive tasks of an experiment share it (it can be hundreds of MB).
 #[derive(Default)]
 pub struct EngineTrainer {
-    cache: Mutex<Option<(PathBuf, Vec<Dataset>, Arc<Prepared>)>>,
+    cache: Mutex<Option<CachedDataset>>,
 }
 
 impl EngineTrainer {
@@ -41,7 +44,11 @@ impl EngineTrainer {
         }
         // A dataset that does not parse will not parse on another attempt either.
         let full = Prepared::read(path).map_err(|e| TrainerError::fatal(e.to_string()))?;
-        let d = Arc::new(if parts.is_empty() { full } else { full.select_parts(parts) });
+        let d = Arc::new(if parts.is_empty() {
+            full
+        } else {
+            full.select_parts(parts)
+        });
         *guard = Some((path.clone(), parts.to_vec(), d.clone()));
         Ok(d)
     }

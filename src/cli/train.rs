@@ -62,8 +62,10 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
 
 /// Reads training settings from a TOML file: a bare `TrainConfig`, or the `[train]` table of a spec.
 pub fn read_config(path: &Path) -> anyhow::Result<TrainConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
     let cfg: TrainConfig = match table.get("train") {
         Some(toml::Value::Table(t)) => t.clone().try_into(),
         _ => toml::from_str(&text),
@@ -97,7 +99,10 @@ fn train_fold_cmd(a: TrainFoldArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let subject = a.test_subject.context("--test-subject is required")?;
-    let hooks = Hooks { checkpoint_dir: a.checkpoint_dir, ..Hooks::default() };
+    let hooks = Hooks {
+        checkpoint_dir: a.checkpoint_dir,
+        ..Hooks::default()
+    };
     let res = train_fold(&data, scheme, &subject, &cfg, hooks)?;
     let s = res.confusion.scores();
     tracing::info!(fold = %subject, acc = s.acc, n = s.n, total_s = res.timings.total_s, "fold done");
@@ -117,7 +122,11 @@ mod tests {
         let c = read_config(&bare).unwrap();
         assert_eq!((c.seed, c.target.frozen_layers), (3, 2));
         let spec = dir.path().join("spec.toml");
-        std::fs::write(&spec, "name = \"x\"\n[train]\nseed = 4\n[train.model]\ninput_size = 56\n").unwrap();
+        std::fs::write(
+            &spec,
+            "name = \"x\"\n[train]\nseed = 4\n[train.model]\ninput_size = 56\n",
+        )
+        .unwrap();
         let c = read_config(&spec).unwrap();
         assert_eq!((c.seed, c.model.input_size), (4, 56));
         let bad = dir.path().join("bad.toml");

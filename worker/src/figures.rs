@@ -227,7 +227,8 @@ pub fn clip_figures(o: &FigureOptions) -> Result<ClipFigures> {
     };
     let rec = find_record(sample, &o.dataset_root)?;
     let (ts, tp, te) = (sample.onset, sample.apex, sample.offset);
-    crate::keyframes::check_times(ts, tp, te).map_err(|m| WorkerError::sample(&o.clip, format!("{m} (in {})", o.prepared.display())))?;
+    crate::keyframes::check_times(ts, tp, te)
+        .map_err(|m| WorkerError::sample(&o.clip, format!("{m} (in {})", o.prepared.display())))?;
     let size = info.size;
     let path_of = |t: u32| {
         find_frame(&rec.frames, t)

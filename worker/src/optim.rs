@@ -140,7 +140,7 @@ impl ParamSet {
             for i in 0..self.values.len() {
                 match src.get(&self.names[i]) {
                     Some(t) => {
-                        let _ = self.values[i].copy_(&t.to_device(prec.device));
+                        self.values[i].copy_(&t.to_device(prec.device));
                     }
                     None => missing.push(self.names[i].clone()),
                 }
@@ -156,7 +156,7 @@ impl ParamSet {
 
 /// The learning rate of `epoch` (0-based): `lr / divisor^(epoch / step)`.
 pub fn lr_at(o: &OptimConfig, epoch: usize) -> f64 {
-    let k = if o.lr_step == 0 { 0 } else { epoch / o.lr_step };
+    let k = epoch.checked_div(o.lr_step).unwrap_or(0);
     o.lr / o.lr_divisor.powi(k as i32)
 }
 

@@ -27,14 +27,31 @@ fn cuda_fold_is_deterministic_in_both_paths() {
         let mut cfg = small_config();
         cfg.device = "cuda:0".into();
         cfg.fast_path = fast;
-        let a = train_fold(&data, LabelScheme::Megc3, "casme2/sub01", &cfg, Hooks::default()).unwrap();
-        let b = train_fold(&data, LabelScheme::Megc3, "casme2/sub01", &cfg, Hooks::default()).unwrap();
+        let a = train_fold(
+            &data,
+            LabelScheme::Megc3,
+            "casme2/sub01",
+            &cfg,
+            Hooks::default(),
+        )
+        .unwrap();
+        let b = train_fold(
+            &data,
+            LabelScheme::Megc3,
+            "casme2/sub01",
+            &cfg,
+            Hooks::default(),
+        )
+        .unwrap();
         assert_eq!(a.device, "cuda:0");
         assert_eq!(a.predictions.len(), 6);
         // cuDNN autotuning (fast path) may pick different algorithms between runs: compare with a tolerance.
         for (p, q) in a.predictions.iter().zip(&b.predictions) {
             for (x, y) in p.probs.iter().zip(&q.probs) {
-                assert!((x - y).abs() < if fast { 2e-2 } else { 1e-4 }, "fast={fast}: {p:?} vs {q:?}");
+                assert!(
+                    (x - y).abs() < if fast { 2e-2 } else { 1e-4 },
+                    "fast={fast}: {p:?} vs {q:?}"
+                );
             }
         }
     }
@@ -42,10 +59,20 @@ fn cuda_fold_is_deterministic_in_both_paths() {
 
 #[test]
 fn cuda_bench_prints_paper_model_throughput() {
-    let r = train_throughput(&BenchOptions { device: "cuda".into(), batch: 32, threads: None, steps: 20, warmup: 5, cfg: Default::default() })
-        .unwrap();
+    let r = train_throughput(&BenchOptions {
+        device: "cuda".into(),
+        batch: 32,
+        threads: None,
+        steps: 20,
+        warmup: 5,
+        cfg: Default::default(),
+    })
+    .unwrap();
     for m in &r.results {
-        println!("{} {}: {:.1} samples/s, peak device memory {:?} bytes", r.device, m.mode, m.samples_per_s, m.peak_bytes);
+        println!(
+            "{} {}: {:.1} samples/s, peak device memory {:?} bytes",
+            r.device, m.mode, m.samples_per_s, m.peak_bytes
+        );
         assert!(m.samples_per_s > 0.0);
     }
 }

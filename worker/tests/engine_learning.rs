@@ -28,7 +28,12 @@ fn pooled(data: &Prepared, fast: bool, folds: &[String]) -> Confusion {
     let mut all = Confusion::new(3);
     for f in folds {
         let r = train_fold(data, LabelScheme::Megc3, f, &cfg, Hooks::default()).unwrap();
-        assert!(r.predictions.iter().all(|p| p.id.starts_with(&format!("{f}/"))), "fold {f} predicted another subject");
+        assert!(
+            r.predictions
+                .iter()
+                .all(|p| p.id.starts_with(&format!("{f}/"))),
+            "fold {f} predicted another subject"
+        );
         all.merge(&r.confusion).unwrap();
     }
     all
@@ -44,7 +49,9 @@ fn majority(data: &Prepared, folds: &[String]) -> Confusion {
                 counts[l] += 1;
             }
         }
-        let maj = (0..3).max_by_key(|&c| (counts[c], std::cmp::Reverse(c))).unwrap();
+        let maj = (0..3)
+            .max_by_key(|&c| (counts[c], std::cmp::Reverse(c)))
+            .unwrap();
         for s in data.samples.iter().filter(|s| &s.fold_key() == f) {
             if let Some(&l) = s.labels.get("megc3") {
                 all.add(l, maj).unwrap();
@@ -69,12 +76,35 @@ fn loso_on_tiny_learns_and_the_fast_path_agrees() {
     let fp32 = pooled(&data, false, &folds).scores();
     let fast = pooled(&data, true, &folds).scores();
     let maj = majority(&data, &folds).scores();
-    println!("LOSO over {} folds of tiny ({} test samples)", folds.len(), fp32.n);
-    println!("  majority-class predictor: UF1 {:.4}  UAR {:.4}", maj.uf1, maj.uar);
-    println!("  engine fp32 path:         UF1 {:.4}  UAR {:.4}  Acc {:.4}", fp32.uf1, fp32.uar, fp32.acc);
-    println!("  engine fast path:         UF1 {:.4}  UAR {:.4}  Acc {:.4}", fast.uf1, fast.uar, fast.acc);
-    assert!(fp32.uf1 > maj.uf1 + MARGIN_OVER_MAJORITY, "fp32 UF1 {} vs majority {}", fp32.uf1, maj.uf1);
-    assert!(fast.uf1 > maj.uf1 + MARGIN_OVER_MAJORITY, "fast UF1 {} vs majority {}", fast.uf1, maj.uf1);
+    println!(
+        "LOSO over {} folds of tiny ({} test samples)",
+        folds.len(),
+        fp32.n
+    );
+    println!(
+        "  majority-class predictor: UF1 {:.4}  UAR {:.4}",
+        maj.uf1, maj.uar
+    );
+    println!(
+        "  engine fp32 path:         UF1 {:.4}  UAR {:.4}  Acc {:.4}",
+        fp32.uf1, fp32.uar, fp32.acc
+    );
+    println!(
+        "  engine fast path:         UF1 {:.4}  UAR {:.4}  Acc {:.4}",
+        fast.uf1, fast.uar, fast.acc
+    );
+    assert!(
+        fp32.uf1 > maj.uf1 + MARGIN_OVER_MAJORITY,
+        "fp32 UF1 {} vs majority {}",
+        fp32.uf1,
+        maj.uf1
+    );
+    assert!(
+        fast.uf1 > maj.uf1 + MARGIN_OVER_MAJORITY,
+        "fast UF1 {} vs majority {}",
+        fast.uf1,
+        maj.uf1
+    );
     assert!(
         (fast.uf1 - fp32.uf1).abs() <= FAST_PATH_UF1_TOLERANCE,
         "fast-path UF1 {} is more than {FAST_PATH_UF1_TOLERANCE} from fp32's {}",
