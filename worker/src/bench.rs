@@ -124,9 +124,6 @@ pub fn train_throughput(opts: &BenchOptions) -> Result<BenchReport, WorkerError>
         let t0 = Instant::now();
         for i in 0..opts.steps {
             let l = step(i, &mut rng);
-            if std::env::var("MER_BENCH_DEBUG").is_ok() {
-                eprintln!("fast={fast} step={i} loss={l}");
-            }
             if !l.is_finite() {
                 return Err(WorkerError::Training(format!(
                     "benchmark loss diverged at step {i}"

@@ -371,6 +371,7 @@ mod tests {
             ..ModelConfig::default()
         };
         let m = SinC3D::new(&cfg).unwrap();
+        tch::manual_seed(11);
         let x = Tensor::randn([4, 2, 10, 32, 32], (Kind::Float, Device::Cpu));
         let grads = |fast: bool| {
             let prec = Precision::new(fast, Device::Cpu);
@@ -391,9 +392,10 @@ mod tests {
         let (g32, g16a, g16b) = (grads(false), grads(true), grads(true));
         for (i, ((a, b), c)) in g32.iter().zip(&g16a).zip(&g16b).enumerate() {
             let rel = (a - b).norm().double_value(&[]) / a.norm().double_value(&[]).max(1e-12);
-            // bf16 rounding alone puts early-layer gradients 3-17% off fp32 (PyTorch's autocast is the same);
-            // the depth-2 bug put conv4's weight gradient about 47% off.
-            let tol = if i == 0 { 0.25 } else { 0.1 };
+            // bf16 rounding alone puts gradients 3-17% off fp32 (PyTorch's autocast is the same; one
+            // unseeded run saw 10.5% on conv2's weight); the depth-2 bug put conv4's weight gradient about
+            // 47% off, so 25% separates rounding from the bug at every layer.
+            let tol = 0.25;
             assert!(
                 rel < tol,
                 "parameter {i}: bf16 gradient is {rel} off the fp32 one"
