@@ -338,7 +338,7 @@ async fn follow(
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks  {msg}",
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks (eta {eta})  {msg}",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );

@@ -379,27 +379,64 @@ fn real_trainer() -> anyhow::Result<Arc<dyn Trainer>> {
     bail!("this mer was built without the `worker` feature (no libtorch): it cannot train (use a full build)")
 }
 
-fn print_status(s: &proto::ExperimentStatus) {
-    println!(
-        "{}  {}  tasks {}/{} done, {} running, {} gave up  folds {}/{}  lost {} duplicates {} retries {}",
-        s.experiment_id, s.state, s.tasks_done, s.tasks_total, s.tasks_running, s.tasks_failed, s.folds_done, s.folds_total, s.lost, s.duplicates, s.retries
+/// The experiments as a readable table, then each one's running tasks and errors.
+fn status_table(list: &[proto::ExperimentStatus]) -> String {
+    let mut out = format!(
+        "{:<28} {:<20} {:<10} {:>11} {:>7} {:>7} {:>11} {:>5} {:>5} {:>7}\n",
+        "EXPERIMENT",
+        "NAME",
+        "STATE",
+        "TASKS",
+        "RUNNING",
+        "GAVE UP",
+        "FOLDS",
+        "LOST",
+        "DUPS",
+        "RETRIES"
     );
-    for r in &s.running {
-        println!(
-            "    {} {} on {}: {} epoch {}/{} loss {:.4} {:.1} samples/s",
-            r.kind,
-            r.fold,
-            r.worker_id,
-            r.stage,
-            r.epoch + 1,
-            r.epochs,
-            r.loss,
-            r.samples_per_s
+    for s in list {
+        out += &format!(
+            "{:<28} {:<20} {:<10} {:>11} {:>7} {:>7} {:>11} {:>5} {:>5} {:>7}\n",
+            s.experiment_id,
+            s.name,
+            s.state,
+            format!("{}/{}", s.tasks_done, s.tasks_total),
+            s.tasks_running,
+            s.tasks_failed,
+            format!("{}/{}", s.folds_done, s.folds_total),
+            s.lost,
+            s.duplicates,
+            s.retries
         );
     }
-    for e in &s.errors {
-        println!("    error: {e}");
+    for s in list
+        .iter()
+        .filter(|s| !s.running.is_empty() || !s.errors.is_empty())
+    {
+        out += &format!("\n{}:\n", s.experiment_id);
+        if !s.running.is_empty() {
+            out += &format!(
+                "  {:<7} {:<16} {:<14} {:<8} {:>9} {:>9} {:>10}\n",
+                "KIND", "FOLD", "WORKER", "STAGE", "EPOCH", "LOSS", "SAMPLES/S"
+            );
+        }
+        for r in &s.running {
+            out += &format!(
+                "  {:<7} {:<16} {:<14} {:<8} {:>9} {:>9.4} {:>10.1}\n",
+                r.kind,
+                r.fold,
+                r.worker_id,
+                r.stage,
+                format!("{}/{}", r.epoch + 1, r.epochs),
+                r.loss,
+                r.samples_per_s
+            );
+        }
+        for e in &s.errors {
+            out += &format!("  error: {e}\n");
+        }
     }
+    out
 }
 
 async fn cmd_submit(a: SubmitArgs) -> anyhow::Result<()> {
@@ -447,7 +484,7 @@ async fn cmd_submit(a: SubmitArgs) -> anyhow::Result<()> {
             );
         })
         .await?;
-        print_status(&s);
+        print!("{}", status_table(std::slice::from_ref(&s)));
     }
     Ok(())
 }
@@ -488,9 +525,7 @@ async fn cmd_status(a: StatusArgs) -> anyhow::Result<()> {
     } else if list.is_empty() {
         println!("no experiments");
     } else {
-        for s in &list {
-            print_status(s);
-        }
+        print!("{}", status_table(&list));
     }
     Ok(())
 }
@@ -577,4 +612,43 @@ pub fn bench_scheduler(tasks: usize, workers: usize) -> anyhow::Result<()> {
         r.peak_rss_mib, r.rss_mib
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_is_a_table_with_one_row_per_experiment() {
+        let a = proto::ExperimentStatus {
+            experiment_id: "mini-5a6eb9cc".into(),
+            name: "mini".into(),
+            state: "running".into(),
+            tasks_total: 30,
+            tasks_done: 12,
+            tasks_running: 2,
+            folds_total: 10,
+            folds_done: 4,
+            errors: vec!["target casme2/sub03: diverged".into()],
+            ..Default::default()
+        };
+        let b = proto::ExperimentStatus {
+            experiment_id: "tiny-1".into(),
+            name: "tiny".into(),
+            state: "done".into(),
+            ..Default::default()
+        };
+        let t = status_table(&[a, b]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("EXPERIMENT") && lines[0].contains("FOLDS"));
+        assert!(
+            lines[1].contains("mini-5a6eb9cc")
+                && lines[1].contains("12/30")
+                && lines[1].contains("4/10")
+        );
+        assert!(lines[2].contains("tiny-1") && lines[2].contains("done"));
+        // Columns line up: every row is as wide as the header up to the last column.
+        assert_eq!(lines[1].find("running"), lines[0].find("STATE"));
+        assert!(t.contains("error: target casme2/sub03: diverged"));
+    }
 }
