@@ -4,7 +4,7 @@
 use crate::dataset::Dataset;
 use crate::error::SharedError;
 use crate::labels::LabelScheme;
-use crate::predictions::{parse_label, perr};
+use crate::predictions::{csv_fields, parse_fold, parse_label};
 
 /// The list's text, compiled in.
 pub const COMPOSITE_CSV: &str = include_str!("../data/megc2019_combined_3class_gt.csv");
@@ -30,21 +30,8 @@ pub fn parse_composite(file: &str, text: &str) -> Result<Vec<CompositeEntry>, Sh
         if line.trim().is_empty() {
             continue;
         }
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        if f.len() != 4 {
-            return Err(perr(
-                file,
-                ln,
-                "line",
-                format!("expected 4 fields, found {}", f.len()),
-            ));
-        }
-        let dataset: Dataset = f[0]
-            .parse()
-            .map_err(|e: SharedError| perr(file, ln, "dataset", e.to_string()))?;
-        let subject = dataset
-            .canonical_subject(f[1])
-            .map_err(|e| perr(file, ln, "subject", e.to_string()))?;
+        let f = csv_fields(file, ln, line, 4)?;
+        let (dataset, subject) = parse_fold(file, ln, f[0], f[1])?;
         let label = parse_label(file, ln, "label", f[3], LabelScheme::Megc3)?;
         out.push(CompositeEntry {
             dataset,

@@ -4,7 +4,7 @@
 use crate::dataset::Dataset;
 use crate::error::SharedError;
 use crate::labels::LabelScheme;
-use crate::predictions::{parse_label, perr, PredictionRecord};
+use crate::predictions::{parse_fold, parse_label, perr, PredictionRecord};
 
 /// Writes records as a MEGC2019 log; a fold header is written each time (dataset, subject) changes, so
 /// callers pass records grouped by fold (as folds finish).
@@ -35,13 +35,7 @@ pub fn parse(
         match f.len() {
             0 => continue,
             2 => {
-                let d: Dataset = f[0]
-                    .parse()
-                    .map_err(|e: SharedError| perr(file, ln, "dataset", e.to_string()))?;
-                let s = d
-                    .canonical_subject(f[1])
-                    .map_err(|e| perr(file, ln, "subject", e.to_string()))?;
-                fold = Some((d, s));
+                fold = Some(parse_fold(file, ln, f[0], f[1])?);
             }
             3 => {
                 let (d, s) = fold.as_ref().ok_or_else(|| {

@@ -165,21 +165,8 @@ pub fn parse_csv(
     let mut out = Vec::new();
     for (i, line) in lines {
         let ln = i + 1;
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        if f.len() != 5 {
-            return Err(perr(
-                file,
-                ln,
-                "line",
-                format!("expected 5 fields, found {}", f.len()),
-            ));
-        }
-        let dataset: Dataset = f[0]
-            .parse()
-            .map_err(|e: SharedError| perr(file, ln, "dataset", e.to_string()))?;
-        let subject = dataset
-            .canonical_subject(f[1])
-            .map_err(|e| perr(file, ln, "subject", e.to_string()))?;
+        let f = csv_fields(file, ln, line, 5)?;
+        let (dataset, subject) = parse_fold(file, ln, f[0], f[1])?;
         if f[2].is_empty() {
             return Err(perr(file, ln, "filename", "empty".into()));
         }
@@ -228,6 +215,42 @@ pub(crate) fn parse_label(
     scheme
         .check(v)
         .map_err(|e| perr(file, line, field, e.to_string()))
+}
+
+/// Splits a CSV line into exactly `n` trimmed fields, or names the line in the error.
+pub(crate) fn csv_fields<'a>(
+    file: &str,
+    line: usize,
+    text: &'a str,
+    n: usize,
+) -> Result<Vec<&'a str>, SharedError> {
+    let f: Vec<&str> = text.split(',').map(str::trim).collect();
+    if f.len() != n {
+        return Err(perr(
+            file,
+            line,
+            "line",
+            format!("expected {n} fields, found {}", f.len()),
+        ));
+    }
+    Ok(f)
+}
+
+/// Parses a dataset name and a subject (normalised to the composite list's spelling), naming the field
+/// that is wrong.
+pub(crate) fn parse_fold(
+    file: &str,
+    line: usize,
+    dataset: &str,
+    subject: &str,
+) -> Result<(Dataset, String), SharedError> {
+    let d: Dataset = dataset
+        .parse()
+        .map_err(|e: SharedError| perr(file, line, "dataset", e.to_string()))?;
+    let s = d
+        .canonical_subject(subject)
+        .map_err(|e| perr(file, line, "subject", e.to_string()))?;
+    Ok((d, s))
 }
 
 pub(crate) fn perr(file: &str, line: usize, field: &str, message: String) -> SharedError {
