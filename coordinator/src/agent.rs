@@ -503,6 +503,7 @@ impl SlotCtx {
                     let req = proto::HeartbeatRequest {
                         lease_id: t.lease_id.clone(), worker_id: self.worker_id.clone(), task_key: t.task_key.clone(),
                         stage: p.stage, epoch: p.epoch, epochs: p.epochs, loss: p.loss, samples_per_s: p.samples_per_s,
+                        device: p.device, gpu_memory_bytes: p.gpu_memory_bytes,
                     };
                     match w.heartbeat(req).await {
                         Ok(r) => {

@@ -18,6 +18,10 @@ pub struct Progress {
     pub loss: f64,
     /// Training throughput.
     pub samples_per_s: f64,
+    /// The device the task trains on (`cpu`, `cuda:0`...), empty when unknown.
+    pub device: String,
+    /// Memory in use on that device (the whole device, as the CUDA driver reports it), `None` on CPU.
+    pub gpu_memory_bytes: Option<u64>,
 }
 
 /// One lease held by a worker.

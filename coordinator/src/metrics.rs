@@ -61,7 +61,8 @@ pub struct WorkerSnapshot {
     pub busy: u32,
     /// Training throughput of its running tasks (sum over slots, last heartbeat), samples/s.
     pub samples_per_s: f64,
-    /// GPU memory in use as last reported, by device name (`cuda:0`...); empty for CPU workers.
+    /// GPU memory in use by device name (`cuda:0`...), from the last heartbeat of the tasks it runs
+    /// (the largest where several slots share a device); empty for CPU workers and idle ones.
     pub gpu_memory_bytes: Vec<(String, u64)>,
 }
 

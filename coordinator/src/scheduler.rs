@@ -1059,6 +1059,8 @@ impl Scheduler {
                     epochs: l.progress.epochs,
                     loss: l.progress.loss,
                     samples_per_s: l.progress.samples_per_s,
+                    device: l.progress.device.clone(),
+                    gpu_memory_bytes: l.progress.gpu_memory_bytes,
                 });
             }
         }

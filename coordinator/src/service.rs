@@ -291,6 +291,8 @@ impl proto::worker_server::Worker for WorkerService {
             epochs: r.epochs,
             loss: r.loss,
             samples_per_s: r.samples_per_s,
+            device: r.device,
+            gpu_memory_bytes: r.gpu_memory_bytes,
         };
         let (keep_going, reason) =
             self.0

@@ -118,6 +118,8 @@ impl Trainer for SimTrainer {
                 epochs,
                 loss,
                 samples_per_s: 100.0,
+                device: inputs.device.clone(),
+                gpu_memory_bytes: None,
             });
             log.push(EpochLog {
                 stage: stage.clone(),

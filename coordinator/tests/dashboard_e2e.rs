@@ -42,6 +42,8 @@ impl Trainer for Gated {
                 epochs: 4,
                 loss: 0.5,
                 samples_per_s: 42.0,
+                device: "cuda:0".into(),
+                gpu_memory_bytes: Some(3 << 29),
             });
             while !self.open.load(Ordering::SeqCst) {
                 if cancel.load(Ordering::Relaxed) {
@@ -231,7 +233,10 @@ async fn dashboard_in_headless_chromium_shows_the_grid_and_partial_scores() {
     );
     let running = section(&dom, "running");
     assert!(
-        running.contains("samm/008") && running.contains("42.0"),
+        running.contains("samm/008")
+            && running.contains("42.0")
+            && running.contains("cuda:0")
+            && running.contains("1.5 GiB"),
         "{running}"
     );
     let workers = section(&dom, "workers");

@@ -47,6 +47,8 @@ impl Trainer for Gated {
                 epochs: 4,
                 loss: 1.0,
                 samples_per_s: 25.0,
+                device: inputs.device.clone(),
+                gpu_memory_bytes: gpu_memory(&inputs.device),
             });
             while !self.open.load(Ordering::SeqCst) {
                 if cancel.load(Ordering::SeqCst) {
@@ -57,6 +59,12 @@ impl Trainer for Gated {
         }
         self.sim.run(task, inputs, progress, cancel)
     }
+}
+
+/// What the gated trainer reports as device memory in use: 1 GiB x (device index + 1) on `cuda:N`.
+fn gpu_memory(device: &str) -> Option<u64> {
+    let n: u64 = device.strip_prefix("cuda:")?.parse().ok()?;
+    Some((n + 1) << 30)
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -172,6 +180,7 @@ async fn metrics_match_the_coordinator_state_and_pass_promtool() {
         );
         a.name = format!("sim-{i}");
         a.slots = 2;
+        a.devices = vec!["cuda:0".into(), "cuda:1".into()];
         a.poll_wait = Duration::from_millis(300);
         a.heartbeat = Some(Duration::from_millis(50));
         let (t, s) = (trainer.clone() as Arc<dyn Trainer>, stop.clone());
@@ -231,6 +240,23 @@ async fn metrics_match_the_coordinator_state_and_pass_promtool() {
             50.0,
             "{w}"
         );
+    }
+    // GPU memory: each worker runs one gated task per device and reports it per device.
+    for r in &st.running {
+        assert_eq!(r.gpu_memory_bytes, gpu_memory(&r.device), "{r:?}");
+    }
+    for w in st.running.iter().map(|r| r.worker_id.as_str()) {
+        for (dev, gib) in [("cuda:0", 1.0), ("cuda:1", 2.0)] {
+            assert_eq!(
+                v(
+                    &p,
+                    "mer_worker_gpu_memory_bytes",
+                    &[("worker", w), ("device", dev)]
+                ),
+                gib * f64::from(1u32 << 30),
+                "{w} {dev}"
+            );
+        }
     }
     assert_eq!(v(&p, "mer_leases_granted_total", &[("kind", "prior")]), 9.0);
     assert_eq!(

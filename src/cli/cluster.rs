@@ -416,20 +416,36 @@ fn status_table(list: &[proto::ExperimentStatus]) -> String {
         out += &format!("\n{}:\n", s.experiment_id);
         if !s.running.is_empty() {
             out += &format!(
-                "  {:<7} {:<16} {:<14} {:<8} {:>9} {:>9} {:>10}\n",
-                "KIND", "FOLD", "WORKER", "STAGE", "EPOCH", "LOSS", "SAMPLES/S"
+                "  {:<7} {:<16} {:<14} {:<8} {:>9} {:>9} {:>10} {:>8} {:>9}\n",
+                "KIND",
+                "FOLD",
+                "WORKER",
+                "STAGE",
+                "EPOCH",
+                "LOSS",
+                "SAMPLES/S",
+                "DEVICE",
+                "GPU MEM"
             );
         }
         for r in &s.running {
             out += &format!(
-                "  {:<7} {:<16} {:<14} {:<8} {:>9} {:>9.4} {:>10.1}\n",
+                "  {:<7} {:<16} {:<14} {:<8} {:>9} {:>9.4} {:>10.1} {:>8} {:>9}\n",
                 r.kind,
                 r.fold,
                 r.worker_id,
                 r.stage,
                 format!("{}/{}", r.epoch + 1, r.epochs),
                 r.loss,
-                r.samples_per_s
+                r.samples_per_s,
+                if r.device.is_empty() {
+                    "-"
+                } else {
+                    r.device.as_str()
+                },
+                r.gpu_memory_bytes
+                    .map(|b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64))
+                    .unwrap_or_else(|| "-".into())
             );
         }
         for e in &s.errors {
@@ -630,6 +646,19 @@ mod tests {
             folds_total: 10,
             folds_done: 4,
             errors: vec!["target casme2/sub03: diverged".into()],
+            running: vec![proto::RunningTask {
+                task_key: "t1".into(),
+                fold: "samm/006".into(),
+                kind: "target".into(),
+                worker_id: "w-1".into(),
+                stage: "target".into(),
+                epoch: 4,
+                epochs: 100,
+                loss: 0.25,
+                samples_per_s: 310.0,
+                device: "cuda:1".into(),
+                gpu_memory_bytes: Some(3 << 29),
+            }],
             ..Default::default()
         };
         let b = proto::ExperimentStatus {
@@ -650,5 +679,10 @@ mod tests {
         // Columns line up: every row is as wide as the header up to the last column.
         assert_eq!(lines[1].find("running"), lines[0].find("STATE"));
         assert!(t.contains("error: target casme2/sub03: diverged"));
+        let head = lines.iter().find(|l| l.contains("SAMPLES/S")).unwrap();
+        let row = lines.iter().find(|l| l.contains("samm/006")).unwrap();
+        assert!(row.contains("5/100") && row.contains("310.0"), "{row}");
+        assert!(row.ends_with("cuda:1   1.5 GiB"), "{row}");
+        assert_eq!(row.len(), head.len(), "{head}\n{row}");
     }
 }

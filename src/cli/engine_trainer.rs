@@ -83,6 +83,10 @@ impl Trainer for EngineTrainer {
             TaskKind::Prior => ("prior", cfg.prior.optim.epochs),
             TaskKind::Target => ("target", cfg.target.optim.epochs),
         };
+        // The engine resolves the same spec again; here it names the device in heartbeats and says
+        // which device's memory to read after each epoch.
+        let device = mer_worker::device::parse_device(&cfg.device).map_err(trainer_error)?;
+        let device_name = mer_worker::device::device_name(device);
         let mut on_epoch = |log: &EpochLog| {
             progress(Progress {
                 stage: log.stage.clone(),
@@ -90,6 +94,8 @@ impl Trainer for EngineTrainer {
                 epochs: if log.stage == stage { epochs as u32 } else { 0 },
                 loss: log.loss,
                 samples_per_s: log.samples_per_s,
+                device: device_name.clone(),
+                gpu_memory_bytes: mer_worker::device::memory_in_use(device),
             })
         };
         // The engine polls an Arc<AtomicBool>; mirror the agent's flag into it while the task runs.
@@ -136,5 +142,75 @@ impl Trainer for EngineTrainer {
             done.store(true, Ordering::Relaxed);
             out.map_err(trainer_error)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mer_coordinator::plan::TaskPayload;
+    use mer_shared::labels::LabelScheme;
+    use mer_worker::bench::random_prepared;
+    use mer_worker::engine::small_config;
+
+    /// A real target fold (small model, CPU, no prior): every progress report names the device and, on a
+    /// CPU, carries no GPU memory; the epochs count up to the stage's.
+    #[test]
+    fn progress_reports_name_the_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut train = small_config();
+        train.prior.enabled = false;
+        train.target.optim.epochs = 2;
+        train.device = "auto".into();
+        let data = random_prepared(12, &train.model, 5);
+        let path = dir.path().join("data.safetensors");
+        data.write(&path).unwrap();
+        let task = TaskSpec {
+            key: "k".into(),
+            kind: TaskKind::Target,
+            fold: "casme2/sub01".into(),
+            sweep_point: Some(0),
+            attempt: 1,
+            payload: TaskPayload {
+                dataset_hash: String::new(),
+                scheme: LabelScheme::Megc3,
+                parts: vec![],
+                test_subject: "casme2/sub01".into(),
+                train,
+                prior_key: None,
+            },
+        };
+        let inputs = TaskInputs {
+            dataset: path,
+            prior_checkpoint: None,
+            work_dir: dir.path().join("work"),
+            device: "cpu".into(),
+        };
+        std::fs::create_dir_all(&inputs.work_dir).unwrap();
+        let mut seen = Vec::new();
+        let out = EngineTrainer::new()
+            .run(
+                &task,
+                &inputs,
+                &mut |p| seen.push(p),
+                &AtomicBool::new(false),
+            )
+            .unwrap();
+        assert!(matches!(out, TaskOutput::Target(_)));
+        assert!(!seen.is_empty());
+        for p in &seen {
+            assert_eq!(
+                (p.device.as_str(), p.gpu_memory_bytes),
+                ("cpu", None),
+                "{p:?}"
+            );
+        }
+        let target: Vec<u32> = seen
+            .iter()
+            .filter(|p| p.stage == "target")
+            .map(|p| p.epoch)
+            .collect();
+        assert_eq!(target, vec![0, 1], "{seen:?}");
+        assert!(seen.iter().all(|p| p.stage != "target" || p.epochs == 2));
     }
 }

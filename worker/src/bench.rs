@@ -129,7 +129,7 @@ pub fn train_throughput(opts: &BenchOptions) -> Result<BenchReport, WorkerError>
                     "benchmark loss diverged at step {i}"
                 )));
             }
-            if let Some(m) = device_memory_in_use(device) {
+            if let Some(m) = crate::device::memory_in_use(device) {
                 peak = peak.max(m);
             }
         }
@@ -159,33 +159,6 @@ fn reset_peak(device: Device) {
     if device == Device::Cpu {
         let _ = std::fs::write("/proc/self/clear_refs", "5");
     }
-}
-
-/// Device memory in use (total - free, as the CUDA driver reports it), `None` on CPU or when unavailable.
-fn device_memory_in_use(device: Device) -> Option<u64> {
-    let Device::Cuda(_) = device else { return None };
-    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
-    for lib in ["libcudart.so.13", "libcudart.so.12", "libcudart.so"] {
-        let name = std::ffi::CString::new(lib).ok()?;
-        // SAFETY: RTLD_NOLOAD only returns a handle to a library libtorch already loaded; cudaMemGetInfo has
-        // the C signature (size_t*, size_t*) -> cudaError_t.
-        unsafe {
-            let h = libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
-            if h.is_null() {
-                continue;
-            }
-            let sym = libc::dlsym(h, c"cudaMemGetInfo".as_ptr());
-            if sym.is_null() {
-                continue;
-            }
-            let f: MemGetInfo = std::mem::transmute::<*mut libc::c_void, MemGetInfo>(sym);
-            let (mut free, mut total) = (0usize, 0usize);
-            if f(&mut free, &mut total) == 0 {
-                return Some((total - free) as u64);
-            }
-        }
-    }
-    None
 }
 
 /// A random prepared set with the model's geometry (for benchmarks).

@@ -92,6 +92,55 @@ pub fn configure(device: Device, threads: Option<usize>, fast_path: bool) {
     }
 }
 
+/// Memory in use on a CUDA device (total - free, as the CUDA runtime reports it: every process and
+/// libtorch's cache included), for the bench report and the worker's heartbeats. `None` on CPU or when the
+/// CUDA runtime is not loaded. The calling thread's current device is restored afterwards.
+pub fn memory_in_use(device: Device) -> Option<u64> {
+    let Device::Cuda(idx) = device else {
+        return None;
+    };
+    let idx = i32::try_from(idx).ok()?;
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+    type GetDevice = unsafe extern "C" fn(*mut i32) -> i32;
+    type SetDevice = unsafe extern "C" fn(i32) -> i32;
+    for lib in ["libcudart.so.13", "libcudart.so.12", "libcudart.so"] {
+        let name = std::ffi::CString::new(lib).ok()?;
+        // SAFETY: RTLD_NOLOAD only returns a handle to a library libtorch already loaded; the three symbols
+        // have the C signatures declared above (cudaError_t is an int, 0 = success).
+        unsafe {
+            let h = libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+            if h.is_null() {
+                continue;
+            }
+            let (mem, get, set) = (
+                libc::dlsym(h, c"cudaMemGetInfo".as_ptr()),
+                libc::dlsym(h, c"cudaGetDevice".as_ptr()),
+                libc::dlsym(h, c"cudaSetDevice".as_ptr()),
+            );
+            if mem.is_null() || get.is_null() || set.is_null() {
+                continue;
+            }
+            let mem: MemGetInfo = std::mem::transmute::<*mut libc::c_void, MemGetInfo>(mem);
+            let get: GetDevice = std::mem::transmute::<*mut libc::c_void, GetDevice>(get);
+            let set: SetDevice = std::mem::transmute::<*mut libc::c_void, SetDevice>(set);
+            let mut prev = 0i32;
+            if get(&mut prev) != 0 {
+                return None;
+            }
+            if prev != idx && set(idx) != 0 {
+                return None;
+            }
+            let (mut free, mut total) = (0usize, 0usize);
+            let ok = mem(&mut free, &mut total) == 0;
+            if prev != idx {
+                set(prev);
+            }
+            return ok.then(|| total.saturating_sub(free) as u64);
+        }
+    }
+    None
+}
+
 /// Peak resident memory of this process in bytes (`VmHWM` from /proc/self/status), `None` where unknown.
 pub fn peak_rss_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -103,6 +152,11 @@ pub fn peak_rss_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_device_memory_on_cpu() {
+        assert_eq!(memory_in_use(Device::Cpu), None);
+    }
 
     #[test]
     fn parses_device_specs() {

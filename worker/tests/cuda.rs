@@ -4,7 +4,7 @@
 
 use mer_shared::labels::LabelScheme;
 use mer_worker::bench::{random_prepared, train_throughput, BenchOptions};
-use mer_worker::device::parse_device;
+use mer_worker::device::{memory_in_use, parse_device};
 use mer_worker::engine::{small_config, train_fold, Hooks};
 
 fn labelled_set() -> mer_shared::prepared::Prepared {
@@ -18,6 +18,17 @@ fn cuda_device_is_found() {
     let d = parse_device("cuda").expect("a CUDA device");
     assert!(d.is_cuda());
     assert_eq!(parse_device("auto").unwrap(), d);
+}
+
+#[test]
+fn cuda_memory_in_use_grows_with_an_allocation() {
+    let d = parse_device("cuda").expect("a CUDA device");
+    let _warm = tch::Tensor::zeros([1], (tch::Kind::Float, d));
+    let before = memory_in_use(d).expect("cudaMemGetInfo through the loaded CUDA runtime");
+    let big = tch::Tensor::ones([256, 1024, 1024], (tch::Kind::Float, d)); // 1 GiB
+    let after = memory_in_use(d).expect("cudaMemGetInfo");
+    assert!(after >= before + (900 << 20), "{before} -> {after}");
+    drop(big);
 }
 
 #[test]

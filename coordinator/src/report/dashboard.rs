@@ -152,6 +152,10 @@ pub struct ProgressJson {
     pub loss: f64,
     /// Training throughput.
     pub samples_per_s: f64,
+    /// The device it trains on (`cpu`, `cuda:0`...), empty when unknown.
+    pub device: String,
+    /// Memory in use on that device, absent on CPU.
+    pub gpu_memory_bytes: Option<u64>,
 }
 
 /// One cell of the grid (one task).
@@ -352,6 +356,8 @@ impl Dashboard {
                 epochs: p.epochs,
                 loss: p.loss,
                 samples_per_s: p.samples_per_s,
+                device: p.device.clone(),
+                gpu_memory_bytes: p.gpu_memory_bytes,
             }),
             fold_acc: c.results.get(&v.key).map(|r| r.confusion.scores().acc),
             error: v.errors.last().cloned(),

@@ -74,13 +74,27 @@ impl Scheduler {
                     continue;
                 }
                 let busy = u32::try_from(held.len()).unwrap_or(u32::MAX);
+                // Slots sharing a device all read the same device-wide counter, at slightly different
+                // moments: the latest high-water mark of them stands for the device.
+                let mut gpu: std::collections::BTreeMap<String, u64> = Default::default();
+                for l in &held {
+                    if let Some(b) = l.progress.gpu_memory_bytes {
+                        let dev = if l.progress.device.is_empty() {
+                            "cuda".to_string()
+                        } else {
+                            l.progress.device.clone()
+                        };
+                        let e = gpu.entry(dev).or_default();
+                        *e = (*e).max(b);
+                    }
+                }
                 workers.push(WorkerSnapshot {
                     id: id.clone(),
                     name: w.name.clone(),
                     slots: w.slots.max(busy),
                     busy,
                     samples_per_s: held.iter().map(|l| l.progress.samples_per_s).sum(),
-                    gpu_memory_bytes: Vec::new(),
+                    gpu_memory_bytes: gpu.into_iter().collect(),
                 });
             }
             workers.sort_by(|a, b| a.id.cmp(&b.id));
