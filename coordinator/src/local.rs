@@ -271,6 +271,13 @@ pub async fn run_local(opts: LocalOptions) -> Result<LocalOutcome, CoordError> {
 async fn drive(opts: &LocalOptions, url: &str, token: &str) -> Result<LocalOutcome, CoordError> {
     let clients = connect(&ConnectOptions::new(url, Some(token.to_string())))?;
     let sub = submit_spec(&clients, &opts.spec).await?;
+    if sub.retried > 0 {
+        tracing::info!(
+            "{} had failed: retrying its {} given-up task(s)",
+            sub.experiment_id,
+            sub.retried
+        );
+    }
     if sub.reused > 0 {
         tracing::info!(
             "resuming {}: {} of {} tasks already finished",

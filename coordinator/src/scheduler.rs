@@ -227,6 +227,8 @@ pub struct Submitted {
     pub reused: usize,
     /// True when the same experiment existed already (idempotent re-submission).
     pub existing: bool,
+    /// Tasks that had given up and went back to the queue (re-submission of a failed experiment).
+    pub retried: usize,
 }
 
 /// The scheduler (share it as `Arc<Scheduler>`).
@@ -344,7 +346,8 @@ impl Scheduler {
     }
 
     /// Adds an experiment (durably) and queues its ready tasks. Re-submitting an identical experiment
-    /// (same `identity`) returns the existing one.
+    /// (same `identity`) returns the existing one; if that one ended `failed`, its given-up tasks are
+    /// queued again first (see [`Scheduler::retry_given_up`]).
     #[allow(clippy::too_many_arguments)]
     pub async fn submit(
         &self,
@@ -357,6 +360,7 @@ impl Scheduler {
         lease: Duration,
     ) -> Result<Submitted, CoordError> {
         if let Some(id) = self.find_identity(identity) {
+            let retried = self.retry_given_up(&id).await?;
             let inner = self.inner.lock();
             let e = &inner.exps[inner.exp_by_id[&id]];
             return Ok(Submitted {
@@ -364,6 +368,7 @@ impl Scheduler {
                 tasks: e.tasks.len(),
                 reused: e.done as usize,
                 existing: true,
+                retried,
             });
         }
         let plan_json = serde_json::to_string(&plan).map_err(|e| CoordError::json("plan", e))?;
@@ -441,7 +446,93 @@ impl Scheduler {
             tasks: ntasks,
             reused,
             existing: false,
+            retried: 0,
         })
+    }
+
+    /// Queues the given-up tasks of a `failed` experiment again, with fresh failure and loss budgets
+    /// (their error history is kept), and sets it (and any other failed experiment waiting on the same
+    /// tasks) running again. Results already stored are untouched. Returns how many tasks went back;
+    /// 0 for an experiment that is not `failed`.
+    pub async fn retry_given_up(&self, id: &str) -> Result<usize, CoordError> {
+        let (keys, exp_ids) = {
+            let mut guard = self.inner.lock();
+            let inner = &mut *guard;
+            let Some(&xi) = inner.exp_by_id.get(id) else {
+                return Err(CoordError::NotFound(format!("experiment {id}")));
+            };
+            if inner.exps[xi].state != ExpState::Failed {
+                return Ok(0);
+            }
+            let reset: Vec<usize> = inner.exps[xi]
+                .tasks
+                .iter()
+                .copied()
+                .filter(|&t| inner.tasks[t].state == TaskState::GaveUp)
+                .collect();
+            let mut touched = std::collections::BTreeSet::new();
+            for &t in &reset {
+                let task = &mut inner.tasks[t];
+                task.state = TaskState::Blocked;
+                task.failures = 0;
+                task.lost = 0;
+                for &x in &task.exps {
+                    let e = &mut inner.exps[x];
+                    e.gave_up = e.gave_up.saturating_sub(1);
+                    touched.insert(x);
+                }
+            }
+            let mut exp_ids = Vec::new();
+            for &x in &touched {
+                let e = &mut inner.exps[x];
+                if e.state == ExpState::Failed {
+                    e.state = ExpState::Running;
+                    exp_ids.push(e.id.clone());
+                }
+                bump(e);
+            }
+            // A given-up task's dependents gave up with it, so they are all in `reset`: count what
+            // each still waits for only once every one of them is back to blocked.
+            for &t in &reset {
+                let deps_left = inner.tasks[t]
+                    .def
+                    .deps
+                    .iter()
+                    .filter(|d| {
+                        inner
+                            .by_key
+                            .get(d.as_str())
+                            .is_some_and(|&di| inner.tasks[di].state != TaskState::Done)
+                    })
+                    .count();
+                let deps_left = u32::try_from(deps_left).unwrap_or(u32::MAX);
+                inner.tasks[t].deps_left = deps_left;
+                if deps_left == 0 {
+                    inner.tasks[t].state = TaskState::Ready;
+                    enqueue(inner, t, false);
+                }
+            }
+            let keys: Vec<String> = reset
+                .iter()
+                .map(|&t| inner.tasks[t].def.key.clone())
+                .collect();
+            (keys, exp_ids)
+        };
+        let n = keys.len();
+        tracing::info!(experiment = %id, tasks = n, "re-queued the given-up tasks of a failed experiment");
+        self.store
+            .write(move |tx| {
+                for k in &keys {
+                    exec(tx, "UPDATE tasks SET state = 'pending', failures = 0, lost = 0 WHERE key = ?1", [k])?;
+                }
+                for e in &exp_ids {
+                    exec(tx, "UPDATE experiments SET state = 'running', finished_ms = NULL WHERE id = ?1", [e])?;
+                }
+                Ok(())
+            })
+            .await?;
+        self.notify.notify_waiters();
+        Ok(n)
     }
 
     /// Registers a worker and returns its id.
@@ -1403,6 +1494,92 @@ mod tests {
         assert_eq!(by_exp.len(), 2);
         let (x, y) = (by_exp["a-ida"], by_exp["b-idb"]);
         assert_eq!(x, y, "shared prior tasks run for both: {by_exp:?}");
+    }
+
+    #[tokio::test]
+    async fn resubmitting_a_failed_experiment_retries_its_given_up_tasks_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sched(dir.path()).await;
+        let p = plan("a", "1, 2");
+        let total = p.tasks.len();
+        let sub = s
+            .submit("a", "ida", "h", "", p.clone(), 3, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(sub.retried, 0);
+        // One prior fails for good: it and its fold's two targets give up; everything else finishes.
+        let bad = s.try_lease("w").unwrap();
+        let fold = bad.def.fold.clone();
+        let out = s
+            .fail(&bad.lease_id, &bad.def.key, "bad sample", false)
+            .await
+            .unwrap();
+        assert_eq!(out, FailOutcome::GaveUp);
+        while let Some(g) = s.try_lease("w") {
+            s.complete(&g.lease_id, "w", &g.def.key, None, Some("ck".into()))
+                .await
+                .unwrap();
+        }
+        let st = s.status(&sub.id).unwrap();
+        assert_eq!((st.state.as_str(), st.tasks_failed), ("failed", 3));
+        assert_eq!(st.tasks_done as usize, total - 3);
+        // The same experiment again: the three tasks are back, the prior first.
+        let again = s
+            .submit("a", "ida", "h", "", p.clone(), 3, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                again.id.as_str(),
+                again.existing,
+                again.retried,
+                again.reused
+            ),
+            (sub.id.as_str(), true, 3, total - 3)
+        );
+        let st = s.status(&sub.id).unwrap();
+        assert_eq!((st.state.as_str(), st.tasks_failed), ("running", 0));
+        // Durable: a restarted coordinator sees the same.
+        s.store().flush().await.unwrap();
+        drop(s);
+        let s = sched(dir.path()).await;
+        let st = s.status(&sub.id).unwrap();
+        assert_eq!((st.state.as_str(), st.tasks_failed), ("running", 0));
+        let prior = s.try_lease("w").unwrap();
+        assert_eq!(
+            (prior.def.kind, prior.def.fold.as_str()),
+            (TaskKind::Prior, fold.as_str())
+        );
+        assert!(s.try_lease("w").is_none(), "its targets wait for it");
+        s.complete(
+            &prior.lease_id,
+            "w",
+            &prior.def.key,
+            None,
+            Some("ck".into()),
+        )
+        .await
+        .unwrap();
+        let mut n = 0;
+        while let Some(g) = s.try_lease("w") {
+            assert_eq!(
+                (g.def.kind, g.def.fold.as_str()),
+                (TaskKind::Target, fold.as_str())
+            );
+            s.complete(&g.lease_id, "w", &g.def.key, None, None)
+                .await
+                .unwrap();
+            n += 1;
+        }
+        assert_eq!(n, 2);
+        let st = s.status(&sub.id).unwrap();
+        assert_eq!((st.state.as_str(), st.tasks_done as usize), ("done", total));
+        // A finished experiment re-submitted retries nothing.
+        let third = s
+            .submit("a", "ida", "h", "", p, 3, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!((third.retried, third.reused), (0, total));
     }
 
     #[tokio::test]

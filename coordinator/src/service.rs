@@ -611,12 +611,13 @@ impl proto::client_server::Client for ClientService {
             )
             .await
             .map_err(status_of)?;
-        tracing::info!(experiment = %s.id, tasks = s.tasks, reused = s.reused, existing = s.existing, "experiment submitted");
+        tracing::info!(experiment = %s.id, tasks = s.tasks, reused = s.reused, existing = s.existing, retried = s.retried, "experiment submitted");
         Ok(Response::new(proto::SubmitReply {
             experiment_id: s.id,
             tasks: s.tasks as u32,
             reused: s.reused as u32,
             existing: s.existing,
+            retried: s.retried as u32,
         }))
     }
 

@@ -293,7 +293,8 @@ async fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     println!("results: {}", out.run_dir.join("results.json").display());
     if out.status.state != "done" {
         bail!(
-            "experiment {} {}: {} task(s) gave up:\n{}",
+            "experiment {} {}: {} task(s) gave up:\n{}\n\
+             The finished folds are stored; run the same command again to retry only the failed ones.",
             out.experiment_id,
             out.status.state,
             out.status.tasks_failed,
@@ -469,6 +470,12 @@ async fn cmd_submit(a: SubmitArgs) -> anyhow::Result<()> {
         r.tasks,
         r.reused
     );
+    if r.retried > 0 {
+        println!(
+            "it had failed: {} given-up task(s) are queued again",
+            r.retried
+        );
+    }
     if a.k8s {
         let spec = mer_coordinator::spec::load_spec(&a.spec)?;
         let secret = mer_coordinator::k8s::parse_secret_key(&a.k8s_token_secret)?;

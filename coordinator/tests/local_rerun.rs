@@ -1,0 +1,134 @@
+//! Local mode, run twice: the first `run_local` ends `failed` because one fold's tasks fail for good (a
+//! non-retryable error, as a bad sample or a GPU that ran out of memory would give); the second run of the
+//! same spec in the same run folder retries exactly those tasks, reuses every stored result, and ends `done`
+//! with complete results equal to a clean run's. Real coordinator (SQLite, gRPC on loopback), in-process
+//! agents running the deterministic sim trainer.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mer_coordinator::agent::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
+use mer_coordinator::local::{run_local, LocalOptions};
+use mer_coordinator::sim::{write_sim_dataset, SimTrainer};
+
+/// The sim trainer, failing every task of one fold (non-retryably) while `broken` is set.
+struct BrokenFold {
+    sim: SimTrainer,
+    fold: String,
+    broken: AtomicBool,
+}
+
+impl Trainer for BrokenFold {
+    fn run(
+        &self,
+        task: &TaskSpec,
+        inputs: &TaskInputs,
+        progress: &mut dyn FnMut(Progress),
+        cancel: &AtomicBool,
+    ) -> Result<TaskOutput, TrainerError> {
+        if task.fold == self.fold && self.broken.load(Ordering::SeqCst) {
+            return Err(TrainerError::fatal(format!(
+                "fold {}: CUDA out of memory",
+                task.fold
+            )));
+        }
+        self.sim.run(task, inputs, progress, cancel)
+    }
+}
+
+fn spec(dir: &Path) -> std::path::PathBuf {
+    write_sim_dataset(&dir.join("data.safetensors"), 3, 2).unwrap();
+    let spec = dir.join("exp.toml");
+    std::fs::write(
+        &spec,
+        "name = \"rerun\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\n[sweep]\nalpha = [1, 2]\n",
+    )
+    .unwrap();
+    spec
+}
+
+fn opts(spec: &Path, run_dir: &Path, trainer: Arc<dyn Trainer>) -> LocalOptions {
+    let mut o = LocalOptions::in_process(spec, run_dir, 2, trainer);
+    o.lease_ttl = Some(Duration::from_secs(30));
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rerunning_a_failed_local_run_retries_only_the_failed_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path());
+
+    // A clean run, for reference.
+    let clean = Arc::new(SimTrainer::new(Duration::ZERO, None));
+    let reference = run_local(opts(&spec, &dir.path().join("clean"), clean.clone()))
+        .await
+        .unwrap();
+    assert_eq!(reference.status.state, "done");
+    let all_tasks = clean.executions();
+    // A fold of the sim dataset (subjects 006, 007, 008 in SAMM).
+    let fold = "samm/007".to_string();
+
+    // First run: one fold fails for good; its prior and both target tasks give up.
+    let trainer = Arc::new(BrokenFold {
+        sim: SimTrainer::new(Duration::ZERO, None),
+        fold: fold.clone(),
+        broken: AtomicBool::new(true),
+    });
+    let run_dir = dir.path().join("run");
+    let first = run_local(opts(&spec, &run_dir, trainer.clone()))
+        .await
+        .unwrap();
+    assert_eq!(first.status.state, "failed", "{:?}", first.status);
+    assert_eq!(first.status.tasks_failed, 3, "{:?}", first.status);
+    assert!(first.results.partial);
+    for p in &first.results.sweep_points {
+        assert_eq!(p.missing_folds, vec![fold.clone()], "{}", p.label);
+    }
+    assert!(
+        first
+            .status
+            .errors
+            .iter()
+            .any(|e| e.contains("CUDA out of memory")),
+        "{:?}",
+        first.status.errors
+    );
+    let first_runs = trainer.sim.executions();
+    assert_eq!(first_runs, all_tasks - 3, "every other task ran once");
+
+    // Second run of the same command, the fold fixed: only its three tasks run.
+    trainer.broken.store(false, Ordering::SeqCst);
+    let second = run_local(opts(&spec, &run_dir, trainer.clone()))
+        .await
+        .unwrap();
+    assert_eq!(second.experiment_id, first.experiment_id);
+    assert_eq!(second.status.state, "done", "{:?}", second.status);
+    assert_eq!(second.status.tasks_failed, 0);
+    assert_eq!(u64::from(second.reused), all_tasks - 3);
+    assert_eq!(trainer.sim.executions() - first_runs, 3);
+    assert!(!second.results.partial);
+    // Same numbers as the clean run (the sim trainer is a function of the task).
+    for (a, b) in second
+        .results
+        .sweep_points
+        .iter()
+        .zip(&reference.results.sweep_points)
+    {
+        assert_eq!(a.label, b.label);
+        assert_eq!(a.scores, b.scores, "{}", a.label);
+        assert_eq!((a.folds_done, a.partial), (a.folds_total, false));
+    }
+    // results.json on disk is the complete one.
+    let on_disk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(on_disk["partial"], false);
+
+    // A third run finds nothing to do.
+    let third = run_local(opts(&spec, &run_dir, trainer.clone()))
+        .await
+        .unwrap();
+    assert_eq!(third.status.state, "done");
+    assert_eq!(trainer.sim.executions() - first_runs, 3);
+}
