@@ -38,6 +38,27 @@ pub struct SynthArgs {
     /// Also write the SMIC-E layout (smic-e/: SMIC-HS-E_annotation.xlsx + SMIC-HS-E/).
     #[arg(long)]
     pub smic_e: bool,
+    /// Per-clip action intensity range `MIN,MAX`, as multiples of the base amplitude (7.5 % of the face
+    /// half-width). Default: 0.85,1.15 for tiny, 0.3,1.15 for mini and composite.
+    #[arg(long, value_parser = parse_range)]
+    pub intensity: Option<(f32, f32)>,
+    /// Probability that a clip also carries a weaker action of another class (co-occurring action units).
+    /// Default: 0 for tiny, 0.4 for mini and composite.
+    #[arg(long)]
+    pub co_action: Option<f64>,
+}
+
+/// Parses `MIN,MAX`.
+fn parse_range(s: &str) -> Result<(f32, f32), String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("'{s}': expected MIN,MAX"))?;
+    let num = |x: &str| {
+        x.trim()
+            .parse::<f32>()
+            .map_err(|e| format!("'{s}': '{x}' is not a number ({e})"))
+    };
+    Ok((num(a)?, num(b)?))
 }
 
 /// `mer prep` arguments: either a preparation run, or `inspect FILE`.
@@ -164,6 +185,12 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
                 opts.casme2_layout = Casme2Layout::Cropped;
             }
             opts.smic_e = a.smic_e;
+            if let Some(r) = a.intensity {
+                opts.intensity = r;
+            }
+            if let Some(p) = a.co_action {
+                opts.co_action = p;
+            }
             let t = std::time::Instant::now();
             let s = mer_worker::synth::generate_with(&opts, &a.out)
                 .with_context(|| format!("generating into {}", a.out.display()))?;

@@ -12,7 +12,10 @@
 //!   between the brows) or lip-corner depression (AU15: corners down);
 //! - others (CASME II/SAMM only, no megc3 label): chin raise (AU17: mouth up).
 //!
-//! The amplitude is about 7 % of the face half-width (3-4 px at 112 x 112). Distractors carry no label and
+//! The base amplitude is about 7 % of the face half-width (3-4 px at 112 x 112), scaled per clip by an
+//! intensity drawn from [`SynthOptions::intensity`]; with [`SynthOptions::co_action`] a clip also carries a
+//! weaker action of another class (co-occurring action units). `tiny` keeps clear single actions, `mini`
+//! and `composite` draw faint to moderate ones, most with a co-occurring action. Distractors carry no label and
 //! appear in every class alike: smooth head jitter (about 0.5 px), blinks, sensor noise (sigma 2 grey
 //! levels) and illumination drift (+-4 %).
 //!
@@ -83,17 +86,51 @@ pub struct SynthOptions {
     pub casme2_layout: Casme2Layout,
     /// Also write the SMIC-E layout (same subjects/clips as SMIC, extended frames + annotation workbook).
     pub smic_e: bool,
+    /// Range of each clip's action intensity, as a multiple of the base amplitude (7.5 % of the face
+    /// half-width); drawn uniformly per clip. Real micro-expressions range from barely visible to clear.
+    pub intensity: (f32, f32),
+    /// Probability that a clip also carries a weaker action (30-60 % of its own) that belongs to another
+    /// class, as co-occurring action units do in real clips.
+    pub co_action: f64,
 }
 
 impl SynthOptions {
-    /// The defaults of a preset: RAW_selected layout, no SMIC-E.
+    /// The defaults of a preset: RAW_selected layout, no SMIC-E. `tiny` (the tests' set) has clear,
+    /// single actions (intensity 0.85-1.15, no co-occurring action); `mini` and `composite` have faint to
+    /// moderate ones (0.12-0.8, i.e. 0.4-3 px at 112 x 112) and a weaker co-occurring action of another
+    /// class in 70 % of the clips, so that a model has something left to learn (the demo's small model
+    /// scores UF1 about 0.8-0.87 on `mini`, not 1.0).
     pub fn new(preset: Preset, seed: u64) -> Self {
+        let (intensity, co_action) = match preset {
+            Preset::Tiny => ((0.85, 1.15), 0.0),
+            Preset::Mini | Preset::Composite => ((0.12, 0.8), 0.7),
+        };
         SynthOptions {
             preset,
             seed,
             casme2_layout: Casme2Layout::RawSelected,
             smic_e: false,
+            intensity,
+            co_action,
         }
+    }
+
+    /// Checks the knobs: `0 < min <= max <= 3` for the intensity, a probability for `co_action`.
+    pub fn validate(&self) -> Result<()> {
+        let (lo, hi) = self.intensity;
+        if !(lo > 0.0 && lo <= hi && hi <= 3.0) {
+            return Err(WorkerError::InvalidOption {
+                option: "--intensity".into(),
+                message: format!("{lo},{hi}: expected MIN,MAX with 0 < MIN <= MAX <= 3"),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.co_action) {
+            return Err(WorkerError::InvalidOption {
+                option: "--co-action".into(),
+                message: format!("{}: expected a probability in [0, 1]", self.co_action),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -104,6 +141,12 @@ pub struct SynthSummary {
     pub preset: Preset,
     /// Seed used.
     pub seed: u64,
+    /// Intensity range used ([`SynthOptions::intensity`]).
+    #[serde(default)]
+    pub intensity: (f32, f32),
+    /// Co-occurring action probability used ([`SynthOptions::co_action`]).
+    #[serde(default)]
+    pub co_action: f64,
     /// CASME II root (pass to `mer prep --casme2`).
     pub casme2: PathBuf,
     /// SAMM root (`--samm`).
@@ -141,6 +184,26 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action drawn.
+    pub const ALL: [Action; 6] = [
+        Action::LipCornerPull,
+        Action::BrowRaise,
+        Action::BrowLower,
+        Action::NoseWrinkle,
+        Action::LipCornerDepress,
+        Action::ChinRaise,
+    ];
+
+    /// The megc3 class an action stands for (0 negative, 1 positive, 2 surprise; `None` for others).
+    pub fn megc3(self) -> Option<usize> {
+        match self {
+            Action::LipCornerPull => Some(1),
+            Action::BrowRaise => Some(2),
+            Action::BrowLower | Action::NoseWrinkle | Action::LipCornerDepress => Some(0),
+            Action::ChinRaise => None,
+        }
+    }
+
     fn objective_class(self) -> u32 {
         match self {
             Action::LipCornerPull => 1,
@@ -185,6 +248,12 @@ pub struct ClipTruth {
     pub apex: u32,
     /// Offset frame number.
     pub offset: u32,
+    /// The action's intensity, as a multiple of the base amplitude.
+    #[serde(default)]
+    pub intensity: f32,
+    /// A weaker action of another class in the same clip, and its strength relative to the main one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub co_action: Option<(Action, f32)>,
 }
 
 /// Per-subject face appearance.
@@ -253,6 +322,7 @@ struct ClipPlan {
     first: u32,
     last: u32,
     amplitude: f32,
+    co_action: Option<(Action, f32)>,
     blink: Option<(f32, f32)>,
     jitter: [(f32, f32, f32); 4],
     drift: (f32, f32),
@@ -380,7 +450,13 @@ fn render(face: &Face, p: &ClipPlan, t: u32, rng: &mut ChaCha8Rng) -> Vec<f32> {
     }
     let amp = p.amplitude;
     let act = tr.action;
-    let on = |a2: Action| if act == a2 { s } else { 0.0 };
+    let on = |a2: Action| {
+        let main = if act == a2 { s } else { 0.0 };
+        match p.co_action {
+            Some((co, k)) if co == a2 => main + k * s,
+            _ => main,
+        }
+    };
     // Blink: eye openness.
     let open = match p.blink {
         Some((c, d)) => 1.0 - 0.85 * (1.0 - ((tf - c) / d).abs()).max(0.0),
@@ -685,6 +761,7 @@ pub fn generate(preset: Preset, seed: u64, out_dir: &Path) -> Result<SynthSummar
 
 /// Generates a synthetic dataset with explicit options.
 pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary> {
+    opts.validate()?;
     let sz = sizes(opts.preset);
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let casme_root = out_dir.join("casme2");
@@ -844,6 +921,23 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
             );
         }
         let face = &faces[face_idx];
+        let (lo, hi) = opts.intensity;
+        let strength = if hi > lo {
+            rng.random_range(lo..hi)
+        } else {
+            lo
+        };
+        // Only drawn when enabled, so that `tiny` stays the same clips.
+        let co_action = if opts.co_action > 0.0 && rng.random_bool(opts.co_action) {
+            let others: Vec<Action> = Action::ALL
+                .into_iter()
+                .filter(|a| a.megc3() != action.megc3() && a.megc3().is_some())
+                .collect();
+            let co = others[rng.random_range(0..others.len())];
+            Some((co, rng.random_range(0.3f32..0.6)))
+        } else {
+            None
+        };
         plans.push(ClipPlan {
             truth: ClipTruth {
                 dataset: d,
@@ -855,12 +949,15 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
                 onset,
                 apex,
                 offset,
+                intensity: strength,
+                co_action,
             },
             face_idx,
             fps,
             first,
             last,
-            amplitude: 0.075 * face.a * rng.random_range(0.85..1.15),
+            amplitude: 0.075 * face.a * strength,
+            co_action,
             blink,
             jitter,
             drift: (
@@ -910,6 +1007,8 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
     let summary = SynthSummary {
         preset: opts.preset,
         seed: opts.seed,
+        intensity: opts.intensity,
+        co_action: opts.co_action,
         casme2: casme_root,
         samm: samm_root,
         smic: smic_root,
@@ -1088,6 +1187,47 @@ mod tests {
         assert_eq!(intensity(20.0, 10.0, 20.0, 30.0), 1.0);
         assert!((intensity(30.0, 10.0, 20.0, 30.0) - 0.2).abs() < 1e-6);
         assert!(intensity(15.0, 10.0, 20.0, 30.0) > 0.4);
+    }
+
+    #[test]
+    fn knobs_shape_the_clips_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SynthOptions {
+            intensity: (0.2, 0.3),
+            co_action: 1.0,
+            ..SynthOptions::new(Preset::Tiny, 5)
+        };
+        let s = generate_with(&opts, &dir.path().join("a")).unwrap();
+        assert_eq!((s.intensity, s.co_action), ((0.2, 0.3), 1.0));
+        for t in &s.truth {
+            assert!((0.2..0.3).contains(&t.intensity), "{t:?}");
+            let (co, k) = t.co_action.expect("every clip has a co-occurring action");
+            assert!(
+                co.megc3().is_some() && co.megc3() != t.action.megc3(),
+                "{t:?}"
+            );
+            assert!((0.3..0.6).contains(&k), "{t:?}");
+        }
+        // The default tiny has none, and clear actions.
+        let d = SynthOptions::new(Preset::Tiny, 5);
+        assert_eq!((d.intensity, d.co_action), ((0.85, 1.15), 0.0));
+        for (intensity, co_action, flag) in [
+            ((0.0, 1.0), 0.0, "--intensity"),
+            ((0.9, 0.5), 0.0, "--intensity"),
+            ((0.5, 1.0), 1.5, "--co-action"),
+        ] {
+            let bad = SynthOptions {
+                intensity,
+                co_action,
+                ..SynthOptions::new(Preset::Tiny, 5)
+            };
+            let e = generate_with(&bad, &dir.path().join("b")).unwrap_err();
+            assert!(e.to_string().contains(flag), "{e}");
+            assert!(
+                !dir.path().join("b").exists(),
+                "nothing written for bad options"
+            );
+        }
     }
 
     #[test]
