@@ -115,7 +115,7 @@ pub async fn serve_with(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::metrics::{ClusterSnapshot, Readiness, TaskCount};
     use std::sync::atomic::{AtomicBool, Ordering};

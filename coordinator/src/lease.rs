@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// The latest progress a worker reported for a lease.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The latest progress a worker reported for a lease (also the dashboard's JSON of it).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Progress {
     /// `prior`, `target`, `test`, `download`...
     pub stage: String,

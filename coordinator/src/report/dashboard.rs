@@ -14,6 +14,7 @@
 
 use crate::aggregate::{aggregate, ExperimentResults};
 use crate::error::CoordError;
+use crate::lease::Progress;
 use crate::plan::TaskKind;
 use crate::scheduler::{Scheduler, TaskState, TaskView};
 use crate::store::now_ms;
@@ -139,25 +140,6 @@ async fn experiments(State(d): State<Dashboard>) -> Json<Vec<ExperimentSummary>>
     )
 }
 
-/// A task's progress as last reported.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProgressJson {
-    /// `prior`, `target`, `test`...
-    pub stage: String,
-    /// Current epoch (0-based).
-    pub epoch: u32,
-    /// Epochs of the stage.
-    pub epochs: u32,
-    /// Latest mean loss.
-    pub loss: f64,
-    /// Training throughput.
-    pub samples_per_s: f64,
-    /// The device it trains on (`cpu`, `cuda:0`...), empty when unknown.
-    pub device: String,
-    /// Memory in use on that device, absent on CPU.
-    pub gpu_memory_bytes: Option<u64>,
-}
-
 /// One cell of the grid (one task).
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
@@ -174,7 +156,7 @@ pub struct Cell {
     /// The worker running it (running) or that produced its result (done).
     pub worker: Option<String>,
     /// Progress while running.
-    pub progress: Option<ProgressJson>,
+    pub progress: Option<Progress>,
     /// The fold's own accuracy on its test clips (done target tasks).
     pub fold_acc: Option<f64>,
     /// Latest error (failed attempts).
@@ -252,7 +234,7 @@ pub struct RunningJson {
     /// Attempt number.
     pub attempt: u32,
     /// Progress.
-    pub progress: Option<ProgressJson>,
+    pub progress: Option<Progress>,
 }
 
 fn state_key(s: TaskState) -> &'static str {
@@ -350,15 +332,7 @@ impl Dashboard {
                 .worker
                 .clone()
                 .or_else(|| c.result_worker.get(&v.key).cloned()),
-            progress: v.progress.as_ref().map(|p| ProgressJson {
-                stage: p.stage.clone(),
-                epoch: p.epoch,
-                epochs: p.epochs,
-                loss: p.loss,
-                samples_per_s: p.samples_per_s,
-                device: p.device.clone(),
-                gpu_memory_bytes: p.gpu_memory_bytes,
-            }),
+            progress: v.progress.clone(),
             fold_acc: c.results.get(&v.key).map(|r| r.confusion.scores().acc),
             error: v.errors.last().cloned(),
         };
@@ -555,6 +529,7 @@ mod tests {
     use super::*;
     use crate::agent::{run_agent, AgentConfig};
     use crate::client::{connect, submit_spec, ConnectOptions};
+    use crate::http::tests::get as http_get;
     use crate::server::{start, ServerConfig};
     use crate::sim::{write_sim_dataset, SimTrainer};
     use std::time::Duration;
@@ -568,30 +543,8 @@ mod tests {
         addr
     }
 
-    /// A plain HTTP/1.0 GET: (status, body).
-    pub(crate) async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).await.unwrap();
-        let code = buf
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (
-            code,
-            buf.split_once("\r\n\r\n")
-                .map(|(_, b)| b.to_string())
-                .unwrap_or_default(),
-        )
-    }
-
     async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value) {
-        let (code, body) = get(addr, path).await;
+        let (code, body) = http_get(addr, path).await;
         (
             code,
             serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
@@ -671,7 +624,7 @@ mod tests {
         assert_eq!(w[0]["tasks_done"], 18, "{w}");
         assert_eq!(w[0]["slots"], 1);
         assert_eq!(get_json(app, "/api/experiments/nope").await.0, 404);
-        let (code, page) = get(app, "/").await;
+        let (code, page) = http_get(app, "/").await;
         assert_eq!(code, 200);
         assert!(
             page.contains("<title>mer dashboard</title>") && !page.contains("src=\"http"),
