@@ -94,48 +94,49 @@ pub fn configure(device: Device, threads: Option<usize>, fast_path: bool) {
 
 /// Memory in use on a CUDA device (total - free, as the CUDA runtime reports it: every process and
 /// libtorch's cache included), for the bench report and the worker's heartbeats. `None` on CPU or when the
-/// CUDA runtime is not loaded. The calling thread's current device is restored afterwards.
+/// CUDA runtime is not loaded.
+///
+/// The query runs on a short-lived thread of its own: `cudaMemGetInfo` answers for the calling thread's
+/// current device, and switching the caller's device back and forth could create a CUDA context on a GPU
+/// this process does not use (CUDA 12+ creates the primary context in `cudaSetDevice`).
 pub fn memory_in_use(device: Device) -> Option<u64> {
     let Device::Cuda(idx) = device else {
         return None;
     };
     let idx = i32::try_from(idx).ok()?;
+    std::thread::scope(|s| s.spawn(move || query_device_memory(idx)).join().ok()?)
+}
+
+fn query_device_memory(idx: i32) -> Option<u64> {
     type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
-    type GetDevice = unsafe extern "C" fn(*mut i32) -> i32;
     type SetDevice = unsafe extern "C" fn(i32) -> i32;
     for lib in ["libcudart.so.13", "libcudart.so.12", "libcudart.so"] {
         let name = std::ffi::CString::new(lib).ok()?;
-        // SAFETY: RTLD_NOLOAD only returns a handle to a library libtorch already loaded; the three symbols
-        // have the C signatures declared above (cudaError_t is an int, 0 = success).
+        // SAFETY: RTLD_NOLOAD only returns a handle to a library libtorch already loaded; both symbols have
+        // the C signatures declared above (cudaError_t is an int, 0 = success). The device set is this
+        // thread's own and ends with it.
         unsafe {
             let h = libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
             if h.is_null() {
                 continue;
             }
-            let (mem, get, set) = (
+            let (mem, set) = (
                 libc::dlsym(h, c"cudaMemGetInfo".as_ptr()),
-                libc::dlsym(h, c"cudaGetDevice".as_ptr()),
                 libc::dlsym(h, c"cudaSetDevice".as_ptr()),
             );
-            if mem.is_null() || get.is_null() || set.is_null() {
+            if mem.is_null() || set.is_null() {
                 continue;
             }
             let mem: MemGetInfo = std::mem::transmute::<*mut libc::c_void, MemGetInfo>(mem);
-            let get: GetDevice = std::mem::transmute::<*mut libc::c_void, GetDevice>(get);
             let set: SetDevice = std::mem::transmute::<*mut libc::c_void, SetDevice>(set);
-            let mut prev = 0i32;
-            if get(&mut prev) != 0 {
-                return None;
-            }
-            if prev != idx && set(idx) != 0 {
+            if set(idx) != 0 {
                 return None;
             }
             let (mut free, mut total) = (0usize, 0usize);
-            let ok = mem(&mut free, &mut total) == 0;
-            if prev != idx {
-                set(prev);
+            if mem(&mut free, &mut total) != 0 {
+                return None;
             }
-            return ok.then(|| total.saturating_sub(free) as u64);
+            return Some(total.saturating_sub(free) as u64);
         }
     }
     None
