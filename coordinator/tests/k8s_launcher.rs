@@ -263,6 +263,86 @@ async fn a_restarted_coordinator_adopts_existing_objects() {
     );
 }
 
+/// Replies to the owner ConfigMap create (409, then the GET) and to the first Job create (409), and
+/// answers the Job GET with `existing`.
+async fn conflict_then_existing(api: &mut ApiHandle, existing: &Value) {
+    let (_, _, _, send) = next(api).await;
+    reply(send, StatusCode::CONFLICT, &status(409, "AlreadyExists"));
+    let (_, _, _, send) = next(api).await;
+    reply(
+        send,
+        StatusCode::OK,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mer-exp-exp-1", "namespace": "ml", "uid": "uid-123"}}),
+    );
+    let (m, _, _, send) = next(api).await;
+    assert_eq!(m, Method::POST);
+    reply(send, StatusCode::CONFLICT, &status(409, "AlreadyExists"));
+    let (m, _, _, send) = next(api).await;
+    assert_eq!(m, Method::GET);
+    reply(send, StatusCode::OK, existing);
+}
+
+#[tokio::test]
+async fn a_spent_job_is_replaced_when_tasks_are_back() {
+    // Scaled to 0 (its experiment had failed) and completed: with 68 tasks back, it is deleted and
+    // created anew.
+    let mut spent = expected_job();
+    spent["spec"]["parallelism"] = json!(0);
+    spent["status"] = json!({"conditions": [{"type": "Complete", "status": "True"}]});
+    let (launcher, mut api) = mock_launcher();
+    let l2 = launcher.clone();
+    let run =
+        tokio::spawn(async move { l2.launch(&JobRequest::new("exp-1", "composite", 68)).await });
+    conflict_then_existing(&mut api, &spent).await;
+    let (m, uri, body, send) = next(&mut api).await;
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::DELETE,
+            "/apis/batch/v1/namespaces/ml/jobs/mer-workers-exp-1?"
+        )
+    );
+    assert_eq!(body, json!({"propagationPolicy": "Background"}));
+    reply(send, StatusCode::OK, &spent);
+    let (m, _, body, send) = next(&mut api).await;
+    assert_eq!(m, Method::POST);
+    assert_eq!(body, expected_job(), "the same Job as a first launch");
+    reply(send, StatusCode::CREATED, &body);
+    let job = run.await.unwrap().unwrap();
+    assert_eq!((job.parallelism, job.created), (34, true));
+
+    // The old Job still terminating: an error naming it; nothing else is touched.
+    let l2 = launcher.clone();
+    let run =
+        tokio::spawn(async move { l2.launch(&JobRequest::new("exp-1", "composite", 68)).await });
+    conflict_then_existing(&mut api, &spent).await;
+    let (m, _, _, send) = next(&mut api).await;
+    assert_eq!(m, Method::DELETE);
+    reply(send, StatusCode::OK, &spent);
+    let (m, _, _, send) = next(&mut api).await;
+    assert_eq!(m, Method::POST);
+    reply(send, StatusCode::CONFLICT, &status(409, "AlreadyExists"));
+    let e = run.await.unwrap().unwrap_err().to_string();
+    assert!(
+        e.contains("mer-workers-exp-1") && e.contains("still being deleted"),
+        "{e}"
+    );
+
+    // A live Job (pods running) is adopted, never replaced; so is a spent one when no task is left.
+    for (parallelism, runnable) in [(12, 68), (0, 0)] {
+        let l2 = launcher.clone();
+        let run = tokio::spawn(async move {
+            l2.launch(&JobRequest::new("exp-1", "composite", runnable))
+                .await
+        });
+        let mut existing = expected_job();
+        existing["spec"]["parallelism"] = json!(parallelism);
+        conflict_then_existing(&mut api, &existing).await;
+        let job = run.await.unwrap().unwrap();
+        assert_eq!((job.parallelism, job.created), (parallelism, false));
+    }
+}
+
 #[tokio::test]
 async fn scale_down_patches_parallelism_and_never_grows() {
     let (launcher, mut api) = mock_launcher();
@@ -755,6 +835,133 @@ async fn the_controller_scales_a_finished_experiment_to_zero() {
         vec![(sub.experiment_id.clone(), Action::Scaled(0))]
     );
     assert!(ctl.reconcile_once().await.is_empty());
+    stop.cancel();
+    agent.await.unwrap();
+    coord.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_experiment_resubmitted_gets_a_new_job() {
+    use mer_coordinator::agent::{
+        run_agent, AgentConfig, Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError,
+    };
+    use mer_coordinator::client::{connect, submit_spec, watch_until_done, ConnectOptions};
+    use mer_coordinator::k8s::{Action, JobController};
+    use mer_coordinator::server::{start, ServerConfig};
+    use mer_coordinator::sim::SimTrainer;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    /// The sim trainer, failing fold samm/006 for good while `broken` is set.
+    struct Broken {
+        sim: SimTrainer,
+        broken: AtomicBool,
+    }
+    impl Trainer for Broken {
+        fn run(
+            &self,
+            task: &TaskSpec,
+            inputs: &TaskInputs,
+            progress: &mut dyn FnMut(Progress),
+            cancel: &AtomicBool,
+        ) -> Result<TaskOutput, TrainerError> {
+            if task.fold == "samm/006" && self.broken.load(Ordering::SeqCst) {
+                return Err(TrainerError::fatal("CUDA out of memory"));
+            }
+            self.sim.run(task, inputs, progress, cancel)
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    mer_coordinator::sim::write_sim_dataset(&dir.path().join("data.safetensors"), 1, 2).unwrap();
+    let spec = dir.path().join("k8s.toml");
+    std::fs::write(
+        &spec,
+        "name = \"k8s-retry\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\nlauncher = \"kubernetes\"\n[kubernetes]\nimage = \"w:1\"\nworkers = 4\ngpus_per_worker = 1\n",
+    )
+    .unwrap();
+    let coord = start(ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("state"),
+    ))
+    .await
+    .unwrap();
+    let c = connect(&ConnectOptions::new(&coord.url, None)).unwrap();
+    let sub = submit_spec(&c, &spec).await.unwrap();
+    let (launcher, mut api) = mock_launcher();
+    let mut ctl = JobController::new(launcher, coord.scheduler().clone());
+    let id = sub.experiment_id.clone();
+
+    // Launch.
+    let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
+    let (_, _, mut cm, send) = next(&mut api).await;
+    cm["metadata"]["uid"] = json!("u");
+    reply(send, StatusCode::CREATED, &cm);
+    let (_, _, job, send) = next(&mut api).await;
+    reply(send, StatusCode::CREATED, &job);
+    let (actions, mut ctl) = pass.await.unwrap();
+    assert_eq!(actions, vec![(id.clone(), Action::Launched(4))]);
+
+    // One fold fails for good: the experiment fails and its Job goes down to 0.
+    let trainer = Arc::new(Broken {
+        sim: SimTrainer::new(Duration::ZERO, None),
+        broken: AtomicBool::new(true),
+    });
+    let stop = CancellationToken::new();
+    let mut a = AgentConfig::new(
+        ConnectOptions::new(&coord.url, None),
+        dir.path().join("cache"),
+    );
+    a.slots = 2;
+    a.poll_wait = Duration::from_millis(200);
+    let (t, s2) = (trainer.clone() as Arc<dyn Trainer>, stop.clone());
+    let agent = tokio::spawn(async move { run_agent(a, t, s2).await.unwrap() });
+    let st = watch_until_done(&c, &id, |_| {}).await.unwrap();
+    assert_eq!(
+        (st.state.as_str(), st.tasks_failed),
+        ("failed", 2),
+        "its prior and target"
+    );
+    let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
+    let (m, _, _, send) = next(&mut api).await;
+    assert_eq!(m, Method::GET);
+    reply(send, StatusCode::OK, &job);
+    let (m, _, body, send) = next(&mut api).await;
+    assert_eq!(
+        (m, body["patch"].clone()),
+        (Method::PATCH, json!({"spec": {"parallelism": 0}}))
+    );
+    let mut spent = job.clone();
+    spent["spec"]["parallelism"] = json!(0);
+    reply(send, StatusCode::OK, &spent);
+    let (actions, mut ctl) = pass.await.unwrap();
+    assert_eq!(actions, vec![(id.clone(), Action::Scaled(0))]);
+    assert!(
+        ctl.reconcile_once().await.is_empty(),
+        "left alone once ended"
+    );
+
+    // Fixed and re-submitted: the spent Job is replaced, the two tasks run, and it ends done.
+    trainer.broken.store(false, Ordering::SeqCst);
+    let again = submit_spec(&c, &spec).await.unwrap();
+    assert_eq!(
+        (again.experiment_id.as_str(), again.retried),
+        (id.as_str(), 2)
+    );
+    let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
+    conflict_then_existing(&mut api, &spent).await;
+    let (m, _, _, send) = next(&mut api).await;
+    assert_eq!(m, Method::DELETE);
+    reply(send, StatusCode::OK, &spent);
+    let (m, _, body, send) = next(&mut api).await;
+    assert_eq!(m, Method::POST);
+    assert_eq!(body["spec"]["parallelism"], 2, "2 tasks, one slot per pod");
+    reply(send, StatusCode::CREATED, &body);
+    let (actions, _ctl) = pass.await.unwrap();
+    assert_eq!(actions, vec![(id.clone(), Action::Launched(2))]);
+    let st = watch_until_done(&c, &id, |_| {}).await.unwrap();
+    assert_eq!((st.state.as_str(), st.tasks_failed), ("done", 0));
     stop.cancel();
     agent.await.unwrap();
     coord.shutdown().await.unwrap();

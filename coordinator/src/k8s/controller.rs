@@ -88,13 +88,20 @@ impl JobController {
     }
 
     /// One pass: for every experiment using the Kubernetes launcher, create its Job while it runs,
-    /// shrink it to the tasks left (0 when it ended), delete it when it was cancelled. Errors of one
+    /// shrink it to the tasks left (0 when it ended), delete it when it was cancelled, and replace a
+    /// spent Job when a failed experiment runs again after a re-submission. Errors of one
     /// experiment are logged and retried next pass; the actions taken are returned.
     pub async fn reconcile_once(&mut self) -> Vec<(String, Action)> {
         let mut actions = Vec::new();
         for id in self.sched.experiment_ids() {
             if self.closed.contains(&id) {
-                continue;
+                // A failed experiment that was re-submitted runs again: it needs a Job again.
+                if self.sched.status(&id).is_some_and(|s| s.state == "running") {
+                    self.closed.remove(&id);
+                    self.launched.remove(&id);
+                } else {
+                    continue;
+                }
             }
             let (name, launcher) = match self.uses_kubernetes(&id).await {
                 Ok(Some((n, k))) => (n, self.launcher.with_spec(&k)),

@@ -54,6 +54,21 @@ pub fn valid_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// Whether a Job can run no more pods: scaled to 0 (its experiment had ended) or finished
+/// (`Complete` or `Failed`).
+pub fn job_is_spent(job: &Job) -> bool {
+    let scaled_to_zero = job.spec.as_ref().and_then(|s| s.parallelism) == Some(0);
+    let finished = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        });
+    scaled_to_zero || finished
+}
+
 fn kube_err(what: &str, e: kube::Error) -> CoordError {
     CoordError::Runtime(format!("kubernetes: {what}: {e}"))
 }
@@ -134,13 +149,21 @@ impl KubeLauncher {
         let job = build_job(&self.template, req, &uid)?;
         let (job, created) = match self.jobs().create(&pp, &job).await {
             Ok(j) => (j, true),
-            Err(e) if api_code(&e) == Some(409) => (
-                self.jobs()
+            Err(e) if api_code(&e) == Some(409) => {
+                let existing = self
+                    .jobs()
                     .get(&job_name(&req.experiment_id))
                     .await
-                    .map_err(|e| kube_err("get worker Job", e))?,
-                false,
-            ),
+                    .map_err(|e| kube_err("get worker Job", e))?;
+                if req.runnable_tasks > 0 && job_is_spent(&existing) {
+                    // The experiment has tasks again (a failed one re-submitted) but its Job was
+                    // scaled to 0 or has finished: a finished Job cannot run pods again, so it is
+                    // replaced. Until the old one is gone the name is taken; the next pass retries.
+                    (self.replace_job(&pp, &job).await?, true)
+                } else {
+                    (existing, false)
+                }
+            }
             Err(e) => return Err(kube_err("create worker Job", e)),
         };
         let parallelism = job.spec.as_ref().and_then(|s| s.parallelism).unwrap_or(0);
@@ -163,6 +186,28 @@ impl KubeLauncher {
             owner_uid: uid,
             created,
         })
+    }
+
+    /// Deletes the spent Job of the same name and creates `job` in its place.
+    async fn replace_job(&self, pp: &PostParams, job: &Job) -> Result<Job, CoordError> {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        match self.jobs().delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(e) if api_code(&e) == Some(404) => {}
+            Err(e) => return Err(kube_err("delete the spent worker Job", e)),
+        }
+        tracing::info!(
+            "kubernetes: replacing the spent worker Job {}/{name}",
+            self.template.namespace
+        );
+        match self.jobs().create(pp, job).await {
+            Ok(j) => Ok(j),
+            Err(e) if api_code(&e) == Some(409) => Err(CoordError::Runtime(format!(
+                "kubernetes: the spent worker Job {}/{name} is still being deleted; the new one is created on a later pass",
+                self.template.namespace
+            ))),
+            Err(e) => Err(kube_err("create worker Job", e)),
+        }
     }
 
     /// Shrinks the Job when fewer pods are needed: `unfinished` is the number of tasks not done yet
