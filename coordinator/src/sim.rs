@@ -30,6 +30,7 @@ pub struct SimTrainer {
     pub log: Option<PathBuf>,
     executions: AtomicU64,
     meta: parking_lot::Mutex<HashMap<PathBuf, Arc<Vec<SampleMeta>>>>,
+    failing_fold: parking_lot::Mutex<Option<String>>,
 }
 
 impl SimTrainer {
@@ -40,6 +41,12 @@ impl SimTrainer {
             log,
             ..Default::default()
         }
+    }
+
+    /// Fault injection: every task of `fold` (`dataset/subject`) fails for good (a non-retryable error,
+    /// as a bad sample or a GPU out of memory gives) until this is called again with `None`.
+    pub fn fail_fold(&self, fold: Option<&str>) {
+        *self.failing_fold.lock() = fold.map(str::to_string);
     }
 
     /// Tasks executed by this instance.
@@ -90,6 +97,12 @@ impl Trainer for SimTrainer {
         progress: &mut dyn FnMut(Progress),
         cancel: &AtomicBool,
     ) -> Result<TaskOutput, TrainerError> {
+        if self.failing_fold.lock().as_deref() == Some(task.fold.as_str()) {
+            return Err(TrainerError::fatal(format!(
+                "fold {}: CUDA out of memory (injected)",
+                task.fold
+            )));
+        }
         self.executions.fetch_add(1, Ordering::Relaxed);
         if let Some(log) = &self.log {
             let mut f = std::fs::OpenOptions::new()

@@ -748,32 +748,66 @@ async fn the_controller_launches_and_cleans_up_with_the_experiment() {
 
 /// When an experiment's tasks are all done, the next controller pass patches its Job down to 0 pods,
 /// once; while tasks remain and the Job is small enough nothing is patched.
+/// A real coordinator (SQLite, gRPC on loopback) and one submitted experiment `name` that uses the
+/// Kubernetes launcher: 3 folds (one subject per part) of a prior and a target task, at most 4 pods.
+/// Returns the coordinator, its clients, the spec file and the experiment id.
+async fn k8s_experiment(
+    dir: &std::path::Path,
+    name: &str,
+) -> (
+    mer_coordinator::server::CoordinatorHandle,
+    mer_coordinator::client::Clients,
+    std::path::PathBuf,
+    String,
+) {
+    use mer_coordinator::client::{connect, submit_spec, ConnectOptions};
+    use mer_coordinator::server::{start, ServerConfig};
+    mer_coordinator::sim::write_sim_dataset(&dir.join("data.safetensors"), 1, 2).unwrap();
+    let spec = dir.join("k8s.toml");
+    std::fs::write(
+        &spec,
+        format!("name = \"{name}\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\nlauncher = \"kubernetes\"\n[kubernetes]\nimage = \"w:1\"\nworkers = 4\ngpus_per_worker = 1\n"),
+    )
+    .unwrap();
+    let coord = start(ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.join("state"),
+    ))
+    .await
+    .unwrap();
+    let c = connect(&ConnectOptions::new(&coord.url, None)).unwrap();
+    let id = submit_spec(&c, &spec).await.unwrap().experiment_id;
+    (coord, c, spec, id)
+}
+
+/// A worker agent with 2 slots running the sim `trainer` until `stop`.
+fn sim_agent(
+    url: &str,
+    cache: std::path::PathBuf,
+    trainer: std::sync::Arc<mer_coordinator::sim::SimTrainer>,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    use mer_coordinator::agent::{run_agent, AgentConfig, Trainer};
+    use mer_coordinator::client::ConnectOptions;
+    let mut a = AgentConfig::new(ConnectOptions::new(url, None), cache);
+    a.slots = 2;
+    a.poll_wait = Duration::from_millis(200);
+    let t = trainer as std::sync::Arc<dyn Trainer>;
+    tokio::spawn(async move {
+        run_agent(a, t, stop).await.unwrap();
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_controller_scales_a_finished_experiment_to_zero() {
-    use mer_coordinator::agent::{run_agent, AgentConfig, Trainer};
-    use mer_coordinator::client::{connect, submit_spec, watch_until_done, ConnectOptions};
+    use mer_coordinator::client::watch_until_done;
     use mer_coordinator::k8s::{Action, JobController};
-    use mer_coordinator::server::{start, ServerConfig};
     use mer_coordinator::sim::SimTrainer;
     use std::sync::Arc;
     use tokio_util::sync::CancellationToken;
 
     let dir = tempfile::tempdir().unwrap();
-    mer_coordinator::sim::write_sim_dataset(&dir.path().join("data.safetensors"), 1, 2).unwrap();
-    let spec = dir.path().join("k8s.toml");
-    std::fs::write(
-        &spec,
-        "name = \"k8s-done\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\nlauncher = \"kubernetes\"\n[kubernetes]\nimage = \"w:1\"\nworkers = 4\ngpus_per_worker = 1\n",
-    )
-    .unwrap();
-    let coord = start(ServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        dir.path().join("state"),
-    ))
-    .await
-    .unwrap();
-    let c = connect(&ConnectOptions::new(&coord.url, None)).unwrap();
-    let sub = submit_spec(&c, &spec).await.unwrap();
+    let (coord, c, _spec, id) = k8s_experiment(dir.path(), "k8s-done").await;
     let (launcher, mut api) = mock_launcher();
     let mut ctl = JobController::new(launcher, coord.scheduler().clone());
 
@@ -786,10 +820,7 @@ async fn the_controller_scales_a_finished_experiment_to_zero() {
     assert_eq!(job["spec"]["parallelism"], 4);
     reply(send, StatusCode::CREATED, &job);
     let (actions, mut ctl) = pass.await.unwrap();
-    assert_eq!(
-        actions,
-        vec![(sub.experiment_id.clone(), Action::Launched(4))]
-    );
+    assert_eq!(actions, vec![(id.clone(), Action::Launched(4))]);
 
     // Second pass while it is still running with more tasks than pods: a GET, no patch.
     let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
@@ -801,20 +832,10 @@ async fn the_controller_scales_a_finished_experiment_to_zero() {
 
     // A worker runs everything.
     let stop = CancellationToken::new();
-    let mut a = AgentConfig::new(
-        ConnectOptions::new(&coord.url, None),
-        dir.path().join("cache"),
-    );
-    a.slots = 2;
-    a.poll_wait = Duration::from_millis(200);
-    let trainer: Arc<dyn Trainer> = Arc::new(SimTrainer::new(Duration::ZERO, None));
-    let s2 = stop.clone();
-    let agent = tokio::spawn(async move { run_agent(a, trainer, s2).await.unwrap() });
+    let trainer = Arc::new(SimTrainer::new(Duration::ZERO, None));
+    let agent = sim_agent(&coord.url, dir.path().join("cache"), trainer, stop.clone());
     assert_eq!(
-        watch_until_done(&c, &sub.experiment_id, |_| {})
-            .await
-            .unwrap()
-            .state,
+        watch_until_done(&c, &id, |_| {}).await.unwrap().state,
         "done"
     );
 
@@ -830,10 +851,7 @@ async fn the_controller_scales_a_finished_experiment_to_zero() {
     );
     reply(send, StatusCode::OK, &job);
     let (actions, mut ctl) = pass.await.unwrap();
-    assert_eq!(
-        actions,
-        vec![(sub.experiment_id.clone(), Action::Scaled(0))]
-    );
+    assert_eq!(actions, vec![(id.clone(), Action::Scaled(0))]);
     assert!(ctl.reconcile_once().await.is_empty());
     stop.cancel();
     agent.await.unwrap();
@@ -842,56 +860,16 @@ async fn the_controller_scales_a_finished_experiment_to_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_experiment_resubmitted_gets_a_new_job() {
-    use mer_coordinator::agent::{
-        run_agent, AgentConfig, Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError,
-    };
-    use mer_coordinator::client::{connect, submit_spec, watch_until_done, ConnectOptions};
+    use mer_coordinator::client::{submit_spec, watch_until_done};
     use mer_coordinator::k8s::{Action, JobController};
-    use mer_coordinator::server::{start, ServerConfig};
     use mer_coordinator::sim::SimTrainer;
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use tokio_util::sync::CancellationToken;
 
-    /// The sim trainer, failing fold samm/006 for good while `broken` is set.
-    struct Broken {
-        sim: SimTrainer,
-        broken: AtomicBool,
-    }
-    impl Trainer for Broken {
-        fn run(
-            &self,
-            task: &TaskSpec,
-            inputs: &TaskInputs,
-            progress: &mut dyn FnMut(Progress),
-            cancel: &AtomicBool,
-        ) -> Result<TaskOutput, TrainerError> {
-            if task.fold == "samm/006" && self.broken.load(Ordering::SeqCst) {
-                return Err(TrainerError::fatal("CUDA out of memory"));
-            }
-            self.sim.run(task, inputs, progress, cancel)
-        }
-    }
-
     let dir = tempfile::tempdir().unwrap();
-    mer_coordinator::sim::write_sim_dataset(&dir.path().join("data.safetensors"), 1, 2).unwrap();
-    let spec = dir.path().join("k8s.toml");
-    std::fs::write(
-        &spec,
-        "name = \"k8s-retry\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\nlauncher = \"kubernetes\"\n[kubernetes]\nimage = \"w:1\"\nworkers = 4\ngpus_per_worker = 1\n",
-    )
-    .unwrap();
-    let coord = start(ServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        dir.path().join("state"),
-    ))
-    .await
-    .unwrap();
-    let c = connect(&ConnectOptions::new(&coord.url, None)).unwrap();
-    let sub = submit_spec(&c, &spec).await.unwrap();
+    let (coord, c, spec, id) = k8s_experiment(dir.path(), "k8s-retry").await;
     let (launcher, mut api) = mock_launcher();
     let mut ctl = JobController::new(launcher, coord.scheduler().clone());
-    let id = sub.experiment_id.clone();
 
     // Launch.
     let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
@@ -904,19 +882,15 @@ async fn a_failed_experiment_resubmitted_gets_a_new_job() {
     assert_eq!(actions, vec![(id.clone(), Action::Launched(4))]);
 
     // One fold fails for good: the experiment fails and its Job goes down to 0.
-    let trainer = Arc::new(Broken {
-        sim: SimTrainer::new(Duration::ZERO, None),
-        broken: AtomicBool::new(true),
-    });
+    let trainer = Arc::new(SimTrainer::new(Duration::ZERO, None));
+    trainer.fail_fold(Some("samm/006"));
     let stop = CancellationToken::new();
-    let mut a = AgentConfig::new(
-        ConnectOptions::new(&coord.url, None),
+    let agent = sim_agent(
+        &coord.url,
         dir.path().join("cache"),
+        trainer.clone(),
+        stop.clone(),
     );
-    a.slots = 2;
-    a.poll_wait = Duration::from_millis(200);
-    let (t, s2) = (trainer.clone() as Arc<dyn Trainer>, stop.clone());
-    let agent = tokio::spawn(async move { run_agent(a, t, s2).await.unwrap() });
     let st = watch_until_done(&c, &id, |_| {}).await.unwrap();
     assert_eq!(
         (st.state.as_str(), st.tasks_failed),
@@ -943,7 +917,7 @@ async fn a_failed_experiment_resubmitted_gets_a_new_job() {
     );
 
     // Fixed and re-submitted: the spent Job is replaced, the two tasks run, and it ends done.
-    trainer.broken.store(false, Ordering::SeqCst);
+    trainer.fail_fold(None);
     let again = submit_spec(&c, &spec).await.unwrap();
     assert_eq!(
         (again.experiment_id.as_str(), again.retried),

@@ -5,38 +5,12 @@
 //! agents running the deterministic sim trainer.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mer_coordinator::agent::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
+use mer_coordinator::agent::Trainer;
 use mer_coordinator::local::{run_local, LocalOptions};
 use mer_coordinator::sim::{write_sim_dataset, SimTrainer};
-
-/// The sim trainer, failing every task of one fold (non-retryably) while `broken` is set.
-struct BrokenFold {
-    sim: SimTrainer,
-    fold: String,
-    broken: AtomicBool,
-}
-
-impl Trainer for BrokenFold {
-    fn run(
-        &self,
-        task: &TaskSpec,
-        inputs: &TaskInputs,
-        progress: &mut dyn FnMut(Progress),
-        cancel: &AtomicBool,
-    ) -> Result<TaskOutput, TrainerError> {
-        if task.fold == self.fold && self.broken.load(Ordering::SeqCst) {
-            return Err(TrainerError::fatal(format!(
-                "fold {}: CUDA out of memory",
-                task.fold
-            )));
-        }
-        self.sim.run(task, inputs, progress, cancel)
-    }
-}
 
 fn spec(dir: &Path) -> std::path::PathBuf {
     write_sim_dataset(&dir.join("data.safetensors"), 3, 2).unwrap();
@@ -71,11 +45,8 @@ async fn rerunning_a_failed_local_run_retries_only_the_failed_fold() {
     let fold = "samm/007".to_string();
 
     // First run: one fold fails for good; its prior and both target tasks give up.
-    let trainer = Arc::new(BrokenFold {
-        sim: SimTrainer::new(Duration::ZERO, None),
-        fold: fold.clone(),
-        broken: AtomicBool::new(true),
-    });
+    let trainer = Arc::new(SimTrainer::new(Duration::ZERO, None));
+    trainer.fail_fold(Some(&fold));
     let run_dir = dir.path().join("run");
     let first = run_local(opts(&spec, &run_dir, trainer.clone()))
         .await
@@ -95,11 +66,11 @@ async fn rerunning_a_failed_local_run_retries_only_the_failed_fold() {
         "{:?}",
         first.status.errors
     );
-    let first_runs = trainer.sim.executions();
+    let first_runs = trainer.executions();
     assert_eq!(first_runs, all_tasks - 3, "every other task ran once");
 
     // Second run of the same command, the fold fixed: only its three tasks run.
-    trainer.broken.store(false, Ordering::SeqCst);
+    trainer.fail_fold(None);
     let second = run_local(opts(&spec, &run_dir, trainer.clone()))
         .await
         .unwrap();
@@ -107,7 +78,7 @@ async fn rerunning_a_failed_local_run_retries_only_the_failed_fold() {
     assert_eq!(second.status.state, "done", "{:?}", second.status);
     assert_eq!(second.status.tasks_failed, 0);
     assert_eq!(u64::from(second.reused), all_tasks - 3);
-    assert_eq!(trainer.sim.executions() - first_runs, 3);
+    assert_eq!(trainer.executions() - first_runs, 3);
     assert!(!second.results.partial);
     // Same numbers as the clean run (the sim trainer is a function of the task).
     for (a, b) in second
@@ -130,5 +101,5 @@ async fn rerunning_a_failed_local_run_retries_only_the_failed_fold() {
         .await
         .unwrap();
     assert_eq!(third.status.state, "done");
-    assert_eq!(trainer.sim.executions() - first_runs, 3);
+    assert_eq!(trainer.executions() - first_runs, 3);
 }
