@@ -798,6 +798,26 @@ fn sim_agent(
     })
 }
 
+/// The controller's first pass over a new experiment: it creates the owner ConfigMap and the Job, which
+/// the mock API accepts (201). Returns the controller, the Job and the pass's actions.
+async fn first_pass(
+    mut ctl: mer_coordinator::k8s::JobController,
+    api: &mut ApiHandle,
+) -> (
+    mer_coordinator::k8s::JobController,
+    Value,
+    Vec<(String, mer_coordinator::k8s::Action)>,
+) {
+    let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
+    let (_, _, mut cm, send) = next(api).await;
+    cm["metadata"]["uid"] = json!("u");
+    reply(send, StatusCode::CREATED, &cm);
+    let (_, _, job, send) = next(api).await;
+    reply(send, StatusCode::CREATED, &job);
+    let (actions, ctl) = pass.await.unwrap();
+    (ctl, job, actions)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_controller_scales_a_finished_experiment_to_zero() {
     use mer_coordinator::client::watch_until_done;
@@ -809,17 +829,11 @@ async fn the_controller_scales_a_finished_experiment_to_zero() {
     let dir = tempfile::tempdir().unwrap();
     let (coord, c, _spec, id) = k8s_experiment(dir.path(), "k8s-done").await;
     let (launcher, mut api) = mock_launcher();
-    let mut ctl = JobController::new(launcher, coord.scheduler().clone());
+    let ctl = JobController::new(launcher, coord.scheduler().clone());
 
     // First pass: the Job, 4 pods (capped by workers = 4).
-    let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
-    let (_, _, mut cm, send) = next(&mut api).await;
-    cm["metadata"]["uid"] = json!("u");
-    reply(send, StatusCode::CREATED, &cm);
-    let (_, _, job, send) = next(&mut api).await;
+    let (mut ctl, job, actions) = first_pass(ctl, &mut api).await;
     assert_eq!(job["spec"]["parallelism"], 4);
-    reply(send, StatusCode::CREATED, &job);
-    let (actions, mut ctl) = pass.await.unwrap();
     assert_eq!(actions, vec![(id.clone(), Action::Launched(4))]);
 
     // Second pass while it is still running with more tasks than pods: a GET, no patch.
@@ -869,16 +883,10 @@ async fn a_failed_experiment_resubmitted_gets_a_new_job() {
     let dir = tempfile::tempdir().unwrap();
     let (coord, c, spec, id) = k8s_experiment(dir.path(), "k8s-retry").await;
     let (launcher, mut api) = mock_launcher();
-    let mut ctl = JobController::new(launcher, coord.scheduler().clone());
+    let ctl = JobController::new(launcher, coord.scheduler().clone());
 
     // Launch.
-    let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
-    let (_, _, mut cm, send) = next(&mut api).await;
-    cm["metadata"]["uid"] = json!("u");
-    reply(send, StatusCode::CREATED, &cm);
-    let (_, _, job, send) = next(&mut api).await;
-    reply(send, StatusCode::CREATED, &job);
-    let (actions, mut ctl) = pass.await.unwrap();
+    let (mut ctl, job, actions) = first_pass(ctl, &mut api).await;
     assert_eq!(actions, vec![(id.clone(), Action::Launched(4))]);
 
     // One fold fails for good: the experiment fails and its Job goes down to 0.
