@@ -8,8 +8,14 @@ use std::time::Duration;
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use kube::Client;
-use mer_coordinator::k8s::{JobRequest, KubeLauncher, WorkerLossSink, WorkerTemplate};
+use mer_coordinator::client::{submit_spec, watch_until_done};
+use mer_coordinator::k8s::{
+    Action, JobController, JobRequest, KubeLauncher, WorkerLossSink, WorkerTemplate,
+};
+use mer_coordinator::sim::SimTrainer;
 use serde_json::{json, Value};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 use tower_test::mock::{self, Handle};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
@@ -820,12 +826,6 @@ async fn first_pass(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_controller_scales_a_finished_experiment_to_zero() {
-    use mer_coordinator::client::watch_until_done;
-    use mer_coordinator::k8s::{Action, JobController};
-    use mer_coordinator::sim::SimTrainer;
-    use std::sync::Arc;
-    use tokio_util::sync::CancellationToken;
-
     let dir = tempfile::tempdir().unwrap();
     let (coord, c, _spec, id) = k8s_experiment(dir.path(), "k8s-done").await;
     let (launcher, mut api) = mock_launcher();
@@ -874,12 +874,6 @@ async fn the_controller_scales_a_finished_experiment_to_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_experiment_resubmitted_gets_a_new_job() {
-    use mer_coordinator::client::{submit_spec, watch_until_done};
-    use mer_coordinator::k8s::{Action, JobController};
-    use mer_coordinator::sim::SimTrainer;
-    use std::sync::Arc;
-    use tokio_util::sync::CancellationToken;
-
     let dir = tempfile::tempdir().unwrap();
     let (coord, c, spec, id) = k8s_experiment(dir.path(), "k8s-retry").await;
     let (launcher, mut api) = mock_launcher();
