@@ -824,6 +824,29 @@ async fn first_pass(
     (ctl, job, actions)
 }
 
+/// A controller pass after the experiment ended: the Job (`job`, as the mock API returns it) is scaled
+/// to 0 pods. Returns the controller, the Job as patched and the pass's actions.
+async fn scale_to_zero_pass(
+    mut ctl: JobController,
+    api: &mut ApiHandle,
+    job: &Value,
+) -> (JobController, Value, Vec<(String, Action)>) {
+    let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
+    let (m, _, _, send) = next(api).await;
+    assert_eq!(m, Method::GET);
+    reply(send, StatusCode::OK, job);
+    let (m, _, body, send) = next(api).await;
+    assert_eq!(
+        (m, body["patch"].clone()),
+        (Method::PATCH, json!({"spec": {"parallelism": 0}}))
+    );
+    let mut spent = job.clone();
+    spent["spec"]["parallelism"] = json!(0);
+    reply(send, StatusCode::OK, &spent);
+    let (actions, ctl) = pass.await.unwrap();
+    (ctl, spent, actions)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_controller_scales_a_finished_experiment_to_zero() {
     let dir = tempfile::tempdir().unwrap();
@@ -841,7 +864,7 @@ async fn the_controller_scales_a_finished_experiment_to_zero() {
     let (m, _, _, send) = next(&mut api).await;
     assert_eq!(m, Method::GET);
     reply(send, StatusCode::OK, &job);
-    let (actions, mut ctl) = pass.await.unwrap();
+    let (actions, ctl) = pass.await.unwrap();
     assert!(actions.is_empty(), "{actions:?}");
 
     // A worker runs everything.
@@ -854,17 +877,7 @@ async fn the_controller_scales_a_finished_experiment_to_zero() {
     );
 
     // Done: down to 0, and the experiment is left alone afterwards.
-    let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
-    let (m, _, _, send) = next(&mut api).await;
-    assert_eq!(m, Method::GET);
-    reply(send, StatusCode::OK, &job);
-    let (m, _, body, send) = next(&mut api).await;
-    assert_eq!(
-        (m, body["patch"].clone()),
-        (Method::PATCH, json!({"spec": {"parallelism": 0}}))
-    );
-    reply(send, StatusCode::OK, &job);
-    let (actions, mut ctl) = pass.await.unwrap();
+    let (mut ctl, _, actions) = scale_to_zero_pass(ctl, &mut api, &job).await;
     assert_eq!(actions, vec![(id.clone(), Action::Scaled(0))]);
     assert!(ctl.reconcile_once().await.is_empty());
     stop.cancel();
@@ -880,7 +893,7 @@ async fn a_failed_experiment_resubmitted_gets_a_new_job() {
     let ctl = JobController::new(launcher, coord.scheduler().clone());
 
     // Launch.
-    let (mut ctl, job, actions) = first_pass(ctl, &mut api).await;
+    let (ctl, job, actions) = first_pass(ctl, &mut api).await;
     assert_eq!(actions, vec![(id.clone(), Action::Launched(4))]);
 
     // One fold fails for good: the experiment fails and its Job goes down to 0.
@@ -899,19 +912,7 @@ async fn a_failed_experiment_resubmitted_gets_a_new_job() {
         ("failed", 2),
         "its prior and target"
     );
-    let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
-    let (m, _, _, send) = next(&mut api).await;
-    assert_eq!(m, Method::GET);
-    reply(send, StatusCode::OK, &job);
-    let (m, _, body, send) = next(&mut api).await;
-    assert_eq!(
-        (m, body["patch"].clone()),
-        (Method::PATCH, json!({"spec": {"parallelism": 0}}))
-    );
-    let mut spent = job.clone();
-    spent["spec"]["parallelism"] = json!(0);
-    reply(send, StatusCode::OK, &spent);
-    let (actions, mut ctl) = pass.await.unwrap();
+    let (mut ctl, spent, actions) = scale_to_zero_pass(ctl, &mut api, &job).await;
     assert_eq!(actions, vec![(id.clone(), Action::Scaled(0))]);
     assert!(
         ctl.reconcile_once().await.is_empty(),
