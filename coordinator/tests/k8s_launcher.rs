@@ -10,7 +10,7 @@ use kube::client::Body;
 use kube::Client;
 use mer_coordinator::client::{submit_spec, watch_until_done};
 use mer_coordinator::k8s::{
-    Action, JobController, JobRequest, KubeLauncher, WorkerLossSink, WorkerTemplate,
+    job_name, Action, JobController, JobRequest, KubeLauncher, WorkerLossSink, WorkerTemplate,
 };
 use mer_coordinator::sim::SimTrainer;
 use serde_json::{json, Value};
@@ -269,6 +269,20 @@ async fn a_restarted_coordinator_adopts_existing_objects() {
     );
 }
 
+/// Expects the background delete of experiment `id`'s worker Job and answers it with `job`.
+async fn expect_job_delete(api: &mut ApiHandle, id: &str, job: &Value) {
+    let (m, uri, body, send) = next(api).await;
+    assert_eq!(
+        (m, uri),
+        (
+            Method::DELETE,
+            format!("/apis/batch/v1/namespaces/ml/jobs/{}?", job_name(id))
+        )
+    );
+    assert_eq!(body, json!({"propagationPolicy": "Background"}));
+    reply(send, StatusCode::OK, job);
+}
+
 /// Replies to the owner ConfigMap create (409, then the GET) and to the first Job create (409), and
 /// answers the Job GET with `existing`.
 async fn conflict_then_existing(api: &mut ApiHandle, existing: &Value) {
@@ -300,16 +314,7 @@ async fn a_spent_job_is_replaced_when_tasks_are_back() {
     let run =
         tokio::spawn(async move { l2.launch(&JobRequest::new("exp-1", "composite", 68)).await });
     conflict_then_existing(&mut api, &spent).await;
-    let (m, uri, body, send) = next(&mut api).await;
-    assert_eq!(
-        (m, uri.as_str()),
-        (
-            Method::DELETE,
-            "/apis/batch/v1/namespaces/ml/jobs/mer-workers-exp-1?"
-        )
-    );
-    assert_eq!(body, json!({"propagationPolicy": "Background"}));
-    reply(send, StatusCode::OK, &spent);
+    expect_job_delete(&mut api, "exp-1", &spent).await;
     let (m, _, body, send) = next(&mut api).await;
     assert_eq!(m, Method::POST);
     assert_eq!(body, expected_job(), "the same Job as a first launch");
@@ -322,9 +327,7 @@ async fn a_spent_job_is_replaced_when_tasks_are_back() {
     let run =
         tokio::spawn(async move { l2.launch(&JobRequest::new("exp-1", "composite", 68)).await });
     conflict_then_existing(&mut api, &spent).await;
-    let (m, _, _, send) = next(&mut api).await;
-    assert_eq!(m, Method::DELETE);
-    reply(send, StatusCode::OK, &spent);
+    expect_job_delete(&mut api, "exp-1", &spent).await;
     let (m, _, _, send) = next(&mut api).await;
     assert_eq!(m, Method::POST);
     reply(send, StatusCode::CONFLICT, &status(409, "AlreadyExists"));
@@ -417,16 +420,7 @@ async fn cancel_deletes_the_job_and_its_owner() {
     let (launcher, mut api) = mock_launcher();
     let l2 = launcher.clone();
     let run = tokio::spawn(async move { l2.cancel("exp-1").await });
-    let (m, uri, body, send) = next(&mut api).await;
-    assert_eq!(
-        (m, uri.as_str()),
-        (
-            Method::DELETE,
-            "/apis/batch/v1/namespaces/ml/jobs/mer-workers-exp-1?"
-        )
-    );
-    assert_eq!(body, json!({"propagationPolicy": "Background"}));
-    reply(send, StatusCode::OK, &expected_job());
+    expect_job_delete(&mut api, "exp-1", &expected_job()).await;
     let (m, uri, body, send) = next(&mut api).await;
     assert_eq!(
         (m, uri.as_str()),
@@ -928,9 +922,7 @@ async fn a_failed_experiment_resubmitted_gets_a_new_job() {
     );
     let pass = tokio::spawn(async move { (ctl.reconcile_once().await, ctl) });
     conflict_then_existing(&mut api, &spent).await;
-    let (m, _, _, send) = next(&mut api).await;
-    assert_eq!(m, Method::DELETE);
-    reply(send, StatusCode::OK, &spent);
+    expect_job_delete(&mut api, &id, &spent).await;
     let (m, _, body, send) = next(&mut api).await;
     assert_eq!(m, Method::POST);
     assert_eq!(body["spec"]["parallelism"], 2, "2 tasks, one slot per pod");
