@@ -265,6 +265,24 @@ fn a_worker_killed_mid_task_loses_nothing_and_counts_nothing_twice() {
             (row.starts_with("prior") || row.starts_with("target")) && row.contains(" victim-")
         })
     });
+    // `--json` lists the running tasks too, with the device of the slot and no GPU memory on a CPU slot.
+    wait_for(
+        "the victim's task in status --json",
+        Duration::from_secs(60),
+        || {
+            let s = status(&url, &id);
+            s["running"].as_array().is_some_and(|rs| {
+                rs.iter().any(|r| {
+                    r["worker"]
+                        .as_str()
+                        .is_some_and(|w| w.starts_with("victim-"))
+                        && r["device"].as_str().is_some_and(|d| !d.is_empty())
+                        && r["gpu_memory_bytes"].is_null()
+                        && r["epochs"] == 4
+                })
+            })
+        },
+    );
     victim.kill().unwrap();
     victim.wait().unwrap();
     wait_for("the experiment to finish", Duration::from_secs(120), || {

@@ -541,6 +541,12 @@ async fn cmd_status(a: StatusArgs) -> anyhow::Result<()> {
                     "tasks_done": s.tasks_done, "tasks_running": s.tasks_running, "tasks_failed": s.tasks_failed,
                     "folds_total": s.folds_total, "folds_done": s.folds_done, "lost": s.lost,
                     "duplicates": s.duplicates, "retries": s.retries, "errors": s.errors,
+                    "running": s.running.iter().map(|r| serde_json::json!({
+                        "task": r.task_key, "kind": r.kind, "fold": r.fold, "worker": r.worker_id,
+                        "stage": r.stage, "epoch": r.epoch, "epochs": r.epochs, "loss": r.loss,
+                        "samples_per_s": r.samples_per_s, "device": r.device,
+                        "gpu_memory_bytes": r.gpu_memory_bytes,
+                    })).collect::<Vec<_>>(),
                 })
             })
             .collect();
