@@ -452,6 +452,13 @@ fn status_table(list: &[proto::ExperimentStatus]) -> String {
         for e in &s.errors {
             out += &format!("  error: {e}\n");
         }
+        if s.state == "failed" {
+            out += &format!(
+                "  {} task(s) gave up; submit the same spec again (or re-run `mer run`) to retry them, \
+                 finished folds are kept\n",
+                s.tasks_failed
+            );
+        }
     }
     out
 }
@@ -680,7 +687,15 @@ mod tests {
             state: "done".into(),
             ..Default::default()
         };
-        let t = status_table(&[a, b]);
+        let c = proto::ExperimentStatus {
+            experiment_id: "samm-2".into(),
+            name: "samm".into(),
+            state: "failed".into(),
+            tasks_failed: 2,
+            errors: vec!["prior samm/006: CUDA out of memory".into()],
+            ..Default::default()
+        };
+        let t = status_table(&[a, b, c]);
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("EXPERIMENT") && lines[0].contains("FOLDS"));
         assert!(
@@ -692,6 +707,12 @@ mod tests {
         // Columns line up: every row is as wide as the header up to the last column.
         assert_eq!(lines[1].find("running"), lines[0].find("STATE"));
         assert!(t.contains("error: target casme2/sub03: diverged"));
+        let failed = &t[t.find("samm-2:").unwrap()..];
+        assert!(
+            failed.contains("2 task(s) gave up; submit the same spec again"),
+            "{failed}"
+        );
+        assert!(!t[..t.find("samm-2:").unwrap()].contains("gave up;"));
         let head = lines.iter().find(|l| l.contains("SAMPLES/S")).unwrap();
         let row = lines.iter().find(|l| l.contains("samm/006")).unwrap();
         assert!(row.contains("5/100") && row.contains("310.0"), "{row}");
