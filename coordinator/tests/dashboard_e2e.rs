@@ -42,7 +42,7 @@ impl Trainer for Gated {
                 epochs: 4,
                 loss: 0.5,
                 samples_per_s: 42.0,
-                device: "cuda:0".into(),
+                device: inputs.device.clone(),
                 gpu_memory_bytes: Some(3 << 29),
             });
             while !self.open.load(Ordering::SeqCst) {
@@ -166,6 +166,9 @@ async fn dashboard_in_headless_chromium_shows_the_grid_and_partial_scores() {
         );
         a.name = format!("sim{i}");
         a.slots = 2;
+        // Named as GPU slots so that the page shows device and memory columns filled (the sim trainer
+        // runs on the CPU whatever the name).
+        a.devices = vec!["cuda:0".into(), "cuda:1".into()];
         a.poll_wait = Duration::from_millis(300);
         a.heartbeat = Some(Duration::from_millis(100));
         let (t, s) = (trainer.clone() as Arc<dyn Trainer>, stop.clone());
@@ -235,7 +238,7 @@ async fn dashboard_in_headless_chromium_shows_the_grid_and_partial_scores() {
     assert!(
         running.contains("samm/008")
             && running.contains("42.0")
-            && running.contains("cuda:0")
+            && running.contains("cuda:")
             && running.contains("1.5 GiB"),
         "{running}"
     );
