@@ -39,11 +39,11 @@ pub struct SynthArgs {
     #[arg(long)]
     pub smic_e: bool,
     /// Per-clip action intensity range `MIN,MAX`, as multiples of the base amplitude (7.5 % of the face
-    /// half-width). Default: 0.85,1.15 for tiny, 0.3,1.15 for mini and composite.
+    /// half-width). Default: 0.85,1.15 for tiny, 0.12,0.8 for mini and composite.
     #[arg(long, value_parser = parse_range)]
     pub intensity: Option<(f32, f32)>,
     /// Probability that a clip also carries a weaker action of another class (co-occurring action units).
-    /// Default: 0 for tiny, 0.4 for mini and composite.
+    /// Default: 0 for tiny, 0.7 for mini and composite.
     #[arg(long)]
     pub co_action: Option<f64>,
 }
