@@ -1112,7 +1112,8 @@ pub(crate) mod tests {
         assert_eq!(seen["objective5_samm"], (28, 3, 28));
         assert_eq!(seen["tiny"], (68, 1, 68));
         assert_eq!(seen["mini"], (68, 2, 68));
-        assert_eq!(seen.len(), 7);
+        assert_eq!(seen["composite_small"], (68, 1, 68));
+        assert_eq!(seen.len(), 8);
     }
 
     #[test]
