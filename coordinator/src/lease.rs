@@ -24,6 +24,21 @@ pub struct Progress {
     pub gpu_memory_bytes: Option<u64>,
 }
 
+/// The device name a worker reported, as the coordinator keeps it (it becomes a metrics label): kept when
+/// it is at most 32 characters of `[A-Za-z0-9:_.-]` (`cpu`, `cuda:0`, `mps`...), empty when none was sent,
+/// `invalid` otherwise, so that a buggy worker cannot flood Prometheus with label values.
+pub fn device_label(reported: &str) -> String {
+    let ok = reported.len() <= 32
+        && reported
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '-'));
+    if ok {
+        reported.to_string()
+    } else {
+        "invalid".to_string()
+    }
+}
+
 /// One lease held by a worker.
 #[derive(Debug, Clone)]
 pub struct ActiveLease {
@@ -130,6 +145,16 @@ impl LeaseTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_labels_are_short_and_plain() {
+        for ok in ["", "cpu", "cuda:0", "cuda:15", "mps"] {
+            assert_eq!(device_label(ok), ok);
+        }
+        for bad in ["cuda 0", "cuda:0\n", "x{a=\"b\"}", &"c".repeat(33), "gpü"] {
+            assert_eq!(device_label(bad), "invalid", "{bad:?}");
+        }
+    }
 
     fn lease(now: Instant, ttl_ms: u64) -> ActiveLease {
         ActiveLease {

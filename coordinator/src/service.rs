@@ -291,7 +291,7 @@ impl proto::worker_server::Worker for WorkerService {
             epochs: r.epochs,
             loss: r.loss,
             samples_per_s: r.samples_per_s,
-            device: r.device,
+            device: crate::lease::device_label(&r.device),
             gpu_memory_bytes: r.gpu_memory_bytes,
         };
         let (keep_going, reason) =
