@@ -344,17 +344,7 @@ mod tests {
                     label
                 };
                 conf.add(label, pred).unwrap();
-                SamplePrediction {
-                    id: s.id.clone(),
-                    record: PredictionRecord {
-                        dataset: s.dataset,
-                        subject: s.subject.clone(),
-                        filename: s.filename.clone(),
-                        label,
-                        pred,
-                    },
-                    probs: vec![0.0; 3],
-                }
+                SamplePrediction::new(s, label, pred, vec![0.0; 3])
             })
             .collect();
         let _ = plan;

@@ -11,7 +11,6 @@ use crate::agent::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerE
 use crate::plan::TaskKind;
 use mer_shared::fold::{EpochLog, FoldResult, SamplePrediction, Timings};
 use mer_shared::metrics::Confusion;
-use mer_shared::predictions::PredictionRecord;
 use mer_shared::prepared::{Prepared, SampleMeta};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -177,17 +176,7 @@ impl Trainer for SimTrainer {
                         .map_err(|e| TrainerError::fatal(format!("sample {}: {e}", s.id)))?;
                     let mut probs = vec![0.1 / (k as f32 - 1.0).max(1.0); k];
                     probs[pred] = 0.9;
-                    preds.push(SamplePrediction {
-                        id: s.id.clone(),
-                        record: PredictionRecord {
-                            dataset: s.dataset,
-                            subject: s.subject.clone(),
-                            filename: s.filename.clone(),
-                            label,
-                            pred,
-                        },
-                        probs,
-                    });
+                    preds.push(SamplePrediction::new(s, label, pred, probs));
                 }
                 if preds.is_empty() {
                     return Err(TrainerError::fatal(format!(

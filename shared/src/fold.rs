@@ -2,6 +2,7 @@
 
 use crate::metrics::Confusion;
 use crate::predictions::PredictionRecord;
+use crate::prepared::SampleMeta;
 use serde::{Deserialize, Serialize};
 
 /// One test sample's outcome.
@@ -14,6 +15,23 @@ pub struct SamplePrediction {
     pub record: PredictionRecord,
     /// Softmax class probabilities.
     pub probs: Vec<f32>,
+}
+
+impl SamplePrediction {
+    /// The outcome for `sample`: its true `label`, the predicted class and the class probabilities.
+    pub fn new(sample: &SampleMeta, label: usize, pred: usize, probs: Vec<f32>) -> Self {
+        SamplePrediction {
+            id: sample.id.clone(),
+            record: PredictionRecord {
+                dataset: sample.dataset,
+                subject: sample.subject.clone(),
+                filename: sample.filename.clone(),
+                label,
+                pred,
+            },
+            probs,
+        }
+    }
 }
 
 /// One epoch's training log line.

@@ -24,7 +24,6 @@ use crate::siamese;
 use mer_shared::fold::{EpochLog, FoldResult, SamplePrediction, Timings};
 use mer_shared::labels::LabelScheme;
 use mer_shared::metrics::Confusion;
-use mer_shared::predictions::PredictionRecord;
 use mer_shared::prepared::Prepared;
 use mer_shared::train_config::{OptimConfig, TrainConfig};
 use rand::{Rng, SeedableRng};
@@ -842,17 +841,7 @@ fn target_impl(
                 .enumerate()
                 .fold(0, |b, (i, &p)| if p > row[b] { i } else { b });
             confusion.add(label, pred)?;
-            predictions.push(SamplePrediction {
-                id: s.id.clone(),
-                record: PredictionRecord {
-                    dataset: s.dataset,
-                    subject: s.subject.clone(),
-                    filename: s.filename.clone(),
-                    label,
-                    pred,
-                },
-                probs: row.to_vec(),
-            });
+            predictions.push(SamplePrediction::new(s, label, pred, row.to_vec()));
         }
     }
     let test_s = t1.elapsed().as_secs_f64();

@@ -10,6 +10,7 @@
 use super::bundle::{load_run, FoldRecord, RunData};
 use super::paper;
 use super::plots::{self, Series};
+use crate::aggregate::SweepPointResult;
 use crate::error::CoordError;
 use base64::Engine;
 use mer_shared::predictions::{PredictionRecord, ScoreReport};
@@ -153,9 +154,13 @@ fn part_name(key: &str) -> String {
         .unwrap_or_else(|_| key.to_string())
 }
 
+/// The results of sweep point `idx`.
+fn sweep_point(run: &RunData, idx: u32) -> Option<&SweepPointResult> {
+    run.results.sweep_points.iter().find(|s| s.index == idx)
+}
+
 fn point_label(run: &RunData, idx: u32) -> String {
-    let sp = run.results.sweep_points.iter().find(|s| s.index == idx);
-    match sp {
+    match sweep_point(run, idx) {
         Some(s) if s.partial => format!(
             "`{}` (partial {}/{} folds)",
             s.label, s.folds_done, s.folds_total
@@ -668,14 +673,7 @@ fn training_curves(run: &RunData, b: &mut Vec<Block>) -> Result<(), CoordError> 
     }
     let curves = mean_curves(&run.folds);
     let stages: BTreeSet<&str> = curves.keys().map(|(s, _)| s.as_str()).collect();
-    let label = |i: u32| {
-        run.results
-            .sweep_points
-            .iter()
-            .find(|s| s.index == i)
-            .map(|s| s.label.clone())
-            .unwrap_or_else(|| i.to_string())
-    };
+    let label = |i: u32| sweep_point(run, i).map_or_else(|| i.to_string(), |s| s.label.clone());
     for stage in stages {
         let series: Vec<Series> = curves
             .iter()
@@ -842,14 +840,7 @@ fn provenance(run: &RunData, b: &mut Vec<Block>) {
         b.push(Block::Para(
             "Every fold result: its seed, device, worker and wall-clock time.".into(),
         ));
-        let label = |i: u32| {
-            run.results
-                .sweep_points
-                .iter()
-                .find(|s| s.index == i)
-                .map(|s| s.label.clone())
-                .unwrap_or_default()
-        };
+        let label = |i: u32| sweep_point(run, i).map_or("", |s| s.label.as_str());
         let rows = run
             .folds
             .iter()
@@ -954,14 +945,7 @@ fn write_exports(run: &RunData, out: &Path) -> Result<Vec<PathBuf>, CoordError> 
     }
     if !run.folds.is_empty() {
         let k = run.results.classes.len();
-        let label = |i: u32| {
-            run.results
-                .sweep_points
-                .iter()
-                .find(|s| s.index == i)
-                .map(|s| s.label.clone())
-                .unwrap_or_default()
-        };
+        let label = |i: u32| sweep_point(run, i).map_or("", |s| s.label.as_str());
         let mut csv = String::from("sweep_point,dataset,subject,filename,label,pred,correct");
         for c in &run.results.classes {
             let _ = write!(csv, ",p_{c}");
@@ -973,7 +957,7 @@ fn write_exports(run: &RunData, out: &Path) -> Result<Vec<PathBuf>, CoordError> 
                 let _ = write!(
                     csv,
                     "{},{},{},{},{},{},{}",
-                    csv_field(&label(f.sweep_point)),
+                    csv_field(label(f.sweep_point)),
                     r.dataset,
                     r.subject,
                     r.filename,
