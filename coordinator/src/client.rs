@@ -288,6 +288,31 @@ pub async fn submit_spec(
     Ok(reply.into_inner())
 }
 
+/// The current status of experiment `id`.
+pub async fn get_status(
+    clients: &Clients,
+    id: &str,
+) -> Result<proto::ExperimentStatus, CoordError> {
+    let mut c = clients.client.clone();
+    Ok(c.get(proto::GetRequest {
+        experiment_id: id.to_string(),
+    })
+    .await
+    .map_err(|s| CoordError::rpc("get", s))?
+    .into_inner())
+}
+
+/// The results of experiment `id` (`complete` is false while any fold is missing).
+pub async fn get_results(clients: &Clients, id: &str) -> Result<proto::ResultsReply, CoordError> {
+    let mut c = clients.client.clone();
+    Ok(c.results(proto::ResultsRequest {
+        experiment_id: id.to_string(),
+    })
+    .await
+    .map_err(|s| CoordError::rpc("results", s))?
+    .into_inner())
+}
+
 /// Follows an experiment until it ends, calling `on_update` with every status; returns the last one.
 pub async fn watch_until_done(
     clients: &Clients,

@@ -9,7 +9,7 @@
 
 use crate::agent::{run_agent, AgentConfig, Trainer};
 use crate::aggregate::ExperimentResults;
-use crate::client::{connect, submit_spec, Clients, ConnectOptions};
+use crate::client::{connect, get_results, get_status, submit_spec, Clients, ConnectOptions};
 use crate::error::CoordError;
 use crate::scheduler::SchedConfig;
 use crate::server::{start, ServerConfig};
@@ -286,21 +286,14 @@ async fn drive(opts: &LocalOptions, url: &str, token: &str) -> Result<LocalOutco
             sub.tasks
         );
     }
-    let mut status = get(&clients, &sub.experiment_id).await?;
+    let mut status = get_status(&clients, &sub.experiment_id).await?;
     if status.state == "running" {
         let mut workers = spawn_workers(opts, url, token)?;
         let r = follow(opts, &clients, &sub.experiment_id, &mut workers).await;
         workers.drain().await;
         status = r?;
     }
-    let mut c = clients.client.clone();
-    let r = c
-        .results(proto::ResultsRequest {
-            experiment_id: sub.experiment_id.clone(),
-        })
-        .await
-        .map_err(|s| CoordError::rpc("results", s))?
-        .into_inner();
+    let r = get_results(&clients, &sub.experiment_id).await?;
     // The run folder gets the same files as the coordinator's experiment folder.
     mer_shared::prepared::write_atomic(
         &opts.run_dir.join("results.json"),
@@ -325,16 +318,6 @@ async fn drive(opts: &LocalOptions, url: &str, token: &str) -> Result<LocalOutco
     })
 }
 
-async fn get(clients: &Clients, id: &str) -> Result<proto::ExperimentStatus, CoordError> {
-    let mut c = clients.client.clone();
-    Ok(c.get(proto::GetRequest {
-        experiment_id: id.to_string(),
-    })
-    .await
-    .map_err(|s| CoordError::rpc("get", s))?
-    .into_inner())
-}
-
 async fn follow(
     opts: &LocalOptions,
     clients: &Clients,
@@ -356,7 +339,7 @@ async fn follow(
     };
     let mut dead_since: Option<tokio::time::Instant> = None;
     let out = loop {
-        let s = get(clients, id).await?;
+        let s = get_status(clients, id).await?;
         if let Some(b) = &bar {
             b.set_length(s.tasks_total as u64);
             b.set_position((s.tasks_done + s.tasks_failed) as u64);

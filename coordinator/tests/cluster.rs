@@ -7,7 +7,8 @@ use mer_coordinator::agent::{
 };
 use mer_coordinator::aggregate::{aggregate, write_results};
 use mer_coordinator::client::{
-    connect, submit_spec, upload_bytes, watch_until_done, Clients, ConnectOptions,
+    connect, get_results, get_status, submit_spec, upload_bytes, watch_until_done, Clients,
+    ConnectOptions,
 };
 use mer_coordinator::plan::{plan_spec, Plan, TaskKind};
 use mer_coordinator::scheduler::SchedConfig;
@@ -94,15 +95,7 @@ fn read_tree(root: &Path) -> BTreeMap<String, String> {
 
 /// The coordinator's results of an experiment, as the same file map.
 async fn coordinator_files(c: &Clients, id: &str) -> BTreeMap<String, String> {
-    let r = c
-        .client
-        .clone()
-        .results(proto::ResultsRequest {
-            experiment_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = get_results(c, id).await.unwrap();
     assert!(r.complete);
     let mut files: BTreeMap<String, String> = r.files.into_iter().collect();
     // Compare the planner's files only; plan.json, spec.toml, folds.jsonl and provenance.json (for `mer
@@ -208,15 +201,7 @@ async fn three_agents_run_an_experiment_and_match_the_reference() {
     let o = submit_spec(&c, &other).await.unwrap();
     assert!(!o.existing);
     assert_eq!((o.tasks, o.reused), (18, 18));
-    let st = c
-        .client
-        .clone()
-        .get(proto::GetRequest {
-            experiment_id: o.experiment_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let st = get_status(&c, &o.experiment_id).await.unwrap();
     assert_eq!(st.state, "done");
     let list = c
         .client
@@ -339,15 +324,7 @@ async fn late_and_duplicate_completions_are_dropped_and_counted() {
         .unwrap()
         .into_inner();
     assert_eq!(dup.outcome, "duplicate");
-    let st = c
-        .client
-        .clone()
-        .get(proto::GetRequest {
-            experiment_id: sub.experiment_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let st = get_status(&c, &sub.experiment_id).await.unwrap();
     assert_eq!(st.duplicates, 2);
     assert_eq!(st.tasks_done, st.tasks_total);
     stop_agents(stop, agents).await;
@@ -400,15 +377,7 @@ async fn coordinator_restart_loses_nothing_and_reruns_nothing_finished() {
     let agents = spawn_agents(&coord.url, dir.path(), 2, 2, sim.clone(), &stop);
     // Let some tasks finish, then crash the coordinator.
     loop {
-        let st = c
-            .client
-            .clone()
-            .get(proto::GetRequest {
-                experiment_id: sub.experiment_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let st = get_status(&c, &sub.experiment_id).await.unwrap();
         if st.tasks_done >= 8 {
             break;
         }
@@ -513,15 +482,7 @@ async fn a_failing_task_gives_up_after_max_attempts_keeping_its_errors() {
         "{:?}",
         status.errors
     );
-    let r = c
-        .client
-        .clone()
-        .results(proto::ResultsRequest {
-            experiment_id: sub.experiment_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = get_results(&c, &sub.experiment_id).await.unwrap();
     assert!(!r.complete);
     assert!(
         r.results_json.contains("casme2/sub01"),

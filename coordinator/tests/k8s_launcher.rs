@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use kube::Client;
-use mer_coordinator::client::{submit_spec, watch_until_done};
+use mer_coordinator::client::{get_status, submit_spec, watch_until_done};
 use mer_coordinator::k8s::{
     job_name, Action, JobController, JobRequest, KubeLauncher, WorkerLossSink, WorkerTemplate,
 };
@@ -494,16 +494,7 @@ async fn a_failed_pod_requeues_its_task_at_once() {
     let coord = start(cfg).await.unwrap();
     let c = connect(&ConnectOptions::new(&coord.url, Some("t".into()))).unwrap();
     let sub = submit_spec(&c, &spec).await.unwrap();
-    let get = || {
-        let mut cl = c.client.clone();
-        let id = sub.experiment_id.clone();
-        async move {
-            cl.get(proto::GetRequest { experiment_id: id })
-                .await
-                .unwrap()
-                .into_inner()
-        }
-    };
+    let get = || async { get_status(&c, &sub.experiment_id).await.unwrap() };
 
     // The pod's worker registers under its pod name (MER_WORKER_NAME) and leases a task.
     let pod = "mer-workers-exp-1-0-x7k2p";

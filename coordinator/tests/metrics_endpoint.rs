@@ -14,12 +14,13 @@ use std::time::Duration;
 use mer_coordinator::agent::{
     run_agent, AgentConfig, Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError,
 };
-use mer_coordinator::client::{connect, submit_spec, watch_until_done, ConnectOptions};
+use mer_coordinator::client::{
+    connect, get_results, get_status, submit_spec, watch_until_done, ConnectOptions,
+};
 use mer_coordinator::metrics::{parse_text, series_value};
 use mer_coordinator::plan::TaskKind;
 use mer_coordinator::server::{start, ServerConfig};
 use mer_coordinator::sim::{write_sim_dataset, SimTrainer};
-use mer_shared::proto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -132,16 +133,7 @@ async fn metrics_match_the_coordinator_state_and_pass_promtool() {
     let c = connect(&ConnectOptions::new(&coord.url, Some(TOKEN.into()))).unwrap();
     let sub = submit_spec(&c, &spec).await.unwrap();
     assert_eq!(sub.tasks, 27);
-    let get = || {
-        let mut cl = c.client.clone();
-        let id = sub.experiment_id.clone();
-        async move {
-            cl.get(proto::GetRequest { experiment_id: id })
-                .await
-                .unwrap()
-                .into_inner()
-        }
-    };
+    let get = || async { get_status(&c, &sub.experiment_id).await.unwrap() };
 
     // Before any worker: 9 prior tasks ready, 18 target tasks blocked, nobody connected.
     let (_, text) = http_get(http, "/metrics").await;
@@ -286,15 +278,7 @@ async fn metrics_match_the_coordinator_state_and_pass_promtool() {
         .await
         .unwrap();
     assert_eq!(fin.state, "done");
-    let res = c
-        .client
-        .clone()
-        .results(proto::ResultsRequest {
-            experiment_id: sub.experiment_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let res = get_results(&c, &sub.experiment_id).await.unwrap();
     let results: serde_json::Value = serde_json::from_str(&res.results_json).unwrap();
     let mut text = String::new();
     for _ in 0..100 {

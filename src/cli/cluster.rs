@@ -4,7 +4,9 @@
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use mer_coordinator::agent::{run_agent, AgentConfig, Trainer};
-use mer_coordinator::client::{connect, submit_spec, watch_until_done, ConnectOptions};
+use mer_coordinator::client::{
+    connect, get_results, get_status, submit_spec, watch_until_done, ConnectOptions,
+};
 use mer_coordinator::local::{default_run_dir, run_local, LocalOptions};
 use mer_coordinator::scheduler::SchedConfig;
 use mer_coordinator::server::{start, ServerConfig, TlsFiles};
@@ -521,17 +523,11 @@ async fn cmd_submit(a: SubmitArgs) -> anyhow::Result<()> {
 
 async fn cmd_status(a: StatusArgs) -> anyhow::Result<()> {
     let c = connect(&a.connect.options())?;
-    let mut client = c.client.clone();
     let list = match &a.id {
-        Some(id) => vec![client
-            .get(proto::GetRequest {
-                experiment_id: id.clone(),
-            })
-            .await
-            .map_err(|s| mer_coordinator::CoordError::rpc("get", s))?
-            .into_inner()],
+        Some(id) => vec![get_status(&c, id).await?],
         None => {
-            client
+            c.client
+                .clone()
                 .list(proto::ListRequest {})
                 .await
                 .map_err(|s| mer_coordinator::CoordError::rpc("list", s))?
@@ -586,15 +582,7 @@ async fn cmd_cancel(a: CancelArgs) -> anyhow::Result<()> {
 
 async fn cmd_results(a: ResultsArgs) -> anyhow::Result<()> {
     let c = connect(&a.connect.options())?;
-    let r = c
-        .client
-        .clone()
-        .results(proto::ResultsRequest {
-            experiment_id: a.id.clone(),
-        })
-        .await
-        .map_err(|s| mer_coordinator::CoordError::rpc("results", s))?
-        .into_inner();
+    let r = get_results(&c, &a.id).await?;
     match &a.out {
         Some(dir) => {
             mer_shared::prepared::write_atomic(
