@@ -254,7 +254,9 @@ fn a_worker_killed_mid_task_loses_nothing_and_counts_nothing_twice() {
     );
     let id = submit(&url, &spec);
     let log = dir.path().join("exec.log");
-    let mut victim = start_worker(&url, "victim", dir.path(), &log, 400);
+    // The victim's tasks take 40 s (a progress report every 10 s), so it is sure to hold the lease
+    // of its first task when it is killed, however slow the machine; the survivor does the rest.
+    let mut victim = start_worker(&url, "victim", dir.path(), &log, 40_000);
     let mut survivor = start_worker(&url, "survivor", dir.path(), &log, 400);
     // Kill the victim while it holds a lease.
     wait_for("the victim to run a task", Duration::from_secs(60), || {
