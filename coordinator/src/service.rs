@@ -555,23 +555,7 @@ impl proto::client_server::Client for ClientService {
         };
         let mut spec = parse_spec(&file, &r.spec_toml).map_err(status_of)?;
         // Resolve relative dataset paths as `load_spec` does on the client, so both agree on the spec hash.
-        let base = Path::new(&r.spec_path)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let resolve = |p: &PathBuf| {
-            if p.is_absolute() {
-                p.clone()
-            } else {
-                base.join(p)
-            }
-        };
-        spec.dataset = spec.dataset.as_ref().map(resolve);
-        spec.datasets = spec
-            .datasets
-            .iter()
-            .map(|(k, p)| (k.clone(), resolve(p)))
-            .collect();
+        spec.resolve_relative_to(Path::new(&r.spec_path));
         let wire: Vec<WireDataset> =
             serde_json::from_str(&r.dataset_summary_json).map_err(|e| {
                 Status::invalid_argument(format!("{file}: dataset summaries: invalid JSON: {e}"))

@@ -266,6 +266,29 @@ pub fn line_col(text: &str, off: usize) -> (usize, usize) {
 }
 
 impl ExperimentSpec {
+    /// Makes relative dataset paths relative to the folder of the spec file at `spec_path` (as written
+    /// in the spec, they are relative to it). Client and coordinator both do this, so they agree on the
+    /// spec hash.
+    pub fn resolve_relative_to(&mut self, spec_path: &Path) {
+        let base = spec_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let resolve = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        };
+        self.dataset = self.dataset.as_ref().map(resolve);
+        self.datasets = self
+            .datasets
+            .iter()
+            .map(|(k, p)| (k.clone(), resolve(p)))
+            .collect();
+    }
+
     /// A spec error located at `path` (in the source text when known).
     pub fn error(&self, path: &[PathSeg<'_>], message: impl Into<String>) -> CoordError {
         match &self.source {
@@ -759,20 +782,7 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ExperimentSpec, CoordError> 
 pub fn load_spec(path: &Path) -> Result<ExperimentSpec, CoordError> {
     let text = std::fs::read_to_string(path).map_err(|e| CoordError::io(path, e))?;
     let mut spec = parse_spec(&path.display().to_string(), &text)?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let resolve = |p: &PathBuf| {
-        if p.is_absolute() {
-            p.clone()
-        } else {
-            base.join(p)
-        }
-    };
-    spec.dataset = spec.dataset.as_ref().map(resolve);
-    spec.datasets = spec
-        .datasets
-        .iter()
-        .map(|(k, p)| (k.clone(), resolve(p)))
-        .collect();
+    spec.resolve_relative_to(path);
     Ok(spec)
 }
 

@@ -13,7 +13,7 @@ use mer_coordinator::client::{
 use mer_coordinator::plan::{plan_spec, Plan, TaskKind};
 use mer_coordinator::scheduler::SchedConfig;
 use mer_coordinator::server::{start, CoordinatorHandle, ServerConfig};
-use mer_coordinator::sim::{reference_run, write_sim_dataset, SimTrainer};
+use mer_coordinator::sim::{reference_run, SimTrainer};
 use mer_coordinator::spec::load_spec;
 use mer_shared::proto;
 use std::collections::BTreeMap;
@@ -23,39 +23,25 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+mod support;
+
 const TOKEN: &str = "test-token";
 
 /// Writes a sim dataset and a spec over it; returns the spec path.
 fn setup(dir: &Path, subjects: usize, extra: &str) -> PathBuf {
-    let ds = dir.join("data.safetensors");
-    write_sim_dataset(&ds, subjects, 2).unwrap();
-    let spec = dir.join("exp.toml");
-    std::fs::write(&spec, format!("name = \"exp\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\n{extra}[sweep]\nalpha = [1, 2]\n")).unwrap();
-    spec
+    support::sim_spec(dir, "exp", subjects, extra)
 }
 
 fn server_config(state: &Path) -> ServerConfig {
-    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), state.to_path_buf());
-    cfg.token = Some(TOKEN.into());
-    cfg.heartbeat = Duration::from_millis(100);
-    cfg.reap_every = Duration::from_millis(50);
-    cfg
+    support::server_config(state, Some(TOKEN))
 }
 
 fn clients(url: &str) -> Clients {
-    connect(&ConnectOptions::new(url, Some(TOKEN.into()))).unwrap()
+    support::clients(url, Some(TOKEN))
 }
 
 fn agent_config(url: &str, cache: &Path, slots: u32) -> AgentConfig {
-    let mut a = AgentConfig::new(
-        ConnectOptions::new(url, Some(TOKEN.into())),
-        cache.to_path_buf(),
-    );
-    a.slots = slots;
-    a.poll_wait = Duration::from_millis(500);
-    a.heartbeat = Some(Duration::from_millis(100));
-    a.unreachable_timeout = Duration::from_secs(30);
-    a
+    support::agent_config(url, Some(TOKEN), cache, slots)
 }
 
 /// The fault-free reference: every task run directly, then pooled; returns `results.json` and the
@@ -117,8 +103,7 @@ fn spawn_agents(
     (0..n)
         .map(|i| {
             let cfg = agent_config(url, &dir.join(format!("cache{i}")), slots);
-            let (t, s) = (trainer.clone(), stop.clone());
-            tokio::spawn(async move { run_agent(cfg, t, s).await.unwrap() })
+            support::spawn_agent(cfg, trainer.clone(), stop)
         })
         .collect()
 }

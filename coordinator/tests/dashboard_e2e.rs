@@ -5,54 +5,31 @@
 //! pooled scores marked partial; after the gate opens it must show them final. A screenshot is written
 //! to `target/test-artifacts/dashboard.png`.
 
-use mer_coordinator::agent::{
-    run_agent, AgentConfig, Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError,
-};
-use mer_coordinator::client::{connect, submit_spec, ConnectOptions};
-use mer_coordinator::plan::TaskKind;
-use mer_coordinator::server::{start, ServerConfig};
-use mer_coordinator::sim::{write_sim_dataset, SimTrainer};
+use mer_coordinator::agent::{Progress, TaskInputs};
+use mer_coordinator::client::submit_spec;
+use mer_coordinator::server::start;
+use mer_coordinator::sim::SimTrainer;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Holds the target tasks of one fold until the gate opens (reporting progress meanwhile).
-struct Gated {
-    inner: SimTrainer,
-    fold: String,
-    open: Arc<AtomicBool>,
-}
+mod support;
 
-impl Trainer for Gated {
-    fn run(
-        &self,
-        task: &TaskSpec,
-        inputs: &TaskInputs,
-        progress: &mut dyn FnMut(Progress),
-        cancel: &AtomicBool,
-    ) -> Result<TaskOutput, TrainerError> {
-        if task.kind == TaskKind::Target && task.fold == self.fold {
-            progress(Progress {
-                stage: "target".into(),
-                epoch: 1,
-                epochs: 4,
-                loss: 0.5,
-                samples_per_s: 42.0,
-                device: inputs.device.clone(),
-                gpu_memory_bytes: Some(3 << 29),
-            });
-            while !self.open.load(Ordering::SeqCst) {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(TrainerError::retryable("cancelled"));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        self.inner.run(task, inputs, progress, cancel)
+use support::{agent_config, server_config, sim_spec, spawn_agent, Gated};
+
+/// What the gated fold's tasks report while held: epoch 2 of 4 at 42 samples/s, 1.5 GiB of GPU memory.
+fn held_report(inputs: &TaskInputs) -> Progress {
+    Progress {
+        stage: "target".into(),
+        epoch: 1,
+        epochs: 4,
+        loss: 0.5,
+        samples_per_s: 42.0,
+        device: inputs.device.clone(),
+        gpu_memory_bytes: Some(3 << 29),
     }
 }
 
@@ -116,15 +93,7 @@ fn browse(url: &str, profile: &Path, extra: &[String]) -> String {
 }
 
 async fn api(addr: SocketAddr, path: &str) -> serde_json::Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    serde_json::from_str(buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("null"))
-        .unwrap_or(serde_json::Value::Null)
+    serde_json::from_str(&support::http_get(addr, path).await.1).unwrap_or(serde_json::Value::Null)
 }
 
 /// The text of the element with `id` in a dumped DOM (crude but enough: up to its closing tag).
@@ -139,40 +108,30 @@ fn section<'a>(dom: &'a str, id: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dashboard_in_headless_chromium_shows_the_grid_and_partial_scores() {
     let dir = tempfile::tempdir().unwrap();
-    write_sim_dataset(&dir.path().join("data.safetensors"), 3, 2).unwrap();
-    let spec = dir.path().join("watch.toml");
-    std::fs::write(&spec, "name = \"watch-me\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\n[sweep]\nalpha = [1, 2]\n").unwrap();
-    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("state"));
-    cfg.heartbeat = Duration::from_millis(100);
+    let spec = sim_spec(dir.path(), "watch-me", 3, "");
+    let mut cfg = server_config(&dir.path().join("state"), None);
     cfg.http_listen = Some("127.0.0.1:0".parse().unwrap());
     let coord = start(cfg).await.unwrap();
     let http = coord.http_addr.expect("HTTP port bound");
-    let c = connect(&ConnectOptions::new(&coord.url, None)).unwrap();
+    let c = support::clients(&coord.url, None);
     let sub = submit_spec(&c, &spec).await.unwrap();
     let id = sub.experiment_id.clone();
 
-    let open = Arc::new(AtomicBool::new(false));
-    let trainer = Arc::new(Gated {
-        inner: SimTrainer::new(Duration::from_millis(40), None),
-        fold: "samm/008".into(),
-        open: open.clone(),
-    });
+    let trainer = Arc::new(Gated::new(
+        SimTrainer::new(Duration::from_millis(40), None),
+        Some("samm/008"),
+        held_report,
+    ));
     let stop = CancellationToken::new();
     let mut agents = Vec::new();
     for i in 0..2 {
-        let mut a = AgentConfig::new(
-            ConnectOptions::new(&coord.url, None),
-            dir.path().join(format!("cache{i}")),
-        );
+        let mut a = agent_config(&coord.url, None, &dir.path().join(format!("cache{i}")), 2);
         a.name = format!("sim{i}");
-        a.slots = 2;
         // Named as GPU slots so that the page shows device and memory columns filled (the sim trainer
         // runs on the CPU whatever the name).
         a.devices = vec!["cuda:0".into(), "cuda:1".into()];
         a.poll_wait = Duration::from_millis(300);
-        a.heartbeat = Some(Duration::from_millis(100));
-        let (t, s) = (trainer.clone() as Arc<dyn Trainer>, stop.clone());
-        agents.push(tokio::spawn(async move { run_agent(a, t, s).await }));
+        agents.push(spawn_agent(a, trainer.clone(), &stop));
     }
     // Everything but the gated fold's two target tasks finishes.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -268,7 +227,7 @@ async fn dashboard_in_headless_chromium_shows_the_grid_and_partial_scores() {
     assert_eq!((info.width, info.height), (1400, 900));
 
     // Open the gate: the page then shows final scores.
-    open.store(true, Ordering::SeqCst);
+    trainer.open();
     let deadline = Instant::now() + Duration::from_secs(60);
     while api(http, &format!("/api/experiments/{id}")).await["experiment"]["state"] != "done" {
         assert!(Instant::now() < deadline, "experiment did not finish");
@@ -285,7 +244,7 @@ async fn dashboard_in_headless_chromium_shows_the_grid_and_partial_scores() {
     assert!(!scores.contains("partial ("), "{scores}");
     stop.cancel();
     for a in agents {
-        a.await.unwrap().unwrap();
+        a.await.unwrap();
     }
     coord.shutdown().await.unwrap();
 }

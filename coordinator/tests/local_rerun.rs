@@ -10,18 +10,9 @@ use std::time::Duration;
 
 use mer_coordinator::agent::Trainer;
 use mer_coordinator::local::{run_local, LocalOptions};
-use mer_coordinator::sim::{write_sim_dataset, SimTrainer};
+use mer_coordinator::sim::SimTrainer;
 
-fn spec(dir: &Path) -> std::path::PathBuf {
-    write_sim_dataset(&dir.join("data.safetensors"), 3, 2).unwrap();
-    let spec = dir.join("exp.toml");
-    std::fs::write(
-        &spec,
-        "name = \"rerun\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\n[sweep]\nalpha = [1, 2]\n",
-    )
-    .unwrap();
-    spec
-}
+mod support;
 
 fn opts(spec: &Path, run_dir: &Path, trainer: Arc<dyn Trainer>) -> LocalOptions {
     let mut o = LocalOptions::in_process(spec, run_dir, 2, trainer);
@@ -32,7 +23,7 @@ fn opts(spec: &Path, run_dir: &Path, trainer: Arc<dyn Trainer>) -> LocalOptions 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rerunning_a_failed_local_run_retries_only_the_failed_fold() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = spec(dir.path());
+    let spec = support::sim_spec(dir.path(), "rerun", 3, "");
 
     // A clean run, for reference.
     let clean = Arc::new(SimTrainer::new(Duration::ZERO, None));

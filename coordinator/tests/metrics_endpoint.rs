@@ -4,61 +4,34 @@
 //! is held still (target tasks gated), and again at the end, with the final UF1/UAR per sweep point.
 //! Needs promtool (Debian package `prometheus`, installed by scripts/bootstrap.sh).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mer_coordinator::agent::{
-    run_agent, AgentConfig, Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError,
-};
-use mer_coordinator::client::{
-    connect, get_results, get_status, submit_spec, watch_until_done, ConnectOptions,
-};
+use mer_coordinator::agent::{Progress, TaskInputs};
+use mer_coordinator::client::{get_results, get_status, submit_spec, watch_until_done};
 use mer_coordinator::metrics::{parse_text, series_value};
-use mer_coordinator::plan::TaskKind;
-use mer_coordinator::server::{start, ServerConfig};
-use mer_coordinator::sim::{write_sim_dataset, SimTrainer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use mer_coordinator::server::start;
+use mer_coordinator::sim::SimTrainer;
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "metrics-token";
 
-/// The sim trainer, with target tasks held until `open` (so the cluster state stands still), and a
-/// throughput report per epoch.
-struct Gated {
-    sim: SimTrainer,
-    open: AtomicBool,
-}
+mod support;
 
-impl Trainer for Gated {
-    fn run(
-        &self,
-        task: &TaskSpec,
-        inputs: &TaskInputs,
-        progress: &mut dyn FnMut(Progress),
-        cancel: &AtomicBool,
-    ) -> Result<TaskOutput, TrainerError> {
-        if task.kind == TaskKind::Target {
-            progress(Progress {
-                stage: "target".into(),
-                epoch: 0,
-                epochs: 4,
-                loss: 1.0,
-                samples_per_s: 25.0,
-                device: inputs.device.clone(),
-                gpu_memory_bytes: gpu_memory(&inputs.device),
-            });
-            while !self.open.load(Ordering::SeqCst) {
-                if cancel.load(Ordering::SeqCst) {
-                    return Err(TrainerError::retryable("cancelled"));
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        self.sim.run(task, inputs, progress, cancel)
+use support::{agent_config, http_get, server_config, sim_spec, spawn_agent, Gated};
+
+/// What a held target task reports: a throughput, and the GPU memory of its slot's device.
+fn held_report(inputs: &TaskInputs) -> Progress {
+    Progress {
+        stage: "target".into(),
+        epoch: 0,
+        epochs: 4,
+        loss: 1.0,
+        samples_per_s: 25.0,
+        device: inputs.device.clone(),
+        gpu_memory_bytes: gpu_memory(&inputs.device),
     }
 }
 
@@ -66,26 +39,6 @@ impl Trainer for Gated {
 fn gpu_memory(device: &str) -> Option<u64> {
     let n: u64 = device.strip_prefix("cuda:")?.parse().ok()?;
     Some((n + 1) << 30)
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: mer\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        code,
-        buf.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
 }
 
 /// `promtool check metrics` on `text`: must exit 0 with no lint finding.
@@ -116,12 +69,8 @@ fn v(p: &[(String, f64)], name: &str, labels: &[(&str, &str)]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_match_the_coordinator_state_and_pass_promtool() {
     let dir = tempfile::tempdir().unwrap();
-    write_sim_dataset(&dir.path().join("data.safetensors"), 3, 2).unwrap();
-    let spec = dir.path().join("exp.toml");
-    std::fs::write(&spec, "name = \"metrics-exp\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\n[sweep]\nalpha = [1, 2]\n").unwrap();
-
-    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("state"));
-    cfg.token = Some(TOKEN.into());
+    let spec = sim_spec(dir.path(), "metrics-exp", 3, "");
+    let mut cfg = server_config(&dir.path().join("state"), Some(TOKEN));
     cfg.heartbeat = Duration::from_millis(50);
     cfg.http_listen = Some("127.0.0.1:0".parse().unwrap());
     let coord = start(cfg).await.unwrap();
@@ -130,7 +79,7 @@ async fn metrics_match_the_coordinator_state_and_pass_promtool() {
     let (code, body) = http_get(http, "/readyz").await;
     assert_eq!(code, 200, "{body}");
 
-    let c = connect(&ConnectOptions::new(&coord.url, Some(TOKEN.into()))).unwrap();
+    let c = support::clients(&coord.url, Some(TOKEN));
     let sub = submit_spec(&c, &spec).await.unwrap();
     assert_eq!(sub.tasks, 27);
     let get = || async { get_status(&c, &sub.experiment_id).await.unwrap() };
@@ -159,26 +108,25 @@ async fn metrics_match_the_coordinator_state_and_pass_promtool() {
     );
 
     // Two agents x 2 slots; priors finish, then 4 target tasks hang at the gate.
-    let trainer = Arc::new(Gated {
-        sim: SimTrainer::new(Duration::ZERO, None),
-        open: AtomicBool::new(false),
-    });
+    let trainer = Arc::new(Gated::new(
+        SimTrainer::new(Duration::ZERO, None),
+        None,
+        held_report,
+    ));
     let stop = CancellationToken::new();
     let mut agents = Vec::new();
     for i in 0..2 {
-        let mut a = AgentConfig::new(
-            ConnectOptions::new(&coord.url, Some(TOKEN.into())),
-            dir.path().join(format!("cache{i}")),
+        let mut a = agent_config(
+            &coord.url,
+            Some(TOKEN),
+            &dir.path().join(format!("cache{i}")),
+            2,
         );
         a.name = format!("sim-{i}");
-        a.slots = 2;
         a.devices = vec!["cuda:0".into(), "cuda:1".into()];
         a.poll_wait = Duration::from_millis(300);
         a.heartbeat = Some(Duration::from_millis(50));
-        let (t, s) = (trainer.clone() as Arc<dyn Trainer>, stop.clone());
-        agents.push(tokio::spawn(
-            async move { run_agent(a, t, s).await.unwrap() },
-        ));
+        agents.push(spawn_agent(a, trainer.clone(), &stop));
     }
     let mut st = get().await;
     for _ in 0..400 {
@@ -273,7 +221,7 @@ async fn metrics_match_the_coordinator_state_and_pass_promtool() {
     );
 
     // Release the gate and finish.
-    trainer.open.store(true, Ordering::SeqCst);
+    trainer.open();
     let fin = watch_until_done(&c, &sub.experiment_id, |_| {})
         .await
         .unwrap();

@@ -208,17 +208,7 @@ impl Prepared {
             .metadata()
             .clone()
             .ok_or_else(|| bad("no __metadata__".into()))?;
-        let get = |k: &str| {
-            meta.get(k)
-                .ok_or_else(|| bad(format!("metadata has no '{k}'")))
-        };
-        if get("format")? != FORMAT {
-            return Err(bad(format!("format '{}' is not {FORMAT}", get("format")?)));
-        }
-        let info: PrepInfo =
-            serde_json::from_str(get("prep")?).map_err(|e| bad(format!("metadata 'prep': {e}")))?;
-        let samples: Vec<SampleMeta> = serde_json::from_str(get("samples")?)
-            .map_err(|e| bad(format!("metadata 'samples': {e}")))?;
+        let (info, samples) = decode_metadata(|k| meta.get(k).map(String::as_str), &bad)?;
         let st = safetensors::SafeTensors::deserialize(&data).map_err(|e| bad(e.to_string()))?;
         let t = st
             .tensor(FLOW_TENSOR)
@@ -251,6 +241,24 @@ impl Prepared {
         p.validate(path)?;
         Ok(p)
     }
+}
+
+/// Checks the format tag of a prepared file's safetensors metadata (looked up by `get`) and decodes
+/// its `prep` and `samples` entries; `bad` turns a message into the error naming the file.
+fn decode_metadata<'a>(
+    get: impl Fn(&str) -> Option<&'a str>,
+    bad: &dyn Fn(String) -> SharedError,
+) -> Result<(PrepInfo, Vec<SampleMeta>), SharedError> {
+    let entry = |k: &str| get(k).ok_or_else(|| bad(format!("metadata has no '{k}'")));
+    let format = entry("format")?;
+    if format != FORMAT {
+        return Err(bad(format!("format '{format}' is not {FORMAT}")));
+    }
+    let info: PrepInfo =
+        serde_json::from_str(entry("prep")?).map_err(|e| bad(format!("metadata 'prep': {e}")))?;
+    let samples: Vec<SampleMeta> = serde_json::from_str(entry("samples")?)
+        .map_err(|e| bad(format!("metadata 'samples': {e}")))?;
+    Ok((info, samples))
 }
 
 /// The metadata of a prepared file without its flow tensor (see [`Prepared::read_meta`]).
@@ -294,18 +302,7 @@ impl Prepared {
             .get("__metadata__")
             .and_then(|m| m.as_object())
             .ok_or_else(|| bad("no __metadata__".into()))?;
-        let get = |k: &str| {
-            meta.get(k)
-                .and_then(|x| x.as_str())
-                .ok_or_else(|| bad(format!("metadata has no '{k}'")))
-        };
-        if get("format")? != FORMAT {
-            return Err(bad(format!("format '{}' is not {FORMAT}", get("format")?)));
-        }
-        let info: PrepInfo =
-            serde_json::from_str(get("prep")?).map_err(|e| bad(format!("metadata 'prep': {e}")))?;
-        let samples: Vec<SampleMeta> = serde_json::from_str(get("samples")?)
-            .map_err(|e| bad(format!("metadata 'samples': {e}")))?;
+        let (info, samples) = decode_metadata(|k| meta.get(k).and_then(|x| x.as_str()), &bad)?;
         let t = v
             .get(FLOW_TENSOR)
             .ok_or_else(|| bad(format!("no tensor '{FLOW_TENSOR}'")))?;
@@ -474,6 +471,50 @@ mod tests {
             .contains("truncated"));
         std::fs::write(&path, b"xx").unwrap();
         assert!(Prepared::read_meta(&path).is_err());
+    }
+
+    #[test]
+    fn a_foreign_or_incomplete_header_is_refused_by_both_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.safetensors");
+        let flow = [0u8; 4];
+        let view = TensorView::new(Dtype::F32, vec![1, 1, 1, 1, 1], &flow).unwrap();
+        let write = |meta: &[(&str, &str)]| {
+            let meta: HashMap<String, String> = meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let bytes = safetensors::serialize([(FLOW_TENSOR, view.clone())], Some(meta)).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+        };
+        let both = || {
+            let a = Prepared::read(&path).unwrap_err().to_string();
+            let b = Prepared::read_meta(&path).unwrap_err().to_string();
+            assert!(
+                a.contains("p.safetensors") && b.contains("p.safetensors"),
+                "{a} | {b}"
+            );
+            (a, b)
+        };
+        write(&[("format", "other/1")]);
+        let (a, b) = both();
+        assert!(a.contains("format 'other/1' is not") && b.contains("format 'other/1' is not"));
+        write(&[("format", FORMAT), ("prep", &json(&info()))]);
+        let (a, b) = both();
+        assert!(
+            a.contains("no 'samples'") && b.contains("no 'samples'"),
+            "{a} | {b}"
+        );
+        write(&[
+            ("format", FORMAT),
+            ("prep", &json(&info())),
+            ("samples", "[{}]"),
+        ]);
+        let (a, b) = both();
+        assert!(
+            a.contains("metadata 'samples'") && b.contains("metadata 'samples'"),
+            "{a} | {b}"
+        );
     }
 
     #[test]

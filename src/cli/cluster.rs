@@ -61,6 +61,45 @@ impl ConnectArgs {
     }
 }
 
+/// The simulated trainer (hidden flags, for tests and benchmarks: no libtorch, deterministic output).
+#[derive(Debug, Args, Clone)]
+pub struct SimArgs {
+    /// Use the deterministic simulated trainer instead of libtorch.
+    #[arg(long, hide = true)]
+    pub sim_trainer: bool,
+    /// Simulated time per task, milliseconds (with --sim-trainer).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub sim_delay_ms: u64,
+    /// Append one line per simulated execution to this file (with --sim-trainer).
+    #[arg(long, hide = true)]
+    pub sim_log: Option<PathBuf>,
+}
+
+impl SimArgs {
+    /// The simulated trainer these flags ask for, if any.
+    fn trainer(&self) -> Option<SimTrainer> {
+        self.sim_trainer.then(|| {
+            SimTrainer::new(
+                Duration::from_millis(self.sim_delay_ms),
+                self.sim_log.clone(),
+            )
+        })
+    }
+
+    /// The same flags for a worker process (the log path made absolute).
+    fn worker_args(&self) -> std::io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        if self.sim_trainer {
+            out.push("--sim-trainer".into());
+            out.push(format!("--sim-delay-ms={}", self.sim_delay_ms));
+            if let Some(l) = &self.sim_log {
+                out.push(format!("--sim-log={}", std::path::absolute(l)?.display()));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// `mer run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -81,15 +120,8 @@ pub struct RunArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
-    /// Use the deterministic simulated trainer instead of libtorch (tests).
-    #[arg(long, hide = true)]
-    pub sim_trainer: bool,
-    /// Simulated time per task, milliseconds (with --sim-trainer).
-    #[arg(long, hide = true, default_value_t = 0)]
-    pub sim_delay_ms: u64,
-    /// Append one line per simulated execution to this file (with --sim-trainer).
-    #[arg(long, hide = true)]
-    pub sim_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub sim: SimArgs,
     /// Lease length override in milliseconds (tests).
     #[arg(long, hide = true)]
     pub lease_ms: Option<u64>,
@@ -153,15 +185,8 @@ pub struct WorkerArgs {
     /// Name shown by the coordinator (default: the host name).
     #[arg(long)]
     pub name: Option<String>,
-    /// Use the deterministic simulated trainer instead of libtorch (tests, benchmarks).
-    #[arg(long, hide = true)]
-    pub sim_trainer: bool,
-    /// Simulated time per task, milliseconds.
-    #[arg(long, hide = true, default_value_t = 0)]
-    pub sim_delay_ms: u64,
-    /// Append one line per simulated execution to this file.
-    #[arg(long, hide = true)]
-    pub sim_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub sim: SimArgs,
     /// Heartbeat interval override in milliseconds.
     #[arg(long, hide = true)]
     pub heartbeat_ms: Option<u64>,
@@ -276,13 +301,8 @@ async fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     };
     let program = std::env::current_exe().context("locating the mer executable")?;
     let mut extra = vec!["--device".to_string(), a.device.clone()];
-    if a.sim_trainer {
-        extra.push("--sim-trainer".into());
-        extra.push(format!("--sim-delay-ms={}", a.sim_delay_ms));
-        if let Some(l) = &a.sim_log {
-            extra.push(format!("--sim-log={}", std::path::absolute(l)?.display()));
-        }
-    } else if cfg!(not(feature = "worker")) {
+    extra.extend(a.sim.worker_args()?);
+    if !a.sim.sim_trainer && cfg!(not(feature = "worker")) {
         bail!("this mer was built without the `worker` feature (no libtorch): it cannot train; run workers built with it");
     }
     let mut opts = LocalOptions::processes(&a.spec, &run_dir, a.workers, program, extra);
@@ -345,13 +365,9 @@ async fn cmd_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
 }
 
 async fn cmd_worker(a: WorkerArgs) -> anyhow::Result<()> {
-    let trainer: Arc<dyn Trainer> = if a.sim_trainer {
-        Arc::new(SimTrainer::new(
-            Duration::from_millis(a.sim_delay_ms),
-            a.sim_log.clone(),
-        ))
-    } else {
-        real_trainer()?
+    let trainer: Arc<dyn Trainer> = match a.sim.trainer() {
+        Some(sim) => Arc::new(sim),
+        None => real_trainer()?,
     };
     let mut cfg = AgentConfig::new(a.connect.options(), a.cache_dir.clone());
     if let Some(n) = a.name {
