@@ -244,6 +244,8 @@ fn spawn_workers(opts: &LocalOptions, url: &str, token: &str) -> Result<Workers,
 
 /// Runs (or resumes) an experiment in local mode and returns its results.
 pub async fn run_local(opts: LocalOptions) -> Result<LocalOutcome, CoordError> {
+    // A spec that cannot run fails here, before a run folder is made or a coordinator started.
+    crate::plan::preflight(&crate::spec::load_spec(&opts.spec)?)?;
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| CoordError::io(&opts.run_dir, e))?;
     let token = random_token();
     let mut cfg = ServerConfig::new(([127, 0, 0, 1], 0).into(), opts.run_dir.join("state"));

@@ -212,16 +212,41 @@ pub fn load_datasets(
 ) -> Result<BTreeMap<String, DatasetSummary>, CoordError> {
     let mut out = BTreeMap::new();
     for (tag, path) in spec.dataset_files() {
-        if !path.is_file() {
-            return Err(CoordError::Dataset {
-                path: path.clone(),
-                message: "no such file (prepare it with `mer prep`)".into(),
-            });
-        }
+        require_file(&path)?;
         let s = dataset_summary(&path)?;
         out.insert(tag.unwrap_or_else(|| s.info.keyframes.clone()), s);
     }
     Ok(out)
+}
+
+/// What can be checked of a spec before anything is started, cheaply: every prepared file it names
+/// exists and has a valid header (read, not hashed), and the spec expands against them (parts, scheme,
+/// sweep). [`load_datasets`] + [`expand_multi`] check the same and more (they hash the files).
+pub fn preflight(spec: &ExperimentSpec) -> Result<(), CoordError> {
+    let mut ds = BTreeMap::new();
+    for (tag, path) in spec.dataset_files() {
+        require_file(&path)?;
+        let meta = Prepared::read_meta(&path)?;
+        let s = DatasetSummary {
+            hash: String::new(),
+            path,
+            info: meta.info,
+            samples: meta.samples,
+        };
+        ds.insert(tag.unwrap_or_else(|| s.info.keyframes.clone()), s);
+    }
+    expand_multi(spec, &ds).map(|_| ())
+}
+
+fn require_file(path: &Path) -> Result<(), CoordError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(CoordError::Dataset {
+            path: path.to_path_buf(),
+            message: "no such file (prepare it with `mer prep`)".into(),
+        })
+    }
 }
 
 /// Loads the spec's datasets and expands it.

@@ -94,3 +94,46 @@ async fn rerunning_a_failed_local_run_retries_only_the_failed_fold() {
     assert_eq!(third.status.state, "done");
     assert_eq!(trainer.executions() - first_runs, 3);
 }
+
+/// A spec that cannot run (its prepared file missing or not one, or a contradiction between spec and
+/// dataset) fails with an error naming the problem before a run folder is made or a coordinator started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_that_cannot_run_fails_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = support::sim_spec(dir.path(), "bad", 1, "");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let run_dir = dir.path().join("run");
+    let fails = |what: &'static str| {
+        let (spec, run_dir) = (spec.clone(), run_dir.clone());
+        async move {
+            let trainer = Arc::new(SimTrainer::new(Duration::ZERO, None));
+            let e = run_local(opts(&spec, &run_dir, trainer.clone()))
+                .await
+                .map(|o| o.status.state)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(what), "{e}");
+            assert!(!run_dir.exists(), "{e}: the run folder was made");
+            assert_eq!(trainer.executions(), 0);
+        }
+    };
+    // Missing.
+    std::fs::write(
+        &spec,
+        text.replace("data.safetensors", "missing.safetensors"),
+    )
+    .unwrap();
+    fails("missing.safetensors: no such file").await;
+    // Not a prepared file.
+    std::fs::write(dir.path().join("junk.safetensors"), b"junk junk junk").unwrap();
+    std::fs::write(&spec, text.replace("data.safetensors", "junk.safetensors")).unwrap();
+    fails("not a safetensors file").await;
+    // A scheme the dataset has no labels for.
+    std::fs::write(&spec, text.replace("megc3", "objective5")).unwrap();
+    fails("objective5").await;
+    // The spec as written runs.
+    std::fs::write(&spec, &text).unwrap();
+    let trainer = Arc::new(SimTrainer::new(Duration::ZERO, None));
+    let out = run_local(opts(&spec, &run_dir, trainer)).await.unwrap();
+    assert_eq!(out.status.state, "done");
+}
