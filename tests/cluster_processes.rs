@@ -382,3 +382,37 @@ fn the_coordinator_killed_and_restarted_mid_experiment_reruns_nothing_finished()
     sigterm(&coord.child);
     coord.child.wait().unwrap();
 }
+
+/// A client command aimed at a port where no coordinator listens, or at something that is not a URL,
+/// fails at once with an error that names the address and what to check.
+#[test]
+fn client_commands_name_an_unreachable_or_malformed_coordinator() {
+    // A port that was free a moment ago: nobody listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    for args in [
+        vec!["status", "--coordinator", &url],
+        vec!["results", "--coordinator", &url, "some-id"],
+        vec!["cancel", "--coordinator", &url, "some-id"],
+    ] {
+        let out = mer(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("no coordinator answers at {url}"))
+                && err.contains("MER_COORDINATOR"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = mer(&["status", "--coordinator", "127.0.0.1:7878"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("127.0.0.1:7878") && err.contains("must start with http:// or https://"),
+        "{err}"
+    );
+}

@@ -63,6 +63,12 @@ pub fn connect(opts: &ConnectOptions) -> Result<Clients, CoordError> {
         url: opts.url.clone(),
         message: m,
     };
+    if !(opts.url.starts_with("http://") || opts.url.starts_with("https://")) {
+        return Err(bad(
+            "not a coordinator URL: it must start with http:// or https:// (e.g. http://127.0.0.1:7878)"
+                .into(),
+        ));
+    }
     let mut ep = Endpoint::from_shared(opts.url.clone())
         .map_err(|e| bad(format!("not a valid URL: {e}")))?
         .connect_timeout(Duration::from_secs(5))

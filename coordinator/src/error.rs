@@ -135,6 +135,18 @@ impl CoordError {
         }
     }
 
+    /// Whether the coordinator could not be reached (nobody listening, connection refused or lost): the
+    /// lazily opened connection shows that as an `Unavailable` status of the first call.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            CoordError::Rpc {
+                code: tonic::Code::Unavailable,
+                ..
+            }
+        )
+    }
+
     /// A database error on `path`.
     pub fn db(path: impl Into<PathBuf>, source: rusqlite::Error) -> Self {
         CoordError::Db {

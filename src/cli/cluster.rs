@@ -259,6 +259,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Runs an orchestration command.
 pub fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     let rt = runtime()?;
+    let url = cmd.coordinator_url();
     rt.block_on(async move {
         match cmd {
             ClusterCommand::Run(a) => cmd_run(a).await,
@@ -270,6 +271,42 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
             ClusterCommand::Results(a) => cmd_results(a).await,
         }
     })
+    .map_err(|e| match &url {
+        Some(url) => name_unreachable(e, url),
+        None => e,
+    })
+}
+
+impl ClusterCommand {
+    /// The coordinator a client or worker command talks to (`None` for those that start their own).
+    fn coordinator_url(&self) -> Option<String> {
+        let c = match self {
+            ClusterCommand::Run(_) | ClusterCommand::Coordinator(_) => return None,
+            ClusterCommand::Worker(a) => &a.connect,
+            ClusterCommand::Submit(a) => &a.connect,
+            ClusterCommand::Status(a) => &a.connect,
+            ClusterCommand::Cancel(a) => &a.connect,
+            ClusterCommand::Results(a) => &a.connect,
+        };
+        Some(c.coordinator.clone())
+    }
+}
+
+/// Says which coordinator could not be reached, and what to check, when that is why a client command
+/// failed.
+fn name_unreachable(e: anyhow::Error, url: &str) -> anyhow::Error {
+    let unreachable = e.chain().any(|c| {
+        c.downcast_ref::<mer_coordinator::error::CoordError>()
+            .is_some_and(|c| c.is_unreachable())
+    });
+    if unreachable {
+        e.context(format!(
+            "no coordinator answers at {url} (is `mer coordinator` running there? \
+             set the address with --coordinator or MER_COORDINATOR)"
+        ))
+    } else {
+        e
+    }
 }
 
 /// Cancelled on SIGTERM or Ctrl-C.
