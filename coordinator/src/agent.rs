@@ -222,6 +222,7 @@ pub async fn run_agent(
             version: env!("CARGO_PKG_VERSION").into(),
         };
         let started = tokio::time::Instant::now();
+        let mut warned: Option<tokio::time::Instant> = None;
         loop {
             match w.register(req.clone()).await {
                 Ok(r) => break r.into_inner(),
@@ -230,6 +231,18 @@ pub async fn run_agent(
                         && started.elapsed() < cfg.unreachable_timeout
                         && !shutdown.is_cancelled() =>
                 {
+                    // Say so at once and every 30 s, so that a wrong address does not look like a hang.
+                    if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                        tracing::warn!(
+                            "coordinator {} not reachable yet ({}); retrying for up to {} s",
+                            cfg.connect.url,
+                            s.message(),
+                            cfg.unreachable_timeout
+                                .saturating_sub(started.elapsed())
+                                .as_secs()
+                        );
+                        warned = Some(tokio::time::Instant::now());
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(s) => return Err(CoordError::rpc("register", s)),
