@@ -106,10 +106,10 @@ pub struct RunArgs {
     /// The experiment spec (TOML).
     pub spec: PathBuf,
     /// Number of local worker processes.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub workers: u32,
     /// Concurrent tasks per worker.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub slots: u32,
     /// Run folder (default: runs/<experiment name>).
     #[arg(long)]
@@ -174,7 +174,7 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
     /// Concurrent tasks (several small trainings can share a GPU).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub slots: u32,
     /// Devices; slot i uses device i mod count (repeat the flag: --device cuda:0 --device cuda:1).
     #[arg(long = "device", default_value = "auto")]
