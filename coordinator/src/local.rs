@@ -57,6 +57,21 @@ pub struct LocalOptions {
 }
 
 impl LocalOptions {
+    /// `workers` workers started by `launcher`, one slot each, run folder `run_dir`, no progress bars,
+    /// the default lease length and no dashboard.
+    pub fn new(spec: &Path, run_dir: &Path, workers: u32, launcher: WorkerLauncher) -> Self {
+        LocalOptions {
+            spec: spec.to_path_buf(),
+            run_dir: run_dir.to_path_buf(),
+            workers,
+            slots: 1,
+            launcher,
+            progress: false,
+            lease_ttl: None,
+            http_listen: None,
+        }
+    }
+
     /// `workers` worker processes of `program`, run folder `run_dir`.
     pub fn processes(
         spec: &Path,
@@ -65,19 +80,11 @@ impl LocalOptions {
         program: PathBuf,
         extra_args: Vec<String>,
     ) -> Self {
-        LocalOptions {
-            spec: spec.to_path_buf(),
-            run_dir: run_dir.to_path_buf(),
-            workers,
-            slots: 1,
-            launcher: WorkerLauncher::Processes {
-                program,
-                extra_args,
-            },
-            progress: false,
-            lease_ttl: None,
-            http_listen: None,
-        }
+        let launcher = WorkerLauncher::Processes {
+            program,
+            extra_args,
+        };
+        Self::new(spec, run_dir, workers, launcher)
     }
 
     /// `workers` in-process agents running `trainer`.
@@ -87,16 +94,7 @@ impl LocalOptions {
         workers: u32,
         trainer: Arc<dyn Trainer>,
     ) -> Self {
-        LocalOptions {
-            spec: spec.to_path_buf(),
-            run_dir: run_dir.to_path_buf(),
-            workers,
-            slots: 1,
-            launcher: WorkerLauncher::InProcess(trainer),
-            progress: false,
-            lease_ttl: None,
-            http_listen: None,
-        }
+        Self::new(spec, run_dir, workers, WorkerLauncher::InProcess(trainer))
     }
 }
 
