@@ -59,6 +59,15 @@ fn reference(plan: &Plan, dir: &Path) -> BTreeMap<String, String> {
     read_tree(&out)
 }
 
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn mer(args: &[&str]) -> std::process::Output {
     Command::new(MER)
         .args(args)
@@ -322,11 +331,7 @@ fn the_coordinator_killed_and_restarted_mid_experiment_reruns_nothing_finished()
     let (spec, plan) = setup(dir.path(), 3);
     let state = dir.path().join("state");
     // A fixed free port, so that the restarted coordinator is found at the same address.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut coord = start_coordinator(&state, &listen);
     let url = coord.url.clone();
@@ -387,13 +392,9 @@ fn the_coordinator_killed_and_restarted_mid_experiment_reruns_nothing_finished()
 /// fails at once with an error that names the address and what to check.
 #[test]
 fn client_commands_name_an_unreachable_or_malformed_coordinator() {
-    // A port that was free a moment ago: nobody listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
+    // Port 1 (tcpmux) is privileged and unused: connecting is refused. (A port found free by binding
+    // could be taken meanwhile by the coordinator of a test running in parallel.)
+    let url = "http://127.0.0.1:1".to_string();
     for args in [
         vec!["status", "--coordinator", &url],
         vec!["results", "--coordinator", &url, "some-id"],
