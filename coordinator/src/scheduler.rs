@@ -1101,6 +1101,12 @@ impl Scheduler {
             .collect()
     }
 
+    /// The lifecycle state of an experiment, without building its whole [`Scheduler::status`].
+    pub fn experiment_state(&self, id: &str) -> Option<ExpState> {
+        let inner = self.inner.lock();
+        inner.exp_by_id.get(id).map(|&i| inner.exps[i].state)
+    }
+
     /// The status of an experiment (as sent to clients).
     pub fn status(&self, id: &str) -> Option<proto::ExperimentStatus> {
         let inner = self.inner.lock();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{JobRequest, KubeLauncher, WorkerLossSink};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{ExpState, Scheduler};
 use crate::spec::{parse_spec, KubernetesSpec, LauncherKind};
 use crate::CoordError;
 
@@ -96,7 +96,7 @@ impl JobController {
         for id in self.sched.experiment_ids() {
             if self.closed.contains(&id) {
                 // A failed experiment that was re-submitted runs again: it needs a Job again.
-                if self.sched.status(&id).is_some_and(|s| s.state == "running") {
+                if self.sched.experiment_state(&id) == Some(ExpState::Running) {
                     self.closed.remove(&id);
                     self.launched.remove(&id);
                 } else {
