@@ -115,11 +115,11 @@ pub async fn serve_with(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::loopback_get::http_get as get;
     use crate::metrics::{ClusterSnapshot, Readiness, TaskCount};
     use std::sync::atomic::{AtomicBool, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     struct Toggle(AtomicBool);
     impl ClusterState for Toggle {
@@ -139,26 +139,6 @@ pub(crate) mod tests {
                 grpc_serving: self.0.load(Ordering::SeqCst),
             }
         }
-    }
-
-    /// A plain HTTP/1.0 GET over loopback, returning (status code, body).
-    pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).await.unwrap();
-        let code = buf
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = buf
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (code, body)
     }
 
     #[tokio::test]

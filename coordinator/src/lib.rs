@@ -10,6 +10,8 @@ pub mod http;
 pub mod k8s;
 pub mod lease;
 pub mod local;
+#[cfg(test)]
+mod loopback_get;
 pub mod metrics;
 pub mod plan;
 pub mod report;

@@ -93,7 +93,8 @@ fn browse(url: &str, profile: &Path, extra: &[String]) -> String {
 }
 
 async fn api(addr: SocketAddr, path: &str) -> serde_json::Value {
-    serde_json::from_str(&support::http_get(addr, path).await.1).unwrap_or(serde_json::Value::Null)
+    serde_json::from_str(&support::loopback_get::http_get(addr, path).await.1)
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// The text of the element with `id` in a dumped DOM (crude but enough: up to its closing tag).

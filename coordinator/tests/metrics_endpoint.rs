@@ -20,7 +20,8 @@ const TOKEN: &str = "metrics-token";
 
 mod support;
 
-use support::{agent_config, http_get, server_config, sim_spec, spawn_agent, Gated};
+use support::loopback_get::http_get;
+use support::{agent_config, server_config, sim_spec, spawn_agent, Gated};
 
 /// What a held target task reports: a throughput, and the GPU memory of its slot's device.
 fn held_report(inputs: &TaskInputs) -> Progress {

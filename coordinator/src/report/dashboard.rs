@@ -529,7 +529,7 @@ mod tests {
     use super::*;
     use crate::agent::{run_agent, AgentConfig};
     use crate::client::{connect, submit_spec, ConnectOptions};
-    use crate::http::tests::get as http_get;
+    use crate::loopback_get::http_get;
     use crate::server::{start, ServerConfig};
     use crate::sim::{write_sim_dataset, SimTrainer};
     use std::time::Duration;

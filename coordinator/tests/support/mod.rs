@@ -1,9 +1,8 @@
 //! Set-up shared by the coordinator's integration tests (`mod support;` in each): a sim dataset and a
 //! spec over it, a coordinator on 127.0.0.1:0, in-process worker agents, a trainer that holds tasks at
-//! a gate, and a raw HTTP GET on loopback. Each test crate uses a part of it.
+//! a gate, and (from `src/loopback_get.rs`) a raw HTTP GET on loopback. Each test crate uses a part of it.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,8 +16,10 @@ use mer_coordinator::client::{connect, Clients, ConnectOptions};
 use mer_coordinator::plan::TaskKind;
 use mer_coordinator::server::ServerConfig;
 use mer_coordinator::sim::{write_sim_dataset, SimTrainer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+
+#[path = "../../src/loopback_get.rs"]
+pub mod loopback_get;
 
 /// Writes a sim dataset (`subjects` per part, 2 clips each) as `data.safetensors` and the spec
 /// `exp.toml` over it: experiment `name`, MEGC 3-class, the top-level TOML lines `extra`, and a sweep
@@ -128,25 +129,4 @@ impl Trainer for Gated {
         }
         self.inner.run(task, inputs, progress, cancel)
     }
-}
-
-/// `GET path` over plain HTTP/1.0 on loopback: the status code and the body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: mer\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        code,
-        buf.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
 }
