@@ -322,7 +322,6 @@ struct ClipPlan {
     first: u32,
     last: u32,
     amplitude: f32,
-    co_action: Option<(Action, f32)>,
     blink: Option<(f32, f32)>,
     jitter: [(f32, f32, f32); 4],
     drift: (f32, f32),
@@ -452,7 +451,7 @@ fn render(face: &Face, p: &ClipPlan, t: u32, rng: &mut ChaCha8Rng) -> Vec<f32> {
     let act = tr.action;
     let on = |a2: Action| {
         let main = if act == a2 { s } else { 0.0 };
-        match p.co_action {
+        match tr.co_action {
             Some((co, k)) if co == a2 => main + k * s,
             _ => main,
         }
@@ -957,7 +956,6 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
             first,
             last,
             amplitude: 0.075 * face.a * strength,
-            co_action,
             blink,
             jitter,
             drift: (
