@@ -210,43 +210,43 @@ pub fn sha256_file(path: &Path) -> Result<String, CoordError> {
 pub fn load_datasets(
     spec: &ExperimentSpec,
 ) -> Result<BTreeMap<String, DatasetSummary>, CoordError> {
-    let mut out = BTreeMap::new();
-    for (tag, path) in spec.dataset_files() {
-        require_file(&path)?;
-        let s = dataset_summary(&path)?;
-        out.insert(tag.unwrap_or_else(|| s.info.keyframes.clone()), s);
-    }
-    Ok(out)
+    summaries(spec, dataset_summary)
 }
 
 /// What can be checked of a spec before anything is started, cheaply: every prepared file it names
 /// exists and has a valid header (read, not hashed), and the spec expands against them (parts, scheme,
 /// sweep). [`load_datasets`] + [`expand_multi`] check the same and more (they hash the files).
 pub fn preflight(spec: &ExperimentSpec) -> Result<(), CoordError> {
-    let mut ds = BTreeMap::new();
-    for (tag, path) in spec.dataset_files() {
-        require_file(&path)?;
-        let meta = Prepared::read_meta(&path)?;
-        let s = DatasetSummary {
+    let ds = summaries(spec, |path| {
+        let meta = Prepared::read_meta(path)?;
+        Ok(DatasetSummary {
             hash: String::new(),
-            path,
+            path: path.to_path_buf(),
             info: meta.info,
             samples: meta.samples,
-        };
-        ds.insert(tag.unwrap_or_else(|| s.info.keyframes.clone()), s);
-    }
+        })
+    })?;
     expand_multi(spec, &ds).map(|_| ())
 }
 
-fn require_file(path: &Path) -> Result<(), CoordError> {
-    if path.is_file() {
-        Ok(())
-    } else {
-        Err(CoordError::Dataset {
-            path: path.to_path_buf(),
-            message: "no such file (prepare it with `mer prep`)".into(),
-        })
+/// `summarize`s every prepared file the spec names, keyed by key-frame tag (the file's own
+/// `PrepInfo.keyframes` for a single `dataset`); a missing file is a [`CoordError::Dataset`] error.
+fn summaries(
+    spec: &ExperimentSpec,
+    summarize: impl Fn(&Path) -> Result<DatasetSummary, CoordError>,
+) -> Result<BTreeMap<String, DatasetSummary>, CoordError> {
+    let mut out = BTreeMap::new();
+    for (tag, path) in spec.dataset_files() {
+        if !path.is_file() {
+            return Err(CoordError::Dataset {
+                path,
+                message: "no such file (prepare it with `mer prep`)".into(),
+            });
+        }
+        let s = summarize(&path)?;
+        out.insert(tag.unwrap_or_else(|| s.info.keyframes.clone()), s);
     }
+    Ok(out)
 }
 
 /// Loads the spec's datasets and expands it.
