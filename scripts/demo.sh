@@ -23,6 +23,5 @@ if [ ! -f data/prepared/mini.safetensors ]; then
     --out data/prepared/mini.safetensors
 fi
 "$mer" prep inspect data/prepared/mini.safetensors | head -12
+# `mer run` prints the summary table (runs/mini/summary.md) when the experiment ends.
 "$mer" run examples/mini.toml --workers "$workers" --run-dir runs/mini
-echo
-cat runs/mini/summary.md

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# THE test command (README, .ci/run): installs what is missing (scripts/bootstrap.sh), builds the workspace,
-# proves the coordinator-only build needs no libtorch, and runs every test.
+# THE test command (README, .ci/run): installs what is missing (scripts/bootstrap.sh), checks formatting,
+# builds the workspace, proves the coordinator-only build needs no libtorch, runs clippy (warnings are
+# errors) and every test.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -8,6 +9,10 @@ bash scripts/bootstrap.sh
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
 jobs="${MER_TEST_JOBS:-2}"
+
+echo "== cargo fmt --check"
+if command -v rustup >/dev/null && ! rustup component list --installed | grep -q '^rustfmt'; then rustup component add rustfmt; fi
+cargo fmt --all -- --check
 
 echo "== coordinator-only build (no libtorch, no OpenCV)"
 cargo build --locked -p mer --no-default-features --bin mer -j "$jobs"
@@ -18,4 +23,7 @@ fi
 
 echo "== full build and tests"
 cargo build --locked --workspace --all-targets -j "$jobs"
+echo "== clippy (warnings are errors)"
+if command -v rustup >/dev/null && ! rustup component list --installed | grep -q '^clippy'; then rustup component add clippy; fi
+cargo clippy --locked --workspace --all-targets -j "$jobs" -- -D warnings
 cargo test --locked --workspace -j "$jobs" -- --test-threads "${MER_TEST_THREADS:-2}"

@@ -345,14 +345,8 @@ fn the_coordinator_killed_and_restarted_mid_experiment_reruns_nothing_finished()
     });
     coord.child.kill().unwrap();
     coord.child.wait().unwrap();
-    let finished: Vec<String> = {
-        let conn = rusqlite::Connection::open(state.join("state.db")).unwrap();
-        let mut st = conn.prepare("SELECT task_key FROM results").unwrap();
-        st.query_map([], |r| r.get::<_, String>(0))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect()
-    };
+    let finished: Vec<String> =
+        mer_coordinator::store::finished_task_keys(&state.join("state.db")).unwrap();
     assert!(finished.len() >= 8);
     std::thread::sleep(Duration::from_millis(500));
     let mut coord = start_coordinator(&state, &listen);

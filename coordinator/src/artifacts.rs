@@ -80,7 +80,7 @@ impl ArtifactStore {
 
     /// Copies a local file into the store (hashing it on the way) and returns its hash.
     pub fn import_file(&self, path: &Path) -> Result<String, CoordError> {
-        let hash = crate::plan::sha256_file(path)?;
+        let hash = mer_shared::digest::sha256_file(path)?;
         if self.size_of(&hash).is_some() {
             return Ok(hash);
         }
@@ -100,7 +100,7 @@ impl ArtifactStore {
 
     /// Stores `bytes` and returns their hash.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<String, CoordError> {
-        let hash = crate::plan::sha256_hex(bytes);
+        let hash = mer_shared::digest::sha256_hex(bytes);
         if self.size_of(&hash).is_none() {
             let mut w = self.begin(&hash)?;
             w.write(bytes)?;
@@ -181,15 +181,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = ArtifactStore::open(dir.path()).unwrap();
         let h = s.put_bytes(b"hello").unwrap();
-        assert_eq!(h, crate::plan::sha256_hex(b"hello"));
+        assert_eq!(h, mer_shared::digest::sha256_hex(b"hello"));
         assert_eq!(s.size_of(&h), Some(5));
         assert_eq!(std::fs::read(s.path_of(&h)).unwrap(), b"hello");
-        let mut w = s.begin(&crate::plan::sha256_hex(b"other")).unwrap();
+        let mut w = s.begin(&mer_shared::digest::sha256_hex(b"other")).unwrap();
         w.write(b"not other").unwrap();
         let e = w.finish().unwrap_err();
         assert!(matches!(e, CoordError::HashMismatch { .. }), "{e}");
         assert!(e.to_string().contains("do not match"), "{e}");
-        assert_eq!(s.size_of(&crate::plan::sha256_hex(b"other")), None);
+        assert_eq!(s.size_of(&mer_shared::digest::sha256_hex(b"other")), None);
         assert_eq!(
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0,

@@ -5,7 +5,6 @@ use crate::artifacts::ArtifactStore;
 use crate::auth::ClientAuth;
 use crate::error::CoordError;
 use mer_shared::proto::{self, PROTOCOL_VERSION};
-use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,7 +102,7 @@ pub fn connect(opts: &ConnectOptions) -> Result<Clients, CoordError> {
 /// Uploads a file as a content-addressed artifact (skipped when the coordinator has it) and returns its
 /// sha256.
 pub async fn upload_file(clients: &Clients, path: &Path, kind: &str) -> Result<String, CoordError> {
-    let hash = crate::plan::sha256_file(path)?;
+    let hash = mer_shared::digest::sha256_file(path)?;
     let mut c = clients.artifacts.clone();
     let has = c
         .has(proto::HasRequest {
@@ -253,11 +252,6 @@ pub async fn download_to(
     // finish() re-checks the sha256 of what arrived and refuses a mismatch.
     w.finish()?;
     Ok(cache.path_of(hash))
-}
-
-/// sha256 hex of bytes (convenience for callers that do not depend on `sha2`).
-pub fn sha256_bytes(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// Reads a spec file, uploads its prepared dataset(s) and submits it. Spec and dataset errors are

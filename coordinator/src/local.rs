@@ -131,7 +131,7 @@ fn random_token() -> String {
         use std::io::Read;
         let _ = f.read_exact(&mut seed);
     }
-    crate::plan::sha256_hex(
+    mer_shared::digest::sha256_hex(
         format!("{nanos}|{}|{}", std::process::id(), hex::encode(seed)).as_bytes(),
     )
 }

@@ -7,14 +7,15 @@
 
 use crate::error::CoordError;
 use crate::spec::{ExperimentSpec, LossKind, PathSeg};
+use mer_shared::digest::{canonical_json, sha256_file, sha256_hex};
+use mer_shared::loso::{loso_folds, union_folds};
 use mer_shared::prepared::{PrepInfo, Prepared, SampleMeta};
 use mer_shared::train_config::{Alpha, LossConfig, TargetConfig, TrainConfig};
 use mer_shared::{Dataset, LabelScheme};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Version of the task-key format and of the meaning of task payloads. Bump it when a change in the
@@ -190,21 +191,6 @@ pub fn dataset_summary(path: &Path) -> Result<DatasetSummary, CoordError> {
     })
 }
 
-/// sha256 hex of a file, streamed in 1 MiB blocks.
-pub fn sha256_file(path: &Path) -> Result<String, CoordError> {
-    let mut f = std::fs::File::open(path).map_err(|e| CoordError::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| CoordError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 /// Reads the summaries of every prepared file a spec names, keyed by key-frame tag (the file's own
 /// `PrepInfo.keyframes` for a single `dataset`). A missing file is a [`CoordError::Dataset`] error.
 pub fn load_datasets(
@@ -282,37 +268,6 @@ pub fn derive_seed(base: u64, fold: &str, stage: TaskKind) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// sha256 hex of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Canonical JSON: object keys sorted at every level, no whitespace (independent of serde_json's map order).
-pub fn canonical_json(v: &Value) -> String {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let body: Vec<String> = keys
-                .iter()
-                .map(|k| {
-                    format!(
-                        "{}:{}",
-                        Value::String((*k).clone()),
-                        canonical_json(&m[k.as_str()])
-                    )
-                })
-                .collect();
-            format!("{{{}}}", body.join(","))
-        }
-        Value::Array(a) => format!(
-            "[{}]",
-            a.iter().map(canonical_json).collect::<Vec<_>>().join(",")
-        ),
-        other => other.to_string(),
-    }
-}
-
 fn to_value<T: Serialize>(v: &T) -> Value {
     // Plain data structs (no maps with non-string keys) always serialise.
     serde_json::to_value(v).unwrap_or(Value::Null)
@@ -358,44 +313,6 @@ pub fn target_key(payload: &TaskPayload) -> String {
         "seed": t.seed,
     });
     sha256_hex(canonical_json(&v).as_bytes())
-}
-
-/// LOSO folds of a dataset: `dataset/subject` of every subject with at least one sample labelled under
-/// `scheme` within `parts`, in dataset then natural subject order.
-pub fn loso_folds(samples: &[SampleMeta], scheme: LabelScheme, parts: &[Dataset]) -> Vec<String> {
-    let mut set: BTreeSet<(Dataset, SubjectOrd)> = BTreeSet::new();
-    for s in samples {
-        if parts.contains(&s.dataset) && s.labels.contains_key(scheme.key()) {
-            set.insert((s.dataset, SubjectOrd(s.subject.clone())));
-        }
-    }
-    set.into_iter()
-        .map(|(d, s)| format!("{d}/{}", s.0))
-        .collect()
-}
-
-/// Orders subject names naturally (`sub2` before `sub10`, `6` before `11`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SubjectOrd(String);
-
-impl SubjectOrd {
-    fn split(&self) -> (&str, Option<u64>) {
-        let digits = self.0.trim_start_matches(|c: char| !c.is_ascii_digit());
-        let prefix = &self.0[..self.0.len() - digits.len()];
-        (prefix, digits.parse().ok())
-    }
-}
-
-impl Ord for SubjectOrd {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.split().cmp(&o.split()).then_with(|| self.0.cmp(&o.0))
-    }
-}
-
-impl PartialOrd for SubjectOrd {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
 }
 
 /// One combination of the axes before resolution.
@@ -713,14 +630,6 @@ pub fn expand_multi(
         .collect();
     tasks.extend(targets);
 
-    let mut all_folds: BTreeSet<(Dataset, SubjectOrd)> = BTreeSet::new();
-    for f in folds_of.values().flatten() {
-        if let Some((d, s)) = f.split_once('/') {
-            if let Ok(d) = d.parse::<Dataset>() {
-                all_folds.insert((d, SubjectOrd(s.to_string())));
-            }
-        }
-    }
     let datasets_by_hash = tags
         .iter()
         .map(|t| (datasets[t].hash.clone(), datasets[t].path.clone()))
@@ -732,10 +641,7 @@ pub fn expand_multi(
         parts,
         sweep_points,
         tasks,
-        folds: all_folds
-            .into_iter()
-            .map(|(d, s)| format!("{d}/{}", s.0))
-            .collect(),
+        folds: union_folds(folds_of.values().flatten()),
         datasets: datasets_by_hash,
         skipped,
     })
@@ -759,6 +665,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::spec::parse_spec;
     use mer_shared::composite::composite_list;
+    use std::collections::BTreeSet;
 
     /// A prepared-file summary with the composite's 442 samples and labels under megc3 (and, for CASME II
     /// and SAMM, a synthetic objective5 label), without any tensor.
@@ -802,6 +709,7 @@ pub(crate) mod tests {
                 channels: vec!["u".into(), "v".into()],
                 crop: "haar".into(),
                 mer_version: "test".into(),
+                keyframe_fill: Some(mer_shared::prepared::KeyframeFill::Algorithm1),
             },
             samples,
         }
@@ -1106,13 +1014,28 @@ pub(crate) mod tests {
                 continue;
             }
             let spec = crate::spec::load_spec(&path).unwrap_or_else(|e| panic!("{e}"));
+            let files: Vec<_> = spec.dataset.iter().chain(spec.datasets.values()).collect();
             assert!(
-                spec.dataset.as_ref().is_some_and(|d| d.starts_with(&dir)),
-                "{}: dataset path is resolved",
+                !files.is_empty() && files.iter().all(|d| d.starts_with(&dir)),
+                "{}: dataset paths are resolved",
                 path.display()
             );
-            let p = expand(&spec, &composite_summary("adaptive"))
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let p = if spec.datasets.is_empty() {
+                expand(&spec, &composite_summary("adaptive"))
+            } else {
+                // One composite-shaped file per tag, each with its own hash, made with the tag's method.
+                let ds = spec
+                    .datasets
+                    .keys()
+                    .map(|tag| {
+                        let mut s = composite_summary(tag);
+                        s.info.keyframes = tag.split('-').next().unwrap_or(tag).to_string();
+                        (tag.clone(), s)
+                    })
+                    .collect();
+                expand_multi(&spec, &ds)
+            }
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let targets = p
                 .tasks
                 .iter()
@@ -1138,7 +1061,9 @@ pub(crate) mod tests {
         assert_eq!(seen["tiny"], (68, 1, 68));
         assert_eq!(seen["mini"], (68, 2, 68));
         assert_eq!(seen["composite_small"], (68, 1, 68));
-        assert_eq!(seen.len(), 8);
+        // Two prepared files (two fill rules) x two alphas; one prior per fold and file.
+        assert_eq!(seen["ablation_keyframe_fill"], (68, 4, 136));
+        assert_eq!(seen.len(), 9);
     }
 
     #[test]
@@ -1205,28 +1130,5 @@ pub(crate) mod tests {
         std::fs::write(dir.path().join("nope.safetensors"), b"garbage!garbage!").unwrap();
         let e = plan_spec(&spec).unwrap_err().to_string();
         assert!(e.contains("nope.safetensors"), "{e}");
-    }
-
-    #[test]
-    fn canonical_json_sorts_keys() {
-        let a: Value =
-            serde_json::from_str(r#"{"b":1,"a":{"d":[1,{"y":2,"x":1}],"c":null}}"#).unwrap();
-        assert_eq!(
-            canonical_json(&a),
-            r#"{"a":{"c":null,"d":[1,{"x":1,"y":2}]},"b":1}"#
-        );
-    }
-
-    #[test]
-    fn subjects_sort_naturally() {
-        let mut v = [
-            SubjectOrd("sub10".into()),
-            SubjectOrd("sub02".into()),
-            SubjectOrd("11".into()),
-            SubjectOrd("6".into()),
-        ];
-        v.sort();
-        let names: Vec<&str> = v.iter().map(|s| s.0.as_str()).collect();
-        assert_eq!(names, vec!["6", "11", "sub02", "sub10"]);
     }
 }

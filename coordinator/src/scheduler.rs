@@ -18,10 +18,10 @@
 use crate::error::CoordError;
 use crate::lease::{ActiveLease, LeaseTable, Progress};
 use crate::plan::{Plan, TaskDef, TaskKind};
-use crate::store::{insert_experiment, now_ms, NewExperiment, Snapshot, Store};
+pub use crate::store::ExpState;
+use crate::store::{NewExperiment, NewResult, Snapshot, Store, StoredTaskState, WorkerRow};
 use mer_shared::proto;
 use parking_lot::Mutex;
-use rusqlite::params;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,40 +81,6 @@ struct Task {
     checkpoint: Option<String>,
     ttl: Duration,
     max_attempts: u32,
-}
-
-/// An experiment's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExpState {
-    /// Tasks remain.
-    Running,
-    /// Every task is done.
-    Done,
-    /// Every task is done or gave up, at least one gave up.
-    Failed,
-    /// Cancelled by a client.
-    Cancelled,
-}
-
-impl ExpState {
-    /// Name in the database and on the wire.
-    pub fn key(self) -> &'static str {
-        match self {
-            ExpState::Running => "running",
-            ExpState::Done => "done",
-            ExpState::Failed => "failed",
-            ExpState::Cancelled => "cancelled",
-        }
-    }
-
-    fn parse(s: &str) -> ExpState {
-        match s {
-            "done" => ExpState::Done,
-            "failed" => ExpState::Failed,
-            "cancelled" => ExpState::Cancelled,
-            _ => ExpState::Running,
-        }
-    }
 }
 
 struct Experiment {
@@ -304,7 +270,7 @@ impl Scheduler {
                 .cfg
                 .lease_ttl
                 .unwrap_or(Duration::from_millis(e.lease_ms.max(1)));
-            let state = ExpState::parse(&e.state);
+            let state = e.state;
             add_locked(
                 &mut inner,
                 &e.id,
@@ -396,26 +362,11 @@ impl Scheduler {
             task_keys: plan.tasks.iter().map(|t| t.key.clone()).collect(),
         };
         self.store
-            .write(move |tx| insert_experiment(tx, &rec))
+            .write(move |tx| tx.insert_experiment(&rec))
             .await?;
         // Results stored under these keys (by earlier runs or other experiments) are reused.
         let keys: Vec<String> = plan.tasks.iter().map(|t| t.key.clone()).collect();
-        let done: HashMap<String, Option<String>> = self
-            .store
-            .read(move |conn| {
-                let mut st =
-                    conn.prepare_cached("SELECT checkpoint FROM results WHERE task_key = ?1")?;
-                let mut out = HashMap::new();
-                for k in keys {
-                    let r: Option<Option<String>> =
-                        rusqlite::OptionalExtension::optional(st.query_row([&k], |r| r.get(0)))?;
-                    if let Some(c) = r {
-                        out.insert(k, c);
-                    }
-                }
-                Ok(out)
-            })
-            .await?;
+        let done: HashMap<String, Option<String>> = self.store.checkpoints_of(keys).await?;
         let ttl = self.cfg.lease_ttl.unwrap_or(lease);
         let ntasks = plan.tasks.len();
         let (reused, changed) = {
@@ -523,10 +474,10 @@ impl Scheduler {
         self.store
             .write(move |tx| {
                 for k in &keys {
-                    exec(tx, "UPDATE tasks SET state = 'pending', failures = 0, lost = 0 WHERE key = ?1", [k])?;
+                    tx.requeue_task(k)?;
                 }
                 for e in &exp_ids {
-                    exec(tx, "UPDATE experiments SET state = 'running', finished_ms = NULL WHERE id = ?1", [e])?;
+                    tx.reopen_experiment(e)?;
                 }
                 Ok(())
             })
@@ -561,20 +512,15 @@ impl Scheduler {
             );
             id
         };
-        let (wid, n, d, v) = (
-            id.clone(),
-            name.to_string(),
-            devices.join(","),
-            version.to_string(),
-        );
-        self.store.write_nowait(move |tx| {
-            exec(
-                tx,
-                "INSERT OR REPLACE INTO workers(id, name, devices, slots, version, registered_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![wid, n, d, slots, v, now_ms()],
-            )
-            .map(|_| ())
-        });
+        let row = WorkerRow {
+            id: id.clone(),
+            name: name.to_string(),
+            devices: devices.to_vec(),
+            slots,
+            version: version.to_string(),
+            registered_ms: crate::store::now_ms(),
+        };
+        self.store.write_nowait(move |tx| tx.upsert_worker(&row));
         id
     }
 
@@ -696,15 +642,8 @@ impl Scheduler {
                 .and_then(|k| inner.by_key.get(k.as_str()))
                 .and_then(|&p| inner.tasks[p].checkpoint.clone());
             let (key, w, attempt) = (grant.def.key.clone(), worker.to_string(), grant.attempt);
-            self.store.write_nowait(move |tx| {
-                exec(
-                tx,
-                    "INSERT OR REPLACE INTO attempts(lease_id, task_key, worker_id, attempt, started_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![id, key, w, attempt, now_ms()],
-                )?;
-                exec(tx, "UPDATE tasks SET attempts = ?2 WHERE key = ?1", params![key, attempt])?;
-                Ok(())
-            });
+            self.store
+                .write_nowait(move |tx| tx.start_attempt(&id, &key, &w, attempt));
             return Some(Grant {
                 prior_checkpoint,
                 ..grant
@@ -849,35 +788,22 @@ impl Scheduler {
         let (k, l, w) = (key.to_string(), lease_id.to_string(), worker.to_string());
         let Some(t) = claim else {
             self.store
-                .write(move |tx| {
-                    exec(tx, "UPDATE tasks SET duplicates = duplicates + 1 WHERE key = ?1", [&k])?;
-                    exec(
-                tx,
-                        "UPDATE attempts SET outcome = COALESCE(outcome || ',', '') || 'duplicate', ended_ms = ?2 WHERE lease_id = ?1",
-                        params![l, now_ms()],
-                    )?;
-                    Ok(())
-                })
+                .write(move |tx| tx.count_duplicate(&k, &l))
                 .await?;
             tracing::info!(task = key, lease = lease_id, "duplicate result dropped");
             return Ok(CompleteOutcome::Duplicate);
         };
         // Phase 2: commit, then acknowledge.
         let kind = self.task_def(key).map(|d| d.kind.key()).unwrap_or("target");
-        let (rj, cp) = (result_json, checkpoint.clone());
-        let res = self
-            .store
-            .write(move |tx| {
-                exec(
-                tx,
-                    "INSERT OR IGNORE INTO results(task_key, kind, result_json, checkpoint, worker_id, lease_id, finished_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![k, kind, rj, cp, w, l, now_ms()],
-                )?;
-                exec(tx, "UPDATE tasks SET state = 'done' WHERE key = ?1", [&k])?;
-                exec(tx, "UPDATE attempts SET outcome = 'ok', ended_ms = ?2 WHERE lease_id = ?1", params![l, now_ms()])?;
-                Ok(())
-            })
-            .await;
+        let row = NewResult {
+            task_key: k,
+            kind,
+            result_json,
+            checkpoint: checkpoint.clone(),
+            worker_id: w,
+            lease_id: l,
+        };
+        let res = self.store.write(move |tx| tx.store_result(&row)).await;
         if let Err(e) = res {
             // Nothing stored: the task goes back to the queue.
             let mut inner = self.inner.lock();
@@ -912,10 +838,7 @@ impl Scheduler {
         if !held {
             let (l, e) = (lease_id.to_string(), error.to_string());
             self.store
-                .write(move |tx| {
-                    exec(tx, "UPDATE attempts SET outcome = 'failed_late', error = ?2, ended_ms = ?3 WHERE lease_id = ?1", params![l, e, now_ms()])
-                        .map(|_| ())
-                })
+                .write(move |tx| tx.record_late_failure(&l, &e))
                 .await?;
             return Ok(FailOutcome::Ignored);
         }
@@ -958,13 +881,11 @@ impl Scheduler {
             }
         };
         let (k, l, e) = (key.to_string(), lease_id.to_string(), error.to_string());
-        let errors_json = serde_json::to_string(&t_errors).unwrap_or_else(|_| "[]".into());
         self.store
             .write(move |tx| {
-                exec(tx, "UPDATE tasks SET failures = ?2, errors_json = ?3 WHERE key = ?1", params![k, failures, errors_json])?;
-                exec(tx, "UPDATE attempts SET outcome = 'failed', error = ?2, ended_ms = ?3 WHERE lease_id = ?1", params![l, e, now_ms()])?;
+                tx.record_failure(&k, failures, &t_errors, &l, &e)?;
                 for g in &gave_up_keys {
-                    exec(tx, "UPDATE tasks SET state = 'gave_up' WHERE key = ?1", [g])?;
+                    tx.set_task_state(g, StoredTaskState::GaveUp)?;
                 }
                 Ok(())
             })
@@ -1018,18 +939,9 @@ impl Scheduler {
                     enqueue(inner, t, true);
                 }
                 self.store.write_nowait(move |tx| {
-                    exec(
-                        tx,
-                        "UPDATE tasks SET lost = ?2 WHERE key = ?1",
-                        params![key, lost],
-                    )?;
-                    exec(
-                        tx,
-                        "UPDATE attempts SET outcome = 'lost', ended_ms = ?2 WHERE lease_id = ?1",
-                        params![id, now_ms()],
-                    )?;
+                    tx.record_lost(&key, lost, &id)?;
                     for g in &gave_up {
-                        exec(tx, "UPDATE tasks SET state = 'gave_up' WHERE key = ?1", [g])?;
+                        tx.set_task_state(g, StoredTaskState::GaveUp)?;
                     }
                     Ok(())
                 });
@@ -1064,14 +976,7 @@ impl Scheduler {
         }
         let idc = id.to_string();
         self.store
-            .write(move |tx| {
-                exec(
-                    tx,
-                    "UPDATE experiments SET state = 'cancelled', finished_ms = ?2 WHERE id = ?1",
-                    params![idc, now_ms()],
-                )
-                .map(|_| ())
-            })
+            .write(move |tx| tx.end_experiment(&idc, ExpState::Cancelled))
             .await?;
         Ok(true)
     }
@@ -1211,24 +1116,13 @@ impl Scheduler {
         };
         if let Some(st) = state {
             if st != ExpState::Running {
-                let (idc, key) = (id.to_string(), st.key());
-                self.store.write_nowait(move |tx| {
-                    exec(tx, "UPDATE experiments SET state = ?2, finished_ms = ?3 WHERE id = ?1 AND state = 'running'", params![idc, key, now_ms()])
-                        .map(|_| ())
-                });
+                let idc = id.to_string();
+                self.store
+                    .write_nowait(move |tx| tx.end_experiment(&idc, st));
                 let _ = self.finished.send(id.to_string());
             }
         }
     }
-}
-
-/// Runs one statement through the connection's prepared-statement cache.
-fn exec(
-    conn: &rusqlite::Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> rusqlite::Result<usize> {
-    conn.prepare_cached(sql)?.execute(params)
 }
 
 fn bump(e: &Experiment) {
@@ -1402,7 +1296,7 @@ fn add_locked(
                 task.state = TaskState::Done;
                 task.checkpoint = cp.clone();
                 inner.executions_reused += 1;
-            } else if row.is_some_and(|r| r.state == "gave_up") || dep_gave_up {
+            } else if row.is_some_and(|r| r.state == StoredTaskState::GaveUp) || dep_gave_up {
                 task.state = TaskState::GaveUp;
             } else if deps_left == 0 {
                 task.state = TaskState::Ready;

@@ -6,9 +6,10 @@ use crate::aggregate::{aggregate, write_results};
 use crate::artifacts::{valid_hash, ArtifactStore};
 use crate::error::CoordError;
 use crate::lease::Progress;
-use crate::plan::{expand_multi, sha256_hex, DatasetSummary, TaskKind};
+use crate::plan::{expand_multi, DatasetSummary, TaskKind};
 use crate::scheduler::{CompleteOutcome, FailOutcome, Scheduler};
 use crate::spec::parse_spec;
+use mer_shared::digest::sha256_hex;
 use mer_shared::fold::FoldResult;
 use mer_shared::metrics::Confusion;
 use mer_shared::prepared::{PrepInfo, SampleMeta};
@@ -435,13 +436,10 @@ impl proto::artifacts_server::Artifacts for ArtifactsService {
             .map_err(|e| Status::internal(format!("artifact writer: {e}")))?
             .map_err(status_of)?;
         let (hc, kc) = (h.clone(), kind);
-        self.0.sched.store().write_nowait(move |tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO artifacts(hash, size, kind, created_ms) VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![hc, size as i64, kc, crate::store::now_ms()],
-            )
-            .map(|_| ())
-        });
+        self.0
+            .sched
+            .store()
+            .write_nowait(move |tx| tx.record_artifact(&hc, size, &kc));
         Ok(Response::new(proto::UploadReply { sha256: h, size }))
     }
 

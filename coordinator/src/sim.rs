@@ -257,6 +257,7 @@ pub fn write_sim_dataset(
             channels: vec!["u".into(), "v".into()],
             crop: "sim".into(),
             mer_version: "sim".into(),
+            keyframe_fill: Some(mer_shared::prepared::KeyframeFill::Algorithm1),
         },
         samples,
         shape,

@@ -4,7 +4,7 @@
 //! The full reference is `docs/experiments.md`.
 
 use crate::error::CoordError;
-use mer_shared::train_config::{Alpha, LossConfig, TrainConfig};
+use mer_shared::train_config::{LossConfig, TrainConfig};
 use mer_shared::{Dataset, LabelScheme};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -351,7 +351,7 @@ impl ExperimentSpec {
     /// A stable hash of the whole spec (sha256 hex of its canonical JSON; the source text is left out).
     pub fn spec_hash(&self) -> String {
         let v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
-        crate::plan::sha256_hex(crate::plan::canonical_json(&v).as_bytes())
+        mer_shared::digest::sha256_json(&v)
     }
 
     /// Checks everything that can be checked without the dataset. Called by [`parse_spec`].
@@ -561,198 +561,14 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// Checks the ranges of a training configuration (dataset-independent).
+/// Checks the ranges of a training configuration (dataset-independent): [`TrainConfig::validate`], with
+/// the error placed at its field in the spec file.
 fn validate_train(spec: &ExperimentSpec, t: &TrainConfig) -> Result<(), CoordError> {
-    use PathSeg::Key;
-    let e = |path: &[&str], m: String| {
-        let mut p = vec![Key("train")];
-        p.extend(path.iter().map(|k| Key(k)));
-        spec.error(&p, m)
-    };
-    let m = &t.model;
-    if let Some(w) = m.widths.iter().find(|w| **w <= 0) {
-        return Err(e(
-            &["model", "widths"],
-            format!("conv width {w} must be positive"),
-        ));
-    }
-    for (name, v) in [
-        ("input_size", m.input_size),
-        ("frames", m.frames),
-        ("channels", m.channels),
-        ("dense", m.dense),
-    ] {
-        if v <= 0 {
-            return Err(e(
-                &["model", name],
-                format!("model.{name} = {v} must be positive"),
-            ));
-        }
-    }
-    if m.input_size < 32 {
-        return Err(e(
-            &["model", "input_size"],
-            format!(
-                "model.input_size = {} is too small: five 2x2 spatial pools need at least 32",
-                m.input_size
-            ),
-        ));
-    }
-    if !(0.0..1.0).contains(&m.dropout) {
-        return Err(e(
-            &["model", "dropout"],
-            format!("model.dropout = {} must be in [0, 1)", m.dropout),
-        ));
-    }
-    for (stage, o) in [("prior", &t.prior.optim), ("target", &t.target.optim)] {
-        let p = |f: &'static str| [stage, "optim", f];
-        if o.epochs == 0 {
-            return Err(e(
-                &p("epochs"),
-                format!("{stage}.optim.epochs must be at least 1"),
-            ));
-        }
-        if o.batch_size == 0 {
-            return Err(e(
-                &p("batch_size"),
-                format!("{stage}.optim.batch_size must be at least 1"),
-            ));
-        }
-        if !(o.lr.is_finite() && o.lr > 0.0) {
-            return Err(e(
-                &p("lr"),
-                format!("{stage}.optim.lr = {} must be a positive number", o.lr),
-            ));
-        }
-        if o.lr_step == 0 {
-            return Err(e(
-                &p("lr_step"),
-                format!("{stage}.optim.lr_step must be at least 1"),
-            ));
-        }
-        if !(o.lr_divisor.is_finite() && o.lr_divisor > 0.0) {
-            return Err(e(
-                &p("lr_divisor"),
-                format!("{stage}.optim.lr_divisor = {} must be > 0", o.lr_divisor),
-            ));
-        }
-        if !(0.0..1.0).contains(&o.momentum) {
-            return Err(e(
-                &p("momentum"),
-                format!("{stage}.optim.momentum = {} must be in [0, 1)", o.momentum),
-            ));
-        }
-        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
-            return Err(e(
-                &p("weight_decay"),
-                format!(
-                    "{stage}.optim.weight_decay = {} must be >= 0",
-                    o.weight_decay
-                ),
-            ));
-        }
-    }
-    if t.prior.pairs_per_epoch < 2 {
-        return Err(e(
-            &["prior", "pairs_per_epoch"],
-            "prior.pairs_per_epoch must be at least 2 (one same and one different pair)".into(),
-        ));
-    }
-    if !(0.0..1.0).contains(&t.prior.val_fraction) {
-        return Err(e(
-            &["prior", "val_fraction"],
-            format!(
-                "prior.val_fraction = {} must be in [0, 1)",
-                t.prior.val_fraction
-            ),
-        ));
-    }
-    if t.target.frozen_layers > 5 {
-        return Err(e(
-            &["target", "frozen_layers"],
-            format!(
-                "frozen_layers {} is out of range: SinC3D has 5 conv layers (0..=5)",
-                t.target.frozen_layers
-            ),
-        ));
-    }
-    if let LossConfig::Focal { gamma, alpha } = &t.target.loss {
-        if !(gamma.is_finite() && *gamma >= 0.0) {
-            return Err(e(
-                &["target", "loss", "gamma"],
-                format!("focal gamma {gamma} must be >= 0"),
-            ));
-        }
-        match alpha {
-            Alpha::Scalar(a) if !(a.is_finite() && *a > 0.0) => {
-                return Err(e(
-                    &["target", "loss", "alpha"],
-                    format!("focal alpha {a} must be a positive number"),
-                ))
-            }
-            Alpha::PerClass(v) if v.len() != spec.scheme.num_classes() => {
-                return Err(e(
-                    &["target", "loss", "alpha"],
-                    format!(
-                        "{} per-class alphas given, scheme {} has {} classes",
-                        v.len(),
-                        spec.scheme,
-                        spec.scheme.num_classes()
-                    ),
-                ))
-            }
-            Alpha::PerClass(v) if v.iter().any(|a| !(a.is_finite() && *a > 0.0)) => {
-                return Err(e(
-                    &["target", "loss", "alpha"],
-                    "every per-class alpha must be a positive number".into(),
-                ))
-            }
-            _ => {}
-        }
-    }
-    if t.augment.crop_px[0] > t.augment.crop_px[1] {
-        return Err(e(
-            &["augment", "crop_px"],
-            format!(
-                "augment.crop_px {:?} must be [min, max] with min <= max",
-                t.augment.crop_px
-            ),
-        ));
-    }
-    if t.augment.variants_per_epoch == 0 {
-        return Err(e(
-            &["augment", "variants_per_epoch"],
-            "augment.variants_per_epoch must be at least 1".into(),
-        ));
-    }
-    if t.augment.crops && t.augment.crop_px[1] as i64 * 2 >= m.input_size {
-        return Err(e(
-            &["augment", "crop_px"],
-            format!(
-                "augment.crop_px max {} is too large for input_size {}",
-                t.augment.crop_px[1], m.input_size
-            ),
-        ));
-    }
-    if !valid_device(&t.device) {
-        return Err(e(
-            &["device"],
-            format!("device '{}' must be auto, cpu, cuda or cuda:N", t.device),
-        ));
-    }
-    if t.threads == Some(0) {
-        return Err(e(
-            &["threads"],
-            "threads must be at least 1 (leave it out for libtorch's default)".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn valid_device(d: &str) -> bool {
-    matches!(d, "auto" | "cpu" | "cuda")
-        || d.strip_prefix("cuda:")
-            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+    t.validate(spec.scheme.num_classes()).map_err(|err| {
+        let mut p = vec![PathSeg::Key("train")];
+        p.extend(err.field.split('.').map(PathSeg::Key));
+        spec.error(&p, err.message)
+    })
 }
 
 /// Parses and validates a spec; `file` names it in errors. Relative paths are kept as written.

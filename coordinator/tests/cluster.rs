@@ -265,14 +265,9 @@ async fn late_and_duplicate_completions_are_dropped_and_counted() {
     assert_eq!(status.duplicates, 0);
     // A reports late, with the same (deterministic) checkpoint B produced: dropped and counted.
     let ck = sha2_of(&format!("sim-prior|{}", a.task_key));
-    let ck_hash = upload_bytes(
-        &c,
-        &mer_coordinator::client::sha256_bytes(&ck),
-        &ck,
-        "checkpoint",
-    )
-    .await
-    .unwrap();
+    let ck_hash = upload_bytes(&c, &mer_shared::digest::sha256_hex(&ck), &ck, "checkpoint")
+        .await
+        .unwrap();
     let late = w
         .complete(proto::CompleteRequest {
             lease_id: a.lease_id.clone(),
@@ -369,14 +364,8 @@ async fn coordinator_restart_loses_nothing_and_reruns_nothing_finished() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     coord.abort();
-    let finished_before: Vec<String> = {
-        let conn = rusqlite::Connection::open(state.join("state.db")).unwrap();
-        let mut st = conn.prepare("SELECT task_key FROM results").unwrap();
-        st.query_map([], |r| r.get::<_, String>(0))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect()
-    };
+    let finished_before: Vec<String> =
+        mer_coordinator::store::finished_task_keys(&state.join("state.db")).unwrap();
     assert!(finished_before.len() >= 8);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut cfg = server_config(&state);
@@ -518,7 +507,7 @@ async fn bad_inputs_are_refused_with_clear_errors() {
     assert!(e.contains("protocol version mismatch"), "{e}");
     // Artifact bytes that do not match their hash.
     let c = clients(&coord.url);
-    let declared = mer_coordinator::client::sha256_bytes(b"the real bytes");
+    let declared = mer_shared::digest::sha256_hex(b"the real bytes");
     let e = upload_bytes(&c, &declared, b"other bytes", "dataset")
         .await
         .unwrap_err()

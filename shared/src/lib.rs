@@ -4,9 +4,12 @@
 
 pub mod composite;
 pub mod dataset;
+pub mod device;
+pub mod digest;
 pub mod error;
 pub mod fold;
 pub mod labels;
+pub mod loso;
 pub mod megc_log;
 pub mod metrics;
 pub mod predictions;

@@ -46,6 +46,71 @@ pub struct PrepInfo {
     pub crop: String,
     /// `mer` version that wrote the file.
     pub mer_version: String,
+    /// How the adaptive plan filled the key-frames that bisection could not make (adaptive and TAS files;
+    /// absent for TIM). Absent in files written before the rule was recorded: those used
+    /// [`KeyframeFill::WidestGap`], see [`PrepInfo::keyframe_fill_rule`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyframe_fill: Option<KeyframeFill>,
+}
+
+impl PrepInfo {
+    /// The fill rule the file's adaptive/TAS key-frame times were made with; `None` for TIM, whose times
+    /// do not come from the adaptive plan. Files that predate the field used the widest-gap fill, the only
+    /// rule `mer` had then.
+    pub fn keyframe_fill_rule(&self) -> Option<KeyframeFill> {
+        if self.keyframes.split('-').next() == Some("tim") {
+            return None;
+        }
+        Some(self.keyframe_fill.unwrap_or(KeyframeFill::WidestGap))
+    }
+}
+
+/// How the adaptive key-frame plan (paper Algorithm 1) fills the frames that bisection towards the
+/// onset or the offset could not make; the construction itself is `mer_worker::keyframes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum KeyframeFill {
+    /// Algorithm 1 as printed (lines 13-21): one pass over each side's generated frames in the order they
+    /// were made, adding the floor midpoint of each consecutive pair that lies more than one frame from
+    /// the earlier-made one, until the side has its count; then padding with the offset frame. Nothing is
+    /// ever added between the apex and its nearest generated frame.
+    #[default]
+    #[serde(rename = "algorithm1")]
+    Algorithm1,
+    /// The rule `mer` used before prepared files recorded their fill: the widest gap between consecutive key-frame times
+    /// (earliest on ties) gets its floor midpoint, repeatedly. It tends to put frames next to the apex,
+    /// which weakens the flow into and out of it; kept to measure that difference.
+    #[serde(rename = "widest-gap")]
+    WidestGap,
+}
+
+impl KeyframeFill {
+    /// The name used on the command line (`mer prep --keyframe-fill`) and in the prepared file.
+    pub fn key(self) -> &'static str {
+        match self {
+            KeyframeFill::Algorithm1 => "algorithm1",
+            KeyframeFill::WidestGap => "widest-gap",
+        }
+    }
+
+    /// Every rule, for help texts and errors.
+    pub const ALL: [KeyframeFill; 2] = [KeyframeFill::Algorithm1, KeyframeFill::WidestGap];
+}
+
+impl std::fmt::Display for KeyframeFill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+impl std::str::FromStr for KeyframeFill {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim().to_ascii_lowercase();
+        KeyframeFill::ALL
+            .into_iter()
+            .find(|f| f.key() == t)
+            .ok_or_else(|| format!("'{s}' is not a key-frame fill rule (algorithm1 or widest-gap)"))
+    }
 }
 
 /// Everything known about one prepared sample.
@@ -423,7 +488,40 @@ mod tests {
             channels: vec!["u".into(), "v".into()],
             crop: "haar".into(),
             mer_version: "test".into(),
+            keyframe_fill: Some(KeyframeFill::Algorithm1),
         }
+    }
+
+    #[test]
+    fn keyframe_fill_is_recorded_and_older_files_read_as_widest_gap() {
+        let i = info();
+        let json = serde_json::to_string(&i).unwrap();
+        assert!(json.contains(r#""keyframe_fill":"algorithm1""#), "{json}");
+        assert_eq!(serde_json::from_str::<PrepInfo>(&json).unwrap(), i);
+        // A file written before the field existed: no `keyframe_fill`, made with the widest-gap fill.
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        old.as_object_mut().unwrap().remove("keyframe_fill");
+        let old: PrepInfo = serde_json::from_value(old).unwrap();
+        assert_eq!(old.keyframe_fill, None);
+        assert_eq!(old.keyframe_fill_rule(), Some(KeyframeFill::WidestGap));
+        let tim = PrepInfo {
+            keyframes: "tim".into(),
+            keyframe_fill: None,
+            ..info()
+        };
+        assert_eq!(tim.keyframe_fill_rule(), None);
+        assert_eq!(
+            "widest-gap".parse::<KeyframeFill>(),
+            Ok(KeyframeFill::WidestGap)
+        );
+        assert_eq!(
+            " Algorithm1".parse::<KeyframeFill>(),
+            Ok(KeyframeFill::Algorithm1)
+        );
+        assert!("widest"
+            .parse::<KeyframeFill>()
+            .unwrap_err()
+            .contains("'widest'"));
     }
 
     #[test]

@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// SinC3D's number of conv layers (`model.widths` has one width each; `target.frozen_layers` <= it).
+pub const CONV_LAYERS: usize = 5;
+
 /// Everything that determines one fold's training, apart from the data and the test subject.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -46,7 +49,7 @@ impl Default for TrainConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// Output channels of the five conv3d layers (paper: 32, 64, 128, 128, 256).
-    pub widths: [i64; 5],
+    pub widths: [i64; CONV_LAYERS],
     /// Input height = width (paper: 112).
     pub input_size: i64,
     /// Flow frames (paper: 10).
@@ -212,9 +215,266 @@ impl Default for AugmentConfig {
     }
 }
 
+/// A training setting outside its range: the field's dotted path below `[train]` (e.g.
+/// `target.optim.lr`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the field below `[train]`.
+    pub field: String,
+    /// What is wrong, quoting the value.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "train.{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ModelConfig {
+    /// Checks the network's geometry settings (part of [`TrainConfig::validate`]; SinC3D checks them
+    /// again where a model is built from a bare `ModelConfig`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: String| ConfigError {
+            field: field.to_string(),
+            message,
+        };
+        let m = self;
+        if let Some(w) = m.widths.iter().find(|w| **w <= 0) {
+            return Err(bad(
+                "model.widths",
+                format!("conv width {w} must be positive"),
+            ));
+        }
+        for (name, v) in [
+            ("input_size", m.input_size),
+            ("frames", m.frames),
+            ("channels", m.channels),
+            ("dense", m.dense),
+        ] {
+            if v <= 0 {
+                return Err(bad(
+                    &format!("model.{name}"),
+                    format!("model.{name} = {v} must be positive"),
+                ));
+            }
+        }
+        if m.input_size < 32 {
+            return Err(bad(
+                "model.input_size",
+                format!(
+                    "model.input_size = {} is too small: five 2x2 spatial pools need at least 32",
+                    m.input_size
+                ),
+            ));
+        }
+        if !(0.0..1.0).contains(&m.dropout) {
+            return Err(bad(
+                "model.dropout",
+                format!("model.dropout = {} must be in [0, 1)", m.dropout),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TrainConfig {
+    /// Checks every range of the configuration (nothing dataset-dependent except the number of
+    /// classes, for per-class alphas). The one definition of what a valid `[train]` is: the spec
+    /// parser, the engine and `mer train-fold --spec` all call it.
+    pub fn validate(&self, classes: usize) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: String| ConfigError {
+            field: field.to_string(),
+            message,
+        };
+        self.model.validate()?;
+        let m = &self.model;
+        for (stage, o) in [("prior", &self.prior.optim), ("target", &self.target.optim)] {
+            let p = |f: &str| format!("{stage}.optim.{f}");
+            if o.epochs == 0 {
+                return Err(bad(
+                    &p("epochs"),
+                    format!("{stage}.optim.epochs must be at least 1"),
+                ));
+            }
+            if o.batch_size == 0 {
+                return Err(bad(
+                    &p("batch_size"),
+                    format!("{stage}.optim.batch_size must be at least 1"),
+                ));
+            }
+            if !(o.lr.is_finite() && o.lr > 0.0) {
+                return Err(bad(
+                    &p("lr"),
+                    format!("{stage}.optim.lr = {} must be a positive number", o.lr),
+                ));
+            }
+            if o.lr_step == 0 {
+                return Err(bad(
+                    &p("lr_step"),
+                    format!("{stage}.optim.lr_step must be at least 1"),
+                ));
+            }
+            if !(o.lr_divisor.is_finite() && o.lr_divisor > 0.0) {
+                return Err(bad(
+                    &p("lr_divisor"),
+                    format!("{stage}.optim.lr_divisor = {} must be > 0", o.lr_divisor),
+                ));
+            }
+            if !(0.0..1.0).contains(&o.momentum) {
+                return Err(bad(
+                    &p("momentum"),
+                    format!("{stage}.optim.momentum = {} must be in [0, 1)", o.momentum),
+                ));
+            }
+            if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+                return Err(bad(
+                    &p("weight_decay"),
+                    format!(
+                        "{stage}.optim.weight_decay = {} must be >= 0",
+                        o.weight_decay
+                    ),
+                ));
+            }
+        }
+        if self.prior.pairs_per_epoch < 2 {
+            return Err(bad(
+                "prior.pairs_per_epoch",
+                "prior.pairs_per_epoch must be at least 2 (one same and one different pair)".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.prior.val_fraction) {
+            return Err(bad(
+                "prior.val_fraction",
+                format!(
+                    "prior.val_fraction = {} must be in [0, 1)",
+                    self.prior.val_fraction
+                ),
+            ));
+        }
+        if self.target.frozen_layers > CONV_LAYERS {
+            return Err(bad(
+                "target.frozen_layers",
+                format!(
+                    "frozen_layers {} is out of range: SinC3D has {CONV_LAYERS} conv layers (0..={CONV_LAYERS})",
+                    self.target.frozen_layers
+                ),
+            ));
+        }
+        if let LossConfig::Focal { gamma, alpha } = &self.target.loss {
+            if !(gamma.is_finite() && *gamma >= 0.0) {
+                return Err(bad(
+                    "target.loss.gamma",
+                    format!("focal gamma {gamma} must be >= 0"),
+                ));
+            }
+            match alpha {
+                Alpha::Scalar(a) if !(a.is_finite() && *a > 0.0) => {
+                    return Err(bad(
+                        "target.loss.alpha",
+                        format!("focal alpha {a} must be a positive number"),
+                    ))
+                }
+                Alpha::PerClass(v) if v.len() != classes => {
+                    return Err(bad(
+                        "target.loss.alpha",
+                        format!(
+                            "{} per-class alphas given, the label scheme has {classes} classes",
+                            v.len()
+                        ),
+                    ))
+                }
+                Alpha::PerClass(v) if v.iter().any(|a| !(a.is_finite() && *a > 0.0)) => {
+                    return Err(bad(
+                        "target.loss.alpha",
+                        "every per-class alpha must be a positive number".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if self.augment.crop_px[0] > self.augment.crop_px[1] {
+            return Err(bad(
+                "augment.crop_px",
+                format!(
+                    "augment.crop_px {:?} must be [min, max] with min <= max",
+                    self.augment.crop_px
+                ),
+            ));
+        }
+        if self.augment.variants_per_epoch == 0 {
+            return Err(bad(
+                "augment.variants_per_epoch",
+                "augment.variants_per_epoch must be at least 1".into(),
+            ));
+        }
+        if self.augment.crops && self.augment.crop_px[1] as i64 * 2 >= m.input_size {
+            return Err(bad(
+                "augment.crop_px",
+                format!(
+                    "augment.crop_px max {} is too large for input_size {}",
+                    self.augment.crop_px[1], m.input_size
+                ),
+            ));
+        }
+        if let Err(m) = self.device.parse::<crate::device::DeviceSpec>() {
+            return Err(bad("device", format!("device {m}")));
+        }
+        if self.threads == Some(0) {
+            return Err(bad(
+                "threads",
+                "threads must be at least 1 (leave it out for libtorch's default)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validate_names_the_field_of_each_bad_setting() {
+        assert_eq!(TrainConfig::default().validate(3), Ok(()));
+        let field = |f: &dyn Fn(&mut TrainConfig)| {
+            let mut c = TrainConfig::default();
+            f(&mut c);
+            c.validate(3).unwrap_err().field
+        };
+        assert_eq!(field(&|c| c.target.optim.lr = 0.0), "target.optim.lr");
+        assert_eq!(
+            field(&|c| c.prior.optim.batch_size = 0),
+            "prior.optim.batch_size"
+        );
+        assert_eq!(
+            field(&|c| c.prior.pairs_per_epoch = 1),
+            "prior.pairs_per_epoch"
+        );
+        assert_eq!(field(&|c| c.model.input_size = 16), "model.input_size");
+        assert_eq!(field(&|c| c.model.dense = 0), "model.dense");
+        assert_eq!(
+            field(&|c| c.target.frozen_layers = 6),
+            "target.frozen_layers"
+        );
+        assert_eq!(field(&|c| c.device = "gpu".into()), "device");
+        assert_eq!(field(&|c| c.threads = Some(0)), "threads");
+        let mut c = TrainConfig::default();
+        c.target.loss = LossConfig::Focal {
+            gamma: 2.0,
+            alpha: Alpha::PerClass(vec![1.0, 2.0]),
+        };
+        let e = c.validate(3).unwrap_err();
+        assert_eq!(e.field, "target.loss.alpha");
+        assert!(e.to_string().contains("3 classes"), "{e}");
+        assert_eq!(c.validate(2), Ok(()));
+        // The model's own check is the same rule.
+        let mut m = ModelConfig::default();
+        m.widths[2] = 0;
+        assert_eq!(m.validate().unwrap_err().field, "model.widths");
+    }
 
     #[test]
     fn defaults_are_the_papers_and_unknown_fields_are_rejected() {

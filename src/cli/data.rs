@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use mer_worker::keyframes::KeyframeMethod;
+use mer_worker::keyframes::{KeyframeFill, KeyframeMethod};
 use mer_worker::prep::{InterpolatorChoice, PrepOptions};
 use mer_worker::synth::{Casme2Layout, Preset, SynthOptions};
 use std::path::PathBuf;
@@ -107,6 +107,10 @@ pub struct PrepRunArgs {
     /// Key-frame construction: adaptive (Algorithm 1), tas (original frames at the adaptive times) or tim.
     #[arg(long, default_value = "adaptive")]
     pub keyframes: String,
+    /// How adaptive/TAS key-frames are filled where bisection runs out: algorithm1 (the paper's Algorithm 1
+    /// as printed) or widest-gap (the earlier rule, kept for ablations). Recorded in the prepared file.
+    #[arg(long, default_value = "algorithm1")]
+    pub keyframe_fill: String,
     /// Output size in pixels (square).
     #[arg(long, default_value_t = 112)]
     pub size: u32,
@@ -147,6 +151,10 @@ impl PrepRunArgs {
             bail!("--out FILE is required (or use `mer prep inspect FILE`)")
         };
         let keyframes: KeyframeMethod = self.keyframes.parse()?;
+        let keyframe_fill: KeyframeFill = self
+            .keyframe_fill
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--keyframe-fill: {e}"))?;
         Ok(PrepOptions {
             casme2: self.casme2.clone(),
             samm: self.samm.clone(),
@@ -155,6 +163,7 @@ impl PrepRunArgs {
             composite: self.composite,
             composite_list: self.composite_list.clone(),
             keyframes,
+            keyframe_fill,
             size: self.size,
             magnitude: self.magnitude,
             skip_bad: self.skip_bad,

@@ -324,6 +324,7 @@ mod tests {
             channels: vec!["u".into(), "v".into()],
             crop: "test".into(),
             mer_version: "test".into(),
+            keyframe_fill: Some(mer_shared::prepared::KeyframeFill::Algorithm1),
         };
         Prepared {
             info,

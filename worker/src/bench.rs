@@ -201,6 +201,7 @@ pub fn random_prepared(n: usize, m: &mer_shared::train_config::ModelConfig, seed
         channels: (0..c).map(|i| format!("c{i}")).collect(),
         crop: "none".into(),
         mer_version: env!("CARGO_PKG_VERSION").into(),
+        keyframe_fill: Some(mer_shared::prepared::KeyframeFill::Algorithm1),
     };
     Prepared {
         info,

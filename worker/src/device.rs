@@ -5,6 +5,7 @@
 //! library by name (dlopen, `RTLD_GLOBAL`) before the first CUDA query; on a CPU-only torch it is a no-op.
 
 use crate::error::WorkerError;
+use mer_shared::device::DeviceSpec;
 use std::sync::Once;
 use tch::Device;
 
@@ -31,16 +32,16 @@ pub fn init_cuda() {
     });
 }
 
-/// Parses a device spec: `auto` (first CUDA device if any, else CPU), `cpu`, `cuda` (= `cuda:0`), `cuda:N`.
+/// Parses a device spec ([`DeviceSpec`], the one parser) and resolves it on this machine: `auto` is the
+/// first CUDA device if any, else the CPU; `cuda:N` must exist here.
 pub fn parse_device(spec: &str) -> Result<Device, WorkerError> {
     let bad = |m: String| WorkerError::InvalidOption {
         option: "device".into(),
         message: m,
     };
-    let s = spec.trim().to_ascii_lowercase();
-    match s.as_str() {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => {
+    match spec.parse::<DeviceSpec>().map_err(bad)? {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Auto => {
             init_cuda();
             Ok(if tch::Cuda::is_available() {
                 Device::Cuda(0)
@@ -48,15 +49,7 @@ pub fn parse_device(spec: &str) -> Result<Device, WorkerError> {
                 Device::Cpu
             })
         }
-        _ => {
-            let idx = if s == "cuda" {
-                0
-            } else if let Some(n) = s.strip_prefix("cuda:") {
-                n.parse::<usize>()
-                    .map_err(|_| bad(format!("'{spec}': expected cuda:N with N a device index")))?
-            } else {
-                return Err(bad(format!("'{spec}': expected auto, cpu, cuda or cuda:N")));
-            };
+        DeviceSpec::Cuda(idx) => {
             init_cuda();
             let count = tch::Cuda::device_count();
             if (idx as i64) >= count {

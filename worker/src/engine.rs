@@ -17,7 +17,7 @@ use crate::device::{configure, device_name, parse_device};
 use crate::error::WorkerError;
 use crate::fastpath::Precision;
 use crate::focal_loss::Loss;
-use crate::model::{classifier_specs, init_params, SinC3D, CONV_LAYERS};
+use crate::model::{classifier_specs, init_params, SinC3D};
 use crate::optim::{lr_at, ParamSet};
 use crate::pairs::{eq7_pair_count, PairSet};
 use crate::siamese;
@@ -115,16 +115,10 @@ pub fn small_config() -> TrainConfig {
     c
 }
 
-/// The LOSO folds of a prepared set under a scheme: `dataset/subject` keys of subjects with at least one
-/// labelled sample, sorted.
+/// The LOSO folds of a prepared set under a scheme, over every part it holds (the planner's enumeration,
+/// [`mer_shared::loso::loso_folds`], so `mer train-fold --list-folds` lists them as an experiment would).
 pub fn folds(data: &Prepared, scheme: LabelScheme) -> Vec<String> {
-    let set: std::collections::BTreeSet<String> = data
-        .samples
-        .iter()
-        .filter(|s| s.labels.contains_key(scheme.key()))
-        .map(|s| s.fold_key())
-        .collect();
-    set.into_iter().collect()
+    mer_shared::loso::loso_folds_all_parts(&data.samples, scheme)
 }
 
 /// Stage 1 for one LOSO fold: trains on the fold's training subjects only; writes a safetensors checkpoint to `out`.
@@ -282,7 +276,14 @@ struct Setup {
     model: SinC3D,
 }
 
-fn setup(cfg: &TrainConfig) -> Result<Setup, WorkerError> {
+/// Validates the configuration ([`TrainConfig::validate`], the rules a spec is checked against) and
+/// resolves its device.
+fn setup(cfg: &TrainConfig, scheme: LabelScheme) -> Result<Setup, WorkerError> {
+    cfg.validate(scheme.num_classes())
+        .map_err(|e| WorkerError::InvalidOption {
+            option: e.field,
+            message: e.message,
+        })?;
     let device = parse_device(&cfg.device)?;
     configure(device, cfg.threads, cfg.fast_path);
     Ok(Setup {
@@ -290,23 +291,6 @@ fn setup(cfg: &TrainConfig) -> Result<Setup, WorkerError> {
         prec: Precision::new(cfg.fast_path, device),
         model: SinC3D::new(&cfg.model)?,
     })
-}
-
-fn check_optim(o: &OptimConfig, stage: &str) -> Result<(), WorkerError> {
-    let bad = |f: &str, m: String| WorkerError::InvalidOption {
-        option: format!("{stage}.optim.{f}"),
-        message: m,
-    };
-    if o.batch_size == 0 {
-        return Err(bad("batch_size", "must be at least 1".into()));
-    }
-    if !(o.lr.is_finite() && o.lr > 0.0) {
-        return Err(bad("lr", format!("{} must be > 0", o.lr)));
-    }
-    if !(o.lr_divisor.is_finite() && o.lr_divisor > 0.0) {
-        return Err(bad("lr_divisor", format!("{} must be > 0", o.lr_divisor)));
-    }
-    Ok(())
 }
 
 /// A generator for one purpose of one stage/epoch, derived from the run's seed.
@@ -526,15 +510,8 @@ fn prior_impl(
 ) -> Result<PriorSummary, WorkerError> {
     let t0 = Instant::now();
     let fold = split_fold(data, scheme, test_subject)?;
-    let su = setup(cfg)?;
+    let su = setup(cfg, scheme)?;
     let o = &cfg.prior.optim;
-    check_optim(o, "prior")?;
-    if cfg.prior.pairs_per_epoch == 0 {
-        return Err(WorkerError::InvalidOption {
-            option: "prior.pairs_per_epoch".into(),
-            message: "must be at least 1".into(),
-        });
-    }
     let aug = Augmenter::new(&cfg.augment, cfg.model.input_size)?;
     let mut counts = vec![0usize; scheme.num_classes()];
     fold.train_labels.iter().for_each(|&l| counts[l] += 1);
@@ -687,16 +664,9 @@ fn target_impl(
 ) -> Result<FoldResult, WorkerError> {
     let t0 = Instant::now();
     let fold = split_fold(data, scheme, test_subject)?;
-    let su = setup(cfg)?;
+    let su = setup(cfg, scheme)?;
     let o = &cfg.target.optim;
-    check_optim(o, "target")?;
     let k = cfg.target.frozen_layers;
-    if k > CONV_LAYERS {
-        return Err(WorkerError::InvalidOption {
-            option: "target.frozen_layers".into(),
-            message: format!("{k}: SinC3D has {CONV_LAYERS} conv layers"),
-        });
-    }
     let classes = scheme.num_classes();
     let loss_fn = Loss::new(&cfg.target.loss, classes, su.device)?;
     let aug = Augmenter::new(&cfg.augment, cfg.model.input_size)?;
@@ -925,6 +895,7 @@ pub(crate) mod tests {
             channels: vec!["u".into(), "v".into()],
             crop: "none".into(),
             mer_version: "test".into(),
+            keyframe_fill: Some(mer_shared::prepared::KeyframeFill::Algorithm1),
         };
         Prepared {
             info,

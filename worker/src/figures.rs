@@ -273,7 +273,9 @@ pub fn clip_figures(o: &FigureOptions) -> Result<ClipFigures> {
     }
     let (keyframes, times, synthesized): (Vec<GrayFrame>, Vec<f64>, Vec<f64>) = match method {
         KeyframeMethod::Adaptive | KeyframeMethod::Tas => {
-            let plan = adaptive_plan(ts, tp, te).map_err(|m| WorkerError::sample(&o.clip, m))?;
+            let fill = info.keyframe_fill_rule().unwrap_or_default();
+            let plan =
+                adaptive_plan(ts, tp, te, fill).map_err(|m| WorkerError::sample(&o.clip, m))?;
             let times: Vec<f64> = plan.times().iter().map(|&t| t as f64).collect();
             if method == KeyframeMethod::Adaptive {
                 let synth: Vec<f64> = plan

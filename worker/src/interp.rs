@@ -112,8 +112,7 @@ impl TorchScriptInterpolator {
             });
         }
         let bytes = std::fs::read(path).map_err(|e| WorkerError::io(path, e))?;
-        use sha2::Digest;
-        let hash = hex::encode(sha2::Sha256::digest(&bytes));
+        let hash = mer_shared::digest::sha256_hex(&bytes);
         let module = tch::CModule::load_on_device(path, tch::Device::Cpu).map_err(|e| {
             WorkerError::torch(
                 format!("loading TorchScript interpolator {}", path.display()),

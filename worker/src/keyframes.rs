@@ -1,17 +1,39 @@
 //! Key-frame construction: the 11 frames whose 10 adjacent optical flows are the model input (paper Fig. 7).
 //!
-//! - **Adaptive** (Algorithm 1 with eq. 1, as settled in design.md): `N = te - ts + 1`,
-//!   `N_sp = floor((tp - ts + 1) * 8 / N)`, `N_pe = 8 - N_sp`. Onset side: `t1 = ts, t2 = tp`; repeatedly
-//!   `m = floor((t1 + t2) / 2)`, synthesize the frame at `m` from (frame at `t1`, current frame at `t2`),
-//!   then `t2 = m`, `N_sp` times or until bisection runs out (`m - t1 <= 1`). The offset side mirrors it
-//!   (`t1 = tp, t2 = te`, frame at `m` from (current frame at `t1`, frame at `te`), `t1 = m`, stop when
-//!   `te - m <= 1`). Frames still missing are then filled between frames already made: the widest gap
-//!   between consecutive key-frame times (the earliest on ties) that still has an integer frame inside
-//!   gets its floor midpoint, synthesized from its two neighbours. When no such gap is left (clips with
-//!   `offset - onset < 10`), the list is padded with copies of the offset frame up to 11 (zero flow at the
-//!   end). Apex = onset or apex = offset simply removes one anchor. Only the onset, apex and offset frames
-//!   are read from disk; everything else is synthesized by the [`FrameInterpolator`].
-//!   Worked example (onset 25, apex 91, offset 121): 25, 27, 29, 33, 41, 58, 91, 106, 113, 117, 121.
+//! - **Adaptive** (Algorithm 1 with eq. 1): `N = te - ts + 1`, `N_sp = floor((tp - ts + 1) * 8 / N)`,
+//!   `N_pe = 8 - N_sp`.
+//!   - *Bisection* (lines 1-12). Onset side: `t1 = ts, t2 = tp`; repeatedly `m = floor((t1 + t2) / 2)`,
+//!     synthesize the frame at `m` from (frame at `t1`, current frame at `t2`), then `t2 = m`, `N_sp`
+//!     times or until bisection runs out (`m - t1 <= 1`). The offset side mirrors it (`t1 = tp, t2 = te`,
+//!     the frame at `m` from (current frame at `t1`, frame at `te`), `t1 = m`, stop when `te - m <= 1`).
+//!     The apex's neighbours are thus the farthest from it, which keeps the flow into and out of the apex
+//!     strong (the paper's third principle).
+//!   - *Fill* when bisection ran out before a side had its count ([`KeyframeFill::Algorithm1`], the
+//!     default, lines 13-21): ONE pass over that side's generated times `T'` in the order they were made
+//!     (nearest the apex first); for each consecutive pair `(T'[t-1], T'[t])` the floor midpoint
+//!     `m = floor((T'[t-1] + T'[t]) / 2)` is synthesized from the two when `|m - T'[t-1]| > 1`, until the
+//!     side has its count. Midpoints made in the pass are not themselves paired again, and a side that
+//!     still falls short does not hand its count to the other side. Nothing is ever put between the apex
+//!     and its nearest generated frame, nor between a generated frame and the onset or the offset. Note
+//!     the printed test is asymmetric: on the onset side (`T'` decreasing) a gap of 3 frames gets a
+//!     midpoint, on the offset side (`T'` increasing) the floor lands next to `T'[t-1]` and a gap of 3 gets
+//!     none; we follow the print.
+//!   - *Merge* (line 22). The printed pseudo-code merges `T'` into the key-frame list `I_o` only in the
+//!     branch where bisection ran out, which would drop every frame of a side whose bisection succeeded,
+//!     although the paper's worked example (below) needs all of them. We merge every generated frame
+//!     (bisection and fill, both sides) with the onset, apex and offset frames, in temporal order.
+//!   - *Padding* (lines 29-33): a list still short of 11 is padded with copies of the offset frame (zero
+//!     flow at the end).
+//!
+//!   Apex = onset or apex = offset removes one anchor (that side makes nothing). Only the onset, apex and
+//!   offset frames are read from disk; everything else is synthesized by the [`FrameInterpolator`].
+//!   Worked example (CASME II Happiness-EP05-02, onset 25, apex 91, offset 121, `N_sp = 5`, `N_pe = 3`,
+//!   no fill needed): 25, 27, 29, 33, 41, 58, 91, 106, 113, 117, 121.
+//!   [`KeyframeFill::WidestGap`] is the rule `mer` used before: frames still missing after bisection go
+//!   into the widest gap between consecutive key-frame times (earliest on ties) that has an integer
+//!   frame inside, repeatedly, then the same padding. The widest gaps are usually the two next to the
+//!   apex, so it weakens the apex's flow; it stays selectable (`mer prep --keyframe-fill widest-gap`) so
+//!   that the difference can be measured. The prepared file records the rule (`PrepInfo.keyframe_fill`).
 //! - **TAS**: the original frames at the same times as the adaptive plan.
 //! - **TIM** (temporal interpolation model, Zhou et al. 2011): the clip onset..offset is embedded on the
 //!   path graph and resampled at 11 equally spaced times. With all `n - 1` embedding dimensions the
@@ -22,7 +44,9 @@
 use crate::datasets::frames::GrayFrame;
 use crate::error::{Result, WorkerError};
 use crate::interp::FrameInterpolator;
+pub use mer_shared::prepared::KeyframeFill;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -123,75 +147,57 @@ pub fn check_times(onset: u32, apex: u32, offset: u32) -> std::result::Result<()
     Ok(())
 }
 
-/// Builds the adaptive plan (Algorithm 1, see the module docs).
-pub fn adaptive_plan(ts: u32, tp: u32, te: u32) -> std::result::Result<Plan, String> {
+/// Builds the adaptive plan (Algorithm 1, see the module docs) with the given fill rule.
+pub fn adaptive_plan(
+    ts: u32,
+    tp: u32,
+    te: u32,
+    fill: KeyframeFill,
+) -> std::result::Result<Plan, String> {
     check_times(ts, tp, te)?;
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut at = std::collections::BTreeMap::<u32, usize>::new();
+    let mut b = PlanBuilder::default();
     for t in [ts, tp, te] {
-        if let std::collections::btree_map::Entry::Vacant(e) = at.entry(t) {
-            e.insert(nodes.len());
-            nodes.push(Node {
-                time: t,
-                source: Source::Original,
-            });
-        }
+        b.original(t);
     }
     let n = (te - ts + 1) as u64;
     let n_sp = (((tp - ts + 1) as u64 * 8) / n) as usize;
     let n_pe = 8 - n_sp;
-    // Onset side: bisect towards the onset.
-    let (t1, mut t2, mut cur) = (ts, tp, at[&tp]);
-    for _ in 0..n_sp {
+    // Onset side: bisect from the apex towards the onset (`t1 = ts` fixed, `t2` moves).
+    let mut onset_side = Vec::new();
+    let (t1, mut t2) = (ts, tp);
+    while onset_side.len() < n_sp {
         let m = (t1 + t2) / 2;
-        if m - t1 <= 1 || at.contains_key(&m) {
+        if m - t1 <= 1 {
             break;
         }
-        let idx = nodes.len();
-        nodes.push(Node {
-            time: m,
-            source: Source::Mid(at[&t1], cur),
-        });
-        at.insert(m, idx);
+        let Some(i) = b.mid(m, b.at[&t1], b.at[&t2]) else {
+            break;
+        };
+        onset_side.push(i);
         t2 = m;
-        cur = idx;
     }
-    // Offset side: bisect towards the offset.
-    let (mut t1, t2, mut cur) = (tp, te, at[&tp]);
-    for _ in 0..n_pe {
+    // Offset side: bisect from the apex towards the offset (`t2 = te` fixed, `t1` moves).
+    let mut offset_side = Vec::new();
+    let (mut t1, t2) = (tp, te);
+    while offset_side.len() < n_pe {
         let m = (t1 + t2) / 2;
-        if t2 - m <= 1 || at.contains_key(&m) {
+        if t2 - m <= 1 {
             break;
         }
-        let idx = nodes.len();
-        nodes.push(Node {
-            time: m,
-            source: Source::Mid(cur, at[&t2]),
-        });
-        at.insert(m, idx);
+        let Some(i) = b.mid(m, b.at[&t1], b.at[&t2]) else {
+            break;
+        };
+        offset_side.push(i);
         t1 = m;
-        cur = idx;
     }
-    // Fill the widest gaps that still hold an integer frame.
-    while nodes.len() < KEYFRAMES {
-        let times: Vec<u32> = at.keys().copied().collect();
-        let best = times
-            .windows(2)
-            .filter(|w| w[1] - w[0] >= 2)
-            .max_by(|a, b| {
-                (a[1] - a[0])
-                    .cmp(&(b[1] - b[0]))
-                    .then_with(|| b[0].cmp(&a[0]))
-            });
-        let Some(w) = best else { break };
-        let m = (w[0] + w[1]) / 2;
-        let idx = nodes.len();
-        nodes.push(Node {
-            time: m,
-            source: Source::Mid(at[&w[0]], at[&w[1]]),
-        });
-        at.insert(m, idx);
+    match fill {
+        KeyframeFill::Algorithm1 => {
+            b.fill_side(&onset_side, n_sp);
+            b.fill_side(&offset_side, n_pe);
+        }
+        KeyframeFill::WidestGap => b.fill_widest_gaps(),
     }
+    let PlanBuilder { mut nodes, at } = b;
     let mut order: Vec<usize> = at.values().copied().collect();
     while order.len() < KEYFRAMES {
         order.push(nodes.len());
@@ -201,6 +207,85 @@ pub fn adaptive_plan(ts: u32, tp: u32, te: u32) -> std::result::Result<Plan, Str
         });
     }
     Ok(Plan { nodes, order })
+}
+
+/// The plan under construction: its nodes, and which node holds each time.
+#[derive(Default)]
+struct PlanBuilder {
+    /// Nodes in construction order (a `Mid` only refers to earlier nodes).
+    nodes: Vec<Node>,
+    /// Time -> node index; every time appears once, so iterating it gives temporal order.
+    at: BTreeMap<u32, usize>,
+}
+
+impl PlanBuilder {
+    /// Adds an original frame (onset, apex or offset) unless its time is already there.
+    fn original(&mut self, t: u32) {
+        if let std::collections::btree_map::Entry::Vacant(e) = self.at.entry(t) {
+            e.insert(self.nodes.len());
+            self.nodes.push(Node {
+                time: t,
+                source: Source::Original,
+            });
+        }
+    }
+
+    /// Adds the frame at `m` synthesized from nodes `a` and `b` (in either order: the earlier one is
+    /// passed to the interpolator first); `None` when `m` is already in the plan.
+    fn mid(&mut self, m: u32, a: usize, b: usize) -> Option<usize> {
+        if self.at.contains_key(&m) {
+            return None;
+        }
+        let (a, b) = if self.nodes[a].time <= self.nodes[b].time {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let idx = self.nodes.len();
+        self.nodes.push(Node {
+            time: m,
+            source: Source::Mid(a, b),
+        });
+        self.at.insert(m, idx);
+        Some(idx)
+    }
+
+    /// Algorithm 1's fill pass (lines 13-21) over one side's generated nodes, in the order they were
+    /// made, until the side has `count` frames.
+    fn fill_side(&mut self, generated: &[usize], count: usize) {
+        let mut have = generated.len();
+        for w in generated.windows(2) {
+            if have >= count {
+                break;
+            }
+            let (prev, next) = (self.nodes[w[0]].time, self.nodes[w[1]].time);
+            let m = (prev + next) / 2;
+            if m.abs_diff(prev) > 1 && self.mid(m, w[0], w[1]).is_some() {
+                have += 1;
+            }
+        }
+    }
+
+    /// The widest-gap fill ([`KeyframeFill::WidestGap`]): the widest gap between consecutive times that
+    /// holds an integer frame (earliest on ties) gets its floor midpoint, until there are 11 frames.
+    fn fill_widest_gaps(&mut self) {
+        while self.nodes.len() < KEYFRAMES {
+            let times: Vec<u32> = self.at.keys().copied().collect();
+            let best = times
+                .windows(2)
+                .filter(|w| w[1] - w[0] >= 2)
+                .max_by(|a, b| {
+                    (a[1] - a[0])
+                        .cmp(&(b[1] - b[0]))
+                        .then_with(|| b[0].cmp(&a[0]))
+                });
+            let Some(w) = best else { break };
+            let (ia, ib) = (self.at[&w[0]], self.at[&w[1]]);
+            if self.mid((w[0] + w[1]) / 2, ia, ib).is_none() {
+                break;
+            }
+        }
+    }
 }
 
 /// Executes an adaptive plan: reads the original frames with `load` (onset, apex, offset only) and
@@ -313,9 +398,19 @@ pub fn tim_resample(frames: &[GrayFrame], positions: &[f64]) -> Result<Vec<GrayF
 mod tests {
     use super::*;
 
+    use rand::{Rng, SeedableRng};
+
+    fn times(ts: u32, tp: u32, te: u32) -> Vec<u32> {
+        adaptive_plan(ts, tp, te, KeyframeFill::Algorithm1)
+            .unwrap()
+            .times()
+    }
+
     #[test]
     fn worked_example_of_the_paper() {
-        let p = adaptive_plan(25, 91, 121).unwrap();
+        // N = 97, N_sp = floor(67 * 8 / 97) = 5, N_pe = 3. Onset side: 58, 41, 33, 29, 27 (27 - 25 = 2 > 1,
+        // so the fifth bisection still counts); offset side: 106, 113, 117. No fill is needed.
+        let p = adaptive_plan(25, 91, 121, KeyframeFill::Algorithm1).unwrap();
         assert_eq!(
             p.times(),
             vec![25, 27, 29, 33, 41, 58, 91, 106, 113, 117, 121]
@@ -328,51 +423,198 @@ mod tests {
         assert_eq!(node(106).source, Source::Mid(idx(91), idx(121)));
         assert_eq!(node(113).source, Source::Mid(idx(106), idx(121)));
         assert_eq!(node(91).source, Source::Original);
+        // Both rules agree where bisection does not run out.
+        assert_eq!(
+            adaptive_plan(25, 91, 121, KeyframeFill::WidestGap).unwrap(),
+            p
+        );
     }
 
     #[test]
-    fn short_clips_fill_then_pad_with_the_offset() {
-        let p = adaptive_plan(0, 3, 6).unwrap();
-        assert_eq!(p.times(), vec![0, 1, 2, 3, 4, 5, 6, 6, 6, 6, 6]);
-        assert_eq!(p.nodes[*p.order.last().unwrap()].source, Source::PadOffset);
-        let p = adaptive_plan(100, 105, 110).unwrap(); // offset - onset = 10: exactly 11 frames
-        assert_eq!(p.times(), (100..=110).collect::<Vec<_>>());
-        let p = adaptive_plan(7, 7, 7).unwrap();
+    fn fill_pass_stays_away_from_the_apex() {
+        // N = 28, N_sp = floor(14 * 8 / 28) = 4, N_pe = 4.
+        // Onset side: m = 54, 51, then m = 49 is one frame from the onset: bisection ran out with 2 of 4.
+        // Fill pass over T' = (54, 51): floor((54 + 51) / 2) = 52, |52 - 54| = 2 > 1 -> 52 (3 of 4); the
+        // pass has no more pairs. Offset side: 68, 71, 73, then m = 74 is one frame from the offset.
+        // Fill pass over (68, 71, 73): 69 and 72 lie one frame from 68 and 71 -> nothing. 9 frames, padded
+        // with the offset. Nothing lies between 54 and the apex 61, or between 61 and 68.
+        assert_eq!(
+            times(48, 61, 75),
+            vec![48, 51, 52, 54, 61, 68, 71, 73, 75, 75, 75]
+        );
+        let p = adaptive_plan(48, 61, 75, KeyframeFill::Algorithm1).unwrap();
+        let idx = |t: u32| p.nodes.iter().position(|n| n.time == t).unwrap();
+        assert_eq!(p.nodes[idx(52)].source, Source::Mid(idx(51), idx(54)));
+        // The widest-gap rule (the old default) puts 57 and 59 next to the apex, 64 after it.
+        assert_eq!(
+            adaptive_plan(48, 61, 75, KeyframeFill::WidestGap)
+                .unwrap()
+                .times(),
+            vec![48, 51, 54, 57, 59, 61, 64, 68, 71, 73, 75]
+        );
+        // N = 57, N_sp = floor(29 * 8 / 57) = 4, N_pe = 4. Onset side: 287, 280, 276, then 274 is one frame
+        // from the onset (3 of 4). Fill: the first pair (287, 280) gives 283 (|283 - 287| = 4), which
+        // completes the side. Offset side: 315, 322, 325, 327 (329 - 327 = 2 > 1): complete.
+        assert_eq!(
+            times(273, 301, 329),
+            vec![273, 276, 280, 283, 287, 301, 315, 322, 325, 327, 329]
+        );
+        let old = adaptive_plan(273, 301, 329, KeyframeFill::WidestGap)
+            .unwrap()
+            .times();
+        assert!(old.contains(&294) && !old.contains(&283), "{old:?}");
+    }
+
+    #[test]
+    fn short_clips_pad_with_the_offset() {
+        // N = 7, N_sp = N_pe = 4. Onset side: m = 1 is one frame from the onset: nothing. Offset side:
+        // 4 (6 - 4 = 2 > 1), then 5 is one frame from the offset. One generated frame, no pair to fill.
+        assert_eq!(times(0, 3, 6), vec![0, 3, 4, 6, 6, 6, 6, 6, 6, 6, 6]);
+        // N = 11, N_sp = floor(6 * 8 / 11) = 4, N_pe = 4. Onset: 102, then 101 runs out. Offset: 107, 108,
+        // then 109 runs out; the pair (107, 108) has floor midpoint 107 = T'[t-1]: no fill.
+        assert_eq!(
+            times(100, 105, 110),
+            vec![100, 102, 105, 107, 108, 110, 110, 110, 110, 110, 110]
+        );
+        // Three frames: N_sp = floor(2 * 8 / 3) = 5, N_pe = 3, but both sides run out at once.
+        assert_eq!(times(0, 1, 2), vec![0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2]);
+        // One frame: onset = apex = offset.
+        let p = adaptive_plan(7, 7, 7, KeyframeFill::Algorithm1).unwrap();
         assert_eq!(p.times(), vec![7; 11]);
-        for (ts, tp, te) in [(0, 0, 5), (0, 5, 5), (3, 4, 12), (10, 11, 20), (0, 1, 2)] {
-            let t = adaptive_plan(ts, tp, te).unwrap().times();
-            assert_eq!(t.len(), 11);
-            assert!(t.windows(2).all(|w| w[0] <= w[1]), "{t:?}");
-            assert_eq!(t[0], ts);
-            assert!(t.contains(&tp));
-            assert_eq!(*t.last().unwrap(), te);
-            let distinct: std::collections::BTreeSet<_> = t.iter().collect();
-            assert_eq!(distinct.len(), (te - ts + 1).min(11) as usize, "{t:?}");
-        }
+        assert_eq!(p.nodes[*p.order.last().unwrap()].source, Source::PadOffset);
     }
 
     #[test]
     fn apex_at_onset_or_offset() {
-        let p = adaptive_plan(10, 10, 30).unwrap().times();
-        assert_eq!(p.len(), 11);
-        assert_eq!(p[0], 10);
-        assert_eq!(p[10], 30);
+        // Apex = onset: N = 21, N_sp = floor(1 * 8 / 21) = 0, N_pe = 8. Offset side: 20, 25, 27, 28, then 29
+        // is one frame from the offset (4 of 8). Fill over (20, 25, 27, 28): 22 (|22 - 20| = 2); 26 and 27
+        // lie one frame or less from 25 and 27. 5 of 8 -> 7 frames, padded with 4 copies of the offset.
+        assert_eq!(
+            times(10, 10, 30),
+            vec![10, 20, 22, 25, 27, 28, 30, 30, 30, 30, 30]
+        );
+        // Apex = offset: N_sp = 8, N_pe = 0. Onset side: 20, 15, 12, then 11 runs out (3 of 8). Fill over
+        // (20, 15, 12): 17 (|17 - 20| = 3), 13 (|13 - 15| = 2). 5 of 8 -> padded with the offset (= apex).
+        assert_eq!(
+            times(10, 30, 30),
+            vec![10, 12, 13, 15, 17, 20, 30, 30, 30, 30, 30]
+        );
+        // Apex = onset on a short clip: N = 6, N_sp = floor(8 / 6) = 1, but the onset side has no room.
+        // Offset side: 2, 3, then 4 runs out; the pair (2, 3) gives 2 = T'[t-1]: no fill.
+        assert_eq!(times(0, 0, 5), vec![0, 2, 3, 5, 5, 5, 5, 5, 5, 5, 5]);
+        let err = |a, b, c| adaptive_plan(a, b, c, KeyframeFill::Algorithm1).unwrap_err();
+        assert!(err(10, 31, 30).contains("apex 31"));
+        assert!(err(10, 9, 30).contains("apex 9"));
+        assert!(err(10, 10, 9).contains("before onset"));
+    }
+
+    #[test]
+    fn smic_like_clips_with_the_middle_frame_as_apex() {
+        // 21 frames at 100 fps, apex = middle: N_sp = floor(11 * 8 / 21) = 4, N_pe = 4. Onset side: 6, 3,
+        // then 2 runs out; fill (6, 3) -> 4 (|4 - 6| = 2): 3 of 4. Offset side: 16, 18, 19, then 20 runs
+        // out; fill (16, 18) -> 17 and (18, 19) -> 18 lie one frame or less from 16 and 18: 3 of 4.
+        assert_eq!(
+            times(1, 11, 21),
+            vec![1, 3, 4, 6, 11, 16, 18, 19, 21, 21, 21]
+        );
+        // 41 frames, apex 20: N_sp = floor(21 * 8 / 41) = 4, N_pe = 4. Onset: 10, 5, 2, then 1 runs out;
+        // fill (10, 5) -> 7 (|7 - 10| = 3) completes it. Offset: 30, 35, 37, 38 (40 - 38 = 2 > 1).
+        assert_eq!(
+            times(0, 20, 40),
+            vec![0, 2, 5, 7, 10, 20, 30, 35, 37, 38, 40]
+        );
+        // A long clip needs no fill: N = 201, N_sp = floor(51 * 8 / 201) = 2, N_pe = 6.
+        assert_eq!(
+            times(0, 50, 200),
+            vec![0, 12, 25, 50, 125, 162, 181, 190, 195, 197, 200]
+        );
+    }
+
+    #[test]
+    fn random_clips_keep_algorithm_1s_invariants() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+        for _ in 0..20_000 {
+            let ts: u32 = rng.random_range(0..500);
+            let len: u32 = if rng.random_bool(0.5) {
+                rng.random_range(0..30)
+            } else {
+                rng.random_range(0..400)
+            };
+            let te = ts + len;
+            let tp = rng.random_range(ts..=te);
+            let p = adaptive_plan(ts, tp, te, KeyframeFill::Algorithm1).unwrap();
+            let t = p.times();
+            let case = format!("({ts}, {tp}, {te}) -> {t:?}");
+            assert_eq!(t.len(), KEYFRAMES, "{case}");
+            assert!(t.windows(2).all(|w| w[0] <= w[1]), "{case}");
+            assert_eq!((t[0], t[10]), (ts, te), "{case}");
+            assert!(t.contains(&tp), "{case}");
+            let synth: Vec<u32> = p
+                .nodes
+                .iter()
+                .filter(|n| matches!(n.source, Source::Mid(..)))
+                .map(|n| n.time)
+                .collect();
+            assert!(synth.len() <= 8, "{case}");
+            let n = te - ts + 1;
+            let n_sp = ((tp - ts + 1) * 8 / n) as usize;
+            let before: Vec<u32> = synth.iter().copied().filter(|&m| m < tp).collect();
+            let after: Vec<u32> = synth.iter().copied().filter(|&m| m > tp).collect();
+            // Every generated time lies strictly inside its side, and each side keeps its count.
+            assert_eq!(before.len() + after.len(), synth.len(), "{case}");
+            assert!(before.iter().all(|&m| m > ts), "{case}");
+            assert!(after.iter().all(|&m| m < te), "{case}");
+            assert!(before.len() <= n_sp && after.len() <= 8 - n_sp, "{case}");
+            // Nothing lies between the apex and the first frame bisection made on either side, which is
+            // the midpoint of the apex and the onset (offset).
+            if let Some(&near) = before.iter().max() {
+                assert_eq!(near, (ts + tp) / 2, "{case}");
+            }
+            if let Some(&near) = after.iter().min() {
+                assert_eq!(near, (tp + te) / 2, "{case}");
+            }
+            // Padding only with the offset, and only after every distinct time.
+            let distinct: std::collections::BTreeSet<u32> = t.iter().copied().collect();
+            let pads: Vec<&Node> = p
+                .order
+                .iter()
+                .map(|&i| &p.nodes[i])
+                .filter(|n| n.source == Source::PadOffset)
+                .collect();
+            assert_eq!(distinct.len() + pads.len(), KEYFRAMES, "{case}");
+            assert!(pads.iter().all(|n| n.time == te), "{case}");
+            // Every synthesized frame is made from frames already in the plan.
+            for (i, node) in p.nodes.iter().enumerate() {
+                if let Source::Mid(a, b) = node.source {
+                    assert!(a < i && b < i, "{case}");
+                    assert!(
+                        p.nodes[a].time < node.time && node.time < p.nodes[b].time,
+                        "{case}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn widest_gap_fill_still_gives_its_old_plans() {
+        let w = |a, b, c| {
+            adaptive_plan(a, b, c, KeyframeFill::WidestGap)
+                .unwrap()
+                .times()
+        };
+        assert_eq!(w(0, 3, 6), vec![0, 1, 2, 3, 4, 5, 6, 6, 6, 6, 6]);
+        assert_eq!(w(100, 105, 110), (100..=110).collect::<Vec<_>>());
+        let p = w(10, 10, 30);
         assert!(p.windows(2).all(|w| w[0] < w[1]), "{p:?}");
-        // N_sp = floor(8/21) = 0: the offset side gets all 8 bisections it can make (20, 25, 27, 28).
         for t in [20, 25, 27, 28] {
             assert!(p.contains(&t), "{p:?}");
         }
-        let q = adaptive_plan(10, 30, 30).unwrap().times();
-        assert_eq!(q.len(), 11);
-        assert!(q.windows(2).all(|w| w[0] < w[1]), "{q:?}");
-        for t in [20, 15, 12] {
-            assert!(q.contains(&t), "{q:?}");
+        for (ts, tp, te) in [(0, 0, 5), (0, 5, 5), (3, 4, 12), (10, 11, 20), (0, 1, 2)] {
+            let t = w(ts, tp, te);
+            let distinct: std::collections::BTreeSet<_> = t.iter().collect();
+            assert_eq!(distinct.len(), (te - ts + 1).min(11) as usize, "{t:?}");
         }
-        assert!(adaptive_plan(10, 31, 30).unwrap_err().contains("apex 31"));
-        assert!(adaptive_plan(10, 9, 30).is_err());
-        assert!(adaptive_plan(10, 10, 9)
-            .unwrap_err()
-            .contains("before onset"));
     }
 
     struct Avg;
@@ -396,7 +638,7 @@ mod tests {
 
     #[test]
     fn build_reads_only_anchors_and_synthesizes_the_rest() {
-        let p = adaptive_plan(25, 91, 121).unwrap();
+        let p = adaptive_plan(25, 91, 121, KeyframeFill::Algorithm1).unwrap();
         let mut loaded = Vec::new();
         let frames = build_adaptive(
             &p,
@@ -411,11 +653,18 @@ mod tests {
         // With a linear ramp and an averaging interpolator the synthesized frame at 58 = (25 + 91) / 2.
         assert_eq!(frames[5].data[0], 58.0);
         assert_eq!(frames[1].data[0], 27.0625);
-        let short = adaptive_plan(0, 3, 6).unwrap();
+        let short = adaptive_plan(0, 3, 6, KeyframeFill::WidestGap).unwrap();
         let f = build_adaptive(&short, |t| Ok(GrayFrame::filled(1, 1, t as f32)), &Avg).unwrap();
         assert_eq!(
             f.iter().map(|f| f.data[0]).collect::<Vec<_>>(),
             vec![0.0, 1.5, 2.25, 3.0, 4.5, 5.25, 6.0, 6.0, 6.0, 6.0, 6.0]
+        );
+        // Algorithm 1's plan of the same clip: 4 is made from the apex 3 and the offset 6.
+        let short = adaptive_plan(0, 3, 6, KeyframeFill::Algorithm1).unwrap();
+        let f = build_adaptive(&short, |t| Ok(GrayFrame::filled(1, 1, t as f32)), &Avg).unwrap();
+        assert_eq!(
+            f.iter().map(|f| f.data[0]).collect::<Vec<_>>(),
+            vec![0.0, 3.0, 4.5, 6.0, 6.0, 6.0, 6.0, 6.0, 6.0, 6.0, 6.0]
         );
     }
 

@@ -25,8 +25,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
-/// Number of conv layers of SinC3D.
-pub const CONV_LAYERS: usize = 5;
+pub use mer_shared::train_config::CONV_LAYERS;
 
 /// How a parameter is initialised.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,31 +65,10 @@ pub struct SinC3D {
 impl SinC3D {
     /// Builds the geometry; rejects configurations whose spatial size vanishes before pool5.
     pub fn new(cfg: &ModelConfig) -> Result<Self, WorkerError> {
-        let bad = |field: &str, m: String| WorkerError::InvalidOption {
-            option: format!("model.{field}"),
-            message: m,
-        };
-        if cfg.widths.iter().any(|&w| w <= 0) {
-            return Err(bad(
-                "widths",
-                format!("{:?}: every width must be positive", cfg.widths),
-            ));
-        }
-        if cfg.channels <= 0 || cfg.frames <= 0 || cfg.dense <= 0 {
-            return Err(bad("channels/frames/dense", "must be positive".into()));
-        }
-        if cfg.input_size < 32 {
-            return Err(bad(
-                "input_size",
-                format!(
-                    "{} is too small: five 2x2 spatial pools need at least 32",
-                    cfg.input_size
-                ),
-            ));
-        }
-        if !(0.0..1.0).contains(&cfg.dropout) {
-            return Err(bad("dropout", format!("{} must be in [0, 1)", cfg.dropout)));
-        }
+        cfg.validate().map_err(|e| WorkerError::InvalidOption {
+            option: e.field,
+            message: e.message,
+        })?;
         let (mut t, mut s) = (cfg.frames, cfg.input_size);
         let mut pools = Vec::with_capacity(CONV_LAYERS);
         for i in 0..CONV_LAYERS {

@@ -16,7 +16,8 @@ use crate::face::{read_gray, FaceCrop, FaceDetector};
 use crate::flow::{flow_stack, FlowParams};
 use crate::interp::{FarnebackInterpolator, FrameInterpolator, TorchScriptInterpolator};
 use crate::keyframes::{
-    adaptive_plan, build_adaptive, check_times, tim_resample, tim_times, KeyframeMethod, Source,
+    adaptive_plan, build_adaptive, check_times, tim_resample, tim_times, KeyframeFill,
+    KeyframeMethod, Source,
 };
 use mer_shared::prepared::{PrepInfo, Prepared, SampleMeta};
 use mer_shared::Dataset;
@@ -57,6 +58,8 @@ pub struct PrepOptions {
     pub composite_list: Option<PathBuf>,
     /// Key-frame method.
     pub keyframes: KeyframeMethod,
+    /// How the adaptive plan (adaptive and TAS) fills frames that bisection could not make.
+    pub keyframe_fill: KeyframeFill,
     /// Output size (square).
     pub size: u32,
     /// Also store the flow magnitude as a third channel.
@@ -89,6 +92,7 @@ impl Default for PrepOptions {
             composite: false,
             composite_list: None,
             keyframes: KeyframeMethod::Adaptive,
+            keyframe_fill: KeyframeFill::Algorithm1,
             size: 112,
             magnitude: false,
             skip_bad: false,
@@ -353,7 +357,8 @@ fn prepare_clip(
     };
     let (frames, times, sources): (Vec<GrayFrame>, Vec<f64>, Vec<String>) = match opts.keyframes {
         KeyframeMethod::Adaptive | KeyframeMethod::Tas => {
-            let plan = adaptive_plan(rec.onset, apex, rec.offset).map_err(bad)?;
+            let plan =
+                adaptive_plan(rec.onset, apex, rec.offset, opts.keyframe_fill).map_err(bad)?;
             let times: Vec<f64> = plan.times().iter().map(|&t| t as f64).collect();
             if opts.keyframes == KeyframeMethod::Adaptive {
                 let anchors: Vec<u32> = plan
@@ -540,6 +545,10 @@ pub fn prepare(opts: &PrepOptions) -> Result<PrepReport> {
             "haar-eyes".into()
         },
         mer_version: env!("CARGO_PKG_VERSION").into(),
+        keyframe_fill: match opts.keyframes {
+            KeyframeMethod::Adaptive | KeyframeMethod::Tas => Some(opts.keyframe_fill),
+            KeyframeMethod::Tim => None,
+        },
     };
     let prepared = Prepared {
         info,
@@ -629,9 +638,13 @@ impl Inspection {
     /// The report `mer prep inspect` prints.
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "flow tensor [N, C, T, H, W] = {:?}; key-frames {}, interpolator {}, crop {}, channels {}\n",
+            "flow tensor [N, C, T, H, W] = {:?}; key-frames {}{}, interpolator {}, crop {}, channels {}\n",
             self.shape,
             self.info.keyframes,
+            match self.info.keyframe_fill_rule() {
+                Some(f) => format!(" (fill {f})"),
+                None => String::new(),
+            },
             self.info.interpolator,
             self.info.crop,
             self.info.channels.join(",")

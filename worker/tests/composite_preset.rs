@@ -1,5 +1,5 @@
 //! `synth --preset composite` + `prep --composite`: exactly the official MEGC2019 composite (442 clips,
-//! 68 subjects, the counts of datasets.md's table). About a minute in the dev profile on 2 cores.
+//! 68 subjects, the counts of docs/datasets.md's table). About a minute in the dev profile on 2 cores.
 
 use mer_shared::Dataset;
 use mer_worker::prep::{inspect, prepare, PrepOptions};

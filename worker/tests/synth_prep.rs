@@ -104,11 +104,18 @@ fn tiny_generates_detectable_faces_and_prepares_end_to_end() {
 
     // Class signal: the mean vertical flow (v) in the brow band and in the lip-corner band, integrated over
     // the flows into the apex, separates surprise (brows up) from positive (corners up, brows still).
+    // The flows into the apex are those before the apex's key-frame (its position depends on the clip).
     let hw = 112 * 112;
     let band = |i: usize, y0: usize, y1: usize| -> f32 {
         let f = p.sample_flow(i);
+        let m = &p.samples[i];
+        let apex_at = m
+            .keyframe_times
+            .iter()
+            .position(|&t| t == m.apex as f64)
+            .unwrap_or(5);
         let mut s = 0.0;
-        for t in 0..5 {
+        for t in 0..apex_at {
             for y in y0..y1 {
                 for x in 10..102 {
                     s += f[(10 + t) * hw + y * 112 + x];
@@ -208,4 +215,73 @@ print("python-ok", flow.shape, "loso-acc", acc)
         "{so}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+#[test]
+fn the_fill_rule_is_recorded_and_changes_only_the_clips_whose_plan_changed() {
+    use mer_shared::prepared::KeyframeFill;
+    let dir = tempfile::tempdir().unwrap();
+    let s = generate(Preset::Tiny, 7, dir.path()).unwrap();
+    let prep = |fill: KeyframeFill| {
+        let out = dir
+            .path()
+            .join(format!("{fill}-{}.safetensors", rand_name()));
+        let mut opts = PrepOptions::from_synth(&s, &out);
+        opts.threads = Some(2);
+        opts.size = 48;
+        opts.keyframe_fill = fill;
+        prepare(&opts).unwrap();
+        (Prepared::read(&out).unwrap(), out)
+    };
+    let (paper, paper_path) = prep(KeyframeFill::Algorithm1);
+    let (widest, _) = prep(KeyframeFill::WidestGap);
+    // Preparation is deterministic: the same rule twice gives the same bytes, so a clip whose plan is the
+    // same under both rules (every clip long enough for bisection, see the unit tests) keeps its flow.
+    let (again, _) = prep(KeyframeFill::Algorithm1);
+    assert!(again.flow == paper.flow && again.samples == paper.samples);
+    assert_eq!(paper.info.keyframe_fill, Some(KeyframeFill::Algorithm1));
+    assert_eq!(widest.info.keyframe_fill, Some(KeyframeFill::WidestGap));
+    let text = inspect(&paper_path).unwrap().to_text();
+    assert!(
+        text.contains("key-frames adaptive (fill algorithm1)"),
+        "{text}"
+    );
+    assert_eq!(paper.samples.len(), widest.samples.len());
+    let (mut same, mut changed) = (0, 0);
+    for (i, (a, b)) in paper.samples.iter().zip(&widest.samples).enumerate() {
+        assert_eq!(a.id, b.id);
+        if a.keyframe_times == b.keyframe_times {
+            // Same plan: bit-identical flow (preparation is deterministic).
+            assert!(paper.sample_flow(i) == widest.sample_flow(i), "{}", a.id);
+            same += 1;
+        } else {
+            assert!(paper.sample_flow(i) != widest.sample_flow(i), "{}", a.id);
+            // Algorithm 1 never fills next to the apex: its nearest key-frames to the apex are at least as
+            // far away as the widest-gap rule's.
+            let nearest = |t: &[f64]| {
+                t.iter()
+                    .map(|&x| (x - a.apex as f64).abs())
+                    .filter(|&d| d > 0.0)
+                    .fold(f64::INFINITY, f64::min)
+            };
+            assert!(
+                nearest(&a.keyframe_times) >= nearest(&b.keyframe_times),
+                "{}: {:?} vs {:?}",
+                a.id,
+                a.keyframe_times,
+                b.keyframe_times
+            );
+            changed += 1;
+        }
+    }
+    // The tiny clips are short (90-180 ms), so bisection runs out in every one of them.
+    assert!(changed > 0, "no tiny clip needs the fill pass");
+    assert_eq!(same + changed, paper.samples.len());
+    println!("fill rule: {changed} clips changed, {same} unchanged");
+}
+
+/// A distinct file-name part per call (the three preparations of one test must not overwrite each other).
+fn rand_name() -> usize {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -59,20 +59,7 @@ impl JobController {
         if let Some(k) = self.kinds.get(id) {
             return Ok(k.clone());
         }
-        let key = id.to_string();
-        let toml: Option<String> = self
-            .sched
-            .store()
-            .read(move |c| {
-                use rusqlite::OptionalExtension;
-                c.query_row(
-                    "SELECT spec_toml FROM experiments WHERE id = ?1",
-                    [&key],
-                    |r| r.get(0),
-                )
-                .optional()
-            })
-            .await?;
+        let toml = self.sched.store().experiment_spec(id).await?;
         let kind = match toml {
             Some(t) => {
                 let spec = parse_spec(&format!("<experiment {id}>"), &t)?;

@@ -56,7 +56,7 @@ pub fn sanitize(id: &str) -> String {
         .collect();
     let changed = s != id || s.len() > 40;
     if changed {
-        let h = crate::plan::sha256_hex(id.as_bytes());
+        let h = mer_shared::digest::sha256_hex(id.as_bytes());
         s.truncate(31);
         s = format!("{}-{}", s.trim_matches('-'), &h[..8]);
     }

@@ -198,44 +198,22 @@ pub fn write_run_files(
 
 /// Reads the spec text, the workers and the worker of each result of experiment `id` from the store.
 pub async fn run_context(store: &Store, id: &str) -> Result<RunContext, CoordError> {
-    let idc = id.to_string();
-    let (spec_toml, workers, result_workers) = store
-        .read(move |conn| {
-            use rusqlite::OptionalExtension;
-            let spec: Option<String> = conn
-                .query_row(
-                    "SELECT spec_toml FROM experiments WHERE id = ?1",
-                    [&idc],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let mut st =
-                conn.prepare("SELECT id, name, devices, slots, version FROM workers ORDER BY id")?;
-            let workers = st
-                .query_map([], |r| {
-                    let devices: String = r.get(2)?;
-                    Ok(WorkerProvenance {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        devices: devices
-                            .split(',')
-                            .filter(|d| !d.is_empty())
-                            .map(String::from)
-                            .collect(),
-                        slots: r.get(3)?,
-                        version: r.get(4)?,
-                        results: 0,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut st =
-                conn.prepare("SELECT task_key, worker_id FROM results WHERE kind = 'target'")?;
-            let rw = st
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-                .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
-            Ok((spec.filter(|s| !s.is_empty()), workers, rw))
+    let spec_toml = store.experiment_spec(id).await?.filter(|s| !s.is_empty());
+    let mut workers: Vec<WorkerProvenance> = store
+        .workers()
+        .await?
+        .into_iter()
+        .map(|w| WorkerProvenance {
+            id: w.id,
+            name: w.name,
+            devices: w.devices,
+            slots: w.slots,
+            version: w.version,
+            results: 0,
         })
-        .await?;
+        .collect();
+    workers.sort_by(|a, b| a.id.cmp(&b.id));
+    let result_workers = store.target_result_workers().await?;
     Ok(RunContext {
         experiment_id: Some(id.to_string()),
         spec_toml,

@@ -261,28 +261,7 @@ impl Dashboard {
         if missing.is_empty() {
             return Ok(());
         }
-        let rows = self
-            .sched
-            .store()
-            .read(move |conn| {
-                let mut st = conn.prepare_cached(
-                    "SELECT result_json, worker_id FROM results WHERE task_key = ?1",
-                )?;
-                let mut out = Vec::new();
-                for k in missing {
-                    use rusqlite::OptionalExtension;
-                    if let Some((j, w)) = st
-                        .query_row([&k], |r| {
-                            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?))
-                        })
-                        .optional()?
-                    {
-                        out.push((k, j, w));
-                    }
-                }
-                Ok(out)
-            })
-            .await?;
+        let rows = self.sched.store().result_rows(missing).await?;
         let mut c = self.cache.lock();
         for (k, j, w) in rows {
             if let Some(j) = j {
@@ -468,18 +447,8 @@ async fn workers(State(d): State<Dashboard>) -> Response {
 }
 
 async fn worker_list(d: &Dashboard) -> Result<Vec<WorkerJson>, CoordError> {
-    type Row = (String, String, String, u32, String, i64);
-    let (rows, done): (Vec<Row>, HashMap<String, u64>) = d
-        .sched
-        .store()
-        .read(|conn| {
-            let mut st = conn.prepare("SELECT id, name, devices, slots, version, registered_ms FROM workers ORDER BY registered_ms, id")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?.collect::<rusqlite::Result<Vec<Row>>>()?;
-            let mut st = conn.prepare("SELECT worker_id, COUNT(*) FROM results GROUP BY worker_id")?;
-            let done = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<rusqlite::Result<HashMap<_, _>>>()?;
-            Ok((rows, done))
-        })
-        .await?;
+    let rows = d.sched.store().workers().await?;
+    let done = d.sched.store().results_per_worker().await?;
     // Live leases over every experiment (a task shared by two experiments counts once).
     let mut live: HashMap<String, (String, f64)> = HashMap::new();
     for id in d.sched.experiment_ids() {
@@ -499,26 +468,23 @@ async fn worker_list(d: &Dashboard) -> Result<Vec<WorkerJson>, CoordError> {
     let now = now_ms();
     Ok(rows
         .into_iter()
-        .map(|(id, name, devices, slots, version, registered)| {
-            let mine = live.values().filter(|(w, _)| *w == id);
+        .map(|w| {
+            let id = w.id;
+            let mine = live.values().filter(|(wid, _)| *wid == id);
             let (busy, sps) = mine.fold((0u32, 0.0), |(b, s), (_, x)| (b + 1, s + x));
             let n = done.get(&id).copied().unwrap_or(0);
-            let minutes = ((now - registered).max(1) as f64) / 60_000.0;
+            let minutes = ((now - w.registered_ms).max(1) as f64) / 60_000.0;
             WorkerJson {
                 connected: known.contains_key(&id),
                 id,
-                name,
-                devices: devices
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect(),
-                slots,
+                name: w.name,
+                devices: w.devices,
+                slots: w.slots,
                 busy,
                 samples_per_s: sps,
                 tasks_done: n,
                 tasks_per_min: n as f64 / minutes,
-                version,
+                version: w.version,
             }
         })
         .collect())

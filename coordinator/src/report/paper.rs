@@ -1,6 +1,6 @@
 //! The paper's published numbers (Zhao et al., Neurocomputing 2021), shown next to a run's own results
 //! and always labelled as the paper's. Only the numbers recorded in the project's reference notes
-//! (`shared/datasets.md`, Table 6) are here: nothing is guessed for tables whose numbers the project does
+//! (`docs/datasets.md`, Table 6) are here: nothing is guessed for tables whose numbers the project does
 //! not hold (Tables 4, 5 and 7), the report says so instead.
 
 /// UF1 / UAR of one method on one part.
@@ -77,7 +77,7 @@ pub const TABLE6: [Table6Row; 4] = [
 ];
 
 /// Where the reference numbers come from (printed under every table that shows them).
-pub const SOURCE: &str = "Zhao et al., \"A two-stage 3D CNN based learning method for spontaneous micro-expression recognition\", Neurocomputing 2021, Table 6 (as recorded in shared/datasets.md)";
+pub const SOURCE: &str = "Zhao et al., \"A two-stage 3D CNN based learning method for spontaneous micro-expression recognition\", Neurocomputing 2021, Table 6 (as recorded in docs/datasets.md)";
 
 #[cfg(test)]
 mod tests {

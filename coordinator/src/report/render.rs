@@ -339,7 +339,7 @@ fn results_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec
         b.push(Block::Table { head, rows });
         b.push(Block::Para(
             "F1 is the macro-F1 on pooled counts. The paper's Table 4/5 numbers are not recorded in the project's reference notes \
-             (shared/datasets.md), so no published row is shown here rather than an unverified one."
+             (docs/datasets.md), so no published row is shown here rather than an unverified one."
                 .into(),
         ));
     }
@@ -416,7 +416,7 @@ fn frozen_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<
         rows,
     });
     b.push(Block::Para(
-        "The paper's Table 7 numbers are not recorded in the project's reference notes (shared/datasets.md); only this run's \
+        "The paper's Table 7 numbers are not recorded in the project's reference notes (docs/datasets.md); only this run's \
          numbers are shown."
             .into(),
     ));
@@ -752,8 +752,13 @@ fn provenance(run: &RunData, b: &mut Vec<Block>) {
                     rows.push(vec![
                         "dataset preparation".into(),
                         format!(
-                            "key-frames `{}`, interpolator `{}`, crop `{}`, {} frames x {} channels at {} px, prepared by mer {}",
+                            "key-frames `{}`{}, interpolator `{}`, crop `{}`, {} frames x {} channels at {} px, prepared by mer {}",
                             i.keyframes,
+                            match (i.keyframe_fill_rule(), i.keyframe_fill) {
+                                (Some(f), Some(_)) => format!(" (fill `{f}`)"),
+                                (Some(f), None) => format!(" (fill `{f}`: not recorded, files of this age used it)"),
+                                (None, _) => String::new(),
+                            },
                             i.interpolator,
                             i.crop,
                             i.frames,

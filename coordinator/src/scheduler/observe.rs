@@ -187,10 +187,8 @@ impl ClusterState for CoordinatorProbe {
     }
 
     fn readiness(&self) -> Readiness {
-        let store_open = match self.sched.store().reader() {
-            Ok(conn) => conn
-                .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                .is_ok(),
+        let store_open = match self.sched.store().ping() {
+            Ok(()) => true,
             Err(e) => {
                 tracing::warn!("readiness: state database: {e}");
                 false

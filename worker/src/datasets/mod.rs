@@ -1,4 +1,4 @@
-//! Readers for the real on-disk layouts of CASME II, SAMM and SMIC-HS (see `shared/datasets.md`), the
+//! Readers for the real on-disk layouts of CASME II, SAMM and SMIC-HS (see `docs/datasets.md`), the
 //! MEGC2019 composite selection, and explicit annotation corrections. A reader turns a dataset root into
 //! [`ClipRecord`]s: one per annotated clip, with its frame files found by listing.
 
