@@ -10,6 +10,9 @@ bash scripts/bootstrap.sh
 source scripts/env.sh
 jobs="${MER_TEST_JOBS:-2}"
 
+echo "== no import cycles between modules"
+python3 scripts/module_cycles.py
+
 echo "== cargo fmt --check"
 if command -v rustup >/dev/null && ! rustup component list --installed | grep -q '^rustfmt'; then rustup component add rustfmt; fi
 cargo fmt --all -- --check

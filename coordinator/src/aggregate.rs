@@ -314,7 +314,7 @@ mod tests {
     use crate::plan::{expand, tests::composite_summary, TaskDef, TaskKind};
     use crate::spec::parse_spec;
     use mer_shared::fold::{SamplePrediction, Timings};
-    use mer_shared::predictions::parse_any;
+    use mer_shared::prediction_file::parse_any;
 
     fn plan() -> Plan {
         let spec = parse_spec(

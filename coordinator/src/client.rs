@@ -268,7 +268,7 @@ pub async fn submit_spec(
     for ds in datasets.values() {
         upload_file(clients, &ds.path, "dataset").await?;
     }
-    let wire = crate::service::WireDataset::from_summaries(&datasets);
+    let wire = mer_shared::task::WireDataset::from_summaries(&datasets);
     let mut c = clients.client.clone();
     let reply = c
         .submit(proto::SubmitRequest {

@@ -2,27 +2,9 @@
 //! renewed in time expires and its task goes back to the queue as "lost" (not "failed": nothing was
 //! reported, the worker vanished or was cut off).
 
+pub use mer_shared::task::Progress;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-/// The latest progress a worker reported for a lease (also the dashboard's JSON of it).
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct Progress {
-    /// `prior`, `target`, `test`, `download`...
-    pub stage: String,
-    /// Current epoch (0-based).
-    pub epoch: u32,
-    /// Epochs of the stage.
-    pub epochs: u32,
-    /// Latest mean loss.
-    pub loss: f64,
-    /// Training throughput.
-    pub samples_per_s: f64,
-    /// The device the task trains on (`cpu`, `cuda:0`...), empty when unknown.
-    pub device: String,
-    /// Memory in use on that device (the whole device, as the CUDA driver reports it), `None` on CPU.
-    pub gpu_memory_bytes: Option<u64>,
-}
 
 /// The device name a worker reported, as the coordinator keeps it (it becomes a metrics label): kept when
 /// it is at most 32 characters of `[A-Za-z0-9:_.-]` (`cpu`, `cuda:0`, `mps`...), empty when none was sent,

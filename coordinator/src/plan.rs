@@ -9,7 +9,8 @@ use crate::error::CoordError;
 use crate::spec::{ExperimentSpec, LossKind, PathSeg};
 use mer_shared::digest::{canonical_json, sha256_file, sha256_hex};
 use mer_shared::loso::{loso_folds, union_folds};
-use mer_shared::prepared::{PrepInfo, Prepared, SampleMeta};
+use mer_shared::prepared::Prepared;
+pub use mer_shared::task::{DatasetSummary, TaskKind, TaskPayload, TASK_KEY_VERSION};
 use mer_shared::train_config::{Alpha, LossConfig, TargetConfig, TrainConfig};
 use mer_shared::{Dataset, LabelScheme};
 use serde::{Deserialize, Serialize};
@@ -17,48 +18,6 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// Version of the task-key format and of the meaning of task payloads. Bump it when a change in the
-/// training code or in the key makes old results invalid: every key changes and nothing stale is reused.
-pub const TASK_KEY_VERSION: &str = "mer-task/1";
-
-/// The two stages of a fold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskKind {
-    /// Siamese prior learning on the fold's training subjects; produces a checkpoint.
-    Prior,
-    /// Target learning (from the prior checkpoint, or from scratch) and testing on the held-out subject.
-    Target,
-}
-
-impl TaskKind {
-    /// `prior` or `target`.
-    pub fn key(self) -> &'static str {
-        match self {
-            TaskKind::Prior => "prior",
-            TaskKind::Target => "target",
-        }
-    }
-}
-
-/// What a worker needs to run a task (sent as JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskPayload {
-    /// sha256 hex of the prepared file (the artifact to fetch).
-    pub dataset_hash: String,
-    /// Label scheme.
-    pub scheme: LabelScheme,
-    /// Dataset parts the fold trains and tests on (sorted).
-    pub parts: Vec<Dataset>,
-    /// The held-out subject, `dataset/subject` (e.g. `casme2/sub01`): never trained on, in either stage.
-    pub test_subject: String,
-    /// The resolved training settings; `train.seed` is this task's own derived seed.
-    pub train: TrainConfig,
-    /// Key of the prior task whose checkpoint initialises target learning (`None`: from scratch).
-    pub prior_key: Option<String>,
-}
 
 /// One node of the task graph.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,19 +123,6 @@ impl Plan {
         }
         out
     }
-}
-
-/// What the planner needs of a prepared file: its content hash and metadata (never the flow tensor).
-#[derive(Debug, Clone, PartialEq)]
-pub struct DatasetSummary {
-    /// sha256 hex of the file's bytes.
-    pub hash: String,
-    /// Where it lies.
-    pub path: PathBuf,
-    /// How it was made.
-    pub info: PrepInfo,
-    /// Every sample's metadata.
-    pub samples: Vec<SampleMeta>,
 }
 
 /// Hashes a prepared file (streamed) and reads its metadata from the safetensors header only.
@@ -665,6 +611,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::spec::parse_spec;
     use mer_shared::composite::composite_list;
+    use mer_shared::prepared::{PrepInfo, SampleMeta};
     use std::collections::BTreeSet;
 
     /// A prepared-file summary with the composite's 442 samples and labels under megc3 (and, for CASME II

@@ -6,15 +6,14 @@ use crate::aggregate::{aggregate, write_results};
 use crate::artifacts::{valid_hash, ArtifactStore};
 use crate::error::CoordError;
 use crate::lease::Progress;
-use crate::plan::{expand_multi, DatasetSummary, TaskKind};
+use crate::plan::{expand_multi, TaskKind};
 use crate::scheduler::{CompleteOutcome, FailOutcome, Scheduler};
 use crate::spec::parse_spec;
 use mer_shared::digest::sha256_hex;
 use mer_shared::fold::FoldResult;
 use mer_shared::metrics::Confusion;
-use mer_shared::prepared::{PrepInfo, SampleMeta};
 use mer_shared::proto::{self, PROTOCOL_VERSION};
-use serde::{Deserialize, Serialize};
+use mer_shared::task::WireDataset;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -22,37 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
-
-/// A prepared dataset's summary as a client sends it with a submission (the planner's
-/// [`DatasetSummary`] plus the key-frame tag it is known under in the spec).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WireDataset {
-    /// Key-frame tag (key of [`crate::plan::load_datasets`]'s map).
-    pub tag: String,
-    /// sha256 of the file (the artifact uploaded before submitting).
-    pub hash: String,
-    /// The file's path on the client (for messages only).
-    pub path: PathBuf,
-    /// How it was prepared.
-    pub info: PrepInfo,
-    /// Its samples' metadata.
-    pub samples: Vec<SampleMeta>,
-}
-
-impl WireDataset {
-    /// Converts the planner's summaries for sending.
-    pub fn from_summaries(ds: &BTreeMap<String, DatasetSummary>) -> Vec<WireDataset> {
-        ds.iter()
-            .map(|(tag, s)| WireDataset {
-                tag: tag.clone(),
-                hash: s.hash.clone(),
-                path: s.path.clone(),
-                info: s.info.clone(),
-                samples: s.samples.clone(),
-            })
-            .collect()
-    }
-}
 
 /// State shared by the services.
 pub struct Shared {
@@ -560,37 +528,29 @@ impl proto::client_server::Client for ClientService {
             })?;
         let mut ds = BTreeMap::new();
         for w in wire {
-            if self.0.artifacts.size_of(&w.hash).is_none() {
+            if self.0.artifacts.size_of(&w.dataset.hash).is_none() {
                 return Err(Status::failed_precondition(format!(
                     "dataset {} (sha256 {}) has not been uploaded to the coordinator",
-                    w.path.display(),
-                    w.hash
+                    w.dataset.path.display(),
+                    w.dataset.hash
                 )));
             }
-            ds.insert(
-                w.tag,
-                DatasetSummary {
-                    hash: w.hash,
-                    path: w.path,
-                    info: w.info,
-                    samples: w.samples,
-                },
-            );
+            ds.insert(w.tag, w.dataset);
         }
         let plan = expand_multi(&spec, &ds).map_err(status_of)?;
         let identity = experiment_identity(&plan);
         let s = self
             .0
             .sched
-            .submit(
-                &spec.name,
-                &identity,
-                &spec.spec_hash(),
-                &r.spec_toml,
+            .submit(crate::scheduler::Submission {
+                name: spec.name.clone(),
+                identity,
+                spec_hash: spec.spec_hash(),
+                spec_toml: r.spec_toml.clone(),
                 plan,
-                spec.max_attempts,
-                Duration::from_secs(spec.lease_seconds.max(1)),
-            )
+                max_attempts: spec.max_attempts,
+                lease: Duration::from_secs(spec.lease_seconds.max(1)),
+            })
             .await
             .map_err(status_of)?;
         tracing::info!(experiment = %s.id, tasks = s.tasks, reused = s.reused, existing = s.existing, retried = s.retried, "experiment submitted");

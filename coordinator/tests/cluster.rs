@@ -542,7 +542,7 @@ async fn bad_inputs_are_refused_with_clear_errors() {
     // Submitting a spec whose dataset was never uploaded is refused by the coordinator.
     let s = load_spec(&spec).unwrap();
     let ds = mer_coordinator::plan::load_datasets(&s).unwrap();
-    let wire = mer_coordinator::service::WireDataset::from_summaries(&ds);
+    let wire = mer_shared::task::WireDataset::from_summaries(&ds);
     let e = c
         .client
         .clone()

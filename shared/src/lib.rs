@@ -12,9 +12,11 @@ pub mod labels;
 pub mod loso;
 pub mod megc_log;
 pub mod metrics;
+pub mod prediction_file;
 pub mod predictions;
 pub mod prepared;
 pub mod proto;
+pub mod task;
 pub mod train_config;
 
 pub use dataset::Dataset;

@@ -262,23 +262,6 @@ pub(crate) fn perr(file: &str, line: usize, field: &str, message: String) -> Sha
     }
 }
 
-/// Reads predictions in either format: the CSV (first line is its header) or the MEGC2019 log.
-pub fn parse_any(
-    file: &str,
-    text: &str,
-    scheme: LabelScheme,
-) -> Result<Vec<PredictionRecord>, SharedError> {
-    let first = text.lines().find(|l| !l.trim().is_empty());
-    match first {
-        None => Err(SharedError::Input {
-            file: file.into(),
-            message: "empty file".into(),
-        }),
-        Some(l) if l.contains(',') => parse_csv(file, text, scheme),
-        Some(_) => crate::megc_log::parse(file, text, scheme),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +330,5 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("p.csv:2: line"), "{e}");
-        assert!(parse_any("p.csv", "  \n", s).is_err());
     }
 }

@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use clap::Args;
-use mer_shared::predictions::{parse_any, PredictionRecord, ScoreReport};
+use mer_shared::prediction_file::parse_any;
+use mer_shared::predictions::{PredictionRecord, ScoreReport};
 use mer_shared::{Dataset, LabelScheme};
 use std::path::PathBuf;
 

@@ -1,0 +1,133 @@
+//! Read-only views of the hot state: plans, status (the wire form), task views for the dashboard.
+
+use super::*;
+
+impl Scheduler {
+    /// The plan of an experiment.
+    pub fn plan(&self, id: &str) -> Option<Arc<Plan>> {
+        let inner = self.inner.lock();
+        inner.exp_by_id.get(id).map(|&i| inner.exps[i].plan.clone())
+    }
+
+    /// A watch that changes whenever the experiment does.
+    pub fn subscribe(&self, id: &str) -> Option<watch::Receiver<u64>> {
+        let inner = self.inner.lock();
+        inner
+            .exp_by_id
+            .get(id)
+            .map(|&i| inner.exps[i].version.subscribe())
+    }
+
+    /// Ids of every experiment, in submission order.
+    pub fn experiment_ids(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .exps
+            .iter()
+            .map(|e| e.id.clone())
+            .collect()
+    }
+
+    /// The lifecycle state of an experiment, without building its whole [`Scheduler::status`].
+    pub fn experiment_state(&self, id: &str) -> Option<ExpState> {
+        let inner = self.inner.lock();
+        inner.exp_by_id.get(id).map(|&i| inner.exps[i].state)
+    }
+
+    /// The status of an experiment (as sent to clients).
+    pub fn status(&self, id: &str) -> Option<proto::ExperimentStatus> {
+        let inner = self.inner.lock();
+        let &i = inner.exp_by_id.get(id)?;
+        let e = &inner.exps[i];
+        let mut s = proto::ExperimentStatus {
+            experiment_id: e.id.clone(),
+            name: e.name.clone(),
+            state: e.state.key().into(),
+            tasks_total: e.tasks.len() as u32,
+            tasks_done: e.done,
+            tasks_running: e.running,
+            tasks_failed: e.gave_up,
+            folds_total: e.plan.folds.len() as u32,
+            ..Default::default()
+        };
+        let mut fold_open: HashMap<&str, bool> = HashMap::new();
+        for &t in &e.tasks {
+            let task = &inner.tasks[t];
+            s.lost += task.lost as u64;
+            s.duplicates += task.duplicates as u64;
+            s.retries += task.failures as u64;
+            let open = task.state != TaskState::Done;
+            *fold_open.entry(task.def.fold.as_str()).or_insert(false) |= open;
+            if task.state == TaskState::GaveUp && s.errors.len() < 50 {
+                for err in task.errors.iter().rev().take(3) {
+                    s.errors.push(format!(
+                        "{} {} ({}): {err}",
+                        task.def.kind.key(),
+                        task.def.fold,
+                        &task.def.key[..12.min(task.def.key.len())]
+                    ));
+                }
+            }
+        }
+        s.folds_done = fold_open.values().filter(|open| !**open).count() as u32;
+        for (_, l) in inner.leases.iter() {
+            if l.exps.contains(&i) {
+                let d = &inner.tasks[l.task].def;
+                s.running.push(proto::RunningTask {
+                    task_key: d.key.clone(),
+                    fold: d.fold.clone(),
+                    kind: d.kind.key().into(),
+                    worker_id: l.worker.clone(),
+                    stage: l.progress.stage.clone(),
+                    epoch: l.progress.epoch,
+                    epochs: l.progress.epochs,
+                    loss: l.progress.loss,
+                    samples_per_s: l.progress.samples_per_s,
+                    device: l.progress.device.clone(),
+                    gpu_memory_bytes: l.progress.gpu_memory_bytes,
+                });
+            }
+        }
+        s.running.sort_by(|a, b| a.fold.cmp(&b.fold));
+        Some(s)
+    }
+
+    /// Number of live leases.
+    pub fn live_leases(&self) -> usize {
+        self.inner.lock().leases.len()
+    }
+
+    /// Every task of an experiment as the dashboard shows it (read-only), in plan order: fold and sweep
+    /// point as this experiment's plan names them, state, counters, and worker + progress while leased.
+    pub fn task_views(&self, id: &str) -> Option<Vec<TaskView>> {
+        let inner = self.inner.lock();
+        let &i = inner.exp_by_id.get(id)?;
+        let e = &inner.exps[i];
+        let leased: HashMap<usize, &ActiveLease> =
+            inner.leases.iter().map(|(_, l)| (l.task, l)).collect();
+        let views = e
+            .plan
+            .tasks
+            .iter()
+            .filter_map(|def| {
+                let &t = inner.by_key.get(def.key.as_str())?;
+                let task = &inner.tasks[t];
+                let lease = leased.get(&t);
+                Some(TaskView {
+                    key: def.key.clone(),
+                    kind: def.kind,
+                    fold: def.fold.clone(),
+                    sweep_point: def.sweep_point,
+                    state: task.state,
+                    attempts: task.attempts,
+                    failures: task.failures,
+                    lost: task.lost,
+                    worker: lease.map(|l| l.worker.clone()),
+                    progress: lease.map(|l| l.progress.clone()),
+                    errors: task.errors.clone(),
+                })
+            })
+            .collect();
+        Some(views)
+    }
+}

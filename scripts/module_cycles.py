@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Finds import cycles between the modules of each crate (scripts/test.sh runs it; exit 1 on a cycle).
+
+A module is a file under `<crate>/src/` (`a.rs` or `a/mod.rs` is `a`, `a/b.rs` is `a::b`). An edge
+M -> N is a `crate::N...` path (in a `use` or inline) or a `super::` path in M's code outside its
+`#[cfg(test)]` module, resolved to the longest module name it starts with. Edges between a module and
+its own ancestors or descendants are left out (a submodule using its parent is how Rust nests code),
+so what remains is two sibling rooms that each need the other: the cycles the restructuring removed.
+
+Usage: scripts/module_cycles.py [CRATE_DIR ...]   (default: shared worker coordinator)
+"""
+import re
+import sys
+from pathlib import Path
+
+PATH_RE = re.compile(r"\b(crate|super)((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
+USE_GROUP_RE = re.compile(r"\buse\s+(crate|super)::\{([^;]*)\};", re.S)
+
+
+def module_name(src: Path, f: Path) -> str:
+    parts = list(f.relative_to(src).with_suffix("").parts)
+    if parts[-1] in ("mod", "lib", "main"):
+        parts = parts[:-1]
+    return "::".join(parts)
+
+
+def code_outside_tests(text: str) -> str:
+    # Drop line comments and everything from the first `#[cfg(test)]` on (test modules sit at the end).
+    text = "\n".join(line.split("//")[0] for line in text.splitlines())
+    i = text.find("#[cfg(test)]")
+    return text if i < 0 else text[:i]
+
+
+def resolve(path: list, modules: set) -> str:
+    for n in range(len(path), 0, -1):
+        name = "::".join(path[:n])
+        if name in modules:
+            return name
+    return ""
+
+
+def related(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + "::") or b.startswith(a + "::") or not a or not b
+
+
+def edges_of(crate: Path):
+    src = crate / "src"
+    files = [f for f in src.rglob("*.rs")]
+    modules = {module_name(src, f) for f in files}
+    edges = {}
+    for f in files:
+        m = module_name(src, f)
+        text = code_outside_tests(f.read_text(encoding="utf-8"))
+        refs = []
+        for root, group in USE_GROUP_RE.findall(text):
+            for item in re.split(r",\s*", group):
+                item = item.strip().split(" as ")[0]
+                if item:
+                    refs.append((root, item.replace("{", "").split("::")))
+        for root, rest in PATH_RE.findall(text):
+            refs.append((root, [p for p in rest.split("::") if p]))
+        for root, path in refs:
+            if root == "super":
+                parent = m.split("::")[:-1]
+                path = parent + path
+            target = resolve(path, modules)
+            if not related(m, target):
+                edges.setdefault(m, set()).add(target)
+    return modules, edges
+
+
+def cycles(modules, edges):
+    index, low, stack, on, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def strong(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    sys.setrecursionlimit(10000)
+    for v in sorted(modules):
+        if v not in index:
+            strong(v)
+    return out
+
+
+def main() -> int:
+    root = Path(__file__).resolve().parent.parent
+    crates = sys.argv[1:] or ["shared", "worker", "coordinator"]
+    found = False
+    for c in crates:
+        modules, edges = edges_of(root / c if not Path(c).is_absolute() else Path(c))
+        cs = cycles(modules, edges)
+        n = sum(len(v) for v in edges.values())
+        if cs:
+            found = True
+            for comp in cs:
+                detail = "; ".join(
+                    f"{a} -> {b}" for a in comp for b in sorted(edges.get(a, ())) if b in comp
+                )
+                print(f"{c}: import cycle between {', '.join(comp)} ({detail})")
+        else:
+            print(f"{c}: {len(modules)} modules, {n} imports between them, no cycle")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+//! The task contract between the coordinator and its workers: what a task is (its kind), what a worker is
+//! told to run (the payload, sent as JSON with the lease), what it reports while running (progress), and
+//! the descriptor of a prepared dataset that clients send with a submission. Both sides build on these
+//! definitions and nothing else, so a field added here is a field both understand.
+
+use crate::prepared::{PrepInfo, SampleMeta};
+use crate::train_config::TrainConfig;
+use crate::{Dataset, LabelScheme};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Version of the task-key format and of the meaning of task payloads. Bump it when a change in the
+/// training code or in the key makes old results invalid: every key changes and nothing stale is reused.
+pub const TASK_KEY_VERSION: &str = "mer-task/1";
+
+/// The two stages of a fold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Siamese prior learning on the fold's training subjects; produces a checkpoint.
+    Prior,
+    /// Target learning (from the prior checkpoint, or from scratch) and testing on the held-out subject.
+    Target,
+}
+
+impl TaskKind {
+    /// `prior` or `target`.
+    pub fn key(self) -> &'static str {
+        match self {
+            TaskKind::Prior => "prior",
+            TaskKind::Target => "target",
+        }
+    }
+}
+
+/// What a worker needs to run a task (sent as JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskPayload {
+    /// sha256 hex of the prepared file (the artifact to fetch).
+    pub dataset_hash: String,
+    /// Label scheme.
+    pub scheme: LabelScheme,
+    /// Dataset parts the fold trains and tests on (sorted).
+    pub parts: Vec<Dataset>,
+    /// The held-out subject, `dataset/subject` (e.g. `casme2/sub01`): never trained on, in either stage.
+    pub test_subject: String,
+    /// The resolved training settings; `train.seed` is this task's own derived seed.
+    pub train: TrainConfig,
+    /// Key of the prior task whose checkpoint initialises target learning (`None`: from scratch).
+    pub prior_key: Option<String>,
+}
+
+/// The latest progress a worker reported for a lease (also the dashboard's JSON of it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Progress {
+    /// `prior`, `target`, `test`, `download`...
+    pub stage: String,
+    /// Current epoch (0-based).
+    pub epoch: u32,
+    /// Epochs of the stage.
+    pub epochs: u32,
+    /// Latest mean loss.
+    pub loss: f64,
+    /// Training throughput.
+    pub samples_per_s: f64,
+    /// The device the task trains on (`cpu`, `cuda:0`...), empty when unknown.
+    pub device: String,
+    /// Memory in use on that device (the whole device, as the CUDA driver reports it), `None` on CPU.
+    pub gpu_memory_bytes: Option<u64>,
+}
+
+/// What the planner needs of a prepared file: its content hash and metadata (never the flow tensor).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSummary {
+    /// sha256 hex of the file's bytes.
+    pub hash: String,
+    /// Where it lies.
+    pub path: PathBuf,
+    /// How it was made.
+    pub info: PrepInfo,
+    /// Every sample's metadata.
+    pub samples: Vec<SampleMeta>,
+}
+
+/// A prepared dataset as a client describes it to the coordinator when it submits a spec (the summary
+/// under the spec's key-frame tag; the file itself travels as an artifact named by its hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireDataset {
+    /// Key-frame tag (the key of the spec's `[datasets]`, or the file's own key-frame method).
+    pub tag: String,
+    /// Hash, path, preparation and samples.
+    #[serde(flatten)]
+    pub dataset: DatasetSummary,
+}
+
+impl WireDataset {
+    /// The descriptors of a spec's datasets, keyed by tag as the planner loads them.
+    pub fn from_summaries(ds: &std::collections::BTreeMap<String, DatasetSummary>) -> Vec<Self> {
+        ds.iter()
+            .map(|(tag, d)| WireDataset {
+                tag: tag.clone(),
+                dataset: d.clone(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_dataset_keeps_its_flat_json_form() {
+        let d = WireDataset {
+            tag: "adaptive".into(),
+            dataset: DatasetSummary {
+                hash: "h".into(),
+                path: "a.safetensors".into(),
+                info: PrepInfo {
+                    keyframes: "adaptive".into(),
+                    interpolator: "i".into(),
+                    flow_params: Default::default(),
+                    size: 4,
+                    frames: 10,
+                    channels: vec!["u".into(), "v".into()],
+                    crop: "c".into(),
+                    mer_version: "v".into(),
+                    keyframe_fill: None,
+                },
+                samples: vec![],
+            },
+        };
+        let v = serde_json::to_value(&d).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, vec!["hash", "info", "path", "samples", "tag"]);
+        assert_eq!(serde_json::from_value::<WireDataset>(v).unwrap(), d);
+        assert_eq!(TaskKind::Prior.key(), "prior");
+        assert_eq!(
+            serde_json::to_string(&TaskKind::Target).unwrap(),
+            "\"target\""
+        );
+    }
+}
