@@ -344,7 +344,7 @@ pub async fn watch_until_done(
             match stream.message().await {
                 Ok(Some(s)) => {
                     on_update(&s);
-                    let done = s.state != "running";
+                    let done = s.state != crate::store::ExpState::Running.key();
                     last = Some(s);
                     if done {
                         break;
@@ -355,7 +355,7 @@ pub async fn watch_until_done(
                 Err(s) => return Err(CoordError::rpc("watch", s)),
             }
         }
-        if let Some(s) = last.filter(|s| s.state != "running") {
+        if let Some(s) = last.filter(|s| s.state != crate::store::ExpState::Running.key()) {
             return Ok(s);
         }
         // The stream ended early (coordinator restarting): follow it again.

@@ -22,5 +22,6 @@ pub mod sim;
 pub mod simbench;
 pub mod spec;
 pub mod store;
+pub mod task_state;
 
 pub use error::CoordError;

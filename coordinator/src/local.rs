@@ -287,7 +287,7 @@ async fn drive(opts: &LocalOptions, url: &str, token: &str) -> Result<LocalOutco
         );
     }
     let mut status = get_status(&clients, &sub.experiment_id).await?;
-    if status.state == "running" {
+    if status.state == crate::store::ExpState::Running.key() {
         let mut workers = spawn_workers(opts, url, token)?;
         let r = follow(opts, &clients, &sub.experiment_id, &mut workers).await;
         workers.drain().await;
@@ -364,7 +364,7 @@ async fn follow(
             }
             b.set_message(msg);
         }
-        if s.state != "running" {
+        if s.state != crate::store::ExpState::Running.key() {
             break s;
         }
         if workers.alive() == 0 {

@@ -33,7 +33,7 @@ pub const DURATION_BUCKETS: &[f64] = &[
 ];
 
 /// Task states that always appear in `mer_tasks` (with 0 when empty), so dashboards see every series.
-pub const TASK_STATES: &[&str] = &["blocked", "ready", "running", "done", "failed"];
+pub const TASK_STATES: &[&str] = &crate::task_state::TaskState::PUBLIC_NAMES;
 /// Task kinds that always appear in `mer_tasks`.
 pub const TASK_KINDS: &[&str] = &["prior", "target"];
 

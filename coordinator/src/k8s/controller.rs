@@ -104,19 +104,20 @@ impl JobController {
             let unfinished = st
                 .tasks_total
                 .saturating_sub(st.tasks_done + st.tasks_failed);
-            let r = match st.state.as_str() {
-                "running" if !self.launched.contains(&id) => launcher
+            let state = st.state.parse::<ExpState>().unwrap_or(ExpState::Failed);
+            let r = match state {
+                ExpState::Running if !self.launched.contains(&id) => launcher
                     .launch(&JobRequest::new(&id, &name, unfinished))
                     .await
                     .map(|j| {
                         self.launched.insert(id.clone());
                         Some(Action::Launched(j.parallelism))
                     }),
-                "running" => launcher
+                ExpState::Running => launcher
                     .scale_down(&id, unfinished)
                     .await
                     .map(|p| p.map(Action::Scaled)),
-                "cancelled" => launcher.cancel(&id).await.map(|_| {
+                ExpState::Cancelled => launcher.cancel(&id).await.map(|_| {
                     self.closed.insert(id.clone());
                     Some(Action::Deleted)
                 }),

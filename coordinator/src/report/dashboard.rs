@@ -237,16 +237,6 @@ pub struct RunningJson {
     pub progress: Option<Progress>,
 }
 
-fn state_key(s: TaskState) -> &'static str {
-    match s {
-        TaskState::Blocked => "blocked",
-        TaskState::Ready => "ready",
-        TaskState::Leased | TaskState::Committing => "running",
-        TaskState::Done => "done",
-        TaskState::GaveUp => "failed",
-    }
-}
-
 impl Dashboard {
     /// Loads the results (and their workers) of finished tasks not cached yet.
     async fn refresh(&self, views: &[TaskView]) -> Result<(), CoordError> {
@@ -303,7 +293,7 @@ impl Dashboard {
         };
         let cell = |v: &TaskView| Cell {
             key: v.key.clone(),
-            state: state_key(v.state),
+            state: v.state.public_name(),
             attempts: v.attempts,
             failures: v.failures,
             lost: v.lost,
@@ -343,7 +333,7 @@ impl Dashboard {
             };
             let cl = cell(v);
             // A task whose result is being committed has no lease any more: it is not listed as running.
-            if cl.state == "running" && v.worker.is_some() {
+            if cl.state == crate::store::ExpState::Running.key() && v.worker.is_some() {
                 running.push(RunningJson {
                     key: v.key.clone(),
                     kind: v.kind.key(),

@@ -126,15 +126,7 @@ impl Scheduler {
             task.attempts += 1;
             task.state = TaskState::Leased;
             let exps = task.exps.clone();
-            let lease = ActiveLease {
-                task: t,
-                worker: worker.to_string(),
-                deadline: now + task.ttl,
-                ttl: task.ttl,
-                attempt: task.attempts,
-                exps: exps.clone(),
-                progress: Progress::default(),
-            };
+            let lease = lease_of(t, task, worker, now, task.attempts, Progress::default());
             let id = inner.leases.grant(lease);
             self.metrics
                 .on_lease_granted(&id, inner.tasks[t].def.kind.key());
@@ -231,15 +223,7 @@ impl Scheduler {
                 task.state = TaskState::Leased;
                 task.lease = Some(lease_id.to_string());
                 let exps = task.exps.clone();
-                let lease = ActiveLease {
-                    task: t,
-                    worker: worker.to_string(),
-                    deadline: now + task.ttl,
-                    ttl: task.ttl,
-                    attempt: task.attempts.max(1),
-                    exps: exps.clone(),
-                    progress,
-                };
+                let lease = lease_of(t, task, worker, now, task.attempts.max(1), progress);
                 inner.leases.adopt(lease_id, lease);
                 for x in exps {
                     inner.exps[x].running += 1;
@@ -311,5 +295,26 @@ impl Scheduler {
             self.notify.notify_waiters();
         }
         n
+    }
+}
+
+/// A lease of task `t` (held in `task`) for `worker` from `now`, counted as running in each of the task's
+/// experiments.
+fn lease_of(
+    t: usize,
+    task: &Task,
+    worker: &str,
+    now: Instant,
+    attempt: u32,
+    progress: Progress,
+) -> ActiveLease {
+    ActiveLease {
+        task: t,
+        worker: worker.to_string(),
+        deadline: now + task.ttl,
+        ttl: task.ttl,
+        attempt,
+        exps: task.exps.clone(),
+        progress,
     }
 }

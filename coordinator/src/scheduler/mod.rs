@@ -25,6 +25,7 @@ use crate::lease::{ActiveLease, LeaseTable, Progress};
 use crate::plan::{Plan, TaskDef, TaskKind};
 pub use crate::store::ExpState;
 use crate::store::{NewExperiment, NewResult, Snapshot, Store, StoredTaskState, WorkerRow};
+pub use crate::task_state::TaskState;
 use mer_shared::proto;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
@@ -40,7 +41,7 @@ mod observe;
 mod views;
 
 use graph::{add_locked, bump, enqueue, finish_task, give_up_task, update_exp_state, NewExpEntry};
-pub use observe::{state_name, CoordinatorProbe};
+pub use observe::CoordinatorProbe;
 
 /// Scheduler settings that are not per experiment.
 #[derive(Debug, Clone)]
@@ -58,23 +59,6 @@ impl Default for SchedConfig {
             lease_ttl: None,
         }
     }
-}
-
-/// Where a task stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskState {
-    /// Waiting for dependencies.
-    Blocked,
-    /// Can be leased.
-    Ready,
-    /// Held by a worker.
-    Leased,
-    /// A result is being committed.
-    Committing,
-    /// A result is stored.
-    Done,
-    /// Failed too often (or a dependency did); its errors are kept.
-    GaveUp,
 }
 
 /// One node of the task graph, shared by every experiment whose plan contains its key.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Scheduler, TaskState};
+use super::Scheduler;
 use crate::metrics::{
     ClusterSnapshot, ClusterState, ExperimentSnapshot, Metrics, Readiness, TaskCount,
     WorkerSnapshot,
@@ -16,17 +16,6 @@ use crate::CoordError;
 /// A worker that neither long-polled for a lease nor sent a heartbeat for this long (and holds no
 /// lease) is not counted as connected.
 pub const WORKER_SEEN_WINDOW: Duration = Duration::from_secs(60);
-
-/// The metrics name of a task state.
-pub fn state_name(s: TaskState) -> &'static str {
-    match s {
-        TaskState::Blocked => "blocked",
-        TaskState::Ready => "ready",
-        TaskState::Leased | TaskState::Committing => "running",
-        TaskState::Done => "done",
-        TaskState::GaveUp => "failed",
-    }
-}
 
 impl Scheduler {
     /// The scheduler's metric families (event counters are fed by the scheduler itself).
@@ -51,7 +40,7 @@ impl Scheduler {
                 Default::default();
             for t in &inner.tasks {
                 *counts
-                    .entry((state_name(t.state), t.def.kind.key()))
+                    .entry((t.state.public_name(), t.def.kind.key()))
                     .or_default() += 1;
             }
             let tasks: Vec<TaskCount> = counts
