@@ -626,21 +626,8 @@ pub(crate) mod tests {
                     labels.insert("objective5".to_string(), i % 5);
                 }
                 SampleMeta {
-                    id: format!("{}/{}/{}", e.dataset, e.subject, e.filename),
-                    dataset: e.dataset,
-                    subject: e.subject,
-                    filename: e.filename,
-                    emotion: "x".into(),
-                    objective_class: None,
                     labels,
-                    onset: 1,
-                    apex: 5,
-                    offset: 9,
-                    apex_estimated: false,
-                    keyframe_times: vec![1.0; 11],
-                    source_frames: vec![],
-                    crop_box: [0, 0, 1, 1],
-                    corrections: vec![],
+                    ..mer_shared::fixtures::sample(e.dataset, &e.subject, &e.filename, &[])
                 }
             })
             .collect();
@@ -650,13 +637,8 @@ pub(crate) mod tests {
             info: PrepInfo {
                 keyframes: keyframes.into(),
                 interpolator: "farneback-warp-blend".into(),
-                flow_params: BTreeMap::new(),
-                size: 112,
-                frames: 10,
-                channels: vec!["u".into(), "v".into()],
                 crop: "haar".into(),
-                mer_version: "test".into(),
-                keyframe_fill: Some(mer_shared::prepared::KeyframeFill::Algorithm1),
+                ..mer_shared::fixtures::prep_info("test", 112, 10)
             },
             samples,
         }

@@ -9,6 +9,7 @@
 
 use crate::agent::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
 use crate::plan::TaskKind;
+use mer_shared::fixtures;
 use mer_shared::fold::{EpochLog, FoldResult, SamplePrediction, Timings};
 use mer_shared::metrics::Confusion;
 use mer_shared::prepared::{Prepared, SampleMeta};
@@ -208,9 +209,7 @@ pub fn write_sim_dataset(
     subjects: usize,
     per_subject: usize,
 ) -> Result<(), crate::error::CoordError> {
-    use mer_shared::prepared::PrepInfo;
     use mer_shared::Dataset;
-    use std::collections::BTreeMap;
     let mut samples = Vec::new();
     for part in [Dataset::Smic, Dataset::Casme2, Dataset::Samm] {
         for s in 0..subjects {
@@ -223,21 +222,9 @@ pub fn write_sim_dataset(
                 let filename = format!("clip{c:02}");
                 let label = (s + c) % 3;
                 samples.push(SampleMeta {
-                    id: format!("{part}/{subject}/{filename}"),
-                    dataset: part,
-                    subject: subject.clone(),
-                    filename,
                     emotion: ["negative", "positive", "surprise"][label].into(),
-                    objective_class: None,
-                    labels: BTreeMap::from([("megc3".to_string(), label)]),
-                    onset: 1,
-                    apex: 5,
-                    offset: 9,
-                    apex_estimated: false,
-                    keyframe_times: vec![1.0; 11],
-                    source_frames: vec![],
                     crop_box: [0, 0, 2, 2],
-                    corrections: vec![],
+                    ..fixtures::sample(part, &subject, &filename, &[("megc3", label)])
                 });
             }
         }
@@ -248,17 +235,7 @@ pub fn write_sim_dataset(
         .map(|i| (i % 17) as f32 * 0.1)
         .collect();
     let p = Prepared {
-        info: PrepInfo {
-            keyframes: "adaptive".into(),
-            interpolator: "sim".into(),
-            flow_params: BTreeMap::new(),
-            size: 2,
-            frames: 10,
-            channels: vec!["u".into(), "v".into()],
-            crop: "sim".into(),
-            mer_version: "sim".into(),
-            keyframe_fill: Some(mer_shared::prepared::KeyframeFill::Algorithm1),
-        },
+        info: fixtures::prep_info("sim", 2, 10),
         samples,
         shape,
         flow,

@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod device;
 pub mod digest;
 pub mod error;
+pub mod fixtures;
 pub mod fold;
 pub mod labels;
 pub mod loso;

@@ -460,35 +460,28 @@ mod tests {
 
     fn sample(i: usize) -> SampleMeta {
         SampleMeta {
-            id: format!("casme2/sub01/EP{i:02}"),
-            dataset: Dataset::Casme2,
-            subject: "sub01".into(),
-            filename: format!("EP{i:02}"),
             emotion: "happiness".into(),
             objective_class: Some(1),
-            labels: [("megc3".to_string(), 1usize)].into_iter().collect(),
             onset: 25,
             apex: 91,
             offset: 121,
-            apex_estimated: false,
             keyframe_times: vec![25.0; 11],
             source_frames: vec!["img25.jpg".into()],
             crop_box: [0, 0, 10, 10],
-            corrections: vec![],
+            ..crate::fixtures::sample(
+                Dataset::Casme2,
+                "sub01",
+                &format!("EP{i:02}"),
+                &[("megc3", 1)],
+            )
         }
     }
 
     fn info() -> PrepInfo {
         PrepInfo {
-            keyframes: "adaptive".into(),
             interpolator: "farneback-warp-blend".into(),
-            flow_params: BTreeMap::new(),
-            size: 4,
-            frames: 10,
-            channels: vec!["u".into(), "v".into()],
             crop: "haar".into(),
-            mer_version: "test".into(),
-            keyframe_fill: Some(KeyframeFill::Algorithm1),
+            ..crate::fixtures::prep_info("test", 4, 10)
         }
     }
 

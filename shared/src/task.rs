@@ -117,17 +117,7 @@ mod tests {
             dataset: DatasetSummary {
                 hash: "h".into(),
                 path: "a.safetensors".into(),
-                info: PrepInfo {
-                    keyframes: "adaptive".into(),
-                    interpolator: "i".into(),
-                    flow_params: Default::default(),
-                    size: 4,
-                    frames: 10,
-                    channels: vec!["u".into(), "v".into()],
-                    crop: "c".into(),
-                    mer_version: "v".into(),
-                    keyframe_fill: None,
-                },
+                info: crate::fixtures::prep_info("i", 4, 10),
                 samples: vec![],
             },
         };

@@ -286,7 +286,7 @@ impl DeviceSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mer_shared::prepared::{PrepInfo, SampleMeta};
+    use mer_shared::prepared::SampleMeta;
     use mer_shared::Dataset;
     use rand::SeedableRng;
     use tch::Kind;
@@ -298,34 +298,20 @@ mod tests {
             .collect();
         let samples = (0..n)
             .map(|i| SampleMeta {
-                id: format!("casme2/sub01/c{i}"),
-                dataset: Dataset::Casme2,
-                subject: "sub01".into(),
-                filename: format!("c{i}"),
                 emotion: "happiness".into(),
-                objective_class: None,
-                labels: [("megc3".to_string(), 1usize)].into_iter().collect(),
                 onset: 0,
                 apex: 1,
                 offset: 2,
-                apex_estimated: false,
                 keyframe_times: vec![],
-                source_frames: vec![],
-                crop_box: [0, 0, 1, 1],
-                corrections: vec![],
+                ..mer_shared::fixtures::sample(
+                    Dataset::Casme2,
+                    "sub01",
+                    &format!("c{i}"),
+                    &[("megc3", 1)],
+                )
             })
             .collect();
-        let info = PrepInfo {
-            keyframes: "adaptive".into(),
-            interpolator: "test".into(),
-            flow_params: Default::default(),
-            size: size as u32,
-            frames: frames as u32,
-            channels: vec!["u".into(), "v".into()],
-            crop: "test".into(),
-            mer_version: "test".into(),
-            keyframe_fill: Some(mer_shared::prepared::KeyframeFill::Algorithm1),
-        };
+        let info = mer_shared::fixtures::prep_info("test", size as u32, frames as u32);
         Prepared {
             info,
             samples,

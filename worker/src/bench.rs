@@ -175,33 +175,25 @@ pub fn random_prepared(n: usize, m: &mer_shared::train_config::ModelConfig, seed
         .collect();
     let samples = (0..n)
         .map(|i| SampleMeta {
-            id: format!("casme2/sub{:02}/bench{i}", i % 4 + 1),
-            dataset: mer_shared::Dataset::Casme2,
-            subject: format!("sub{:02}", i % 4 + 1),
-            filename: format!("bench{i}"),
             emotion: String::new(),
-            objective_class: None,
-            labels: [("megc3".to_string(), i % 3)].into_iter().collect(),
             onset: 0,
             apex: 0,
             offset: 0,
-            apex_estimated: false,
             keyframe_times: vec![],
-            source_frames: vec![],
             crop_box: [0, 0, 0, 0],
-            corrections: vec![],
+            ..mer_shared::fixtures::sample(
+                mer_shared::Dataset::Casme2,
+                &format!("sub{:02}", i % 4 + 1),
+                &format!("bench{i}"),
+                &[("megc3", i % 3)],
+            )
         })
         .collect();
     let info = PrepInfo {
         keyframes: "random".into(),
-        interpolator: "none".into(),
-        flow_params: Default::default(),
-        size: s as u32,
-        frames: t as u32,
         channels: (0..c).map(|i| format!("c{i}")).collect(),
-        crop: "none".into(),
         mer_version: env!("CARGO_PKG_VERSION").into(),
-        keyframe_fill: Some(mer_shared::prepared::KeyframeFill::Algorithm1),
+        ..mer_shared::fixtures::prep_info("none", s as u32, t as u32)
     };
     Prepared {
         info,

@@ -868,34 +868,24 @@ pub(crate) mod tests {
                     labels.insert("megc3".to_string(), class);
                 }
                 samples.push(SampleMeta {
-                    id: format!("casme2/sub{:02}/EP{k:02}", s + 1),
-                    dataset: Dataset::Casme2,
-                    subject: format!("sub{:02}", s + 1),
-                    filename: format!("EP{k:02}"),
-                    emotion: "x".into(),
-                    objective_class: None,
                     labels,
                     onset: 0,
                     apex: 1,
                     offset: 2,
-                    apex_estimated: false,
                     keyframe_times: vec![],
-                    source_frames: vec![],
-                    crop_box: [0, 0, 1, 1],
-                    corrections: vec![],
+                    ..mer_shared::fixtures::sample(
+                        Dataset::Casme2,
+                        &format!("sub{:02}", s + 1),
+                        &format!("EP{k:02}"),
+                        &[],
+                    )
                 });
             }
         }
         let info = PrepInfo {
-            keyframes: "adaptive".into(),
             interpolator: "synthetic".into(),
-            flow_params: Default::default(),
-            size: size as u32,
-            frames: t as u32,
-            channels: vec!["u".into(), "v".into()],
             crop: "none".into(),
-            mer_version: "test".into(),
-            keyframe_fill: Some(mer_shared::prepared::KeyframeFill::Algorithm1),
+            ..mer_shared::fixtures::prep_info("test", size as u32, t as u32)
         };
         Prepared {
             info,
