@@ -1,0 +1,67 @@
+//! `mer run`: an experiment on this machine (local mode): a coordinator and N worker processes,
+//! progress bars, the results in the run folder.
+
+use super::*;
+
+/// `mer run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The experiment spec (TOML).
+    pub spec: PathBuf,
+    /// Number of local worker processes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: u32,
+    /// Concurrent tasks per worker.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub slots: u32,
+    /// Run folder (default: runs/<experiment name>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Device of the workers (`cpu`, `cuda`, `cuda:N`, `auto`).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub sim: SimArgs,
+    /// Lease length override in milliseconds (tests).
+    #[arg(long, hide = true)]
+    pub lease_ms: Option<u64>,
+    /// Serve the live dashboard (and /metrics) on this address while the run lasts, e.g.
+    /// 127.0.0.1:9464 (docs/dashboard.md).
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
+}
+
+pub(super) async fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
+    let run_dir = match &a.run_dir {
+        Some(d) => d.clone(),
+        None => default_run_dir(&a.spec)?,
+    };
+    let program = std::env::current_exe().context("locating the mer executable")?;
+    let mut extra = vec!["--device".to_string(), a.device.clone()];
+    extra.extend(a.sim.worker_args()?);
+    if !a.sim.sim_trainer && cfg!(not(feature = "worker")) {
+        bail!("this mer was built without the `worker` feature (no libtorch): it cannot train; run workers built with it");
+    }
+    let mut opts = LocalOptions::processes(&a.spec, &run_dir, a.workers, program, extra);
+    opts.slots = a.slots;
+    opts.progress = !a.quiet;
+    opts.lease_ttl = a.lease_ms.map(Duration::from_millis);
+    opts.http_listen = a.http_listen;
+    let out = run_local(opts).await?;
+    println!("{}", out.summary_md);
+    println!("results: {}", out.run_dir.join("results.json").display());
+    if out.status.state != "done" {
+        bail!(
+            "experiment {} {}: {} task(s) gave up:\n{}\n\
+             The finished folds are stored; run the same command again to retry only the failed ones.",
+            out.experiment_id,
+            out.status.state,
+            out.status.tasks_failed,
+            out.status.errors.join("\n")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! The long-running servers: `mer coordinator` (gRPC for workers and clients, durable state) and
+//! `mer worker` (an agent that leases tasks and trains them with libtorch, or the simulated trainer).
+
+use super::*;
+
+/// `mer coordinator`.
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:7878")]
+    pub listen: SocketAddr,
+    /// Folder of the durable state (SQLite), artifacts and results.
+    #[arg(long, default_value = "mer-state")]
+    pub state_dir: PathBuf,
+    /// Shared-secret bearer token that workers and clients must present.
+    #[arg(long, env = "MER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// TLS certificate chain (PEM); with --tls-key, serve https.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve /metrics, /healthz, /readyz and the live dashboard (/, /api/...; docs/dashboard.md) over
+    /// HTTP on this address.
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
+    /// Worker pod template of the Kubernetes launcher (JSON, written by the Helm chart): experiments
+    /// with `launcher = "kubernetes"` then get a worker Job in this cluster (in-cluster credentials).
+    #[arg(long, env = "MER_K8S_WORKER_TEMPLATE")]
+    pub k8s_worker_template: Option<PathBuf>,
+    /// Print the bound address to stdout as `listening <addr>` (for scripts using port 0).
+    #[arg(long, hide = true)]
+    pub print_addr: bool,
+    /// Lease length override in milliseconds (tests).
+    #[arg(long, hide = true)]
+    pub lease_ms: Option<u64>,
+    /// Allow running without a token on a non-loopback address.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// `mer worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Concurrent tasks (several small trainings can share a GPU).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub slots: u32,
+    /// Devices; slot i uses device i mod count (repeat the flag: --device cuda:0 --device cuda:1).
+    #[arg(long = "device", default_value = "auto")]
+    pub devices: Vec<String>,
+    /// Artifact cache and scratch folder.
+    #[arg(long, default_value = "mer-cache")]
+    pub cache_dir: PathBuf,
+    /// Name shown by the coordinator (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub sim: SimArgs,
+    /// Heartbeat interval override in milliseconds.
+    #[arg(long, hide = true)]
+    pub heartbeat_ms: Option<u64>,
+}
+
+pub(super) async fn cmd_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
+    let token = a.token.filter(|t| !t.is_empty());
+    if token.is_none() && !a.listen.ip().is_loopback() && !a.insecure {
+        bail!("refusing to listen on {} without a token: set --token / MER_TOKEN (or pass --insecure)", a.listen);
+    }
+    let mut cfg = ServerConfig::new(a.listen, a.state_dir.clone());
+    cfg.token = token;
+    cfg.tls = match (a.tls_cert, a.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
+    };
+    cfg.http_listen = a.http_listen;
+    if let Some(p) = &a.k8s_worker_template {
+        cfg.k8s_workers = Some(mer_coordinator::k8s::WorkerTemplate::from_file(p)?);
+    }
+    if let Some(ms) = a.lease_ms {
+        cfg.sched = SchedConfig {
+            lease_ttl: Some(Duration::from_millis(ms)),
+            ..SchedConfig::default()
+        };
+        cfg.heartbeat = Duration::from_millis((ms / 4).max(50));
+        cfg.reap_every = Duration::from_millis((ms / 5).clamp(20, 250));
+    }
+    let stop = shutdown_on_signals();
+    let coord = start(cfg).await?;
+    if a.print_addr {
+        println!("listening {}", coord.addr);
+    }
+    eprintln!(
+        "coordinator listening on {} (state in {})",
+        coord.url,
+        a.state_dir.display()
+    );
+    stop.cancelled().await;
+    coord.shutdown().await?;
+    Ok(())
+}
+
+pub(super) async fn cmd_worker(a: WorkerArgs) -> anyhow::Result<()> {
+    let trainer: Arc<dyn Trainer> = match a.sim.trainer() {
+        Some(sim) => Arc::new(sim),
+        None => real_trainer()?,
+    };
+    let mut cfg = AgentConfig::new(a.connect.options(), a.cache_dir.clone());
+    if let Some(n) = a.name {
+        cfg.name = n;
+    }
+    cfg.slots = a.slots.max(1);
+    cfg.devices = a.devices.clone();
+    cfg.heartbeat = a.heartbeat_ms.map(Duration::from_millis);
+    let stop = shutdown_on_signals();
+    let stats = run_agent(cfg, trainer, stop).await?;
+    tracing::info!(
+        accepted = stats.accepted,
+        duplicates = stats.duplicates,
+        failed = stats.failed,
+        stopped = stats.stopped,
+        "worker drained"
+    );
+    Ok(())
+}
+
+#[cfg(feature = "worker")]
+fn real_trainer() -> anyhow::Result<Arc<dyn Trainer>> {
+    Ok(Arc::new(crate::cli::engine_trainer::EngineTrainer::new()))
+}
+
+#[cfg(not(feature = "worker"))]
+fn real_trainer() -> anyhow::Result<Arc<dyn Trainer>> {
+    bail!("this mer was built without the `worker` feature (no libtorch): it cannot train (use a full build)")
+}
