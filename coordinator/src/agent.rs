@@ -254,7 +254,11 @@ pub async fn run_agent(
         .unwrap_or(Duration::from_millis(reg.heartbeat_ms.max(100)));
     tracing::info!(worker = %reg.worker_id, slots = cfg.slots, "registered with {}", cfg.connect.url);
     let counters = Arc::new(Counters::default());
-    let mut slots = Vec::new();
+    // The slots live in a JoinSet owned by this future: if the agent's future is dropped or aborted
+    // (an embedding program stops it, a test simulates a dead machine), every slot stops with it, and
+    // with them the heartbeats, so the coordinator sees the leases expire. (A trainer call already
+    // running on a blocking thread finishes, but its result has nowhere to go.)
+    let mut slots = tokio::task::JoinSet::new();
     for slot in 0..cfg.slots.max(1) {
         let device = cfg
             .devices
@@ -276,11 +280,11 @@ pub async fn run_agent(
             latencies: cfg.lease_latencies.clone(),
         };
         let sd = shutdown.clone();
-        slots.push(tokio::spawn(async move { ctx.run(sd).await }));
+        slots.spawn(async move { ctx.run(sd).await });
     }
     let mut first_err = None;
-    for s in slots {
-        match s.await {
+    while let Some(s) = slots.join_next().await {
+        match s {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 shutdown.cancel();

@@ -3,7 +3,7 @@
 //! final results with a fault-free reference run of the same tasks.
 
 use mer_coordinator::agent::{
-    run_agent, AgentConfig, Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError,
+    run_agent, Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError,
 };
 use mer_coordinator::aggregate::{aggregate, write_results};
 use mer_coordinator::client::{
@@ -12,7 +12,7 @@ use mer_coordinator::client::{
 };
 use mer_coordinator::plan::{plan_spec, Plan, TaskKind};
 use mer_coordinator::scheduler::SchedConfig;
-use mer_coordinator::server::{start, CoordinatorHandle, ServerConfig};
+use mer_coordinator::server::{CoordinatorHandle, ServerConfig};
 use mer_coordinator::sim::{reference_run, SimTrainer};
 use mer_coordinator::spec::load_spec;
 use mer_shared::proto;
@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 mod support;
+use support::Cluster;
 
 const TOKEN: &str = "test-token";
 
@@ -36,12 +37,9 @@ fn server_config(state: &Path) -> ServerConfig {
     support::server_config(state, Some(TOKEN))
 }
 
-fn clients(url: &str) -> Clients {
-    support::clients(url, Some(TOKEN))
-}
-
-fn agent_config(url: &str, cache: &Path, slots: u32) -> AgentConfig {
-    support::agent_config(url, Some(TOKEN), cache, slots)
+/// A coordinator with `cfg` that requires [`TOKEN`], clients connected, no agents yet.
+async fn cluster(dir: &Path, cfg: ServerConfig) -> Cluster {
+    Cluster::start(dir, cfg, Some(TOKEN)).await
 }
 
 /// The fault-free reference: every task run directly, then pooled; returns `results.json` and the
@@ -92,50 +90,19 @@ async fn coordinator_files(c: &Clients, id: &str) -> BTreeMap<String, String> {
     files
 }
 
-fn spawn_agents(
-    url: &str,
-    dir: &Path,
-    n: usize,
-    slots: u32,
-    trainer: Arc<dyn Trainer>,
-    stop: &CancellationToken,
-) -> Vec<tokio::task::JoinHandle<mer_coordinator::agent::AgentStats>> {
-    (0..n)
-        .map(|i| {
-            let cfg = agent_config(url, &dir.join(format!("cache{i}")), slots);
-            support::spawn_agent(cfg, trainer.clone(), stop)
-        })
-        .collect()
-}
-
-async fn stop_agents(
-    stop: CancellationToken,
-    agents: Vec<tokio::task::JoinHandle<mer_coordinator::agent::AgentStats>>,
-) -> Vec<mer_coordinator::agent::AgentStats> {
-    stop.cancel();
-    let mut out = vec![];
-    for a in agents {
-        out.push(a.await.unwrap());
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_agents_run_an_experiment_and_match_the_reference() {
     let dir = tempfile::tempdir().unwrap();
     let spec = setup(dir.path(), 3, "");
     let plan = plan_spec(&load_spec(&spec).unwrap()).unwrap();
     assert_eq!(plan.tasks.len(), 9 + 18);
-    let coord = start(server_config(&dir.path().join("state")))
-        .await
-        .unwrap();
-    let c = clients(&coord.url);
-    let sub = submit_spec(&c, &spec).await.unwrap();
+    let mut cl = cluster(dir.path(), server_config(&dir.path().join("state"))).await;
+    let c = cl.clients.clone();
+    let sub = cl.submit(&spec).await;
     assert_eq!(sub.tasks, 27);
     assert!(!sub.existing);
     let sim = Arc::new(SimTrainer::new(Duration::from_millis(20), None));
-    let stop = CancellationToken::new();
-    let agents = spawn_agents(&coord.url, dir.path(), 3, 2, sim.clone(), &stop);
+    cl.add_agents(3, 2, sim.clone());
     let mut updates = 0;
     let status = watch_until_done(&c, &sub.experiment_id, |_| updates += 1)
         .await
@@ -153,7 +120,7 @@ async fn three_agents_run_an_experiment_and_match_the_reference() {
     assert_eq!((status.lost, status.duplicates, status.retries), (0, 0, 0));
     assert!(updates >= 2, "watch streamed progress ({updates} updates)");
     assert_eq!(sim.executions(), 27, "each task ran exactly once");
-    let stats = stop_agents(stop, agents).await;
+    let stats = cl.stop_agents().await;
     assert_eq!(stats.iter().map(|s| s.accepted).sum::<u64>(), 27);
     assert!(
         stats.iter().filter(|s| s.accepted > 0).count() >= 2,
@@ -196,7 +163,7 @@ async fn three_agents_run_an_experiment_and_match_the_reference() {
         .unwrap()
         .into_inner();
     assert_eq!(list.experiments.len(), 2);
-    coord.shutdown().await.unwrap();
+    cl.shutdown().await;
 }
 
 /// Raw worker calls: a worker cut off past its lease that reports later, and a duplicate completion.
@@ -210,9 +177,9 @@ async fn late_and_duplicate_completions_are_dropped_and_counted() {
         lease_ttl: Some(Duration::from_millis(300)),
         ..SchedConfig::default()
     };
-    let coord = start(cfg).await.unwrap();
-    let c = clients(&coord.url);
-    let sub = submit_spec(&c, &spec).await.unwrap();
+    let mut cl = cluster(dir.path(), cfg).await;
+    let c = cl.clients.clone();
+    let sub = cl.submit(&spec).await;
     // Worker A leases a task and goes silent (cut off).
     let mut w = c.worker.clone();
     let reg = w
@@ -255,8 +222,7 @@ async fn late_and_duplicate_completions_are_dropped_and_counted() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     // Now B (a real agent) runs everything, including A's task whose lease expired again.
     let sim = Arc::new(SimTrainer::new(Duration::ZERO, None));
-    let stop = CancellationToken::new();
-    let agents = spawn_agents(&coord.url, dir.path(), 1, 2, sim.clone(), &stop);
+    cl.add_agents(1, 2, sim.clone());
     let status = watch_until_done(&c, &sub.experiment_id, |_| {})
         .await
         .unwrap();
@@ -286,7 +252,8 @@ async fn late_and_duplicate_completions_are_dropped_and_counted() {
         .iter()
         .find(|t| t.kind == TaskKind::Target)
         .unwrap();
-    let stored = coord
+    let stored = cl
+        .coord()
         .scheduler()
         .store()
         .results_of(vec![target.key.clone()])
@@ -307,7 +274,7 @@ async fn late_and_duplicate_completions_are_dropped_and_counted() {
     let st = get_status(&c, &sub.experiment_id).await.unwrap();
     assert_eq!(st.duplicates, 2);
     assert_eq!(st.tasks_done, st.tasks_total);
-    stop_agents(stop, agents).await;
+    cl.stop_agents().await;
     assert_eq!(
         sim.executions() as usize,
         plan.tasks.len(),
@@ -317,7 +284,8 @@ async fn late_and_duplicate_completions_are_dropped_and_counted() {
         coordinator_files(&c, &sub.experiment_id).await,
         reference_files(&plan, dir.path())
     );
-    let outcomes: BTreeMap<String, i64> = coord
+    let outcomes: BTreeMap<String, i64> = cl
+        .coord()
         .scheduler()
         .store()
         .attempt_outcomes()
@@ -328,7 +296,7 @@ async fn late_and_duplicate_completions_are_dropped_and_counted() {
     assert_eq!(outcomes.get("ok"), Some(&(plan.tasks.len() as i64)));
     // A's attempt was lost (twice), and its late report is recorded on the same attempt.
     assert_eq!(outcomes.get("lost,duplicate"), Some(&1), "{outcomes:?}");
-    coord.shutdown().await.unwrap();
+    cl.shutdown().await;
 }
 
 fn sha2_of(s: &str) -> Vec<u8> {
@@ -344,38 +312,31 @@ async fn coordinator_restart_loses_nothing_and_reruns_nothing_finished() {
     let spec = setup(dir.path(), 3, "");
     let plan = plan_spec(&load_spec(&spec).unwrap()).unwrap();
     let state = dir.path().join("state");
-    let coord = start(server_config(&state)).await.unwrap();
-    let addr = coord.addr;
-    let c = clients(&coord.url);
-    let sub = submit_spec(&c, &spec).await.unwrap();
+    let mut cl = cluster(dir.path(), server_config(&state)).await;
+    let c = cl.clients.clone();
+    let sub = cl.submit(&spec).await;
     let log = dir.path().join("executions.log");
     let sim = Arc::new(SimTrainer::new(
         Duration::from_millis(80),
         Some(log.clone()),
     ));
-    let stop = CancellationToken::new();
-    let agents = spawn_agents(&coord.url, dir.path(), 2, 2, sim.clone(), &stop);
+    cl.add_agents(2, 2, sim.clone());
     // Let some tasks finish, then crash the coordinator.
-    loop {
-        let st = get_status(&c, &sub.experiment_id).await.unwrap();
-        if st.tasks_done >= 8 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    coord.abort();
+    cl.wait_for(&sub.experiment_id, Duration::from_secs(60), |st| {
+        st.tasks_done >= 8
+    })
+    .await;
+    let addr = cl.crash_coordinator();
     let finished_before: Vec<String> =
         mer_coordinator::store::finished_task_keys(&state.join("state.db")).unwrap();
     assert!(finished_before.len() >= 8);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut cfg = server_config(&state);
-    cfg.listen = addr;
-    let coord = start(cfg).await.unwrap();
+    cl.start_coordinator_on(addr).await;
     let status = watch_until_done(&c, &sub.experiment_id, |_| {})
         .await
         .unwrap();
     assert_eq!(status.state, "done");
-    stop_agents(stop, agents).await;
+    cl.stop_agents().await;
     let counts = mer_coordinator::sim::read_execution_log(&log);
     for k in &finished_before {
         assert_eq!(
@@ -394,7 +355,75 @@ async fn coordinator_restart_loses_nothing_and_reruns_nothing_finished() {
         coordinator_files(&c, &sub.experiment_id).await,
         reference_files(&plan, dir.path())
     );
-    coord.shutdown().await.unwrap();
+    cl.shutdown().await;
+}
+
+/// A worker machine dies mid-task (its agent is aborted: no drain, no report, no more heartbeats): its
+/// lease expires, the task goes back to the queue as lost (not failed), another worker runs it, and the
+/// results equal the fault-free reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_worker_costs_one_lost_attempt_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = setup(dir.path(), 1, "");
+    let plan = plan_spec(&load_spec(&spec).unwrap()).unwrap();
+    let mut cfg = server_config(&dir.path().join("state"));
+    cfg.sched = SchedConfig {
+        lease_ttl: Some(Duration::from_millis(400)),
+        ..SchedConfig::default()
+    };
+    let mut cl = cluster(dir.path(), cfg).await;
+    let c = cl.clients.clone();
+    let sub = cl.submit(&spec).await;
+    // The victim runs the priors, then holds the first target task it leases at a gate.
+    let gate = Arc::new(support::Gated::new(
+        SimTrainer::new(Duration::ZERO, None),
+        None,
+        |_| Progress::default(),
+    ));
+    // Opens the gate however the test ends, so that a failing assertion cannot leave the runtime
+    // waiting for the blocked trainer thread forever.
+    struct OpenOnDrop(Arc<support::Gated>);
+    impl Drop for OpenOnDrop {
+        fn drop(&mut self) {
+            self.0.open();
+        }
+    }
+    let _release = OpenOnDrop(gate.clone());
+    let victim_cfg = cl.agent_config(1);
+    let victim = cl.add_agent(victim_cfg, gate.clone());
+    let priors = plan
+        .tasks
+        .iter()
+        .filter(|t| t.kind == TaskKind::Prior)
+        .count() as u32;
+    cl.wait_for(&sub.experiment_id, Duration::from_secs(60), |st| {
+        st.tasks_done == priors && st.tasks_running == 1
+    })
+    .await;
+    cl.lose_agent(victim);
+    let sim = Arc::new(SimTrainer::new(Duration::ZERO, None));
+    cl.add_agents(1, 2, sim.clone());
+    let status = cl
+        .wait_for(&sub.experiment_id, Duration::from_secs(60), |st| {
+            st.state != "running"
+        })
+        .await;
+    // Only now let the dead agent's blocked trainer thread go; its result has nowhere to go.
+    gate.open();
+    assert_eq!(status.state, "done");
+    assert_eq!(status.lost, 1, "{status:?}");
+    assert_eq!((status.retries, status.duplicates), (0, 0), "{status:?}");
+    assert_eq!(status.tasks_done, status.tasks_total);
+    assert_eq!(
+        sim.executions() as usize,
+        plan.tasks.len() - priors as usize,
+        "the survivor ran every target task once, the lost one included"
+    );
+    assert_eq!(
+        coordinator_files(&c, &sub.experiment_id).await,
+        reference_files(&plan, dir.path())
+    );
+    cl.shutdown().await;
 }
 
 /// A trainer that always fails the target tasks of one fold.
@@ -425,21 +454,18 @@ impl Trainer for FailsOneFold {
 async fn a_failing_task_gives_up_after_max_attempts_keeping_its_errors() {
     let dir = tempfile::tempdir().unwrap();
     let spec = setup(dir.path(), 1, "max_attempts = 2\n");
-    let coord = start(server_config(&dir.path().join("state")))
-        .await
-        .unwrap();
-    let c = clients(&coord.url);
-    let sub = submit_spec(&c, &spec).await.unwrap();
+    let mut cl = cluster(dir.path(), server_config(&dir.path().join("state"))).await;
+    let c = cl.clients.clone();
+    let sub = cl.submit(&spec).await;
     let t = Arc::new(FailsOneFold {
         inner: SimTrainer::new(Duration::ZERO, None),
         fold: "casme2/sub01".into(),
     });
-    let stop = CancellationToken::new();
-    let agents = spawn_agents(&coord.url, dir.path(), 2, 1, t, &stop);
+    cl.add_agents(2, 1, t);
     let status = watch_until_done(&c, &sub.experiment_id, |_| {})
         .await
         .unwrap();
-    stop_agents(stop, agents).await;
+    cl.stop_agents().await;
     assert_eq!(status.state, "failed");
     assert_eq!(
         status.tasks_failed, 2,
@@ -462,18 +488,16 @@ async fn a_failing_task_gives_up_after_max_attempts_keeping_its_errors() {
         r.results_json.contains("casme2/sub01"),
         "the missing fold is named"
     );
-    coord.shutdown().await.unwrap();
+    cl.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_inputs_are_refused_with_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let spec = setup(dir.path(), 1, "");
-    let coord = start(server_config(&dir.path().join("state")))
-        .await
-        .unwrap();
+    let cl = cluster(dir.path(), server_config(&dir.path().join("state"))).await;
     // Wrong token.
-    let bad = connect(&ConnectOptions::new(&coord.url, Some("nope".into()))).unwrap();
+    let bad = connect(&ConnectOptions::new(cl.url(), Some("nope".into()))).unwrap();
     let e = bad
         .client
         .clone()
@@ -482,7 +506,7 @@ async fn bad_inputs_are_refused_with_clear_errors() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
     assert!(e.message().contains("wrong bearer token"));
-    let mut wrong = agent_config(&coord.url, &dir.path().join("y"), 1);
+    let mut wrong = cl.agent_config(1);
     wrong.connect.token = Some("nope".into());
     let e = run_agent(
         wrong,
@@ -494,7 +518,7 @@ async fn bad_inputs_are_refused_with_clear_errors() {
     .to_string();
     assert!(e.contains("wrong bearer token"), "{e}");
     // A worker of another protocol version.
-    let mut old = agent_config(&coord.url, &dir.path().join("z"), 1);
+    let mut old = cl.agent_config(1);
     old.connect.protocol = proto::PROTOCOL_VERSION + 1;
     let e = run_agent(
         old,
@@ -506,7 +530,7 @@ async fn bad_inputs_are_refused_with_clear_errors() {
     .to_string();
     assert!(e.contains("protocol version mismatch"), "{e}");
     // Artifact bytes that do not match their hash.
-    let c = clients(&coord.url);
+    let c = cl.clients.clone();
     let declared = mer_shared::digest::sha256_hex(b"the real bytes");
     let e = upload_bytes(&c, &declared, b"other bytes", "dataset")
         .await
@@ -561,7 +585,7 @@ async fn bad_inputs_are_refused_with_clear_errors() {
         "{}",
         e.message()
     );
-    coord.shutdown().await.unwrap();
+    cl.shutdown().await;
 }
 
 #[allow(dead_code)]
@@ -647,33 +671,28 @@ async fn tls_with_a_token_runs_an_experiment_and_refuses_an_untrusted_client() {
     let (ca, cert, key) = make_certs(dir.path());
     let mut cfg = server_config(&dir.path().join("state"));
     cfg.tls = Some(mer_coordinator::server::TlsFiles { cert, key });
-    let coord = start(cfg).await.unwrap();
-    assert!(coord.url.starts_with("https://"));
-    let mut opts = ConnectOptions::new(&coord.url, Some(TOKEN.into()));
-    opts.tls_ca = Some(ca.clone());
-    let c = connect(&opts).unwrap();
-    let sub = submit_spec(&c, &spec).await.unwrap();
-    let mut a = agent_config(&coord.url, &dir.path().join("cache"), 2);
-    a.connect.tls_ca = Some(ca);
-    let stop = CancellationToken::new();
-    let (t, s) = (
-        Arc::new(SimTrainer::default()) as Arc<dyn Trainer>,
-        stop.clone(),
-    );
-    let agent = tokio::spawn(async move { run_agent(a, t, s).await.unwrap() });
+    let mut cl = Cluster::start_with(dir.path(), cfg, |url| {
+        let mut opts = ConnectOptions::new(url, Some(TOKEN.into()));
+        opts.tls_ca = Some(ca.clone());
+        opts
+    })
+    .await;
+    assert!(cl.url().starts_with("https://"));
+    let c = cl.clients.clone();
+    let sub = cl.submit(&spec).await;
+    cl.add_agents(1, 2, Arc::new(SimTrainer::default()));
     let status = watch_until_done(&c, &sub.experiment_id, |_| {})
         .await
         .unwrap();
     assert_eq!(status.state, "done");
-    stop.cancel();
-    agent.await.unwrap();
+    cl.stop_agents().await;
     assert_eq!(
         coordinator_files(&c, &sub.experiment_id).await,
         reference_files(&plan, dir.path())
     );
     // Plain text, or TLS without trusting the CA, does not get through.
     let plain = connect(&ConnectOptions::new(
-        coord.url.replace("https://", "http://"),
+        cl.url().replace("https://", "http://"),
         Some(TOKEN.into()),
     ))
     .unwrap();
@@ -683,12 +702,12 @@ async fn tls_with_a_token_runs_an_experiment_and_refuses_an_untrusted_client() {
         .list(proto::ListRequest {})
         .await
         .is_err());
-    let untrusted = connect(&ConnectOptions::new(&coord.url, Some(TOKEN.into()))).unwrap();
+    let untrusted = connect(&ConnectOptions::new(cl.url(), Some(TOKEN.into()))).unwrap();
     assert!(untrusted
         .client
         .clone()
         .list(proto::ListRequest {})
         .await
         .is_err());
-    coord.shutdown().await.unwrap();
+    cl.shutdown().await;
 }
