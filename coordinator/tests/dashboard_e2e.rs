@@ -6,19 +6,16 @@
 //! to `target/test-artifacts/dashboard.png`.
 
 use mer_coordinator::agent::{Progress, TaskInputs};
-use mer_coordinator::client::submit_spec;
-use mer_coordinator::server::start;
 use mer_coordinator::sim::SimTrainer;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 mod support;
 
-use support::{agent_config, server_config, sim_spec, spawn_agent, Gated};
+use support::{server_config, sim_spec, Cluster, Gated};
 
 /// What the gated fold's tasks report while held: epoch 2 of 4 at 42 samples/s, 1.5 GiB of GPU memory.
 fn held_report(inputs: &TaskInputs) -> Progress {
@@ -112,10 +109,9 @@ async fn dashboard_in_headless_chromium_shows_the_grid_and_partial_scores() {
     let spec = sim_spec(dir.path(), "watch-me", 3, "");
     let mut cfg = server_config(&dir.path().join("state"), None);
     cfg.http_listen = Some("127.0.0.1:0".parse().unwrap());
-    let coord = start(cfg).await.unwrap();
-    let http = coord.http_addr.expect("HTTP port bound");
-    let c = support::clients(&coord.url, None);
-    let sub = submit_spec(&c, &spec).await.unwrap();
+    let mut cl = Cluster::start(dir.path(), cfg, None).await;
+    let http = cl.coord().http_addr.expect("HTTP port bound");
+    let sub = cl.submit(&spec).await;
     let id = sub.experiment_id.clone();
 
     let trainer = Arc::new(Gated::new(
@@ -123,16 +119,14 @@ async fn dashboard_in_headless_chromium_shows_the_grid_and_partial_scores() {
         Some("samm/008"),
         held_report,
     ));
-    let stop = CancellationToken::new();
-    let mut agents = Vec::new();
     for i in 0..2 {
-        let mut a = agent_config(&coord.url, None, &dir.path().join(format!("cache{i}")), 2);
+        let mut a = cl.agent_config(2);
         a.name = format!("sim{i}");
         // Named as GPU slots so that the page shows device and memory columns filled (the sim trainer
         // runs on the CPU whatever the name).
         a.devices = vec!["cuda:0".into(), "cuda:1".into()];
         a.poll_wait = Duration::from_millis(300);
-        agents.push(spawn_agent(a, trainer.clone(), &stop));
+        cl.add_agent(a, trainer.clone());
     }
     // Everything but the gated fold's two target tasks finishes.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -243,9 +237,5 @@ async fn dashboard_in_headless_chromium_shows_the_grid_and_partial_scores() {
     let scores = section(&dom, "scores");
     assert_eq!(scores.matches(">final<").count(), 2, "{scores}");
     assert!(!scores.contains("partial ("), "{scores}");
-    stop.cancel();
-    for a in agents {
-        a.await.unwrap();
-    }
-    coord.shutdown().await.unwrap();
+    cl.shutdown().await;
 }

@@ -10,18 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mer_coordinator::agent::{Progress, TaskInputs};
-use mer_coordinator::client::{get_results, get_status, submit_spec, watch_until_done};
+use mer_coordinator::client::{get_results, get_status, watch_until_done};
 use mer_coordinator::metrics::{parse_text, series_value};
-use mer_coordinator::server::start;
 use mer_coordinator::sim::SimTrainer;
-use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "metrics-token";
 
 mod support;
 
 use support::loopback_get::http_get;
-use support::{agent_config, server_config, sim_spec, spawn_agent, Gated};
+use support::{server_config, sim_spec, Cluster, Gated};
 
 /// What a held target task reports: a throughput, and the GPU memory of its slot's device.
 fn held_report(inputs: &TaskInputs) -> Progress {
@@ -74,14 +72,14 @@ async fn metrics_match_the_coordinator_state_and_pass_promtool() {
     let mut cfg = server_config(&dir.path().join("state"), Some(TOKEN));
     cfg.heartbeat = Duration::from_millis(50);
     cfg.http_listen = Some("127.0.0.1:0".parse().unwrap());
-    let coord = start(cfg).await.unwrap();
-    let http = coord.http_addr.expect("metrics port bound");
+    let mut cl = Cluster::start(dir.path(), cfg, Some(TOKEN)).await;
+    let http = cl.coord().http_addr.expect("metrics port bound");
     assert_eq!(http_get(http, "/healthz").await, (200, "ok\n".into()));
     let (code, body) = http_get(http, "/readyz").await;
     assert_eq!(code, 200, "{body}");
 
-    let c = support::clients(&coord.url, Some(TOKEN));
-    let sub = submit_spec(&c, &spec).await.unwrap();
+    let c = cl.clients.clone();
+    let sub = cl.submit(&spec).await;
     assert_eq!(sub.tasks, 27);
     let get = || async { get_status(&c, &sub.experiment_id).await.unwrap() };
 
@@ -114,20 +112,13 @@ async fn metrics_match_the_coordinator_state_and_pass_promtool() {
         None,
         held_report,
     ));
-    let stop = CancellationToken::new();
-    let mut agents = Vec::new();
     for i in 0..2 {
-        let mut a = agent_config(
-            &coord.url,
-            Some(TOKEN),
-            &dir.path().join(format!("cache{i}")),
-            2,
-        );
+        let mut a = cl.agent_config(2);
         a.name = format!("sim-{i}");
         a.devices = vec!["cuda:0".into(), "cuda:1".into()];
         a.poll_wait = Duration::from_millis(300);
         a.heartbeat = Some(Duration::from_millis(50));
-        agents.push(spawn_agent(a, trainer.clone(), &stop));
+        cl.add_agent(a, trainer.clone());
     }
     let mut st = get().await;
     for _ in 0..400 {
@@ -281,9 +272,5 @@ async fn metrics_match_the_coordinator_state_and_pass_promtool() {
         );
     }
 
-    stop.cancel();
-    for a in agents {
-        a.await.unwrap();
-    }
-    coord.shutdown().await.unwrap();
+    cl.shutdown().await;
 }
