@@ -7,7 +7,7 @@
 
 use crate::error::CoordError;
 use crate::spec::{ExperimentSpec, LossKind, PathSeg};
-use mer_shared::digest::{canonical_json, sha256_file, sha256_hex};
+use mer_shared::digest::{canonical_json, sha256_file, sha256_json};
 use mer_shared::loso::{loso_folds, union_folds};
 use mer_shared::prepared::Prepared;
 pub use mer_shared::task::{DatasetSummary, TaskKind, TaskPayload, TASK_KEY_VERSION};
@@ -236,7 +236,7 @@ pub fn prior_key(payload: &TaskPayload) -> String {
         "fast_path": t.fast_path,
         "seed": t.seed,
     });
-    sha256_hex(canonical_json(&v).as_bytes())
+    sha256_json(&v)
 }
 
 /// The key of a target task: the target stage's settings, the prior task's key (which covers prior
@@ -258,7 +258,7 @@ pub fn target_key(payload: &TaskPayload) -> String {
         "fast_path": t.fast_path,
         "seed": t.seed,
     });
-    sha256_hex(canonical_json(&v).as_bytes())
+    sha256_json(&v)
 }
 
 /// One combination of the axes before resolution.
@@ -611,6 +611,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::spec::parse_spec;
     use mer_shared::composite::composite_list;
+    use mer_shared::digest::sha256_hex;
     use mer_shared::prepared::{PrepInfo, SampleMeta};
     use std::collections::BTreeSet;
 

@@ -257,18 +257,10 @@ impl Store {
     /// The stored result JSON of each of `keys` that has one.
     pub async fn results_of(&self, keys: Vec<String>) -> Result<Vec<(String, String)>, CoordError> {
         self.read(move |conn| {
-            let mut st =
-                conn.prepare_cached("SELECT result_json FROM results WHERE task_key = ?1")?;
-            let mut out = Vec::new();
-            for k in keys {
-                if let Some(Some(j)) = st
-                    .query_row([&k], |r| r.get::<_, Option<String>>(0))
-                    .optional()?
-                {
-                    out.push((k, j));
-                }
-            }
-            Ok(out)
+            let rows = per_result(conn, "result_json", keys, |k, r| {
+                Ok(r.get::<_, Option<String>>(0)?.map(|j| (k, j)))
+            })?;
+            Ok(rows.into_iter().flatten().collect())
         })
         .await
     }
@@ -280,15 +272,8 @@ impl Store {
         keys: Vec<String>,
     ) -> Result<std::collections::HashMap<String, Option<String>>, CoordError> {
         self.read(move |conn| {
-            let mut st =
-                conn.prepare_cached("SELECT checkpoint FROM results WHERE task_key = ?1")?;
-            let mut out = std::collections::HashMap::new();
-            for k in keys {
-                if let Some(c) = st.query_row([&k], |r| r.get(0)).optional()? {
-                    out.insert(k, c);
-                }
-            }
-            Ok(out)
+            let rows = per_result(conn, "checkpoint", keys, |k, r| Ok((k, r.get(0)?)))?;
+            Ok(rows.into_iter().collect())
         })
         .await
     }
@@ -300,18 +285,9 @@ impl Store {
         keys: Vec<String>,
     ) -> Result<Vec<(String, Option<String>, String)>, CoordError> {
         self.read(move |conn| {
-            let mut st = conn
-                .prepare_cached("SELECT result_json, worker_id FROM results WHERE task_key = ?1")?;
-            let mut out = Vec::new();
-            for k in keys {
-                if let Some((j, w)) = st
-                    .query_row([&k], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?
-                {
-                    out.push((k, j, w));
-                }
-            }
-            Ok(out)
+            per_result(conn, "result_json, worker_id", keys, |k, r| {
+                Ok((k, r.get(0)?, r.get(1)?))
+            })
         })
         .await
     }
@@ -816,6 +792,27 @@ impl Tx<'_> {
             params![hash, size as i64, kind, now_ms()],
         )
     }
+}
+
+/// Reads `columns` of the stored result of each of `keys` (one cached statement, one lookup per key) and
+/// returns what `row` makes of each key that has a result, in key order.
+fn per_result<T>(
+    conn: &Connection,
+    columns: &str,
+    keys: Vec<String>,
+    row: impl Fn(String, &rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {columns} FROM results WHERE task_key = ?1"
+    ))?;
+    let mut out = Vec::new();
+    for k in keys {
+        let mut rows = st.query([k.as_str()])?;
+        if let Some(r) = rows.next()? {
+            out.push(row(k, r)?);
+        }
+    }
+    Ok(out)
 }
 
 /// The task keys with a stored result in the state database at `path`, read directly from the file

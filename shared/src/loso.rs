@@ -9,15 +9,12 @@ use std::collections::BTreeSet;
 /// LOSO folds of a dataset: `dataset/subject` of every subject with at least one sample labelled under
 /// `scheme` within `parts`, in dataset order, then natural subject order (`sub2` before `sub10`).
 pub fn loso_folds(samples: &[SampleMeta], scheme: LabelScheme, parts: &[Dataset]) -> Vec<String> {
-    let mut set: BTreeSet<(Dataset, SubjectOrd)> = BTreeSet::new();
-    for s in samples {
-        if parts.contains(&s.dataset) && s.labels.contains_key(scheme.key()) {
-            set.insert((s.dataset, SubjectOrd(s.subject.clone())));
-        }
-    }
-    set.into_iter()
-        .map(|(d, s)| format!("{d}/{}", s.0))
-        .collect()
+    ordered(
+        samples
+            .iter()
+            .filter(|s| parts.contains(&s.dataset) && s.labels.contains_key(scheme.key()))
+            .map(|s| (s.dataset, s.subject.clone())),
+    )
 }
 
 /// [`loso_folds`] over every part the samples come from.
@@ -34,14 +31,16 @@ pub fn loso_folds_all_parts(samples: &[SampleMeta], scheme: LabelScheme) -> Vec<
 /// The union of several fold lists (`dataset/subject` keys, as [`loso_folds`] makes them), in the same
 /// order as [`loso_folds`]; keys that do not start with a known dataset are dropped.
 pub fn union_folds<'a>(lists: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-    let mut set: BTreeSet<(Dataset, SubjectOrd)> = BTreeSet::new();
-    for f in lists {
-        if let Some((d, s)) = f.split_once('/') {
-            if let Ok(d) = d.parse::<Dataset>() {
-                set.insert((d, SubjectOrd(s.to_string())));
-            }
-        }
-    }
+    ordered(lists.into_iter().filter_map(|f| {
+        let (d, s) = f.split_once('/')?;
+        Some((d.parse::<Dataset>().ok()?, s.to_string()))
+    }))
+}
+
+/// Fold keys `dataset/subject` of the distinct pairs, in dataset then natural subject order: the one
+/// ordering of folds.
+fn ordered(pairs: impl Iterator<Item = (Dataset, String)>) -> Vec<String> {
+    let set: BTreeSet<(Dataset, SubjectOrd)> = pairs.map(|(d, s)| (d, SubjectOrd(s))).collect();
     set.into_iter()
         .map(|(d, s)| format!("{d}/{}", s.0))
         .collect()

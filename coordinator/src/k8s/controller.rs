@@ -104,7 +104,9 @@ impl JobController {
             let unfinished = st
                 .tasks_total
                 .saturating_sub(st.tasks_done + st.tasks_failed);
-            let state = st.state.parse::<ExpState>().unwrap_or(ExpState::Failed);
+            let Some(state) = self.sched.experiment_state(&id) else {
+                continue;
+            };
             let r = match state {
                 ExpState::Running if !self.launched.contains(&id) => launcher
                     .launch(&JobRequest::new(&id, &name, unfinished))
