@@ -222,10 +222,8 @@ fn the_fill_rule_is_recorded_and_changes_only_the_clips_whose_plan_changed() {
     use mer_shared::prepared::KeyframeFill;
     let dir = tempfile::tempdir().unwrap();
     let s = generate(Preset::Tiny, 7, dir.path()).unwrap();
-    let prep = |fill: KeyframeFill| {
-        let out = dir
-            .path()
-            .join(format!("{fill}-{}.safetensors", rand_name()));
+    let prep = |fill: KeyframeFill, run: &str| {
+        let out = dir.path().join(format!("{fill}-{run}.safetensors"));
         let mut opts = PrepOptions::from_synth(&s, &out);
         opts.threads = Some(2);
         opts.size = 48;
@@ -233,11 +231,11 @@ fn the_fill_rule_is_recorded_and_changes_only_the_clips_whose_plan_changed() {
         prepare(&opts).unwrap();
         (Prepared::read(&out).unwrap(), out)
     };
-    let (paper, paper_path) = prep(KeyframeFill::Algorithm1);
-    let (widest, _) = prep(KeyframeFill::WidestGap);
+    let (paper, paper_path) = prep(KeyframeFill::Algorithm1, "first");
+    let (widest, _) = prep(KeyframeFill::WidestGap, "first");
     // Preparation is deterministic: the same rule twice gives the same bytes, so a clip whose plan is the
     // same under both rules (every clip long enough for bisection, see the unit tests) keeps its flow.
-    let (again, _) = prep(KeyframeFill::Algorithm1);
+    let (again, _) = prep(KeyframeFill::Algorithm1, "again");
     assert!(again.flow == paper.flow && again.samples == paper.samples);
     assert_eq!(paper.info.keyframe_fill, Some(KeyframeFill::Algorithm1));
     assert_eq!(widest.info.keyframe_fill, Some(KeyframeFill::WidestGap));
@@ -278,10 +276,4 @@ fn the_fill_rule_is_recorded_and_changes_only_the_clips_whose_plan_changed() {
     assert!(changed > 0, "no tiny clip needs the fill pass");
     assert_eq!(same + changed, paper.samples.len());
     println!("fill rule: {changed} clips changed, {same} unchanged");
-}
-
-/// A distinct file-name part per call (the three preparations of one test must not overwrite each other).
-fn rand_name() -> usize {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -51,18 +51,10 @@ pub fn server_config(state: &Path, token: Option<&str>) -> ServerConfig {
     cfg
 }
 
-/// gRPC clients of the coordinator at `url`.
-pub fn clients(url: &str, token: Option<&str>) -> Clients {
-    connect(&ConnectOptions::new(url, token.map(str::to_string))).unwrap()
-}
-
-/// A worker agent of the coordinator at `url` with `slots` slots and its cache in `cache`; it polls
+/// A worker agent connecting with `connect`, with `slots` slots and its cache in `cache`; it polls
 /// for work every 500 ms and heartbeats every 100 ms.
-pub fn agent_config(url: &str, token: Option<&str>, cache: &Path, slots: u32) -> AgentConfig {
-    let mut a = AgentConfig::new(
-        ConnectOptions::new(url, token.map(str::to_string)),
-        cache.to_path_buf(),
-    );
+pub fn agent_config(connect: ConnectOptions, cache: &Path, slots: u32) -> AgentConfig {
+    let mut a = AgentConfig::new(connect, cache.to_path_buf());
     a.slots = slots;
     a.poll_wait = Duration::from_millis(500);
     a.heartbeat = Some(Duration::from_millis(100));
@@ -193,14 +185,11 @@ impl Cluster {
     /// An agent configuration for this cluster (cache `cache<i>` for the next agent index), for tests
     /// that adjust it before [`Cluster::add_agent`].
     pub fn agent_config(&self, slots: u32) -> AgentConfig {
-        let mut a = agent_config(
-            self.url(),
-            self.connect.token.as_deref(),
+        agent_config(
+            self.connect.clone(),
             &self.dir.join(format!("cache{}", self.agents.len())),
             slots,
-        );
-        a.connect = self.connect.clone();
-        a
+        )
     }
 
     /// Starts one agent with `cfg` and `trainer`; returns its index.
