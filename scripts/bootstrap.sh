@@ -6,6 +6,7 @@
 #     for `promtool check metrics` (the /metrics test), fonts-dejavu-core (text in the report's plotters PNGs)
 #     and chromium (the headless-browser dashboard test, coordinator/tests/dashboard_e2e.rs).
 #   - .venv/ (project-local): torch==2.11.0 (tch 0.24.0 links against exactly it) and the Python test tools:
+#     scikit-image (worker/tests/lbptop_reference.rs checks the LBP-TOP features against it),
 #     kubernetes-validate (manifest schemas) and helm-python-sdk (Helm v4's Go engine as a C library,
 #     `helm_python`), used by tests/helm_chart.rs to render and validate charts/mer.
 set -euo pipefail
@@ -13,7 +14,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 APT_PKGS=(libopencv-dev opencv-data clang libclang-dev protobuf-compiler pkg-config libsqlite3-dev openssl prometheus fonts-dejavu-core chromium)
-PY_PKGS=("torch==2.11.0" "numpy" "scikit-learn" "safetensors" "openpyxl" "kubernetes-validate==1.37.0" "helm-python-sdk==0.2.2")
+PY_PKGS=("torch==2.11.0" "numpy" "scikit-learn" "safetensors" "openpyxl" "scikit-image" "kubernetes-validate==1.37.0" "helm-python-sdk==0.2.2")
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

@@ -7,6 +7,7 @@ use crate::error::CoordError;
 use crate::plan::Plan;
 use mer_shared::fold::FoldResult;
 use mer_shared::megc_log;
+use mer_shared::method::Method;
 use mer_shared::metrics::Confusion;
 use mer_shared::predictions::{to_csv, PredictionRecord, ScoreReport};
 use mer_shared::prepared::write_atomic;
@@ -53,6 +54,9 @@ pub struct SweepPointResult {
     pub label: String,
     /// The swept values.
     pub values: BTreeMap<String, Value>,
+    /// The recognition method (results written before methods existed read as MERSiamC3D).
+    #[serde(default)]
+    pub method: Method,
     /// Key-frame tag of the point's prepared file (recorded even when not swept).
     #[serde(default)]
     pub keyframes: String,
@@ -168,6 +172,7 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
             index: sp.index,
             label: sp.label.clone(),
             values: sp.values.clone(),
+            method: sp.method,
             keyframes: sp.keyframes.clone(),
             dataset_hash: sp.dataset_hash.clone(),
             folds_done,
@@ -215,8 +220,8 @@ pub fn summary_markdown(res: &ExperimentResults) -> String {
         res.tasks_total,
         if res.partial { " - **PARTIAL results**" } else { "" }
     );
-    let mut head = "| sweep point | folds |".to_string();
-    let mut rule = "|---|---|".to_string();
+    let mut head = "| sweep point | method | folds |".to_string();
+    let mut rule = "|---|---|---|".to_string();
     for p in &res.parts {
         head += &format!(" {} UF1 | {} UAR |", p.display_name(), p.display_name());
         rule += "---|---|";
@@ -229,8 +234,11 @@ pub fn summary_markdown(res: &ExperimentResults) -> String {
     for sp in &res.sweep_points {
         let mark = if sp.partial { " (partial)" } else { "" };
         out += &format!(
-            "| `{}`{mark} | {}/{} |",
-            sp.label, sp.folds_done, sp.folds_total
+            "| `{}`{mark} | {} | {}/{} |",
+            sp.label,
+            sp.method.display_name(),
+            sp.folds_done,
+            sp.folds_total
         );
         for p in &res.parts {
             let ps = sp.scores.as_ref().and_then(|s| s.parts.get(p.key()));
@@ -243,7 +251,12 @@ pub fn summary_markdown(res: &ExperimentResults) -> String {
         );
     }
     for sp in &res.sweep_points {
-        out += &format!("\n## `{}`\n\n", sp.label);
+        out += &format!(
+            "\n## `{}` ({}, {:.0} s of fold training)\n\n",
+            sp.label,
+            sp.method.display_name(),
+            sp.train_seconds
+        );
         if sp.partial {
             out += &format!(
                 "**Partial**: {} of {} folds finished.\n\n",

@@ -9,6 +9,7 @@ use crate::error::CoordError;
 use crate::spec::{ExperimentSpec, LossKind, PathSeg};
 use mer_shared::digest::{canonical_json, sha256_file, sha256_json};
 use mer_shared::loso::{loso_folds, union_folds};
+use mer_shared::method::{BaselineSettings, Method};
 use mer_shared::prepared::Prepared;
 pub use mer_shared::task::{DatasetSummary, TaskKind, TaskPayload, TASK_KEY_VERSION};
 use mer_shared::train_config::{Alpha, LossConfig, TargetConfig, TrainConfig};
@@ -44,9 +45,16 @@ pub struct SweepPoint {
     /// Human-readable, file-name-safe label of the swept values, e.g. `alpha=2,frozen=1` (`default` when
     /// nothing is swept).
     pub label: String,
-    /// The swept axes' values (`loss`, `alpha`, `prior`, `frozen_layers`, `keyframes`, `seed`); an axis
-    /// irrelevant for this point (alpha under cross-entropy) is left out.
+    /// The swept axes' values (`method`, `loss`, `alpha`, `prior`, `frozen_layers`, `keyframes`, `seed`);
+    /// an axis irrelevant for this point (alpha under cross-entropy, any MERSiamC3D axis for a baseline)
+    /// is left out.
     pub values: BTreeMap<String, Value>,
+    /// The recognition method.
+    #[serde(default)]
+    pub method: Method,
+    /// A baseline's resolved settings (`None` for MERSiamC3D, whose settings are `train`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineSettings>,
     /// Key-frame tag of the point's dataset.
     pub keyframes: String,
     /// sha256 of the point's prepared file.
@@ -240,8 +248,12 @@ pub fn prior_key(payload: &TaskPayload) -> String {
 }
 
 /// The key of a target task: the target stage's settings, the prior task's key (which covers prior
-/// learning) or `null` for from-scratch training.
+/// learning) or `null` for from-scratch training. A baseline's task is keyed by its method's settings
+/// instead ([`baseline_key`]).
 pub fn target_key(payload: &TaskPayload) -> String {
+    if let Some(b) = &payload.baseline {
+        return baseline_key(payload, b);
+    }
     let t = &payload.train;
     let v = json!({
         "version": TASK_KEY_VERSION,
@@ -261,8 +273,26 @@ pub fn target_key(payload: &TaskPayload) -> String {
     sha256_json(&v)
 }
 
+/// The key of a baseline method's task: its settings, the data, the fold and the seed (MERSiamC3D's
+/// `[train]` settings, the device and the thread count do not matter to it).
+fn baseline_key(payload: &TaskPayload, settings: &BaselineSettings) -> String {
+    let v = json!({
+        "version": TASK_KEY_VERSION,
+        "kind": "target",
+        "method": settings.method(),
+        "settings": to_value(settings),
+        "dataset": payload.dataset_hash,
+        "scheme": payload.scheme,
+        "parts": payload.parts,
+        "test_subject": payload.test_subject,
+        "seed": payload.train.seed,
+    });
+    sha256_json(&v)
+}
+
 /// One combination of the axes before resolution.
 struct Combo {
+    method: Method,
     loss: LossKind,
     alpha: Option<f64>,
     prior: bool,
@@ -307,7 +337,29 @@ pub fn expand_multi(
             ));
         }
         let m = &spec.train.model;
-        if m.frames != ds.info.frames as i64 || m.channels != ds.info.channels.len() as i64 {
+        let methods = spec.method_axis();
+        for (j, method) in methods.iter().enumerate() {
+            if let Some(g) = method.inputs().iter().find(|g| !ds.info.has_group(**g)) {
+                let path: Vec<PathSeg<'_>> = if spec.sweep.method.is_some() {
+                    vec![Key("sweep"), Key("method"), Index(j)]
+                } else {
+                    vec![Key("method")]
+                };
+                return Err(spec.error(
+                    &path,
+                    format!(
+                        "method '{method}' needs the '{}' tensor group, which {} lacks: prepare it again with `mer prep ... {}`",
+                        g.key(),
+                        ds.path.display(),
+                        g.prep_flag()
+                    ),
+                ));
+            }
+        }
+        let runs_engine = methods.contains(&Method::Mersiamc3d);
+        if runs_engine
+            && (m.frames != ds.info.frames as i64 || m.channels != ds.info.channels.len() as i64)
+        {
             return Err(spec.error(
                 &[Key("train"), Key("model")],
                 format!(
@@ -407,7 +459,32 @@ pub fn expand_multi(
     let priors = spec.priors();
     let mut combos = Vec::new();
     let mut skipped = Vec::new();
-    for loss in spec.losses() {
+    // A baseline has none of MERSiamC3D's axes: one combination per key-frame tag and seed.
+    for method in spec
+        .method_axis()
+        .into_iter()
+        .filter(|m| *m != Method::Mersiamc3d)
+    {
+        for tag in &tags {
+            for seed in spec.seeds() {
+                combos.push(Combo {
+                    method,
+                    loss: LossKind::CrossEntropy,
+                    alpha: None,
+                    prior: false,
+                    frozen: 0,
+                    tag: tag.clone(),
+                    seed,
+                });
+            }
+        }
+    }
+    let engine_axes = if spec.method_axis().contains(&Method::Mersiamc3d) {
+        spec.losses()
+    } else {
+        vec![]
+    };
+    for loss in engine_axes {
         for alpha in &alphas {
             for prior in &priors {
                 for frozen in spec.frozen() {
@@ -420,6 +497,7 @@ pub fn expand_multi(
                                 continue;
                             }
                             combos.push(Combo {
+                                method: Method::Mersiamc3d,
                                 loss,
                                 alpha: *alpha,
                                 prior: *prior,
@@ -435,11 +513,61 @@ pub fn expand_multi(
     }
     skipped.sort();
     skipped.dedup();
+    // MERSiamC3D's points first (their indices are what they were before methods existed), then the
+    // baselines in the order of the method axis.
+    let order = spec.method_axis();
+    combos.sort_by_key(|c| {
+        (
+            c.method != Method::Mersiamc3d,
+            order.iter().position(|m| *m == c.method),
+        )
+    });
 
     let mut sweep_points: Vec<SweepPoint> = Vec::new();
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for c in combos {
         let ds = &datasets[&c.tag];
+        let baseline = spec.methods.settings(c.method);
+        if let Some(b) = &baseline {
+            // A baseline uses only the device, thread count and seed of `[train]`.
+            let train = TrainConfig {
+                device: spec.train.device.clone(),
+                threads: spec.train.threads,
+                fast_path: spec.train.fast_path,
+                seed: c.seed,
+                ..TrainConfig::default()
+            };
+            let identity = canonical_json(
+                &json!({ "dataset": ds.hash, "baseline": to_value(b), "seed": c.seed }),
+            );
+            if seen.contains_key(&identity) {
+                continue;
+            }
+            let mut values = BTreeMap::new();
+            values.insert("method".to_string(), json!(c.method.key()));
+            let mut label = vec![format!("method={}", c.method.key())];
+            if spec.sweep.keyframes.is_some() || datasets.len() > 1 {
+                values.insert("keyframes".to_string(), json!(c.tag));
+                label.push(format!("keyframes={}", c.tag));
+            }
+            if spec.sweep.seeds.is_some() {
+                values.insert("seed".to_string(), json!(c.seed));
+                label.push(format!("seed={}", c.seed));
+            }
+            let index = sweep_points.len() as u32;
+            seen.insert(identity, index);
+            sweep_points.push(SweepPoint {
+                index,
+                label: safe_label(&label.join(",")),
+                values,
+                method: c.method,
+                baseline,
+                keyframes: c.tag.clone(),
+                dataset_hash: ds.hash.clone(),
+                train,
+            });
+            continue;
+        }
         let mut train = spec.train.clone();
         train.prior.enabled = c.prior;
         train.target.frozen_layers = c.frozen;
@@ -471,6 +599,10 @@ pub fn expand_multi(
         let mut values = BTreeMap::new();
         let mut label = Vec::new();
         let sw = &spec.sweep;
+        if sw.method.is_some() {
+            values.insert("method".to_string(), json!(Method::Mersiamc3d.key()));
+            label.push(format!("method={}", Method::Mersiamc3d.key()));
+        }
         if sw.loss.is_some() {
             values.insert("loss".to_string(), json!(c.loss.key()));
             label.push(format!("loss={}", c.loss.key()));
@@ -506,6 +638,8 @@ pub fn expand_multi(
             index,
             label,
             values,
+            method: Method::Mersiamc3d,
+            baseline: None,
             keyframes: c.tag.clone(),
             dataset_hash: ds.hash.clone(),
             train,
@@ -518,7 +652,7 @@ pub fn expand_multi(
     let mut targets = Vec::new();
     for sp in &sweep_points {
         for fold in &folds_of[sp.keyframes.as_str()] {
-            let prior_key = if sp.train.prior.enabled {
+            let prior_key = if sp.method.has_prior() && sp.train.prior.enabled {
                 let mut train = sp.train.clone();
                 train.target = TargetConfig::default();
                 train.seed = derive_seed(sp.train.seed, fold, TaskKind::Prior);
@@ -529,6 +663,7 @@ pub fn expand_multi(
                     test_subject: fold.clone(),
                     train,
                     prior_key: None,
+                    baseline: None,
                 };
                 let key = self::prior_key(&payload);
                 if !priors_by_key.contains_key(&key) {
@@ -558,6 +693,7 @@ pub fn expand_multi(
                 test_subject: fold.clone(),
                 train,
                 prior_key: prior_key.clone(),
+                baseline: sp.baseline.clone(),
             };
             let key = target_key(&payload);
             targets.push(TaskDef {
@@ -650,6 +786,119 @@ pub(crate) mod tests {
     fn plan(extra: &str) -> Plan {
         let spec = parse_spec("s.toml", &format!("{HEAD}{extra}")).unwrap();
         expand(&spec, &composite_summary("adaptive")).unwrap()
+    }
+
+    /// `composite_summary` with both optional baseline groups recorded.
+    pub(crate) fn composite_with_groups(keyframes: &str) -> DatasetSummary {
+        let mut s = composite_summary(keyframes);
+        s.info.apex_flow = Some(mer_shared::prepared::ApexFlowInfo {
+            size: 28,
+            channels: vec!["u".into(), "v".into(), "strain".into()],
+        });
+        s.info.tim10 = Some(mer_shared::prepared::Tim10Info {
+            size: 112,
+            frames: 10,
+        });
+        s
+    }
+
+    #[test]
+    fn methods_are_a_sweep_axis_and_baselines_have_no_prior_stage() {
+        let spec = |extra: &str| parse_spec("s.toml", &format!("{HEAD}{extra}")).unwrap();
+        let old = expand(
+            &spec("[sweep]\nalpha = [1, 4]\n"),
+            &composite_with_groups("adaptive"),
+        )
+        .unwrap();
+        let p = expand(
+            &spec("[sweep]\nalpha = [1, 4]\nmethod = [\"lbptop_svm\", \"mersiamc3d\", \"ststnet\", \"offapexnet\"]\n"),
+            &composite_with_groups("adaptive"),
+        )
+        .unwrap();
+        // Two MERSiamC3D points (the alpha axis) first, with the old points' task keys; one point per
+        // baseline (the alpha axis does not multiply them), in the axis' order.
+        let methods: Vec<Method> = p.sweep_points.iter().map(|s| s.method).collect();
+        assert_eq!(
+            methods,
+            vec![
+                Method::Mersiamc3d,
+                Method::Mersiamc3d,
+                Method::LbptopSvm,
+                Method::Ststnet,
+                Method::Offapexnet
+            ]
+        );
+        assert_eq!(p.sweep_points[2].label, "method=lbptop_svm");
+        assert_eq!(p.sweep_points[0].label, "method=mersiamc3d,alpha=1");
+        let keys =
+            |p: &Plan, i: u32| -> Vec<String> { p.targets_of(i).map(|t| t.key.clone()).collect() };
+        assert_eq!(keys(&p, 0), keys(&old, 0));
+        assert_eq!(keys(&p, 1), keys(&old, 1));
+        let priors = p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count();
+        assert_eq!(priors, 68, "prior tasks only for MERSiamC3D");
+        assert_eq!(p.tasks.len(), 68 + 5 * 68);
+        for i in 2..5 {
+            for t in p.targets_of(i) {
+                assert!(t.deps.is_empty() && t.payload.prior_key.is_none());
+                assert_eq!(t.payload.method(), p.sweep_points[i as usize].method);
+                assert_ne!(t.payload.test_subject, "");
+            }
+        }
+        // Baseline keys depend on the method's settings and the seed, not on MERSiamC3D's `[train]`.
+        let st = |extra: &str| {
+            expand(
+                &spec(&format!("method = \"ststnet\"\n{extra}")),
+                &composite_with_groups("adaptive"),
+            )
+            .unwrap()
+        };
+        let base = keys(&st(""), 0);
+        assert_eq!(base, keys(&p, 3));
+        assert_eq!(base, keys(&st("[train.target.optim]\nlr = 0.1\n"), 0));
+        assert_ne!(base, keys(&st("[methods.ststnet]\nepochs = 5\n"), 0));
+        assert_ne!(base, keys(&st("[train]\nseed = 9\n"), 0));
+        assert_eq!(st("").sweep_points[0].label, "method=ststnet");
+        // Every fold of a baseline is a fold of MERSiamC3D: the same folds.
+        let folds = |i: u32| p.targets_of(i).map(|t| t.fold.clone()).collect::<Vec<_>>();
+        assert_eq!(folds(0), folds(4));
+    }
+
+    #[test]
+    fn a_method_whose_inputs_are_missing_is_refused_with_the_prep_flag() {
+        let spec = parse_spec(
+            "s.toml",
+            &format!("{HEAD}[sweep]\nmethod = [\"mersiamc3d\", \"lbptop_svm\"]\n"),
+        )
+        .unwrap();
+        let e = expand(&spec, &composite_summary("adaptive"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("lbptop_svm") && e.contains("--tim10") && e.contains("s.toml:5"),
+            "{e}"
+        );
+        let mut only_apex = composite_with_groups("adaptive");
+        only_apex.info.tim10 = None;
+        let spec = parse_spec("s.toml", &format!("{HEAD}method = \"offapexnet\"\n")).unwrap();
+        assert!(expand(&spec, &only_apex).is_ok());
+        let spec = parse_spec("s.toml", &format!("{HEAD}method = \"lbptop_svm\"\n")).unwrap();
+        let e = expand(&spec, &only_apex).unwrap_err().to_string();
+        assert!(e.contains("--tim10") && e.contains("s.toml:4"), "{e}");
+        // Bad settings are located in their table.
+        let e = parse_spec(
+            "s.toml",
+            &format!("{HEAD}method = \"ststnet\"\n[methods.ststnet]\nlr = 0\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("s.toml:6") && e.contains("lr"), "{e}");
+        let e = parse_spec(
+            "s.toml",
+            &format!("{HEAD}[sweep]\nmethod = [\"ststnet\", \"ststnet\"]\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("twice"), "{e}");
     }
 
     #[test]
@@ -951,7 +1200,7 @@ pub(crate) mod tests {
                 path.display()
             );
             let p = if spec.datasets.is_empty() {
-                expand(&spec, &composite_summary("adaptive"))
+                expand(&spec, &composite_with_groups("adaptive"))
             } else {
                 // One composite-shaped file per tag, each with its own hash, made with the tag's method.
                 let ds = spec
@@ -993,7 +1242,10 @@ pub(crate) mod tests {
         assert_eq!(seen["composite_small"], (68, 1, 68));
         // Two prepared files (two fill rules) x two alphas; one prior per fold and file.
         assert_eq!(seen["ablation_keyframe_fill"], (68, 4, 136));
-        assert_eq!(seen.len(), 9);
+        // One MERSiamC3D point with its priors, one point per baseline.
+        assert_eq!(seen["methods_composite"], (68, 4, 68));
+        assert_eq!(seen["methods_cpu"], (68, 4, 68));
+        assert_eq!(seen.len(), 11);
     }
 
     #[test]
@@ -1025,6 +1277,7 @@ pub(crate) mod tests {
             samples: samples.clone(),
             shape: [n, 2, 10, 4, 4],
             flow: (0..n * 320).map(|x| x as f32).collect(),
+            groups: Default::default(),
         };
         p.write(&path).unwrap();
         let s = dataset_summary(&path).unwrap();

@@ -239,6 +239,7 @@ pub fn write_sim_dataset(
         samples,
         shape,
         flow,
+        groups: Default::default(),
     };
     p.write(path)?;
     Ok(())

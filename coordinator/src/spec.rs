@@ -4,6 +4,7 @@
 //! The full reference is `docs/experiments.md`.
 
 use crate::error::CoordError;
+use mer_shared::method::{Method, MethodsConfig};
 use mer_shared::train_config::{LossConfig, TrainConfig};
 use mer_shared::{Dataset, LabelScheme};
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,15 @@ pub struct ExperimentSpec {
     /// Where prior learning runs (only `per_fold`: on the fold's training subjects, never the test subject).
     #[serde(default)]
     pub prior_scope: PriorScope,
-    /// Training settings of every fold (paper defaults); sweep axes override single fields.
+    /// The recognition method (`mersiamc3d`, the default, or a baseline: `ststnet`, `offapexnet`,
+    /// `lbptop_svm`); `[sweep] method` runs several on the same folds.
+    #[serde(default, skip_serializing_if = "is_default_method")]
+    pub method: Method,
+    /// The baselines' settings tables (`[methods.ststnet]`, ...), the originals' values by default.
+    #[serde(default, skip_serializing_if = "is_default_methods")]
+    pub methods: MethodsConfig,
+    /// Training settings of every fold (paper defaults); sweep axes override single fields. For a
+    /// baseline only `device`, `threads` and `seed` apply.
     #[serde(default)]
     pub train: TrainConfig,
     /// Sweep axes; their cartesian product is the set of sweep points.
@@ -62,6 +71,15 @@ pub struct ExperimentSpec {
     /// The text the spec was parsed from (to locate errors found later, e.g. against the dataset).
     #[serde(skip)]
     pub source: Option<SpecSource>,
+}
+
+// Left out of the spec's JSON when default, so a spec written before methods existed keeps its hash.
+fn is_default_method(m: &Method) -> bool {
+    *m == Method::default()
+}
+
+fn is_default_methods(m: &MethodsConfig) -> bool {
+    *m == MethodsConfig::default()
 }
 
 fn default_max_attempts() -> u32 {
@@ -162,6 +180,9 @@ impl LossKind {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SweepSpec {
+    /// Recognition methods run on the same folds (MERSiamC3D's axes below do not multiply the baselines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Vec<Method>>,
     /// Scalar focal-loss alphas (the paper's Fig. 4 sweeps 1..10).
     #[serde(default)]
     pub alpha: Option<Vec<f64>>,
@@ -340,6 +361,14 @@ impl ExperimentSpec {
             .unwrap_or_else(|| vec![self.train.target.frozen_layers])
     }
 
+    /// The effective values of the `method` axis.
+    pub fn method_axis(&self) -> Vec<Method> {
+        self.sweep
+            .method
+            .clone()
+            .unwrap_or_else(|| vec![self.method])
+    }
+
     /// The effective base seeds.
     pub fn seeds(&self) -> Vec<u64> {
         self.sweep
@@ -483,6 +512,27 @@ impl ExperimentSpec {
         }
         if s.seeds.as_ref().is_some_and(Vec::is_empty) {
             return Err(empty("seeds"));
+        }
+        if s.method.as_ref().is_some_and(Vec::is_empty) {
+            return Err(empty("method"));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, m) in s.method.iter().flatten().enumerate() {
+            if !seen.insert(*m) {
+                return Err(e(
+                    &[Key("sweep"), Key("method"), Index(i)],
+                    format!("method '{m}' is listed twice"),
+                ));
+            }
+        }
+        for m in self.method_axis() {
+            if let Some(settings) = self.methods.settings(m) {
+                if let Err(c) = settings.validate() {
+                    let segs: Vec<&str> = c.field.split('.').collect();
+                    let path: Vec<PathSeg<'_>> = segs.iter().map(|k| Key(k)).collect();
+                    return Err(e(&path, c.message));
+                }
+            }
         }
         for (i, a) in s.alpha.iter().flatten().enumerate() {
             if !a.is_finite() || *a <= 0.0 {

@@ -53,6 +53,8 @@ pub fn prep_info(made_by: &str, size: u32, frames: u32) -> PrepInfo {
         crop: made_by.into(),
         mer_version: made_by.into(),
         keyframe_fill: Some(KeyframeFill::Algorithm1),
+        apex_flow: None,
+        tim10: None,
     }
 }
 

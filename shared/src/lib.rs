@@ -12,6 +12,7 @@ pub mod fold;
 pub mod labels;
 pub mod loso;
 pub mod megc_log;
+pub mod method;
 pub mod metrics;
 pub mod prediction_file;
 pub mod predictions;

@@ -9,6 +9,10 @@
 //!   - `format`: `mer-prepared/1`
 //!   - `prep`: JSON [`PrepInfo`] (key-frame method, interpolator, Farneback parameters, crop settings)
 //!   - `samples`: JSON array of [`SampleMeta`], in tensor order.
+//! - optional tensor groups for the baseline methods (`mer prep --apex-flow` / `--tim10`; recorded in
+//!   [`PrepInfo::apex_flow`] / [`PrepInfo::tim10`]; files without them read exactly as before):
+//!   - `apex_flow`: f32 `[N, 3, S, S]`: onset->apex flow u, v and its optical strain;
+//!   - `tim10`: u8 `[N, 10, G, G]`: the gray face crop from onset to offset, TIM-interpolated to 10 frames.
 //!
 //! Writes are atomic (temporary file in the target folder, fsync, rename), so a reader never sees a
 //! partial file under the final name.
@@ -25,6 +29,10 @@ use std::path::Path;
 pub const FORMAT: &str = "mer-prepared/1";
 /// Name of the flow tensor.
 pub const FLOW_TENSOR: &str = "flow";
+/// Name of the optional onset->apex flow + strain tensor (the group [`crate::method::InputGroup::ApexFlow`]).
+pub const APEX_FLOW_TENSOR: &str = "apex_flow";
+/// Name of the optional TIM-10 gray-frame tensor (the group [`crate::method::InputGroup::Tim10`]).
+pub const TIM10_TENSOR: &str = "tim10";
 
 /// How a prepared file was made; recorded with every result that uses it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +59,54 @@ pub struct PrepInfo {
     /// [`KeyframeFill::WidestGap`], see [`PrepInfo::keyframe_fill_rule`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyframe_fill: Option<KeyframeFill>,
+    /// How the optional `apex_flow` tensor was made (absent: the file has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apex_flow: Option<ApexFlowInfo>,
+    /// How the optional `tim10` tensor was made (absent: the file has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tim10: Option<Tim10Info>,
+}
+
+/// The onset->apex flow group: Farneback flow from the onset to the apex face crop at the file's `size`
+/// (same parameters as the key-frame flows), optical strain from its spatial derivatives, then all three
+/// area-resized to `size` x `size` (u and v scaled by the resize factor, so they stay in output pixels).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApexFlowInfo {
+    /// Side of the square (STSTNet and OFF-ApexNet: 28).
+    pub size: u32,
+    /// Channel names, in tensor order: `u`, `v`, `strain`.
+    pub channels: Vec<String>,
+}
+
+/// The TIM-10 gray-frame group: every frame from onset to offset, face-cropped at `size`, resampled to
+/// `frames` frames by the temporal interpolation model, stored as 8-bit gray.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tim10Info {
+    /// Side of the square.
+    pub size: u32,
+    /// Frames (10).
+    pub frames: u32,
+}
+
+impl PrepInfo {
+    /// Whether the file holds an optional tensor group.
+    pub fn has_group(&self, g: crate::method::InputGroup) -> bool {
+        match g {
+            crate::method::InputGroup::ApexFlow => self.apex_flow.is_some(),
+            crate::method::InputGroup::Tim10 => self.tim10.is_some(),
+        }
+    }
+}
+
+/// The optional tensor groups of a prepared file, in memory (row-major, in sample order).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Groups {
+    /// `[N, 3, S, S]` onset->apex u, v, strain ([`PrepInfo::apex_flow`] says S).
+    pub apex_flow: Option<Vec<f32>>,
+    /// `[N, T, G, G]` TIM-10 gray frames ([`PrepInfo::tim10`] says T and G).
+    pub tim10: Option<Vec<u8>>,
 }
 
 impl PrepInfo {
@@ -167,6 +223,8 @@ pub struct Prepared {
     pub shape: [usize; 5],
     /// The flow tensor, row-major.
     pub flow: Vec<f32>,
+    /// The optional tensor groups (empty unless `info` records them).
+    pub groups: Groups,
 }
 
 impl Prepared {
@@ -179,6 +237,37 @@ impl Prepared {
     pub fn sample_flow(&self, i: usize) -> &[f32] {
         let n = self.sample_len();
         &self.flow[i * n..(i + 1) * n]
+    }
+
+    /// Values per sample of the `apex_flow` group (0 when the file has none).
+    pub fn apex_flow_len(&self) -> usize {
+        self.info
+            .apex_flow
+            .as_ref()
+            .map_or(0, |a| 3 * (a.size as usize).pow(2))
+    }
+
+    /// Sample `i`'s onset->apex u, v, strain (`[3, S, S]`), when the file has the group.
+    pub fn sample_apex_flow(&self, i: usize) -> Option<&[f32]> {
+        let n = self.apex_flow_len();
+        self.groups
+            .apex_flow
+            .as_ref()
+            .map(|v| &v[i * n..(i + 1) * n])
+    }
+
+    /// Values per sample of the `tim10` group (0 when the file has none).
+    pub fn tim10_len(&self) -> usize {
+        self.info
+            .tim10
+            .as_ref()
+            .map_or(0, |t| t.frames as usize * (t.size as usize).pow(2))
+    }
+
+    /// Sample `i`'s TIM-10 gray frames (`[T, G, G]`), when the file has the group.
+    pub fn sample_tim10(&self, i: usize) -> Option<&[u8]> {
+        let n = self.tim10_len();
+        self.groups.tim10.as_ref().map(|v| &v[i * n..(i + 1) * n])
     }
 
     /// A copy holding only the samples of `parts` (in the original order), e.g. to train a fold of a
@@ -194,11 +283,26 @@ impl Prepared {
         }
         let mut shape = self.shape;
         shape[0] = keep.len();
+        let groups = Groups {
+            apex_flow: self.groups.apex_flow.as_ref().map(|_| {
+                keep.iter()
+                    .flat_map(|&i| self.sample_apex_flow(i).unwrap_or_default())
+                    .copied()
+                    .collect()
+            }),
+            tim10: self.groups.tim10.as_ref().map(|_| {
+                keep.iter()
+                    .flat_map(|&i| self.sample_tim10(i).unwrap_or_default())
+                    .copied()
+                    .collect()
+            }),
+        };
         Prepared {
             info: self.info.clone(),
             samples: keep.iter().map(|&i| self.samples[i].clone()).collect(),
             shape,
             flow,
+            groups,
         }
     }
 
@@ -228,6 +332,59 @@ impl Prepared {
                 self.shape
             )));
         }
+        let n = self.samples.len();
+        match (&self.info.apex_flow, &self.groups.apex_flow) {
+            (None, None) => {}
+            (Some(_), Some(v)) if v.len() == n * self.apex_flow_len() => {}
+            (Some(_), Some(v)) => {
+                return Err(bad(format!(
+                    "tensor '{APEX_FLOW_TENSOR}' has {} values, {n} samples of {} expected",
+                    v.len(),
+                    self.apex_flow_len()
+                )))
+            }
+            (i, _) => {
+                return Err(bad(format!(
+                    "prep info {} an '{APEX_FLOW_TENSOR}' group, the file {}",
+                    if i.is_some() {
+                        "records"
+                    } else {
+                        "does not record"
+                    },
+                    if i.is_some() {
+                        "has no such tensor"
+                    } else {
+                        "has the tensor"
+                    }
+                )))
+            }
+        }
+        match (&self.info.tim10, &self.groups.tim10) {
+            (None, None) => {}
+            (Some(_), Some(v)) if v.len() == n * self.tim10_len() => {}
+            (Some(_), Some(v)) => {
+                return Err(bad(format!(
+                    "tensor '{TIM10_TENSOR}' has {} values, {n} samples of {} expected",
+                    v.len(),
+                    self.tim10_len()
+                )))
+            }
+            (i, _) => {
+                return Err(bad(format!(
+                    "prep info {} a '{TIM10_TENSOR}' group, the file {}",
+                    if i.is_some() {
+                        "records"
+                    } else {
+                        "does not record"
+                    },
+                    if i.is_some() {
+                        "has no such tensor"
+                    } else {
+                        "has the tensor"
+                    }
+                )))
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for s in &self.samples {
             if !seen.insert(&s.id) {
@@ -251,12 +408,28 @@ impl Prepared {
         meta.insert("format".to_string(), FORMAT.to_string());
         meta.insert("prep".to_string(), json(&self.info));
         meta.insert("samples".to_string(), json(&self.samples));
-        let data = safetensors::serialize([(FLOW_TENSOR, view)], Some(meta)).map_err(|e| {
-            SharedError::Prepared {
-                path: path.into(),
-                message: e.to_string(),
-            }
-        })?;
+        let tensor_err = |e: safetensors::SafeTensorError| SharedError::Prepared {
+            path: path.into(),
+            message: e.to_string(),
+        };
+        let mut tensors = vec![(FLOW_TENSOR, view)];
+        let n = self.samples.len();
+        if let (Some(a), Some(v)) = (&self.info.apex_flow, &self.groups.apex_flow) {
+            let s = a.size as usize;
+            tensors.push((
+                APEX_FLOW_TENSOR,
+                TensorView::new(Dtype::F32, vec![n, 3, s, s], f32_bytes(v)).map_err(tensor_err)?,
+            ));
+        }
+        if let (Some(t), Some(v)) = (&self.info.tim10, &self.groups.tim10) {
+            let g = t.size as usize;
+            tensors.push((
+                TIM10_TENSOR,
+                TensorView::new(Dtype::U8, vec![n, t.frames as usize, g, g], v)
+                    .map_err(tensor_err)?,
+            ));
+        }
+        let data = safetensors::serialize(tensors, Some(meta)).map_err(tensor_err)?;
         write_atomic(path, &data)
     }
 
@@ -297,11 +470,36 @@ impl Prepared {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        let mut groups = Groups::default();
+        if info.apex_flow.is_some() {
+            let t = st
+                .tensor(APEX_FLOW_TENSOR)
+                .map_err(|e| bad(format!("tensor '{APEX_FLOW_TENSOR}': {e}")))?;
+            if t.dtype() != Dtype::F32 {
+                return Err(bad(format!("tensor '{APEX_FLOW_TENSOR}' must be f32")));
+            }
+            groups.apex_flow = Some(
+                t.data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            );
+        }
+        if info.tim10.is_some() {
+            let t = st
+                .tensor(TIM10_TENSOR)
+                .map_err(|e| bad(format!("tensor '{TIM10_TENSOR}': {e}")))?;
+            if t.dtype() != Dtype::U8 {
+                return Err(bad(format!("tensor '{TIM10_TENSOR}' must be u8")));
+            }
+            groups.tim10 = Some(t.data().to_vec());
+        }
         let p = Prepared {
             info,
             samples,
             shape,
             flow,
+            groups,
         };
         p.validate(path)?;
         Ok(p)
@@ -385,17 +583,45 @@ impl Prepared {
                 "tensor '{FLOW_TENSOR}' must be f32 [N,C,T,H,W], header says {t}"
             )));
         }
-        let end = t
-            .get("data_offsets")
-            .and_then(|o| o.get(1))
-            .and_then(|o| o.as_u64())
+        let span = |t: &serde_json::Value| {
+            t.get("data_offsets")
+                .and_then(|o| o.as_array())
+                .map(|o| {
+                    (
+                        o.first().and_then(|x| x.as_u64()).unwrap_or(0),
+                        o.get(1).and_then(|x| x.as_u64()).unwrap_or(0),
+                    )
+                })
+                .unwrap_or((0, 0))
+        };
+        let (start, stop) = span(t);
+        // The optional groups' tensors may lie after the flow tensor: the file ends with the last one.
+        let end = v
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter(|(k, _)| k.as_str() != "__metadata__")
+                    .map(|(_, t)| span(t).1)
+                    .max()
+                    .unwrap_or(0)
+            })
             .unwrap_or(0);
         let expect = dims.iter().product::<usize>() as u64 * 4;
-        if end != expect || 8 + n + end != file_len {
+        if stop - start.min(stop) != expect || 8 + n + end != file_len {
             return Err(bad(format!(
                 "file is {file_len} bytes, header promises {} (truncated or corrupt)",
                 8 + n + end
             )));
+        }
+        for (name, recorded) in [
+            (APEX_FLOW_TENSOR, info.apex_flow.is_some()),
+            (TIM10_TENSOR, info.tim10.is_some()),
+        ] {
+            if recorded && v.get(name).is_none() {
+                return Err(bad(format!(
+                    "prep info records a '{name}' group, the file has no such tensor"
+                )));
+            }
         }
         let shape = [dims[0], dims[1], dims[2], dims[3], dims[4]];
         if shape[0] != samples.len() {
@@ -527,6 +753,7 @@ mod tests {
             samples: vec![sample(1), sample(2)],
             shape: [2, 2, 10, 4, 4],
             flow: (0..n).map(|x| x as f32).collect(),
+            groups: Default::default(),
         };
         p.write(&path).unwrap();
         let q = Prepared::read(&path).unwrap();
@@ -546,6 +773,7 @@ mod tests {
             samples: vec![sample(1), sample(2)],
             shape: [2, 2, 10, 4, 4],
             flow: vec![0.5; n],
+            groups: Default::default(),
         };
         p.write(&path).unwrap();
         let m = Prepared::read_meta(&path).unwrap();
@@ -618,6 +846,7 @@ mod tests {
             samples: vec![sample(1), b],
             shape: [2, 2, 10, 4, 4],
             flow: (0..640).map(|x| x as f32).collect(),
+            groups: Default::default(),
         };
         let q = p.select_parts(&[Dataset::Samm]);
         assert_eq!(q.shape, [1, 2, 10, 4, 4]);
@@ -639,6 +868,7 @@ mod tests {
             samples: vec![sample(1), sample(1)],
             shape: [2, 2, 10, 4, 4],
             flow: vec![0.0; 640],
+            groups: Default::default(),
         };
         assert!(p
             .write(&path)

@@ -3,6 +3,7 @@
 //! the descriptor of a prepared dataset that clients send with a submission. Both sides build on these
 //! definitions and nothing else, so a field added here is a field both understand.
 
+use crate::method::{BaselineSettings, Method};
 use crate::prepared::{PrepInfo, SampleMeta};
 use crate::train_config::TrainConfig;
 use crate::{Dataset, LabelScheme};
@@ -19,7 +20,8 @@ pub const TASK_KEY_VERSION: &str = "mer-task/1";
 pub enum TaskKind {
     /// Siamese prior learning on the fold's training subjects; produces a checkpoint.
     Prior,
-    /// Target learning (from the prior checkpoint, or from scratch) and testing on the held-out subject.
+    /// Target learning (from the prior checkpoint, or from scratch) and testing on the held-out subject;
+    /// for a baseline method, its whole training and testing on the fold.
     Target,
 }
 
@@ -49,6 +51,20 @@ pub struct TaskPayload {
     pub train: TrainConfig,
     /// Key of the prior task whose checkpoint initialises target learning (`None`: from scratch).
     pub prior_key: Option<String>,
+    /// A baseline method's resolved settings (`None`: MERSiamC3D, trained with `train`). A baseline task
+    /// uses only `train.device`, `train.threads` and `train.seed` of `train`. Absent from MERSiamC3D
+    /// payloads, so their JSON (and task keys) are what they were before methods existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineSettings>,
+}
+
+impl TaskPayload {
+    /// The method this task runs.
+    pub fn method(&self) -> Method {
+        self.baseline
+            .as_ref()
+            .map_or(Method::Mersiamc3d, BaselineSettings::method)
+    }
 }
 
 /// The latest progress a worker reported for a lease (also the dashboard's JSON of it).

@@ -216,7 +216,8 @@ impl Default for AugmentConfig {
 }
 
 /// A training setting outside its range: the field's dotted path below `[train]` (e.g.
-/// `target.optim.lr`) and what is wrong with it.
+/// `target.optim.lr`), or from the spec's root for a baseline's table (`methods.ststnet.lr`), and what is
+/// wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// Dotted path of the field below `[train]`.
@@ -227,7 +228,12 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "train.{}: {}", self.field, self.message)
+        // Baseline settings live in `[methods.<name>]`, everything else below `[train]`.
+        if self.field.starts_with("methods.") {
+            write!(f, "{}: {}", self.field, self.message)
+        } else {
+            write!(f, "train.{}: {}", self.field, self.message)
+        }
     }
 }
 

@@ -117,6 +117,23 @@ pub struct PrepRunArgs {
     /// Also store the flow magnitude as a third channel.
     #[arg(long)]
     pub magnitude: bool,
+    /// Also store the onset->apex flow (u, v) and its optical strain, for the STSTNet and OFF-ApexNet
+    /// methods (the `apex_flow` group).
+    #[arg(long)]
+    pub apex_flow: bool,
+    /// Side of the `apex_flow` group's square (the originals: 28).
+    #[arg(long, default_value_t = 28, requires = "apex_flow")]
+    pub apex_flow_size: u32,
+    /// Also store the face crop's frames from onset to offset, TIM-interpolated to 10 frames, for the
+    /// LBP-TOP + SVM method (the `tim10` group).
+    #[arg(long)]
+    pub tim10: bool,
+    /// Side of the `tim10` group's square (default: --size).
+    #[arg(long, requires = "tim10")]
+    pub tim10_size: Option<u32>,
+    /// Every optional group: --apex-flow and --tim10.
+    #[arg(long)]
+    pub baseline_inputs: bool,
     /// Leave bad clips out (listed in <out>.skipped.tsv) instead of failing.
     #[arg(long)]
     pub skip_bad: bool,
@@ -177,6 +194,9 @@ impl PrepRunArgs {
                 },
                 None => InterpolatorChoice::Farneback,
             },
+            apex_flow: (self.apex_flow || self.baseline_inputs).then_some(self.apex_flow_size),
+            tim10: (self.tim10 || self.baseline_inputs)
+                .then_some(self.tim10_size.unwrap_or(self.size)),
             out,
             progress: !self.no_progress,
             ..Default::default()

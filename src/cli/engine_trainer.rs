@@ -7,6 +7,7 @@ use mer_coordinator::plan::TaskKind;
 use mer_shared::fold::EpochLog;
 use mer_shared::prepared::Prepared;
 use mer_shared::Dataset;
+use mer_worker::baselines::run_baseline;
 use mer_worker::engine::{run_prior, run_target, Hooks};
 use mer_worker::error::WorkerError;
 use std::path::PathBuf;
@@ -79,9 +80,10 @@ impl Trainer for EngineTrainer {
         if cfg.device == "auto" && !inputs.device.is_empty() {
             cfg.device = inputs.device.clone();
         }
-        let (stage, epochs) = match task.kind {
-            TaskKind::Prior => ("prior", cfg.prior.optim.epochs),
-            TaskKind::Target => ("target", cfg.target.optim.epochs),
+        let (stage, epochs) = match (task.kind, &p.baseline) {
+            (TaskKind::Prior, _) => ("prior", cfg.prior.optim.epochs),
+            (TaskKind::Target, None) => ("target", cfg.target.optim.epochs),
+            (TaskKind::Target, Some(b)) => ("target", b.epochs().unwrap_or(0)),
         };
         // The engine resolves the same spec again; here it names the device in heartbeats and says
         // which device's memory to read after each epoch.
@@ -116,13 +118,17 @@ impl Trainer for EngineTrainer {
                 checkpoint_dir: Some(inputs.work_dir.join("checkpoints")),
                 cancel: Some(stop.clone()),
             };
-            let out = match task.kind {
-                TaskKind::Prior => {
+            let out = match (task.kind, &p.baseline) {
+                (TaskKind::Prior, _) => {
                     let path = inputs.work_dir.join("prior.safetensors");
                     run_prior(&data, p.scheme, &p.test_subject, &cfg, &path, hooks)
                         .map(|_| TaskOutput::Prior { checkpoint: path })
                 }
-                TaskKind::Target => {
+                (TaskKind::Target, Some(b)) => {
+                    run_baseline(&data, p.scheme, &p.test_subject, b, &cfg, hooks)
+                        .map(TaskOutput::Target)
+                }
+                (TaskKind::Target, None) => {
                     if cfg.prior.enabled && inputs.prior_checkpoint.is_none() {
                         done.store(true, Ordering::Relaxed);
                         return Err(TrainerError::fatal(format!(
@@ -178,6 +184,7 @@ mod tests {
                 test_subject: "casme2/sub01".into(),
                 train,
                 prior_key: None,
+                baseline: None,
             },
         };
         let inputs = TaskInputs {

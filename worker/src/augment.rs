@@ -317,6 +317,7 @@ mod tests {
             samples,
             shape: [n, 2, frames, size, size],
             flow,
+            groups: Default::default(),
         }
     }
 

@@ -200,6 +200,7 @@ pub fn random_prepared(n: usize, m: &mer_shared::train_config::ModelConfig, seed
         samples,
         shape: [n, c, t, s, s],
         flow,
+        groups: Default::default(),
     }
 }
 

@@ -214,16 +214,22 @@ fn guard<T>(f: impl FnOnce() -> Result<T, WorkerError>) -> Result<T, WorkerError
     }
 }
 
-/// A fold's split: positions in the prepared data and labels.
+/// A fold's split: positions in the prepared data and labels (the baselines split folds the same way).
 #[derive(Debug)]
-struct Fold {
-    train: Vec<usize>,
-    train_labels: Vec<usize>,
-    test: Vec<usize>,
-    test_labels: Vec<usize>,
+pub(crate) struct Fold {
+    /// Positions of the labelled samples outside the test subject.
+    pub(crate) train: Vec<usize>,
+    /// Their class indices.
+    pub(crate) train_labels: Vec<usize>,
+    /// Positions of the test subject's labelled samples.
+    pub(crate) test: Vec<usize>,
+    /// Their class indices.
+    pub(crate) test_labels: Vec<usize>,
 }
 
-fn split_fold(
+/// Splits the labelled samples into the fold's training subjects and its held-out subject; an unknown
+/// subject or an empty training side is an error.
+pub(crate) fn split_fold(
     data: &Prepared,
     scheme: LabelScheme,
     test_subject: &str,
@@ -294,7 +300,7 @@ fn setup(cfg: &TrainConfig, scheme: LabelScheme) -> Result<Setup, WorkerError> {
 }
 
 /// A generator for one purpose of one stage/epoch, derived from the run's seed.
-fn rng(seed: u64, tag: &str, epoch: usize) -> ChaCha8Rng {
+pub(crate) fn rng(seed: u64, tag: &str, epoch: usize) -> ChaCha8Rng {
     let mut h = Sha256::new();
     h.update(seed.to_le_bytes());
     h.update(tag.as_bytes());
@@ -892,6 +898,7 @@ pub(crate) mod tests {
             samples,
             shape: [subjects * per, c, t, size, size],
             flow,
+            groups: Default::default(),
         }
     }
 

@@ -129,6 +129,29 @@ pub fn farneback(a: &GrayFrame, b: &GrayFrame, p: &FlowParams) -> Result<FlowFie
     })
 }
 
+/// Area-averaging resize of a `w` x `h` plane to `out` x `out` (OpenCV's `INTER_AREA`: each output pixel
+/// is the mean over the input pixels it covers, fractional coverage weighted).
+#[cfg(feature = "opencv")]
+pub fn resize_area(plane: &[f32], w: usize, h: usize, out: usize) -> Result<Vec<f32>> {
+    use opencv::core::{Mat, Size};
+    use opencv::prelude::*;
+    let m = Mat::new_rows_cols_with_data(h as i32, w as i32, plane)
+        .map_err(|e| WorkerError::cv("plane to Mat", e))?;
+    let mut r = Mat::default();
+    opencv::imgproc::resize(
+        &m,
+        &mut r,
+        Size::new(out as i32, out as i32),
+        0.0,
+        0.0,
+        opencv::imgproc::INTER_AREA,
+    )
+    .map_err(|e| WorkerError::cv("resize", e))?;
+    Ok(r.data_typed::<f32>()
+        .map_err(|e| WorkerError::cv("reading resized plane", e))?
+        .to_vec())
+}
+
 /// The 10 flows between 11 key-frames as one `[C, T, H, W]` block (C = 2, or 3 with the magnitude).
 #[cfg(feature = "opencv")]
 pub fn flow_stack(keyframes: &[GrayFrame], p: &FlowParams, magnitude: bool) -> Result<Vec<f32>> {

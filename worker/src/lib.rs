@@ -19,6 +19,7 @@ pub mod synth;
 
 // Training engine (SinC3D, prior + target learning).
 pub mod augment;
+pub mod baselines;
 pub mod bench;
 pub mod checkpoint;
 pub mod device;

@@ -76,6 +76,12 @@ pub struct PrepOptions {
     pub interpolator: InterpolatorChoice,
     /// Farneback parameters.
     pub flow: FlowParams,
+    /// Also store the onset->apex flow (u, v) and its optical strain at this size (`--apex-flow`, for
+    /// STSTNet and OFF-ApexNet: 28).
+    pub apex_flow: Option<u32>,
+    /// Also store the face crop's frames from onset to offset, TIM-interpolated to 10 frames, at this
+    /// size (`--tim10`, for LBP-TOP + SVM).
+    pub tim10: Option<u32>,
     /// Output file (`.safetensors`).
     pub out: PathBuf,
     /// Show a progress bar on stderr.
@@ -101,6 +107,8 @@ impl Default for PrepOptions {
             threads: None,
             interpolator: InterpolatorChoice::Farneback,
             flow: FlowParams::default(),
+            apex_flow: None,
+            tim10: None,
             out: PathBuf::from("prepared.safetensors"),
             progress: false,
         }
@@ -271,7 +279,51 @@ thread_local! {
 struct ClipOut {
     meta: SampleMeta,
     flow: Vec<f32>,
+    /// `[3, S, S]` onset->apex u, v, strain, when asked for.
+    apex_flow: Option<Vec<f32>>,
+    /// `[10, G, G]` TIM-10 gray frames, when asked for.
+    tim10: Option<Vec<u8>>,
     fallback: bool,
+}
+
+/// Frames of the TIM-10 group.
+const TIM10_FRAMES: usize = 10;
+
+/// The onset->apex group of one clip: Farneback flow between the two face crops at the prepared size
+/// (the key-frame flows' parameters), optical strain from that flow's spatial derivatives at the same
+/// resolution, then all three area-averaged down to `out` x `out`; u and v are multiplied by the resize
+/// factor so that they stay displacements in output pixels (strain is a ratio of displacements and
+/// needs no scaling).
+fn apex_flow_group(
+    onset: &GrayFrame,
+    apex: &GrayFrame,
+    p: &crate::flow::FlowParams,
+    out: u32,
+) -> Result<Vec<f32>> {
+    let f = crate::flow::farneback(onset, apex, p)?;
+    let strain = crate::baselines::strain::optical_strain(&f.u, &f.v, f.height, f.width);
+    let scale = out as f32 / f.width as f32;
+    let mut v = Vec::with_capacity(3 * (out as usize).pow(2));
+    for (plane, k) in [(&f.u, scale), (&f.v, scale), (&strain, 1.0)] {
+        let r = crate::flow::resize_area(plane, f.width, f.height, out as usize)?;
+        v.extend(r.into_iter().map(|x| x * k));
+    }
+    Ok(v)
+}
+
+/// The TIM-10 group of one clip: the temporal interpolation model (the same cosine expansion as TIM
+/// key-frames) evaluated at 10 evenly spaced positions from the first to the last frame, rounded to
+/// 8-bit gray.
+fn tim10_group(frames: &[GrayFrame]) -> Result<Vec<u8>> {
+    let n = frames.len();
+    let pos: Vec<f64> = (0..TIM10_FRAMES)
+        .map(|j| j as f64 * n.saturating_sub(1) as f64 / (TIM10_FRAMES - 1) as f64)
+        .collect();
+    let out = tim_resample(frames, &pos)?;
+    Ok(out
+        .iter()
+        .flat_map(|f| f.data.iter().map(|v| v.round().clamp(0.0, 255.0) as u8))
+        .collect())
 }
 
 /// Prepares one clip: face crop, key-frames, flows.
@@ -340,7 +392,7 @@ fn prepare_clip(
             ))
         }
     };
-    let load = |t: u32| -> Result<GrayFrame> {
+    let load_at = |t: u32, size: u32| -> Result<GrayFrame> {
         let m = if t == rec.onset {
             onset.try_clone().map_err(|e| WorkerError::cv("copy", e))?
         } else {
@@ -353,8 +405,9 @@ fn prepare_clip(
                 m.rows()
             )));
         }
-        crop.apply(&m, opts.size)
+        crop.apply(&m, size)
     };
+    let load = |t: u32| load_at(t, opts.size);
     let (frames, times, sources): (Vec<GrayFrame>, Vec<f64>, Vec<String>) = match opts.keyframes {
         KeyframeMethod::Adaptive | KeyframeMethod::Tas => {
             let plan =
@@ -404,6 +457,24 @@ fn prepare_clip(
         }
     };
     let flow = flow_stack(&frames, &opts.flow, opts.magnitude)?;
+    let apex_flow = match opts.apex_flow {
+        Some(out) => Some(apex_flow_group(
+            &load(rec.onset)?,
+            &load(apex)?,
+            &opts.flow,
+            out,
+        )?),
+        None => None,
+    };
+    let tim10 = match opts.tim10 {
+        Some(g) => {
+            let all = (rec.onset..=rec.offset)
+                .map(|t| load_at(t, g))
+                .collect::<Result<Vec<_>>>()?;
+            Some(tim10_group(&all)?)
+        }
+        None => None,
+    };
     let meta = SampleMeta {
         id: id.clone(),
         dataset: rec.dataset,
@@ -424,6 +495,8 @@ fn prepare_clip(
     Ok(ClipOut {
         meta,
         flow,
+        apex_flow,
+        tim10,
         fallback: crop.fallback,
     })
 }
@@ -434,6 +507,18 @@ pub fn prepare(opts: &PrepOptions) -> Result<PrepReport> {
         return Err(WorkerError::InvalidOption {
             option: "--size".into(),
             message: format!("{} is not in 16..=1024", opts.size),
+        });
+    }
+    if let Some(s) = opts.apex_flow.filter(|s| !(4..=opts.size).contains(s)) {
+        return Err(WorkerError::InvalidOption {
+            option: "--apex-flow-size".into(),
+            message: format!("{s} is not in 4..={} (the prepared size)", opts.size),
+        });
+    }
+    if let Some(s) = opts.tim10.filter(|s| !(16..=1024).contains(s)) {
+        return Err(WorkerError::InvalidOption {
+            option: "--tim10-size".into(),
+            message: format!("{s} is not in 16..=1024"),
         });
     }
     let (records, missing) = collect_records(opts)?;
@@ -519,8 +604,16 @@ pub fn prepare(opts: &PrepOptions) -> Result<PrepReport> {
     let mut flow = Vec::with_capacity(n * c * 10 * s * s);
     let mut samples = Vec::with_capacity(n);
     let mut fallbacks = 0;
+    let mut apex_flow = opts.apex_flow.map(|_| Vec::new());
+    let mut tim10 = opts.tim10.map(|_| Vec::new());
     for o in kept {
         flow.extend_from_slice(&o.flow);
+        if let (Some(all), Some(v)) = (apex_flow.as_mut(), &o.apex_flow) {
+            all.extend_from_slice(v);
+        }
+        if let (Some(all), Some(v)) = (tim10.as_mut(), &o.tim10) {
+            all.extend_from_slice(v);
+        }
         fallbacks += o.fallback as usize;
         samples.push(o.meta);
     }
@@ -549,12 +642,23 @@ pub fn prepare(opts: &PrepOptions) -> Result<PrepReport> {
             KeyframeMethod::Adaptive | KeyframeMethod::Tas => Some(opts.keyframe_fill),
             KeyframeMethod::Tim => None,
         },
+        apex_flow: opts
+            .apex_flow
+            .map(|size| mer_shared::prepared::ApexFlowInfo {
+                size,
+                channels: vec!["u".into(), "v".into(), "strain".into()],
+            }),
+        tim10: opts.tim10.map(|size| mer_shared::prepared::Tim10Info {
+            size,
+            frames: TIM10_FRAMES as u32,
+        }),
     };
     let prepared = Prepared {
         info,
         samples,
         shape: [n, c, 10, s, s],
         flow,
+        groups: mer_shared::prepared::Groups { apex_flow, tim10 },
     };
     let skip_report = if opts.skip_bad {
         let p = skip_report_path(&opts.out);
@@ -589,6 +693,50 @@ pub fn prepare(opts: &PrepOptions) -> Result<PrepReport> {
         fallbacks,
         seconds,
     })
+}
+
+/// The optional tensor groups a file holds, with their shapes and the methods that read them (or how to
+/// add them), for `mer prep inspect`.
+pub fn optional_groups(info: &PrepInfo, n: usize) -> String {
+    use mer_shared::method::{InputGroup, Method};
+    let users = |g: InputGroup| {
+        Method::ALL
+            .iter()
+            .filter(|m| m.inputs().contains(&g))
+            .map(|m| m.key())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = Vec::new();
+    if let Some(a) = &info.apex_flow {
+        parts.push(format!(
+            "apex_flow f32 [{n}, 3, {s}, {s}] ({}; for {})",
+            a.channels.join(","),
+            users(InputGroup::ApexFlow),
+            s = a.size
+        ));
+    }
+    if let Some(t) = &info.tim10 {
+        parts.push(format!(
+            "tim10 u8 [{n}, {}, {s}, {s}] (gray; for {})",
+            t.frames,
+            users(InputGroup::Tim10),
+            s = t.size
+        ));
+    }
+    let missing: Vec<String> = [InputGroup::ApexFlow, InputGroup::Tim10]
+        .into_iter()
+        .filter(|g| !info.has_group(*g))
+        .map(|g| format!("{} (add with {}; for {})", g.key(), g.prep_flag(), users(g)))
+        .collect();
+    if parts.is_empty() {
+        parts.push("none".into());
+    }
+    if missing.is_empty() {
+        parts.join("; ")
+    } else {
+        format!("{}; absent: {}", parts.join("; "), missing.join("; "))
+    }
 }
 
 /// Counts of a prepared file, for `mer prep inspect`.
@@ -648,6 +796,10 @@ impl Inspection {
             self.info.interpolator,
             self.info.crop,
             self.info.channels.join(",")
+        );
+        s += &format!(
+            "optional groups: {}\n",
+            optional_groups(&self.info, self.shape[0])
         );
         let subjects: std::collections::BTreeSet<_> = self.per_subject.keys().collect();
         s += &format!(

@@ -277,3 +277,76 @@ fn the_fill_rule_is_recorded_and_changes_only_the_clips_whose_plan_changed() {
     assert_eq!(same + changed, paper.samples.len());
     println!("fill rule: {changed} clips changed, {same} unchanged");
 }
+
+#[test]
+fn the_baselines_groups_are_added_without_touching_the_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = generate(Preset::Tiny, 11, dir.path()).unwrap();
+    let plain = dir.path().join("plain.safetensors");
+    let mut opts = PrepOptions::from_synth(&s, &plain);
+    opts.threads = Some(2);
+    prepare(&opts).unwrap();
+    let with = dir.path().join("with.safetensors");
+    opts.out = with.clone();
+    opts.apex_flow = Some(28);
+    opts.tim10 = Some(64);
+    prepare(&opts).unwrap();
+    let (a, b) = (
+        Prepared::read(&plain).unwrap(),
+        Prepared::read(&with).unwrap(),
+    );
+    assert_eq!(
+        a.flow, b.flow,
+        "the key-frame flows are the same with or without the groups"
+    );
+    assert_eq!(a.samples, b.samples);
+    assert!(a.groups.apex_flow.is_none() && a.info.apex_flow.is_none());
+    let n = b.samples.len();
+    assert_eq!(
+        b.groups.apex_flow.as_ref().map(Vec::len),
+        Some(n * 3 * 28 * 28)
+    );
+    assert_eq!(
+        b.groups.tim10.as_ref().map(Vec::len),
+        Some(n * 10 * 64 * 64)
+    );
+    // The header-only reader sees the groups too (the planner refuses specs by it).
+    let meta = Prepared::read_meta(&with).unwrap();
+    assert_eq!(meta.info.apex_flow.map(|a| a.size), Some(28));
+    assert_eq!(meta.info.tim10.map(|t| (t.size, t.frames)), Some((64, 10)));
+    // The onset->apex flow carries the action: more motion than on a still background, and strain >= 0.
+    for i in 0..n {
+        let v = b.sample_apex_flow(i).unwrap();
+        let (uv, strain) = v.split_at(2 * 28 * 28);
+        assert!(
+            strain.iter().all(|x| *x >= 0.0 && x.is_finite()),
+            "{}",
+            b.samples[i].id
+        );
+        assert!(
+            uv.iter().any(|x| x.abs() > 0.05),
+            "{}: no motion",
+            b.samples[i].id
+        );
+        // The first TIM frame is the onset crop, the last the offset crop: both are faces, not blank.
+        let t = b.sample_tim10(i).unwrap();
+        let first = &t[..64 * 64];
+        let mean = first.iter().map(|x| *x as f64).sum::<f64>() / first.len() as f64;
+        assert!(
+            (20.0..235.0).contains(&mean),
+            "{}: mean gray {mean}",
+            b.samples[i].id
+        );
+    }
+    let text = inspect(&with).unwrap().to_text();
+    assert!(
+        text.contains("apex_flow f32 [28, 3, 28, 28]") && text.contains("for ststnet, offapexnet"),
+        "{text}"
+    );
+    assert!(text.contains("tim10 u8 [28, 10, 64, 64]"), "{text}");
+    let text = inspect(&plain).unwrap().to_text();
+    assert!(
+        text.contains("absent: apex_flow (add with --apex-flow"),
+        "{text}"
+    );
+}

@@ -274,6 +274,73 @@ pub fn line_png(
     })
 }
 
+/// A grouped bar chart: one group per entry of `groups` (e.g. dataset parts), one bar per series in each
+/// group (e.g. methods), values in `[0, 1]`, with a legend.
+pub fn bars_png(
+    title: &str,
+    y_desc: &str,
+    groups: &[String],
+    series: &[(String, Vec<f64>)],
+) -> Result<Vec<u8>, CoordError> {
+    let g = groups.len().max(1) as f64;
+    let k = series.len().max(1) as f64;
+    render(title, 760, 440, |root| {
+        let e = draw_err(title);
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FAMILY, 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..g, 0.0..1.0)
+            .map_err(&e)?;
+        let names = groups.to_vec();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(groups.len().max(1) * 2 + 1)
+            .x_label_formatter(&|x: &f64| {
+                // Labels sit at the group centres (i + 0.5).
+                let i = (*x - 0.5).round();
+                if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 {
+                    names.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc(y_desc)
+            .label_style((FAMILY, 13))
+            .axis_desc_style((FAMILY, 15))
+            .draw()
+            .map_err(&e)?;
+        let width = 0.8 / k;
+        for (j, (label, values)) in series.iter().enumerate() {
+            let c = palette(j);
+            chart
+                .draw_series(values.iter().enumerate().map(|(i, v)| {
+                    let x0 = i as f64 + 0.1 + j as f64 * width;
+                    Rectangle::new(
+                        [(x0, 0.0), (x0 + width * 0.92, v.clamp(0.0, 1.0))],
+                        c.filled(),
+                    )
+                }))
+                .map_err(&e)?
+                .label(label.clone())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.filled()));
+        }
+        if !series.is_empty() {
+            chart
+                .configure_series_labels()
+                .label_font((FAMILY, 13))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()
+                .map_err(&e)?;
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

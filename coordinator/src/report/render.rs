@@ -223,6 +223,7 @@ fn build_blocks(
         if r.partial { " - PARTIAL results" } else { "" }
     )));
     results_table(run, scores, &mut b);
+    method_comparison(run, scores, &mut b)?;
     frozen_table(run, scores, &mut b);
     alpha_sweep(run, scores, &mut b)?;
     per_point(run, scores, &mut b)?;
@@ -254,7 +255,11 @@ fn results_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec
         for sp in &r.sweep_points {
             let s = scores.get(&sp.index);
             let mut row = vec![
-                format!("MERSiamC3D (this run) {}", point_label(run, sp.index)),
+                format!(
+                    "{} (this run) {}",
+                    sp.method.display_name(),
+                    point_label(run, sp.index)
+                ),
                 "this run".into(),
                 format!("{}/{}", sp.folds_done, sp.folds_total),
             ];
@@ -343,6 +348,92 @@ fn results_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec
                 .into(),
         ));
     }
+}
+
+/// When the run holds more than one method: a per-part UF1 plot and UAR plot, one bar per sweep point
+/// (method and any other swept value), all measured on the same folds, plus each point's training time.
+fn method_comparison(
+    run: &RunData,
+    scores: &BTreeMap<u32, ScoreReport>,
+    b: &mut Vec<Block>,
+) -> Result<(), CoordError> {
+    let r = &run.results;
+    let methods: BTreeSet<_> = r.sweep_points.iter().map(|s| s.method).collect();
+    if methods.len() < 2 {
+        return Ok(());
+    }
+    b.push(Block::Heading(2, "Methods on the same folds".into()));
+    let mut groups: Vec<String> = r
+        .parts
+        .iter()
+        .map(|p| p.display_name().to_string())
+        .collect();
+    groups.push("all".into());
+    let keys: Vec<&str> = r.parts.iter().map(|p| p.key()).chain(["all"]).collect();
+    let mut uf1 = Vec::new();
+    let mut uar = Vec::new();
+    let mut rows = Vec::new();
+    for sp in &r.sweep_points {
+        let Some(s) = scores.get(&sp.index) else {
+            continue;
+        };
+        let other = other_axes(&sp.values, &["method"]);
+        let name = if other.is_empty() {
+            sp.method.display_name().to_string()
+        } else {
+            format!("{} ({other})", sp.method.display_name())
+        };
+        let get = |k: &str| -> Option<(f64, f64)> {
+            if k == "all" {
+                Some((s.uf1, s.uar))
+            } else {
+                s.parts.get(k).map(|p| (p.uf1, p.uar))
+            }
+        };
+        uf1.push((
+            name.clone(),
+            keys.iter().map(|k| get(k).map_or(0.0, |x| x.0)).collect(),
+        ));
+        uar.push((
+            name.clone(),
+            keys.iter().map(|k| get(k).map_or(0.0, |x| x.1)).collect(),
+        ));
+        let n = sp.folds_done.max(1) as f64;
+        rows.push(vec![
+            name,
+            format!("{}/{}", sp.folds_done, sp.folds_total),
+            pair(s.uf1, s.uar),
+            format!("{:.0}", sp.train_seconds),
+            format!("{:.1}", sp.train_seconds / n),
+        ]);
+    }
+    b.push(Block::Table {
+        head: vec![
+            "method (sweep point)".into(),
+            "folds".into(),
+            "all UF1 / UAR".into(),
+            "fold training, s (sum)".into(),
+            "s per fold".into(),
+        ],
+        rows,
+    });
+    b.push(Block::Image {
+        file: "methods_uf1.png".into(),
+        caption: "UF1 per part, every method of this run on the same LOSO folds (measured here)"
+            .into(),
+        png: plots::bars_png("UF1 per part and method", "UF1", &groups, &uf1)?,
+    });
+    b.push(Block::Image {
+        file: "methods_uar.png".into(),
+        caption: "UAR per part, every method of this run on the same LOSO folds (measured here)"
+            .into(),
+        png: plots::bars_png("UAR per part and method", "UAR", &groups, &uar)?,
+    });
+    b.push(Block::Para(
+        "Every bar is measured by this run, on the same folds, with the same pooled scoring; each method trains with its          fixed budget and nothing is selected on a test subject. Training time is the sum of the folds' wall-clock          seconds as the workers reported them (parallel workers overlap)."
+            .into(),
+    ));
+    Ok(())
 }
 
 fn score_cells(run: &RunData, s: Option<&ScoreReport>) -> Vec<String> {

@@ -18,7 +18,28 @@ use std::time::Duration;
 
 /// Builds a finished run folder under `dir/run` for a spec with `sweep` and returns it.
 pub(crate) fn finished_run(dir: &Path, sweep: &str) -> std::path::PathBuf {
+    finished_run_with(dir, sweep, false)
+}
+
+/// [`finished_run`], with the baselines' optional groups in the dataset when `groups` is set.
+fn finished_run_with(dir: &Path, sweep: &str, groups: bool) -> std::path::PathBuf {
     write_sim_dataset(&dir.join("data.safetensors"), 3, 3).unwrap();
+    if groups {
+        let path = dir.join("data.safetensors");
+        let mut p = mer_shared::prepared::Prepared::read(&path).unwrap();
+        let n = p.samples.len();
+        p.info.apex_flow = Some(mer_shared::prepared::ApexFlowInfo {
+            size: 4,
+            channels: vec!["u".into(), "v".into(), "strain".into()],
+        });
+        p.info.tim10 = Some(mer_shared::prepared::Tim10Info {
+            size: 4,
+            frames: 10,
+        });
+        p.groups.apex_flow = Some(vec![0.0; n * 3 * 16]);
+        p.groups.tim10 = Some(vec![0; n * 10 * 16]);
+        p.write(&path).unwrap();
+    }
     let text = format!("name = \"tiny\"\ndescription = \"report test\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\n[train]\nseed = 7\n[sweep]\n{sweep}");
     let spec_path = dir.join("tiny.toml");
     std::fs::write(&spec_path, &text).unwrap();
@@ -250,4 +271,49 @@ fn a_partial_run_is_reported_as_partial() {
         "{md}"
     );
     assert_eq!(out.scores.len(), 1);
+}
+
+#[test]
+fn a_method_sweep_reports_a_measured_row_per_method_and_compares_them_per_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = finished_run_with(
+        dir.path(),
+        "method = [\"mersiamc3d\", \"ststnet\", \"lbptop_svm\"]\n",
+        true,
+    );
+    let out = render_report(&run, &run.join("report")).unwrap();
+    let md = std::fs::read_to_string(&out.markdown).unwrap();
+    let data = load_run(&run).unwrap();
+    let names: Vec<&str> = data
+        .results
+        .sweep_points
+        .iter()
+        .map(|s| s.method.display_name())
+        .collect();
+    assert_eq!(names, ["MERSiamC3D", "STSTNet", "LBP-TOP + SVM"]);
+    for sp in &data.results.sweep_points {
+        let s = &out.scores[&sp.index];
+        let row = format!(
+            "| {} (this run) `{}` | this run | 9/9 |",
+            sp.method.display_name(),
+            sp.label
+        );
+        assert!(md.contains(&row), "Table 6 row missing: {row}\n{md}");
+        assert!(md.contains(&format!("{:.4} / {:.4}", s.uf1, s.uar)));
+    }
+    // The published rows stay, labelled as published.
+    assert!(
+        md.contains("| STSTNet | paper, Table 6 (published) | 68 |"),
+        "{md}"
+    );
+    assert!(md.contains("## Methods on the same folds"), "{md}");
+    for f in ["methods_uf1.png", "methods_uar.png"] {
+        let (w, h) = decode(&std::fs::read(run.join("report").join("figures").join(f)).unwrap());
+        assert!(w > 300 && h > 200, "{f}");
+    }
+    let summary = std::fs::read_to_string(run.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("| `method=ststnet` | STSTNet | 9/9 |"),
+        "{summary}"
+    );
 }

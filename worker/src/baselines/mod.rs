@@ -1,0 +1,366 @@
+//! The field's baseline methods, run on the same LOSO folds, with the same fold split, labels and pooled
+//! scoring as MERSiamC3D: STSTNet and OFF-ApexNet (small CNNs on the onset->apex flow and its optical
+//! strain, the prepared file's `apex_flow` group) and LBP-TOP + linear SVM (the MEGC2019 official
+//! baseline on the `tim10` group). [`run_baseline`] is one fold of one of them: train on the fold's
+//! training subjects with a fixed budget, then predict the held-out subject once. Nothing is selected on
+//! the test subject, and every random choice flows from the task's seed.
+//!
+//! Settings, their sources and the choices the originals leave open: `docs/methods.md`.
+
+pub mod cnn;
+pub mod lbptop;
+pub mod offapexnet;
+pub mod strain;
+pub mod ststnet;
+pub mod svm;
+
+use crate::device::{configure, device_name, parse_device};
+use crate::engine::{split_fold, Fold, Hooks};
+use crate::error::WorkerError;
+use mer_shared::fold::{FoldResult, SamplePrediction, Timings};
+use mer_shared::labels::LabelScheme;
+use mer_shared::method::{BaselineSettings, InputGroup, LbpTopSvmConfig};
+use mer_shared::metrics::Confusion;
+use mer_shared::prepared::Prepared;
+use mer_shared::train_config::TrainConfig;
+use sha2::{Digest, Sha256};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// One fold of a baseline method: trains on every labelled sample outside `test_subject` and tests on
+/// that subject's samples. `cfg` supplies only the device, the thread count and the seed.
+pub fn run_baseline(
+    data: &Prepared,
+    scheme: LabelScheme,
+    test_subject: &str,
+    settings: &BaselineSettings,
+    cfg: &TrainConfig,
+    hooks: Hooks,
+) -> Result<FoldResult, WorkerError> {
+    let t0 = Instant::now();
+    settings
+        .validate()
+        .map_err(|e| WorkerError::InvalidOption {
+            option: e.field,
+            message: e.message,
+        })?;
+    let method = settings.method();
+    if let Some(g) = method.inputs().iter().find(|g| !data.info.has_group(**g)) {
+        return Err(WorkerError::InvalidOption {
+            option: "dataset".into(),
+            message: format!(
+                "method '{method}' needs the prepared file's '{}' group; prepare it again with `mer prep ... {}`",
+                g.key(),
+                g.prep_flag()
+            ),
+        });
+    }
+    let fold = split_fold(data, scheme, test_subject)?;
+    let device = parse_device(&cfg.device)?;
+    configure(device, cfg.threads, false);
+    let classes = scheme.num_classes();
+    let (probs, epochs, train_s, test_s) = match settings {
+        BaselineSettings::Ststnet(c) => cnn_fold(
+            data,
+            &fold,
+            classes,
+            cnn::Net::Ststnet,
+            CnnSettings {
+                epochs: c.epochs,
+                batch_size: c.batch_size,
+                lr: c.lr,
+                dropout: c.dropout,
+                shuffle: c.shuffle,
+                dense: 0,
+            },
+            device,
+            cfg.seed,
+            hooks,
+        )?,
+        BaselineSettings::Offapexnet(c) => cnn_fold(
+            data,
+            &fold,
+            classes,
+            cnn::Net::Offapexnet,
+            CnnSettings {
+                epochs: c.epochs,
+                batch_size: c.batch_size,
+                lr: c.lr,
+                dropout: c.dropout,
+                shuffle: c.shuffle,
+                dense: c.dense,
+            },
+            device,
+            cfg.seed,
+            hooks,
+        )?,
+        BaselineSettings::LbptopSvm(c) => {
+            let (p, tr, te) = lbptop_fold(data, &fold, classes, c, &hooks)?;
+            (p, vec![], tr, te)
+        }
+    };
+    let mut confusion = Confusion::new(classes);
+    let mut predictions = Vec::with_capacity(fold.test.len());
+    for ((&i, &label), (pred, row)) in fold.test.iter().zip(&fold.test_labels).zip(probs) {
+        confusion.add(label, pred)?;
+        predictions.push(SamplePrediction::new(&data.samples[i], label, pred, row));
+    }
+    Ok(FoldResult {
+        test_subject: test_subject.into(),
+        scheme: scheme.key().into(),
+        seed: cfg.seed,
+        device: device_name(device),
+        predictions,
+        confusion,
+        epochs,
+        timings: Timings {
+            prior_s: 0.0,
+            target_s: train_s,
+            test_s,
+            total_s: t0.elapsed().as_secs_f64(),
+        },
+    })
+}
+
+/// The training settings the two CNNs share.
+struct CnnSettings {
+    epochs: usize,
+    batch_size: usize,
+    lr: f64,
+    dropout: f64,
+    shuffle: bool,
+    dense: i64,
+}
+
+/// Per test sample, the predicted class and the class scores.
+type Predicted = Vec<(usize, Vec<f32>)>;
+
+/// The test subject's predictions, the epoch log, training and test seconds.
+type FoldOutput = (Predicted, Vec<mer_shared::fold::EpochLog>, f64, f64);
+
+/// Gathers the fold's raw `apex_flow` inputs and trains one of the CNNs (which normalises each sample
+/// on its own, so no statistic crosses the fold boundary).
+#[allow(clippy::too_many_arguments)]
+fn cnn_fold(
+    data: &Prepared,
+    fold: &Fold,
+    classes: usize,
+    net: cnn::Net,
+    s: CnnSettings,
+    device: tch::Device,
+    seed: u64,
+    mut hooks: Hooks,
+) -> Result<FoldOutput, WorkerError> {
+    let size = data
+        .info
+        .apex_flow
+        .as_ref()
+        .map(|a| a.size as usize)
+        .ok_or_else(|| missing(InputGroup::ApexFlow))?;
+    let gather = |idx: &[usize]| -> Result<Vec<f32>, WorkerError> {
+        let mut x = Vec::with_capacity(idx.len() * 3 * size * size);
+        for &i in idx {
+            let v = data
+                .sample_apex_flow(i)
+                .ok_or_else(|| missing(InputGroup::ApexFlow))?;
+            x.extend_from_slice(v);
+        }
+        Ok(x)
+    };
+    let train_x = gather(&fold.train)?;
+    let test_x = gather(&fold.test)?;
+    let stop = hooks.cancel.clone();
+    let flag = stop.as_deref();
+    let out = cnn::train_and_predict(cnn::CnnRun {
+        net,
+        train_x: &train_x,
+        train_y: &fold.train_labels,
+        test_x: &test_x,
+        size,
+        classes,
+        epochs: s.epochs,
+        batch_size: s.batch_size,
+        lr: s.lr,
+        dropout: s.dropout,
+        shuffle: s.shuffle,
+        dense: s.dense,
+        device,
+        seed,
+        // A reborrow, so the callback's lifetime can shrink to this call's.
+        on_epoch: match hooks.on_epoch.as_mut() {
+            Some(f) => Some(&mut **f),
+            None => None,
+        },
+        cancel: flag,
+    })?;
+    let preds = out
+        .probs
+        .into_iter()
+        .map(|row| {
+            let pred = row
+                .iter()
+                .enumerate()
+                .fold(0, |b, (k, &p)| if p > row[b] { k } else { b });
+            (pred, row)
+        })
+        .collect();
+    Ok((preds, out.epochs, out.train_s, out.test_s))
+}
+
+fn missing(g: InputGroup) -> WorkerError {
+    WorkerError::InvalidOption {
+        option: "dataset".into(),
+        message: format!(
+            "the prepared file has no '{}' group (`mer prep ... {}`)",
+            g.key(),
+            g.prep_flag()
+        ),
+    }
+}
+
+/// LBP-TOP features of every sample of a prepared file and their Gram matrix (`n * n` dot products,
+/// row-major), kept between the folds of an experiment since neither depends on the fold.
+struct Features {
+    rows: Vec<Vec<f32>>,
+    gram: Vec<f64>,
+}
+
+/// The fingerprint of the data and the feature settings, and what was computed for them.
+type FeatureCache = Option<(String, Arc<Features>)>;
+
+static FEATURES: Mutex<FeatureCache> = Mutex::new(None);
+
+/// The Gram matrix of `a`'s rows against `b`'s rows (`a.len() * b.len()`, row-major), through ndarray's
+/// matrix product.
+fn gram_of(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<f64> {
+    let dim = a.first().map_or(0, Vec::len);
+    let m = |x: &[Vec<f32>]| {
+        ndarray::Array2::from_shape_fn((x.len(), dim), |(i, j)| {
+            f64::from(x[i].get(j).copied().unwrap_or(0.0))
+        })
+    };
+    let g = m(a).dot(&m(b).t());
+    g.iter().copied().collect()
+}
+
+/// The LBP-TOP features of every sample and their Gram matrix (computed once per prepared file and
+/// settings, then reused by the worker process's next folds).
+fn lbptop_all(data: &Prepared, c: &LbpTopSvmConfig) -> Result<Arc<Features>, WorkerError> {
+    let t = data
+        .info
+        .tim10
+        .as_ref()
+        .ok_or_else(|| missing(InputGroup::Tim10))?;
+    let (frames, g) = (t.frames as usize, t.size as usize);
+    let mut h = Sha256::new();
+    h.update(
+        format!(
+            "{:?}|{:?}|{}|{frames}|{g}",
+            c.blocks, c.radius, c.neighbours
+        )
+        .as_bytes(),
+    );
+    for s in &data.samples {
+        h.update(s.id.as_bytes());
+        h.update([0]);
+    }
+    if let Some(v) = &data.groups.tim10 {
+        h.update(v);
+    }
+    let key = hex::encode(h.finalize());
+    if let Ok(guard) = FEATURES.lock() {
+        if let Some((k, f)) = guard.as_ref() {
+            if *k == key {
+                return Ok(f.clone());
+            }
+        }
+    }
+    use rayon::prelude::*;
+    let rows = (0..data.samples.len())
+        .into_par_iter()
+        .map(|i| {
+            let v = data
+                .sample_tim10(i)
+                .ok_or_else(|| missing(InputGroup::Tim10))?;
+            lbptop::lbptop_features(v, frames, g, g, c)
+                .map_err(|e| WorkerError::sample(&data.samples[i].id, e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let gram = gram_of(&rows, &rows);
+    let feats = Arc::new(Features { rows, gram });
+    if let Ok(mut guard) = FEATURES.lock() {
+        *guard = Some((key, feats.clone()));
+    }
+    Ok(feats)
+}
+
+/// LBP-TOP histograms of the fold's samples, a one-vs-rest linear SVM on the training subjects (trained
+/// on [`svm::GramBasis`] coordinates: the same SVM as on the histograms, much faster), its decision
+/// values on the test subject turned into a softmax (a score per class, for the prediction files).
+fn lbptop_fold(
+    data: &Prepared,
+    fold: &Fold,
+    classes: usize,
+    c: &LbpTopSvmConfig,
+    hooks: &Hooks,
+) -> Result<(Predicted, f64, f64), WorkerError> {
+    let t0 = Instant::now();
+    let feats = lbptop_all(data, c)?;
+    if hooks
+        .cancel
+        .as_ref()
+        .is_some_and(|f| f.load(Ordering::Relaxed))
+    {
+        return Err(WorkerError::Cancelled);
+    }
+    let n = fold.train.len();
+    // Dot products among the training rows, and of each test row with them.
+    let (k_train, k_test): (Vec<f64>, Vec<Vec<f64>>) = if c.standardise {
+        let mut train: Vec<Vec<f32>> = fold.train.iter().map(|&i| feats.rows[i].clone()).collect();
+        let mut test: Vec<Vec<f32>> = fold.test.iter().map(|&i| feats.rows[i].clone()).collect();
+        let st = svm::Standardiser::fit(&train)?;
+        for r in train.iter_mut().chain(test.iter_mut()) {
+            st.apply(r);
+        }
+        let kt = gram_of(&test, &train);
+        (
+            gram_of(&train, &train),
+            kt.chunks(n.max(1)).map(<[f64]>::to_vec).collect(),
+        )
+    } else {
+        let all = data.samples.len();
+        let at = |i: usize, j: usize| feats.gram[i * all + j];
+        (
+            fold.train
+                .iter()
+                .flat_map(|&i| fold.train.iter().map(move |&j| at(i, j)))
+                .collect(),
+            fold.test
+                .iter()
+                .map(|&t| fold.train.iter().map(|&j| at(t, j)).collect())
+                .collect(),
+        )
+    };
+    let basis = svm::GramBasis::new(&k_train, n)?;
+    let model = svm::LinearSvm::fit(&basis.train_rows(), &fold.train_labels, classes, c.c)?;
+    let train_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let probs = k_test
+        .iter()
+        .map(|k| {
+            let (pred, scores) = model.decide(&basis.project(k));
+            (pred, softmax(&scores))
+        })
+        .collect();
+    Ok((probs, train_s, t1.elapsed().as_secs_f64()))
+}
+
+/// Softmax of decision values: the per-class scores recorded with a prediction (the prediction itself is
+/// the SVM's own arg-max).
+fn softmax(scores: &[f64]) -> Vec<f32> {
+    let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+    let z: f64 = e.iter().sum();
+    e.iter().map(|v| (v / z) as f32).collect()
+}
