@@ -60,6 +60,34 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One baseline method over every LOSO fold of a prepared file, in this process, outside the
+    /// orchestrator (defaults: the method's original settings): prints the first fold's seconds (which
+    /// include computing per-file inputs such as the LBP-TOP features), the other folds', the total, and
+    /// the pooled UF1 / UAR.
+    #[cfg(feature = "worker")]
+    Baseline {
+        /// The prepared file (with the method's tensor group).
+        #[arg(long)]
+        data: std::path::PathBuf,
+        /// lbptop_svm, ststnet or offapexnet.
+        #[arg(long, default_value = "lbptop_svm")]
+        method: String,
+        /// Label scheme.
+        #[arg(long, default_value = "megc3")]
+        scheme: String,
+        /// Only the first N folds.
+        #[arg(long)]
+        folds: Option<usize>,
+        /// Epochs of a CNN baseline (default: the original's).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Intra-op CPU threads of a CNN baseline.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
 }
 
 /// Runs a benchmark.
@@ -84,7 +112,90 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             warmup,
             json,
         } => bench_train(device, batch, threads, steps, warmup, json),
+        #[cfg(feature = "worker")]
+        BenchCommand::Baseline {
+            data,
+            method,
+            scheme,
+            folds,
+            epochs,
+            threads,
+            seed,
+        } => bench_baseline(&data, &method, &scheme, folds, epochs, threads, seed),
     }
+}
+
+/// `mer bench baseline`: one baseline method over the folds of a prepared file (see the command's help).
+#[cfg(feature = "worker")]
+fn bench_baseline(
+    path: &std::path::Path,
+    method: &str,
+    scheme: &str,
+    folds: Option<usize>,
+    epochs: Option<usize>,
+    threads: usize,
+    seed: u64,
+) -> anyhow::Result<()> {
+    use mer_shared::method::{BaselineSettings, Method, MethodsConfig};
+    let method: Method = method.parse().map_err(anyhow::Error::msg)?;
+    let scheme: mer_shared::LabelScheme = scheme.parse()?;
+    let mut settings = MethodsConfig::default()
+        .settings(method)
+        .ok_or_else(|| anyhow::anyhow!("{method} is not a baseline (time it with `mer run`)"))?;
+    if let Some(e) = epochs {
+        match &mut settings {
+            BaselineSettings::Ststnet(c) => c.epochs = e,
+            BaselineSettings::Offapexnet(c) => c.epochs = e,
+            BaselineSettings::LbptopSvm(_) => anyhow::bail!("--epochs: lbptop_svm has no epochs"),
+        }
+    }
+    let t = std::time::Instant::now();
+    let data = mer_shared::prepared::Prepared::read(path)?;
+    let read_s = t.elapsed().as_secs_f64();
+    let all = mer_worker::engine::folds(&data, scheme);
+    let chosen = &all[..folds.unwrap_or(all.len()).min(all.len())];
+    let cfg = mer_shared::train_config::TrainConfig {
+        device: "cpu".into(),
+        threads: Some(threads),
+        seed,
+        ..Default::default()
+    };
+    let mut records = Vec::new();
+    let mut times = Vec::new();
+    for fold in chosen {
+        let t = std::time::Instant::now();
+        let r = mer_worker::baselines::run_baseline(
+            &data,
+            scheme,
+            fold,
+            &settings,
+            &cfg,
+            mer_worker::engine::Hooks::default(),
+        )?;
+        times.push(t.elapsed().as_secs_f64());
+        records.extend(r.predictions.into_iter().map(|p| p.record));
+    }
+    let first = times.first().copied().unwrap_or(0.0);
+    let rest: f64 = times.iter().skip(1).sum();
+    let s = mer_shared::predictions::ScoreReport::compute(scheme, &records)?;
+    println!(
+        "{} on {} ({} samples): read {read_s:.2} s; {} of {} folds",
+        method.display_name(),
+        path.display(),
+        data.samples.len(),
+        chosen.len(),
+        all.len()
+    );
+    println!(
+        "first fold {first:.2} s (incl. per-file inputs), other folds {rest:.2} s ({:.3} s each), all folds {:.2} s",
+        rest / (times.len().saturating_sub(1).max(1)) as f64,
+        first + rest
+    );
+    println!(
+        "pooled over these folds: UF1 {:.4}, UAR {:.4}",
+        s.uf1, s.uar
+    );
+    Ok(())
 }
 
 /// `mer bench train`: runs the engine's training-throughput benchmark and prints it.

@@ -20,7 +20,7 @@ use super::ststnet::Ststnet;
 use crate::error::WorkerError;
 use mer_shared::fold::EpochLog;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -193,39 +193,6 @@ impl Adam {
             }
         });
     }
-}
-
-/// A parameter tensor of `shape` with values U(-bound, bound) drawn from `rng` (fp32 on `device`).
-pub(crate) fn uniform(shape: &[i64], bound: f64, rng: &mut ChaCha8Rng, device: Device) -> Tensor {
-    let n: i64 = shape.iter().product();
-    let b = bound as f32;
-    let vals: Vec<f32> = (0..n).map(|_| rng.random_range(-b..b)).collect();
-    Tensor::from_slice(&vals)
-        .view(shape)
-        .to_kind(Kind::Float)
-        .to_device(device)
-}
-
-/// Element-wise (inverted) dropout with a mask drawn from `rng`, in `x`'s dtype and device.
-pub(crate) fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Tensor {
-    if p <= 0.0 {
-        return x.shallow_clone();
-    }
-    let keep = 1.0 - p;
-    let scale = (1.0 / keep) as f32;
-    let mask: Vec<f32> = (0..x.numel())
-        .map(|_| {
-            if rng.random::<f64>() < keep {
-                scale
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    x * Tensor::from_slice(&mask)
-        .view(x.size().as_slice())
-        .to_kind(x.kind())
-        .to_device(x.device())
 }
 
 fn invalid(option: &str, message: String) -> WorkerError {
@@ -410,6 +377,7 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::Rng;
 
     /// `n` samples of 3 x `s` x `s`: class k puts a positive u bump in quadrant k (0: top-left, 1: top-right,
     /// 2: bottom-left) over small noise; v and strain are noise.

@@ -8,6 +8,7 @@
 //! Settings, their sources and the choices the originals leave open: `docs/methods.md`.
 
 pub mod cnn;
+mod layers;
 pub mod lbptop;
 pub mod offapexnet;
 pub mod strain;

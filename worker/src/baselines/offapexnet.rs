@@ -23,8 +23,8 @@
 //! does. MEB's variant is a single 2-channel stream with 3x3 kernels and 6/16 filters, which departs from
 //! the paper's two streams, so we follow it only in the ReLUs.
 
-use super::cnn::{dropout, uniform};
-use super::ststnet::check_common;
+use super::layers::check_common;
+use super::layers::{dropout, uniform};
 use crate::error::WorkerError;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Tensor};

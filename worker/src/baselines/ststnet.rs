@@ -16,7 +16,8 @@
 //! 1,203; 1,683 in all (what `torchsummary` reports for the authors' model: the BatchNorm running means and
 //! variances are buffers, not parameters).
 
-use super::cnn::{dropout, uniform};
+use super::layers::check_common;
+use super::layers::{dropout, uniform};
 use crate::error::WorkerError;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
@@ -210,23 +211,6 @@ impl Ststnet {
         log("logits".into(), &z);
         z
     }
-}
-
-/// Checks shared by both nets' constructors.
-pub(crate) fn check_common(classes: usize, dropout: f64) -> Result<(), WorkerError> {
-    if classes < 2 {
-        return Err(WorkerError::InvalidOption {
-            option: "classes".into(),
-            message: format!("need at least 2 classes, got {classes}"),
-        });
-    }
-    if !(0.0..1.0).contains(&dropout) {
-        return Err(WorkerError::InvalidOption {
-            option: "dropout".into(),
-            message: format!("must be in [0, 1), got {dropout}"),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
