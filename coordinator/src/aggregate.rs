@@ -435,7 +435,7 @@ mod tests {
         assert_eq!(back.sweep_points[0].scores, res.sweep_points[0].scores);
         let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
         assert!(
-            md.contains("| `alpha=1` | 68/68 |") && !md.contains("partial"),
+            md.contains("| `alpha=1` | MERSiamC3D | 68/68 |") && !md.contains("partial"),
             "{md}"
         );
     }
@@ -459,7 +459,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_results(dir.path(), &res).unwrap();
         let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
-        assert!(md.contains("| `alpha=1` (partial) | 10/68 |"), "{md}");
+        assert!(
+            md.contains("| `alpha=1` (partial) | MERSiamC3D | 10/68 |"),
+            "{md}"
+        );
         assert!(md.contains("PARTIAL"), "{md}");
         assert!(dir.path().join("predictions/alpha=1.megc.txt").exists());
         assert!(!dir.path().join("predictions/alpha=2.megc.txt").exists());

@@ -291,7 +291,8 @@ pub fn bars_png(
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(56)
-            .build_cartesian_2d(0.0..g, 0.0..1.0)
+            // Headroom above 1 keeps the legend clear of the bars.
+            .build_cartesian_2d(0.0..g, 0.0..1.4)
             .map_err(&e)?;
         let names = groups.to_vec();
         chart
@@ -308,6 +309,13 @@ pub fn bars_png(
                 }
             })
             .y_desc(y_desc)
+            .y_label_formatter(&|y: &f64| {
+                if *y <= 1.0 + 1e-9 {
+                    format!("{y:.1}")
+                } else {
+                    String::new()
+                }
+            })
             .label_style((FAMILY, 13))
             .axis_desc_style((FAMILY, 15))
             .draw()

@@ -1,0 +1,538 @@
+//! The expansion of a spec into a task graph, in the order its phases run: the key-frame tags and their
+//! files' checks, the dataset parts, the LOSO folds, the combinations of the sweep axes, the sweep points
+//! (combinations that resolve to the same settings collapse), and the tasks.
+
+use super::keys::{derive_seed, prior_key, target_key, to_value};
+use super::{
+    load_datasets, safe_label, DatasetSummary, Plan, SweepPoint, TaskDef, TaskKind, TaskPayload,
+};
+use crate::error::CoordError;
+use crate::spec::{ExperimentSpec, LossKind, PathSeg};
+use mer_shared::digest::canonical_json;
+use mer_shared::loso::{loso_folds, union_folds};
+use mer_shared::method::Method;
+use mer_shared::train_config::{Alpha, LossConfig, TargetConfig, TrainConfig};
+use mer_shared::Dataset;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// Loads the spec's datasets and expands it.
+pub fn plan_spec(spec: &ExperimentSpec) -> Result<Plan, CoordError> {
+    let ds = load_datasets(spec)?;
+    expand_multi(spec, &ds)
+}
+
+/// Expands a spec with a single prepared dataset (`dataset = ...`, or `[datasets]` with one entry).
+pub fn expand(spec: &ExperimentSpec, dataset: &DatasetSummary) -> Result<Plan, CoordError> {
+    let tag = match spec.datasets.keys().next() {
+        Some(t) if spec.dataset.is_none() => {
+            if spec.datasets.len() > 1 {
+                return Err(spec.error(
+                    &[PathSeg::Key("datasets")],
+                    format!("the spec names {} prepared files; expand it with all of them (expand_multi)", spec.datasets.len()),
+                ));
+            }
+            t.clone()
+        }
+        _ => dataset.info.keyframes.clone(),
+    };
+    expand_multi(spec, &BTreeMap::from([(tag, dataset.clone())]))
+}
+
+/// One combination of the axes before resolution.
+pub(super) struct Combo {
+    method: Method,
+    loss: LossKind,
+    alpha: Option<f64>,
+    prior: bool,
+    frozen: usize,
+    tag: String,
+    seed: u64,
+}
+
+/// Expands a spec against the summaries of its prepared files (keyed by key-frame tag, as
+/// [`load_datasets`] returns them).
+pub fn expand_multi(
+    spec: &ExperimentSpec,
+    datasets: &BTreeMap<String, DatasetSummary>,
+) -> Result<Plan, CoordError> {
+    let tags = key_frame_tags(spec, datasets)?;
+    let parts = resolve_parts(spec, datasets, &tags)?;
+    let folds_of = fold_sets(spec, datasets, &tags, &parts)?;
+    let (combos, skipped) = combinations(spec, &tags);
+    let sweep_points = sweep_points(spec, datasets, combos);
+    let tasks = tasks(spec, &parts, &sweep_points, &folds_of);
+    let datasets_by_hash = tags
+        .iter()
+        .map(|t| (datasets[t].hash.clone(), datasets[t].path.clone()))
+        .collect();
+    Ok(Plan {
+        experiment: spec.name.clone(),
+        spec_hash: spec.spec_hash(),
+        scheme: spec.scheme,
+        parts,
+        sweep_points,
+        tasks,
+        folds: union_folds(folds_of.values().flatten()),
+        datasets: datasets_by_hash,
+        skipped,
+    })
+}
+
+/// The key-frame tags (the sweep's, or every dataset given), each checked against its file: the tag
+/// names the file's key-frame method, the file holds every method's input group, and MERSiamC3D's
+/// geometry fits its flow tensor.
+fn key_frame_tags(
+    spec: &ExperimentSpec,
+    datasets: &BTreeMap<String, DatasetSummary>,
+) -> Result<Vec<String>, CoordError> {
+    use PathSeg::{Index, Key};
+    // Key-frame tags: the sweep's, or every dataset given.
+    let tags: Vec<String> = match &spec.sweep.keyframes {
+        Some(t) => t.clone(),
+        None => datasets.keys().cloned().collect(),
+    };
+    if tags.is_empty() {
+        return Err(CoordError::Plan("no prepared dataset given".into()));
+    }
+    for (i, tag) in tags.iter().enumerate() {
+        let Some(ds) = datasets.get(tag) else {
+            let known: Vec<&str> = datasets.keys().map(String::as_str).collect();
+            return Err(spec.error(
+                &[Key("sweep"), Key("keyframes"), Index(i)],
+                format!("key-frame tag '{tag}' does not match the prepared file(s): their key-frame method is {}", known.join(", ")),
+            ));
+        };
+        let method = &ds.info.keyframes;
+        if tag != method && !tag.starts_with(&format!("{method}-")) {
+            let path: Vec<PathSeg<'_>> = if spec.sweep.keyframes.is_some() {
+                vec![Key("sweep"), Key("keyframes"), Index(i)]
+            } else {
+                vec![Key("datasets"), Key(tag)]
+            };
+            return Err(spec.error(
+                &path,
+                format!("key-frame tag '{tag}' does not match {}: it was prepared with key-frames '{method}'", ds.path.display()),
+            ));
+        }
+        let m = &spec.train.model;
+        let methods = spec.method_axis();
+        for (j, method) in methods.iter().enumerate() {
+            if let Some(g) = method.inputs().iter().find(|g| !ds.info.has_group(**g)) {
+                let path: Vec<PathSeg<'_>> = if spec.sweep.method.is_some() {
+                    vec![Key("sweep"), Key("method"), Index(j)]
+                } else {
+                    vec![Key("method")]
+                };
+                return Err(spec.error(
+                    &path,
+                    format!(
+                        "method '{method}' needs the '{}' tensor group, which {} lacks: prepare it again with `mer prep ... {}`",
+                        g.key(),
+                        ds.path.display(),
+                        g.prep_flag()
+                    ),
+                ));
+            }
+        }
+        let runs_engine = methods.contains(&Method::Mersiamc3d);
+        if runs_engine
+            && (m.frames != ds.info.frames as i64 || m.channels != ds.info.channels.len() as i64)
+        {
+            return Err(spec.error(
+                &[Key("train"), Key("model")],
+                format!(
+                    "model expects {} frames x {} channels, {} holds {} x {} ({})",
+                    m.frames,
+                    m.channels,
+                    ds.path.display(),
+                    ds.info.frames,
+                    ds.info.channels.len(),
+                    ds.info.channels.join(",")
+                ),
+            ));
+        }
+    }
+    Ok(tags)
+}
+
+/// The dataset parts: the spec's (each present and labelled in every file), or every part with a
+/// sample labelled under the scheme; sorted.
+fn resolve_parts(
+    spec: &ExperimentSpec,
+    datasets: &BTreeMap<String, DatasetSummary>,
+    tags: &[String],
+) -> Result<Vec<Dataset>, CoordError> {
+    use PathSeg::{Index, Key};
+    // Parts: the spec's (each present and labelled), or every part with a labelled sample.
+    let labelled = |ds: &DatasetSummary, part: Dataset| {
+        ds.samples
+            .iter()
+            .filter(|s| s.dataset == part && s.labels.contains_key(spec.scheme.key()))
+            .count()
+    };
+    let present = |ds: &DatasetSummary, part: Dataset| ds.samples.iter().any(|s| s.dataset == part);
+    let mut parts: Vec<Dataset> = match &spec.parts {
+        Some(p) => {
+            for (i, part) in p.iter().enumerate() {
+                for tag in tags {
+                    let ds = &datasets[tag];
+                    if !present(ds, *part) {
+                        return Err(spec.error(
+                            &[Key("parts"), Index(i)],
+                            format!(
+                                "part '{part}' is not in the prepared file {}",
+                                ds.path.display()
+                            ),
+                        ));
+                    }
+                    if labelled(ds, *part) == 0 {
+                        return Err(spec.error(
+                            &[Key("parts"), Index(i)],
+                            format!(
+                                "part '{part}' of {} has no sample labelled under scheme {}",
+                                ds.path.display(),
+                                spec.scheme
+                            ),
+                        ));
+                    }
+                }
+            }
+            p.clone()
+        }
+        None => Dataset::ALL
+            .into_iter()
+            .filter(|d| tags.iter().any(|t| labelled(&datasets[t], *d) > 0))
+            .collect(),
+    };
+    parts.sort();
+    if parts.is_empty() {
+        let files: Vec<String> = tags
+            .iter()
+            .map(|t| datasets[t].path.display().to_string())
+            .collect();
+        return Err(spec.error(
+            &[Key("scheme")],
+            format!(
+                "no sample of {} is labelled under scheme {}: nothing to train on",
+                files.join(", "),
+                spec.scheme
+            ),
+        ));
+    }
+    Ok(parts)
+}
+
+/// The LOSO folds of each tag's file over the parts (at least 2 each).
+fn fold_sets<'t>(
+    spec: &ExperimentSpec,
+    datasets: &BTreeMap<String, DatasetSummary>,
+    tags: &'t [String],
+    parts: &[Dataset],
+) -> Result<BTreeMap<&'t str, Vec<String>>, CoordError> {
+    let folds_of: BTreeMap<&str, Vec<String>> = tags
+        .iter()
+        .map(|t| {
+            (
+                t.as_str(),
+                loso_folds(&datasets[t].samples, spec.scheme, &parts),
+            )
+        })
+        .collect();
+    for (t, f) in &folds_of {
+        if f.len() < 2 {
+            return Err(CoordError::Plan(format!(
+                "{} has {} subject(s) labelled under {} in parts {:?}: LOSO needs at least 2",
+                datasets[*t].path.display(),
+                f.len(),
+                spec.scheme,
+                parts.iter().map(|p| p.key()).collect::<Vec<_>>()
+            )));
+        }
+    }
+    Ok(folds_of)
+}
+
+/// Every combination of the sweep axes, MERSiamC3D's first, and the combinations dropped (with why).
+fn combinations(spec: &ExperimentSpec, tags: &[String]) -> (Vec<Combo>, Vec<String>) {
+    // The cartesian product, in axis order loss, alpha, prior, frozen, keyframes, seed.
+    let alphas: Vec<Option<f64>> = match &spec.sweep.alpha {
+        Some(a) => a.iter().map(|x| Some(*x)).collect(),
+        None => vec![None],
+    };
+    let priors = spec.priors();
+    let mut combos = Vec::new();
+    let mut skipped = Vec::new();
+    // A baseline has none of MERSiamC3D's axes: one combination per key-frame tag and seed.
+    for method in spec
+        .method_axis()
+        .into_iter()
+        .filter(|m| *m != Method::Mersiamc3d)
+    {
+        for tag in tags {
+            for seed in spec.seeds() {
+                combos.push(Combo {
+                    method,
+                    loss: LossKind::CrossEntropy,
+                    alpha: None,
+                    prior: false,
+                    frozen: 0,
+                    tag: tag.clone(),
+                    seed,
+                });
+            }
+        }
+    }
+    let engine_axes = if spec.method_axis().contains(&Method::Mersiamc3d) {
+        spec.losses()
+    } else {
+        vec![]
+    };
+    for loss in engine_axes {
+        for alpha in &alphas {
+            for prior in &priors {
+                for frozen in spec.frozen() {
+                    for tag in tags {
+                        for seed in spec.seeds() {
+                            if !prior && frozen > 0 {
+                                skipped.push(format!(
+                                    "prior=false with frozen_layers={frozen}: frozen layers need prior-learned weights"
+                                ));
+                                continue;
+                            }
+                            combos.push(Combo {
+                                method: Method::Mersiamc3d,
+                                loss,
+                                alpha: *alpha,
+                                prior: *prior,
+                                frozen,
+                                tag: tag.clone(),
+                                seed,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    skipped.sort();
+    skipped.dedup();
+    // MERSiamC3D's points first (their indices are what they were before methods existed), then the
+    // baselines in the order of the method axis.
+    let order = spec.method_axis();
+    combos.sort_by_key(|c| {
+        (
+            c.method != Method::Mersiamc3d,
+            order.iter().position(|m| *m == c.method),
+        )
+    });
+    (combos, skipped)
+}
+
+/// The sweep points: each combination resolved to its training settings, those that resolve to the same
+/// settings collapsed into one, with its label and swept values.
+fn sweep_points(
+    spec: &ExperimentSpec,
+    datasets: &BTreeMap<String, DatasetSummary>,
+    combos: Vec<Combo>,
+) -> Vec<SweepPoint> {
+    let mut sweep_points: Vec<SweepPoint> = Vec::new();
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    for c in combos {
+        let ds = &datasets[&c.tag];
+        let baseline = spec.methods.settings(c.method);
+        if let Some(b) = &baseline {
+            // A baseline uses only the device, thread count and seed of `[train]`.
+            let train = TrainConfig {
+                device: spec.train.device.clone(),
+                threads: spec.train.threads,
+                fast_path: spec.train.fast_path,
+                seed: c.seed,
+                ..TrainConfig::default()
+            };
+            let identity = canonical_json(
+                &json!({ "dataset": ds.hash, "baseline": to_value(b), "seed": c.seed }),
+            );
+            if seen.contains_key(&identity) {
+                continue;
+            }
+            let mut values = BTreeMap::new();
+            values.insert("method".to_string(), json!(c.method.key()));
+            let mut label = vec![format!("method={}", c.method.key())];
+            if spec.sweep.keyframes.is_some() || datasets.len() > 1 {
+                values.insert("keyframes".to_string(), json!(c.tag));
+                label.push(format!("keyframes={}", c.tag));
+            }
+            if spec.sweep.seeds.is_some() {
+                values.insert("seed".to_string(), json!(c.seed));
+                label.push(format!("seed={}", c.seed));
+            }
+            let index = sweep_points.len() as u32;
+            seen.insert(identity, index);
+            sweep_points.push(SweepPoint {
+                index,
+                label: safe_label(&label.join(",")),
+                values,
+                method: c.method,
+                baseline,
+                keyframes: c.tag.clone(),
+                dataset_hash: ds.hash.clone(),
+                train,
+            });
+            continue;
+        }
+        let mut train = spec.train.clone();
+        train.prior.enabled = c.prior;
+        train.target.frozen_layers = c.frozen;
+        train.seed = c.seed;
+        train.target.loss = match c.loss {
+            LossKind::CrossEntropy => LossConfig::CrossEntropy,
+            LossKind::Focal => {
+                let (gamma, alpha) = match &spec.train.target.loss {
+                    LossConfig::Focal { gamma, alpha } => (*gamma, alpha.clone()),
+                    LossConfig::CrossEntropy => (2.0, Alpha::Scalar(1.0)),
+                };
+                LossConfig::Focal {
+                    gamma,
+                    alpha: c.alpha.map(Alpha::Scalar).unwrap_or(alpha),
+                }
+            }
+        };
+        if !c.prior {
+            // Prior settings do not matter without prior learning: normalise them so equal points collapse.
+            train.prior = mer_shared::train_config::PriorConfig {
+                enabled: false,
+                ..Default::default()
+            };
+        }
+        let identity = canonical_json(&json!({ "dataset": ds.hash, "train": to_value(&train) }));
+        if seen.contains_key(&identity) {
+            continue;
+        }
+        let mut values = BTreeMap::new();
+        let mut label = Vec::new();
+        let sw = &spec.sweep;
+        if sw.method.is_some() {
+            values.insert("method".to_string(), json!(Method::Mersiamc3d.key()));
+            label.push(format!("method={}", Method::Mersiamc3d.key()));
+        }
+        if sw.loss.is_some() {
+            values.insert("loss".to_string(), json!(c.loss.key()));
+            label.push(format!("loss={}", c.loss.key()));
+        }
+        if let (Some(a), LossKind::Focal) = (c.alpha, c.loss) {
+            values.insert("alpha".to_string(), json!(a));
+            label.push(format!("alpha={a}"));
+        }
+        if sw.prior.is_some() {
+            values.insert("prior".to_string(), json!(c.prior));
+            label.push(format!("prior={}", c.prior));
+        }
+        if sw.frozen_layers.is_some() && (c.prior || sw.prior.is_none()) {
+            values.insert("frozen_layers".to_string(), json!(c.frozen));
+            label.push(format!("frozen={}", c.frozen));
+        }
+        if sw.keyframes.is_some() || datasets.len() > 1 {
+            values.insert("keyframes".to_string(), json!(c.tag));
+            label.push(format!("keyframes={}", c.tag));
+        }
+        if sw.seeds.is_some() {
+            values.insert("seed".to_string(), json!(c.seed));
+            label.push(format!("seed={}", c.seed));
+        }
+        let label = if label.is_empty() {
+            "default".to_string()
+        } else {
+            safe_label(&label.join(","))
+        };
+        let index = sweep_points.len() as u32;
+        seen.insert(identity, index);
+        sweep_points.push(SweepPoint {
+            index,
+            label,
+            values,
+            method: Method::Mersiamc3d,
+            baseline: None,
+            keyframes: c.tag.clone(),
+            dataset_hash: ds.hash.clone(),
+            train,
+        });
+    }
+    sweep_points
+}
+
+/// The tasks: one prior task per fold and distinct prior setting (for MERSiamC3D points with prior
+/// learning), then one target task per sweep point and fold.
+fn tasks(
+    spec: &ExperimentSpec,
+    parts: &[Dataset],
+    sweep_points: &[SweepPoint],
+    folds_of: &BTreeMap<&str, Vec<String>>,
+) -> Vec<TaskDef> {
+    // Tasks: prior tasks (deduplicated by key), then target tasks.
+    let mut priors_by_key: BTreeMap<String, TaskDef> = BTreeMap::new();
+    let mut prior_order: Vec<String> = Vec::new();
+    let mut targets = Vec::new();
+    for sp in sweep_points {
+        for fold in &folds_of[sp.keyframes.as_str()] {
+            let prior_key = if sp.method.has_prior() && sp.train.prior.enabled {
+                let mut train = sp.train.clone();
+                train.target = TargetConfig::default();
+                train.seed = derive_seed(sp.train.seed, fold, TaskKind::Prior);
+                let payload = TaskPayload {
+                    dataset_hash: sp.dataset_hash.clone(),
+                    scheme: spec.scheme,
+                    parts: parts.to_vec(),
+                    test_subject: fold.to_string(),
+                    train,
+                    prior_key: None,
+                    baseline: None,
+                };
+                let key = self::prior_key(&payload);
+                if !priors_by_key.contains_key(&key) {
+                    prior_order.push(key.clone());
+                    priors_by_key.insert(
+                        key.clone(),
+                        TaskDef {
+                            key: key.clone(),
+                            kind: TaskKind::Prior,
+                            fold: fold.to_string(),
+                            sweep_point: None,
+                            deps: vec![],
+                            payload,
+                        },
+                    );
+                }
+                Some(key)
+            } else {
+                None
+            };
+            let mut train = sp.train.clone();
+            train.seed = derive_seed(sp.train.seed, fold, TaskKind::Target);
+            let payload = TaskPayload {
+                dataset_hash: sp.dataset_hash.clone(),
+                scheme: spec.scheme,
+                parts: parts.to_vec(),
+                test_subject: fold.to_string(),
+                train,
+                prior_key: prior_key.clone(),
+                baseline: sp.baseline.clone(),
+            };
+            let key = target_key(&payload);
+            targets.push(TaskDef {
+                key,
+                kind: TaskKind::Target,
+                fold: fold.to_string(),
+                sweep_point: Some(sp.index),
+                deps: prior_key.into_iter().collect(),
+                payload,
+            });
+        }
+    }
+    let mut tasks: Vec<TaskDef> = prior_order
+        .iter()
+        .filter_map(|k| priors_by_key.remove(k))
+        .collect();
+    tasks.extend(targets);
+    tasks
+}

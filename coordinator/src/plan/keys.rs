@@ -1,0 +1,86 @@
+//! Task keys (what determines a task's result, hashed) and the derivation of task seeds.
+
+use super::{TaskKind, TaskPayload, TASK_KEY_VERSION};
+use mer_shared::digest::sha256_json;
+use mer_shared::method::BaselineSettings;
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// Derives a task's seed from the base seed, the fold and the stage (deterministic, documented): the
+/// first 8 bytes (little-endian) of sha256(`mer-seed/1|{base}|{fold}|{stage}`). Sweep points of one fold
+/// share it (common random numbers: they differ only in the swept setting).
+pub fn derive_seed(base: u64, fold: &str, stage: TaskKind) -> u64 {
+    let d = Sha256::digest(format!("mer-seed/1|{base}|{fold}|{}", stage.key()).as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(b)
+}
+
+pub(super) fn to_value<T: Serialize>(v: &T) -> Value {
+    // Plain data structs (no maps with non-string keys) always serialise.
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// The key of a prior task: what prior learning depends on.
+pub fn prior_key(payload: &TaskPayload) -> String {
+    let t = &payload.train;
+    let v = json!({
+        "version": TASK_KEY_VERSION,
+        "kind": "prior",
+        "prior_scope": "per_fold",
+        "dataset": payload.dataset_hash,
+        "scheme": payload.scheme,
+        "parts": payload.parts,
+        "test_subject": payload.test_subject,
+        "model": to_value(&t.model),
+        "prior": to_value(&t.prior),
+        "augment": to_value(&t.augment),
+        "fast_path": t.fast_path,
+        "seed": t.seed,
+    });
+    sha256_json(&v)
+}
+
+/// The key of a target task: the target stage's settings, the prior task's key (which covers prior
+/// learning) or `null` for from-scratch training. A baseline's task is keyed by its method's settings
+/// instead ([`baseline_key`]).
+pub fn target_key(payload: &TaskPayload) -> String {
+    if let Some(b) = &payload.baseline {
+        return baseline_key(payload, b);
+    }
+    let t = &payload.train;
+    let v = json!({
+        "version": TASK_KEY_VERSION,
+        "kind": "target",
+        "dataset": payload.dataset_hash,
+        "scheme": payload.scheme,
+        "parts": payload.parts,
+        "test_subject": payload.test_subject,
+        "model": to_value(&t.model),
+        "prior_enabled": t.prior.enabled,
+        "prior_key": payload.prior_key,
+        "target": to_value(&t.target),
+        "augment": to_value(&t.augment),
+        "fast_path": t.fast_path,
+        "seed": t.seed,
+    });
+    sha256_json(&v)
+}
+
+/// The key of a baseline method's task: its settings, the data, the fold and the seed (MERSiamC3D's
+/// `[train]` settings, the device and the thread count do not matter to it).
+fn baseline_key(payload: &TaskPayload, settings: &BaselineSettings) -> String {
+    let v = json!({
+        "version": TASK_KEY_VERSION,
+        "kind": "target",
+        "method": settings.method(),
+        "settings": to_value(settings),
+        "dataset": payload.dataset_hash,
+        "scheme": payload.scheme,
+        "parts": payload.parts,
+        "test_subject": payload.test_subject,
+        "seed": payload.train.seed,
+    });
+    sha256_json(&v)
+}

@@ -1,0 +1,155 @@
+//! Expansion of a spec into a task graph: one prior-learning task per LOSO fold (and base seed), then one
+//! target task per (fold, sweep point) that depends on it.
+//!
+//! A task's key is the sha256 of a canonical JSON of everything that determines its result and nothing
+//! else (not the experiment's name, not the device or thread count): two experiments that share a fold and
+//! a sweep point share the task, so a finished result is reused across experiments and restarts.
+
+//!
+//! The module is split by concern: `datasets` (prepared-file summaries the planner reads), `keys` (task
+//! keys and seeds), `expand` (the expansion itself, in named phases).
+
+mod datasets;
+mod expand;
+mod keys;
+#[cfg(test)]
+pub(crate) mod tests;
+
+pub use datasets::{dataset_summary, load_datasets, preflight};
+pub use expand::{expand, expand_multi, plan_spec};
+pub use keys::{derive_seed, prior_key, target_key};
+pub use mer_shared::task::{DatasetSummary, TaskKind, TaskPayload, TASK_KEY_VERSION};
+
+use mer_shared::method::{BaselineSettings, Method};
+use mer_shared::train_config::TrainConfig;
+use mer_shared::{Dataset, LabelScheme};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// One node of the task graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDef {
+    /// sha256 hex of everything that determines the result (see the module docs).
+    pub key: String,
+    /// Prior or target.
+    pub kind: TaskKind,
+    /// The fold, `dataset/subject`.
+    pub fold: String,
+    /// Sweep point index (target tasks), `None` for prior tasks (shared by several sweep points).
+    pub sweep_point: Option<u32>,
+    /// Keys of the tasks that must finish first.
+    pub deps: Vec<String>,
+    /// What the worker runs.
+    pub payload: TaskPayload,
+}
+
+/// One point of the sweep's cartesian product (after collapsing duplicates).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepPoint {
+    /// 0-based index in the plan.
+    pub index: u32,
+    /// Human-readable, file-name-safe label of the swept values, e.g. `alpha=2,frozen=1` (`default` when
+    /// nothing is swept).
+    pub label: String,
+    /// The swept axes' values (`method`, `loss`, `alpha`, `prior`, `frozen_layers`, `keyframes`, `seed`);
+    /// an axis irrelevant for this point (alpha under cross-entropy, any MERSiamC3D axis for a baseline)
+    /// is left out.
+    pub values: BTreeMap<String, Value>,
+    /// The recognition method.
+    #[serde(default)]
+    pub method: Method,
+    /// A baseline's resolved settings (`None` for MERSiamC3D, whose settings are `train`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineSettings>,
+    /// Key-frame tag of the point's dataset.
+    pub keyframes: String,
+    /// sha256 of the point's prepared file.
+    pub dataset_hash: String,
+    /// The resolved training settings before the per-fold seed derivation (`seed` = the base seed).
+    pub train: TrainConfig,
+}
+
+/// The expanded experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Experiment name.
+    pub experiment: String,
+    /// Hash of the spec ([`ExperimentSpec::spec_hash`]).
+    pub spec_hash: String,
+    /// Label scheme.
+    pub scheme: LabelScheme,
+    /// Parts included (sorted).
+    pub parts: Vec<Dataset>,
+    /// Sweep points.
+    pub sweep_points: Vec<SweepPoint>,
+    /// Every task: prior tasks first, then target tasks by sweep point and fold.
+    pub tasks: Vec<TaskDef>,
+    /// LOSO folds (`dataset/subject`), in dataset then subject order (union over the datasets used).
+    pub folds: Vec<String>,
+    /// Prepared files by hash (what workers download).
+    pub datasets: BTreeMap<String, PathBuf>,
+    /// Combinations of the cartesian product that were dropped, with the reason.
+    pub skipped: Vec<String>,
+}
+
+impl Plan {
+    /// Target tasks of one sweep point.
+    pub fn targets_of(&self, point: u32) -> impl Iterator<Item = &TaskDef> {
+        self.tasks
+            .iter()
+            .filter(move |t| t.kind == TaskKind::Target && t.sweep_point == Some(point))
+    }
+
+    /// A task by key.
+    pub fn task(&self, key: &str) -> Option<&TaskDef> {
+        self.tasks.iter().find(|t| t.key == key)
+    }
+
+    /// A human-readable overview (for a dry run): folds, sweep points, task counts, skipped combinations.
+    pub fn describe(&self) -> String {
+        let priors = self
+            .tasks
+            .iter()
+            .filter(|t| t.kind == TaskKind::Prior)
+            .count();
+        let targets = self.tasks.len() - priors;
+        let parts: Vec<&str> = self.parts.iter().map(|p| p.key()).collect();
+        let mut out = format!(
+            "experiment {}: scheme {}, parts {}, {} LOSO folds\n{} sweep point(s), {} tasks ({} prior, {} target)\n",
+            self.experiment,
+            self.scheme,
+            parts.join(","),
+            self.folds.len(),
+            self.sweep_points.len(),
+            self.tasks.len(),
+            priors,
+            targets
+        );
+        for sp in &self.sweep_points {
+            let n = self.targets_of(sp.index).count();
+            out += &format!(
+                "  [{}] {} ({} target tasks, key-frames {})\n",
+                sp.index, sp.label, n, sp.keyframes
+            );
+        }
+        for s in &self.skipped {
+            out += &format!("  skipped: {s}\n");
+        }
+        out
+    }
+}
+
+/// Keeps a label usable as a file name: letters, digits and `=,._-` stay, anything else becomes `_`.
+pub fn safe_label(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "=,._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

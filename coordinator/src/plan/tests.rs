@@ -1,0 +1,571 @@
+//! The planner's tests: expansion, keys, seeds, errors located in the spec, every example spec.
+
+use super::*;
+use crate::spec::parse_spec;
+use mer_shared::composite::composite_list;
+use mer_shared::digest::sha256_hex;
+use mer_shared::prepared::{PrepInfo, Prepared, SampleMeta};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// A prepared-file summary with the composite's 442 samples and labels under megc3 (and, for CASME II
+/// and SAMM, a synthetic objective5 label), without any tensor.
+pub(crate) fn composite_summary(keyframes: &str) -> DatasetSummary {
+    let samples = composite_list()
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut labels = BTreeMap::from([("megc3".to_string(), e.label)]);
+            if e.dataset != Dataset::Smic {
+                labels.insert("objective5".to_string(), i % 5);
+            }
+            SampleMeta {
+                labels,
+                ..mer_shared::fixtures::sample(e.dataset, &e.subject, &e.filename, &[])
+            }
+        })
+        .collect();
+    DatasetSummary {
+        hash: sha256_hex(keyframes.as_bytes()),
+        path: PathBuf::from(format!("{keyframes}.safetensors")),
+        info: PrepInfo {
+            keyframes: keyframes.into(),
+            interpolator: "farneback-warp-blend".into(),
+            crop: "haar".into(),
+            ..mer_shared::fixtures::prep_info("test", 112, 10)
+        },
+        samples,
+    }
+}
+
+const HEAD: &str = "name = \"t\"\ndataset = \"d.safetensors\"\nscheme = \"megc3\"\n";
+
+fn plan(extra: &str) -> Plan {
+    let spec = parse_spec("s.toml", &format!("{HEAD}{extra}")).unwrap();
+    expand(&spec, &composite_summary("adaptive")).unwrap()
+}
+
+/// `composite_summary` with both optional baseline groups recorded.
+pub(crate) fn composite_with_groups(keyframes: &str) -> DatasetSummary {
+    let mut s = composite_summary(keyframes);
+    s.info.apex_flow = Some(mer_shared::prepared::ApexFlowInfo {
+        size: 28,
+        channels: vec!["u".into(), "v".into(), "strain".into()],
+    });
+    s.info.tim10 = Some(mer_shared::prepared::Tim10Info {
+        size: 112,
+        frames: 10,
+    });
+    s
+}
+
+#[test]
+fn methods_are_a_sweep_axis_and_baselines_have_no_prior_stage() {
+    let spec = |extra: &str| parse_spec("s.toml", &format!("{HEAD}{extra}")).unwrap();
+    let old = expand(
+        &spec("[sweep]\nalpha = [1, 4]\n"),
+        &composite_with_groups("adaptive"),
+    )
+    .unwrap();
+    let p = expand(
+        &spec("[sweep]\nalpha = [1, 4]\nmethod = [\"lbptop_svm\", \"mersiamc3d\", \"ststnet\", \"offapexnet\"]\n"),
+        &composite_with_groups("adaptive"),
+    )
+    .unwrap();
+    // Two MERSiamC3D points (the alpha axis) first, with the old points' task keys; one point per
+    // baseline (the alpha axis does not multiply them), in the axis' order.
+    let methods: Vec<Method> = p.sweep_points.iter().map(|s| s.method).collect();
+    assert_eq!(
+        methods,
+        vec![
+            Method::Mersiamc3d,
+            Method::Mersiamc3d,
+            Method::LbptopSvm,
+            Method::Ststnet,
+            Method::Offapexnet
+        ]
+    );
+    assert_eq!(p.sweep_points[2].label, "method=lbptop_svm");
+    assert_eq!(p.sweep_points[0].label, "method=mersiamc3d,alpha=1");
+    let keys =
+        |p: &Plan, i: u32| -> Vec<String> { p.targets_of(i).map(|t| t.key.clone()).collect() };
+    assert_eq!(keys(&p, 0), keys(&old, 0));
+    assert_eq!(keys(&p, 1), keys(&old, 1));
+    let priors = p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count();
+    assert_eq!(priors, 68, "prior tasks only for MERSiamC3D");
+    assert_eq!(p.tasks.len(), 68 + 5 * 68);
+    for i in 2..5 {
+        for t in p.targets_of(i) {
+            assert!(t.deps.is_empty() && t.payload.prior_key.is_none());
+            assert_eq!(t.payload.method(), p.sweep_points[i as usize].method);
+            assert_ne!(t.payload.test_subject, "");
+        }
+    }
+    // Baseline keys depend on the method's settings and the seed, not on MERSiamC3D's `[train]`.
+    let st = |extra: &str| {
+        expand(
+            &spec(&format!("method = \"ststnet\"\n{extra}")),
+            &composite_with_groups("adaptive"),
+        )
+        .unwrap()
+    };
+    let base = keys(&st(""), 0);
+    assert_eq!(base, keys(&p, 3));
+    assert_eq!(base, keys(&st("[train.target.optim]\nlr = 0.1\n"), 0));
+    assert_ne!(base, keys(&st("[methods.ststnet]\nepochs = 5\n"), 0));
+    assert_ne!(base, keys(&st("[train]\nseed = 9\n"), 0));
+    assert_eq!(st("").sweep_points[0].label, "method=ststnet");
+    // Every fold of a baseline is a fold of MERSiamC3D: the same folds.
+    let folds = |i: u32| p.targets_of(i).map(|t| t.fold.clone()).collect::<Vec<_>>();
+    assert_eq!(folds(0), folds(4));
+}
+
+#[test]
+fn a_method_whose_inputs_are_missing_is_refused_with_the_prep_flag() {
+    let spec = parse_spec(
+        "s.toml",
+        &format!("{HEAD}[sweep]\nmethod = [\"mersiamc3d\", \"lbptop_svm\"]\n"),
+    )
+    .unwrap();
+    let e = expand(&spec, &composite_summary("adaptive"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("lbptop_svm") && e.contains("--tim10") && e.contains("s.toml:5"),
+        "{e}"
+    );
+    let mut only_apex = composite_with_groups("adaptive");
+    only_apex.info.tim10 = None;
+    let spec = parse_spec("s.toml", &format!("{HEAD}method = \"offapexnet\"\n")).unwrap();
+    assert!(expand(&spec, &only_apex).is_ok());
+    let spec = parse_spec("s.toml", &format!("{HEAD}method = \"lbptop_svm\"\n")).unwrap();
+    let e = expand(&spec, &only_apex).unwrap_err().to_string();
+    assert!(e.contains("--tim10") && e.contains("s.toml:4"), "{e}");
+    // Bad settings are located in their table.
+    let e = parse_spec(
+        "s.toml",
+        &format!("{HEAD}method = \"ststnet\"\n[methods.ststnet]\nlr = 0\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("s.toml:6") && e.contains("lr"), "{e}");
+    let e = parse_spec(
+        "s.toml",
+        &format!("{HEAD}[sweep]\nmethod = [\"ststnet\", \"ststnet\"]\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("twice"), "{e}");
+}
+
+#[test]
+fn composite_expands_to_68_folds_per_sweep_point() {
+    let p = plan("[sweep]\nalpha = [1, 2, 3]\nfrozen_layers = [0, 1]\n");
+    assert_eq!(p.folds.len(), 68);
+    assert_eq!(p.sweep_points.len(), 6);
+    let priors = p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count();
+    let targets = p
+        .tasks
+        .iter()
+        .filter(|t| t.kind == TaskKind::Target)
+        .count();
+    assert_eq!(
+        priors, 68,
+        "one prior task per fold, shared by every sweep point"
+    );
+    assert_eq!(targets, 68 * 6);
+    // Prior tasks come first and every target depends on its fold's prior task.
+    assert!(p.tasks[..68].iter().all(|t| t.kind == TaskKind::Prior));
+    for t in p.tasks.iter().filter(|t| t.kind == TaskKind::Target) {
+        assert_eq!(t.deps.len(), 1);
+        let prior = p.task(&t.deps[0]).unwrap();
+        assert_eq!(prior.fold, t.fold);
+        assert_eq!(t.payload.prior_key.as_deref(), Some(prior.key.as_str()));
+    }
+    let keys: BTreeSet<&str> = p.tasks.iter().map(|t| t.key.as_str()).collect();
+    assert_eq!(keys.len(), p.tasks.len(), "keys are unique");
+    assert_eq!(p.sweep_points[0].label, "alpha=1,frozen=0");
+    assert_eq!(p.folds[0], "smic/s01");
+    assert_eq!(p.folds[16], "casme2/sub01");
+    assert_eq!(p.parts, vec![Dataset::Smic, Dataset::Casme2, Dataset::Samm]);
+}
+
+#[test]
+fn seeds_multiply_prior_tasks_and_no_prior_has_no_dependency() {
+    let p = plan("[sweep]\nseeds = [1, 2]\nprior = [true, false]\nfrozen_layers = [0, 2]\n");
+    // (prior=true: frozen 0, 2) + (prior=false: frozen 0) = 3 points x 2 seeds.
+    assert_eq!(p.sweep_points.len(), 6);
+    assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
+    assert_eq!(
+        p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count(),
+        68 * 2
+    );
+    let d = p.describe();
+    assert!(
+        d.contains("68 LOSO folds")
+            && d.contains("6 sweep point(s), 544 tasks (136 prior, 408 target)"),
+        "{d}"
+    );
+    assert!(
+        d.contains("skipped: prior=false with frozen_layers=2"),
+        "{d}"
+    );
+    let no_prior: Vec<&SweepPoint> = p
+        .sweep_points
+        .iter()
+        .filter(|s| !s.train.prior.enabled)
+        .collect();
+    assert_eq!(no_prior.len(), 2);
+    assert_eq!(no_prior[0].label, "prior=false,seed=1");
+    for t in p.targets_of(no_prior[0].index) {
+        assert!(t.deps.is_empty() && t.payload.prior_key.is_none());
+    }
+    // Each seed's targets depend on that seed's prior tasks.
+    let s1 = p
+        .sweep_points
+        .iter()
+        .find(|s| s.label == "prior=true,frozen=2,seed=1")
+        .unwrap();
+    let s2 = p
+        .sweep_points
+        .iter()
+        .find(|s| s.label == "prior=true,frozen=2,seed=2")
+        .unwrap();
+    let d1: Vec<_> = p.targets_of(s1.index).map(|t| t.deps[0].clone()).collect();
+    let d2: Vec<_> = p.targets_of(s2.index).map(|t| t.deps[0].clone()).collect();
+    assert!(d1.iter().zip(&d2).all(|(a, b)| a != b));
+}
+
+#[test]
+fn duplicate_and_irrelevant_combinations_collapse() {
+    let p = plan("[sweep]\nalpha = [2, 2.0, 3]\nloss = [\"focal\", \"cross_entropy\"]\n");
+    let labels: Vec<&str> = p.sweep_points.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        vec![
+            "loss=focal,alpha=2",
+            "loss=focal,alpha=3",
+            "loss=cross_entropy"
+        ]
+    );
+    assert_eq!(
+        p.tasks
+            .iter()
+            .filter(|t| t.kind == TaskKind::Target)
+            .count(),
+        68 * 3
+    );
+}
+
+#[test]
+fn keys_are_stable_and_depend_only_on_what_matters() {
+    let base = plan("[sweep]\nalpha = [2]\n");
+    let again = plan("[sweep]\nalpha = [2]\n");
+    assert_eq!(base.tasks, again.tasks);
+    // The experiment name and description are not part of any key.
+    let spec = parse_spec("o.toml", "name = \"other\"\ndescription = \"x\"\ndataset = \"elsewhere.safetensors\"\nscheme = \"megc3\"\n[sweep]\nalpha = [2]\n").unwrap();
+    let other = expand(&spec, &composite_summary("adaptive")).unwrap();
+    assert_eq!(base.tasks, other.tasks);
+    // Device, thread count, retries and lease length do not change keys either.
+    let dev = plan("max_attempts = 9\nlease_seconds = 5\n[train]\ndevice = \"cpu\"\nthreads = 2\n[sweep]\nalpha = [2]\n");
+    assert_eq!(
+        dev.tasks.iter().map(|t| &t.key).collect::<Vec<_>>(),
+        base.tasks.iter().map(|t| &t.key).collect::<Vec<_>>()
+    );
+    // A sweep point shared with a bigger experiment has the same tasks.
+    let big = plan("[sweep]\nalpha = [1, 2, 3]\n");
+    let shared: BTreeSet<&str> = big.tasks.iter().map(|t| t.key.as_str()).collect();
+    assert!(base.tasks.iter().all(|t| shared.contains(t.key.as_str())));
+
+    let target_keys = |p: &Plan| -> BTreeSet<String> {
+        p.tasks
+            .iter()
+            .filter(|t| t.kind == TaskKind::Target)
+            .map(|t| t.key.clone())
+            .collect()
+    };
+    let prior_keys = |p: &Plan| -> BTreeSet<String> {
+        p.tasks
+            .iter()
+            .filter(|t| t.kind == TaskKind::Prior)
+            .map(|t| t.key.clone())
+            .collect()
+    };
+    let b_t = target_keys(&base);
+    let b_p = prior_keys(&base);
+    // Target-stage settings change target keys only.
+    for extra in [
+        "[sweep]\nalpha = [3]\n",
+        "[sweep]\nalpha = [2]\nfrozen_layers = [1]\n",
+        "[train.target.optim]\nepochs = 99\n[sweep]\nalpha = [2]\n",
+        "[train.target.optim]\nlr = 0.01\n[sweep]\nalpha = [2]\n",
+        "[train.target.loss]\nkind = \"focal\"\ngamma = 1.0\nalpha = 1.0\n[sweep]\nalpha = [2]\n",
+    ] {
+        let p = plan(extra);
+        assert!(target_keys(&p).is_disjoint(&b_t), "{extra}");
+        assert_eq!(prior_keys(&p), b_p, "{extra}");
+    }
+    // Prior-stage, model, augmentation, numeric-path and seed settings change both.
+    for extra in [
+        "[train.prior.optim]\nepochs = 3\n[sweep]\nalpha = [2]\n",
+        "[train.prior]\npairs_per_epoch = 100\n[sweep]\nalpha = [2]\n",
+        "[train.model]\ndense = 64\n[sweep]\nalpha = [2]\n",
+        "[train.augment]\ncrops = false\n[sweep]\nalpha = [2]\n",
+        "[train]\nfast_path = false\n[sweep]\nalpha = [2]\n",
+        "[train]\nseed = 7\n[sweep]\nalpha = [2]\n",
+        "[sweep]\nalpha = [2]\nseeds = [5]\n",
+    ] {
+        let p = plan(extra);
+        assert!(target_keys(&p).is_disjoint(&b_t), "{extra}");
+        assert!(prior_keys(&p).is_disjoint(&b_p), "{extra}");
+    }
+    // Parts, scheme and dataset bytes change every key.
+    let p = plan("parts = [\"casme2\", \"samm\"]\n[sweep]\nalpha = [2]\n");
+    let casme = p
+        .tasks
+        .iter()
+        .find(|t| t.fold == "casme2/sub01" && t.kind == TaskKind::Target)
+        .unwrap();
+    let casme_b = base
+        .tasks
+        .iter()
+        .find(|t| t.fold == "casme2/sub01" && t.kind == TaskKind::Target)
+        .unwrap();
+    assert_ne!(casme.key, casme_b.key);
+    let mut other_bytes = composite_summary("adaptive");
+    other_bytes.hash = sha256_hex(b"other");
+    let spec = parse_spec("s.toml", &format!("{HEAD}[sweep]\nalpha = [2]\n")).unwrap();
+    let p = expand(&spec, &other_bytes).unwrap();
+    assert!(target_keys(&p).is_disjoint(&b_t) && prior_keys(&p).is_disjoint(&b_p));
+    // Seeds are derived per fold and recorded in the payload.
+    let t0 = base
+        .tasks
+        .iter()
+        .find(|t| t.kind == TaskKind::Target)
+        .unwrap();
+    assert_eq!(
+        t0.payload.train.seed,
+        derive_seed(0, &t0.fold, TaskKind::Target)
+    );
+    assert_ne!(
+        derive_seed(0, "casme2/sub01", TaskKind::Target),
+        derive_seed(0, "casme2/sub02", TaskKind::Target)
+    );
+    assert_ne!(
+        derive_seed(0, "casme2/sub01", TaskKind::Target),
+        derive_seed(1, "casme2/sub01", TaskKind::Target)
+    );
+}
+
+#[test]
+fn dataset_dependent_errors_are_located() {
+    let spec = parse_spec("s.toml", &format!("{HEAD}parts = [\"casme2\", \"samm\"]\n")).unwrap();
+    let mut ds = composite_summary("adaptive");
+    ds.samples.retain(|s| s.dataset != Dataset::Samm);
+    let e = expand(&spec, &ds).unwrap_err().to_string();
+    assert!(
+        e.starts_with("s.toml:4:20: ") && e.contains("not in the prepared file"),
+        "{e}"
+    );
+    // A scheme with no labelled sample in the chosen part.
+    let spec = parse_spec(
+        "s.toml",
+        "name = \"t\"\ndataset = \"d\"\nscheme = \"emotion5\"\n",
+    )
+    .unwrap();
+    let e = expand(&spec, &composite_summary("adaptive"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("s.toml:3:10: ") && e.contains("emotion5"),
+        "{e}"
+    );
+    let spec = parse_spec(
+        "s.toml",
+        "name = \"t\"\ndataset = \"d\"\nscheme = \"objective5\"\nparts = [\"samm\"]\n",
+    )
+    .unwrap();
+    let mut ds = composite_summary("adaptive");
+    for s in ds.samples.iter_mut().filter(|s| s.dataset == Dataset::Samm) {
+        s.labels.remove("objective5");
+    }
+    let e = expand(&spec, &ds).unwrap_err().to_string();
+    assert!(
+        e.starts_with("s.toml:4:10: ") && e.contains("no sample labelled"),
+        "{e}"
+    );
+    // The key-frame tag must match the prepared file.
+    let spec = parse_spec("s.toml", &format!("{HEAD}[sweep]\nkeyframes = [\"tim\"]\n")).unwrap();
+    let e = expand(&spec, &composite_summary("adaptive"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("s.toml:5:14: ") && e.contains("tim"), "{e}");
+    // Model frames must match the file.
+    let spec = parse_spec("s.toml", &format!("{HEAD}[train.model]\nframes = 8\n")).unwrap();
+    let e = expand(&spec, &composite_summary("adaptive"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("8 frames"), "{e}");
+}
+
+#[test]
+fn objective5_folds_and_keyframe_datasets() {
+    let spec = parse_spec(
+        "s.toml",
+        "name = \"t\"\ndataset = \"d\"\nscheme = \"objective5\"\nparts = [\"casme2\"]\n",
+    )
+    .unwrap();
+    let p = expand(&spec, &composite_summary("adaptive")).unwrap();
+    assert_eq!(p.folds.len(), 24);
+    assert!(p.folds.iter().all(|f| f.starts_with("casme2/")));
+    let spec = parse_spec(
+        "s.toml",
+        "name = \"t\"\nscheme = \"megc3\"\n[datasets]\nadaptive = \"a\"\ntas = \"b\"\n[sweep]\nalpha = [1, 2]\n",
+    )
+    .unwrap();
+    let ds = BTreeMap::from([
+        ("adaptive".to_string(), composite_summary("adaptive")),
+        ("tas".to_string(), composite_summary("tas")),
+    ]);
+    let p = expand_multi(&spec, &ds).unwrap();
+    assert_eq!(p.sweep_points.len(), 4);
+    assert_eq!(p.sweep_points[0].label, "alpha=1,keyframes=adaptive");
+    assert_eq!(p.datasets.len(), 2);
+    assert_eq!(
+        p.tasks.iter().filter(|t| t.kind == TaskKind::Prior).count(),
+        68 * 2
+    );
+    assert!(expand(&spec, &composite_summary("adaptive")).is_err());
+}
+
+#[test]
+fn every_example_spec_parses_and_expands() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut seen = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let spec = crate::spec::load_spec(&path).unwrap_or_else(|e| panic!("{e}"));
+        let files: Vec<_> = spec.dataset.iter().chain(spec.datasets.values()).collect();
+        assert!(
+            !files.is_empty() && files.iter().all(|d| d.starts_with(&dir)),
+            "{}: dataset paths are resolved",
+            path.display()
+        );
+        let p = if spec.datasets.is_empty() {
+            expand(&spec, &composite_with_groups("adaptive"))
+        } else {
+            // One composite-shaped file per tag, each with its own hash, made with the tag's method.
+            let ds = spec
+                .datasets
+                .keys()
+                .map(|tag| {
+                    let mut s = composite_summary(tag);
+                    s.info.keyframes = tag.split('-').next().unwrap_or(tag).to_string();
+                    (tag.clone(), s)
+                })
+                .collect();
+            expand_multi(&spec, &ds)
+        }
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let targets = p
+            .tasks
+            .iter()
+            .filter(|t| t.kind == TaskKind::Target)
+            .count();
+        assert_eq!(
+            targets,
+            p.folds.len() * p.sweep_points.len(),
+            "{}",
+            path.display()
+        );
+        seen.insert(
+            spec.name.clone(),
+            (p.folds.len(), p.sweep_points.len(), p.tasks.len() - targets),
+        );
+    }
+    // (folds, sweep points, prior tasks) on a composite-shaped dataset.
+    assert_eq!(seen["composite_megc3"], (68, 10, 68));
+    assert_eq!(seen["alpha_sweep"], (68, 10, 68));
+    assert_eq!(seen["ablation_frozen_layers"], (68, 7, 68));
+    assert_eq!(seen["objective5_casme2"], (24, 3, 24));
+    assert_eq!(seen["objective5_samm"], (28, 3, 28));
+    assert_eq!(seen["tiny"], (68, 1, 68));
+    assert_eq!(seen["mini"], (68, 2, 68));
+    assert_eq!(seen["composite_small"], (68, 1, 68));
+    // Two prepared files (two fill rules) x two alphas; one prior per fold and file.
+    assert_eq!(seen["ablation_keyframe_fill"], (68, 4, 136));
+    // One MERSiamC3D point with its priors, one point per baseline.
+    assert_eq!(seen["methods_composite"], (68, 4, 68));
+    assert_eq!(seen["methods_cpu"], (68, 4, 68));
+    assert_eq!(seen.len(), 11);
+}
+
+#[test]
+fn dataset_summary_hashes_the_file_and_reads_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.safetensors");
+    let full = composite_summary("tas");
+    let casme: Vec<SampleMeta> = full
+        .samples
+        .into_iter()
+        .filter(|s| s.dataset == Dataset::Casme2)
+        .collect();
+    let three: BTreeSet<String> = casme
+        .iter()
+        .map(|s| s.subject.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .take(3)
+        .collect();
+    let samples: Vec<SampleMeta> = casme
+        .into_iter()
+        .filter(|s| three.contains(&s.subject))
+        .collect();
+    let n = samples.len();
+    let mut info = full.info;
+    info.size = 4;
+    let p = Prepared {
+        info,
+        samples: samples.clone(),
+        shape: [n, 2, 10, 4, 4],
+        flow: (0..n * 320).map(|x| x as f32).collect(),
+        groups: Default::default(),
+    };
+    p.write(&path).unwrap();
+    let s = dataset_summary(&path).unwrap();
+    assert_eq!(s.hash, sha256_hex(&std::fs::read(&path).unwrap()));
+    assert_eq!(s.samples, samples);
+    assert_eq!(s.info.keyframes, "tas");
+    // Through a spec: the tag defaults to the file's key-frame method; folds come from the header.
+    let spec_path = dir.path().join("e.toml");
+    std::fs::write(
+        &spec_path,
+        "name = \"e\"\ndataset = \"tiny.safetensors\"\nscheme = \"megc3\"\n",
+    )
+    .unwrap();
+    let spec = crate::spec::load_spec(&spec_path).unwrap();
+    let plan = plan_spec(&spec).unwrap();
+    assert_eq!(plan.datasets[&s.hash], path);
+    assert_eq!(plan.folds.len(), 3);
+    assert!(plan.folds.iter().all(|f| f.starts_with("casme2/")));
+    assert!(plan.tasks.iter().all(|t| t.payload.dataset_hash == s.hash));
+    // A missing dataset is refused with its path.
+    std::fs::write(
+        &spec_path,
+        "name = \"e\"\ndataset = \"nope.safetensors\"\nscheme = \"megc3\"\n",
+    )
+    .unwrap();
+    let spec = crate::spec::load_spec(&spec_path).unwrap();
+    let e = plan_spec(&spec).unwrap_err().to_string();
+    assert!(
+        e.contains("nope.safetensors") && e.contains("no such file"),
+        "{e}"
+    );
+    // A corrupt one too.
+    std::fs::write(dir.path().join("nope.safetensors"), b"garbage!garbage!").unwrap();
+    let e = plan_spec(&spec).unwrap_err().to_string();
+    assert!(e.contains("nope.safetensors"), "{e}");
+}
