@@ -235,7 +235,7 @@ fn fold_sets<'t>(
         .map(|t| {
             (
                 t.as_str(),
-                loso_folds(&datasets[t].samples, spec.scheme, &parts),
+                loso_folds(&datasets[t].samples, spec.scheme, parts),
             )
         })
         .collect();
