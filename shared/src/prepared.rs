@@ -333,58 +333,20 @@ impl Prepared {
             )));
         }
         let n = self.samples.len();
-        match (&self.info.apex_flow, &self.groups.apex_flow) {
-            (None, None) => {}
-            (Some(_), Some(v)) if v.len() == n * self.apex_flow_len() => {}
-            (Some(_), Some(v)) => {
-                return Err(bad(format!(
-                    "tensor '{APEX_FLOW_TENSOR}' has {} values, {n} samples of {} expected",
-                    v.len(),
-                    self.apex_flow_len()
-                )))
-            }
-            (i, _) => {
-                return Err(bad(format!(
-                    "prep info {} an '{APEX_FLOW_TENSOR}' group, the file {}",
-                    if i.is_some() {
-                        "records"
-                    } else {
-                        "does not record"
-                    },
-                    if i.is_some() {
-                        "has no such tensor"
-                    } else {
-                        "has the tensor"
-                    }
-                )))
-            }
-        }
-        match (&self.info.tim10, &self.groups.tim10) {
-            (None, None) => {}
-            (Some(_), Some(v)) if v.len() == n * self.tim10_len() => {}
-            (Some(_), Some(v)) => {
-                return Err(bad(format!(
-                    "tensor '{TIM10_TENSOR}' has {} values, {n} samples of {} expected",
-                    v.len(),
-                    self.tim10_len()
-                )))
-            }
-            (i, _) => {
-                return Err(bad(format!(
-                    "prep info {} a '{TIM10_TENSOR}' group, the file {}",
-                    if i.is_some() {
-                        "records"
-                    } else {
-                        "does not record"
-                    },
-                    if i.is_some() {
-                        "has no such tensor"
-                    } else {
-                        "has the tensor"
-                    }
-                )))
-            }
-        }
+        check_group(
+            APEX_FLOW_TENSOR,
+            self.info.apex_flow.is_some(),
+            self.groups.apex_flow.as_ref().map(Vec::len),
+            n * self.apex_flow_len(),
+        )
+        .map_err(bad)?;
+        check_group(
+            TIM10_TENSOR,
+            self.info.tim10.is_some(),
+            self.groups.tim10.as_ref().map(Vec::len),
+            n * self.tim10_len(),
+        )
+        .map_err(bad)?;
         let mut seen = std::collections::HashSet::new();
         for s in &self.samples {
             if !seen.insert(&s.id) {
@@ -503,6 +465,29 @@ impl Prepared {
         };
         p.validate(path)?;
         Ok(p)
+    }
+}
+
+/// Checks that an optional group is recorded in the prep info exactly when its tensor is present, with
+/// `expected` values.
+fn check_group(
+    name: &str,
+    recorded: bool,
+    values: Option<usize>,
+    expected: usize,
+) -> Result<(), String> {
+    match (recorded, values) {
+        (false, None) => Ok(()),
+        (true, Some(v)) if v == expected => Ok(()),
+        (true, Some(v)) => Err(format!(
+            "tensor '{name}' has {v} values, {expected} expected"
+        )),
+        (true, None) => Err(format!(
+            "prep info records a '{name}' group, the file has no such tensor"
+        )),
+        (false, Some(_)) => Err(format!(
+            "the file has a '{name}' tensor its prep info does not record"
+        )),
     }
 }
 
@@ -761,6 +746,58 @@ mod tests {
         assert_eq!(q.sample_flow(1)[0], (n / 2) as f32);
         // Only the final file remains.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn optional_groups_round_trip_select_with_their_samples_and_must_match_the_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.safetensors");
+        let n = 2 * 2 * 10 * 4 * 4;
+        let mut i = info();
+        i.apex_flow = Some(ApexFlowInfo {
+            size: 3,
+            channels: vec!["u".into(), "v".into(), "strain".into()],
+        });
+        i.tim10 = Some(Tim10Info {
+            size: 2,
+            frames: 10,
+        });
+        let mut second = sample(2);
+        second.dataset = Dataset::Samm;
+        second.id = "samm/006/006_1_2".into();
+        let p = Prepared {
+            info: i,
+            samples: vec![sample(1), second],
+            shape: [2, 2, 10, 4, 4],
+            flow: vec![0.25; n],
+            groups: Groups {
+                apex_flow: Some((0..2 * 27).map(|x| x as f32).collect()),
+                tim10: Some((0..2 * 40).map(|x| x as u8).collect()),
+            },
+        };
+        p.write(&path).unwrap();
+        let q = Prepared::read(&path).unwrap();
+        assert_eq!(p, q);
+        assert_eq!(q.sample_apex_flow(1).unwrap()[0], 27.0);
+        assert_eq!(q.sample_tim10(1).unwrap()[0], 40);
+        let meta = Prepared::read_meta(&path).unwrap();
+        assert_eq!(meta.info, p.info);
+        // Selecting parts keeps each sample's group values with it.
+        let s = q.select_parts(&[Dataset::Samm]);
+        assert_eq!(s.groups.apex_flow.as_ref().unwrap()[0], 27.0);
+        assert_eq!(s.sample_tim10(0).unwrap().len(), 40);
+        // A tensor the info does not record, or a recorded group without (enough) values, is refused.
+        let mut bad = p.clone();
+        bad.info.tim10 = None;
+        let e = bad.write(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("'tim10' tensor its prep info does not record"),
+            "{e}"
+        );
+        let mut bad = p.clone();
+        bad.groups.apex_flow = Some(vec![0.0; 5]);
+        let e = bad.write(&path).unwrap_err().to_string();
+        assert!(e.contains("'apex_flow' has 5 values, 54 expected"), "{e}");
     }
 
     #[test]

@@ -405,8 +405,9 @@ fn save_checkpoint(
     checkpoint::save(&path, &tensors, &meta)
 }
 
-/// Dropout with a mask drawn from `rng` (inverted scaling), in `x`'s dtype and device.
-fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Tensor {
+/// Dropout with a mask drawn from `rng` (inverted scaling), in `x`'s dtype and device; one draw per
+/// element, never libtorch's global generator (the baselines use it too).
+pub(crate) fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Tensor {
     if p <= 0.0 {
         return x.shallow_clone();
     }

@@ -17,27 +17,8 @@ pub(crate) fn uniform(shape: &[i64], bound: f64, rng: &mut ChaCha8Rng, device: D
         .to_device(device)
 }
 
-/// Element-wise (inverted) dropout with a mask drawn from `rng`, in `x`'s dtype and device.
-pub(crate) fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Tensor {
-    if p <= 0.0 {
-        return x.shallow_clone();
-    }
-    let keep = 1.0 - p;
-    let scale = (1.0 / keep) as f32;
-    let mask: Vec<f32> = (0..x.numel())
-        .map(|_| {
-            if rng.random::<f64>() < keep {
-                scale
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    x * Tensor::from_slice(&mask)
-        .view(x.size().as_slice())
-        .to_kind(x.kind())
-        .to_device(x.device())
-}
+/// Element-wise (inverted) dropout with a seeded mask: the engine's.
+pub(crate) use crate::engine::dropout;
 
 /// Checks shared by both nets' constructors.
 pub(crate) fn check_common(classes: usize, dropout: f64) -> Result<(), WorkerError> {
