@@ -23,7 +23,9 @@ pub enum DataCommand {
 #[derive(Debug, Args)]
 pub struct SynthArgs {
     /// Size preset: tiny (tests, seconds), mini (the demo: 48 clips, 10 subjects), composite (the 442 clips,
-    /// 68 subjects, names and labels of the official MEGC2019 list).
+    /// 68 subjects, names and labels of the official MEGC2019 list); with real face photographs, FACS
+    /// action units, label-free nuisances and noisy annotations (docs/synthetic.md): realistic-tiny,
+    /// realistic (every third composite subject: 24 subjects, 171 clips), realistic-composite.
     #[arg(long, default_value = "tiny")]
     pub preset: String,
     /// Seed of every random choice.
@@ -39,13 +41,18 @@ pub struct SynthArgs {
     #[arg(long)]
     pub smic_e: bool,
     /// Per-clip action intensity range `MIN,MAX`, as multiples of the base amplitude (7.5 % of the face
-    /// half-width). Default: 0.85,1.15 for tiny, 0.12,0.8 for mini and composite.
+    /// half-width). Default: 0.85,1.15 for tiny, 0.12,0.8 for mini and composite. Realistic presets: peak
+    /// displacement in pixels at a 112 px face crop, drawn log-uniformly; default 0.25,2.5.
     #[arg(long, value_parser = parse_range)]
     pub intensity: Option<(f32, f32)>,
     /// Probability that a clip also carries a weaker action of another class (co-occurring action units).
-    /// Default: 0 for tiny, 0.7 for mini and composite.
+    /// Default: 0 for tiny, 0.7 for mini and composite, 0.15 for the realistic presets.
     #[arg(long)]
     pub co_action: Option<f64>,
+    /// The face photographs of the realistic presets: scikit-image's `lfw_subset.npy`. Default:
+    /// $MER_FACES, else the one in the project's .venv (installed by scripts/bootstrap.sh).
+    #[arg(long)]
+    pub faces: Option<PathBuf>,
 }
 
 /// Parses `MIN,MAX`.
@@ -220,6 +227,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             if let Some(p) = a.co_action {
                 opts.co_action = p;
             }
+            opts.faces = a.faces;
             let t = std::time::Instant::now();
             let s = mer_worker::synth::generate_with(&opts, &a.out)
                 .with_context(|| format!("generating into {}", a.out.display()))?;

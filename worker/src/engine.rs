@@ -294,7 +294,7 @@ fn setup(cfg: &TrainConfig, scheme: LabelScheme) -> Result<Setup, WorkerError> {
     configure(device, cfg.threads, cfg.fast_path);
     Ok(Setup {
         device,
-        prec: Precision::new(cfg.fast_path, device),
+        prec: Precision::for_training(cfg.fast_path, device),
         model: SinC3D::new(&cfg.model)?,
     })
 }

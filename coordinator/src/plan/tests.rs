@@ -500,7 +500,8 @@ fn every_example_spec_parses_and_expands() {
     // One MERSiamC3D point with its priors, one point per baseline.
     assert_eq!(seen["methods_composite"], (68, 4, 68));
     assert_eq!(seen["methods_cpu"], (68, 4, 68));
-    assert_eq!(seen.len(), 11);
+    assert_eq!(seen["realistic_cpu"], (68, 4, 68));
+    assert_eq!(seen.len(), 12);
 }
 
 #[test]
