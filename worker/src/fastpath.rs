@@ -138,7 +138,11 @@ mod tests {
         let fast = xf
             .conv3d(&wf, None::<Tensor>, [1, 1, 1], [1, 1, 1], [1, 1, 1], 1)
             .max_pool3d([2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], false);
-        assert!(is_channels_last_3d(&fast), "{:?}", fast.stride());
+        // oneDNN keeps channels-last through the stack only where it computes bf16 natively; its emulated
+        // bf16 convolution (CPUs without AVX512-BF16) returns contiguous memory. The values agree either way.
+        if cpu_has_native_bf16() {
+            assert!(is_channels_last_3d(&fast), "{:?}", fast.stride());
+        }
         let err = (fast.to_kind(Kind::Float) - &plain)
             .abs()
             .max()

@@ -501,7 +501,8 @@ fn every_example_spec_parses_and_expands() {
     assert_eq!(seen["methods_composite"], (68, 4, 68));
     assert_eq!(seen["methods_cpu"], (68, 4, 68));
     assert_eq!(seen["realistic_cpu"], (68, 4, 68));
-    assert_eq!(seen.len(), 12);
+    assert_eq!(seen["realistic_ablation_epochs"], (68, 1, 68));
+    assert_eq!(seen.len(), 13);
 }
 
 #[test]
