@@ -356,6 +356,55 @@ struct ClipPlan {
     color: bool,
 }
 
+/// What a clip's truth holds beyond its layout's names and annotated onset and offset.
+struct Annotation {
+    megc3: Option<usize>,
+    emotion: String,
+    action: Action,
+    apex: u32,
+    intensity: f32,
+    co_action: Option<(Action, f32)>,
+    realistic: Option<RealisticTruth>,
+}
+
+impl ClipPlan {
+    /// The plan of a clip of dataset `d` written in layout `l`, drawn with `look` from `seed`.
+    fn in_layout(
+        d: Dataset,
+        l: Layout,
+        a: Annotation,
+        face_idx: usize,
+        look: Look,
+        seed: u64,
+    ) -> Self {
+        ClipPlan {
+            truth: ClipTruth {
+                dataset: d,
+                subject: l.subject,
+                filename: l.filename,
+                megc3: a.megc3,
+                emotion: a.emotion,
+                action: a.action,
+                onset: l.onset,
+                apex: a.apex,
+                offset: l.offset,
+                intensity: a.intensity,
+                co_action: a.co_action,
+                realistic: a.realistic,
+            },
+            face_idx,
+            fps: d.fps(),
+            first: l.first,
+            last: l.last,
+            look,
+            seed,
+            dir: l.dir,
+            name: l.name,
+            color: l.color,
+        }
+    }
+}
+
 /// How a clip is drawn.
 #[derive(Debug, Clone)]
 enum Look {
@@ -988,31 +1037,23 @@ fn plan_cartoon(opts: &SynthOptions, namer: &mut Namer) -> (Vec<ClipPlan>, Subje
                 rng.random_range(0.0..std::f32::consts::TAU),
             ),
         });
-        plans.push(ClipPlan {
-            truth: ClipTruth {
-                dataset: d,
-                subject: l.subject,
-                filename: l.filename,
-                megc3: label,
-                emotion,
-                action,
-                onset: l.onset,
-                apex,
-                offset: l.offset,
-                intensity: strength,
-                co_action,
-                realistic: None,
-            },
+        let annotation = Annotation {
+            megc3: label,
+            emotion,
+            action,
+            apex,
+            intensity: strength,
+            co_action,
+            realistic: None,
+        };
+        plans.push(ClipPlan::in_layout(
+            d,
+            l,
+            annotation,
             face_idx,
-            fps,
-            first: l.first,
-            last: l.last,
             look,
-            seed: rng.random(),
-            dir: l.dir,
-            name: l.name,
-            color: l.color,
-        });
+            rng.random(),
+        ));
     }
     (plans, Subjects::Cartoon(faces))
 }
@@ -1157,31 +1198,23 @@ fn plan_realistic(
             nuisances,
             frames: (l.first, l.last),
         });
-        plans.push(ClipPlan {
-            truth: ClipTruth {
-                dataset: d,
-                subject: l.subject,
-                filename: l.filename,
-                megc3: label,
-                emotion,
-                action,
-                onset: l.onset,
-                apex,
-                offset: l.offset,
-                intensity: at112,
-                co_action: None,
-                realistic: Some(realistic),
-            },
+        let annotation = Annotation {
+            megc3: label,
+            emotion,
+            action,
+            apex,
+            intensity: at112,
+            co_action: None,
+            realistic: Some(realistic),
+        };
+        plans.push(ClipPlan::in_layout(
+            d,
+            l,
+            annotation,
             face_idx,
-            fps,
-            first: l.first,
-            last: l.last,
             look,
-            seed: rng.random(),
-            dir: l.dir,
-            name: l.name,
-            color: l.color,
-        });
+            rng.random(),
+        ));
     }
     Ok((plans, Subjects::Photo(subjects)))
 }
