@@ -143,6 +143,27 @@ fn mat_vec(m: &Mat) -> Result<Vec<f32>> {
         .to_vec())
 }
 
+/// Unit white noise over a `w x h` frame, Gaussian-blurred with `sigma` pixels (static textures).
+fn blurred_noise(
+    w: usize,
+    h: usize,
+    sigma: f64,
+    rng: &mut ChaCha8Rng,
+    what: &str,
+) -> Result<Vec<f32>> {
+    let normal = Normal::new(0.0f32, 1.0).map_err(|e| WorkerError::Synth(e.to_string()))?;
+    let noise: Vec<f32> = (0..w * h).map(|_| normal.sample(rng)).collect();
+    let mut blurred = Mat::default();
+    opencv::imgproc::gaussian_blur_def(
+        &mat_f32(&noise, w, h)?,
+        &mut blurred,
+        Size::new(0, 0),
+        sigma,
+    )
+    .map_err(cv_err(what))?;
+    mat_vec(&blurred)
+}
+
 /// One subject's appearance: the face layer and its soft mask at rest, the background, colour, noise.
 #[derive(Debug, Clone)]
 pub(super) struct PhotoSubject {
@@ -190,17 +211,7 @@ impl PhotoSubject {
         let cy = h as f32 / 2.0 + rng.random_range(-6.0..6.0);
         let (x0, y0) = (cx - s as f32 / 2.0, cy - s as f32 / 2.0);
         // Fine skin texture: white noise blurred to about 1 px, multiplied into the face.
-        let normal = Normal::new(0.0f32, 1.0).map_err(|e| WorkerError::Synth(e.to_string()))?;
-        let grain: Vec<f32> = (0..w * h).map(|_| normal.sample(rng)).collect();
-        let mut blurred = Mat::default();
-        opencv::imgproc::gaussian_blur_def(
-            &mat_f32(&grain, w, h)?,
-            &mut blurred,
-            Size::new(0, 0),
-            0.9,
-        )
-        .map_err(cv_err("drawing skin texture"))?;
-        let grain = mat_vec(&blurred)?;
+        let grain = blurred_noise(w, h, 0.9, rng, "drawing skin texture")?;
         let grain_amp: f32 = rng.random_range(0.015..0.03) / 0.3;
         let mut face = vec![level; w * h];
         let mut mask = vec![0f32; w * h];
@@ -223,16 +234,7 @@ impl PhotoSubject {
         // Background: a level, a gradient and a soft static texture.
         let bg_level: f32 = rng.random_range(25.0..200.0);
         let (gx, gy): (f32, f32) = (rng.random_range(-30.0..30.0), rng.random_range(-20.0..20.0));
-        let coarse: Vec<f32> = (0..w * h).map(|_| normal.sample(rng)).collect();
-        let mut soft = Mat::default();
-        opencv::imgproc::gaussian_blur_def(
-            &mat_f32(&coarse, w, h)?,
-            &mut soft,
-            Size::new(0, 0),
-            4.0,
-        )
-        .map_err(cv_err("drawing a background"))?;
-        let soft = mat_vec(&soft)?;
+        let soft = blurred_noise(w, h, 4.0, rng, "drawing a background")?;
         let background = (0..w * h)
             .map(|i| {
                 let (x, y) = (
