@@ -140,6 +140,7 @@ impl Trainer for SimTrainer {
                 loss,
                 monitor: None,
                 samples_per_s: 0.0,
+                layers: Vec::new(),
             });
         }
         match task.kind {

@@ -47,6 +47,24 @@ pub struct EpochLog {
     pub monitor: Option<f64>,
     /// Training throughput.
     pub samples_per_s: f64,
+    /// Per-layer magnitudes at the end of the epoch (only with `train.layer_stats`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerStats>,
+}
+
+/// One layer's magnitudes on a fixed batch of training samples (no augmentation, no dropout): what shows a
+/// layer whose signal or gradient vanishes or explodes. RMS = root mean square over all elements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerStats {
+    /// `input`, `conv1` ... `conv5` (after pooling and ReLU), `dense`, `out` (logits).
+    pub layer: String,
+    /// RMS of the layer's output.
+    pub activation_rms: f64,
+    /// RMS of the layer's weights (`None` for the input).
+    pub weight_rms: Option<f64>,
+    /// RMS of the loss gradient with respect to the layer's weights (`None` for the input and for frozen
+    /// layers).
+    pub grad_rms: Option<f64>,
 }
 
 /// Wall-clock timings of a fold.

@@ -27,6 +27,10 @@ pub struct TrainConfig {
     pub threads: Option<usize>,
     /// Seed of every random choice of this fold (init, pair sampling, batches, augmentation, dropout).
     pub seed: u64,
+    /// Diagnostic: after every target epoch, record each layer's activation and gradient RMS on a fixed
+    /// batch of training samples (`EpochLog::layers`). Changes no weight and draws no random number.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub layer_stats: bool,
 }
 
 impl Default for TrainConfig {
@@ -40,6 +44,7 @@ impl Default for TrainConfig {
             fast_path: true,
             threads: None,
             seed: 0,
+            layer_stats: false,
         }
     }
 }
@@ -60,6 +65,32 @@ pub struct ModelConfig {
     pub dense: i64,
     /// Dropout before the softmax output in target learning.
     pub dropout: f64,
+    /// How flow values are scaled at the network's input (after resizing to `input_size`).
+    #[serde(skip_serializing_if = "InputScale::is_raw")]
+    pub input_scale: InputScale,
+}
+
+/// The gain applied to the flow at the network's input. SinC3D has no normalisation layer, so the input's
+/// scale sets the scale of every activation and of the first layers' gradients: sub-pixel flow (typical
+/// after downsizing 112 -> 48 px) trains slowly under the same learning rate. Never computed from a test
+/// subject: `train-rms` is measured on the fold's training samples and the same gain is applied to its test
+/// samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputScale {
+    /// Flow in pixels of the input frame, as prepared and resized (the paper's input; the default).
+    #[default]
+    Raw,
+    /// Divided by the root-mean-square flow value of the fold's training samples (both channels, every
+    /// frame and pixel), so the training input has unit RMS.
+    TrainRms,
+}
+
+impl InputScale {
+    /// True for the default, which task keys leave out so that keys of specs without it stay unchanged.
+    pub fn is_raw(&self) -> bool {
+        *self == InputScale::Raw
+    }
 }
 
 impl Default for ModelConfig {
@@ -71,6 +102,7 @@ impl Default for ModelConfig {
             channels: 2,
             dense: 1024,
             dropout: 0.5,
+            input_scale: InputScale::Raw,
         }
     }
 }

@@ -16,11 +16,11 @@
 use crate::error::WorkerError;
 use crate::fastpath::Precision;
 use mer_shared::prepared::Prepared;
-use mer_shared::train_config::{AugmentConfig, ModelConfig};
+use mer_shared::train_config::{AugmentConfig, InputScale, ModelConfig};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Number of crop positions.
 pub const CROP_POSITIONS: u8 = 9;
@@ -209,6 +209,43 @@ impl DeviceSet {
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.n
+    }
+
+    /// Root-mean-square of every stored flow value (the statistic of the `train-rms` input scale).
+    pub fn rms(&self) -> f64 {
+        tch::no_grad(|| {
+            self.frames
+                .square()
+                .mean(Kind::Double)
+                .sqrt()
+                .double_value(&[])
+        })
+    }
+
+    /// The gain that `scale` prescribes for a fold whose training samples are this set (never call it on
+    /// a test set: the test samples get the training set's gain).
+    pub fn input_gain(&self, scale: InputScale) -> Result<f64, WorkerError> {
+        match scale {
+            InputScale::Raw => Ok(1.0),
+            InputScale::TrainRms => {
+                let r = self.rms();
+                if r.is_finite() && r > 0.0 {
+                    Ok(1.0 / r)
+                } else {
+                    Err(WorkerError::Training(format!(
+                        "model.input_scale = \"train-rms\": the training samples' flow has RMS {r}, no gain can normalise it"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Multiplies every stored flow value by `gain` (the fold's input scale); a gain of 1 leaves the
+    /// values bit-identical.
+    pub fn scale(&mut self, gain: f64) {
+        if gain != 1.0 {
+            let _ = tch::no_grad(|| self.frames.g_mul_scalar_(gain));
+        }
     }
 
     /// True when the set holds no sample.
@@ -479,5 +516,25 @@ mod tests {
             112
         )
         .is_err());
+    }
+
+    #[test]
+    fn train_rms_gain_gives_the_training_set_unit_rms_and_raw_changes_nothing() {
+        let p = prepared(3, 32, 10);
+        let mut set = DeviceSet::new(&p, &[0, 1], &model(32), Device::Cpu).unwrap();
+        let before = set.batch(&[0, 1], None, &Precision::new(false, Device::Cpu));
+        assert_eq!(set.input_gain(InputScale::Raw).unwrap(), 1.0);
+        set.scale(1.0);
+        let same = set.batch(&[0, 1], None, &Precision::new(false, Device::Cpu));
+        assert!(before.equal(&same));
+        let g = set.input_gain(InputScale::TrainRms).unwrap();
+        assert!((g - 1.0 / set.rms()).abs() < 1e-12 && g != 1.0);
+        set.scale(g);
+        assert!((set.rms() - 1.0).abs() < 1e-6, "{}", set.rms());
+        // A set without any motion cannot be normalised: a clear error, not an infinite gain.
+        let mut z = DeviceSet::new(&p, &[0], &model(32), Device::Cpu).unwrap();
+        z.scale(0.0);
+        let e = z.input_gain(InputScale::TrainRms).unwrap_err().to_string();
+        assert!(e.contains("input_scale") && e.contains("RMS"), "{e}");
     }
 }

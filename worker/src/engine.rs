@@ -17,6 +17,7 @@ use crate::device::{configure, device_name, parse_device};
 use crate::error::WorkerError;
 use crate::fastpath::Precision;
 use crate::focal_loss::Loss;
+use crate::layer_stats::LayerProbe;
 use crate::model::{classifier_specs, init_params, SinC3D};
 use crate::optim::{lr_at, ParamSet};
 use crate::pairs::{eq7_pair_count, PairSet};
@@ -532,6 +533,8 @@ fn prior_impl(
         ((cfg.prior.pairs_per_epoch as f64 * cfg.prior.val_fraction).ceil() as usize).max(2);
     let val = pairs.validation(n_val);
     let mut set = DeviceSet::new(data, &fold.train, &cfg.model, su.device)?;
+    let gain = set.input_gain(cfg.model.input_scale)?;
+    set.scale(gain);
 
     let mut specs = su.model.param_specs();
     specs.extend(siamese::head_specs(cfg.model.dense));
@@ -549,6 +552,7 @@ fn prior_impl(
         train = fold.train.len(),
         pairs_total,
         start,
+        input_gain = gain,
         "prior learning"
     );
 
@@ -591,6 +595,7 @@ fn prior_impl(
             loss,
             monitor,
             samples_per_s: 2.0 * plan.len() as f64 / secs.max(1e-9),
+            layers: Vec::new(),
         };
         tracing::info!(fold = test_subject, epoch, loss, monitor = ?monitor, "prior epoch");
         hooks.epoch(&log);
@@ -735,6 +740,12 @@ fn target_impl(
     );
 
     let mut set = DeviceSet::new(data, &fold.train, &cfg.model, su.device)?;
+    let gain = set.input_gain(cfg.model.input_scale)?;
+    set.scale(gain);
+    tracing::debug!(fold = test_subject, input_gain = gain, "target input scale");
+    let probe = cfg
+        .layer_stats
+        .then(|| LayerProbe::new(&set, &fold.train_labels, o.batch_size));
     let n = su.model.tower_len();
     let mut idx = Vec::new();
     let mut vars: Vec<Variant> = Vec::new();
@@ -776,12 +787,17 @@ fn target_impl(
         let secs = te.elapsed().as_secs_f64();
         let loss = loss_acc.double_value(&[]) / plan.len().max(1) as f64;
         finite_or_err(loss, "target", epoch)?;
+        let layers = match &probe {
+            Some(p) => p.measure(&su.model, &su.prec, &mut ps, &mut set, &loss_fn)?,
+            None => Vec::new(),
+        };
         let log = EpochLog {
             stage: "target".into(),
             epoch,
             loss,
             monitor: None,
             samples_per_s: plan.len() as f64 / secs.max(1e-9),
+            layers,
         };
         tracing::info!(fold = test_subject, epoch, loss, "target epoch");
         hooks.epoch(&log);
@@ -794,6 +810,7 @@ fn target_impl(
     // Testing: the held-out subject, forward only, no augmentation, no dropout.
     let t1 = Instant::now();
     let mut test = DeviceSet::new(data, &fold.test, &cfg.model, su.device)?;
+    test.scale(gain);
     let mut predictions = Vec::with_capacity(fold.test.len());
     let mut confusion = Confusion::new(classes);
     let w = tch::no_grad(|| ps.compute(&su.prec));
@@ -1153,5 +1170,85 @@ pub(crate) mod tests {
         .unwrap_err()
         .to_string()
         .contains("frozen_layers"));
+    }
+
+    #[test]
+    fn layer_statistics_leave_the_training_unchanged_and_name_every_layer() {
+        let d = synthetic(3, 4, 32, 1);
+        let mut cfg = micro_config();
+        cfg.target.frozen_layers = 1;
+        let run = |cfg: &TrainConfig| {
+            train_fold(
+                &d,
+                LabelScheme::Megc3,
+                "casme2/sub01",
+                cfg,
+                Hooks::default(),
+            )
+            .unwrap()
+        };
+        let plain = run(&cfg);
+        cfg.layer_stats = true;
+        let probed = run(&cfg);
+        assert_eq!(plain.predictions, probed.predictions);
+        let target: Vec<_> = probed
+            .epochs
+            .iter()
+            .filter(|e| e.stage == "target")
+            .collect();
+        assert_eq!(target.len(), 2);
+        for e in &target {
+            let names: Vec<&str> = e.layers.iter().map(|l| l.layer.as_str()).collect();
+            assert_eq!(
+                names,
+                ["input", "conv1", "conv2", "conv3", "conv4", "conv5", "dense", "out"]
+            );
+            assert!(e
+                .layers
+                .iter()
+                .all(|l| l.activation_rms.is_finite() && l.activation_rms > 0.0));
+            // The input has no weights, the frozen conv1 no gradient; every other layer has both.
+            assert_eq!((e.layers[0].weight_rms, e.layers[0].grad_rms), (None, None));
+            assert!(e.layers[1].weight_rms.is_some() && e.layers[1].grad_rms.is_none());
+            assert!(e.layers[2..]
+                .iter()
+                .all(|l| l.grad_rms.is_some_and(|g| g > 0.0)));
+        }
+        assert!(plain.epochs.iter().all(|e| e.layers.is_empty()));
+    }
+
+    #[test]
+    fn train_rms_input_scale_trains_and_differs_from_raw() {
+        let d = synthetic(3, 4, 32, 1);
+        let mut cfg = micro_config();
+        let raw = train_fold(
+            &d,
+            LabelScheme::Megc3,
+            "casme2/sub01",
+            &cfg,
+            Hooks::default(),
+        )
+        .unwrap();
+        cfg.model.input_scale = mer_shared::train_config::InputScale::TrainRms;
+        let scaled = train_fold(
+            &d,
+            LabelScheme::Megc3,
+            "casme2/sub01",
+            &cfg,
+            Hooks::default(),
+        )
+        .unwrap();
+        assert_eq!(scaled.predictions.len(), 3);
+        assert_ne!(
+            raw.predictions
+                .iter()
+                .map(|p| p.probs.clone())
+                .collect::<Vec<_>>(),
+            scaled
+                .predictions
+                .iter()
+                .map(|p| p.probs.clone())
+                .collect::<Vec<_>>()
+        );
     }
 }

@@ -26,6 +26,7 @@ pub mod device;
 pub mod engine;
 pub mod fastpath;
 pub mod focal_loss;
+pub mod layer_stats;
 pub mod model;
 pub mod optim;
 pub mod pairs;

@@ -38,6 +38,9 @@ pub enum Init {
     Zeros,
 }
 
+/// A callback that sees each layer's output with its name (see [`SinC3D::features`]).
+pub type LayerTrace<'a> = dyn FnMut(&str, &Tensor) + 'a;
+
 /// Name, shape and initialisation of one parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamSpec {
@@ -148,12 +151,13 @@ impl SinC3D {
 
     /// Runs the tower on `x` (`[B, C, T, H, W]`, already in the compute dtype/layout) with tower parameters
     /// `p` (in [`SinC3D::param_specs`] order, compute dtype) and returns the dense features after ReLU.
-    /// `trace` receives each layer's output shape (for tests).
+    /// `trace` sees each layer's output with its name (`conv1`, `pool1` ... `pool5`, `flatten`, `dense`):
+    /// the tests check shapes with it, the engine's layer statistics read magnitudes.
     pub fn features(
         &self,
         p: &[Tensor],
         x: &Tensor,
-        mut trace: Option<&mut Vec<(String, Vec<i64>)>>,
+        mut trace: Option<&mut LayerTrace<'_>>,
     ) -> Tensor {
         let mut h = x.shallow_clone();
         for i in 0..CONV_LAYERS {
@@ -182,23 +186,23 @@ impl SinC3D {
                 )
             };
             if let Some(tr) = trace.as_deref_mut() {
-                tr.push((format!("conv{}", i + 1), h.size()));
+                tr(&format!("conv{}", i + 1), &h);
             }
             let k = self.pools[i];
             h = h.max_pool3d(k, k, [0, 0, 0], [1, 1, 1], false).relu_();
             if let Some(tr) = trace.as_deref_mut() {
-                tr.push((format!("pool{}", i + 1), h.size()));
+                tr(&format!("pool{}", i + 1), &h);
             }
         }
         let h = h.flatten(1, -1);
         if let Some(tr) = trace.as_deref_mut() {
-            tr.push(("flatten".into(), h.size()));
+            tr("flatten", &h);
         }
         let h = h
             .linear(&p[2 * CONV_LAYERS], Some(&p[2 * CONV_LAYERS + 1]))
             .relu_();
         if let Some(tr) = trace {
-            tr.push(("dense".into(), h.size()));
+            tr("dense", &h);
         }
         h
     }
@@ -287,7 +291,8 @@ mod tests {
         let p = params(&m);
         let x = Tensor::zeros([2, 2, 10, 112, 112], (Kind::Float, Device::Cpu));
         let mut trace = Vec::new();
-        let f = tch::no_grad(|| m.features(&p, &x, Some(&mut trace)));
+        let mut shapes = |name: &str, h: &Tensor| trace.push((name.to_string(), h.size()));
+        let f = tch::no_grad(|| m.features(&p, &x, Some(&mut shapes)));
         assert_eq!(trace, exp);
         assert_eq!(f.size(), vec![2, 1024]);
     }
@@ -305,7 +310,8 @@ mod tests {
         let p = params(&m);
         let x = Tensor::randn([3, 2, 10, 48, 48], (Kind::Float, Device::Cpu));
         let mut trace = Vec::new();
-        let _ = tch::no_grad(|| m.features(&p, &x, Some(&mut trace)));
+        let mut shapes = |name: &str, h: &Tensor| trace.push((name.to_string(), h.size()));
+        let _ = tch::no_grad(|| m.features(&p, &x, Some(&mut shapes)));
         assert_eq!(trace, m.expected_shapes(3));
         assert!(SinC3D::new(&ModelConfig {
             input_size: 16,

@@ -62,6 +62,18 @@ impl ParamSet {
         self.values.iter().map(|v| prec.compute(v)).collect()
     }
 
+    /// Clears every gradient without updating (after a diagnostic backward pass).
+    pub fn zero_grad(&mut self) {
+        tch::no_grad(|| {
+            for v in &self.values {
+                let mut g = v.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+        });
+    }
+
     /// One SGD step with learning rate `lr`, then clears the gradients.
     pub fn sgd_step(&mut self, lr: f64, o: &OptimConfig) {
         tch::no_grad(|| {

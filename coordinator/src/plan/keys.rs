@@ -50,7 +50,7 @@ pub fn target_key(payload: &TaskPayload) -> String {
         return baseline_key(payload, b);
     }
     let t = &payload.train;
-    let v = json!({
+    let mut v = json!({
         "version": TASK_KEY_VERSION,
         "kind": "target",
         "dataset": payload.dataset_hash,
@@ -65,6 +65,11 @@ pub fn target_key(payload: &TaskPayload) -> String {
         "fast_path": t.fast_path,
         "seed": t.seed,
     });
+    // The layer statistics change the result (they are stored with it) but not the predictions; only a
+    // run that asks for them is keyed apart, so keys without them stay what they were.
+    if t.layer_stats {
+        v["layer_stats"] = json!(true);
+    }
     sha256_json(&v)
 }
 

@@ -272,6 +272,9 @@ fn keys_are_stable_and_depend_only_on_what_matters() {
         dev.tasks.iter().map(|t| &t.key).collect::<Vec<_>>(),
         base.tasks.iter().map(|t| &t.key).collect::<Vec<_>>()
     );
+    // Settings at their defaults, spelled out, keep the keys of specs written before they existed.
+    let spelled = plan("[train]\nlayer_stats = false\n[train.model]\ninput_scale = \"raw\"\n[sweep]\nalpha = [2]\n");
+    assert_eq!(spelled.tasks, base.tasks);
     // A sweep point shared with a bigger experiment has the same tasks.
     let big = plan("[sweep]\nalpha = [1, 2, 3]\n");
     let shared: BTreeSet<&str> = big.tasks.iter().map(|t| t.key.as_str()).collect();
@@ -299,6 +302,7 @@ fn keys_are_stable_and_depend_only_on_what_matters() {
         "[sweep]\nalpha = [2]\nfrozen_layers = [1]\n",
         "[train.target.optim]\nepochs = 99\n[sweep]\nalpha = [2]\n",
         "[train.target.optim]\nlr = 0.01\n[sweep]\nalpha = [2]\n",
+        "[train]\nlayer_stats = true\n[sweep]\nalpha = [2]\n",
         "[train.target.loss]\nkind = \"focal\"\ngamma = 1.0\nalpha = 1.0\n[sweep]\nalpha = [2]\n",
     ] {
         let p = plan(extra);
@@ -310,6 +314,7 @@ fn keys_are_stable_and_depend_only_on_what_matters() {
         "[train.prior.optim]\nepochs = 3\n[sweep]\nalpha = [2]\n",
         "[train.prior]\npairs_per_epoch = 100\n[sweep]\nalpha = [2]\n",
         "[train.model]\ndense = 64\n[sweep]\nalpha = [2]\n",
+        "[train.model]\ninput_scale = \"train-rms\"\n[sweep]\nalpha = [2]\n",
         "[train.augment]\ncrops = false\n[sweep]\nalpha = [2]\n",
         "[train]\nfast_path = false\n[sweep]\nalpha = [2]\n",
         "[train]\nseed = 7\n[sweep]\nalpha = [2]\n",
@@ -502,7 +507,10 @@ fn every_example_spec_parses_and_expands() {
     assert_eq!(seen["methods_cpu"], (68, 4, 68));
     assert_eq!(seen["realistic_cpu"], (68, 4, 68));
     assert_eq!(seen["realistic_ablation_epochs"], (68, 1, 68));
-    assert_eq!(seen.len(), 13);
+    assert_eq!(seen["realistic_ablation_input_scale"], (68, 1, 68));
+    assert_eq!(seen["realistic_ablation_lr"], (68, 1, 68));
+    assert_eq!(seen["realistic_ablation_prior"], (68, 1, 0));
+    assert_eq!(seen.len(), 16);
 }
 
 #[test]

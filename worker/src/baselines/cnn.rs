@@ -334,6 +334,7 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
             loss,
             monitor: None,
             samples_per_s: n as f64 / te.elapsed().as_secs_f64().max(1e-9),
+            layers: Vec::new(),
         };
         if let Some(f) = on_epoch.as_mut() {
             f(&log);
