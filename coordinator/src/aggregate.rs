@@ -4,6 +4,7 @@
 //! folds done / total. [`write_results`] writes `results.json`, `summary.md` and per-point prediction files.
 
 use crate::error::CoordError;
+use crate::leakage::{self, LeakageDiagnostics, DIAGNOSTIC_LABEL};
 use crate::plan::Plan;
 use mer_shared::fold::FoldResult;
 use mer_shared::megc_log;
@@ -43,6 +44,10 @@ pub struct ExperimentResults {
     pub partial: bool,
     /// One entry per sweep point, in plan order.
     pub sweep_points: Vec<SweepPointResult>,
+    /// The leakage premium (oracle epoch, oracle point): diagnostics chosen on the test subjects, never
+    /// results ([`crate::leakage`]). Absent in results written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<LeakageDiagnostics>,
 }
 
 /// The pooled results of one sweep point.
@@ -185,6 +190,7 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
             predictions: records,
         });
     }
+    let diagnostics = Some(leakage::diagnose(plan, results, &points));
     ExperimentResults {
         schema: RESULTS_SCHEMA.into(),
         experiment: plan.experiment.clone(),
@@ -201,6 +207,7 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
         tasks_total: total_all,
         partial: points.iter().any(|p| p.partial),
         sweep_points: points,
+        diagnostics,
     }
 }
 
@@ -287,6 +294,86 @@ pub fn summary_markdown(res: &ExperimentResults) -> String {
         );
         for w in &sp.warnings {
             out += &format!("\n> warning: {w}\n");
+        }
+    }
+    if let Some(d) = &res.diagnostics {
+        out += &diagnostics_markdown(res, d);
+    }
+    out
+}
+
+/// The leakage section of the summary: clean against oracle-epoch scores per point and part, and the
+/// oracle point per method; headed and labelled as diagnostics.
+fn diagnostics_markdown(res: &ExperimentResults, d: &LeakageDiagnostics) -> String {
+    let f = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+    let sf = |x: Option<f64>| x.map(|v| format!("{v:+.4}")).unwrap_or_else(|| "-".into());
+    let mut out = format!(
+        "\n## Leakage premium ({DIAGNOSTIC_LABEL})\n\nWhat the usual test-set shortcuts would have added. \
+         *Clean* is the result above (fixed final epoch). *Oracle epoch* stops each fold at the epoch with \
+         the best accuracy on its own test subject. Neither oracle is a result.\n\n"
+    );
+    out +=
+        "| sweep point | method | clean UF1 / UAR | oracle epoch UF1 / UAR | premium UF1 / UAR |";
+    let mut rule = "|---|---|---|---|---|".to_string();
+    for p in &res.parts {
+        out += &format!(" {} premium UF1 |", p.display_name());
+        rule += "---|";
+    }
+    out += &format!("\n{rule}\n");
+    for (sp, o) in res.sweep_points.iter().zip(&d.oracle_epoch) {
+        let clean = sp.scores.as_ref();
+        let oracle = o.scores.as_ref();
+        out += &format!(
+            "| `{}` | {} | {} / {} | {} / {} | {} / {} |",
+            sp.label,
+            sp.method.display_name(),
+            f(clean.map(|s| s.uf1)),
+            f(clean.map(|s| s.uar)),
+            f(oracle.map(|s| s.uf1)),
+            f(oracle.map(|s| s.uar)),
+            sf(o.premium_uf1),
+            sf(o.premium_uar)
+        );
+        for p in &res.parts {
+            let part = |s: Option<&mer_shared::predictions::ScoreReport>| {
+                s.and_then(|s| s.parts.get(p.key())).map(|x| x.uf1)
+            };
+            let prem = part(oracle).zip(part(clean)).map(|(a, b)| a - b);
+            out += &format!(" {} |", sf(prem));
+        }
+        out += "\n";
+    }
+    for o in d
+        .oracle_epoch
+        .iter()
+        .filter(|o| !o.folds_without_epochs.is_empty())
+    {
+        out += &format!(
+            "\n> `{}`: no oracle epoch: {} finished fold(s) carry no per-epoch test predictions (results \
+             written before they were recorded): {}\n",
+            o.label,
+            o.folds_without_epochs.len(),
+            o.folds_without_epochs.join(", ")
+        );
+    }
+    if !d.oracle_point.is_empty() {
+        out += "\n*Oracle point*: per method, the sweep point with the best pooled test UF1, against the mean \
+                of the method's points (what a point chosen without looking scores on average).\n\n\
+                | method | points | oracle point | UF1 / UAR | mean of points UF1 / UAR | premium UF1 / UAR |\n\
+                |---|---|---|---|---|---|\n";
+        for p in &d.oracle_point {
+            out += &format!(
+                "| {} | {} | `{}` | {:.4} / {:.4} | {:.4} / {:.4} | {:+.4} / {:+.4} |\n",
+                p.method.display_name(),
+                p.points,
+                p.best_label,
+                p.best_uf1,
+                p.best_uar,
+                p.mean_uf1,
+                p.mean_uar,
+                p.premium_uf1,
+                p.premium_uar
+            );
         }
     }
     out

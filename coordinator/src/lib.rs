@@ -8,6 +8,7 @@ pub mod client;
 pub mod error;
 pub mod http;
 pub mod k8s;
+pub mod leakage;
 pub mod lease;
 pub mod local;
 #[cfg(test)]

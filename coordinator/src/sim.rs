@@ -140,6 +140,7 @@ impl Trainer for SimTrainer {
                 loss,
                 monitor: None,
                 samples_per_s: 0.0,
+                test_predictions: Vec::new(),
                 layers: Vec::new(),
             });
         }
@@ -186,6 +187,27 @@ impl Trainer for SimTrainer {
                         task.payload.test_subject,
                         scheme.key()
                     )));
+                }
+                // Per-epoch test predictions for the leakage diagnostics: earlier epochs are right half
+                // the time (hashed), the last epoch predicts what the result does.
+                let last = log.len().saturating_sub(1);
+                for (e, entry) in log.iter_mut().enumerate() {
+                    entry.test_predictions = preds
+                        .iter()
+                        .map(|p| {
+                            let r = &p.record;
+                            let h = h64(&[
+                                task.key.as_bytes(),
+                                p.id.as_bytes(),
+                                &(e as u64).to_le_bytes(),
+                            ]);
+                            match (e == last, h % 2) {
+                                (true, _) => r.pred,
+                                (false, 0) => r.label,
+                                (false, _) => ((h >> 8) % k as u64) as usize,
+                            }
+                        })
+                        .collect();
                 }
                 Ok(TaskOutput::Target(FoldResult {
                     test_subject: task.payload.test_subject.clone(),

@@ -47,6 +47,12 @@ pub struct EpochLog {
     pub monitor: Option<f64>,
     /// Training throughput.
     pub samples_per_s: f64,
+    /// Predicted class of every test sample after this epoch, in [`FoldResult::predictions`] order. Only
+    /// for the leakage diagnostics (what choosing the epoch on the test subject would have given); nothing
+    /// in training reads them. Empty for prior learning, for methods without epochs, and in results
+    /// written before they were recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_predictions: Vec<usize>,
     /// Per-layer magnitudes at the end of the epoch (only with `train.layer_stats`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerStats>,

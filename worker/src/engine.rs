@@ -595,6 +595,7 @@ fn prior_impl(
             loss,
             monitor,
             samples_per_s: 2.0 * plan.len() as f64 / secs.max(1e-9),
+            test_predictions: Vec::new(),
             layers: Vec::new(),
         };
         tracing::info!(fold = test_subject, epoch, loss, monitor = ?monitor, "prior epoch");
@@ -664,6 +665,43 @@ fn pair_accuracy(
         }
     });
     Some(correct as f64 / val.len() as f64)
+}
+
+/// Softmax class probabilities of every sample of `test` under the current weights (forward only,
+/// unaugmented, no dropout), in set order.
+fn test_probs(
+    su: &Setup,
+    ps: &ParamSet,
+    test: &mut DeviceSet,
+    bs: usize,
+    classes: usize,
+) -> Result<Vec<Vec<f32>>, WorkerError> {
+    let n = su.model.tower_len();
+    let w = tch::no_grad(|| ps.compute(&su.prec));
+    let positions: Vec<usize> = (0..test.len()).collect();
+    let mut out = Vec::with_capacity(test.len());
+    for chunk in positions.chunks(bs.max(1)) {
+        let probs = tch::no_grad(|| {
+            let x = test.batch(chunk, None, &su.prec);
+            let f = su.model.features(&w[..n], &x, None);
+            f.linear(&w[n], Some(&w[n + 1]))
+                .to_kind(Kind::Float)
+                .softmax(1, Kind::Float)
+                .to_device(Device::Cpu)
+                .contiguous()
+        });
+        let flat: Vec<f32> = Vec::try_from(&probs.flatten(0, -1))
+            .map_err(|e| WorkerError::torch("reading test probabilities", e))?;
+        out.extend(flat.chunks(classes).map(<[f32]>::to_vec));
+    }
+    Ok(out)
+}
+
+/// The predicted class: the first index of the largest probability.
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |b, (i, &p)| if p > row[b] { i } else { b })
 }
 
 fn target_impl(
@@ -746,7 +784,10 @@ fn target_impl(
     let probe = cfg
         .layer_stats
         .then(|| LayerProbe::new(&set, &fold.train_labels, o.batch_size));
-    let n = su.model.tower_len();
+    // The test subject's samples, scaled with the training set's gain. They are run forward after every
+    // epoch only to record the leakage diagnostics' per-epoch predictions (nothing reads them here).
+    let mut test = DeviceSet::new(data, &fold.test, &cfg.model, su.device)?;
+    test.scale(gain);
     let mut idx = Vec::new();
     let mut vars: Vec<Variant> = Vec::new();
     let mut ys = Vec::new();
@@ -791,12 +832,17 @@ fn target_impl(
             Some(p) => p.measure(&su.model, &su.prec, &mut ps, &mut set, &loss_fn)?,
             None => Vec::new(),
         };
+        let test_predictions = test_probs(&su, &ps, &mut test, o.batch_size, classes)?
+            .iter()
+            .map(|row| argmax(row))
+            .collect();
         let log = EpochLog {
             stage: "target".into(),
             epoch,
             loss,
             monitor: None,
             samples_per_s: plan.len() as f64 / secs.max(1e-9),
+            test_predictions,
             layers,
         };
         tracing::info!(fold = test_subject, epoch, loss, "target epoch");
@@ -809,34 +855,15 @@ fn target_impl(
 
     // Testing: the held-out subject, forward only, no augmentation, no dropout.
     let t1 = Instant::now();
-    let mut test = DeviceSet::new(data, &fold.test, &cfg.model, su.device)?;
-    test.scale(gain);
     let mut predictions = Vec::with_capacity(fold.test.len());
     let mut confusion = Confusion::new(classes);
-    let w = tch::no_grad(|| ps.compute(&su.prec));
-    let positions: Vec<usize> = (0..test.len()).collect();
-    for chunk in positions.chunks(o.batch_size) {
-        let probs = tch::no_grad(|| {
-            let x = test.batch(chunk, None, &su.prec);
-            let f = su.model.features(&w[..n], &x, None);
-            f.linear(&w[n], Some(&w[n + 1]))
-                .to_kind(Kind::Float)
-                .softmax(1, Kind::Float)
-                .to_device(Device::Cpu)
-                .contiguous()
-        });
-        let flat: Vec<f32> = Vec::try_from(&probs.flatten(0, -1))
-            .map_err(|e| WorkerError::torch("reading test probabilities", e))?;
-        for (row, &pos) in flat.chunks(classes).zip(chunk) {
-            let s = &data.samples[fold.test[pos]];
-            let label = fold.test_labels[pos];
-            let pred = row
-                .iter()
-                .enumerate()
-                .fold(0, |b, (i, &p)| if p > row[b] { i } else { b });
-            confusion.add(label, pred)?;
-            predictions.push(SamplePrediction::new(s, label, pred, row.to_vec()));
-        }
+    let probs = test_probs(&su, &ps, &mut test, o.batch_size, classes)?;
+    for (pos, row) in probs.into_iter().enumerate() {
+        let s = &data.samples[fold.test[pos]];
+        let label = fold.test_labels[pos];
+        let pred = argmax(&row);
+        confusion.add(label, pred)?;
+        predictions.push(SamplePrediction::new(s, label, pred, row));
     }
     let test_s = t1.elapsed().as_secs_f64();
     Ok(FoldResult {
@@ -1215,6 +1242,18 @@ pub(crate) mod tests {
                 .all(|l| l.grad_rms.is_some_and(|g| g > 0.0)));
         }
         assert!(plain.epochs.iter().all(|e| e.layers.is_empty()));
+        // Every target epoch records the test subject's predictions (leakage diagnostics); after the last
+        // epoch they are the fold's predictions, and prior epochs record none.
+        let finals: Vec<usize> = probed.predictions.iter().map(|p| p.record.pred).collect();
+        assert!(target
+            .iter()
+            .all(|e| e.test_predictions.len() == finals.len()));
+        assert_eq!(target.last().unwrap().test_predictions, finals);
+        assert!(probed
+            .epochs
+            .iter()
+            .filter(|e| e.stage == "prior")
+            .all(|e| e.test_predictions.is_empty()));
     }
 
     #[test]

@@ -227,6 +227,7 @@ fn build_blocks(
     frozen_table(run, scores, &mut b);
     alpha_sweep(run, scores, &mut b)?;
     per_point(run, scores, &mut b)?;
+    leakage_section(run, &mut b);
     per_subject(run, &mut b);
     training_curves(run, &mut b)?;
     provenance(run, &mut b);
@@ -434,6 +435,110 @@ fn method_comparison(
             .into(),
     ));
     Ok(())
+}
+
+/// The leakage premium (`results.json` diagnostics): clean against oracle-epoch scores per point and part,
+/// the epochs the oracle chose, and the oracle point per method. Every heading and caption says that these
+/// numbers were chosen on the test subjects.
+fn leakage_section(run: &RunData, b: &mut Vec<Block>) {
+    let r = &run.results;
+    let Some(d) = &r.diagnostics else {
+        return;
+    };
+    b.push(Block::Heading(
+        2,
+        "Leakage premium (diagnostic, not a result)".into(),
+    ));
+    b.push(Block::Para(format!(
+        "{}. What the field's usual test-set shortcuts would have added to the clean scores above. *Oracle \
+         epoch*: each fold stopped at the target epoch with the best accuracy on its own test subject (earliest \
+         among ties), then pooled as usual. *Oracle point*: per method, the sweep point with the best pooled \
+         test UF1, against the mean of the method's points. The clean scores (fixed final epoch, every point \
+         reported) are the results; these are not.",
+        crate::leakage::DIAGNOSTIC_LABEL
+    )));
+    let opt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), f4);
+    let signed = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:+.4}"));
+    let mut head: Vec<String> = [
+        "sweep point",
+        "clean UF1 / UAR",
+        "oracle epoch UF1 / UAR",
+        "premium UF1 / UAR",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    head.extend(
+        r.parts
+            .iter()
+            .map(|p| format!("{} premium UF1", p.display_name())),
+    );
+    head.push("chosen epochs (min / median / max)".into());
+    let mut rows = Vec::new();
+    for (sp, o) in r.sweep_points.iter().zip(&d.oracle_epoch) {
+        let clean = sp.scores.as_ref();
+        let oracle = o.scores.as_ref();
+        let mut row = vec![
+            point_label(run, sp.index),
+            format!(
+                "{} / {}",
+                opt(clean.map(|s| s.uf1)),
+                opt(clean.map(|s| s.uar))
+            ),
+            format!(
+                "{} / {}",
+                opt(oracle.map(|s| s.uf1)),
+                opt(oracle.map(|s| s.uar))
+            ),
+            format!("{} / {}", signed(o.premium_uf1), signed(o.premium_uar)),
+        ];
+        for p in &r.parts {
+            let part =
+                |s: Option<&ScoreReport>| s.and_then(|s| s.parts.get(p.key())).map(|x| x.uf1);
+            row.push(signed(part(oracle).zip(part(clean)).map(|(a, c)| a - c)));
+        }
+        let mut e: Vec<usize> = o.chosen_epochs.values().copied().collect();
+        e.sort_unstable();
+        row.push(match (e.first(), e.last()) {
+            (Some(lo), Some(hi)) => format!("{lo} / {} / {hi}", e[e.len() / 2]),
+            _ if !o.folds_without_epochs.is_empty() => format!(
+                "{} fold(s) without per-epoch predictions",
+                o.folds_without_epochs.len()
+            ),
+            _ => "no epochs (one candidate)".into(),
+        });
+        rows.push(row);
+    }
+    b.push(Block::Table { head, rows });
+    if !d.oracle_point.is_empty() {
+        b.push(Block::Table {
+            head: [
+                "method",
+                "points",
+                "oracle point (diagnostic)",
+                "its UF1 / UAR",
+                "mean of points UF1 / UAR",
+                "premium UF1 / UAR",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            rows: d
+                .oracle_point
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.method.display_name().to_string(),
+                        p.points.to_string(),
+                        point_label(run, p.best_index),
+                        pair(p.best_uf1, p.best_uar),
+                        pair(p.mean_uf1, p.mean_uar),
+                        format!("{:+.4} / {:+.4}", p.premium_uf1, p.premium_uar),
+                    ]
+                })
+                .collect(),
+        });
+    }
 }
 
 fn score_cells(run: &RunData, s: Option<&ScoreReport>) -> Vec<String> {

@@ -246,10 +246,50 @@ fn check(run: &CnnRun) -> Result<(usize, usize), WorkerError> {
     Ok((n, run.test_x.len() / per))
 }
 
+/// Softmax probabilities of the (normalised) test inputs `tx` under the network's current weights, in
+/// evaluation mode (BatchNorm running statistics, no dropout, so no random number is drawn).
+fn predict(
+    model: &Model,
+    tx: &[f32],
+    batch_size: usize,
+    c: i64,
+    s: i64,
+    classes: usize,
+    device: Device,
+) -> Result<Vec<Vec<f32>>, WorkerError> {
+    let per = (c * s * s) as usize;
+    let mut unused = ChaCha8Rng::seed_from_u64(0);
+    let mut probs = Vec::with_capacity(tx.len() / per.max(1));
+    for chunk in tx.chunks(batch_size.max(1) * per) {
+        let b = (chunk.len() / per) as i64;
+        let x = Tensor::from_slice(chunk)
+            .view([b, c, s, s])
+            .to_device(device);
+        let p = tch::no_grad(|| {
+            model
+                .forward_t(&x, false, &mut unused)
+                .softmax(-1, Kind::Float)
+                .to_device(Device::Cpu)
+                .contiguous()
+        });
+        let flat = Vec::<f32>::try_from(p.view([-1]))
+            .map_err(|e| WorkerError::torch("reading test probabilities", e))?;
+        probs.extend(flat.chunks(classes).map(<[f32]>::to_vec));
+    }
+    Ok(probs)
+}
+
+/// The predicted class: the first index of the largest probability.
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |b, (i, &p)| if p > row[b] { i } else { b })
+}
+
 /// Trains `run.net` on the training samples for `run.epochs` epochs and returns the softmax probabilities
 /// of the test samples (see the module docs for the rules it keeps).
 pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
-    let (n, m) = check(&run)?;
+    let (n, _test_count) = check(&run)?;
     let CnnRun {
         net,
         train_x,
@@ -300,6 +340,8 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
     let mut adam = Adam::new(model.parameters(), lr);
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
 
+    let mut tx = test_x.to_vec();
+    normalise_inputs(&mut tx, APEX_CHANNELS, size);
     let mut order: Vec<usize> = (0..n).collect();
     let mut logs = Vec::with_capacity(epochs);
     for epoch in 0..epochs {
@@ -328,12 +370,22 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
                 "{net:?} loss is not finite at epoch {epoch} (diverged; lower the learning rate)"
             )));
         }
+        let samples_per_s = n as f64 / te.elapsed().as_secs_f64().max(1e-9);
+        // The leakage diagnostics' per-epoch test predictions (nothing in training reads them).
+        if cancelled() {
+            return Err(WorkerError::Cancelled);
+        }
+        let test_predictions = predict(&model, &tx, batch_size, c, s, classes, device)?
+            .iter()
+            .map(|row| argmax(row))
+            .collect();
         let log = EpochLog {
             stage: "target".into(),
             epoch,
             loss,
             monitor: None,
-            samples_per_s: n as f64 / te.elapsed().as_secs_f64().max(1e-9),
+            samples_per_s,
+            test_predictions,
             layers: Vec::new(),
         };
         if let Some(f) = on_epoch.as_mut() {
@@ -344,29 +396,7 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
     let train_s = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
-    let mut tx = test_x.to_vec();
-    normalise_inputs(&mut tx, APEX_CHANNELS, size);
-    let mut probs = Vec::with_capacity(m);
-    let per = APEX_CHANNELS * size * size;
-    for chunk in tx.chunks(batch_size * per) {
-        if cancelled() {
-            return Err(WorkerError::Cancelled);
-        }
-        let b = (chunk.len() / per) as i64;
-        let x = Tensor::from_slice(chunk)
-            .view([b, c, s, s])
-            .to_device(device);
-        let p = tch::no_grad(|| {
-            model
-                .forward_t(&x, false, &mut drop_rng)
-                .softmax(-1, Kind::Float)
-                .to_device(Device::Cpu)
-                .contiguous()
-        });
-        let flat = Vec::<f32>::try_from(p.view([-1]))
-            .map_err(|e| WorkerError::torch("reading test probabilities", e))?;
-        probs.extend(flat.chunks(classes).map(|r| r.to_vec()));
-    }
+    let probs = predict(&model, &tx, batch_size, c, s, classes, device)?;
     Ok(CnnOutput {
         probs,
         epochs: logs,
@@ -478,6 +508,11 @@ mod tests {
             }
             let acc = accuracy(&out.probs, &ty);
             assert!(acc >= 8.0 / 9.0, "{net:?}: held-out accuracy {acc}");
+            // Per-epoch test predictions (leakage diagnostics): one per test sample and epoch; the last
+            // epoch's are the final predictions.
+            assert!(out.epochs.iter().all(|l| l.test_predictions.len() == 9));
+            let finals: Vec<usize> = out.probs.iter().map(|p| argmax(p)).collect();
+            assert_eq!(out.epochs[11].test_predictions, finals);
         }
     }
 
