@@ -411,3 +411,76 @@ fn client_commands_name_an_unreachable_or_malformed_coordinator() {
         "{err}"
     );
 }
+
+/// Process ids whose parent is `pid` (from /proc).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ')'.
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// True while `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn killing_mer_run_takes_its_local_workers_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, _plan) = setup(dir.path(), 2);
+    let run_dir = dir.path().join("run");
+    let mut run = Command::new(MER)
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--workers",
+            "2",
+            "--quiet",
+            "--sim-trainer",
+        ])
+        .arg("--sim-delay-ms=60000")
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .env("MER_TOKEN", TOKEN)
+        .env("MER_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut workers = Vec::new();
+    wait_for(
+        "two local worker processes",
+        Duration::from_secs(60),
+        || {
+            workers = children_of(run.id());
+            workers.len() >= 2
+        },
+    );
+    // SIGKILL: nothing in `mer run` unwinds, so only the kernel can take the workers down.
+    run.kill().unwrap();
+    run.wait().unwrap();
+    wait_for("the workers to exit", Duration::from_secs(20), || {
+        workers.iter().all(|&w| !alive(w))
+    });
+}

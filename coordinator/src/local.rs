@@ -180,6 +180,33 @@ impl Workers {
     }
 }
 
+/// Makes a worker process die with this one. `kill_on_drop` covers every exit that unwinds, but a `mer
+/// run` killed by a signal drops nothing, and its workers went on training and writing into the run
+/// folder. On Linux the kernel sends the child SIGKILL when the thread that spawned it exits
+/// (`PR_SET_PDEATHSIG`); the spawning thread is a runtime worker thread, which lives as long as the
+/// runtime, so in practice: when `mer run` dies. A child whose parent is already gone refuses to start.
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec the closure only calls the async-signal-safe prctl(2) and
+        // getppid(2) and builds an io::Error from an errno value; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
 fn spawn_workers(opts: &LocalOptions, url: &str, token: &str) -> Result<Workers, CoordError> {
     let cache = opts.run_dir.join("cache");
     let logs = opts.run_dir.join("logs");
@@ -203,7 +230,9 @@ fn spawn_workers(opts: &LocalOptions, url: &str, token: &str) -> Result<Workers,
                     .open(&log_path)
                     .map_err(|e| CoordError::io(&log_path, e))?;
                 let log2 = log.try_clone().map_err(|e| CoordError::io(&log_path, e))?;
-                let child = tokio::process::Command::new(program)
+                let mut cmd = tokio::process::Command::new(program);
+                die_with_parent(&mut cmd);
+                let child = cmd
                     .arg("worker")
                     .arg("--coordinator")
                     .arg(url)

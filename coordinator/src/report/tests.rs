@@ -171,11 +171,21 @@ fn report_tables_hold_the_scores_of_the_prediction_logs_and_every_image_decodes(
     assert!(md.contains("description = \"report test\""));
     // The leakage premium: a labelled section with each point's oracle-epoch score (the simulated
     // trainer's earlier epochs differ from its last, so the oracle has a real choice).
-    assert!(md.contains("## Leakage premium (diagnostic, not a result)"), "{md}");
-    let d = data.results.diagnostics.as_ref().expect("diagnostics in results.json");
+    assert!(
+        md.contains("## Leakage premium (diagnostic, not a result)"),
+        "{md}"
+    );
+    let d = data
+        .results
+        .diagnostics
+        .as_ref()
+        .expect("diagnostics in results.json");
     assert_eq!(d.oracle_epoch.len(), data.results.sweep_points.len());
     for (o, sp) in d.oracle_epoch.iter().zip(&data.results.sweep_points) {
-        let s = o.scores.as_ref().expect("every sim fold has per-epoch predictions");
+        let s = o
+            .scores
+            .as_ref()
+            .expect("every sim fold has per-epoch predictions");
         assert!(md.contains(&format!("{:.4} / {:.4}", s.uf1, s.uar)), "{md}");
         let clean = sp.scores.as_ref().unwrap();
         assert!((o.premium_uf1.unwrap() - (s.uf1 - clean.uf1)).abs() < 1e-12);
