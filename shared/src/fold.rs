@@ -17,6 +17,15 @@ pub struct SamplePrediction {
     pub probs: Vec<f32>,
 }
 
+/// The predicted class of a row of class scores: the first index of the largest score (every method and
+/// every per-epoch evaluation uses this one rule, so ties break the same way everywhere).
+pub fn predicted_class(scores: &[f32]) -> usize {
+    scores
+        .iter()
+        .enumerate()
+        .fold(0, |b, (i, &p)| if p > scores[b] { i } else { b })
+}
+
 impl SamplePrediction {
     /// The outcome for `sample`: its true `label`, the predicted class and the class probabilities.
     pub fn new(sample: &SampleMeta, label: usize, pred: usize, probs: Vec<f32>) -> Self {
@@ -105,4 +114,17 @@ pub struct FoldResult {
     pub epochs: Vec<EpochLog>,
     /// Timings.
     pub timings: Timings,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::predicted_class;
+
+    #[test]
+    fn the_predicted_class_is_the_first_largest_score() {
+        assert_eq!(predicted_class(&[0.2, 0.5, 0.3]), 1);
+        assert_eq!(predicted_class(&[0.4, 0.4, 0.2]), 0);
+        assert_eq!(predicted_class(&[0.1, 0.45, 0.45]), 1);
+        assert_eq!(predicted_class(&[f32::NAN, 0.3, 0.7]), 0);
+    }
 }

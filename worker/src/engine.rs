@@ -22,7 +22,7 @@ use crate::model::{classifier_specs, init_params, SinC3D};
 use crate::optim::{lr_at, ParamSet};
 use crate::pairs::{eq7_pair_count, PairSet};
 use crate::siamese;
-use mer_shared::fold::{EpochLog, FoldResult, SamplePrediction, Timings};
+use mer_shared::fold::{predicted_class, EpochLog, FoldResult, SamplePrediction, Timings};
 use mer_shared::labels::LabelScheme;
 use mer_shared::metrics::Confusion;
 use mer_shared::prepared::Prepared;
@@ -697,13 +697,6 @@ fn test_probs(
     Ok(out)
 }
 
-/// The predicted class: the first index of the largest probability.
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(0, |b, (i, &p)| if p > row[b] { i } else { b })
-}
-
 fn target_impl(
     data: &Prepared,
     scheme: LabelScheme,
@@ -834,7 +827,7 @@ fn target_impl(
         };
         let test_predictions = test_probs(&su, &ps, &mut test, o.batch_size, classes)?
             .iter()
-            .map(|row| argmax(row))
+            .map(|row| predicted_class(row))
             .collect();
         let log = EpochLog {
             stage: "target".into(),
@@ -861,7 +854,7 @@ fn target_impl(
     for (pos, row) in probs.into_iter().enumerate() {
         let s = &data.samples[fold.test[pos]];
         let label = fold.test_labels[pos];
-        let pred = argmax(&row);
+        let pred = predicted_class(&row);
         confusion.add(label, pred)?;
         predictions.push(SamplePrediction::new(s, label, pred, row));
     }

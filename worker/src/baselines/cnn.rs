@@ -18,7 +18,7 @@
 use super::offapexnet::OffApexNet;
 use super::ststnet::Ststnet;
 use crate::error::WorkerError;
-use mer_shared::fold::EpochLog;
+use mer_shared::fold::{predicted_class, EpochLog};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -279,13 +279,6 @@ fn predict(
     Ok(probs)
 }
 
-/// The predicted class: the first index of the largest probability.
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(0, |b, (i, &p)| if p > row[b] { i } else { b })
-}
-
 /// Trains `run.net` on the training samples for `run.epochs` epochs and returns the softmax probabilities
 /// of the test samples (see the module docs for the rules it keeps).
 pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
@@ -377,7 +370,7 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
         }
         let test_predictions = predict(&model, &tx, batch_size, c, s, classes, device)?
             .iter()
-            .map(|row| argmax(row))
+            .map(|row| predicted_class(row))
             .collect();
         let log = EpochLog {
             stage: "target".into(),
@@ -511,7 +504,7 @@ mod tests {
             // Per-epoch test predictions (leakage diagnostics): one per test sample and epoch; the last
             // epoch's are the final predictions.
             assert!(out.epochs.iter().all(|l| l.test_predictions.len() == 9));
-            let finals: Vec<usize> = out.probs.iter().map(|p| argmax(p)).collect();
+            let finals: Vec<usize> = out.probs.iter().map(|p| predicted_class(p)).collect();
             assert_eq!(out.epochs[11].test_predictions, finals);
         }
     }

@@ -18,7 +18,7 @@ pub mod svm;
 use crate::device::{configure, device_name, parse_device};
 use crate::engine::{split_fold, Fold, Hooks};
 use crate::error::WorkerError;
-use mer_shared::fold::{FoldResult, SamplePrediction, Timings};
+use mer_shared::fold::{predicted_class, FoldResult, SamplePrediction, Timings};
 use mer_shared::labels::LabelScheme;
 use mer_shared::method::{BaselineSettings, InputGroup, LbpTopSvmConfig};
 use mer_shared::metrics::Confusion;
@@ -198,13 +198,7 @@ fn cnn_fold(
     let preds = out
         .probs
         .into_iter()
-        .map(|row| {
-            let pred = row
-                .iter()
-                .enumerate()
-                .fold(0, |b, (k, &p)| if p > row[b] { k } else { b });
-            (pred, row)
-        })
+        .map(|row| (predicted_class(&row), row))
         .collect();
     Ok((preds, out.epochs, out.train_s, out.test_s))
 }
