@@ -190,7 +190,18 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
             predictions: records,
         });
     }
-    let diagnostics = Some(leakage::diagnose(plan, results, &points));
+    let clean: Vec<leakage::CleanPoint<'_>> = points
+        .iter()
+        .map(|p| leakage::CleanPoint {
+            index: p.index,
+            label: &p.label,
+            method: p.method,
+            partial: p.partial,
+            missing_folds: &p.missing_folds,
+            scores: p.scores.as_ref(),
+        })
+        .collect();
+    let diagnostics = Some(leakage::diagnose(plan, results, &clean));
     ExperimentResults {
         schema: RESULTS_SCHEMA.into(),
         experiment: plan.experiment.clone(),

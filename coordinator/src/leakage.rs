@@ -13,7 +13,6 @@
 //! The per-epoch predictions come from [`EpochLog::test_predictions`]; results written before they were
 //! recorded have none, and a point with such a fold gets no oracle-epoch score (the folds are named).
 
-use crate::aggregate::SweepPointResult;
 use crate::plan::Plan;
 use mer_shared::fold::{EpochLog, FoldResult};
 use mer_shared::method::Method;
@@ -80,6 +79,23 @@ pub struct OraclePoint {
     pub premium_uar: f64,
 }
 
+/// What the diagnostics need of a sweep point's clean result (the aggregation's `SweepPointResult`
+/// gives it; this module does not depend on the aggregation).
+pub struct CleanPoint<'a> {
+    /// Sweep point index.
+    pub index: u32,
+    /// Sweep point label.
+    pub label: &'a str,
+    /// The point's method.
+    pub method: Method,
+    /// True when not every fold finished.
+    pub partial: bool,
+    /// Folds the clean score did not pool.
+    pub missing_folds: &'a [String],
+    /// The clean pooled scores.
+    pub scores: Option<&'a ScoreReport>,
+}
+
 /// What one fold offers the oracle: its predictions at the epoch with the best test accuracy.
 enum FoldChoice {
     /// Chosen epoch (`None`: the method has no epochs) and the predictions at it.
@@ -124,11 +140,11 @@ fn choose_epoch(res: &FoldResult) -> FoldChoice {
 }
 
 /// The diagnostics of `plan`'s finished target results, given the clean per-point results `points`
-/// (from [`crate::aggregate::aggregate`], same order).
+/// (in plan order).
 pub fn diagnose(
     plan: &Plan,
     results: &BTreeMap<String, FoldResult>,
-    points: &[SweepPointResult],
+    points: &[CleanPoint<'_>],
 ) -> LeakageDiagnostics {
     let mut oracle_epoch = Vec::new();
     for sp in points {
@@ -157,15 +173,11 @@ pub fn diagnose(
         let scores = (missing.is_empty() && !records.is_empty())
             .then(|| ScoreReport::compute(plan.scheme, &records).ok())
             .flatten();
-        let premium = |f: fn(&ScoreReport) -> f64| {
-            scores
-                .as_ref()
-                .zip(sp.scores.as_ref())
-                .map(|(o, c)| f(o) - f(c))
-        };
+        let premium =
+            |f: fn(&ScoreReport) -> f64| scores.as_ref().zip(sp.scores).map(|(o, c)| f(o) - f(c));
         oracle_epoch.push(OracleEpoch {
             index: sp.index,
-            label: sp.label.clone(),
+            label: sp.label.to_string(),
             folds_without_epochs: missing,
             chosen_epochs: chosen,
             premium_uf1: premium(|s| s.uf1),
@@ -181,11 +193,11 @@ pub fn diagnose(
 }
 
 /// Per method with at least two complete points: the best point by pooled test UF1.
-fn oracle_points(points: &[SweepPointResult]) -> Vec<OraclePoint> {
-    let mut by_method: BTreeMap<&'static str, Vec<(&SweepPointResult, &ScoreReport)>> =
+fn oracle_points(points: &[CleanPoint<'_>]) -> Vec<OraclePoint> {
+    let mut by_method: BTreeMap<&'static str, Vec<(&CleanPoint<'_>, &ScoreReport)>> =
         BTreeMap::new();
     for sp in points.iter().filter(|p| !p.partial) {
-        if let Some(s) = &sp.scores {
+        if let Some(s) = sp.scores {
             by_method.entry(sp.method.key()).or_default().push((sp, s));
         }
     }
@@ -204,7 +216,7 @@ fn oracle_points(points: &[SweepPointResult]) -> Vec<OraclePoint> {
             method: best.0.method,
             points: group.len(),
             best_index: best.0.index,
-            best_label: best.0.label.clone(),
+            best_label: best.0.label.to_string(),
             best_uf1: best.1.uf1,
             best_uar: best.1.uar,
             mean_uf1,
