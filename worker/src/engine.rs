@@ -784,6 +784,8 @@ fn target_impl(
     let mut idx = Vec::new();
     let mut vars: Vec<Variant> = Vec::new();
     let mut ys = Vec::new();
+    // The last epoch's test probabilities are the final ones (same weights); kept to test only once.
+    let mut last_probs = None;
     for epoch in start..o.epochs {
         let lr = lr_at(o, epoch);
         let mut r = rng(cfg.seed, "target-epoch", epoch);
@@ -825,10 +827,9 @@ fn target_impl(
             Some(p) => p.measure(&su.model, &su.prec, &mut ps, &mut set, &loss_fn)?,
             None => Vec::new(),
         };
-        let test_predictions = test_probs(&su, &ps, &mut test, o.batch_size, classes)?
-            .iter()
-            .map(|row| predicted_class(row))
-            .collect();
+        let probs = test_probs(&su, &ps, &mut test, o.batch_size, classes)?;
+        let test_predictions = probs.iter().map(|row| predicted_class(row)).collect();
+        last_probs = Some(probs);
         let log = EpochLog {
             stage: "target".into(),
             epoch,
@@ -850,7 +851,11 @@ fn target_impl(
     let t1 = Instant::now();
     let mut predictions = Vec::with_capacity(fold.test.len());
     let mut confusion = Confusion::new(classes);
-    let probs = test_probs(&su, &ps, &mut test, o.batch_size, classes)?;
+    let probs = match last_probs {
+        Some(p) => p,
+        // Every epoch was restored from a checkpoint: nothing was tested yet.
+        None => test_probs(&su, &ps, &mut test, o.batch_size, classes)?,
+    };
     for (pos, row) in probs.into_iter().enumerate() {
         let s = &data.samples[fold.test[pos]];
         let label = fold.test_labels[pos];

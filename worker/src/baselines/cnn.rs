@@ -336,6 +336,8 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
     let mut tx = test_x.to_vec();
     normalise_inputs(&mut tx, APEX_CHANNELS, size);
     let mut order: Vec<usize> = (0..n).collect();
+    // The last epoch's test probabilities are the final ones (same weights); kept to test only once.
+    let mut last_probs = None;
     let mut logs = Vec::with_capacity(epochs);
     for epoch in 0..epochs {
         let te = Instant::now();
@@ -368,10 +370,9 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
         if cancelled() {
             return Err(WorkerError::Cancelled);
         }
-        let test_predictions = predict(&model, &tx, batch_size, c, s, classes, device)?
-            .iter()
-            .map(|row| predicted_class(row))
-            .collect();
+        let probs = predict(&model, &tx, batch_size, c, s, classes, device)?;
+        let test_predictions = probs.iter().map(|row| predicted_class(row)).collect();
+        last_probs = Some(probs);
         let log = EpochLog {
             stage: "target".into(),
             epoch,
@@ -389,7 +390,10 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
     let train_s = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
-    let probs = predict(&model, &tx, batch_size, c, s, classes, device)?;
+    let probs = match last_probs {
+        Some(p) => p,
+        None => predict(&model, &tx, batch_size, c, s, classes, device)?,
+    };
     Ok(CnnOutput {
         probs,
         epochs: logs,
