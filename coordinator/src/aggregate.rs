@@ -6,6 +6,7 @@
 use crate::error::CoordError;
 use crate::leakage::{self, LeakageDiagnostics, DIAGNOSTIC_LABEL};
 use crate::plan::Plan;
+use crate::selection::{self, SelectionResults};
 use mer_shared::fold::FoldResult;
 use mer_shared::megc_log;
 use mer_shared::method::Method;
@@ -48,6 +49,10 @@ pub struct ExperimentResults {
     /// results ([`crate::leakage`]). Absent in results written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnostics: Option<LeakageDiagnostics>,
+    /// Nested selection's choices and the pooled score of the chosen points ([`crate::selection`]); a
+    /// result, since no test subject influenced it. Absent without `[selection] mode = "nested"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<SelectionResults>,
 }
 
 /// The pooled results of one sweep point.
@@ -201,7 +206,20 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
             scores: p.scores.as_ref(),
         })
         .collect();
-    let diagnostics = Some(leakage::diagnose(plan, results, &clean));
+    let mut diagnostics = leakage::diagnose(plan, results, &clean);
+    let selection = selection::select(plan, results);
+    if let Some(sel) = &selection {
+        for o in &mut diagnostics.oracle_point {
+            let chosen = sel.methods.iter().find(|m| m.method == o.method);
+            if let Some(s) = chosen
+                .filter(|m| !m.partial)
+                .and_then(|m| m.scores.as_ref())
+            {
+                o.set_selected(s.uf1, s.uar);
+            }
+        }
+    }
+    let diagnostics = Some(diagnostics);
     ExperimentResults {
         schema: RESULTS_SCHEMA.into(),
         experiment: plan.experiment.clone(),
@@ -219,6 +237,7 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
         partial: points.iter().any(|p| p.partial),
         sweep_points: points,
         diagnostics,
+        selection,
     }
 }
 
@@ -307,8 +326,92 @@ pub fn summary_markdown(res: &ExperimentResults) -> String {
             out += &format!("\n> warning: {w}\n");
         }
     }
+    if let Some(sel) = &res.selection {
+        out += &selection_markdown(res, sel);
+    }
     if let Some(d) = &res.diagnostics {
         out += &diagnostics_markdown(res, d);
+    }
+    out
+}
+
+/// The nested-selection section of the summary: per method the selected score (pooled over the outer
+/// folds), how often each candidate was chosen, and each outer fold's choice.
+fn selection_markdown(res: &ExperimentResults, sel: &SelectionResults) -> String {
+    let f = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+    let mut out = format!(
+        "\n## Nested selection (a result)\n\nPer outer fold, each method's point with the best pooled inner UF1 \
+         over {} subject-grouped inner splits of the fold's training subjects (seed {}; ties: inner UAR, then \
+         the earlier point); *selected* pools the chosen points' outer test predictions. No test subject \
+         influenced it.\n\n",
+        sel.inner_folds, sel.seed
+    );
+    let mut head = "| method | folds |".to_string();
+    let mut rule = "|---|---|".to_string();
+    for p in &res.parts {
+        head += &format!(" {} UF1 | {} UAR |", p.display_name(), p.display_name());
+        rule += "---|---|";
+    }
+    out += &format!(
+        "{head} selected UF1 | selected UAR | chosen (folds per point) |\n{rule}---|---|---|\n"
+    );
+    for m in &sel.methods {
+        let s = m.scores.as_ref();
+        out += &format!(
+            "| {}{} | {}/{} |",
+            m.method.display_name(),
+            if m.partial { " (partial)" } else { "" },
+            m.folds_done,
+            m.folds_total
+        );
+        for p in &res.parts {
+            let ps = s.and_then(|s| s.parts.get(p.key()));
+            out += &format!(" {} | {} |", f(ps.map(|x| x.uf1)), f(ps.map(|x| x.uar)));
+        }
+        let chosen: Vec<String> = m
+            .labels
+            .iter()
+            .zip(&m.times_chosen)
+            .map(|(l, n)| format!("`{l}` {n}"))
+            .collect();
+        out += &format!(
+            " {} | {} | {} |\n",
+            f(s.map(|x| x.uf1)),
+            f(s.map(|x| x.uar)),
+            chosen.join(", ")
+        );
+    }
+    for m in &sel.methods {
+        out += &format!(
+            "\n{}: outer fold -> selected point (pooled inner UF1 per point: {})\n\n",
+            m.method.display_name(),
+            m.labels
+                .iter()
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for fs in &m.folds {
+            let inner: Vec<String> = fs
+                .inner
+                .iter()
+                .map(|s| match s.uf1 {
+                    Some(v) => format!("{v:.4}"),
+                    None => format!("{}/{} splits", s.splits_done, s.splits_total),
+                })
+                .collect();
+            out += &format!(
+                "- {} -> {} ({})\n",
+                fs.fold,
+                fs.selected_label
+                    .as_deref()
+                    .map_or_else(|| "not yet chosen".to_string(), |l| format!("`{l}`")),
+                inner.join(", ")
+            );
+        }
+    }
+    for w in &sel.warnings {
+        out += &format!("\n> warning: {w}\n");
     }
     out
 }
@@ -346,11 +449,10 @@ fn diagnostics_markdown(res: &ExperimentResults, d: &LeakageDiagnostics) -> Stri
             sf(o.premium_uar)
         );
         for p in &res.parts {
-            let part = |s: Option<&mer_shared::predictions::ScoreReport>| {
-                s.and_then(|s| s.parts.get(p.key())).map(|x| x.uf1)
-            };
-            let prem = part(oracle).zip(part(clean)).map(|(a, b)| a - b);
-            out += &format!(" {} |", sf(prem));
+            out += &format!(
+                " {} |",
+                sf(leakage::part_premium_uf1(oracle, clean, p.key()))
+            );
         }
         out += "\n";
     }
@@ -369,12 +471,13 @@ fn diagnostics_markdown(res: &ExperimentResults, d: &LeakageDiagnostics) -> Stri
     }
     if !d.oracle_point.is_empty() {
         out += "\n*Oracle point*: per method, the sweep point with the best pooled test UF1, against the mean \
-                of the method's points (what a point chosen without looking scores on average).\n\n\
-                | method | points | oracle point | UF1 / UAR | mean of points UF1 / UAR | premium UF1 / UAR |\n\
-                |---|---|---|---|---|---|\n";
+                of the method's points (what a point chosen without looking scores on average) and, with nested \
+                selection, against the selected score.\n\n\
+                | method | points | oracle point | UF1 / UAR | mean of points UF1 / UAR | premium UF1 / UAR | selected UF1 / UAR | premium over selected UF1 / UAR |\n\
+                |---|---|---|---|---|---|---|---|\n";
         for p in &d.oracle_point {
             out += &format!(
-                "| {} | {} | `{}` | {:.4} / {:.4} | {:.4} / {:.4} | {:+.4} / {:+.4} |\n",
+                "| {} | {} | `{}` | {:.4} / {:.4} | {:.4} / {:.4} | {:+.4} / {:+.4} | {} / {} | {} / {} |\n",
                 p.method.display_name(),
                 p.points,
                 p.best_label,
@@ -383,7 +486,11 @@ fn diagnostics_markdown(res: &ExperimentResults, d: &LeakageDiagnostics) -> Stri
                 p.mean_uf1,
                 p.mean_uar,
                 p.premium_uf1,
-                p.premium_uar
+                p.premium_uar,
+                f(p.selected_uf1),
+                f(p.selected_uar),
+                sf(p.premium_over_selected_uf1),
+                sf(p.premium_over_selected_uar)
             );
         }
     }

@@ -8,7 +8,8 @@
 //!   A method without epochs (LBP-TOP + SVM) has one candidate, its final prediction: premium 0.
 //! - **Oracle point.** Per method with at least two complete sweep points, the point with the best pooled
 //!   test UF1 (ties: the lowest index). Its premium is measured against the mean clean score of the
-//!   method's points, the expected score of a point chosen without looking at any test subject.
+//!   method's points, the expected score of a point chosen without looking at any test subject, and, with
+//!   nested selection, against the selected score ([`crate::selection`]).
 //!
 //! The per-epoch predictions come from [`EpochLog::test_predictions`]; results written before they were
 //! recorded have none, and a point with such a fold gets no oracle-epoch score (the folds are named).
@@ -77,6 +78,39 @@ pub struct OraclePoint {
     pub premium_uf1: f64,
     /// `best_uar - mean_uar`.
     pub premium_uar: f64,
+    /// Nested selection's pooled UF1 of the method (complete runs with `[selection] mode = "nested"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_uf1: Option<f64>,
+    /// Nested selection's pooled UAR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_uar: Option<f64>,
+    /// `best_uf1 - selected_uf1`: what choosing the point on the test subjects adds over choosing it
+    /// honestly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub premium_over_selected_uf1: Option<f64>,
+    /// `best_uar - selected_uar`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub premium_over_selected_uar: Option<f64>,
+}
+
+impl OraclePoint {
+    /// Records the method's nested-selection score and the oracle point's premium over it.
+    pub fn set_selected(&mut self, uf1: f64, uar: f64) {
+        self.selected_uf1 = Some(uf1);
+        self.selected_uar = Some(uar);
+        self.premium_over_selected_uf1 = Some(self.best_uf1 - uf1);
+        self.premium_over_selected_uar = Some(self.best_uar - uar);
+    }
+}
+
+/// The UF1 premium of `oracle` over `clean` on one dataset part (`None` where either lacks the part).
+pub fn part_premium_uf1(
+    oracle: Option<&ScoreReport>,
+    clean: Option<&ScoreReport>,
+    part: &str,
+) -> Option<f64> {
+    let uf1 = |s: Option<&ScoreReport>| s.and_then(|s| s.parts.get(part)).map(|x| x.uf1);
+    uf1(oracle).zip(uf1(clean)).map(|(o, c)| o - c)
 }
 
 /// What the diagnostics need of a sweep point's clean result (the aggregation's `SweepPointResult`
@@ -223,6 +257,10 @@ fn oracle_points(points: &[CleanPoint<'_>]) -> Vec<OraclePoint> {
             mean_uar,
             premium_uf1: best.1.uf1 - mean_uf1,
             premium_uar: best.1.uar - mean_uar,
+            selected_uf1: None,
+            selected_uar: None,
+            premium_over_selected_uf1: None,
+            premium_over_selected_uar: None,
         });
     }
     out

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod plan;
 pub mod report;
 pub mod scheduler;
+pub mod selection;
 pub mod server;
 pub mod service;
 pub mod sim;

@@ -11,6 +11,7 @@ use crate::scheduler::{CompleteOutcome, FailOutcome, Scheduler};
 use crate::spec::parse_spec;
 use mer_shared::digest::sha256_hex;
 use mer_shared::fold::FoldResult;
+use mer_shared::loso::Role;
 use mer_shared::metrics::Confusion;
 use mer_shared::proto::{self, PROTOCOL_VERSION};
 use mer_shared::task::WireDataset;
@@ -158,11 +159,15 @@ pub fn validate_result(
     if r.predictions.is_empty() {
         return Err(bad("no predictions".into()));
     }
+    let held = payload.held_out();
     let mut c = Confusion::new(k);
     for p in &r.predictions {
         let subject = format!("{}/{}", p.record.dataset, p.record.subject);
-        if subject != payload.test_subject {
-            return Err(bad(format!("sample {} is not of the test subject", p.id)));
+        if held.role(&subject) != Role::Test {
+            return Err(bad(format!(
+                "sample {} is not of the task's test subject(s)",
+                p.id
+            )));
         }
         c.add(p.record.label, p.record.pred)
             .map_err(|e| bad(format!("sample {}: {e}", p.id)))?;

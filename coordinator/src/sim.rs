@@ -11,6 +11,7 @@ use crate::agent::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerE
 use crate::plan::TaskKind;
 use mer_shared::fixtures;
 use mer_shared::fold::{EpochLog, FoldResult, SamplePrediction, Timings};
+use mer_shared::loso::Role;
 use mer_shared::metrics::Confusion;
 use mer_shared::prepared::{Prepared, SampleMeta};
 use sha2::{Digest, Sha256};
@@ -162,9 +163,10 @@ impl Trainer for SimTrainer {
                 let k = scheme.num_classes();
                 let mut conf = Confusion::new(k);
                 let mut preds = Vec::new();
+                let held = task.payload.held_out();
                 for s in samples
                     .iter()
-                    .filter(|s| s.fold_key() == task.payload.test_subject)
+                    .filter(|s| held.role(&s.fold_key()) == Role::Test)
                 {
                     let Some(&label) = s.labels.get(scheme.key()) else {
                         continue;
@@ -184,7 +186,7 @@ impl Trainer for SimTrainer {
                 if preds.is_empty() {
                     return Err(TrainerError::fatal(format!(
                         "no test sample of {} under {}",
-                        task.payload.test_subject,
+                        held.describe(),
                         scheme.key()
                     )));
                 }

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// Default number of attempts before a task gives up.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Inner splits per outer fold when `[selection] mode = "nested"` gives no `inner_folds`.
+pub const DEFAULT_INNER_FOLDS: usize = 3;
 /// Default lease length (seconds), extended by every heartbeat.
 pub const DEFAULT_LEASE_SECONDS: u64 = 120;
 
@@ -56,6 +58,10 @@ pub struct ExperimentSpec {
     /// Sweep axes; their cartesian product is the set of sweep points.
     #[serde(default)]
     pub sweep: SweepSpec,
+    /// How a sweep point is chosen for each outer fold: not at all (every point is reported, the default)
+    /// or by nested selection on inner splits of the fold's training subjects.
+    #[serde(default, skip_serializing_if = "SelectionSpec::is_default")]
+    pub selection: SelectionSpec,
     /// Who starts the workers: `local` (processes on this machine) or `kubernetes`.
     #[serde(default)]
     pub launcher: LauncherKind,
@@ -201,6 +207,40 @@ pub struct SweepSpec {
     /// Base seeds (replace `train.seed`); each fold derives its own seed from it.
     #[serde(default)]
     pub seeds: Option<Vec<u64>>,
+}
+
+/// `[selection]`: how a sweep point is chosen without looking at the test subject. Left out of the spec's
+/// JSON when default, so specs written before it keep their hash.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionSpec {
+    /// `none` (report every point; the reader chooses nothing) or `nested`.
+    #[serde(default)]
+    pub mode: SelectionMode,
+    /// Subject-grouped inner splits per outer fold (`nested` only; at least 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inner_folds: Option<usize>,
+    /// Seed of the inner splits' subject shuffle (`nested` only; default `train.seed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl SelectionSpec {
+    fn is_default(&self) -> bool {
+        *self == SelectionSpec::default()
+    }
+}
+
+/// Selection modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectionMode {
+    /// No selection: every sweep point's clean result is reported.
+    #[default]
+    None,
+    /// Nested selection: per outer fold, every point of a method is trained on `inner_folds` inner splits
+    /// of the fold's training subjects and the point with the best pooled inner UF1 is the fold's choice.
+    Nested,
 }
 
 /// One element of a key path inside the spec, for locating errors.
@@ -447,6 +487,7 @@ impl ExperimentSpec {
         }
         validate_train(self, &self.train)?;
         self.validate_sweep()?;
+        self.validate_selection()?;
         if self.max_attempts == 0 {
             return Err(e(
                 &[Key("max_attempts")],
@@ -481,6 +522,49 @@ impl ExperimentSpec {
                 }
             }
             (LauncherKind::Local, None) => {}
+        }
+        Ok(())
+    }
+
+    /// The inner-fold count of nested selection (`None` without it).
+    pub fn inner_folds(&self) -> Option<usize> {
+        match self.selection.mode {
+            SelectionMode::None => None,
+            SelectionMode::Nested => {
+                Some(self.selection.inner_folds.unwrap_or(DEFAULT_INNER_FOLDS))
+            }
+        }
+    }
+
+    /// The seed of the inner splits (`[selection] seed`, or `train.seed`).
+    pub fn selection_seed(&self) -> u64 {
+        self.selection.seed.unwrap_or(self.train.seed)
+    }
+
+    fn validate_selection(&self) -> Result<(), CoordError> {
+        use PathSeg::Key;
+        let sel = &self.selection;
+        let at = |k: &'static str| [Key("selection"), Key(k)];
+        match sel.mode {
+            SelectionMode::None => {
+                if sel.inner_folds.is_some() {
+                    return Err(self.error(
+                        &at("inner_folds"),
+                        "selection.inner_folds applies only to mode = \"nested\"".to_string(),
+                    ));
+                }
+                if sel.seed.is_some() {
+                    return Err(self.error(
+                        &at("seed"),
+                        "selection.seed applies only to mode = \"nested\"".to_string(),
+                    ));
+                }
+            }
+            SelectionMode::Nested => {
+                if self.inner_folds().is_some_and(|k| k < 2) {
+                    return Err(self.error(&at("inner_folds"), "selection.inner_folds must be at least 2 (each inner split tests on 1/k of the outer fold's training subjects)".to_string()));
+                }
+            }
         }
         Ok(())
     }

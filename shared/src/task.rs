@@ -3,6 +3,7 @@
 //! the descriptor of a prepared dataset that clients send with a submission. Both sides build on these
 //! definitions and nothing else, so a field added here is a field both understand.
 
+use crate::loso::HeldOut;
 use crate::method::{BaselineSettings, Method};
 use crate::prepared::{PrepInfo, SampleMeta};
 use crate::train_config::TrainConfig;
@@ -56,6 +57,24 @@ pub struct TaskPayload {
     /// payloads, so their JSON (and task keys) are what they were before methods existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<BaselineSettings>,
+    /// Nested selection's inner split (`None`: an ordinary LOSO task). With it, the task tests on the inner
+    /// split's subjects, trains on the rest of the fold's training subjects, and never sees `test_subject`,
+    /// the outer fold's. Absent from LOSO payloads, so their JSON and keys are unchanged; a worker built
+    /// before nested selection rejects such a payload (unknown field) instead of training on the wrong set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inner: Option<InnerSplit>,
+}
+
+/// One inner split of an outer fold (nested selection, `[selection] mode = "nested"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InnerSplit {
+    /// 0-based index among the outer fold's inner splits.
+    pub index: u32,
+    /// How many inner splits the outer fold has (`inner_folds`).
+    pub of: u32,
+    /// The inner test subjects (`dataset/subject`), in fold order.
+    pub test_subjects: Vec<String>,
 }
 
 impl TaskPayload {
@@ -64,6 +83,18 @@ impl TaskPayload {
         self.baseline
             .as_ref()
             .map_or(Method::Mersiamc3d, BaselineSettings::method)
+    }
+
+    /// Which subjects the task tests on and which it must not train on ([`HeldOut`]).
+    pub fn held_out(&self) -> HeldOut {
+        match &self.inner {
+            None => HeldOut::subject(&self.test_subject),
+            Some(inner) => HeldOut {
+                fold: self.test_subject.clone(),
+                test: inner.test_subjects.clone(),
+                excluded: vec![self.test_subject.clone()],
+            },
+        }
     }
 }
 

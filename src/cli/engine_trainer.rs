@@ -118,15 +118,15 @@ impl Trainer for EngineTrainer {
                 checkpoint_dir: Some(inputs.work_dir.join("checkpoints")),
                 cancel: Some(stop.clone()),
             };
+            let held = p.held_out();
             let out = match (task.kind, &p.baseline) {
                 (TaskKind::Prior, _) => {
                     let path = inputs.work_dir.join("prior.safetensors");
-                    run_prior(&data, p.scheme, &p.test_subject, &cfg, &path, hooks)
+                    run_prior(&data, p.scheme, &held, &cfg, &path, hooks)
                         .map(|_| TaskOutput::Prior { checkpoint: path })
                 }
                 (TaskKind::Target, Some(b)) => {
-                    run_baseline(&data, p.scheme, &p.test_subject, b, &cfg, hooks)
-                        .map(TaskOutput::Target)
+                    run_baseline(&data, p.scheme, &held, b, &cfg, hooks).map(TaskOutput::Target)
                 }
                 (TaskKind::Target, None) => {
                     if cfg.prior.enabled && inputs.prior_checkpoint.is_none() {
@@ -141,8 +141,7 @@ impl Trainer for EngineTrainer {
                     } else {
                         None
                     };
-                    run_target(&data, p.scheme, &p.test_subject, &cfg, prior, hooks)
-                        .map(TaskOutput::Target)
+                    run_target(&data, p.scheme, &held, &cfg, prior, hooks).map(TaskOutput::Target)
                 }
             };
             done.store(true, Ordering::Relaxed);
@@ -185,6 +184,7 @@ mod tests {
                 train,
                 prior_key: None,
                 baseline: None,
+                inner: None,
             },
         };
         let inputs = TaskInputs {

@@ -24,6 +24,7 @@ use crate::pairs::{eq7_pair_count, PairSet};
 use crate::siamese;
 use mer_shared::fold::{predicted_class, EpochLog, FoldResult, SamplePrediction, Timings};
 use mer_shared::labels::LabelScheme;
+use mer_shared::loso::{HeldOut, Role};
 use mer_shared::metrics::Confusion;
 use mer_shared::prepared::Prepared;
 use mer_shared::train_config::{OptimConfig, TrainConfig};
@@ -31,7 +32,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -122,34 +123,36 @@ pub fn folds(data: &Prepared, scheme: LabelScheme) -> Vec<String> {
     mer_shared::loso::loso_folds_all_parts(&data.samples, scheme)
 }
 
-/// Stage 1 for one LOSO fold: trains on the fold's training subjects only; writes a safetensors checkpoint to `out`.
+/// Stage 1 for one fold: trains on the training subjects of `held` only; writes a safetensors checkpoint to
+/// `out`.
 pub fn run_prior(
     data: &Prepared,
     scheme: LabelScheme,
-    test_subject: &str,
+    held: &HeldOut,
     cfg: &TrainConfig,
     out: &Path,
     hooks: Hooks,
 ) -> Result<PriorSummary, WorkerError> {
-    guard(|| prior_impl(data, scheme, test_subject, cfg, out, hooks))
+    guard(|| prior_impl(data, scheme, held, cfg, out, hooks))
 }
 
 /// Stage 2 for one fold and one sweep point: init from `prior` (None = random init / "without prior
-/// learning"), train, test on the held-out subject.
+/// learning"), train on the training subjects of `held`, test on its test subjects.
 pub fn run_target(
     data: &Prepared,
     scheme: LabelScheme,
-    test_subject: &str,
+    held: &HeldOut,
     cfg: &TrainConfig,
     prior: Option<&Path>,
     hooks: Hooks,
 ) -> Result<FoldResult, WorkerError> {
-    guard(|| target_impl(data, scheme, test_subject, cfg, prior, hooks))
+    guard(|| target_impl(data, scheme, held, cfg, prior, hooks))
 }
 
 /// Both stages (what `mer train-fold` does). With `cfg.prior.enabled = false` the target stage starts from
 /// random weights. With a checkpoint folder the prior artifact is kept there (`prior.safetensors`) and reused
-/// by a rerun; without one it lives in a temporary file that is removed afterwards.
+/// by a rerun; without one it lives in a temporary file that is removed afterwards. Leave-one-subject-out
+/// on `test_subject`.
 pub fn train_fold(
     data: &Prepared,
     scheme: LabelScheme,
@@ -158,8 +161,9 @@ pub fn train_fold(
     mut hooks: Hooks,
 ) -> Result<FoldResult, WorkerError> {
     let t0 = Instant::now();
+    let held = &HeldOut::subject(test_subject);
     if !cfg.prior.enabled {
-        return run_target(data, scheme, test_subject, cfg, None, hooks);
+        return run_target(data, scheme, held, cfg, None, hooks);
     }
     let (path, temporary) = match &hooks.checkpoint_dir {
         Some(d) => (d.join("prior.safetensors"), false),
@@ -177,14 +181,14 @@ pub fn train_fold(
             )
         }
     };
-    let summary = match reuse_prior(&path, data, scheme, test_subject, cfg) {
+    let summary = match reuse_prior(&path, data, scheme, held, cfg) {
         Some(s) => {
             tracing::info!(path = %path.display(), "reusing the finished prior-learning artifact");
             s
         }
-        None => run_prior(data, scheme, test_subject, cfg, &path, hooks.reborrow())?,
+        None => run_prior(data, scheme, held, cfg, &path, hooks.reborrow())?,
     };
-    let res = run_target(data, scheme, test_subject, cfg, Some(&path), hooks);
+    let res = run_target(data, scheme, held, cfg, Some(&path), hooks);
     if temporary {
         let _ = std::fs::remove_file(&path);
     }
@@ -233,7 +237,7 @@ pub(crate) struct Fold {
 pub(crate) fn split_fold(
     data: &Prepared,
     scheme: LabelScheme,
-    test_subject: &str,
+    held: &HeldOut,
 ) -> Result<Fold, WorkerError> {
     let mut f = Fold {
         train: vec![],
@@ -248,32 +252,46 @@ pub(crate) fn split_fold(
         let l = scheme
             .check(l as i64)
             .map_err(|e| WorkerError::sample(&s.id, e.to_string()))?;
-        if s.fold_key() == test_subject {
-            f.test.push(i);
-            f.test_labels.push(l);
-        } else {
-            f.train.push(i);
-            f.train_labels.push(l);
+        match held.role(&s.fold_key()) {
+            Role::Test => {
+                f.test.push(i);
+                f.test_labels.push(l);
+            }
+            Role::Train => {
+                f.train.push(i);
+                f.train_labels.push(l);
+            }
+            Role::Excluded => {}
         }
     }
+    let known: BTreeSet<String> = data.samples.iter().map(|s| s.fold_key()).collect();
+    if let Some(missing) = held.test.iter().find(|t| !known.contains(*t)) {
+        return Err(unknown_subject(data, scheme, missing));
+    }
     if f.test.is_empty() {
-        let all = folds(data, scheme);
-        let mut available = all.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
-        if all.len() > 8 {
-            available.push_str(&format!(", ... ({} in all)", all.len()));
-        }
-        return Err(WorkerError::UnknownTestSubject {
-            subject: test_subject.into(),
-            scheme: scheme.key().into(),
-            available,
-        });
+        return Err(unknown_subject(data, scheme, &held.test.join(", ")));
     }
     if f.train.is_empty() {
         return Err(WorkerError::Training(format!(
-            "fold {test_subject}: no labelled training sample outside the test subject"
+            "fold {}: no labelled training sample outside the held-out subjects",
+            held.describe()
         )));
     }
     Ok(f)
+}
+
+/// The error for a test subject without labelled samples, listing (the first few of) those that have some.
+fn unknown_subject(data: &Prepared, scheme: LabelScheme, subject: &str) -> WorkerError {
+    let all = folds(data, scheme);
+    let mut available = all.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
+    if all.len() > 8 {
+        available.push_str(&format!(", ... ({} in all)", all.len()));
+    }
+    WorkerError::UnknownTestSubject {
+        subject: subject.into(),
+        scheme: scheme.key().into(),
+        available,
+    }
 }
 
 /// Device, precision and geometry of a run.
@@ -318,7 +336,7 @@ fn fingerprint(
     stage: &str,
     cfg: &TrainConfig,
     scheme: LabelScheme,
-    test_subject: &str,
+    held: &HeldOut,
     data: &Prepared,
     train: &[usize],
     extra: &str,
@@ -335,7 +353,7 @@ fn fingerprint(
     h.update(stage.as_bytes());
     h.update(serde_json::to_string(&c).unwrap_or_default().as_bytes());
     h.update(scheme.key().as_bytes());
-    h.update(test_subject.as_bytes());
+    h.update(held.describe().as_bytes());
     h.update(format!("{:?}", data.shape).as_bytes());
     for &i in train {
         h.update(data.samples[i].id.as_bytes());
@@ -473,15 +491,15 @@ fn finite_or_err(v: f64, stage: &str, epoch: usize) -> Result<(), WorkerError> {
 fn prior_fingerprint(
     data: &Prepared,
     scheme: LabelScheme,
-    test_subject: &str,
+    held: &HeldOut,
     cfg: &TrainConfig,
 ) -> Result<String, WorkerError> {
-    let fold = split_fold(data, scheme, test_subject)?;
+    let fold = split_fold(data, scheme, held)?;
     Ok(fingerprint(
         "prior",
         cfg,
         scheme,
-        test_subject,
+        held,
         data,
         &fold.train,
         "",
@@ -493,14 +511,14 @@ fn reuse_prior(
     path: &Path,
     data: &Prepared,
     scheme: LabelScheme,
-    test_subject: &str,
+    held: &HeldOut,
     cfg: &TrainConfig,
 ) -> Option<PriorSummary> {
     if !path.exists() {
         return None;
     }
     let f = checkpoint::load(path, PRIOR_FORMAT).ok()?;
-    let fp = prior_fingerprint(data, scheme, test_subject, cfg).ok()?;
+    let fp = prior_fingerprint(data, scheme, held, cfg).ok()?;
     if f.meta.get("fingerprint")? != &fp {
         return None;
     }
@@ -511,13 +529,13 @@ fn reuse_prior(
 fn prior_impl(
     data: &Prepared,
     scheme: LabelScheme,
-    test_subject: &str,
+    held: &HeldOut,
     cfg: &TrainConfig,
     out: &Path,
     mut hooks: Hooks,
 ) -> Result<PriorSummary, WorkerError> {
     let t0 = Instant::now();
-    let fold = split_fold(data, scheme, test_subject)?;
+    let fold = split_fold(data, scheme, held)?;
     let su = setup(cfg, scheme)?;
     let o = &cfg.prior.optim;
     let aug = Augmenter::new(&cfg.augment, cfg.model.input_size)?;
@@ -544,11 +562,11 @@ fn prior_impl(
         init,
         &su.prec,
     );
-    let fp = fingerprint("prior", cfg, scheme, test_subject, data, &fold.train, "");
+    let fp = fingerprint("prior", cfg, scheme, held, data, &fold.train, "");
     let ckdir = hooks.checkpoint_dir.clone();
     let (start, mut logs) = resume(ckdir.as_deref(), "prior", &fp, &mut ps, &su.prec)?;
     tracing::info!(
-        fold = test_subject,
+        fold = %held.describe(),
         train = fold.train.len(),
         pairs_total,
         start,
@@ -598,14 +616,14 @@ fn prior_impl(
             test_predictions: Vec::new(),
             layers: Vec::new(),
         };
-        tracing::info!(fold = test_subject, epoch, loss, monitor = ?monitor, "prior epoch");
+        tracing::info!(fold = %held.describe(), epoch, loss, monitor = ?monitor, "prior epoch");
         hooks.epoch(&log);
         logs.push(log);
         save_checkpoint(ckdir.as_deref(), "prior", &fp, &ps, &logs)?;
     }
     let summary = PriorSummary {
         path: out.to_path_buf(),
-        test_subject: test_subject.into(),
+        test_subject: held.fold.clone(),
         train_samples: fold.train.len(),
         pairs_total,
         pairs_same,
@@ -700,13 +718,13 @@ fn test_probs(
 fn target_impl(
     data: &Prepared,
     scheme: LabelScheme,
-    test_subject: &str,
+    held: &HeldOut,
     cfg: &TrainConfig,
     prior: Option<&Path>,
     mut hooks: Hooks,
 ) -> Result<FoldResult, WorkerError> {
     let t0 = Instant::now();
-    let fold = split_fold(data, scheme, test_subject)?;
+    let fold = split_fold(data, scheme, held)?;
     let su = setup(cfg, scheme)?;
     let o = &cfg.target.optim;
     let k = cfg.target.frozen_layers;
@@ -749,19 +767,11 @@ fn target_impl(
     for i in 0..2 * k {
         ps.freeze(i);
     }
-    let fp = fingerprint(
-        "target",
-        cfg,
-        scheme,
-        test_subject,
-        data,
-        &fold.train,
-        &prior_fp,
-    );
+    let fp = fingerprint("target", cfg, scheme, held, data, &fold.train, &prior_fp);
     let ckdir = hooks.checkpoint_dir.clone();
     let (start, mut logs) = resume(ckdir.as_deref(), "target", &fp, &mut ps, &su.prec)?;
     tracing::info!(
-        fold = test_subject,
+        fold = %held.describe(),
         train = fold.train.len(),
         test = fold.test.len(),
         frozen = k,
@@ -773,7 +783,7 @@ fn target_impl(
     let mut set = DeviceSet::new(data, &fold.train, &cfg.model, su.device)?;
     let gain = set.input_gain(cfg.model.input_scale)?;
     set.scale(gain);
-    tracing::debug!(fold = test_subject, input_gain = gain, "target input scale");
+    tracing::debug!(fold = %held.describe(), input_gain = gain, "target input scale");
     let probe = cfg
         .layer_stats
         .then(|| LayerProbe::new(&set, &fold.train_labels, o.batch_size));
@@ -839,7 +849,7 @@ fn target_impl(
             test_predictions,
             layers,
         };
-        tracing::info!(fold = test_subject, epoch, loss, "target epoch");
+        tracing::info!(fold = %held.describe(), epoch, loss, "target epoch");
         hooks.epoch(&log);
         logs.push(log);
         save_checkpoint(ckdir.as_deref(), "target", &fp, &ps, &logs)?;
@@ -865,7 +875,7 @@ fn target_impl(
     }
     let test_s = t1.elapsed().as_secs_f64();
     Ok(FoldResult {
-        test_subject: test_subject.into(),
+        test_subject: held.fold.clone(),
         scheme: scheme.key().into(),
         seed: cfg.seed,
         device: device_name(su.device),
@@ -966,7 +976,7 @@ pub(crate) mod tests {
             vec!["casme2/sub01", "casme2/sub02", "casme2/sub03"]
         );
         assert!(folds(&d, LabelScheme::Objective5).is_empty());
-        let f = split_fold(&d, LabelScheme::Megc3, "casme2/sub02").unwrap();
+        let f = split_fold(&d, LabelScheme::Megc3, &HeldOut::subject("casme2/sub02")).unwrap();
         assert_eq!(f.test, vec![4, 5, 6, 7]);
         // The unlabelled sample 0 is in neither part.
         assert_eq!(f.train, vec![1, 2, 3, 8, 9, 10, 11]);
@@ -974,7 +984,24 @@ pub(crate) mod tests {
             .train
             .iter()
             .all(|&i| d.samples[i].fold_key() != "casme2/sub02"));
-        let e = split_fold(&d, LabelScheme::Megc3, "casme2/sub09")
+        // An inner split of nested selection: tests on sub01, trains on sub03, never sees sub02.
+        let inner = HeldOut {
+            fold: "casme2/sub02".into(),
+            test: vec!["casme2/sub01".into()],
+            excluded: vec!["casme2/sub02".into()],
+        };
+        let f = split_fold(&d, LabelScheme::Megc3, &inner).unwrap();
+        assert_eq!(f.test, vec![1, 2, 3]);
+        assert_eq!(f.train, vec![8, 9, 10, 11]);
+        let gone = HeldOut {
+            test: vec!["casme2/sub01".into(), "casme2/sub07".into()],
+            ..inner
+        };
+        let e = split_fold(&d, LabelScheme::Megc3, &gone)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("casme2/sub07"), "{e}");
+        let e = split_fold(&d, LabelScheme::Megc3, &HeldOut::subject("casme2/sub09"))
             .unwrap_err()
             .to_string();
         assert!(
@@ -1143,7 +1170,7 @@ pub(crate) mod tests {
         let s = run_prior(
             &d,
             LabelScheme::Megc3,
-            "casme2/sub03",
+            &HeldOut::subject("casme2/sub03"),
             &cfg,
             &out,
             Hooks::default(),
@@ -1160,7 +1187,7 @@ pub(crate) mod tests {
         let r = run_target(
             &d,
             LabelScheme::Megc3,
-            "casme2/sub03",
+            &HeldOut::subject("casme2/sub03"),
             &t,
             Some(&out),
             Hooks::default(),
@@ -1172,7 +1199,7 @@ pub(crate) mod tests {
         let e = run_target(
             &d,
             LabelScheme::Megc3,
-            "casme2/sub03",
+            &HeldOut::subject("casme2/sub03"),
             &other,
             Some(&out),
             Hooks::default(),
@@ -1187,7 +1214,7 @@ pub(crate) mod tests {
         assert!(run_target(
             &d,
             LabelScheme::Megc3,
-            "casme2/sub03",
+            &HeldOut::subject("casme2/sub03"),
             &t,
             Some(&out),
             Hooks::default()

@@ -4,6 +4,7 @@
 //! `mer prep` flag that adds it.
 
 use mer_shared::fixtures::{prep_info, sample};
+use mer_shared::loso::HeldOut;
 use mer_shared::method::{BaselineSettings, Method, MethodsConfig};
 use mer_shared::prepared::{ApexFlowInfo, Groups, Prepared, Tim10Info};
 use mer_shared::train_config::TrainConfig;
@@ -120,7 +121,7 @@ fn every_baseline_learns_the_class_signal_and_repeats_itself() {
         let a = run_baseline(
             &data,
             LabelScheme::Megc3,
-            "casme2/sub02",
+            &HeldOut::subject("casme2/sub02"),
             &s,
             &cfg(5),
             Hooks::default(),
@@ -136,7 +137,7 @@ fn every_baseline_learns_the_class_signal_and_repeats_itself() {
         let b = run_baseline(
             &data,
             LabelScheme::Megc3,
-            "casme2/sub02",
+            &HeldOut::subject("casme2/sub02"),
             &s,
             &cfg(5),
             Hooks::default(),
@@ -155,7 +156,7 @@ fn every_baseline_learns_the_class_signal_and_repeats_itself() {
             let c = run_baseline(
                 &data,
                 LabelScheme::Megc3,
-                "casme2/sub02",
+                &HeldOut::subject("casme2/sub02"),
                 &s,
                 &cfg(6),
                 Hooks::default(),
@@ -177,7 +178,7 @@ fn a_file_without_the_methods_group_is_refused_with_the_flag_that_adds_it() {
     let e = run_baseline(
         &data,
         LabelScheme::Megc3,
-        "casme2/sub00",
+        &HeldOut::subject("casme2/sub00"),
         &settings(Method::LbptopSvm),
         &cfg(1),
         Hooks::default(),
@@ -188,7 +189,7 @@ fn a_file_without_the_methods_group_is_refused_with_the_flag_that_adds_it() {
     let e = run_baseline(
         &data,
         LabelScheme::Megc3,
-        "casme2/sub09",
+        &HeldOut::subject("casme2/sub09"),
         &settings(Method::Ststnet),
         &cfg(1),
         Hooks::default(),

@@ -4,7 +4,8 @@
 
 use super::keys::{derive_seed, prior_key, target_key, to_value};
 use super::{
-    load_datasets, safe_label, DatasetSummary, Plan, SweepPoint, TaskDef, TaskKind, TaskPayload,
+    load_datasets, safe_label, DatasetSummary, InnerSplit, Plan, SweepPoint, TaskDef, TaskKind,
+    TaskPayload,
 };
 use crate::error::CoordError;
 use crate::spec::{ExperimentSpec, LossKind, PathSeg};
@@ -61,7 +62,24 @@ pub fn expand_multi(
     let folds_of = fold_sets(spec, datasets, &tags, &parts)?;
     let (combos, skipped) = combinations(spec, &tags);
     let sweep_points = sweep_points(spec, datasets, combos);
-    let tasks = tasks(spec, &parts, &sweep_points, &folds_of);
+    let mut tasks = tasks(spec, &parts, &sweep_points, &folds_of);
+    let selection = match spec.inner_folds() {
+        None => None,
+        Some(k) => {
+            let (sel, inner) =
+                super::nested::inner_tasks(spec, &parts, &sweep_points, &folds_of, k)?;
+            // Prior tasks stay first: inner priors go before the first target task.
+            let first_target = tasks
+                .iter()
+                .position(|t| t.kind == TaskKind::Target)
+                .unwrap_or(tasks.len());
+            let (inner_priors, inner_targets): (Vec<TaskDef>, Vec<TaskDef>) =
+                inner.into_iter().partition(|t| t.kind == TaskKind::Prior);
+            tasks.splice(first_target..first_target, inner_priors);
+            tasks.extend(inner_targets);
+            Some(sel)
+        }
+    };
     let datasets_by_hash = tags
         .iter()
         .map(|t| (datasets[t].hash.clone(), datasets[t].path.clone()))
@@ -76,6 +94,7 @@ pub fn expand_multi(
         folds: union_folds(folds_of.values().flatten()),
         datasets: datasets_by_hash,
         skipped,
+        selection,
     })
 }
 
@@ -469,70 +488,104 @@ fn tasks(
     sweep_points: &[SweepPoint],
     folds_of: &BTreeMap<&str, Vec<String>>,
 ) -> Vec<TaskDef> {
-    // Tasks: prior tasks (deduplicated by key), then target tasks.
-    let mut priors_by_key: BTreeMap<String, TaskDef> = BTreeMap::new();
-    let mut prior_order: Vec<String> = Vec::new();
-    let mut targets = Vec::new();
+    let mut graph = TaskGraph::default();
     for sp in sweep_points {
         for fold in &folds_of[sp.keyframes.as_str()] {
-            let prior_key = if sp.method.has_prior() && sp.train.prior.enabled {
-                let mut train = sp.train.clone();
-                train.target = TargetConfig::default();
-                train.seed = derive_seed(sp.train.seed, fold, TaskKind::Prior);
-                let payload = TaskPayload {
-                    dataset_hash: sp.dataset_hash.clone(),
-                    scheme: spec.scheme,
-                    parts: parts.to_vec(),
-                    test_subject: fold.to_string(),
-                    train,
-                    prior_key: None,
-                    baseline: None,
-                };
-                let key = self::prior_key(&payload);
-                if !priors_by_key.contains_key(&key) {
-                    prior_order.push(key.clone());
-                    priors_by_key.insert(
-                        key.clone(),
-                        TaskDef {
-                            key: key.clone(),
-                            kind: TaskKind::Prior,
-                            fold: fold.to_string(),
-                            sweep_point: None,
-                            deps: vec![],
-                            payload,
-                        },
-                    );
-                }
-                Some(key)
-            } else {
-                None
-            };
+            graph.add(spec, parts, sp, fold, None);
+        }
+    }
+    graph.into_tasks()
+}
+
+/// Tasks being collected: prior tasks deduplicated by key (sweep points that share prior settings share
+/// the prior task), in first-seen order, and target tasks in order.
+#[derive(Default)]
+pub(super) struct TaskGraph {
+    priors_by_key: BTreeMap<String, TaskDef>,
+    prior_order: Vec<String>,
+    targets: Vec<TaskDef>,
+}
+
+impl TaskGraph {
+    /// Adds the target task of `sp` on `fold` (an inner split of it with `inner`) and the prior task it
+    /// needs, if the point has prior learning and no equal prior task is there yet.
+    pub(super) fn add(
+        &mut self,
+        spec: &ExperimentSpec,
+        parts: &[Dataset],
+        sp: &SweepPoint,
+        fold: &str,
+        inner: Option<&InnerSplit>,
+    ) {
+        // Seeds differ per inner split (its own training set) and agree across sweep points.
+        let seed_fold = match inner {
+            None => fold.to_string(),
+            Some(i) => format!("{fold}|inner {}/{}", i.index, i.of),
+        };
+        let prior_key = if sp.method.has_prior() && sp.train.prior.enabled {
             let mut train = sp.train.clone();
-            train.seed = derive_seed(sp.train.seed, fold, TaskKind::Target);
+            train.target = TargetConfig::default();
+            train.seed = derive_seed(sp.train.seed, &seed_fold, TaskKind::Prior);
             let payload = TaskPayload {
                 dataset_hash: sp.dataset_hash.clone(),
                 scheme: spec.scheme,
                 parts: parts.to_vec(),
                 test_subject: fold.to_string(),
                 train,
-                prior_key: prior_key.clone(),
-                baseline: sp.baseline.clone(),
+                prior_key: None,
+                baseline: None,
+                inner: inner.cloned(),
             };
-            let key = target_key(&payload);
-            targets.push(TaskDef {
-                key,
-                kind: TaskKind::Target,
-                fold: fold.to_string(),
-                sweep_point: Some(sp.index),
-                deps: prior_key.into_iter().collect(),
-                payload,
-            });
-        }
+            let key = self::prior_key(&payload);
+            if !self.priors_by_key.contains_key(&key) {
+                self.prior_order.push(key.clone());
+                self.priors_by_key.insert(
+                    key.clone(),
+                    TaskDef {
+                        key: key.clone(),
+                        kind: TaskKind::Prior,
+                        fold: fold.to_string(),
+                        sweep_point: None,
+                        deps: vec![],
+                        payload,
+                    },
+                );
+            }
+            Some(key)
+        } else {
+            None
+        };
+        let mut train = sp.train.clone();
+        train.seed = derive_seed(sp.train.seed, &seed_fold, TaskKind::Target);
+        let payload = TaskPayload {
+            dataset_hash: sp.dataset_hash.clone(),
+            scheme: spec.scheme,
+            parts: parts.to_vec(),
+            test_subject: fold.to_string(),
+            train,
+            prior_key: prior_key.clone(),
+            baseline: sp.baseline.clone(),
+            inner: inner.cloned(),
+        };
+        let key = target_key(&payload);
+        self.targets.push(TaskDef {
+            key,
+            kind: TaskKind::Target,
+            fold: fold.to_string(),
+            sweep_point: Some(sp.index),
+            deps: prior_key.into_iter().collect(),
+            payload,
+        });
     }
-    let mut tasks: Vec<TaskDef> = prior_order
-        .iter()
-        .filter_map(|k| priors_by_key.remove(k))
-        .collect();
-    tasks.extend(targets);
-    tasks
+
+    /// The prior tasks, then the target tasks.
+    pub(super) fn into_tasks(mut self) -> Vec<TaskDef> {
+        let mut tasks: Vec<TaskDef> = self
+            .prior_order
+            .iter()
+            .filter_map(|k| self.priors_by_key.remove(k))
+            .collect();
+        tasks.extend(self.targets);
+        tasks
+    }
 }

@@ -39,7 +39,15 @@ pub fn prior_key(payload: &TaskPayload) -> String {
         "fast_path": t.fast_path,
         "seed": t.seed,
     });
-    sha256_json(&v)
+    sha256_json(&with_inner(v, payload))
+}
+
+/// Adds nested selection's inner split to a key (only for inner tasks, so LOSO keys stay what they were).
+fn with_inner(mut v: Value, payload: &TaskPayload) -> Value {
+    if let Some(inner) = &payload.inner {
+        v["inner"] = to_value(inner);
+    }
+    v
 }
 
 /// The key of a target task: the target stage's settings, the prior task's key (which covers prior
@@ -70,7 +78,7 @@ pub fn target_key(payload: &TaskPayload) -> String {
     if t.layer_stats {
         v["layer_stats"] = json!(true);
     }
-    sha256_json(&v)
+    sha256_json(&with_inner(v, payload))
 }
 
 /// The key of a baseline method's task: its settings, the data, the fold and the seed (MERSiamC3D's
@@ -87,5 +95,5 @@ fn baseline_key(payload: &TaskPayload, settings: &BaselineSettings) -> String {
         "test_subject": payload.test_subject,
         "seed": payload.train.seed,
     });
-    sha256_json(&v)
+    sha256_json(&with_inner(v, payload))
 }

@@ -7,18 +7,20 @@
 
 //!
 //! The module is split by concern: `datasets` (prepared-file summaries the planner reads), `keys` (task
-//! keys and seeds), `expand` (the expansion itself, in named phases).
+//! keys and seeds), `expand` (the expansion itself, in named phases), `nested` (the inner tasks of nested
+//! selection).
 
 mod datasets;
 mod expand;
 mod keys;
+mod nested;
 #[cfg(test)]
 pub(crate) mod tests;
 
 pub use datasets::{dataset_summary, load_datasets, preflight};
 pub use expand::{expand, expand_multi, plan_spec};
 pub use keys::{derive_seed, prior_key, target_key};
-pub use mer_shared::task::{DatasetSummary, TaskKind, TaskPayload, TASK_KEY_VERSION};
+pub use mer_shared::task::{DatasetSummary, InnerSplit, TaskKind, TaskPayload, TASK_KEY_VERSION};
 
 use mer_shared::method::{BaselineSettings, Method};
 use mer_shared::train_config::TrainConfig;
@@ -43,6 +45,37 @@ pub struct TaskDef {
     pub deps: Vec<String>,
     /// What the worker runs.
     pub payload: TaskPayload,
+}
+
+impl TaskDef {
+    /// True for an inner task of nested selection (trained and tested inside the outer fold's training
+    /// subjects; its result chooses a point and is never pooled into a score).
+    pub fn is_inner(&self) -> bool {
+        self.payload.inner.is_some()
+    }
+}
+
+/// What nested selection plans: its settings, the points it chooses between and the inner splits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelectionPlan {
+    /// Inner splits per outer fold.
+    pub inner_folds: usize,
+    /// Seed of the inner splits' subject shuffle.
+    pub seed: u64,
+    /// Per method with at least two sweep points, the points it chooses between (a method with one point
+    /// has nothing to choose: its selected result is its clean one, and it gets no inner tasks).
+    pub candidates: Vec<Candidates>,
+    /// Per outer fold (`dataset/subject`), its inner splits' test subjects.
+    pub splits: BTreeMap<String, Vec<Vec<String>>>,
+}
+
+/// The sweep points one method chooses between.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidates {
+    /// The method.
+    pub method: Method,
+    /// Its sweep point indices, in plan order (the tie rule prefers the earlier).
+    pub points: Vec<u32>,
 }
 
 /// One point of the sweep's cartesian product (after collapsing duplicates).
@@ -92,14 +125,24 @@ pub struct Plan {
     pub datasets: BTreeMap<String, PathBuf>,
     /// Combinations of the cartesian product that were dropped, with the reason.
     pub skipped: Vec<String>,
+    /// Nested selection (`None` without `[selection] mode = "nested"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<SelectionPlan>,
 }
 
 impl Plan {
-    /// Target tasks of one sweep point.
+    /// The (outer) target tasks of one sweep point: one per LOSO fold, the ones its scores pool.
     pub fn targets_of(&self, point: u32) -> impl Iterator<Item = &TaskDef> {
-        self.tasks
-            .iter()
-            .filter(move |t| t.kind == TaskKind::Target && t.sweep_point == Some(point))
+        self.tasks.iter().filter(move |t| {
+            t.kind == TaskKind::Target && t.sweep_point == Some(point) && !t.is_inner()
+        })
+    }
+
+    /// The inner target tasks of one sweep point (nested selection), every outer fold's.
+    pub fn inner_targets_of(&self, point: u32) -> impl Iterator<Item = &TaskDef> {
+        self.tasks.iter().filter(move |t| {
+            t.kind == TaskKind::Target && t.sweep_point == Some(point) && t.is_inner()
+        })
     }
 
     /// A task by key.
@@ -115,6 +158,7 @@ impl Plan {
             .filter(|t| t.kind == TaskKind::Prior)
             .count();
         let targets = self.tasks.len() - priors;
+        let inner = self.tasks.iter().filter(|t| t.is_inner()).count();
         let parts: Vec<&str> = self.parts.iter().map(|p| p.key()).collect();
         let mut out = format!(
             "experiment {}: scheme {}, parts {}, {} LOSO folds\n{} sweep point(s), {} tasks ({} prior, {} target)\n",
@@ -133,6 +177,25 @@ impl Plan {
                 "  [{}] {} ({} target tasks, key-frames {})\n",
                 sp.index, sp.label, n, sp.keyframes
             );
+        }
+        if let Some(sel) = &self.selection {
+            out += &format!(
+                "nested selection: {} inner splits per outer fold (seed {}), {} of the tasks inner\n",
+                sel.inner_folds, sel.seed, inner
+            );
+            for c in &sel.candidates {
+                let labels: Vec<String> = c
+                    .points
+                    .iter()
+                    .map(|i| {
+                        self.sweep_points
+                            .iter()
+                            .find(|p| p.index == *i)
+                            .map_or(i.to_string(), |p| p.label.clone())
+                    })
+                    .collect();
+                out += &format!("  {} chooses between {}\n", c.method, labels.join(", "));
+            }
         }
         for s in &self.skipped {
             out += &format!("  skipped: {s}\n");

@@ -42,6 +42,9 @@ pub struct FoldRecord {
     pub worker: Option<String>,
     /// The fold's result.
     pub result: FoldResult,
+    /// Nested selection's inner split (lines of `inner_folds.jsonl` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inner: Option<crate::plan::InnerSplit>,
 }
 
 /// One prepared file used by the run.
@@ -122,6 +125,7 @@ pub fn write_run_files(
         write_atomic(&dir.join("spec.toml"), spec.as_bytes())?;
     }
     let mut lines = String::new();
+    let mut inner_lines = String::new();
     let mut per_worker: BTreeMap<&str, usize> = BTreeMap::new();
     for t in plan.tasks.iter().filter(|t| t.kind == TaskKind::Target) {
         let Some(r) = results.get(&t.key) else {
@@ -137,11 +141,21 @@ pub fn write_run_files(
             fold: t.fold.clone(),
             worker,
             result: r.clone(),
+            inner: t.payload.inner.clone(),
         };
-        lines += &serde_json::to_string(&rec).map_err(|e| CoordError::json("folds.jsonl", e))?;
-        lines.push('\n');
+        // Outer results in folds.jsonl (what the report reads); nested selection's inner results apart.
+        let out = if t.is_inner() {
+            &mut inner_lines
+        } else {
+            &mut lines
+        };
+        *out += &serde_json::to_string(&rec).map_err(|e| CoordError::json("folds.jsonl", e))?;
+        out.push('\n');
     }
     write_atomic(&dir.join("folds.jsonl"), lines.as_bytes())?;
+    if plan.selection.is_some() {
+        write_atomic(&dir.join("inner_folds.jsonl"), inner_lines.as_bytes())?;
+    }
     let datasets = plan
         .datasets
         .iter()

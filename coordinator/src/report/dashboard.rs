@@ -345,6 +345,7 @@ impl Dashboard {
                 });
             }
             match (v.kind, v.sweep_point.and_then(|p| point_ix.get(&p))) {
+                _ if v.inner => {}
                 (TaskKind::Target, Some(&pi)) => grid[fi][pi] = Some(cl),
                 (TaskKind::Prior, _) => prior[fi].push(cl),
                 _ => {}

@@ -227,6 +227,7 @@ fn build_blocks(
     frozen_table(run, scores, &mut b);
     alpha_sweep(run, scores, &mut b)?;
     per_point(run, scores, &mut b)?;
+    selection_section(run, &mut b);
     leakage_section(run, &mut b);
     per_subject(run, &mut b);
     training_curves(run, &mut b)?;
@@ -437,6 +438,108 @@ fn method_comparison(
     Ok(())
 }
 
+/// Nested selection (`results.json` field `selection`): per method, the selected score next to every
+/// candidate's clean and oracle-epoch scores and the oracle point, the premiums, and the point each outer
+/// fold chose with the inner scores it chose by.
+fn selection_section(run: &RunData, b: &mut Vec<Block>) {
+    let r = &run.results;
+    let Some(sel) = &r.selection else {
+        return;
+    };
+    b.push(Block::Heading(
+        2,
+        "Model selection: nested (a result)".into(),
+    ));
+    b.push(Block::Para(format!(
+        "For every outer fold, each candidate point of a method was trained on {} subject-grouped inner \
+         splits of that fold's training subjects (seed {}; the outer test subject was never seen) and scored by \
+         its pooled inner UF1. The fold's *selected* point is the best (ties: higher inner UAR, then the earlier \
+         point), and its outer test predictions are the fold's. *Selected* pools those over the outer folds: no \
+         test subject influenced it, so it is the honest score of choosing a point. *Oracle epoch* and \
+         *oracle point* (chosen on the test subjects) are diagnostics, shown for the premium.",
+        sel.inner_folds, sel.seed
+    )));
+    let opt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), f4);
+    let diag = r.diagnostics.as_ref();
+    for m in &sel.methods {
+        b.push(Block::Heading(3, m.method.display_name().to_string()));
+        let mut head = score_head(run, &["row"]);
+        head.push("chosen by outer folds".into());
+        let mut rows = Vec::new();
+        let mut row = vec![format!(
+            "**selected** (nested, {}/{} folds{})",
+            m.folds_done,
+            m.folds_total,
+            if m.partial { ", partial" } else { "" }
+        )];
+        row.extend(score_cells(run, m.scores.as_ref()));
+        row.push(m.folds_total.to_string());
+        rows.push(row);
+        for (pos, &p) in m.points.iter().enumerate() {
+            let clean = sweep_point(run, p).and_then(|sp| sp.scores.as_ref());
+            let mut row = vec![format!("clean {}", point_label(run, p))];
+            row.extend(score_cells(run, clean));
+            row.push(m.times_chosen[pos].to_string());
+            rows.push(row);
+        }
+        for &p in &m.points {
+            let oracle = diag
+                .and_then(|d| d.oracle_epoch.iter().find(|o| o.index == p))
+                .and_then(|o| o.scores.as_ref());
+            let mut row = vec![format!("oracle epoch {} (diagnostic)", point_label(run, p))];
+            row.extend(score_cells(run, oracle));
+            row.push("-".into());
+            rows.push(row);
+        }
+        b.push(Block::Table { head, rows });
+        if let Some(o) = diag.and_then(|d| d.oracle_point.iter().find(|o| o.method == m.method)) {
+            b.push(Block::Para(format!(
+                "Oracle point (diagnostic): {} at {} UF1 / UAR; mean of the points {}; selected {} / {}. \
+                 Premium of the oracle point over the selected score: {} UF1 / {} UAR; over the mean of the \
+                 points: {:+.4} / {:+.4}.",
+                point_label(run, o.best_index),
+                pair(o.best_uf1, o.best_uar),
+                pair(o.mean_uf1, o.mean_uar),
+                opt(o.selected_uf1),
+                opt(o.selected_uar),
+                o.premium_over_selected_uf1
+                    .map_or_else(|| "-".to_string(), |v| format!("{v:+.4}")),
+                o.premium_over_selected_uar
+                    .map_or_else(|| "-".to_string(), |v| format!("{v:+.4}")),
+                o.premium_uf1,
+                o.premium_uar
+            )));
+        }
+        let mut head = vec!["outer fold".to_string(), "selected point".to_string()];
+        head.extend(
+            m.points
+                .iter()
+                .map(|p| format!("inner UF1 {}", point_label(run, *p))),
+        );
+        let rows = m
+            .folds
+            .iter()
+            .map(|f| {
+                let mut row = vec![
+                    f.fold.clone(),
+                    f.selected_label
+                        .clone()
+                        .unwrap_or_else(|| "- (inner tasks unfinished)".into()),
+                ];
+                row.extend(f.inner.iter().map(|s| match s.uf1 {
+                    Some(v) => f4(v),
+                    None => format!("{}/{} splits", s.splits_done, s.splits_total),
+                }));
+                row
+            })
+            .collect();
+        b.push(Block::Table { head, rows });
+    }
+    for w in &sel.warnings {
+        b.push(Block::Para(format!("Warning: {w}")));
+    }
+}
+
 /// The leakage premium (`results.json` diagnostics): clean against oracle-epoch scores per point and part,
 /// the epochs the oracle chose, and the oracle point per method. Every heading and caption says that these
 /// numbers were chosen on the test subjects.
@@ -493,9 +596,11 @@ fn leakage_section(run: &RunData, b: &mut Vec<Block>) {
             format!("{} / {}", signed(o.premium_uf1), signed(o.premium_uar)),
         ];
         for p in &r.parts {
-            let part =
-                |s: Option<&ScoreReport>| s.and_then(|s| s.parts.get(p.key())).map(|x| x.uf1);
-            row.push(signed(part(oracle).zip(part(clean)).map(|(a, c)| a - c)));
+            row.push(signed(crate::leakage::part_premium_uf1(
+                oracle,
+                clean,
+                p.key(),
+            )));
         }
         let mut e: Vec<usize> = o.chosen_epochs.values().copied().collect();
         e.sort_unstable();

@@ -207,6 +207,8 @@ pub struct TaskView {
     pub fold: String,
     /// Sweep point (target tasks) in this experiment's plan.
     pub sweep_point: Option<u32>,
+    /// An inner task of nested selection (not one of the fold x point grid's cells).
+    pub inner: bool,
     /// Where it stands.
     pub state: TaskState,
     /// Leases handed out so far.

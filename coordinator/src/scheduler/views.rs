@@ -118,6 +118,7 @@ impl Scheduler {
                     kind: def.kind,
                     fold: def.fold.clone(),
                     sweep_point: def.sweep_point,
+                    inner: def.is_inner(),
                     state: task.state,
                     attempts: task.attempts,
                     failures: task.failures,

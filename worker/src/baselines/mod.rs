@@ -20,6 +20,7 @@ use crate::engine::{split_fold, Fold, Hooks};
 use crate::error::WorkerError;
 use mer_shared::fold::{predicted_class, FoldResult, SamplePrediction, Timings};
 use mer_shared::labels::LabelScheme;
+use mer_shared::loso::HeldOut;
 use mer_shared::method::{BaselineSettings, InputGroup, LbpTopSvmConfig};
 use mer_shared::metrics::Confusion;
 use mer_shared::prepared::Prepared;
@@ -29,12 +30,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// One fold of a baseline method: trains on every labelled sample outside `test_subject` and tests on
-/// that subject's samples. `cfg` supplies only the device, the thread count and the seed.
+/// One fold of a baseline method: trains on the labelled samples of the training subjects of `held` and
+/// tests on its test subjects' samples. `cfg` supplies only the device, the thread count and the seed.
 pub fn run_baseline(
     data: &Prepared,
     scheme: LabelScheme,
-    test_subject: &str,
+    held: &HeldOut,
     settings: &BaselineSettings,
     cfg: &TrainConfig,
     hooks: Hooks,
@@ -57,7 +58,7 @@ pub fn run_baseline(
             ),
         });
     }
-    let fold = split_fold(data, scheme, test_subject)?;
+    let fold = split_fold(data, scheme, held)?;
     let device = parse_device(&cfg.device)?;
     configure(device, cfg.threads, false);
     let classes = scheme.num_classes();
@@ -108,7 +109,7 @@ pub fn run_baseline(
         predictions.push(SamplePrediction::new(&data.samples[i], label, pred, row));
     }
     Ok(FoldResult {
-        test_subject: test_subject.into(),
+        test_subject: held.fold.clone(),
         scheme: scheme.key().into(),
         seed: cfg.seed,
         device: device_name(device),
