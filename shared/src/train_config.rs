@@ -31,6 +31,29 @@ pub struct TrainConfig {
     /// batch of training samples (`EpochLog::layers`). Changes no weight and draws no random number.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub layer_stats: bool,
+    /// Diagnostic: test the held-out subject after every `eval_every`-th target epoch and store its
+    /// predicted classes (`EpochLog::test_predictions`, the leakage diagnostics' input); nothing in
+    /// training reads them. 1 (the default): every epoch; 0: only after the last, whose predictions are
+    /// the result in any case. Changes no weight and draws no random number.
+    #[serde(skip_serializing_if = "is_every_epoch")]
+    pub eval_every: usize,
+}
+
+fn is_every_epoch(n: &usize) -> bool {
+    *n == 1
+}
+
+impl TrainConfig {
+    /// Whether target epoch `epoch` (0-based) of `epochs` tests the held-out subject ([`evaluates_epoch`]).
+    pub fn evaluates_epoch(&self, epoch: usize, epochs: usize) -> bool {
+        evaluates_epoch(self.eval_every, epoch, epochs)
+    }
+}
+
+/// The per-epoch test rule of every method: epoch `epoch` (0-based) of `epochs` tests the held-out subject
+/// when it is the last (its predictions are the result) or every `eval_every`-th (0: only the last).
+pub fn evaluates_epoch(eval_every: usize, epoch: usize, epochs: usize) -> bool {
+    epoch + 1 == epochs || (epoch + 1).is_multiple_of(eval_every)
 }
 
 impl Default for TrainConfig {
@@ -45,6 +68,7 @@ impl Default for TrainConfig {
             threads: None,
             seed: 0,
             layer_stats: false,
+            eval_every: 1,
         }
     }
 }
@@ -473,6 +497,18 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_epoch_is_always_tested_the_others_every_eval_every() {
+        let tested = |every: usize| -> Vec<usize> {
+            (0..6).filter(|&e| evaluates_epoch(every, e, 6)).collect()
+        };
+        assert_eq!(tested(1), vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(tested(2), vec![1, 3, 5]);
+        assert_eq!(tested(4), vec![3, 5]);
+        assert_eq!(tested(0), vec![5]);
+        assert!(TrainConfig::default().evaluates_epoch(0, 6));
+    }
 
     #[test]
     fn validate_names_the_field_of_each_bad_setting() {

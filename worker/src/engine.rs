@@ -837,9 +837,14 @@ fn target_impl(
             Some(p) => p.measure(&su.model, &su.prec, &mut ps, &mut set, &loss_fn)?,
             None => Vec::new(),
         };
-        let probs = test_probs(&su, &ps, &mut test, o.batch_size, classes)?;
-        let test_predictions = probs.iter().map(|row| predicted_class(row)).collect();
-        last_probs = Some(probs);
+        let test_predictions = if cfg.evaluates_epoch(epoch, o.epochs) {
+            let probs = test_probs(&su, &ps, &mut test, o.batch_size, classes)?;
+            let preds = probs.iter().map(|row| predicted_class(row)).collect();
+            last_probs = Some(probs);
+            preds
+        } else {
+            Vec::new()
+        };
         let log = EpochLog {
             stage: "target".into(),
             epoch,

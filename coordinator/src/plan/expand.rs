@@ -367,6 +367,7 @@ fn sweep_points(
                 threads: spec.train.threads,
                 fast_path: spec.train.fast_path,
                 seed: c.seed,
+                eval_every: spec.train.eval_every,
                 ..TrainConfig::default()
             };
             let identity = canonical_json(

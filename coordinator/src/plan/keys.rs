@@ -78,6 +78,10 @@ pub fn target_key(payload: &TaskPayload) -> String {
     if t.layer_stats {
         v["layer_stats"] = json!(true);
     }
+    // Likewise the per-epoch test schedule (stored with the result, never read by training).
+    if t.eval_every != 1 {
+        v["eval_every"] = json!(t.eval_every);
+    }
     sha256_json(&with_inner(v, payload))
 }
 
@@ -95,5 +99,9 @@ fn baseline_key(payload: &TaskPayload, settings: &BaselineSettings) -> String {
         "test_subject": payload.test_subject,
         "seed": payload.train.seed,
     });
-    sha256_json(&with_inner(v, payload))
+    let mut v = with_inner(v, payload);
+    if payload.train.eval_every != 1 {
+        v["eval_every"] = json!(payload.train.eval_every);
+    }
+    sha256_json(&v)
 }

@@ -273,7 +273,7 @@ fn keys_are_stable_and_depend_only_on_what_matters() {
         base.tasks.iter().map(|t| &t.key).collect::<Vec<_>>()
     );
     // Settings at their defaults, spelled out, keep the keys of specs written before they existed.
-    let spelled = plan("[train]\nlayer_stats = false\n[train.model]\ninput_scale = \"raw\"\n[sweep]\nalpha = [2]\n");
+    let spelled = plan("[train]\nlayer_stats = false\neval_every = 1\n[train.model]\ninput_scale = \"raw\"\n[sweep]\nalpha = [2]\n");
     assert_eq!(spelled.tasks, base.tasks);
     // A sweep point shared with a bigger experiment has the same tasks.
     let big = plan("[sweep]\nalpha = [1, 2, 3]\n");
@@ -303,6 +303,7 @@ fn keys_are_stable_and_depend_only_on_what_matters() {
         "[train.target.optim]\nepochs = 99\n[sweep]\nalpha = [2]\n",
         "[train.target.optim]\nlr = 0.01\n[sweep]\nalpha = [2]\n",
         "[train]\nlayer_stats = true\n[sweep]\nalpha = [2]\n",
+        "[train]\neval_every = 4\n[sweep]\nalpha = [2]\n",
         "[train.target.loss]\nkind = \"focal\"\ngamma = 1.0\nalpha = 1.0\n[sweep]\nalpha = [2]\n",
     ] {
         let p = plan(extra);
@@ -447,6 +448,7 @@ fn objective5_folds_and_keyframe_datasets() {
 fn every_example_spec_parses_and_expands() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut seen = BTreeMap::new();
+    let mut inner_tasks = BTreeMap::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().and_then(|e| e.to_str()) != Some("toml") {
@@ -478,8 +480,10 @@ fn every_example_spec_parses_and_expands() {
         let targets = p
             .tasks
             .iter()
-            .filter(|t| t.kind == TaskKind::Target)
+            .filter(|t| t.kind == TaskKind::Target && !t.is_inner())
             .count();
+        let inner = p.tasks.iter().filter(|t| t.is_inner()).count();
+        inner_tasks.insert(spec.name.clone(), inner);
         assert_eq!(
             targets,
             p.folds.len() * p.sweep_points.len(),
@@ -488,7 +492,11 @@ fn every_example_spec_parses_and_expands() {
         );
         seen.insert(
             spec.name.clone(),
-            (p.folds.len(), p.sweep_points.len(), p.tasks.len() - targets),
+            (
+                p.folds.len(),
+                p.sweep_points.len(),
+                p.tasks.len() - targets - inner,
+            ),
         );
     }
     // (folds, sweep points, prior tasks) on a composite-shaped dataset.
@@ -510,7 +518,11 @@ fn every_example_spec_parses_and_expands() {
     assert_eq!(seen["realistic_ablation_input_scale"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_lr"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_prior"], (68, 1, 0));
-    assert_eq!(seen.len(), 16);
+    // Nested selection: 68 x 3 inner priors (shared by both alphas) and 68 x 3 x 2 inner targets.
+    assert_eq!(seen["nested_mini"], (68, 2, 68));
+    assert_eq!(inner_tasks["nested_mini"], 68 * 3 + 68 * 3 * 2);
+    assert_eq!(inner_tasks.values().filter(|n| **n > 0).count(), 1);
+    assert_eq!(seen.len(), 17);
 }
 
 #[test]

@@ -19,6 +19,7 @@ use super::offapexnet::OffApexNet;
 use super::ststnet::Ststnet;
 use crate::error::WorkerError;
 use mer_shared::fold::{predicted_class, EpochLog};
+use mer_shared::train_config::evaluates_epoch;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -69,6 +70,8 @@ pub struct CnnRun<'a> {
     pub device: Device,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Test after every `eval_every`-th epoch for the per-epoch predictions (`TrainConfig::eval_every`).
+    pub eval_every: usize,
     /// Called after every epoch (stage `target`).
     pub on_epoch: Option<&'a mut dyn FnMut(&EpochLog)>,
     /// Checked between batches; when set the run stops with [`WorkerError::Cancelled`].
@@ -298,6 +301,7 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
         dense,
         device,
         seed,
+        eval_every,
         mut on_epoch,
         cancel,
     } = run;
@@ -370,9 +374,14 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
         if cancelled() {
             return Err(WorkerError::Cancelled);
         }
-        let probs = predict(&model, &tx, batch_size, c, s, classes, device)?;
-        let test_predictions = probs.iter().map(|row| predicted_class(row)).collect();
-        last_probs = Some(probs);
+        let test_predictions = if evaluates_epoch(eval_every, epoch, epochs) {
+            let probs = predict(&model, &tx, batch_size, c, s, classes, device)?;
+            let preds = probs.iter().map(|row| predicted_class(row)).collect();
+            last_probs = Some(probs);
+            preds
+        } else {
+            Vec::new()
+        };
         let log = EpochLog {
             stage: "target".into(),
             epoch,
@@ -456,6 +465,7 @@ mod tests {
             dense: 64,
             device: Device::Cpu,
             seed,
+            eval_every: 1,
             on_epoch: None,
             cancel: None,
         }
@@ -510,6 +520,23 @@ mod tests {
             assert!(out.epochs.iter().all(|l| l.test_predictions.len() == 9));
             let finals: Vec<usize> = out.probs.iter().map(|p| predicted_class(p)).collect();
             assert_eq!(out.epochs[11].test_predictions, finals);
+            // Testing every 4th epoch only: the same training (bit-identical final probabilities), and
+            // per-epoch predictions at epochs 4, 8 and 12 alone.
+            let mut sparse = run(net, &x, &y, &tx, 12, 7);
+            sparse.eval_every = 4;
+            let sparse = train_and_predict(sparse).unwrap();
+            assert_eq!(sparse.probs, out.probs);
+            let tested: Vec<usize> = sparse
+                .epochs
+                .iter()
+                .filter(|l| !l.test_predictions.is_empty())
+                .map(|l| l.epoch)
+                .collect();
+            assert_eq!(tested, vec![3, 7, 11]);
+            assert_eq!(
+                sparse.epochs[7].test_predictions,
+                out.epochs[7].test_predictions
+            );
         }
     }
 

@@ -75,6 +75,7 @@ pub fn run_baseline(
                 dropout: c.dropout,
                 shuffle: c.shuffle,
                 dense: 0,
+                eval_every: cfg.eval_every,
             },
             device,
             cfg.seed,
@@ -92,6 +93,7 @@ pub fn run_baseline(
                 dropout: c.dropout,
                 shuffle: c.shuffle,
                 dense: c.dense,
+                eval_every: cfg.eval_every,
             },
             device,
             cfg.seed,
@@ -133,6 +135,7 @@ struct CnnSettings {
     dropout: f64,
     shuffle: bool,
     dense: i64,
+    eval_every: usize,
 }
 
 /// Per test sample, the predicted class and the class scores.
@@ -189,6 +192,7 @@ fn cnn_fold(
         dense: s.dense,
         device,
         seed,
+        eval_every: s.eval_every,
         // A reborrow, so the callback's lifetime can shrink to this call's.
         on_epoch: match hooks.on_epoch.as_mut() {
             Some(f) => Some(&mut **f),
