@@ -116,16 +116,7 @@ pub fn select(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Option<Sel
     let mut warnings = Vec::new();
     let mut methods = Vec::new();
     for c in &sel.candidates {
-        let labels: Vec<String> = c
-            .points
-            .iter()
-            .map(|i| {
-                plan.sweep_points
-                    .iter()
-                    .find(|p| p.index == *i)
-                    .map_or_else(|| i.to_string(), |p| p.label.clone())
-            })
-            .collect();
+        let labels: Vec<String> = c.points.iter().map(|i| plan.point_label(*i)).collect();
         let mut folds = Vec::new();
         let mut times_chosen = vec![0; c.points.len()];
         let mut pooled: Vec<PredictionRecord> = Vec::new();

@@ -523,20 +523,21 @@ impl TaskGraph {
             None => fold.to_string(),
             Some(i) => format!("{fold}|inner {}/{}", i.index, i.of),
         };
+        let payload = |train, prior_key, baseline| TaskPayload {
+            dataset_hash: sp.dataset_hash.clone(),
+            scheme: spec.scheme,
+            parts: parts.to_vec(),
+            test_subject: fold.to_string(),
+            train,
+            prior_key,
+            baseline,
+            inner: inner.cloned(),
+        };
         let prior_key = if sp.method.has_prior() && sp.train.prior.enabled {
             let mut train = sp.train.clone();
             train.target = TargetConfig::default();
             train.seed = derive_seed(sp.train.seed, &seed_fold, TaskKind::Prior);
-            let payload = TaskPayload {
-                dataset_hash: sp.dataset_hash.clone(),
-                scheme: spec.scheme,
-                parts: parts.to_vec(),
-                test_subject: fold.to_string(),
-                train,
-                prior_key: None,
-                baseline: None,
-                inner: inner.cloned(),
-            };
+            let payload = payload(train, None, None);
             let key = self::prior_key(&payload);
             if !self.priors_by_key.contains_key(&key) {
                 self.prior_order.push(key.clone());
@@ -558,16 +559,7 @@ impl TaskGraph {
         };
         let mut train = sp.train.clone();
         train.seed = derive_seed(sp.train.seed, &seed_fold, TaskKind::Target);
-        let payload = TaskPayload {
-            dataset_hash: sp.dataset_hash.clone(),
-            scheme: spec.scheme,
-            parts: parts.to_vec(),
-            test_subject: fold.to_string(),
-            train,
-            prior_key: prior_key.clone(),
-            baseline: sp.baseline.clone(),
-            inner: inner.cloned(),
-        };
+        let payload = payload(train, prior_key.clone(), sp.baseline.clone());
         let key = target_key(&payload);
         self.targets.push(TaskDef {
             key,

@@ -145,6 +145,14 @@ impl Plan {
         })
     }
 
+    /// A sweep point's label (its index where the plan has no such point).
+    pub fn point_label(&self, index: u32) -> String {
+        self.sweep_points
+            .iter()
+            .find(|p| p.index == index)
+            .map_or_else(|| index.to_string(), |p| p.label.clone())
+    }
+
     /// A task by key.
     pub fn task(&self, key: &str) -> Option<&TaskDef> {
         self.tasks.iter().find(|t| t.key == key)
@@ -184,16 +192,7 @@ impl Plan {
                 sel.inner_folds, sel.seed, inner
             );
             for c in &sel.candidates {
-                let labels: Vec<String> = c
-                    .points
-                    .iter()
-                    .map(|i| {
-                        self.sweep_points
-                            .iter()
-                            .find(|p| p.index == *i)
-                            .map_or(i.to_string(), |p| p.label.clone())
-                    })
-                    .collect();
+                let labels: Vec<String> = c.points.iter().map(|i| self.point_label(*i)).collect();
                 out += &format!("  {} chooses between {}\n", c.method, labels.join(", "));
             }
         }
