@@ -522,7 +522,11 @@ fn every_example_spec_parses_and_expands() {
     assert_eq!(seen["nested_mini"], (68, 2, 68));
     assert_eq!(inner_tasks["nested_mini"], 68 * 3 + 68 * 3 * 2);
     assert_eq!(inner_tasks.values().filter(|n| **n > 0).count(), 1);
-    assert_eq!(seen.len(), 17);
+    assert_eq!(seen["realistic_ablation_augment"], (68, 1, 68));
+    assert_eq!(seen["realistic_ablation_input_size"], (68, 1, 68));
+    // Three prepared files (adaptive, TAS, TIM), one point and one prior per fold each.
+    assert_eq!(seen["realistic_ablation_keyframes"], (68, 3, 204));
+    assert_eq!(seen.len(), 20);
 }
 
 #[test]
