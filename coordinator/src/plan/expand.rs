@@ -2,17 +2,15 @@
 //! files' checks, the dataset parts, the LOSO folds, the combinations of the sweep axes, the sweep points
 //! (combinations that resolve to the same settings collapse), and the tasks.
 
-use super::keys::{derive_seed, prior_key, target_key, to_value};
-use super::{
-    load_datasets, safe_label, DatasetSummary, InnerSplit, Plan, SweepPoint, TaskDef, TaskKind,
-    TaskPayload,
-};
+use super::graph::TaskGraph;
+use super::keys::to_value;
+use super::{load_datasets, safe_label, DatasetSummary, Plan, SweepPoint, TaskDef, TaskKind};
 use crate::error::CoordError;
 use crate::spec::{ExperimentSpec, LossKind, PathSeg};
 use mer_shared::digest::canonical_json;
 use mer_shared::loso::{loso_folds, union_folds};
 use mer_shared::method::Method;
-use mer_shared::train_config::{Alpha, LossConfig, TargetConfig, TrainConfig};
+use mer_shared::train_config::{Alpha, LossConfig, TrainConfig};
 use mer_shared::Dataset;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -496,89 +494,4 @@ fn tasks(
         }
     }
     graph.into_tasks()
-}
-
-/// Tasks being collected: prior tasks deduplicated by key (sweep points that share prior settings share
-/// the prior task), in first-seen order, and target tasks in order.
-#[derive(Default)]
-pub(super) struct TaskGraph {
-    priors_by_key: BTreeMap<String, TaskDef>,
-    prior_order: Vec<String>,
-    targets: Vec<TaskDef>,
-}
-
-impl TaskGraph {
-    /// Adds the target task of `sp` on `fold` (an inner split of it with `inner`) and the prior task it
-    /// needs, if the point has prior learning and no equal prior task is there yet.
-    pub(super) fn add(
-        &mut self,
-        spec: &ExperimentSpec,
-        parts: &[Dataset],
-        sp: &SweepPoint,
-        fold: &str,
-        inner: Option<&InnerSplit>,
-    ) {
-        // Seeds differ per inner split (its own training set) and agree across sweep points.
-        let seed_fold = match inner {
-            None => fold.to_string(),
-            Some(i) => format!("{fold}|inner {}/{}", i.index, i.of),
-        };
-        let payload = |train, prior_key, baseline| TaskPayload {
-            dataset_hash: sp.dataset_hash.clone(),
-            scheme: spec.scheme,
-            parts: parts.to_vec(),
-            test_subject: fold.to_string(),
-            train,
-            prior_key,
-            baseline,
-            inner: inner.cloned(),
-        };
-        let prior_key = if sp.method.has_prior() && sp.train.prior.enabled {
-            let mut train = sp.train.clone();
-            train.target = TargetConfig::default();
-            train.seed = derive_seed(sp.train.seed, &seed_fold, TaskKind::Prior);
-            let payload = payload(train, None, None);
-            let key = self::prior_key(&payload);
-            if !self.priors_by_key.contains_key(&key) {
-                self.prior_order.push(key.clone());
-                self.priors_by_key.insert(
-                    key.clone(),
-                    TaskDef {
-                        key: key.clone(),
-                        kind: TaskKind::Prior,
-                        fold: fold.to_string(),
-                        sweep_point: None,
-                        deps: vec![],
-                        payload,
-                    },
-                );
-            }
-            Some(key)
-        } else {
-            None
-        };
-        let mut train = sp.train.clone();
-        train.seed = derive_seed(sp.train.seed, &seed_fold, TaskKind::Target);
-        let payload = payload(train, prior_key.clone(), sp.baseline.clone());
-        let key = target_key(&payload);
-        self.targets.push(TaskDef {
-            key,
-            kind: TaskKind::Target,
-            fold: fold.to_string(),
-            sweep_point: Some(sp.index),
-            deps: prior_key.into_iter().collect(),
-            payload,
-        });
-    }
-
-    /// The prior tasks, then the target tasks.
-    pub(super) fn into_tasks(mut self) -> Vec<TaskDef> {
-        let mut tasks: Vec<TaskDef> = self
-            .prior_order
-            .iter()
-            .filter_map(|k| self.priors_by_key.remove(k))
-            .collect();
-        tasks.extend(self.targets);
-        tasks
-    }
 }

@@ -7,11 +7,12 @@
 
 //!
 //! The module is split by concern: `datasets` (prepared-file summaries the planner reads), `keys` (task
-//! keys and seeds), `expand` (the expansion itself, in named phases), `nested` (the inner tasks of nested
-//! selection).
+//! keys and seeds), `expand` (the expansion itself, in named phases), `graph` (the tasks of a fold and
+//! sweep point, priors shared), `nested` (the inner tasks of nested selection).
 
 mod datasets;
 mod expand;
+mod graph;
 mod keys;
 mod nested;
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! result of that point is the fold's prediction. Inner tasks are ordinary tasks of the graph: content-keyed
 //! (the inner split is part of the key), so they are reused across experiments and scheduled like the rest.
 
-use super::expand::TaskGraph;
+use super::graph::TaskGraph;
 use super::{Candidates, InnerSplit, SelectionPlan, SweepPoint, TaskDef};
 use crate::error::CoordError;
 use crate::spec::{ExperimentSpec, PathSeg};
