@@ -92,6 +92,31 @@ pub struct ModelConfig {
     /// How flow values are scaled at the network's input (after resizing to `input_size`).
     #[serde(skip_serializing_if = "InputScale::is_raw")]
     pub input_scale: InputScale,
+    /// Which displacement each of the 10 input frames holds: the prepared consecutive key-frame flows (the
+    /// paper's) or their running sum from the onset.
+    #[serde(skip_serializing_if = "InputFlow::is_consecutive")]
+    pub input_flow: InputFlow,
+}
+
+/// The displacement each input frame holds. `consecutive`: flow from key-frame i to i+1, as prepared (the
+/// paper's input). `cumulative`: the running sum of those flows over frames 1..=i, an approximation of the
+/// displacement from the onset key-frame (exact for small motion); its apex frame carries the whole
+/// onset->apex motion that the apex-flow baselines read, instead of ten small steps. A per-sample
+/// transform of the prepared tensor: it uses no other sample and no label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputFlow {
+    /// The prepared consecutive flows (the default).
+    #[default]
+    Consecutive,
+    /// Running sum over the frames.
+    Cumulative,
+}
+
+impl InputFlow {
+    fn is_consecutive(&self) -> bool {
+        *self == InputFlow::Consecutive
+    }
 }
 
 /// The gain applied to the flow at the network's input. SinC3D has no normalisation layer, so the input's
@@ -127,6 +152,7 @@ impl Default for ModelConfig {
             dense: 1024,
             dropout: 0.5,
             input_scale: InputScale::Raw,
+            input_flow: InputFlow::Consecutive,
         }
     }
 }

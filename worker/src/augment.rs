@@ -16,7 +16,7 @@
 use crate::error::WorkerError;
 use crate::fastpath::Precision;
 use mer_shared::prepared::Prepared;
-use mer_shared::train_config::{AugmentConfig, InputScale, ModelConfig};
+use mer_shared::train_config::{AugmentConfig, InputFlow, InputScale, ModelConfig};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -193,6 +193,14 @@ impl DeviceSet {
         } else {
             let f = s as f64 / hi as f64;
             x.internal_upsample_bilinear2d_aa([s, s], false, None, None) * f
+        };
+        let x = match model.input_flow {
+            InputFlow::Consecutive => x,
+            // Rows are sample-major, frames in order: sum along the frame axis of each sample.
+            InputFlow::Cumulative => x
+                .view([n as i64, ti, ci, s, s])
+                .cumsum(1, Kind::Float)
+                .view([n as i64 * ti, ci, s, s]),
         };
         Ok(DeviceSet {
             frames: x.to_device(device),
@@ -516,6 +524,22 @@ mod tests {
             112
         )
         .is_err());
+    }
+
+    #[test]
+    fn cumulative_input_holds_the_running_sum_of_the_consecutive_flows() {
+        let p = prepared(3, 32, 10);
+        let prec = Precision::new(false, Device::Cpu);
+        let mut plain = DeviceSet::new(&p, &[0, 2], &model(32), Device::Cpu).unwrap();
+        let mut m = model(32);
+        m.input_flow = InputFlow::Cumulative;
+        let mut cum = DeviceSet::new(&p, &[0, 2], &m, Device::Cpu).unwrap();
+        let a = plain.batch(&[0, 1], None, &prec); // [B, C, T, S, S]
+        let b = cum.batch(&[0, 1], None, &prec);
+        let want = a.cumsum(2, Kind::Float);
+        let diff = (b - &want).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{diff}");
+        assert!(!a.allclose(&want, 1e-5, 1e-5, false), "the fixture's flow is not constant");
     }
 
     #[test]

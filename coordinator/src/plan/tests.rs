@@ -273,7 +273,7 @@ fn keys_are_stable_and_depend_only_on_what_matters() {
         base.tasks.iter().map(|t| &t.key).collect::<Vec<_>>()
     );
     // Settings at their defaults, spelled out, keep the keys of specs written before they existed.
-    let spelled = plan("[train]\nlayer_stats = false\neval_every = 1\n[train.model]\ninput_scale = \"raw\"\n[sweep]\nalpha = [2]\n");
+    let spelled = plan("[train]\nlayer_stats = false\neval_every = 1\n[train.model]\ninput_scale = \"raw\"\ninput_flow = \"consecutive\"\n[sweep]\nalpha = [2]\n");
     assert_eq!(spelled.tasks, base.tasks);
     // A sweep point shared with a bigger experiment has the same tasks.
     let big = plan("[sweep]\nalpha = [1, 2, 3]\n");
@@ -316,6 +316,7 @@ fn keys_are_stable_and_depend_only_on_what_matters() {
         "[train.prior]\npairs_per_epoch = 100\n[sweep]\nalpha = [2]\n",
         "[train.model]\ndense = 64\n[sweep]\nalpha = [2]\n",
         "[train.model]\ninput_scale = \"train-rms\"\n[sweep]\nalpha = [2]\n",
+        "[train.model]\ninput_flow = \"cumulative\"\n[sweep]\nalpha = [2]\n",
         "[train.augment]\ncrops = false\n[sweep]\nalpha = [2]\n",
         "[train]\nfast_path = false\n[sweep]\nalpha = [2]\n",
         "[train]\nseed = 7\n[sweep]\nalpha = [2]\n",
@@ -526,7 +527,8 @@ fn every_example_spec_parses_and_expands() {
     assert_eq!(seen["realistic_ablation_input_size"], (68, 1, 68));
     // Three prepared files (adaptive, TAS, TIM), one point and one prior per fold each.
     assert_eq!(seen["realistic_ablation_keyframes"], (68, 3, 204));
-    assert_eq!(seen.len(), 20);
+    assert_eq!(seen["realistic_ablation_cumulative"], (68, 1, 68));
+    assert_eq!(seen.len(), 21);
 }
 
 #[test]
