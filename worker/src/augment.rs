@@ -539,7 +539,10 @@ mod tests {
         let want = a.cumsum(2, Kind::Float);
         let diff = (b - &want).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "{diff}");
-        assert!(!a.allclose(&want, 1e-5, 1e-5, false), "the fixture's flow is not constant");
+        assert!(
+            !a.allclose(&want, 1e-5, 1e-5, false),
+            "the fixture's flow is not constant"
+        );
     }
 
     #[test]
