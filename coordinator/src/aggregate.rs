@@ -6,8 +6,9 @@
 use crate::error::CoordError;
 use crate::leakage::{self, LeakageDiagnostics, DIAGNOSTIC_LABEL};
 use crate::plan::Plan;
-use crate::selection::{self, SelectionResults};
+use crate::selection::{self, InnerScore, SelectionResults};
 use mer_shared::fold::FoldResult;
+use mer_shared::loso::Role;
 use mer_shared::megc_log;
 use mer_shared::method::Method;
 use mer_shared::metrics::Confusion;
@@ -132,12 +133,13 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
                 missing.push(task.fold.clone());
                 continue;
             }
+            let held = task.payload.held_out();
             let mut fold_recs: Vec<PredictionRecord> = Vec::new();
             let mut fold_conf = Confusion::new(k);
             let mut bad = None;
             for p in &res.predictions {
                 let r = &p.record;
-                if format!("{}/{}", r.dataset, r.subject) != task.fold {
+                if held.role(&format!("{}/{}", r.dataset, r.subject)) != Role::Test {
                     bad = Some(format!(
                         "fold {}: prediction {} belongs to another subject",
                         task.fold, p.id
@@ -392,14 +394,7 @@ fn selection_markdown(res: &ExperimentResults, sel: &SelectionResults) -> String
                 .join(", ")
         );
         for fs in &m.folds {
-            let inner: Vec<String> = fs
-                .inner
-                .iter()
-                .map(|s| match s.uf1 {
-                    Some(v) => format!("{v:.4}"),
-                    None => format!("{}/{} splits", s.splits_done, s.splits_total),
-                })
-                .collect();
+            let inner: Vec<String> = fs.inner.iter().map(InnerScore::cell).collect();
             out += &format!(
                 "- {} -> {} ({})\n",
                 fs.fold,

@@ -84,6 +84,14 @@ pub struct InnerScore {
 }
 
 impl InnerScore {
+    /// The score as a table cell: the pooled inner UF1, or how many inner splits have finished.
+    pub fn cell(&self) -> String {
+        match self.uf1 {
+            Some(v) => format!("{v:.4}"),
+            None => format!("{}/{} splits", self.splits_done, self.splits_total),
+        }
+    }
+
     fn complete(&self) -> Option<(f64, f64)> {
         match (self.splits_done == self.splits_total, self.uf1, self.uar) {
             (true, Some(f), Some(r)) => Some((f, r)),

@@ -526,10 +526,7 @@ fn selection_section(run: &RunData, b: &mut Vec<Block>) {
                         .clone()
                         .unwrap_or_else(|| "- (inner tasks unfinished)".into()),
                 ];
-                row.extend(f.inner.iter().map(|s| match s.uf1 {
-                    Some(v) => f4(v),
-                    None => format!("{}/{} splits", s.splits_done, s.splits_total),
-                }));
+                row.extend(f.inner.iter().map(crate::selection::InnerScore::cell));
                 row
             })
             .collect();
