@@ -465,14 +465,24 @@ fn diagnostics_markdown(res: &ExperimentResults, d: &LeakageDiagnostics) -> Stri
         );
     }
     if !d.oracle_point.is_empty() {
+        // The selected columns only where nested selection ran.
+        let nested = res.selection.is_some();
         out += "\n*Oracle point*: per method, the sweep point with the best pooled test UF1, against the mean \
-                of the method's points (what a point chosen without looking scores on average) and, with nested \
-                selection, against the selected score.\n\n\
-                | method | points | oracle point | UF1 / UAR | mean of points UF1 / UAR | premium UF1 / UAR | selected UF1 / UAR | premium over selected UF1 / UAR |\n\
-                |---|---|---|---|---|---|---|---|\n";
+                of the method's points (what a point chosen without looking scores on average)";
+        out += if nested {
+            " and against the nested-selection score.\n\n"
+        } else {
+            ".\n\n"
+        };
+        out += "| method | points | oracle point | UF1 / UAR | mean of points UF1 / UAR | premium UF1 / UAR |";
+        out += if nested {
+            " selected UF1 / UAR | premium over selected UF1 / UAR |\n|---|---|---|---|---|---|---|---|\n"
+        } else {
+            "\n|---|---|---|---|---|---|\n"
+        };
         for p in &d.oracle_point {
             out += &format!(
-                "| {} | {} | `{}` | {:.4} / {:.4} | {:.4} / {:.4} | {:+.4} / {:+.4} | {} / {} | {} / {} |\n",
+                "| {} | {} | `{}` | {:.4} / {:.4} | {:.4} / {:.4} | {:+.4} / {:+.4} |",
                 p.method.display_name(),
                 p.points,
                 p.best_label,
@@ -482,11 +492,17 @@ fn diagnostics_markdown(res: &ExperimentResults, d: &LeakageDiagnostics) -> Stri
                 p.mean_uar,
                 p.premium_uf1,
                 p.premium_uar,
-                f(p.selected_uf1),
-                f(p.selected_uar),
-                sf(p.premium_over_selected_uf1),
-                sf(p.premium_over_selected_uar)
             );
+            if nested {
+                out += &format!(
+                    " {} / {} | {} / {} |",
+                    f(p.selected_uf1),
+                    f(p.selected_uar),
+                    sf(p.premium_over_selected_uf1),
+                    sf(p.premium_over_selected_uar)
+                );
+            }
+            out += "\n";
         }
     }
     out

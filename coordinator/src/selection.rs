@@ -347,6 +347,7 @@ mod tests {
         assert_eq!(sel.methods[0].folds_done, 67);
         let md = crate::aggregate::summary_markdown(&aggregate(&plan, &results));
         assert!(md.contains("## Nested selection (a result)"), "{md}");
+        assert!(md.contains("premium over selected UF1 / UAR"), "{md}");
         assert!(
             md.contains(&format!("- {} -> not yet chosen", gone.fold)),
             "{md}"

@@ -175,6 +175,11 @@ fn report_tables_hold_the_scores_of_the_prediction_logs_and_every_image_decodes(
         md.contains("## Leakage premium (diagnostic, not a result)"),
         "{md}"
     );
+    let summary = std::fs::read_to_string(run.join("summary.md")).unwrap();
+    assert!(
+        !summary.contains("selected UF1"),
+        "no nested selection, no selected column: {summary}"
+    );
     let d = data
         .results
         .diagnostics
