@@ -5,13 +5,8 @@
 # only the prepared files' paths change per seed. Resumes like the demo. About 2 minutes per seed on 2 cores
 # once `mer` is built.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-bash scripts/bootstrap.sh
-# shellcheck source=scripts/env.sh
-source scripts/env.sh
-cargo build --locked --bin mer
-mer=target/debug/mer
+# shellcheck source=scripts/prelude.sh
+source "$(dirname "${BASH_SOURCE[0]}")/prelude.sh"
 for seed in ${MER_ABLATION_SEEDS:-1 2 3}; do
   if [ "$seed" = 1 ]; then synth=data/synth/mini; prepared=data/prepared/mini; else
     synth=data/synth/mini-s$seed; prepared=data/prepared/mini-s$seed; fi

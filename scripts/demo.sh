@@ -5,13 +5,8 @@
 # then target learning for a small focal-alpha sweep) with local worker processes, and prints the pooled
 # UF1/UAR table. Re-running resumes: finished folds are reused, not re-run.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-bash scripts/bootstrap.sh
-# shellcheck source=scripts/env.sh
-source scripts/env.sh
-cargo build --locked --bin mer
-mer=target/debug/mer
+# shellcheck source=scripts/prelude.sh
+source "$(dirname "${BASH_SOURCE[0]}")/prelude.sh"
 seed="${MER_DEMO_SEED:-1}"
 workers="${MER_DEMO_WORKERS:-2}"
 

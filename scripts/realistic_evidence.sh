@@ -4,13 +4,8 @@
 # the spec in $MER_EVIDENCE_SPEC, e.g. an ablation) through local mode, and its summary. Only the prepared
 # file's path changes per seed. Resumes like the demo: finished tasks are reused.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-bash scripts/bootstrap.sh
-# shellcheck source=scripts/env.sh
-source scripts/env.sh
-cargo build --locked --bin mer
-mer=target/debug/mer
+# shellcheck source=scripts/prelude.sh
+source "$(dirname "${BASH_SOURCE[0]}")/prelude.sh"
 spec_in=${MER_EVIDENCE_SPEC:-examples/realistic_cpu.toml}
 name=$(basename "$spec_in" .toml)
 for seed in ${MER_EVIDENCE_SEEDS:-1 2 3}; do

@@ -8,11 +8,11 @@
 use mer_coordinator::aggregate::{aggregate, write_results};
 use mer_coordinator::plan::plan_spec;
 use mer_coordinator::report::bundle::{write_run_files, RunContext};
-use mer_coordinator::sim::{reference_run, SimTrainer};
 use mer_coordinator::spec::load_spec;
 use mer_shared::predictions::ScoreReport;
 use mer_shared::prepared::Prepared;
 use mer_worker::prep::{prepare, PrepOptions};
+use mer_worker::sim::{reference_run, SimTrainer};
 use mer_worker::synth::{generate, Preset};
 use std::path::Path;
 use std::process::Command;
@@ -55,7 +55,8 @@ fn report_of_a_finished_tiny_run_matches_mer_score_and_draws_a_clip() {
     std::fs::write(d.join("tiny.toml"), spec_text).unwrap();
     let plan = plan_spec(&load_spec(&d.join("tiny.toml")).unwrap()).unwrap();
     let results = reference_run(
-        &plan,
+        &plan.task_specs(),
+        &plan.datasets,
         &SimTrainer::new(Duration::ZERO, None),
         &d.join("work"),
     )

@@ -5,8 +5,8 @@
 
 use mer_coordinator::aggregate::{aggregate, write_results};
 use mer_coordinator::plan::{plan_spec, Plan};
-use mer_coordinator::sim::{read_execution_log, reference_run, write_sim_dataset, SimTrainer};
 use mer_coordinator::spec::load_spec;
+use mer_worker::sim::{read_execution_log, reference_run, write_sim_dataset, SimTrainer};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -49,7 +49,8 @@ fn read_tree(root: &Path) -> BTreeMap<String, String> {
 
 fn reference(plan: &Plan, dir: &Path) -> BTreeMap<String, String> {
     let r = reference_run(
-        plan,
+        &plan.task_specs(),
+        &plan.datasets,
         &SimTrainer::new(Duration::ZERO, None),
         &dir.join("ref-work"),
     )

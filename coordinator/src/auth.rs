@@ -1,10 +1,9 @@
 //! Authentication and protocol checks on every gRPC call: a shared-secret bearer token
 //! (`authorization: Bearer <token>`) and the protocol version header ([`PROTOCOL_HEADER`]). The server
-//! side is a tonic interceptor in front of every service; the client side adds both headers.
+//! side is a tonic interceptor in front of every service; the client side ([`mer_shared::client::ClientAuth`]) adds both headers.
 
 use mer_shared::proto::{PROTOCOL_HEADER, PROTOCOL_VERSION};
 use std::sync::Arc;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
@@ -74,41 +73,10 @@ impl Interceptor for ServerAuth {
     }
 }
 
-/// Client-side: adds the token and the protocol header to every call.
-#[derive(Clone)]
-pub struct ClientAuth {
-    bearer: Option<MetadataValue<Ascii>>,
-    protocol: MetadataValue<Ascii>,
-}
-
-impl ClientAuth {
-    /// `token` (if any) and a protocol version (normally [`PROTOCOL_VERSION`]).
-    pub fn new(token: Option<&str>, protocol: u32) -> Result<Self, crate::error::CoordError> {
-        let bearer = match token.filter(|t| !t.is_empty()) {
-            Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
-                crate::error::CoordError::invalid("token", "it must be printable ASCII")
-            })?),
-            None => None,
-        };
-        let protocol = MetadataValue::from(protocol);
-        Ok(ClientAuth { bearer, protocol })
-    }
-}
-
-impl Interceptor for ClientAuth {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(b) = &self.bearer {
-            req.metadata_mut().insert("authorization", b.clone());
-        }
-        req.metadata_mut()
-            .insert(PROTOCOL_HEADER, self.protocol.clone());
-        Ok(req)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mer_shared::client::ClientAuth;
 
     fn req(client: &mut ClientAuth) -> Request<()> {
         client.call(Request::new(())).unwrap()

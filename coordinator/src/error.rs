@@ -59,32 +59,6 @@ pub enum CoordError {
         #[source]
         source: serde_json::Error,
     },
-    /// A coordinator could not be reached.
-    #[error("cannot connect to {url}: {message}")]
-    Connect {
-        /// The endpoint.
-        url: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// A gRPC call returned an error status.
-    #[error("{call}: {message} ({code:?})")]
-    Rpc {
-        /// The call.
-        call: &'static str,
-        /// The status code.
-        code: tonic::Code,
-        /// The server's message.
-        message: String,
-    },
-    /// An artifact's bytes do not match its content hash.
-    #[error("artifact {expected}: bytes do not match the hash (got sha256 {actual})")]
-    HashMismatch {
-        /// The declared hash.
-        expected: String,
-        /// The hash of the bytes received.
-        actual: String,
-    },
     /// A peer speaks another protocol version.
     #[error("protocol version mismatch: this side speaks {ours}, the other side {theirs}")]
     Protocol {
@@ -126,25 +100,14 @@ impl CoordError {
         }
     }
 
-    /// Converts a gRPC status of `call` into an error.
+    /// Converts a gRPC status of `call` into an error (the shared layer's one RPC error).
     pub fn rpc(call: &'static str, status: tonic::Status) -> Self {
-        CoordError::Rpc {
-            call,
-            code: status.code(),
-            message: status.message().to_string(),
-        }
+        CoordError::Shared(mer_shared::SharedError::rpc(call, status))
     }
 
-    /// Whether the coordinator could not be reached (nobody listening, connection refused or lost): the
-    /// lazily opened connection shows that as an `Unavailable` status of the first call.
+    /// Whether the coordinator could not be reached (see [`mer_shared::SharedError::is_unreachable`]).
     pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            CoordError::Rpc {
-                code: tonic::Code::Unavailable,
-                ..
-            }
-        )
+        matches!(self, CoordError::Shared(e) if e.is_unreachable())
     }
 
     /// A database error on `path`.

@@ -1,8 +1,6 @@
 //! `mer-coordinator`: experiment orchestration without libtorch.
 
-pub mod agent;
 pub mod aggregate;
-pub mod artifacts;
 pub mod auth;
 pub mod client;
 pub mod error;
@@ -10,7 +8,6 @@ pub mod http;
 pub mod k8s;
 pub mod leakage;
 pub mod lease;
-pub mod local;
 #[cfg(test)]
 mod loopback_get;
 pub mod metrics;
@@ -20,8 +17,6 @@ pub mod scheduler;
 pub mod selection;
 pub mod server;
 pub mod service;
-pub mod sim;
-pub mod simbench;
 pub mod spec;
 pub mod store;
 pub mod task_state;

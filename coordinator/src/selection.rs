@@ -129,7 +129,8 @@ pub fn select(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Option<Sel
         let mut times_chosen = vec![0; c.points.len()];
         let mut pooled: Vec<PredictionRecord> = Vec::new();
         let mut folds_done = 0;
-        for outer in &plan.folds {
+        for outer in plan.folds.iter().map(ToString::to_string) {
+            let outer = &outer;
             let inner: Vec<InnerScore> = c
                 .points
                 .iter()
@@ -307,14 +308,18 @@ mod tests {
         let n_casme = plan
             .folds
             .iter()
-            .filter(|f| f.starts_with("casme2/"))
+            .filter(|f| f.to_string().starts_with("casme2/"))
             .count();
         assert_eq!(m.times_chosen, vec![n_casme, plan.folds.len() - n_casme]);
         assert_eq!((m.folds_done, m.partial), (68, false));
         // The selected score is the pooled score of exactly those outer results.
         let mut records = Vec::new();
         for outer in &plan.folds {
-            let p = if outer.starts_with("casme2/") { 0 } else { 1 };
+            let p = if outer.to_string().starts_with("casme2/") {
+                0
+            } else {
+                1
+            };
             let t = plan.targets_of(p).find(|t| &t.fold == outer).unwrap();
             records.extend(results[&t.key].predictions.iter().map(|x| x.record.clone()));
         }

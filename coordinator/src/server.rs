@@ -1,15 +1,15 @@
 //! Running a coordinator: the SQLite store, the scheduler, the lease reaper, the results writer and the
 //! gRPC services behind the token/protocol interceptor, optionally over TLS, with graceful shutdown.
 
-use crate::artifacts::ArtifactStore;
 use crate::auth::ServerAuth;
-use crate::client::MAX_MESSAGE_BYTES;
 use crate::error::CoordError;
 use crate::scheduler::{SchedConfig, Scheduler};
 use crate::service::{
     write_experiment_results, ArtifactsService, ClientService, Shared, WorkerService,
 };
 use crate::store::Store;
+use mer_shared::artifact_store::ArtifactStore;
+use mer_shared::client::MAX_MESSAGE_BYTES;
 use mer_shared::proto;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,12 +3,12 @@
 //! results). Token and protocol checks run in front of them (see [`crate::auth`]).
 
 use crate::aggregate::{aggregate, write_results};
-use crate::artifacts::{valid_hash, ArtifactStore};
 use crate::error::CoordError;
 use crate::lease::Progress;
 use crate::plan::{expand_multi, TaskKind};
 use crate::scheduler::{CompleteOutcome, FailOutcome, Scheduler};
 use crate::spec::parse_spec;
+use mer_shared::artifact_store::{valid_hash, ArtifactStore};
 use mer_shared::digest::sha256_hex;
 use mer_shared::fold::FoldResult;
 use mer_shared::loso::Role;
@@ -41,7 +41,8 @@ pub struct Shared {
     pub stop: tokio_util::sync::CancellationToken,
 }
 
-fn status_of(e: CoordError) -> Status {
+fn status_of(e: impl Into<CoordError>) -> Status {
+    let e = e.into();
     match &e {
         CoordError::NotFound(_) => Status::not_found(e.to_string()),
         CoordError::Invalid { .. }
@@ -49,7 +50,9 @@ fn status_of(e: CoordError) -> Status {
         | CoordError::Dataset { .. }
         | CoordError::Plan(_)
         | CoordError::Json { .. } => Status::invalid_argument(e.to_string()),
-        CoordError::HashMismatch { .. } => Status::invalid_argument(e.to_string()),
+        CoordError::Shared(
+            mer_shared::SharedError::HashMismatch { .. } | mer_shared::SharedError::Invalid { .. },
+        ) => Status::invalid_argument(e.to_string()),
         CoordError::Protocol { .. } => Status::failed_precondition(e.to_string()),
         _ => Status::internal(e.to_string()),
     }

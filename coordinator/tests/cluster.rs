@@ -2,20 +2,17 @@
 //! worker agents with the deterministic sim trainer, talking real gRPC. Every fault test compares the
 //! final results with a fault-free reference run of the same tasks.
 
-use mer_coordinator::agent::{
-    run_agent, Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError,
-};
 use mer_coordinator::aggregate::{aggregate, write_results};
-use mer_coordinator::client::{
-    connect, get_results, get_status, submit_spec, upload_bytes, watch_until_done, Clients,
-    ConnectOptions,
-};
+use mer_coordinator::client::{get_results, get_status, submit_spec, watch_until_done};
 use mer_coordinator::plan::{plan_spec, Plan, TaskKind};
 use mer_coordinator::scheduler::SchedConfig;
 use mer_coordinator::server::{CoordinatorHandle, ServerConfig};
-use mer_coordinator::sim::{reference_run, SimTrainer};
 use mer_coordinator::spec::load_spec;
+use mer_shared::client::{connect, upload_bytes, Clients, ConnectOptions};
 use mer_shared::proto;
+use mer_worker::agent::run_agent;
+use mer_worker::sim::{reference_run, SimTrainer};
+use mer_worker::trainer::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -46,7 +43,8 @@ async fn cluster(dir: &Path, cfg: ServerConfig) -> Cluster {
 /// prediction files as written by `write_results`.
 fn reference_files(plan: &Plan, dir: &Path) -> BTreeMap<String, String> {
     let results = reference_run(
-        plan,
+        &plan.task_specs(),
+        &plan.datasets,
         &SimTrainer::new(Duration::ZERO, None),
         &dir.join("ref-work"),
     )
@@ -337,7 +335,7 @@ async fn coordinator_restart_loses_nothing_and_reruns_nothing_finished() {
         .unwrap();
     assert_eq!(status.state, "done");
     cl.stop_agents().await;
-    let counts = mer_coordinator::sim::read_execution_log(&log);
+    let counts = mer_worker::sim::read_execution_log(&log);
     for k in &finished_before {
         assert_eq!(
             counts.get(k),

@@ -83,9 +83,72 @@ pub enum SharedError {
         /// The error, with position.
         message: String,
     },
+    /// A request, a reply or an argument is invalid (names what and why).
+    #[error("invalid {what}: {why}")]
+    Invalid {
+        /// What was invalid.
+        what: String,
+        /// Why.
+        why: String,
+    },
+    /// A coordinator could not be reached.
+    #[error("cannot connect to {url}: {message}")]
+    Connect {
+        /// The endpoint.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A gRPC call returned an error status.
+    #[error("{call}: {message} ({code:?})")]
+    Rpc {
+        /// The call.
+        call: &'static str,
+        /// The status code.
+        code: tonic::Code,
+        /// The server's message.
+        message: String,
+    },
+    /// An artifact's bytes do not match its content hash.
+    #[error("artifact {expected}: bytes do not match the hash (got sha256 {actual})")]
+    HashMismatch {
+        /// The declared hash.
+        expected: String,
+        /// The hash of the bytes received.
+        actual: String,
+    },
 }
 
 impl SharedError {
+    /// An invalid-input error.
+    pub fn invalid(what: impl Into<String>, why: impl Into<String>) -> Self {
+        SharedError::Invalid {
+            what: what.into(),
+            why: why.into(),
+        }
+    }
+
+    /// Converts a gRPC status of `call` into an error.
+    pub fn rpc(call: &'static str, status: tonic::Status) -> Self {
+        SharedError::Rpc {
+            call,
+            code: status.code(),
+            message: status.message().to_string(),
+        }
+    }
+
+    /// Whether the coordinator could not be reached (nobody listening, connection refused or lost): the
+    /// lazily opened connection shows that as an `Unavailable` status of the first call.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            SharedError::Rpc {
+                code: tonic::Code::Unavailable,
+                ..
+            }
+        )
+    }
+
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         SharedError::Io {

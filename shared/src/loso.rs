@@ -1,25 +1,26 @@
 //! Leave-one-subject-out folds: the one enumeration the planner, the engine and `mer train-fold
 //! --list-folds` share, so that they always agree on which folds exist and in which order.
 
+pub use crate::fold_id::FoldId;
 use crate::labels::LabelScheme;
 use crate::prepared::SampleMeta;
 use crate::Dataset;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
-/// LOSO folds of a dataset: `dataset/subject` of every subject with at least one sample labelled under
-/// `scheme` within `parts`, in dataset order, then natural subject order (`sub2` before `sub10`).
-pub fn loso_folds(samples: &[SampleMeta], scheme: LabelScheme, parts: &[Dataset]) -> Vec<String> {
+/// LOSO folds of a dataset: every subject with at least one sample labelled under `scheme` within
+/// `parts`, in [`FoldId`] order (dataset, then natural subject order: `sub2` before `sub10`).
+pub fn loso_folds(samples: &[SampleMeta], scheme: LabelScheme, parts: &[Dataset]) -> Vec<FoldId> {
     ordered(
         samples
             .iter()
             .filter(|s| parts.contains(&s.dataset) && s.labels.contains_key(scheme.key()))
-            .map(|s| (s.dataset, s.subject.clone())),
+            .map(SampleMeta::fold_id),
     )
 }
 
 /// [`loso_folds`] over every part the samples come from.
-pub fn loso_folds_all_parts(samples: &[SampleMeta], scheme: LabelScheme) -> Vec<String> {
+pub fn loso_folds_all_parts(samples: &[SampleMeta], scheme: LabelScheme) -> Vec<FoldId> {
     let parts: Vec<Dataset> = samples
         .iter()
         .map(|s| s.dataset)
@@ -29,13 +30,9 @@ pub fn loso_folds_all_parts(samples: &[SampleMeta], scheme: LabelScheme) -> Vec<
     loso_folds(samples, scheme, &parts)
 }
 
-/// The union of several fold lists (`dataset/subject` keys, as [`loso_folds`] makes them), in the same
-/// order as [`loso_folds`]; keys that do not start with a known dataset are dropped.
-pub fn union_folds<'a>(lists: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-    ordered(lists.into_iter().filter_map(|f| {
-        let (d, s) = f.split_once('/')?;
-        Some((d.parse::<Dataset>().ok()?, s.to_string()))
-    }))
+/// The union of several fold lists, in the same order as [`loso_folds`].
+pub fn union_folds<'a>(lists: impl IntoIterator<Item = &'a FoldId>) -> Vec<FoldId> {
+    ordered(lists.into_iter().cloned())
 }
 
 /// Which subjects a task keeps out of its training set: those it tests on, and those it must not see at all.
@@ -108,34 +105,31 @@ impl HeldOut {
 /// so every group holds about 1/k of each part. Groups are returned in fold order inside; `None` when
 /// there are fewer training subjects than groups.
 pub fn inner_splits(
-    folds: &[String],
-    outer: &str,
+    folds: &[FoldId],
+    outer: &FoldId,
     k: usize,
     seed: u64,
-) -> Option<Vec<Vec<String>>> {
-    let train: Vec<&String> = folds.iter().filter(|f| f.as_str() != outer).collect();
+) -> Option<Vec<Vec<FoldId>>> {
+    let train: Vec<&FoldId> = folds.iter().filter(|f| *f != outer).collect();
     if k == 0 || train.len() < k {
         return None;
     }
-    let mut groups: Vec<Vec<String>> = vec![Vec::new(); k];
+    let mut groups: Vec<Vec<FoldId>> = vec![Vec::new(); k];
     let mut dealt = 0;
-    let part_of = |f: &str| {
-        f.split_once('/')
-            .map_or(f.to_string(), |(d, _)| d.to_string())
-    };
-    let mut parts: Vec<String> = train.iter().map(|f| part_of(f)).collect();
+    let mut parts: Vec<Dataset> = train.iter().map(|f| f.dataset()).collect();
     parts.dedup();
+    let outer = outer.to_string();
     for part in parts {
-        let mut members: Vec<(Vec<u8>, &String)> = train
+        let mut members: Vec<(Vec<u8>, &FoldId)> = train
             .iter()
-            .filter(|f| part_of(f) == part)
+            .filter(|f| f.dataset() == part)
             .map(|f| {
                 let mut h = Sha256::new();
                 h.update(b"mer-inner-split");
                 h.update(seed.to_le_bytes());
                 h.update(outer.as_bytes());
                 h.update([0]);
-                h.update(f.as_bytes());
+                h.update(f.to_string().as_bytes());
                 (h.finalize().to_vec(), *f)
             })
             .collect();
@@ -151,37 +145,9 @@ pub fn inner_splits(
     Some(groups)
 }
 
-/// Fold keys `dataset/subject` of the distinct pairs, in dataset then natural subject order: the one
-/// ordering of folds.
-fn ordered(pairs: impl Iterator<Item = (Dataset, String)>) -> Vec<String> {
-    let set: BTreeSet<(Dataset, SubjectOrd)> = pairs.map(|(d, s)| (d, SubjectOrd(s))).collect();
-    set.into_iter()
-        .map(|(d, s)| format!("{d}/{}", s.0))
-        .collect()
-}
-
-/// Orders subject names naturally (`sub2` before `sub10`, `6` before `11`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SubjectOrd(String);
-
-impl SubjectOrd {
-    fn split(&self) -> (&str, Option<u64>) {
-        let digits = self.0.trim_start_matches(|c: char| !c.is_ascii_digit());
-        let prefix = &self.0[..self.0.len() - digits.len()];
-        (prefix, digits.parse().ok())
-    }
-}
-
-impl Ord for SubjectOrd {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.split().cmp(&o.split()).then_with(|| self.0.cmp(&o.0))
-    }
-}
-
-impl PartialOrd for SubjectOrd {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
+/// The distinct folds, in [`FoldId`] order: the one ordering of folds.
+fn ordered(folds: impl Iterator<Item = FoldId>) -> Vec<FoldId> {
+    folds.collect::<BTreeSet<_>>().into_iter().collect()
 }
 
 #[cfg(test)]
@@ -190,17 +156,18 @@ mod tests {
 
     #[test]
     fn inner_splits_partition_the_outer_training_subjects_by_part_and_seed() {
-        let folds: Vec<String> = (1..=6)
-            .map(|i| format!("casme2/sub{i:02}"))
-            .chain((1..=3).map(|i| format!("samm/{i:03}")))
+        let folds: Vec<FoldId> = (1..=6)
+            .map(|i| FoldId::new(Dataset::Casme2, format!("sub{i:02}")))
+            .chain((1..=3).map(|i| FoldId::new(Dataset::Samm, format!("{i:03}"))))
             .collect();
-        let g = inner_splits(&folds, "casme2/sub03", 2, 7).unwrap();
+        let outer: FoldId = "casme2/sub03".parse().unwrap();
+        let g = inner_splits(&folds, &outer, 2, 7).unwrap();
         assert_eq!(g.len(), 2);
-        let mut all: Vec<String> = g.iter().flatten().cloned().collect();
+        let mut all: Vec<FoldId> = g.iter().flatten().cloned().collect();
         all.sort();
-        let mut want: Vec<String> = folds
+        let mut want: Vec<FoldId> = folds
             .iter()
-            .filter(|f| *f != "casme2/sub03")
+            .filter(|f| **f != "casme2/sub03")
             .cloned()
             .collect();
         want.sort();
@@ -210,19 +177,23 @@ mod tests {
         );
         // Stratified: the 5 CASME II subjects split 3 / 2, the 3 SAMM ones continue the deal (2 / 1 the
         // other way round), so the groups hold 4 subjects each.
-        let casme = |grp: &Vec<String>| grp.iter().filter(|f| f.starts_with("casme2/")).count();
+        let casme = |grp: &Vec<FoldId>| {
+            grp.iter()
+                .filter(|f| f.dataset() == Dataset::Casme2)
+                .count()
+        };
         assert_eq!((casme(&g[0]), casme(&g[1])), (3, 2));
         assert_eq!((g[0].len(), g[1].len()), (4, 4));
-        assert_eq!(inner_splits(&folds, "casme2/sub03", 2, 7), Some(g.clone()));
+        assert_eq!(inner_splits(&folds, &outer, 2, 7), Some(g.clone()));
         let other_seeds: Vec<_> = (8..20)
-            .filter_map(|s| inner_splits(&folds, "casme2/sub03", 2, s))
+            .filter_map(|s| inner_splits(&folds, &outer, 2, s))
             .collect();
         assert!(
             other_seeds.iter().any(|o| *o != g),
             "the seed moves subjects"
         );
-        assert!(inner_splits(&folds, "casme2/sub03", 9, 7).is_none());
-        assert!(inner_splits(&folds, "casme2/sub03", 0, 7).is_none());
+        assert!(inner_splits(&folds, &outer, 9, 7).is_none());
+        assert!(inner_splits(&folds, &outer, 0, 7).is_none());
     }
 
     #[test]
@@ -249,23 +220,15 @@ mod tests {
 
     #[test]
     fn subjects_sort_naturally() {
-        let mut v = [
-            SubjectOrd("sub10".into()),
-            SubjectOrd("sub02".into()),
-            SubjectOrd("11".into()),
-            SubjectOrd("6".into()),
-        ];
-        v.sort();
-        let names: Vec<&str> = v.iter().map(|s| s.0.as_str()).collect();
-        assert_eq!(names, vec!["6", "11", "sub02", "sub10"]);
         let a = [
             "samm/011".to_string(),
             "casme2/sub10".into(),
             "casme2/sub2".into(),
         ];
         let b = ["casme2/sub2".to_string(), "smic/s3".into(), "nope/x".into()];
+        let folds: Vec<FoldId> = a.iter().chain(&b).filter_map(|f| f.parse().ok()).collect();
         assert_eq!(
-            union_folds(a.iter().chain(&b)),
+            union_folds(&folds),
             vec!["smic/s3", "casme2/sub2", "casme2/sub10", "samm/011"]
         );
     }

@@ -206,9 +206,14 @@ pub struct SampleMeta {
 }
 
 impl SampleMeta {
-    /// `dataset/subject`, the LOSO fold key of this sample.
+    /// The LOSO fold this sample is tested in (its subject's).
+    pub fn fold_id(&self) -> crate::fold_id::FoldId {
+        crate::fold_id::FoldId::new(self.dataset, self.subject.clone())
+    }
+
+    /// `dataset/subject`, the LOSO fold key of this sample ([`Self::fold_id`] as written).
     pub fn fold_key(&self) -> String {
-        format!("{}/{}", self.dataset, self.subject)
+        self.fold_id().to_string()
     }
 }
 

@@ -153,6 +153,24 @@ impl WireDataset {
     }
 }
 
+/// One task as a worker's trainer sees it: what a lease carries (and what a direct run of a plan, without
+/// a coordinator, builds for attempt 1).
+#[derive(Debug, Clone)]
+pub struct TaskSpec {
+    /// The task key (content hash).
+    pub key: String,
+    /// Prior or target.
+    pub kind: TaskKind,
+    /// The fold, `dataset/subject`.
+    pub fold: String,
+    /// Sweep point of a target task.
+    pub sweep_point: Option<u32>,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+    /// What to train.
+    pub payload: TaskPayload,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -167,7 +167,7 @@ fn bench_baseline(
         let r = mer_worker::baselines::run_baseline(
             &data,
             scheme,
-            &mer_shared::loso::HeldOut::subject(fold),
+            &mer_shared::loso::HeldOut::subject(&fold.to_string()),
             &settings,
             &cfg,
             mer_worker::engine::Hooks::default(),

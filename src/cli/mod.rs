@@ -4,8 +4,6 @@ pub mod bench;
 pub mod cluster;
 #[cfg(feature = "worker")]
 pub mod data;
-#[cfg(feature = "worker")]
-pub mod engine_trainer;
 pub mod report;
 pub mod score;
 #[cfg(feature = "worker")]

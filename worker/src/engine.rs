@@ -119,7 +119,7 @@ pub fn small_config() -> TrainConfig {
 
 /// The LOSO folds of a prepared set under a scheme, over every part it holds (the planner's enumeration,
 /// [`mer_shared::loso::loso_folds`], so `mer train-fold --list-folds` lists them as an experiment would).
-pub fn folds(data: &Prepared, scheme: LabelScheme) -> Vec<String> {
+pub fn folds(data: &Prepared, scheme: LabelScheme) -> Vec<mer_shared::loso::FoldId> {
     mer_shared::loso::loso_folds_all_parts(&data.samples, scheme)
 }
 
@@ -283,7 +283,12 @@ pub(crate) fn split_fold(
 /// The error for a test subject without labelled samples, listing (the first few of) those that have some.
 fn unknown_subject(data: &Prepared, scheme: LabelScheme, subject: &str) -> WorkerError {
     let all = folds(data, scheme);
-    let mut available = all.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
+    let mut available = all
+        .iter()
+        .take(8)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     if all.len() > 8 {
         available.push_str(&format!(", ... ({} in all)", all.len()));
     }

@@ -103,6 +103,9 @@ pub enum WorkerError {
         /// What is wrong.
         message: String,
     },
+    /// The worker agent could not go on (a slot's task panicked or was lost).
+    #[error("worker agent: {0}")]
+    Agent(String),
     /// The training was cancelled through its cancel flag.
     #[error("cancelled")]
     Cancelled,
@@ -143,6 +146,7 @@ impl WorkerError {
     }
 
     /// Wraps a libtorch error with what was being done.
+    #[cfg(feature = "torch")]
     pub fn torch(context: impl Into<String>, e: tch::TchError) -> Self {
         WorkerError::Torch {
             context: context.into(),

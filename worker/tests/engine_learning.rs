@@ -70,7 +70,10 @@ fn loso_on_tiny_learns_and_the_fast_path_agrees() {
     opts.threads = Some(2);
     prepare(&opts).unwrap();
     let data = Prepared::read(&out).unwrap();
-    let folds = folds(&data, LabelScheme::Megc3);
+    let folds: Vec<String> = folds(&data, LabelScheme::Megc3)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(folds.len(), 9);
 
     let fp32 = pooled(&data, false, &folds).scores();

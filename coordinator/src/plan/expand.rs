@@ -8,7 +8,7 @@ use super::{load_datasets, safe_label, DatasetSummary, Plan, SweepPoint, TaskDef
 use crate::error::CoordError;
 use crate::spec::{ExperimentSpec, LossKind, PathSeg};
 use mer_shared::digest::canonical_json;
-use mer_shared::loso::{loso_folds, union_folds};
+use mer_shared::loso::{loso_folds, union_folds, FoldId};
 use mer_shared::method::Method;
 use mer_shared::train_config::{Alpha, LossConfig, TrainConfig};
 use mer_shared::Dataset;
@@ -246,8 +246,8 @@ fn fold_sets<'t>(
     datasets: &BTreeMap<String, DatasetSummary>,
     tags: &'t [String],
     parts: &[Dataset],
-) -> Result<BTreeMap<&'t str, Vec<String>>, CoordError> {
-    let folds_of: BTreeMap<&str, Vec<String>> = tags
+) -> Result<BTreeMap<&'t str, Vec<FoldId>>, CoordError> {
+    let folds_of: BTreeMap<&str, Vec<FoldId>> = tags
         .iter()
         .map(|t| {
             (
@@ -485,12 +485,12 @@ fn tasks(
     spec: &ExperimentSpec,
     parts: &[Dataset],
     sweep_points: &[SweepPoint],
-    folds_of: &BTreeMap<&str, Vec<String>>,
+    folds_of: &BTreeMap<&str, Vec<FoldId>>,
 ) -> Vec<TaskDef> {
     let mut graph = TaskGraph::default();
     for sp in sweep_points {
         for fold in &folds_of[sp.keyframes.as_str()] {
-            graph.add(spec, parts, sp, fold, None);
+            graph.add(spec, parts, sp, &fold.to_string(), None);
         }
     }
     graph.into_tasks()

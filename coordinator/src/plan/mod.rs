@@ -21,6 +21,7 @@ pub(crate) mod tests;
 pub use datasets::{dataset_summary, load_datasets, preflight};
 pub use expand::{expand, expand_multi, plan_spec};
 pub use keys::{derive_seed, prior_key, target_key};
+use mer_shared::loso::FoldId;
 pub use mer_shared::task::{DatasetSummary, InnerSplit, TaskKind, TaskPayload, TASK_KEY_VERSION};
 
 use mer_shared::method::{BaselineSettings, Method};
@@ -120,8 +121,8 @@ pub struct Plan {
     pub sweep_points: Vec<SweepPoint>,
     /// Every task: prior tasks first, then target tasks by sweep point and fold.
     pub tasks: Vec<TaskDef>,
-    /// LOSO folds (`dataset/subject`), in dataset then subject order (union over the datasets used).
-    pub folds: Vec<String>,
+    /// LOSO folds in [`FoldId`] order (the union over the datasets used).
+    pub folds: Vec<FoldId>,
     /// Prepared files by hash (what workers download).
     pub datasets: BTreeMap<String, PathBuf>,
     /// Combinations of the cartesian product that were dropped, with the reason.
@@ -152,6 +153,22 @@ impl Plan {
             .iter()
             .find(|p| p.index == index)
             .map_or_else(|| index.to_string(), |p| p.label.clone())
+    }
+
+    /// Every task as a worker would receive it on its first attempt, in plan order (prior tasks before the
+    /// target tasks that need them): what a direct run without a coordinator executes.
+    pub fn task_specs(&self) -> Vec<mer_shared::task::TaskSpec> {
+        self.tasks
+            .iter()
+            .map(|t| mer_shared::task::TaskSpec {
+                key: t.key.clone(),
+                kind: t.kind,
+                fold: t.fold.clone(),
+                sweep_point: t.sweep_point,
+                attempt: 1,
+                payload: t.payload.clone(),
+            })
+            .collect()
     }
 
     /// A task by key.

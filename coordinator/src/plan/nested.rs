@@ -12,7 +12,7 @@ use super::graph::TaskGraph;
 use super::{Candidates, InnerSplit, SelectionPlan, SweepPoint, TaskDef};
 use crate::error::CoordError;
 use crate::spec::{ExperimentSpec, PathSeg};
-use mer_shared::loso::inner_splits;
+use mer_shared::loso::{inner_splits, FoldId};
 use mer_shared::method::Method;
 use mer_shared::Dataset;
 use std::collections::BTreeMap;
@@ -22,7 +22,7 @@ pub(super) fn inner_tasks(
     spec: &ExperimentSpec,
     parts: &[Dataset],
     sweep_points: &[SweepPoint],
-    folds_of: &BTreeMap<&str, Vec<String>>,
+    folds_of: &BTreeMap<&str, Vec<FoldId>>,
     k: usize,
 ) -> Result<(SelectionPlan, Vec<TaskDef>), CoordError> {
     let sel_path = [PathSeg::Key("selection"), PathSeg::Key("mode")];
@@ -54,19 +54,24 @@ pub(super) fn inner_tasks(
                 ),
             ));
         };
-        splits.insert(outer.clone(), groups);
+        let groups: Vec<Vec<String>> = groups
+            .iter()
+            .map(|g| g.iter().map(FoldId::to_string).collect())
+            .collect();
+        splits.insert(outer.to_string(), groups);
     }
     let mut graph = TaskGraph::default();
     for c in &candidates {
         for sp in sweep_points.iter().filter(|p| c.points.contains(&p.index)) {
             for outer in &folds {
-                for (i, group) in splits[outer].iter().enumerate() {
+                let outer = outer.to_string();
+                for (i, group) in splits[&outer].iter().enumerate() {
                     let inner = InnerSplit {
                         index: i as u32,
                         of: k as u32,
                         test_subjects: group.clone(),
                     };
-                    graph.add(spec, parts, sp, outer, Some(&inner));
+                    graph.add(spec, parts, sp, &outer, Some(&inner));
                 }
             }
         }

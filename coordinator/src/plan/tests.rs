@@ -424,7 +424,7 @@ fn objective5_folds_and_keyframe_datasets() {
     .unwrap();
     let p = expand(&spec, &composite_summary("adaptive")).unwrap();
     assert_eq!(p.folds.len(), 24);
-    assert!(p.folds.iter().all(|f| f.starts_with("casme2/")));
+    assert!(p.folds.iter().all(|f| f.to_string().starts_with("casme2/")));
     let spec = parse_spec(
         "s.toml",
         "name = \"t\"\nscheme = \"megc3\"\n[datasets]\nadaptive = \"a\"\ntas = \"b\"\n[sweep]\nalpha = [1, 2]\n",
@@ -578,7 +578,10 @@ fn dataset_summary_hashes_the_file_and_reads_its_header() {
     let plan = plan_spec(&spec).unwrap();
     assert_eq!(plan.datasets[&s.hash], path);
     assert_eq!(plan.folds.len(), 3);
-    assert!(plan.folds.iter().all(|f| f.starts_with("casme2/")));
+    assert!(plan
+        .folds
+        .iter()
+        .all(|f| f.to_string().starts_with("casme2/")));
     assert!(plan.tasks.iter().all(|t| t.payload.dataset_hash == s.hash));
     // A missing dataset is refused with its path.
     std::fs::write(
@@ -596,4 +599,57 @@ fn dataset_summary_hashes_the_file_and_reads_its_header() {
     std::fs::write(dir.path().join("nope.safetensors"), b"garbage!garbage!").unwrap();
     let e = plan_spec(&spec).unwrap_err().to_string();
     assert!(e.contains("nope.safetensors"), "{e}");
+}
+
+/// The simulated trainer (the orchestration tests' stand-in for the engine) gives results that depend only
+/// on the task, and not trivially.
+#[test]
+fn results_depend_only_on_the_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("d.safetensors");
+    mer_worker::sim::write_sim_dataset(&ds, 2, 3).unwrap();
+    let spec = crate::spec::parse_spec(
+        "s.toml",
+        &format!(
+            "name = \"s\"\ndataset = {:?}\nscheme = \"megc3\"\n[sweep]\nalpha = [1, 2]\n",
+            ds
+        ),
+    )
+    .unwrap();
+    let plan = crate::plan::plan_spec(&spec).unwrap();
+    assert_eq!(plan.folds.len(), 6);
+    let a = mer_worker::sim::SimTrainer::new(std::time::Duration::ZERO, None);
+    let b = mer_worker::sim::SimTrainer::new(std::time::Duration::from_millis(4), None);
+    let ra = mer_worker::sim::reference_run(
+        &plan.task_specs(),
+        &plan.datasets,
+        &a,
+        &dir.path().join("a"),
+    )
+    .unwrap();
+    let rb = mer_worker::sim::reference_run(
+        &plan.task_specs(),
+        &plan.datasets,
+        &b,
+        &dir.path().join("b"),
+    )
+    .unwrap();
+    assert_eq!(ra, rb);
+    assert_eq!(ra.len(), 12);
+    assert_eq!(a.executions(), 18);
+    // Not trivially all right or all wrong, and the two sweep points differ.
+    let res = crate::aggregate::aggregate(&plan, &ra);
+    let uf1: Vec<f64> = res
+        .sweep_points
+        .iter()
+        .map(|p| p.scores.as_ref().unwrap().uf1)
+        .collect();
+    assert!(
+        uf1.iter().all(|&u| u > 0.2) && uf1.iter().any(|&u| u < 1.0),
+        "{uf1:?}"
+    );
+    assert_ne!(
+        res.sweep_points[0].predictions,
+        res.sweep_points[1].predictions
+    );
 }

@@ -305,11 +305,11 @@ impl Dashboard {
             fold_acc: c.results.get(&v.key).map(|r| r.confusion.scores().acc),
             error: v.errors.last().cloned(),
         };
-        let fold_ix: HashMap<&str, usize> = plan
+        let fold_ix: HashMap<String, usize> = plan
             .folds
             .iter()
             .enumerate()
-            .map(|(i, f)| (f.as_str(), i))
+            .map(|(i, f)| (f.to_string(), i))
             .collect();
         let point_ix: HashMap<u32, usize> = plan
             .sweep_points
@@ -388,7 +388,7 @@ impl Dashboard {
         Ok(ExperimentDetail {
             experiment,
             scheme: plan.scheme.key().to_string(),
-            folds: plan.folds.clone(),
+            folds: plan.folds.iter().map(ToString::to_string).collect(),
             sweep_points,
             grid,
             prior,
@@ -484,11 +484,12 @@ async fn worker_list(d: &Dashboard) -> Result<Vec<WorkerJson>, CoordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::{run_agent, AgentConfig};
-    use crate::client::{connect, submit_spec, ConnectOptions};
+    use crate::client::submit_spec;
     use crate::loopback_get::http_get;
     use crate::server::{start, ServerConfig};
-    use crate::sim::{write_sim_dataset, SimTrainer};
+    use mer_shared::client::{connect, ConnectOptions};
+    use mer_worker::agent::{run_agent, AgentConfig};
+    use mer_worker::sim::{write_sim_dataset, SimTrainer};
     use std::time::Duration;
     use tokio_util::sync::CancellationToken;
 

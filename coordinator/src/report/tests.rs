@@ -7,12 +7,12 @@ use super::plots::tests::decode;
 use super::render_report;
 use crate::aggregate::{aggregate, write_results};
 use crate::plan::plan_spec;
-use crate::sim::{reference_run, write_sim_dataset, SimTrainer};
 use crate::spec::load_spec;
 use base64::Engine;
 use mer_shared::prediction_file::parse_any;
 use mer_shared::predictions::ScoreReport;
 use mer_shared::LabelScheme;
+use mer_worker::sim::{reference_run, write_sim_dataset, SimTrainer};
 use std::path::Path;
 use std::time::Duration;
 
@@ -45,7 +45,8 @@ fn finished_run_with(dir: &Path, sweep: &str, groups: bool) -> std::path::PathBu
     std::fs::write(&spec_path, &text).unwrap();
     let plan = plan_spec(&load_spec(&spec_path).unwrap()).unwrap();
     let results = reference_run(
-        &plan,
+        &plan.task_specs(),
+        &plan.datasets,
         &SimTrainer::new(Duration::ZERO, None),
         &dir.join("work"),
     )
@@ -276,7 +277,8 @@ fn a_partial_run_is_reported_as_partial() {
     std::fs::write(dir.path().join("p.toml"), "name = \"p\"\ndataset = \"data.safetensors\"\nscheme = \"megc3\"\n[sweep]\nalpha = [1, 2]\n").unwrap();
     let plan = plan_spec(&load_spec(&dir.path().join("p.toml")).unwrap()).unwrap();
     let all = reference_run(
-        &plan,
+        &plan.task_specs(),
+        &plan.datasets,
         &SimTrainer::new(Duration::ZERO, None),
         &dir.path().join("work"),
     )

@@ -10,15 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mer_coordinator::agent::{
-    run_agent, AgentConfig, AgentStats, Progress, TaskInputs, TaskOutput, TaskSpec, Trainer,
-    TrainerError,
-};
-use mer_coordinator::client::{connect, get_status, submit_spec, Clients, ConnectOptions};
+use mer_coordinator::client::{get_status, submit_spec};
 use mer_coordinator::plan::TaskKind;
 use mer_coordinator::server::{start, CoordinatorHandle, ServerConfig};
-use mer_coordinator::sim::{write_sim_dataset, SimTrainer};
+use mer_shared::client::{connect, Clients, ConnectOptions};
 use mer_shared::proto;
+use mer_worker::agent::{run_agent, AgentConfig, AgentStats};
+use mer_worker::sim::{write_sim_dataset, SimTrainer};
+use mer_worker::trainer::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
 use tokio_util::sync::CancellationToken;
 
 #[path = "../../src/loopback_get.rs"]

@@ -14,15 +14,15 @@ pub use servers::{CoordinatorArgs, WorkerArgs};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use mer_coordinator::agent::{run_agent, AgentConfig, Trainer};
-use mer_coordinator::client::{
-    connect, get_results, get_status, submit_spec, watch_until_done, ConnectOptions,
-};
-use mer_coordinator::local::{default_run_dir, run_local, LocalOptions};
+use mer::local::{default_run_dir, run_local, LocalOptions};
+use mer_coordinator::client::{get_results, get_status, submit_spec, watch_until_done};
 use mer_coordinator::scheduler::SchedConfig;
 use mer_coordinator::server::{start, ServerConfig, TlsFiles};
-use mer_coordinator::sim::SimTrainer;
+use mer_shared::client::{connect, ConnectOptions};
 use mer_shared::proto;
+use mer_worker::agent::{run_agent, AgentConfig};
+use mer_worker::sim::SimTrainer;
+use mer_worker::trainer::Trainer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -160,6 +160,12 @@ fn name_unreachable(e: anyhow::Error, url: &str) -> anyhow::Error {
     let unreachable = e.chain().any(|c| {
         c.downcast_ref::<mer_coordinator::error::CoordError>()
             .is_some_and(|c| c.is_unreachable())
+            || c.downcast_ref::<mer_shared::SharedError>()
+                .is_some_and(|c| c.is_unreachable())
+            || matches!(
+                c.downcast_ref::<mer_worker::error::WorkerError>(),
+                Some(mer_worker::error::WorkerError::Shared(s)) if s.is_unreachable()
+            )
     });
     if unreachable {
         e.context(format!(
@@ -193,15 +199,13 @@ fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-/// `mer bench scheduler`: prints the orchestrator's throughput (see `mer_coordinator::simbench`).
+/// `mer bench scheduler`: prints the orchestrator's throughput (see `mer::simbench`).
 pub fn bench_scheduler(tasks: usize, workers: usize) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("mer-bench-scheduler-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let rt = runtime()?;
-    let r = rt.block_on(mer_coordinator::simbench::scheduler_bench(
-        &dir, tasks, workers,
-    ));
+    let r = rt.block_on(mer::simbench::scheduler_bench(&dir, tasks, workers));
     let _ = std::fs::remove_dir_all(&dir);
     let r = r?;
     println!("scheduler benchmark: {} tasks, {} workers over gRPC on loopback (SQLite WAL, synchronous=FULL)", r.tasks, r.workers);

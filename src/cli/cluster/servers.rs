@@ -128,7 +128,7 @@ pub(super) async fn cmd_worker(a: WorkerArgs) -> anyhow::Result<()> {
 
 #[cfg(feature = "worker")]
 fn real_trainer() -> anyhow::Result<Arc<dyn Trainer>> {
-    Ok(Arc::new(crate::cli::engine_trainer::EngineTrainer::new()))
+    Ok(Arc::new(mer_worker::engine_trainer::EngineTrainer::new()))
 }
 
 #[cfg(not(feature = "worker"))]

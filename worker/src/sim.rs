@@ -7,15 +7,16 @@
 //! when a log file is given, appended to it as one line `<task key>` (so tests can count executions
 //! across worker processes).
 
-use crate::agent::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
-use crate::plan::TaskKind;
+use crate::error::WorkerError;
+use crate::trainer::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
 use mer_shared::fixtures;
 use mer_shared::fold::{EpochLog, FoldResult, SamplePrediction, Timings};
 use mer_shared::loso::Role;
 use mer_shared::metrics::Confusion;
 use mer_shared::prepared::{Prepared, SampleMeta};
+use mer_shared::task::TaskKind;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -233,7 +234,7 @@ pub fn write_sim_dataset(
     path: &Path,
     subjects: usize,
     per_subject: usize,
-) -> Result<(), crate::error::CoordError> {
+) -> Result<(), WorkerError> {
     use mer_shared::Dataset;
     let mut samples = Vec::new();
     for part in [Dataset::Smic, Dataset::Casme2, Dataset::Samm] {
@@ -270,27 +271,31 @@ pub fn write_sim_dataset(
     Ok(())
 }
 
-/// Runs every task of `plan` with `trainer` directly, in dependency order, without any coordinator:
-/// the fault-free reference that orchestrated runs are compared with. `datasets` maps dataset hashes to
-/// files (as `Plan::datasets` does). Returns the target results by task key.
+/// Runs `tasks` with `trainer` directly, in the order given (prior tasks before the target tasks that
+/// depend on them, as a plan lists them), without any coordinator: the fault-free reference that
+/// orchestrated runs are compared with. `datasets` maps dataset hashes to files (as a plan's `datasets`
+/// does). Returns the target results by task key.
 pub fn reference_run(
-    plan: &crate::plan::Plan,
+    tasks: &[TaskSpec],
+    datasets: &BTreeMap<String, PathBuf>,
     trainer: &dyn Trainer,
     work_dir: &Path,
-) -> Result<std::collections::BTreeMap<String, FoldResult>, crate::error::CoordError> {
-    use crate::error::CoordError;
+) -> Result<BTreeMap<String, FoldResult>, WorkerError> {
     let mut checkpoints: HashMap<String, PathBuf> = HashMap::new();
-    let mut out = std::collections::BTreeMap::new();
+    let mut out = BTreeMap::new();
     let cancel = AtomicBool::new(false);
-    // Plans list prior tasks before the target tasks that depend on them.
-    for t in &plan.tasks {
-        let dataset = plan
-            .datasets
+    for t in tasks {
+        let dataset = datasets
             .get(&t.payload.dataset_hash)
             .cloned()
-            .ok_or_else(|| CoordError::NotFound(format!("dataset {}", t.payload.dataset_hash)))?;
-        let wd = work_dir.join(&t.key[..16]);
-        std::fs::create_dir_all(&wd).map_err(|e| CoordError::io(&wd, e))?;
+            .ok_or_else(|| {
+                WorkerError::Training(format!(
+                    "task {}: dataset {} is not among the plan's datasets",
+                    t.key, t.payload.dataset_hash
+                ))
+            })?;
+        let wd = work_dir.join(&t.key[..16.min(t.key.len())]);
+        std::fs::create_dir_all(&wd).map_err(|e| WorkerError::io(&wd, e))?;
         let inputs = TaskInputs {
             dataset,
             prior_checkpoint: t
@@ -301,17 +306,9 @@ pub fn reference_run(
             work_dir: wd,
             device: "cpu".into(),
         };
-        let spec = TaskSpec {
-            key: t.key.clone(),
-            kind: t.kind,
-            fold: t.fold.clone(),
-            sweep_point: t.sweep_point,
-            attempt: 1,
-            payload: t.payload.clone(),
-        };
         match trainer
-            .run(&spec, &inputs, &mut |_| {}, &cancel)
-            .map_err(|e| CoordError::Runtime(e.message))?
+            .run(t, &inputs, &mut |_| {}, &cancel)
+            .map_err(|e| WorkerError::Training(e.message))?
         {
             TaskOutput::Prior { checkpoint } => {
                 checkpoints.insert(t.key.clone(), checkpoint);
@@ -322,48 +319,4 @@ pub fn reference_run(
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn results_depend_only_on_the_task() {
-        let dir = tempfile::tempdir().unwrap();
-        let ds = dir.path().join("d.safetensors");
-        write_sim_dataset(&ds, 2, 3).unwrap();
-        let spec = crate::spec::parse_spec(
-            "s.toml",
-            &format!(
-                "name = \"s\"\ndataset = {:?}\nscheme = \"megc3\"\n[sweep]\nalpha = [1, 2]\n",
-                ds
-            ),
-        )
-        .unwrap();
-        let plan = crate::plan::plan_spec(&spec).unwrap();
-        assert_eq!(plan.folds.len(), 6);
-        let a = SimTrainer::new(Duration::ZERO, None);
-        let b = SimTrainer::new(Duration::from_millis(4), None);
-        let ra = reference_run(&plan, &a, &dir.path().join("a")).unwrap();
-        let rb = reference_run(&plan, &b, &dir.path().join("b")).unwrap();
-        assert_eq!(ra, rb);
-        assert_eq!(ra.len(), 12);
-        assert_eq!(a.executions(), 18);
-        // Not trivially all right or all wrong, and the two sweep points differ.
-        let res = crate::aggregate::aggregate(&plan, &ra);
-        let uf1: Vec<f64> = res
-            .sweep_points
-            .iter()
-            .map(|p| p.scores.as_ref().unwrap().uf1)
-            .collect();
-        assert!(
-            uf1.iter().all(|&u| u > 0.2) && uf1.iter().any(|&u| u < 1.0),
-            "{uf1:?}"
-        );
-        assert_ne!(
-            res.sweep_points[0].predictions,
-            res.sweep_points[1].predictions
-        );
-    }
 }

@@ -4,105 +4,23 @@
 //! `mer worker`) it drains: no new leases, running tasks finish and are reported, then it exits.
 //!
 //! The agent is generic over [`Trainer`] so this crate needs no libtorch: `mer worker` plugs in the real
-//! engine (`src/cli/engine_trainer.rs`), tests and benchmarks the deterministic [`crate::sim::SimTrainer`].
+//! engine ([`crate::engine_trainer`], with the `torch` feature), tests and benchmarks the deterministic
+//! [`crate::sim::SimTrainer`].
 
-use crate::artifacts::ArtifactStore;
-use crate::client::{connect, download_to, upload_file, Clients, ConnectOptions};
-use crate::error::CoordError;
-use crate::plan::{TaskKind, TaskPayload};
-use mer_shared::fold::FoldResult;
+use crate::error::WorkerError;
+use crate::trainer::{TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
+use mer_shared::artifact_store::ArtifactStore;
+use mer_shared::client::{connect, download_to, upload_file, Clients, ConnectOptions};
 use mer_shared::proto::{self, PROTOCOL_VERSION};
+use mer_shared::task::{TaskKind, TaskPayload};
+use mer_shared::SharedError;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::lease::Progress;
-
-/// One task as the trainer sees it.
-#[derive(Debug, Clone)]
-pub struct TaskSpec {
-    /// The task key (content hash).
-    pub key: String,
-    /// Prior or target.
-    pub kind: TaskKind,
-    /// The fold, `dataset/subject`.
-    pub fold: String,
-    /// Sweep point of a target task.
-    pub sweep_point: Option<u32>,
-    /// Attempt number (1-based).
-    pub attempt: u32,
-    /// What to train.
-    pub payload: TaskPayload,
-}
-
-/// Local files a task needs.
-#[derive(Debug, Clone)]
-pub struct TaskInputs {
-    /// The prepared dataset (safetensors).
-    pub dataset: PathBuf,
-    /// The prior-learning checkpoint (target tasks with prior learning).
-    pub prior_checkpoint: Option<PathBuf>,
-    /// A private, empty scratch folder for this task (write the prior checkpoint here); it belongs to
-    /// the worker slot and is emptied before the slot's next task.
-    pub work_dir: PathBuf,
-    /// The device of the slot running the task (`cpu`, `cuda:0`...).
-    pub device: String,
-}
-
-/// What a task produced.
-#[derive(Debug, Clone)]
-pub enum TaskOutput {
-    /// A target task's fold result.
-    Target(FoldResult),
-    /// A prior task's checkpoint file (uploaded as an artifact by the agent).
-    Prior {
-        /// The checkpoint file.
-        checkpoint: PathBuf,
-    },
-}
-
-/// A failed task.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct TrainerError {
-    /// What went wrong.
-    pub message: String,
-    /// Whether another attempt may succeed (false: bad input, gives up at once).
-    pub retryable: bool,
-}
-
-impl TrainerError {
-    /// A failure worth retrying.
-    pub fn retryable(message: impl Into<String>) -> Self {
-        TrainerError {
-            message: message.into(),
-            retryable: true,
-        }
-    }
-
-    /// A failure no retry will fix.
-    pub fn fatal(message: impl Into<String>) -> Self {
-        TrainerError {
-            message: message.into(),
-            retryable: false,
-        }
-    }
-}
-
-/// Runs tasks. `run` may block for a long time (it is called on a blocking thread); it should call
-/// `progress` now and then (each epoch) and stop early, with any error, when `cancel` becomes true.
-pub trait Trainer: Send + Sync + 'static {
-    /// Runs one task.
-    fn run(
-        &self,
-        task: &TaskSpec,
-        inputs: &TaskInputs,
-        progress: &mut dyn FnMut(Progress),
-        cancel: &AtomicBool,
-    ) -> Result<TaskOutput, TrainerError>;
-}
+pub use mer_shared::task::Progress;
 
 /// Worker agent settings.
 #[derive(Debug, Clone)]
@@ -190,6 +108,11 @@ fn empty_dir(dir: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
+/// A failed gRPC call as this crate's error.
+fn rpc_error(call: &'static str, status: tonic::Status) -> WorkerError {
+    WorkerError::Shared(SharedError::rpc(call, status))
+}
+
 fn retryable_status(s: &tonic::Status) -> bool {
     matches!(
         s.code(),
@@ -207,11 +130,11 @@ pub async fn run_agent(
     cfg: AgentConfig,
     trainer: Arc<dyn Trainer>,
     shutdown: CancellationToken,
-) -> Result<AgentStats, CoordError> {
+) -> Result<AgentStats, WorkerError> {
     let clients = connect(&cfg.connect)?;
     let cache = ArtifactStore::open(&cfg.cache_dir.join("artifacts"))?;
     let work = cfg.cache_dir.join("work");
-    std::fs::create_dir_all(&work).map_err(|e| CoordError::io(&work, e))?;
+    std::fs::create_dir_all(&work).map_err(|e| WorkerError::io(&work, e))?;
     let reg = {
         let mut w = clients.worker.clone();
         let req = proto::RegisterRequest {
@@ -245,7 +168,7 @@ pub async fn run_agent(
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(s) => return Err(CoordError::rpc("register", s)),
+                Err(s) => return Err(rpc_error("register", s)),
             }
         }
     };
@@ -291,7 +214,7 @@ pub async fn run_agent(
                 first_err.get_or_insert(e);
             }
             Err(e) => {
-                first_err.get_or_insert(CoordError::Runtime(format!("slot task: {e}")));
+                first_err.get_or_insert(WorkerError::Agent(format!("slot task: {e}")));
             }
         }
     }
@@ -322,7 +245,7 @@ struct SlotCtx {
 }
 
 impl SlotCtx {
-    async fn run(self, shutdown: CancellationToken) -> Result<(), CoordError> {
+    async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let mut w = self.clients.worker.clone();
         let mut unreachable_since: Option<tokio::time::Instant> = None;
         // A task handed over with the previous completion (no separate lease round trip).
@@ -354,13 +277,13 @@ impl SlotCtx {
                 Err(s) if retryable_status(&s) => {
                     let since = *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
                     if since.elapsed() > self.unreachable {
-                        return Err(CoordError::rpc("lease", s));
+                        return Err(rpc_error("lease", s));
                     }
                     tracing::debug!("coordinator unreachable ({}), retrying", s.message());
                     tokio::time::sleep(Duration::from_millis(250)).await;
                     continue;
                 }
-                Err(s) => return Err(CoordError::rpc("lease", s)),
+                Err(s) => return Err(rpc_error("lease", s)),
             };
             if let Some(t) = task {
                 if let Some(l) = &self.latencies {
@@ -375,7 +298,7 @@ impl SlotCtx {
 
     /// Calls `f` until it succeeds or fails with a non-transient status (the coordinator may be
     /// restarting).
-    async fn retry<T, F, Fut>(&self, call: &'static str, mut f: F) -> Result<T, CoordError>
+    async fn retry<T, F, Fut>(&self, call: &'static str, mut f: F) -> Result<T, WorkerError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -387,7 +310,7 @@ impl SlotCtx {
                 Err(s) if retryable_status(&s) && started.elapsed() < self.unreachable => {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-                Err(s) => return Err(CoordError::rpc(call, s)),
+                Err(s) => return Err(rpc_error(call, s)),
             }
         }
     }
@@ -397,7 +320,7 @@ impl SlotCtx {
         t: &proto::TaskLease,
         error: String,
         retryable: bool,
-    ) -> Result<Option<proto::TaskLease>, CoordError> {
+    ) -> Result<Option<proto::TaskLease>, WorkerError> {
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(task = %t.task_key, fold = %t.fold, "task failed: {error}");
         let req = proto::FailRequest {
@@ -423,7 +346,7 @@ impl SlotCtx {
         &self,
         t: proto::TaskLease,
         shutdown: &CancellationToken,
-    ) -> Result<Option<proto::TaskLease>, CoordError> {
+    ) -> Result<Option<proto::TaskLease>, WorkerError> {
         let payload: TaskPayload = match serde_json::from_str(&t.payload_json) {
             Ok(p) => p,
             Err(e) => {
@@ -559,7 +482,7 @@ impl SlotCtx {
         t: &proto::TaskLease,
         output: TaskOutput,
         lease_next: bool,
-    ) -> Result<Option<proto::TaskLease>, CoordError> {
+    ) -> Result<Option<proto::TaskLease>, WorkerError> {
         let mut req = proto::CompleteRequest {
             lease_id: t.lease_id.clone(),
             worker_id: self.worker_id.clone(),
@@ -589,7 +512,7 @@ impl SlotCtx {
                 req.checkpoint_hash = loop {
                     match upload_file(&self.clients, &checkpoint, "checkpoint").await {
                         Ok(h) => break h,
-                        Err(CoordError::Rpc { code, .. })
+                        Err(SharedError::Rpc { code, .. })
                             if matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown)
                                 && started.elapsed() < self.unreachable =>
                         {
@@ -627,11 +550,11 @@ impl SlotCtx {
                 }
                 r.next
             }
-            Err(CoordError::Rpc {
+            Err(WorkerError::Shared(SharedError::Rpc {
                 code: tonic::Code::InvalidArgument,
                 message,
                 ..
-            }) => {
+            })) => {
                 // The coordinator refused the result as invalid: report it as a failure of this attempt.
                 return self
                     .fail(t, format!("result refused: {message}"), true)

@@ -3,7 +3,7 @@
 //! hashed while written, fsynced, compared with the declared hash and only then renamed into place, so a
 //! file under a hash name always has that hash. The coordinator and every worker's cache use it.
 
-use crate::error::CoordError;
+use crate::error::SharedError;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -26,8 +26,8 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl ArtifactStore {
     /// Opens (creating) the store at `root`.
-    pub fn open(root: &Path) -> Result<Self, CoordError> {
-        std::fs::create_dir_all(root.join("tmp")).map_err(|e| CoordError::io(root, e))?;
+    pub fn open(root: &Path) -> Result<Self, SharedError> {
+        std::fs::create_dir_all(root.join("tmp")).map_err(|e| SharedError::io(root, e))?;
         Ok(ArtifactStore {
             root: root.to_path_buf(),
         })
@@ -55,9 +55,9 @@ impl ArtifactStore {
     }
 
     /// Starts writing an artifact that must hash to `expected`.
-    pub fn begin(&self, expected: &str) -> Result<ArtifactWriter, CoordError> {
+    pub fn begin(&self, expected: &str) -> Result<ArtifactWriter, SharedError> {
         if !valid_hash(expected) {
-            return Err(CoordError::invalid(
+            return Err(SharedError::invalid(
                 "artifact hash",
                 format!("'{expected}' is not a sha256 hex digest"),
             ));
@@ -67,7 +67,7 @@ impl ArtifactStore {
             std::process::id(),
             TMP_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let file = std::fs::File::create(&tmp).map_err(|e| CoordError::io(&tmp, e))?;
+        let file = std::fs::File::create(&tmp).map_err(|e| SharedError::io(&tmp, e))?;
         Ok(ArtifactWriter {
             tmp,
             file: Some(file),
@@ -79,16 +79,16 @@ impl ArtifactStore {
     }
 
     /// Copies a local file into the store (hashing it on the way) and returns its hash.
-    pub fn import_file(&self, path: &Path) -> Result<String, CoordError> {
-        let hash = mer_shared::digest::sha256_file(path)?;
+    pub fn import_file(&self, path: &Path) -> Result<String, SharedError> {
+        let hash = crate::digest::sha256_file(path)?;
         if self.size_of(&hash).is_some() {
             return Ok(hash);
         }
         let mut w = self.begin(&hash)?;
-        let mut f = std::fs::File::open(path).map_err(|e| CoordError::io(path, e))?;
+        let mut f = std::fs::File::open(path).map_err(|e| SharedError::io(path, e))?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = f.read(&mut buf).map_err(|e| CoordError::io(path, e))?;
+            let n = f.read(&mut buf).map_err(|e| SharedError::io(path, e))?;
             if n == 0 {
                 break;
             }
@@ -99,8 +99,8 @@ impl ArtifactStore {
     }
 
     /// Stores `bytes` and returns their hash.
-    pub fn put_bytes(&self, bytes: &[u8]) -> Result<String, CoordError> {
-        let hash = mer_shared::digest::sha256_hex(bytes);
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<String, SharedError> {
+        let hash = crate::digest::sha256_hex(bytes);
         if self.size_of(&hash).is_none() {
             let mut w = self.begin(&hash)?;
             w.write(bytes)?;
@@ -122,13 +122,13 @@ pub struct ArtifactWriter {
 
 impl ArtifactWriter {
     /// Appends bytes.
-    pub fn write(&mut self, data: &[u8]) -> Result<(), CoordError> {
+    pub fn write(&mut self, data: &[u8]) -> Result<(), SharedError> {
         let f = self
             .file
             .as_mut()
-            .ok_or_else(|| CoordError::Runtime("artifact writer already finished".into()))?;
+            .ok_or_else(|| SharedError::invalid("artifact writer", "already finished"))?;
         f.write_all(data)
-            .map_err(|e| CoordError::io(&self.tmp, e))?;
+            .map_err(|e| SharedError::io(&self.tmp, e))?;
         self.hasher.update(data);
         self.size += data.len() as u64;
         Ok(())
@@ -140,26 +140,26 @@ impl ArtifactWriter {
     }
 
     /// Checks the hash and moves the file into place; a mismatch removes it and is a
-    /// [`CoordError::HashMismatch`].
-    pub fn finish(mut self) -> Result<(String, u64), CoordError> {
+    /// [`SharedError::HashMismatch`].
+    pub fn finish(mut self) -> Result<(String, u64), SharedError> {
         let f = self
             .file
             .take()
-            .ok_or_else(|| CoordError::Runtime("artifact writer already finished".into()))?;
-        f.sync_all().map_err(|e| CoordError::io(&self.tmp, e))?;
+            .ok_or_else(|| SharedError::invalid("artifact writer", "already finished"))?;
+        f.sync_all().map_err(|e| SharedError::io(&self.tmp, e))?;
         drop(f);
         let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
         if actual != self.expected {
             let _ = std::fs::remove_file(&self.tmp);
-            return Err(CoordError::HashMismatch {
+            return Err(SharedError::HashMismatch {
                 expected: self.expected.clone(),
                 actual,
             });
         }
         if let Some(dir) = self.dest.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| CoordError::io(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| SharedError::io(dir, e))?;
         }
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| CoordError::io(&self.dest, e))?;
+        std::fs::rename(&self.tmp, &self.dest).map_err(|e| SharedError::io(&self.dest, e))?;
         Ok((actual, self.size))
     }
 }
@@ -181,15 +181,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = ArtifactStore::open(dir.path()).unwrap();
         let h = s.put_bytes(b"hello").unwrap();
-        assert_eq!(h, mer_shared::digest::sha256_hex(b"hello"));
+        assert_eq!(h, crate::digest::sha256_hex(b"hello"));
         assert_eq!(s.size_of(&h), Some(5));
         assert_eq!(std::fs::read(s.path_of(&h)).unwrap(), b"hello");
-        let mut w = s.begin(&mer_shared::digest::sha256_hex(b"other")).unwrap();
+        let mut w = s.begin(&crate::digest::sha256_hex(b"other")).unwrap();
         w.write(b"not other").unwrap();
         let e = w.finish().unwrap_err();
-        assert!(matches!(e, CoordError::HashMismatch { .. }), "{e}");
+        assert!(matches!(e, SharedError::HashMismatch { .. }), "{e}");
         assert!(e.to_string().contains("do not match"), "{e}");
-        assert_eq!(s.size_of(&mer_shared::digest::sha256_hex(b"other")), None);
+        assert_eq!(s.size_of(&crate::digest::sha256_hex(b"other")), None);
         assert_eq!(
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0,

@@ -1,15 +1,16 @@
-//! The real libtorch trainer behind `mer worker`: adapts the coordinator's [`Trainer`] interface to the
-//! training engine (`mer_worker::engine::{run_prior, run_target}`). It lives in the CLI so that neither
-//! library crate depends on the other: the coordinator stays free of libtorch, the engine free of gRPC.
+//! The real libtorch trainer behind `mer worker`: adapts the agent's [`Trainer`] interface to the training
+//! engine ([`crate::engine::run_prior`], [`crate::engine::run_target`]) and the baselines
+//! ([`crate::baselines::run_baseline`]). Only this module and the engine need libtorch (the `torch`
+//! feature); the agent and the simulated trainer build without it.
 
-use mer_coordinator::agent::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
-use mer_coordinator::plan::TaskKind;
+use crate::baselines::run_baseline;
+use crate::engine::{run_prior, run_target, Hooks};
+use crate::error::WorkerError;
+use crate::trainer::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
 use mer_shared::fold::EpochLog;
 use mer_shared::prepared::Prepared;
+use mer_shared::task::TaskKind;
 use mer_shared::Dataset;
-use mer_worker::baselines::run_baseline;
-use mer_worker::engine::{run_prior, run_target, Hooks};
-use mer_worker::error::WorkerError;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -87,8 +88,8 @@ impl Trainer for EngineTrainer {
         };
         // The engine resolves the same spec again; here it names the device in heartbeats and says
         // which device's memory to read after each epoch.
-        let device = mer_worker::device::parse_device(&cfg.device).map_err(trainer_error)?;
-        let device_name = mer_worker::device::device_name(device);
+        let device = crate::device::parse_device(&cfg.device).map_err(trainer_error)?;
+        let device_name = crate::device::device_name(device);
         let mut on_epoch = |log: &EpochLog| {
             progress(Progress {
                 stage: log.stage.clone(),
@@ -97,7 +98,7 @@ impl Trainer for EngineTrainer {
                 loss: log.loss,
                 samples_per_s: log.samples_per_s,
                 device: device_name.clone(),
-                gpu_memory_bytes: mer_worker::device::memory_in_use(device),
+                gpu_memory_bytes: crate::device::memory_in_use(device),
             })
         };
         // The engine polls an Arc<AtomicBool>; mirror the agent's flag into it while the task runs.
@@ -153,10 +154,10 @@ impl Trainer for EngineTrainer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mer_coordinator::plan::TaskPayload;
+    use crate::bench::random_prepared;
+    use crate::engine::small_config;
     use mer_shared::labels::LabelScheme;
-    use mer_worker::bench::random_prepared;
-    use mer_worker::engine::small_config;
+    use mer_shared::task::TaskPayload;
 
     /// A real target fold (small model, CPU, no prior): every progress report names the device and, on a
     /// CPU, carries no GPU memory; the epochs count up to the stage's.

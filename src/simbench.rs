@@ -3,11 +3,12 @@
 //! the zero-delay sim trainer, run one experiment of about N tasks (F folds x P sweep points + F prior
 //! tasks). Reports tasks/s, lease latency percentiles (lease calls that returned a task) and peak RSS.
 
-use crate::agent::{run_agent, AgentConfig};
-use crate::client::{connect, submit_spec, watch_until_done, ConnectOptions};
-use crate::error::CoordError;
-use crate::server::{start, ServerConfig};
-use crate::sim::{write_sim_dataset, SimTrainer};
+use mer_coordinator::client::{submit_spec, watch_until_done};
+use mer_coordinator::server::{start, ServerConfig};
+use mer_coordinator::CoordError;
+use mer_shared::client::{connect, ConnectOptions};
+use mer_worker::agent::{run_agent, AgentConfig};
+use mer_worker::sim::{write_sim_dataset, SimTrainer};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,7 +63,7 @@ pub async fn scheduler_bench(
     let folds = 3 * subjects;
     let points = (tasks / folds).saturating_sub(1).max(1);
     let ds = dir.join("bench.safetensors");
-    write_sim_dataset(&ds, subjects, 1)?;
+    write_sim_dataset(&ds, subjects, 1).map_err(|e| CoordError::Runtime(e.to_string()))?;
     let alphas: Vec<String> = (0..points)
         .map(|i| format!("{:.2}", 1.0 + i as f64 * 0.01))
         .collect();
@@ -104,7 +105,8 @@ pub async fn scheduler_bench(
     stop.cancel();
     for a in agents {
         a.await
-            .map_err(|e| CoordError::Runtime(format!("agent: {e}")))??;
+            .map_err(|e| CoordError::Runtime(format!("agent: {e}")))?
+            .map_err(|e| CoordError::Runtime(format!("agent: {e}")))?;
     }
     coord.shutdown().await?;
     if status.state != "done" {

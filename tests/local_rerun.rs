@@ -8,10 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mer_coordinator::agent::Trainer;
-use mer_coordinator::local::{run_local, LocalOptions};
-use mer_coordinator::sim::SimTrainer;
+use mer::local::{run_local, LocalOptions};
+use mer_worker::sim::SimTrainer;
+use mer_worker::trainer::Trainer;
 
+#[path = "../coordinator/tests/support/mod.rs"]
 mod support;
 
 fn opts(spec: &Path, run_dir: &Path, trainer: Arc<dyn Trainer>) -> LocalOptions {

@@ -1,5 +1,6 @@
-//! Local mode (`mer run SPEC`): a coordinator inside this process (on 127.0.0.1, with a random token) and
-//! N workers on this machine, either as worker processes (`mer worker --coordinator URL`, the default)
+//! Local mode (`mer run SPEC`), composed from the two halves the way a cluster is: a coordinator
+//! (`mer_coordinator::server`) inside this process (on 127.0.0.1, with a random token) and N workers
+//! (`mer_worker::agent`) on this machine, either as worker processes (`mer worker --coordinator URL`, the default)
 //! or as agents inside this process (tests, the end-to-end test with the real engine). Progress bars on
 //! stderr; results in the run folder; re-running the same command resumes from the run folder's state
 //! (finished tasks are never re-run).
@@ -7,13 +8,16 @@
 //! Run folder layout: `state/` (SQLite state, artifacts, per-experiment results), `results.json`,
 //! `summary.md`, `predictions/`, `logs/worker-<i>.log`, `cache/` (the workers' artifact cache).
 
-use crate::agent::{run_agent, AgentConfig, Trainer};
-use crate::aggregate::ExperimentResults;
-use crate::client::{connect, get_results, get_status, submit_spec, Clients, ConnectOptions};
-use crate::error::CoordError;
-use crate::scheduler::SchedConfig;
-use crate::server::{start, ServerConfig};
+use mer_coordinator::aggregate::ExperimentResults;
+use mer_coordinator::client::{get_results, get_status, submit_spec};
+use mer_coordinator::scheduler::SchedConfig;
+use mer_coordinator::server::{start, ServerConfig};
+use mer_coordinator::CoordError;
+use mer_shared::client::{connect, Clients, ConnectOptions};
 use mer_shared::proto;
+use mer_worker::agent::{run_agent, AgentConfig};
+use mer_worker::error::WorkerError;
+use mer_worker::trainer::Trainer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,7 +121,7 @@ pub struct LocalOutcome {
 
 /// The default run folder of a spec: `runs/<experiment name>` under the current folder.
 pub fn default_run_dir(spec: &Path) -> Result<PathBuf, CoordError> {
-    let s = crate::spec::load_spec(spec)?;
+    let s = mer_coordinator::spec::load_spec(spec)?;
     Ok(PathBuf::from("runs").join(s.name))
 }
 
@@ -138,7 +142,7 @@ fn random_token() -> String {
 
 struct Workers {
     children: Vec<tokio::process::Child>,
-    agents: Vec<tokio::task::JoinHandle<Result<crate::agent::AgentStats, CoordError>>>,
+    agents: Vec<tokio::task::JoinHandle<Result<mer_worker::agent::AgentStats, WorkerError>>>,
     stop: CancellationToken,
 }
 
@@ -272,7 +276,7 @@ fn spawn_workers(opts: &LocalOptions, url: &str, token: &str) -> Result<Workers,
 /// Runs (or resumes) an experiment in local mode and returns its results.
 pub async fn run_local(opts: LocalOptions) -> Result<LocalOutcome, CoordError> {
     // A spec that cannot run fails here, before a run folder is made or a coordinator started.
-    crate::plan::preflight(&crate::spec::load_spec(&opts.spec)?)?;
+    mer_coordinator::plan::preflight(&mer_coordinator::spec::load_spec(&opts.spec)?)?;
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| CoordError::io(&opts.run_dir, e))?;
     let token = random_token();
     let mut cfg = ServerConfig::new(([127, 0, 0, 1], 0).into(), opts.run_dir.join("state"));
@@ -316,7 +320,7 @@ async fn drive(opts: &LocalOptions, url: &str, token: &str) -> Result<LocalOutco
         );
     }
     let mut status = get_status(&clients, &sub.experiment_id).await?;
-    if status.state == crate::store::ExpState::Running.key() {
+    if status.state == mer_coordinator::store::ExpState::Running.key() {
         let mut workers = spawn_workers(opts, url, token)?;
         let r = follow(opts, &clients, &sub.experiment_id, &mut workers).await;
         workers.drain().await;
@@ -393,7 +397,7 @@ async fn follow(
             }
             b.set_message(msg);
         }
-        if s.state != crate::store::ExpState::Running.key() {
+        if s.state != mer_coordinator::store::ExpState::Running.key() {
             break s;
         }
         if workers.alive() == 0 {
