@@ -1,11 +1,14 @@
-//! The three spontaneous micro-expression datasets of the MEGC2019 composite and their name conventions.
+//! The spontaneous micro-expression datasets `mer` reads, and their name conventions: the three of the
+//! MEGC2019 composite (the paper's) and the larger sets the field uses since (CAS(ME)^3 parts A and C, 4DME,
+//! MMEW). `docs/datasets.md` describes each layout.
 
 use crate::error::SharedError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// One of the three datasets (parts) of the composite.
+/// One dataset (a part of a composite experiment). The declaration order is the order of parts in plans
+/// and reports: the composite's three as the paper's tables list them, then the newer sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dataset {
@@ -15,18 +18,43 @@ pub enum Dataset {
     Casme2,
     /// SAMM (200 fps).
     Samm,
+    /// CAS(ME)^3 part A, the labelled micro-expressions (30 fps colour frames).
+    Casme3a,
+    /// CAS(ME)^3 part C (30 fps colour frames; annotated with action units, no emotion).
+    Casme3c,
+    /// 4DME, its 2D gray frames (60 fps).
+    #[serde(rename = "4dme")]
+    Fourdme,
+    /// MMEW, its micro-expressions (90 fps).
+    Mmew,
 }
 
 impl Dataset {
-    /// All parts, in the order the paper's tables list them.
-    pub const ALL: [Dataset; 3] = [Dataset::Smic, Dataset::Casme2, Dataset::Samm];
+    /// Every dataset, in part order.
+    pub const ALL: [Dataset; 7] = [
+        Dataset::Smic,
+        Dataset::Casme2,
+        Dataset::Samm,
+        Dataset::Casme3a,
+        Dataset::Casme3c,
+        Dataset::Fourdme,
+        Dataset::Mmew,
+    ];
 
-    /// The lower-case key used in files, JSON and the composite list (`smic`, `casme2`, `samm`).
+    /// The three parts of the MEGC2019 composite (the paper's datasets).
+    pub const COMPOSITE: [Dataset; 3] = [Dataset::Smic, Dataset::Casme2, Dataset::Samm];
+
+    /// The lower-case key used in files, JSON, specs and fold names (`smic`, `casme2`, `samm`, `casme3a`,
+    /// `casme3c`, `4dme`, `mmew`).
     pub fn key(self) -> &'static str {
         match self {
             Dataset::Smic => "smic",
             Dataset::Casme2 => "casme2",
             Dataset::Samm => "samm",
+            Dataset::Casme3a => "casme3a",
+            Dataset::Casme3c => "casme3c",
+            Dataset::Fourdme => "4dme",
+            Dataset::Mmew => "mmew",
         }
     }
 
@@ -36,19 +64,28 @@ impl Dataset {
             Dataset::Smic => "SMIC-HS",
             Dataset::Casme2 => "CASME II",
             Dataset::Samm => "SAMM",
+            Dataset::Casme3a => "CAS(ME)^3 A",
+            Dataset::Casme3c => "CAS(ME)^3 C",
+            Dataset::Fourdme => "4DME",
+            Dataset::Mmew => "MMEW",
         }
     }
 
-    /// Recording frame rate of the high-speed camera.
+    /// Recording frame rate of the frames `mer` reads.
     pub fn fps(self) -> u32 {
         match self {
             Dataset::Smic => 100,
             Dataset::Casme2 | Dataset::Samm => 200,
+            Dataset::Casme3a | Dataset::Casme3c => 30,
+            Dataset::Fourdme => 60,
+            Dataset::Mmew => 90,
         }
     }
 
     /// Normalises a subject name to the composite list's spelling: SMIC `s1`/`s01` -> `s01`,
-    /// CASME II `sub1`/`sub01`/`1` -> `sub01`, SAMM `006`/`6` -> `6`.
+    /// CASME II `sub1`/`sub01`/`1` -> `sub01`, SAMM `006`/`6` -> `6`; CAS(ME)^3 part C `1`/`01` -> `01`.
+    /// The other sets keep their workbook's spelling (CAS(ME)^3 A `spNO.1`, 4DME and MMEW as written),
+    /// which must be a usable folder and fold name: not empty, no `/`.
     pub fn canonical_subject(self, raw: &str) -> Result<String, SharedError> {
         let raw = raw.trim();
         let digits = |s: &str| -> Option<u32> {
@@ -83,6 +120,16 @@ impl Dataset {
                 let n = digits(raw).ok_or_else(bad)?;
                 Ok(format!("{n}"))
             }
+            Dataset::Casme3c => {
+                let n = digits(raw).ok_or_else(bad)?;
+                Ok(format!("{n:02}"))
+            }
+            Dataset::Casme3a | Dataset::Fourdme | Dataset::Mmew => {
+                if raw.is_empty() || raw.contains(['/', '\\']) || raw == "." || raw == ".." {
+                    return Err(bad());
+                }
+                Ok(raw.to_string())
+            }
         }
     }
 }
@@ -105,6 +152,12 @@ impl FromStr for Dataset {
             "smic" | "smichs" => Ok(Dataset::Smic),
             "casme2" | "casmeii" => Ok(Dataset::Casme2),
             "samm" => Ok(Dataset::Samm),
+            "casme3a" | "casme3" | "cas(me)3a" | "cas(me)3" | "cas(me)^3a" | "cas(me)^3" => {
+                Ok(Dataset::Casme3a)
+            }
+            "casme3c" | "cas(me)3c" | "cas(me)^3c" => Ok(Dataset::Casme3c),
+            "4dme" | "fourdme" => Ok(Dataset::Fourdme),
+            "mmew" => Ok(Dataset::Mmew),
             _ => Err(SharedError::UnknownDataset(s.to_string())),
         }
     }
@@ -119,7 +172,16 @@ mod tests {
         assert_eq!("CASME II".parse::<Dataset>().unwrap(), Dataset::Casme2);
         assert_eq!("smic".parse::<Dataset>().unwrap(), Dataset::Smic);
         assert_eq!("SAMM".parse::<Dataset>().unwrap(), Dataset::Samm);
-        assert!("casme3".parse::<Dataset>().is_err());
+        assert!("casme4".parse::<Dataset>().is_err());
+        for d in Dataset::ALL {
+            assert_eq!(d.key().parse::<Dataset>().unwrap(), d);
+            assert_eq!(
+                serde_json::to_string(&d).unwrap(),
+                format!("\"{}\"", d.key())
+            );
+        }
+        assert_eq!("CAS(ME)^3".parse::<Dataset>().unwrap(), Dataset::Casme3a);
+        assert_eq!("4DME".parse::<Dataset>().unwrap(), Dataset::Fourdme);
     }
 
     #[test]
@@ -131,5 +193,12 @@ mod tests {
         assert_eq!(Dataset::Samm.canonical_subject("006").unwrap(), "6");
         assert_eq!(Dataset::Samm.canonical_subject("6").unwrap(), "6");
         assert!(Dataset::Samm.canonical_subject("x6").is_err());
+        assert_eq!(Dataset::Casme3c.canonical_subject("1").unwrap(), "01");
+        assert_eq!(
+            Dataset::Casme3a.canonical_subject(" spNO.1 ").unwrap(),
+            "spNO.1"
+        );
+        assert!(Dataset::Mmew.canonical_subject("a/b").is_err());
+        assert!(Dataset::Fourdme.canonical_subject("").is_err());
     }
 }

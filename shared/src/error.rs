@@ -27,7 +27,7 @@ pub enum SharedError {
         message: String,
     },
     /// An unknown dataset name.
-    #[error("unknown dataset '{0}' (expected smic, casme2 or samm)")]
+    #[error("unknown dataset '{0}' (expected smic, casme2, samm, casme3a, casme3c, 4dme or mmew)")]
     UnknownDataset(String),
     /// A subject name that does not follow the dataset's convention.
     #[error("'{raw}' is not a {dataset} subject name")]

@@ -2,7 +2,7 @@
 //! that no `mer prep` made (the simulated trainer's dataset, benchmarks, tests). One place fills the
 //! fields nobody looks at, so a field added to [`SampleMeta`] or [`PrepInfo`] is added here once;
 //! callers override what matters to them with struct-update syntax
-//! (`SampleMeta { onset: 0, ..fixtures::sample(...) }`).
+//! (`SampleMeta { onset: 0, ..fixtures::sample(...) }`). Also where tests find the project's Python.
 
 use crate::prepared::{KeyframeFill, PrepInfo, SampleMeta};
 use crate::Dataset;
@@ -56,6 +56,19 @@ pub fn prep_info(made_by: &str, size: u32, frames: u32) -> PrepInfo {
         apex_flow: None,
         tim10: None,
     }
+}
+
+/// The project's Python (the `.venv` that `scripts/bootstrap.sh` creates), for the tests that check the
+/// Rust code against independent Python code (OpenCV, scikit-image, openpyxl, scikit-learn). Panics, with
+/// what to run, when it is missing: those tests must not pass by skipping.
+pub fn project_python() -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        p.exists(),
+        "the project's Python ({}) is missing: run scripts/bootstrap.sh",
+        p.display()
+    );
+    p
 }
 
 #[cfg(test)]

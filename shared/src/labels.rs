@@ -73,17 +73,25 @@ impl LabelScheme {
     pub fn from_emotion(self, dataset: Dataset, emotion: &str) -> Option<usize> {
         let e = emotion.trim().to_ascii_lowercase();
         match self {
+            // The composite's rules for its three parts; the newer sets by the same reading (happiness is
+            // positive, surprise is surprise, the negative emotions are negative, "others" and mixed labels
+            // are left out), as cross-dataset work maps them.
             LabelScheme::Megc3 => match (dataset, e.as_str()) {
                 (_, "happiness" | "positive") => Some(1),
                 (_, "surprise") => Some(2),
                 (Dataset::Smic, "negative") => Some(0),
                 (Dataset::Casme2, "disgust" | "repression") => Some(0),
                 (Dataset::Samm, "anger" | "contempt" | "disgust" | "fear" | "sadness") => Some(0),
+                (Dataset::Casme3a, "happy") => Some(1),
+                (Dataset::Casme3a, "disgust" | "fear" | "anger" | "sad") => Some(0),
+                (Dataset::Fourdme, "negative") => Some(0),
+                (Dataset::Mmew, "disgust" | "fear" | "sadness" | "anger") => Some(0),
                 _ => None,
             },
             LabelScheme::Emotion5 => {
                 let names = self.class_names(Some(dataset));
-                if dataset == Dataset::Smic {
+                // The paper's five-emotion protocols are on CASME II and SAMM only.
+                if !matches!(dataset, Dataset::Casme2 | Dataset::Samm) {
                     return None;
                 }
                 let e = if e == "other" {
@@ -138,6 +146,27 @@ mod tests {
         assert_eq!(s.from_emotion(Dataset::Samm, "Happiness"), Some(1));
         assert_eq!(s.from_emotion(Dataset::Smic, "surprise"), Some(2));
         assert_eq!(s.from_emotion(Dataset::Samm, "Other"), None);
+    }
+
+    #[test]
+    fn megc3_mapping_of_the_newer_sets() {
+        let s = LabelScheme::Megc3;
+        assert_eq!(s.from_emotion(Dataset::Casme3a, "happy"), Some(1));
+        assert_eq!(s.from_emotion(Dataset::Casme3a, "Sad"), Some(0));
+        assert_eq!(s.from_emotion(Dataset::Casme3a, "surprise"), Some(2));
+        assert_eq!(s.from_emotion(Dataset::Casme3a, "others"), None);
+        assert_eq!(s.from_emotion(Dataset::Fourdme, "Negative"), Some(0));
+        assert_eq!(s.from_emotion(Dataset::Fourdme, "Positive"), Some(1));
+        assert_eq!(s.from_emotion(Dataset::Fourdme, "Repression"), None);
+        assert_eq!(s.from_emotion(Dataset::Fourdme, "Negative+Surprise"), None);
+        assert_eq!(s.from_emotion(Dataset::Mmew, "sadness"), Some(0));
+        assert_eq!(s.from_emotion(Dataset::Mmew, "happiness"), Some(1));
+        assert_eq!(s.from_emotion(Dataset::Mmew, "others"), None);
+        assert_eq!(s.from_emotion(Dataset::Casme3c, ""), None);
+        assert_eq!(
+            LabelScheme::Emotion5.from_emotion(Dataset::Mmew, "happiness"),
+            None
+        );
     }
 
     #[test]

@@ -105,6 +105,18 @@ pub struct PrepRunArgs {
     /// SMIC-E root (SMIC-HS-E_annotation.xlsx + SMIC-HS-E/); instead of --smic.
     #[arg(long)]
     pub smic_e: Option<PathBuf>,
+    /// CAS(ME)^3 part A root (cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx + <Subject>/<Filename>/color/).
+    #[arg(long)]
+    pub casme3a: Option<PathBuf>,
+    /// CAS(ME)^3 part C root (CAS(ME)3_part_C_ME.xlsx + <sub>/<count>/color/).
+    #[arg(long)]
+    pub casme3c: Option<PathBuf>,
+    /// 4DME root (4DME_Labelling_Micro_release v1.xlsx + gray_micro/<subject>/<fold_name>/).
+    #[arg(long)]
+    pub fourdme: Option<PathBuf>,
+    /// MMEW root (MMEW_Micro_Exp.xlsx + Micro_Expression/<emotion>/<Filename>/).
+    #[arg(long)]
+    pub mmew: Option<PathBuf>,
     /// Keep only the official MEGC2019 composite clips (442), with the list's 3-class labels.
     #[arg(long)]
     pub composite: bool,
@@ -184,6 +196,10 @@ impl PrepRunArgs {
             samm: self.samm.clone(),
             smic: self.smic.clone(),
             smic_e: self.smic_e.clone(),
+            casme3a: self.casme3a.clone(),
+            casme3c: self.casme3c.clone(),
+            fourdme: self.fourdme.clone(),
+            mmew: self.mmew.clone(),
             composite: self.composite,
             composite_list: self.composite_list.clone(),
             keyframes,

@@ -18,7 +18,6 @@ use crate::keyframes::{
     adaptive_plan, build_adaptive, tim_resample, tim_times, KeyframeMethod, Source,
 };
 use mer_shared::prepared::{write_atomic, Prepared, SampleMeta};
-use mer_shared::Dataset;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -86,11 +85,7 @@ fn flow_params(map: &BTreeMap<String, f64>) -> FlowParams {
 
 /// Finds the clip's record under `root` (the reader chosen by the sample's dataset part).
 fn find_record(meta: &SampleMeta, root: &Path) -> Result<ClipRecord> {
-    let kinds: &[DatasetKind] = match meta.dataset {
-        Dataset::Casme2 => &[DatasetKind::Casme2],
-        Dataset::Samm => &[DatasetKind::Samm],
-        Dataset::Smic => &[DatasetKind::Smic, DatasetKind::SmicE],
-    };
+    let kinds = DatasetKind::of(meta.dataset);
     let mut errors = Vec::new();
     for &k in kinds {
         match read_dataset(k, root) {

@@ -194,13 +194,7 @@ mod tests {
     }
 
     fn python() -> std::path::PathBuf {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-        assert!(
-            p.exists(),
-            "the project's Python ({}) is missing: run scripts/bootstrap.sh",
-            p.display()
-        );
-        p
+        mer_shared::fixtures::project_python()
     }
 
     #[test]

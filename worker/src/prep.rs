@@ -16,8 +16,7 @@ use crate::face::{read_gray, FaceCrop, FaceDetector};
 use crate::flow::{flow_stack, FlowParams};
 use crate::interp::{FarnebackInterpolator, FrameInterpolator, TorchScriptInterpolator};
 use crate::keyframes::{
-    adaptive_plan, build_adaptive, check_times, tim_resample, tim_times, KeyframeFill,
-    KeyframeMethod, Source,
+    adaptive_plan, build_adaptive, tim_resample, tim_times, KeyframeFill, KeyframeMethod, Source,
 };
 use mer_shared::prepared::{PrepInfo, Prepared, SampleMeta};
 use mer_shared::Dataset;
@@ -52,6 +51,14 @@ pub struct PrepOptions {
     pub smic: Option<PathBuf>,
     /// SMIC-E root (annotation workbook + `SMIC-HS-E/`).
     pub smic_e: Option<PathBuf>,
+    /// CAS(ME)^3 part A root (label workbook + `<Subject>/<Filename>/color/`, or under `ME_A/`).
+    pub casme3a: Option<PathBuf>,
+    /// CAS(ME)^3 part C root (workbook + `<sub>/<count>/color/`, or under `ME_C/`).
+    pub casme3c: Option<PathBuf>,
+    /// 4DME root (labelling workbook + `gray_micro/`).
+    pub fourdme: Option<PathBuf>,
+    /// MMEW root (workbook + `Micro_Expression/<emotion>/`).
+    pub mmew: Option<PathBuf>,
     /// Keep only the official MEGC2019 composite clips, with the list's megc3 labels.
     pub composite: bool,
     /// A user's copy of the composite list (CSV); `None` = the shipped list.
@@ -95,6 +102,10 @@ impl Default for PrepOptions {
             samm: None,
             smic: None,
             smic_e: None,
+            casme3a: None,
+            casme3c: None,
+            fourdme: None,
+            mmew: None,
             composite: false,
             composite_list: None,
             keyframes: KeyframeMethod::Adaptive,
@@ -206,11 +217,15 @@ pub fn collect_records(opts: &PrepOptions) -> Result<(Vec<ClipRecord>, Vec<Skipp
         (DatasetKind::Samm, &opts.samm),
         (DatasetKind::Smic, &opts.smic),
         (DatasetKind::SmicE, &opts.smic_e),
+        (DatasetKind::Casme3a, &opts.casme3a),
+        (DatasetKind::Casme3c, &opts.casme3c),
+        (DatasetKind::Fourdme, &opts.fourdme),
+        (DatasetKind::Mmew, &opts.mmew),
     ];
     if roots.iter().all(|(_, r)| r.is_none()) {
         return Err(WorkerError::InvalidOption {
             option: "datasets".into(),
-            message: "give at least one of --casme2, --samm, --smic, --smic-e".into(),
+            message: "give at least one of --casme2, --samm, --smic, --smic-e, --casme3a, --casme3c, --fourdme, --mmew".into(),
         });
     }
     if opts.smic.is_some() && opts.smic_e.is_some() {
@@ -334,29 +349,7 @@ fn prepare_clip(
 ) -> Result<ClipOut> {
     let id = rec.id();
     let bad = |m: String| WorkerError::sample(&id, m);
-    if let Some(p) = &rec.problem {
-        return Err(bad(p.clone()));
-    }
-    let apex = rec.apex.ok_or_else(|| {
-        bad(format!(
-            "no apex annotated ({}); add a correction to the corrections file",
-            rec.source
-        ))
-    })?;
-    check_times(rec.onset, apex, rec.offset).map_err(|m| bad(format!("{m} ({})", rec.source)))?;
-    let missing: Vec<u32> = (rec.onset..=rec.offset)
-        .filter(|&t| find_frame(&rec.frames, t).is_none())
-        .collect();
-    if !missing.is_empty() {
-        return Err(bad(format!(
-            "{} of the frames {}..{} are missing in {} (first: {})",
-            missing.len(),
-            rec.onset,
-            rec.offset,
-            rec.dir.display(),
-            missing[0]
-        )));
-    }
+    let apex = rec.check()?;
     let path_of = |t: u32| {
         find_frame(&rec.frames, t)
             .map(|f| f.path.clone())

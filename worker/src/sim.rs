@@ -237,12 +237,12 @@ pub fn write_sim_dataset(
 ) -> Result<(), WorkerError> {
     use mer_shared::Dataset;
     let mut samples = Vec::new();
-    for part in [Dataset::Smic, Dataset::Casme2, Dataset::Samm] {
+    for part in Dataset::COMPOSITE {
         for s in 0..subjects {
             let subject = match part {
                 Dataset::Smic => format!("s{:02}", s + 1),
                 Dataset::Casme2 => format!("sub{:02}", s + 1),
-                Dataset::Samm => format!("{:03}", s + 6),
+                _ => format!("{:03}", s + 6),
             };
             for c in 0..per_subject {
                 let filename = format!("clip{c:02}");

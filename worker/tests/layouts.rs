@@ -7,13 +7,7 @@ use mer_worker::datasets::{casme2, read_dataset, samm, smic, DatasetKind};
 use std::path::{Path, PathBuf};
 
 fn python() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        p.exists(),
-        "the project's Python ({}) is missing: run scripts/bootstrap.sh",
-        p.display()
-    );
-    p
+    mer_shared::fixtures::project_python()
 }
 
 /// Writes an xlsx workbook with openpyxl. `rows` is a Python literal: a list of (row, [cells]) with 1-based

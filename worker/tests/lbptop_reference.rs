@@ -13,12 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn python() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        p.exists(),
-        "the project's Python ({}) is missing: run scripts/bootstrap.sh",
-        p.display()
-    );
+    let p = mer_shared::fixtures::project_python();
     let probe = Command::new(&p)
         .args(["-c", "import skimage, numpy"])
         .output()

@@ -11,13 +11,7 @@ use mer_worker::synth::{generate, generate_with, Casme2Layout, Preset, SynthOpti
 use std::path::{Path, PathBuf};
 
 fn python() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        p.exists(),
-        "the project's Python ({}) is missing: run scripts/bootstrap.sh",
-        p.display()
-    );
-    p
+    mer_shared::fixtures::project_python()
 }
 
 fn run_py(script: &str) {

@@ -7,16 +7,10 @@ use mer_shared::Dataset;
 use mer_worker::face::{read_gray, FaceDetector};
 use mer_worker::prep::{inspect, prepare, PrepOptions};
 use mer_worker::synth::{generate, Preset};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn python() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        p.exists(),
-        "the project's Python ({}) is missing: run scripts/bootstrap.sh",
-        p.display()
-    );
-    p
+    mer_shared::fixtures::project_python()
 }
 
 #[test]

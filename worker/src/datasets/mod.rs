@@ -1,11 +1,15 @@
-//! Readers for the real on-disk layouts of CASME II, SAMM and SMIC-HS (see `docs/datasets.md`), the
-//! MEGC2019 composite selection, and explicit annotation corrections. A reader turns a dataset root into
-//! [`ClipRecord`]s: one per annotated clip, with its frame files found by listing.
+//! Readers for the real on-disk layouts of CASME II, SAMM and SMIC-HS, and of the newer CAS(ME)^3 (parts A
+//! and C), 4DME and MMEW (see `docs/datasets.md`), the MEGC2019 composite selection, and explicit annotation
+//! corrections. A reader turns a dataset root into [`ClipRecord`]s: one per annotated clip, with its frame
+//! files found by listing.
 
 pub mod casme2;
+pub mod casme3;
 pub mod composite;
 pub mod corrections;
+pub mod fourdme;
 pub mod frames;
+pub mod mmew;
 pub mod samm;
 pub mod smic;
 
@@ -83,6 +87,39 @@ impl ClipRecord {
         m
     }
 
+    /// Whether the clip can be prepared as read: its folder was found, it has an apex, onset <= apex <=
+    /// offset, and every frame from onset to offset is on disk (a dropped frame refuses the clip; nothing is
+    /// interpolated). Returns the apex; the error names the sample, the annotation's file and row, and for
+    /// missing frames the folder, the count and the first one.
+    pub fn check(&self) -> Result<u32> {
+        let bad = |m: String| WorkerError::sample(self.id(), m);
+        if let Some(p) = &self.problem {
+            return Err(bad(format!("{p} ({})", self.source)));
+        }
+        let apex = self.apex.ok_or_else(|| {
+            bad(format!(
+                "no apex annotated ({}); add a correction to the corrections file",
+                self.source
+            ))
+        })?;
+        crate::keyframes::check_times(self.onset, apex, self.offset)
+            .map_err(|m| bad(format!("{m} ({})", self.source)))?;
+        let missing: Vec<u32> = (self.onset..=self.offset)
+            .filter(|&t| frames::find_frame(&self.frames, t).is_none())
+            .collect();
+        if let Some(first) = missing.first() {
+            return Err(bad(format!(
+                "{} of the frames {}..{} are missing in {} (first: {first}; {})",
+                missing.len(),
+                self.onset,
+                self.offset,
+                self.dir.display(),
+                self.source
+            )));
+        }
+        Ok(apex)
+    }
+
     /// A frame path relative to the dataset root (for the sample's metadata).
     pub fn relative(&self, p: &Path) -> String {
         p.strip_prefix(&self.root)
@@ -103,6 +140,42 @@ pub enum DatasetKind {
     Smic,
     /// SMIC-E extended release (`SMIC-HS-E/sNN/<clip>/` + `SMIC-HS-E_annotation.xlsx`).
     SmicE,
+    /// CAS(ME)^3 part A (`cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx` + `<Subject>/<Filename>/color/`).
+    Casme3a,
+    /// CAS(ME)^3 part C (`CAS(ME)3_part_C_ME.xlsx` + `<sub>/<count>/color/`).
+    Casme3c,
+    /// 4DME (`4DME_Labelling_Micro_release v1.xlsx` + `gray_micro/<subject>/<fold_name>/`).
+    Fourdme,
+    /// MMEW (`MMEW_Micro_Exp.xlsx` + `Micro_Expression/<emotion>/<Filename>/`).
+    Mmew,
+}
+
+impl DatasetKind {
+    /// The dataset part a reader's clips belong to.
+    pub fn dataset(self) -> Dataset {
+        match self {
+            DatasetKind::Casme2 => Dataset::Casme2,
+            DatasetKind::Samm => Dataset::Samm,
+            DatasetKind::Smic | DatasetKind::SmicE => Dataset::Smic,
+            DatasetKind::Casme3a => Dataset::Casme3a,
+            DatasetKind::Casme3c => Dataset::Casme3c,
+            DatasetKind::Fourdme => Dataset::Fourdme,
+            DatasetKind::Mmew => Dataset::Mmew,
+        }
+    }
+
+    /// The readers that can read clips of `dataset` (SMIC-HS has two releases).
+    pub fn of(dataset: Dataset) -> &'static [DatasetKind] {
+        match dataset {
+            Dataset::Casme2 => &[DatasetKind::Casme2],
+            Dataset::Samm => &[DatasetKind::Samm],
+            Dataset::Smic => &[DatasetKind::Smic, DatasetKind::SmicE],
+            Dataset::Casme3a => &[DatasetKind::Casme3a],
+            Dataset::Casme3c => &[DatasetKind::Casme3c],
+            Dataset::Fourdme => &[DatasetKind::Fourdme],
+            Dataset::Mmew => &[DatasetKind::Mmew],
+        }
+    }
 }
 
 /// Reads every clip of a dataset root.
@@ -115,6 +188,10 @@ pub fn read_dataset(kind: DatasetKind, root: &Path) -> Result<Vec<ClipRecord>> {
         DatasetKind::Samm => samm::read(root),
         DatasetKind::Smic => smic::read_original(root),
         DatasetKind::SmicE => smic::read_extended(root),
+        DatasetKind::Casme3a => casme3::read_part_a(root),
+        DatasetKind::Casme3c => casme3::read_part_c(root),
+        DatasetKind::Fourdme => fourdme::read(root),
+        DatasetKind::Mmew => mmew::read(root),
     }
 }
 
@@ -142,6 +219,11 @@ impl Row {
 
 /// Reads the first sheet of a workbook (xlsx, xls, ods via calamine) or a CSV file into rows.
 pub fn read_table(path: &Path) -> Result<Vec<Row>> {
+    read_sheet(path, None)
+}
+
+/// Reads the sheet named `sheet` of a workbook when it has one (else its first sheet), or a CSV file.
+pub fn read_sheet(path: &Path, sheet: Option<&str>) -> Result<Vec<Row>> {
     let ext = path
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
@@ -166,10 +248,16 @@ pub fn read_table(path: &Path) -> Result<Vec<Row>> {
     };
     let mut wb =
         calamine::open_workbook_auto(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-    let range = wb
-        .worksheet_range_at(0)
-        .ok_or_else(|| bad("has no sheet".into()))?
-        .map_err(|e| bad(e.to_string()))?;
+    let named = sheet.filter(|n| wb.sheet_names().iter().any(|s| s == n));
+    let range = match named {
+        Some(n) => wb
+            .worksheet_range(n)
+            .map_err(|e| bad(format!("sheet {n}: {e}")))?,
+        None => wb
+            .worksheet_range_at(0)
+            .ok_or_else(|| bad("has no sheet".into()))?
+            .map_err(|e| bad(e.to_string()))?,
+    };
     let (r0, c0) = range.start().unwrap_or((0, 0));
     let mut out = Vec::new();
     for (i, r) in range.rows().enumerate() {
@@ -243,6 +331,135 @@ pub fn required_frame_cell(file: &Path, row: &Row, col: usize, field: &str) -> R
         field: field.into(),
         message: "missing".into(),
     })
+}
+
+/// The columns of an annotation table found by their header names, for the layouts whose workbooks name
+/// their columns (the newer sets; their column order differs between releases). Names compare without
+/// case, spaces and underscores.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    file: PathBuf,
+    header_row: usize,
+    by_name: BTreeMap<String, usize>,
+}
+
+fn column_key(name: &str) -> String {
+    name.chars()
+        .filter(|c| !c.is_whitespace() && *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+impl Columns {
+    /// Reads the header `row` of `file` and checks that every one of `required` is there; the error names
+    /// the file, the row, the missing columns and the ones found.
+    pub fn find(file: &Path, row: &Row, required: &[&str]) -> Result<Self> {
+        let by_name: BTreeMap<String, usize> = row
+            .cells
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(i, c)| (column_key(c), i))
+            .collect();
+        let missing: Vec<&str> = required
+            .iter()
+            .copied()
+            .filter(|n| !by_name.contains_key(&column_key(n)))
+            .collect();
+        if !missing.is_empty() {
+            let found: Vec<&str> = row
+                .cells
+                .iter()
+                .map(String::as_str)
+                .filter(|c| !c.is_empty())
+                .collect();
+            return Err(WorkerError::Annotation {
+                file: file.into(),
+                row: row.number,
+                field: "header".into(),
+                message: format!(
+                    "missing column(s) {}; the header has {}",
+                    missing.join(", "),
+                    found.join(", ")
+                ),
+            });
+        }
+        Ok(Columns {
+            file: file.into(),
+            header_row: row.number,
+            by_name,
+        })
+    }
+
+    /// The 0-based position of column `name` (one of the required ones, or an optional one).
+    pub fn get(&self, name: &str) -> Option<usize> {
+        self.by_name.get(&column_key(name)).copied()
+    }
+
+    /// The text of column `name` in `row` ("" when the table has no such column).
+    pub fn text<'r>(&self, row: &'r Row, name: &str) -> &'r str {
+        self.get(name).map_or("", |c| row.cell(c))
+    }
+
+    /// A required frame number in column `name`.
+    pub fn frame(&self, row: &Row, name: &str) -> Result<u32> {
+        match self.get(name) {
+            Some(c) => required_frame_cell(&self.file, row, c, name),
+            None => Err(self.no_column(row, name)),
+        }
+    }
+
+    /// An optional frame number in column `name` (blank, `/` or `-`: `None`).
+    pub fn optional_frame(&self, row: &Row, name: &str) -> Result<Option<u32>> {
+        match self.get(name) {
+            Some(c) => parse_frame_cell(&self.file, row, c, name),
+            None => Ok(None),
+        }
+    }
+
+    /// The header's row number (1-based), the data starts after it.
+    pub fn header_row(&self) -> usize {
+        self.header_row
+    }
+
+    /// An error for `row`'s `field`, naming the file and row.
+    pub fn error(&self, row: &Row, field: &str, message: impl Into<String>) -> WorkerError {
+        WorkerError::Annotation {
+            file: self.file.clone(),
+            row: row.number,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn no_column(&self, row: &Row, name: &str) -> WorkerError {
+        self.error(row, name, "the table has no such column")
+    }
+}
+
+/// Finds a workbook in `dir` whose lower-case name starts with one of `prefixes` (the first prefix that
+/// matches wins, so list the preferred release first), with `what` named in the error when none does.
+pub fn find_workbook(dir: &Path, prefixes: &[&str], what: &str) -> Result<PathBuf> {
+    for p in prefixes {
+        let p = p.to_ascii_lowercase();
+        if let Some(f) = find_file(dir, |n| {
+            let l = n.to_ascii_lowercase();
+            l.starts_with(&p) && [".xlsx", ".xls", ".csv"].iter().any(|e| l.ends_with(e))
+        })? {
+            return Ok(f);
+        }
+    }
+    Err(WorkerError::layout(
+        dir,
+        format!("no {what} workbook in this folder"),
+    ))
+}
+
+/// A canonical subject name of `dataset` from a workbook cell, or an error naming the file and row.
+pub fn subject_cell(dataset: Dataset, cols: &Columns, row: &Row, field: &str) -> Result<String> {
+    dataset
+        .canonical_subject(cols.text(row, field))
+        .map_err(|e| cols.error(row, field, e.to_string()))
 }
 
 /// Parses an objective class written as `3`, `III` or `Class III`; `None` for blank.

@@ -650,7 +650,7 @@ fn entries(preset: Preset) -> Vec<Entry> {
         Preset::Realistic => {
             // Every other subject of each part, in subject-number order, starting with the second.
             let list = composite_list();
-            for d in Dataset::ALL {
+            for d in Dataset::COMPOSITE {
                 let mut subs: Vec<u32> = list
                     .iter()
                     .filter(|e| e.dataset == d)
@@ -690,8 +690,13 @@ fn emotion_for(d: Dataset, action: Action, rng: &mut ChaCha8Rng) -> String {
         (Dataset::Samm, Action::NoseWrinkle) => "Disgust".into(),
         (Dataset::Samm, Action::LipCornerDepress) => pick(rng, &["Contempt", "Sadness"]),
         (Dataset::Samm, Action::ChinRaise) => "Other".into(),
+        (d, _) => unreachable!("{SYNTH_PARTS} ({d} asked)"),
     }
 }
+
+/// What the invariant arms say: every preset's clips come from [`entries`], which lists only the
+/// composite's parts (`Dataset::COMPOSITE`), so no other part reaches the per-part rules of this module.
+const SYNTH_PARTS: &str = "the synthetic presets hold only SMIC-HS, CASME II and SAMM clips";
 
 /// The class bookkeeping of a realistic clip (objective class, emotion word) from its label and AUs.
 fn bookkeeping_action(label: Option<usize>, aus: &[AuAction]) -> Action {
@@ -862,6 +867,7 @@ impl Namer<'_> {
                     offset: on + nframes - 1,
                 }
             }
+            d => unreachable!("{SYNTH_PARTS} ({d} asked)"),
         }
     }
 }
@@ -1065,6 +1071,7 @@ fn recording(d: Dataset) -> (f32, Option<(i32, i32)>) {
         Dataset::Casme2 => (2.0, Some((82, 92))),
         Dataset::Samm => (1.5, Some((88, 95))),
         Dataset::Smic => (3.0, None),
+        d => unreachable!("{SYNTH_PARTS} ({d} asked)"),
     }
 }
 
@@ -1466,7 +1473,7 @@ mod tests {
         assert_eq!(comp.len(), 442);
         let mini = entries(Preset::Mini);
         assert_eq!(mini.len(), 48);
-        for d in Dataset::ALL {
+        for d in Dataset::COMPOSITE {
             for l in 0..3 {
                 assert!(mini.iter().any(|e| e.0 == d && e.2 == Some(l)));
             }
