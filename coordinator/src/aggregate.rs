@@ -7,6 +7,7 @@ use crate::error::CoordError;
 use crate::leakage::{self, LeakageDiagnostics, DIAGNOSTIC_LABEL};
 use crate::plan::Plan;
 use crate::selection::{self, InnerScore, SelectionResults};
+use crate::spec::Protocol;
 use mer_shared::fold::FoldResult;
 use mer_shared::loso::Role;
 use mer_shared::megc_log;
@@ -38,6 +39,9 @@ pub struct ExperimentResults {
     pub classes: Vec<String>,
     /// Dataset parts included.
     pub parts: Vec<Dataset>,
+    /// The evaluation protocol (results written before LODO existed read as LOSO).
+    #[serde(default)]
+    pub protocol: Protocol,
     /// Target tasks finished / planned, over all sweep points.
     pub tasks_done: usize,
     /// Target tasks planned.
@@ -234,6 +238,7 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
             .map(String::from)
             .collect(),
         parts: plan.parts.clone(),
+        protocol: plan.protocol,
         tasks_done: done_all,
         tasks_total: total_all,
         partial: points.iter().any(|p| p.partial),
@@ -249,15 +254,25 @@ fn short(key: &str) -> &str {
 
 /// The Markdown summary: one overview table (a row per sweep point: UF1/UAR per part and composite) and,
 /// per sweep point, a table of n / UF1 / UAR / Acc / macro-F1 per part.
+/// The sentence that names a non-default protocol in the summary and the report (empty for LOSO, the
+/// paper's protocol, so LOSO summaries read as before).
+pub fn protocol_note(p: Protocol) -> String {
+    match p {
+        Protocol::Loso => String::new(),
+        Protocol::Lodo => "Protocol **leave one dataset out** (`lodo`): each fold tests on every subject of one dataset part and trains on the other parts; the per-part scores are each part's held-out fold.\n\n".into(),
+    }
+}
+
 pub fn summary_markdown(res: &ExperimentResults) -> String {
     let mut out = format!("# {}\n\n", res.experiment);
     out += &format!(
-        "Scheme `{}`, parts {}; {} of {} fold trainings finished{}. Scores pool the predictions of all finished folds (MEGC2019 rules).\n\n",
+        "Scheme `{}`, parts {}; {} of {} fold trainings finished{}. Scores pool the predictions of all finished folds (MEGC2019 rules).\n\n{}",
         res.scheme,
         res.parts.iter().map(|p| p.display_name()).collect::<Vec<_>>().join(", "),
         res.tasks_done,
         res.tasks_total,
-        if res.partial { " - **PARTIAL results**" } else { "" }
+        if res.partial { " - **PARTIAL results**" } else { "" },
+        protocol_note(res.protocol)
     );
     let mut head = "| sweep point | method | folds |".to_string();
     let mut rule = "|---|---|---|".to_string();

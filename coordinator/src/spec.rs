@@ -38,7 +38,7 @@ pub struct ExperimentSpec {
     /// Dataset parts to include; `None` = every part of the dataset with a sample labelled under `scheme`.
     #[serde(default)]
     pub parts: Option<Vec<Dataset>>,
-    /// Evaluation protocol (only `loso`).
+    /// Evaluation protocol: `loso` (the default) or `lodo`.
     #[serde(default)]
     pub protocol: Protocol,
     /// Where prior learning runs (only `per_fold`: on the fold's training subjects, never the test subject).
@@ -112,6 +112,19 @@ pub enum Protocol {
     /// Leave one subject out: one fold per subject with at least one labelled sample.
     #[default]
     Loso,
+    /// Leave one dataset out: one fold per dataset part with a labelled sample, which tests on every subject
+    /// of that part and trains on the other parts (at least two parts).
+    Lodo,
+}
+
+impl Protocol {
+    /// The name in specs, results and reports.
+    pub fn key(self) -> &'static str {
+        match self {
+            Protocol::Loso => "loso",
+            Protocol::Lodo => "lodo",
+        }
+    }
 }
 
 /// Scope of prior (siamese) learning.
@@ -561,6 +574,9 @@ impl ExperimentSpec {
                 }
             }
             SelectionMode::Nested => {
+                if self.protocol != Protocol::Loso {
+                    return Err(self.error(&at("mode"), format!("nested selection splits the training subjects of a LOSO fold; it is not built for protocol = \"{}\" (use protocol = \"loso\", or leave [selection] out)", self.protocol.key())));
+                }
                 if self.inner_folds().is_some_and(|k| k < 2) {
                     return Err(self.error(&at("inner_folds"), "selection.inner_folds must be at least 2 (each inner split tests on 1/k of the outer fold's training subjects)".to_string()));
                 }

@@ -1,7 +1,8 @@
-//! The name of a LOSO fold: the dataset part and subject it leaves out. One type so that a fold is
-//! formatted, parsed and ordered in one place; everywhere a fold is stored or sent (task payloads, fold
-//! results, the state database, reports) it is the string `dataset/subject` that this type's `Display`,
-//! `FromStr` and serde forms read and write.
+//! The name of a fold: what it leaves out, one subject of a dataset part (leave one subject out) or a whole
+//! part (leave one dataset out). One type so that a fold is formatted, parsed and ordered in one place;
+//! everywhere a fold is stored or sent (task payloads, fold results, the state database, reports) it is the
+//! string `dataset/subject` (LOSO) or `dataset` (LODO) that this type's `Display`, `FromStr` and serde forms
+//! read and write.
 
 use crate::error::SharedError;
 use crate::Dataset;
@@ -10,12 +11,13 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
-/// One LOSO fold, named by its test subject: ordered by dataset part, then naturally by subject name
-/// (`sub2` before `sub10`, `6` before `11`), the one order of folds in plans, reports and
-/// `mer train-fold --list-folds`.
+/// One fold, named by what it tests on: a subject (LOSO) or a whole dataset part (LODO). Ordered by
+/// dataset part (a part's own fold first), then naturally by subject name (`sub2` before `sub10`, `6`
+/// before `11`), the one order of folds in plans, reports and `mer train-fold --list-folds`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FoldId {
     dataset: Dataset,
+    /// Empty for a whole-part fold.
     subject: String,
 }
 
@@ -28,12 +30,22 @@ impl FoldId {
         }
     }
 
+    /// The leave-one-dataset-out fold of part `dataset`: it tests on every subject of the part.
+    pub fn part(dataset: Dataset) -> Self {
+        FoldId::new(dataset, "")
+    }
+
+    /// True for a whole-part (LODO) fold.
+    pub fn is_part(&self) -> bool {
+        self.subject.is_empty()
+    }
+
     /// The dataset part.
     pub fn dataset(&self) -> Dataset {
         self.dataset
     }
 
-    /// The subject, as the dataset names it.
+    /// The subject, as the dataset names it (empty for a whole-part fold).
     pub fn subject(&self) -> &str {
         &self.subject
     }
@@ -50,16 +62,20 @@ impl FoldId {
 
 impl fmt::Display for FoldId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.dataset, self.subject)
+        if self.is_part() {
+            write!(f, "{}", self.dataset)
+        } else {
+            write!(f, "{}/{}", self.dataset, self.subject)
+        }
     }
 }
 
 impl FromStr for FoldId {
     type Err = SharedError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (d, subject) = s.split_once('/').ok_or_else(|| {
-            SharedError::invalid(format!("fold '{s}'"), "expected dataset/subject")
-        })?;
+        let Some((d, subject)) = s.split_once('/') else {
+            return Ok(FoldId::part(s.parse()?));
+        };
         if subject.is_empty() || subject.contains('/') {
             return Err(SharedError::invalid(
                 format!("fold '{s}'"),
@@ -87,8 +103,10 @@ impl PartialOrd for FoldId {
 
 impl PartialEq<str> for FoldId {
     fn eq(&self, o: &str) -> bool {
-        o.split_once('/')
-            .is_some_and(|(d, s)| d == self.dataset.key() && s == self.subject)
+        match o.split_once('/') {
+            Some((d, s)) => d == self.dataset.key() && s == self.subject,
+            None => self.is_part() && o == self.dataset.key(),
+        }
     }
 }
 
@@ -134,8 +152,11 @@ mod tests {
         assert_eq!(f.to_string(), "samm/006");
         assert_eq!(serde_json::to_string(&f).unwrap(), "\"samm/006\"");
         assert_eq!(serde_json::from_str::<FoldId>("\"samm/006\"").unwrap(), f);
-        assert!(f == "samm/006" && f != "samm/007");
-        for bad in ["samm", "nope/x", "samm/", "casme2/a/b"] {
+        assert!(f == "samm/006" && f != "samm/007" && f != "samm");
+        let part: FoldId = "samm".parse().unwrap();
+        assert!(part.is_part() && part == FoldId::part(Dataset::Samm) && part == "samm");
+        assert_eq!(part.to_string(), "samm");
+        for bad in ["nope", "nope/x", "samm/", "casme2/a/b"] {
             let e = bad.parse::<FoldId>().unwrap_err().to_string();
             assert!(e.contains(bad.split('/').next().unwrap()), "{bad}: {e}");
         }

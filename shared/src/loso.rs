@@ -88,10 +88,12 @@ impl HeldOut {
     }
 
     /// A name for logs, errors and checkpoint fingerprints: the subject for LOSO (what it always was),
-    /// `fold [test a, b]` for an inner split.
+    /// `part (N subjects)` for a leave-one-dataset-out fold, `fold [test a, b]` for an inner split.
     pub fn describe(&self) -> String {
         if self.is_loso() {
             self.fold.clone()
+        } else if self.excluded.is_empty() && !self.fold.contains('/') {
+            format!("{} ({} subjects)", self.fold, self.test.len())
         } else {
             format!("{} [test {}]", self.fold, self.test.join(", "))
         }

@@ -63,6 +63,11 @@ pub struct TaskPayload {
     /// before nested selection rejects such a payload (unknown field) instead of training on the wrong set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inner: Option<InnerSplit>,
+    /// Leave one dataset out (`protocol = "lodo"`): every subject (`dataset/subject`) of the held-out part,
+    /// all tested on, none trained on; `test_subject` is then the part itself (`casme2`). Absent from LOSO
+    /// payloads, so their JSON and keys are unchanged, and an older worker rejects a LODO payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_subjects: Option<Vec<String>>,
 }
 
 /// One inner split of an outer fold (nested selection, `[selection] mode = "nested"`).
@@ -88,7 +93,14 @@ impl TaskPayload {
     /// Which subjects the task tests on and which it must not train on ([`HeldOut`]).
     pub fn held_out(&self) -> HeldOut {
         match &self.inner {
-            None => HeldOut::subject(&self.test_subject),
+            None => match &self.test_subjects {
+                None => HeldOut::subject(&self.test_subject),
+                Some(subjects) => HeldOut {
+                    fold: self.test_subject.clone(),
+                    test: subjects.clone(),
+                    excluded: vec![],
+                },
+            },
             Some(inner) => HeldOut {
                 fold: self.test_subject.clone(),
                 test: inner.test_subjects.clone(),

@@ -186,6 +186,7 @@ mod tests {
                 prior_key: None,
                 baseline: None,
                 inner: None,
+                test_subjects: None,
             },
         };
         let inputs = TaskInputs {

@@ -6,6 +6,7 @@ use super::graph::TaskGraph;
 use super::keys::to_value;
 use super::{load_datasets, safe_label, DatasetSummary, Plan, SweepPoint, TaskDef, TaskKind};
 use crate::error::CoordError;
+use crate::spec::Protocol;
 use crate::spec::{ExperimentSpec, LossKind, PathSeg};
 use mer_shared::digest::canonical_json;
 use mer_shared::loso::{loso_folds, union_folds, FoldId};
@@ -60,7 +61,7 @@ pub fn expand_multi(
     let folds_of = fold_sets(spec, datasets, &tags, &parts)?;
     let (combos, skipped) = combinations(spec, &tags);
     let sweep_points = sweep_points(spec, datasets, combos);
-    let mut tasks = tasks(spec, &parts, &sweep_points, &folds_of);
+    let mut tasks = tasks(spec, datasets, &parts, &sweep_points, &folds_of);
     let selection = match spec.inner_folds() {
         None => None,
         Some(k) => {
@@ -87,6 +88,7 @@ pub fn expand_multi(
         spec_hash: spec.spec_hash(),
         scheme: spec.scheme,
         parts,
+        protocol: spec.protocol,
         sweep_points,
         tasks,
         folds: union_folds(folds_of.values().flatten()),
@@ -240,7 +242,8 @@ fn resolve_parts(
     Ok(parts)
 }
 
-/// The LOSO folds of each tag's file over the parts (at least 2 each).
+/// The folds of each tag's file over the parts: its LOSO folds (at least 2), or under `protocol = "lodo"`
+/// one fold per part with a labelled sample (at least 2 parts).
 fn fold_sets<'t>(
     spec: &ExperimentSpec,
     datasets: &BTreeMap<String, DatasetSummary>,
@@ -250,16 +253,31 @@ fn fold_sets<'t>(
     let folds_of: BTreeMap<&str, Vec<FoldId>> = tags
         .iter()
         .map(|t| {
-            (
-                t.as_str(),
-                loso_folds(&datasets[t].samples, spec.scheme, parts),
-            )
+            let subjects = loso_folds(&datasets[t].samples, spec.scheme, parts);
+            let folds = match spec.protocol {
+                Protocol::Loso => subjects,
+                Protocol::Lodo => union_folds(
+                    subjects
+                        .iter()
+                        .map(|f| FoldId::part(f.dataset()))
+                        .collect::<Vec<_>>()
+                        .iter(),
+                ),
+            };
+            (t.as_str(), folds)
         })
         .collect();
     for (t, f) in &folds_of {
         if f.len() < 2 {
+            let (what, needs) = match spec.protocol {
+                Protocol::Loso => ("subject(s)", "LOSO needs at least 2"),
+                Protocol::Lodo => (
+                    "dataset part(s)",
+                    "leave-one-dataset-out needs at least 2 (give more parts, or protocol = \"loso\")",
+                ),
+            };
             return Err(CoordError::Plan(format!(
-                "{} has {} subject(s) labelled under {} in parts {:?}: LOSO needs at least 2",
+                "{} has {} {what} labelled under {} in parts {:?}: {needs}",
                 datasets[*t].path.display(),
                 f.len(),
                 spec.scheme,
@@ -268,6 +286,23 @@ fn fold_sets<'t>(
         }
     }
     Ok(folds_of)
+}
+
+/// The test subjects of a leave-one-dataset-out fold: every LOSO subject of its part in the tag's file
+/// (`None` for a LOSO fold).
+fn part_subjects(
+    spec: &ExperimentSpec,
+    data: &DatasetSummary,
+    parts: &[Dataset],
+    fold: &FoldId,
+) -> Option<Vec<String>> {
+    fold.is_part().then(|| {
+        loso_folds(&data.samples, spec.scheme, parts)
+            .iter()
+            .filter(|f| f.dataset() == fold.dataset())
+            .map(FoldId::to_string)
+            .collect()
+    })
 }
 
 /// Every combination of the sweep axes, MERSiamC3D's first, and the combinations dropped (with why).
@@ -483,14 +518,17 @@ fn sweep_points(
 /// learning), then one target task per sweep point and fold.
 fn tasks(
     spec: &ExperimentSpec,
+    datasets: &BTreeMap<String, DatasetSummary>,
     parts: &[Dataset],
     sweep_points: &[SweepPoint],
     folds_of: &BTreeMap<&str, Vec<FoldId>>,
 ) -> Vec<TaskDef> {
     let mut graph = TaskGraph::default();
     for sp in sweep_points {
+        let data = &datasets[&sp.keyframes];
         for fold in &folds_of[sp.keyframes.as_str()] {
-            graph.add(spec, parts, sp, &fold.to_string(), None);
+            let held = part_subjects(spec, data, parts, fold);
+            graph.add(spec, parts, sp, &fold.to_string(), None, held);
         }
     }
     graph.into_tasks()

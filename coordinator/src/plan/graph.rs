@@ -20,8 +20,9 @@ pub(super) struct TaskGraph {
 }
 
 impl TaskGraph {
-    /// Adds the target task of `sp` on `fold` (an inner split of it with `inner`) and the prior task it
-    /// needs, if the point has prior learning and no equal prior task is there yet.
+    /// Adds the target task of `sp` on `fold` (an inner split of it with `inner`; a whole held-out part
+    /// with `test_subjects`, its subjects) and the prior task it needs, if the point has prior learning and
+    /// no equal prior task is there yet.
     pub(super) fn add(
         &mut self,
         spec: &ExperimentSpec,
@@ -29,6 +30,7 @@ impl TaskGraph {
         sp: &SweepPoint,
         fold: &str,
         inner: Option<&InnerSplit>,
+        test_subjects: Option<Vec<String>>,
     ) {
         // Seeds differ per inner split (its own training set) and agree across sweep points.
         let seed_fold = match inner {
@@ -44,6 +46,7 @@ impl TaskGraph {
             prior_key,
             baseline,
             inner: inner.cloned(),
+            test_subjects: test_subjects.clone(),
         };
         let prior_key = if sp.method.has_prior() && sp.train.prior.enabled {
             let mut train = sp.train.clone();

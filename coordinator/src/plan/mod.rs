@@ -117,6 +117,9 @@ pub struct Plan {
     pub scheme: LabelScheme,
     /// Parts included (sorted).
     pub parts: Vec<Dataset>,
+    /// The evaluation protocol (plans stored before LODO existed read as LOSO).
+    #[serde(default)]
+    pub protocol: crate::spec::Protocol,
     /// Sweep points.
     pub sweep_points: Vec<SweepPoint>,
     /// Every task: prior tasks first, then target tasks by sweep point and fold.
@@ -187,11 +190,12 @@ impl Plan {
         let inner = self.tasks.iter().filter(|t| t.is_inner()).count();
         let parts: Vec<&str> = self.parts.iter().map(|p| p.key()).collect();
         let mut out = format!(
-            "experiment {}: scheme {}, parts {}, {} LOSO folds\n{} sweep point(s), {} tasks ({} prior, {} target)\n",
+            "experiment {}: scheme {}, parts {}, {} {} folds\n{} sweep point(s), {} tasks ({} prior, {} target)\n",
             self.experiment,
             self.scheme,
             parts.join(","),
             self.folds.len(),
+            self.protocol.key().to_ascii_uppercase(),
             self.sweep_points.len(),
             self.tasks.len(),
             priors,

@@ -71,7 +71,7 @@ pub(super) fn inner_tasks(
                         of: k as u32,
                         test_subjects: group.clone(),
                     };
-                    graph.add(spec, parts, sp, &outer, Some(&inner));
+                    graph.add(spec, parts, sp, &outer, Some(&inner), None);
                 }
             }
         }

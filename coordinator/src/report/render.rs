@@ -222,6 +222,10 @@ fn build_blocks(
         r.tasks_total,
         if r.partial { " - PARTIAL results" } else { "" }
     )));
+    let note = crate::aggregate::protocol_note(r.protocol);
+    if !note.is_empty() {
+        b.push(Block::Para(note.trim().replace("**", "")));
+    }
     results_table(run, scores, &mut b);
     method_comparison(run, scores, &mut b)?;
     frozen_table(run, scores, &mut b);
