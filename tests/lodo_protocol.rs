@@ -38,7 +38,7 @@ async fn a_lodo_spec_runs_in_local_mode_one_fold_per_part() {
             assert!(s.starts_with(&format!("{part}/")), "{part}: {s}");
             assert_eq!(held.role(s), Role::Test);
         }
-        for other in plan.folds.iter().filter(|f| f.to_string() != part) {
+        for other in plan.folds.iter().filter(|f| **f != *part) {
             assert_eq!(held.role(&format!("{other}/x")), Role::Train);
         }
     }
