@@ -93,7 +93,7 @@ fn malformed_inputs_fail_with_file_line_and_field() {
         ),
         (
             "unknown_dataset.csv",
-            "dataset,subject,filename,label,pred\ncasme3,sub01,a,0,0\n",
+            "dataset,subject,filename,label,pred\ncasme9,sub01,a,0,0\n",
             ":2: dataset",
         ),
         (
@@ -118,7 +118,7 @@ fn malformed_inputs_fail_with_file_line_and_field() {
         ),
         (
             "unknown_dataset_log.txt",
-            "casme3 sub01\nEP01 0 0\n",
+            "casme9 sub01\nEP01 0 0\n",
             ":1: dataset",
         ),
         ("non_integer_log.txt", "smic s01\na 0 x\n", ":2: pred"),
