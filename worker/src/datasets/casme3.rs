@@ -17,7 +17,7 @@
 //! onset and offset (naming the folder, the count and the first missing frame), or leaves it out with
 //! `--skip-bad` (listed in the skip report): never silently.
 
-use super::{find_workbook, list_clip, read_sheet, subject_cell, ClipRecord, Columns};
+use super::{find_workbook, read_sheet, subject_cell, ClipRecord, Columns};
 use crate::error::{Result, WorkerError};
 use mer_shared::Dataset;
 use std::collections::HashMap;
@@ -57,21 +57,20 @@ pub fn read_part_a(root: &Path) -> Result<Vec<ClipRecord>> {
         &["Subject", "Filename", "Onset", "Apex", "Offset", "emotion"],
     )?;
     let frames = frames_root(root, "ME_A");
-    let data: Vec<_> = rows
+    let data = rows
         .iter()
         .filter(|r| r.number > cols.header_row() && !r.is_blank())
-        .collect();
+        .map(|r| Ok((r, subject_cell(Dataset::Casme3a, &cols, r, "Subject")?)))
+        .collect::<Result<Vec<_>>>()?;
     // How often each (subject, Filename) occurs: repeated ones are named by their onset.
     let mut uses: HashMap<(String, String), usize> = HashMap::new();
-    for row in &data {
-        let subject = subject_cell(Dataset::Casme3a, &cols, row, "Subject")?;
+    for (row, subject) in &data {
         *uses
-            .entry((subject, cols.text(row, "Filename").to_string()))
+            .entry((subject.clone(), cols.text(row, "Filename").to_string()))
             .or_insert(0) += 1;
     }
     let mut out = Vec::new();
-    for row in data {
-        let subject = subject_cell(Dataset::Casme3a, &cols, row, "Subject")?;
+    for (row, subject) in data {
         let recording = cols.text(row, "Filename").to_string();
         if recording.is_empty() || recording.contains(['/', '\\']) {
             return Err(cols.error(row, "Filename", "missing or not a folder name"));
@@ -102,9 +101,8 @@ pub fn read_part_a(root: &Path) -> Result<Vec<ClipRecord>> {
             }
         };
         let dir = frames.join(&subject).join(&recording).join("color");
-        let (frame_files, problem) = list_clip(&dir);
+        let source = format!("{}:{}", book.display(), row.number);
         out.push(ClipRecord {
-            dataset: Dataset::Casme3a,
             subject,
             filename,
             emotion: cols.text(row, "emotion").to_string(),
@@ -112,14 +110,8 @@ pub fn read_part_a(root: &Path) -> Result<Vec<ClipRecord>> {
             onset,
             apex,
             offset,
-            apex_estimated: false,
-            root: root.to_path_buf(),
-            dir,
-            frames: frame_files,
-            problem,
-            source: format!("{}:{}", book.display(), row.number),
             corrections,
-            megc3_override: None,
+            ..ClipRecord::located(Dataset::Casme3a, root, dir, source)
         });
     }
     Ok(out)
@@ -154,24 +146,15 @@ pub fn read_part_c(root: &Path) -> Result<Vec<ClipRecord>> {
             ));
         }
         let dir = frames.join(&subject).join(&count).join("color");
-        let (frame_files, problem) = list_clip(&dir);
+        let source = format!("{}:{}", book.display(), row.number);
         out.push(ClipRecord {
-            dataset: Dataset::Casme3c,
             subject,
             filename: count,
-            emotion: String::new(),
-            objective_class: None,
             onset,
             apex: Some(onset + (offset - onset) / 2),
             offset,
             apex_estimated: true,
-            root: root.to_path_buf(),
-            dir,
-            frames: frame_files,
-            problem,
-            source: format!("{}:{}", book.display(), row.number),
-            corrections: Vec::new(),
-            megc3_override: None,
+            ..ClipRecord::located(Dataset::Casme3c, root, dir, source)
         });
     }
     Ok(out)

@@ -4,7 +4,7 @@
 //! column holds positive, negative, surprise, repression or others, and sometimes two of them joined with
 //! `+`: only the single positive, negative and surprise clips get a megc3 label.
 
-use super::{find_workbook, list_clip, read_sheet, subject_cell, ClipRecord, Columns};
+use super::{find_workbook, read_sheet, subject_cell, ClipRecord, Columns};
 use crate::error::{Result, WorkerError};
 use mer_shared::Dataset;
 use std::path::Path;
@@ -45,24 +45,15 @@ pub fn read(root: &Path) -> Result<Vec<ClipRecord>> {
             return Err(cols.error(row, "fold_name", "missing or not a folder name"));
         }
         let dir = frames.join(&subject).join(&filename);
-        let (frame_files, problem) = list_clip(&dir);
+        let source = format!("{}:{}", book.display(), row.number);
         out.push(ClipRecord {
-            dataset: Dataset::Fourdme,
             subject,
             filename,
             emotion: cols.text(row, "Emotion").to_string(),
-            objective_class: None,
             onset: cols.frame(row, "Onset")?,
             apex: cols.optional_frame(row, "Apex")?,
             offset: cols.frame(row, "Offset")?,
-            apex_estimated: false,
-            root: root.to_path_buf(),
-            dir,
-            frames: frame_files,
-            problem,
-            source: format!("{}:{}", book.display(), row.number),
-            corrections: Vec::new(),
-            megc3_override: None,
+            ..ClipRecord::located(Dataset::Fourdme, root, dir, source)
         });
     }
     Ok(out)

@@ -4,7 +4,7 @@
 //! sadness, anger, others). The folder is looked up by the row's Estimated Emotion, without regard to case;
 //! a clip whose folder is not under its emotion is reported with the path that was looked for.
 
-use super::{find_workbook, list_clip, read_sheet, subdirs, subject_cell, ClipRecord, Columns};
+use super::{find_workbook, read_sheet, subdirs, subject_cell, ClipRecord, Columns};
 use crate::error::{Result, WorkerError};
 use mer_shared::Dataset;
 use std::path::{Path, PathBuf};
@@ -69,24 +69,15 @@ pub fn read(root: &Path) -> Result<Vec<ClipRecord>> {
             return Err(cols.error(row, "Estimated Emotion", "missing or not a folder name"));
         }
         let dir = emotion_dir(&frames, &folders, &emotion).join(&filename);
-        let (frame_files, problem) = list_clip(&dir);
+        let source = format!("{}:{}", book.display(), row.number);
         out.push(ClipRecord {
-            dataset: Dataset::Mmew,
             subject,
             filename,
             emotion,
-            objective_class: None,
             onset: cols.frame(row, "OnsetFrame")?,
             apex: cols.optional_frame(row, "ApexFrame")?,
             offset: cols.frame(row, "OffsetFrame")?,
-            apex_estimated: false,
-            root: root.to_path_buf(),
-            dir,
-            frames: frame_files,
-            problem,
-            source: format!("{}:{}", book.display(), row.number),
-            corrections: Vec::new(),
-            megc3_override: None,
+            ..ClipRecord::located(Dataset::Mmew, root, dir, source)
         });
     }
     Ok(out)

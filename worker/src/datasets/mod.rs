@@ -59,6 +59,32 @@ pub struct ClipRecord {
 }
 
 impl ClipRecord {
+    /// The fields every reader fills the same way, for struct-update syntax: a clip of `dataset` whose
+    /// frames are in `dir` (listed now; a missing or empty folder becomes the record's `problem`), annotated
+    /// at `source` (`file:row`), under `root`. The annotation itself (subject, name, emotion, times) is left
+    /// empty for the reader to set; no apex estimate, no objective class, no correction.
+    pub fn located(dataset: Dataset, root: &Path, dir: PathBuf, source: String) -> ClipRecord {
+        let (frames, problem) = list_clip(&dir);
+        ClipRecord {
+            dataset,
+            subject: String::new(),
+            filename: String::new(),
+            emotion: String::new(),
+            objective_class: None,
+            onset: 0,
+            apex: None,
+            offset: 0,
+            apex_estimated: false,
+            root: root.to_path_buf(),
+            dir,
+            frames,
+            problem,
+            source,
+            corrections: Vec::new(),
+            megc3_override: None,
+        }
+    }
+
     /// The sample id `dataset/subject/filename`.
     pub fn id(&self) -> String {
         format!("{}/{}/{}", self.dataset, self.subject, self.filename)
