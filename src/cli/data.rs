@@ -40,6 +40,10 @@ pub struct SynthArgs {
     /// Also write the SMIC-E layout (smic-e/: SMIC-HS-E_annotation.xlsx + SMIC-HS-E/).
     #[arg(long)]
     pub smic_e: bool,
+    /// Also write the newer sets' layouts, tiny-sized (3 subjects each): casme3a/ and casme3c/
+    /// (CAS(ME)^3 parts A and C), 4dme/ and mmew/, with their workbooks.
+    #[arg(long)]
+    pub newer_parts: bool,
     /// Per-clip action intensity range `MIN,MAX`, as multiples of the base amplitude (7.5 % of the face
     /// half-width). Default: 0.85,1.15 for tiny, 0.12,0.8 for mini and composite. Realistic presets: peak
     /// displacement in pixels at a 112 px face crop, drawn log-uniformly; default 0.25,2.5.
@@ -237,6 +241,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
                 opts.casme2_layout = Casme2Layout::Cropped;
             }
             opts.smic_e = a.smic_e;
+            opts.newer_parts = a.newer_parts;
             if let Some(r) = a.intensity {
                 opts.intensity = r;
             }
@@ -259,12 +264,23 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
                     s.subjects.get(d).copied().unwrap_or(0)
                 );
             }
-            println!(
-                "prepare with: mer prep --casme2 {} --samm {} --smic {} --out prepared.safetensors",
+            let mut roots = format!(
+                "--casme2 {} --samm {} --smic {}",
                 s.casme2.display(),
                 s.samm.display(),
                 s.smic.display()
             );
+            for (flag, root) in [
+                ("casme3a", &s.casme3a),
+                ("casme3c", &s.casme3c),
+                ("fourdme", &s.fourdme),
+                ("mmew", &s.mmew),
+            ] {
+                if let Some(r) = root {
+                    roots.push_str(&format!(" --{flag} {}", r.display()));
+                }
+            }
+            println!("prepare with: mer prep {roots} --out prepared.safetensors");
             Ok(())
         }
         DataCommand::Prep(p) => match p.action {

@@ -127,12 +127,17 @@ impl Default for PrepOptions {
 }
 
 impl PrepOptions {
-    /// Options for the three roots of a synthetic dataset (SMIC-E too when it was written).
+    /// Options for the roots of a synthetic dataset: the composite's three parts, and the newer parts when
+    /// they were written (SMIC-E, another reading of the SMIC clips, is the caller's choice).
     pub fn from_synth(s: &crate::synth::SynthSummary, out: impl Into<PathBuf>) -> Self {
         PrepOptions {
             casme2: Some(s.casme2.clone()),
             samm: Some(s.samm.clone()),
             smic: Some(s.smic.clone()),
+            casme3a: s.casme3a.clone(),
+            casme3c: s.casme3c.clone(),
+            fourdme: s.fourdme.clone(),
+            mmew: s.mmew.clone(),
             out: out.into(),
             ..Default::default()
         }

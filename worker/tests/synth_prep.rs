@@ -344,3 +344,84 @@ fn the_baselines_groups_are_added_without_touching_the_flow() {
         "{text}"
     );
 }
+
+#[test]
+fn newer_parts_are_written_in_their_layouts_and_prepare() {
+    use mer_worker::synth::{generate_with, SynthOptions, NEWER_PARTS};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SynthOptions {
+        newer_parts: true,
+        ..SynthOptions::new(Preset::Tiny, 7)
+    };
+    let s = generate_with(&opts, &dir.path().join("all")).unwrap();
+    assert_eq!(s.clips["casme3a"], 10);
+    assert_eq!(s.clips["casme3c"], 6);
+    assert_eq!(s.clips["4dme"], 10);
+    assert_eq!(s.clips["mmew"], 10);
+    assert_eq!(s.subjects.len(), 7);
+    assert!(s.subjects.values().all(|&n| n == 3));
+    // The newer clips are appended: the preset's clips are the same with and without them.
+    let plain = generate(Preset::Tiny, 7, &dir.path().join("plain")).unwrap();
+    let old: Vec<_> = s
+        .truth
+        .iter()
+        .filter(|t| !NEWER_PARTS.contains(&t.dataset))
+        .cloned()
+        .collect();
+    assert_eq!(old, plain.truth);
+
+    // The layouts are the releases': read by the readers, and prepared with the generator's truth.
+    let out = dir.path().join("all.safetensors");
+    let mut p = PrepOptions::from_synth(&s, &out);
+    p.threads = Some(2);
+    let rep = prepare(&p).unwrap();
+    assert_eq!(rep.samples, 28 + 36);
+    assert_eq!(rep.subjects, 21);
+    for d in ["casme3a", "4dme", "mmew"] {
+        assert_eq!(rep.megc3[d], [3, 3, 3], "{d}");
+    }
+    // Part C has no emotion: no megc3 label.
+    assert_eq!(
+        rep.megc3.get("casme3c").copied().unwrap_or_default(),
+        [0, 0, 0]
+    );
+    assert_eq!(rep.per_dataset["casme3c"], 6);
+    let prepared = Prepared::read(&out).unwrap();
+    for t in &s.truth {
+        let id = format!("{}/{}/{}", t.dataset, t.subject, t.filename);
+        let m = prepared
+            .samples
+            .iter()
+            .find(|m| m.id == id)
+            .unwrap_or_else(|| panic!("{id} missing"));
+        assert_eq!(m.labels.get("megc3").copied(), t.megc3, "{id}");
+        assert_eq!(
+            (m.onset, m.apex, m.offset),
+            (t.onset, t.apex, t.offset),
+            "{id}"
+        );
+        assert_eq!(
+            m.apex_estimated,
+            matches!(t.dataset, Dataset::Smic | Dataset::Casme3c),
+            "{id}"
+        );
+    }
+    // CAS(ME)^3 A: subject 1's two clips of recording `a` are named by their onsets, and the renaming
+    // is recorded with each.
+    let renamed: Vec<_> = prepared
+        .samples
+        .iter()
+        .filter(|m| m.id.starts_with("casme3a/spNO.1/a_"))
+        .collect();
+    assert_eq!(renamed.len(), 2);
+    for m in renamed {
+        assert!(
+            m.corrections
+                .iter()
+                .any(|c| c.contains("recording") || c.contains("used by several")),
+            "{}: {:?}",
+            m.id,
+            m.corrections
+        );
+    }
+}

@@ -36,6 +36,7 @@
 
 mod cartoon;
 pub mod facs;
+mod newer;
 pub mod photo;
 
 use crate::error::{Result, WorkerError};
@@ -137,7 +138,19 @@ pub struct SynthOptions {
     pub co_action: f64,
     /// The face photographs of the realistic presets (`None`: [`FaceBank::locate`] finds them).
     pub faces: Option<PathBuf>,
+    /// Also write the newer sets' layouts, `tiny`-sized ([`NEWER_PARTS`]): CAS(ME)^3 parts A and C, 4DME
+    /// and MMEW, 3 subjects each, one clip per megc3 class per subject (part C: two unlabelled clips per
+    /// subject), with CAS(ME)^3 A's repeated Filename and one unlabelled clip in A, 4DME and MMEW.
+    pub newer_parts: bool,
 }
+
+/// The parts [`SynthOptions::newer_parts`] adds, in the order they are drawn.
+pub const NEWER_PARTS: [Dataset; 4] = [
+    Dataset::Casme3a,
+    Dataset::Casme3c,
+    Dataset::Fourdme,
+    Dataset::Mmew,
+];
 
 impl SynthOptions {
     /// The defaults of a preset: RAW_selected layout, no SMIC-E. `tiny` (the tests' set) has clear,
@@ -162,6 +175,7 @@ impl SynthOptions {
             intensity,
             co_action,
             faces: None,
+            newer_parts: false,
         }
     }
 
@@ -207,6 +221,18 @@ pub struct SynthSummary {
     pub smic: PathBuf,
     /// SMIC-E root when written (`--smic-e`).
     pub smic_e: Option<PathBuf>,
+    /// CAS(ME)^3 part A root when written (`--casme3a`; [`SynthOptions::newer_parts`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub casme3a: Option<PathBuf>,
+    /// CAS(ME)^3 part C root when written (`--casme3c`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub casme3c: Option<PathBuf>,
+    /// 4DME root when written (`--fourdme`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fourdme: Option<PathBuf>,
+    /// MMEW root when written (`--mmew`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mmew: Option<PathBuf>,
     /// Number of clips per dataset key.
     pub clips: std::collections::BTreeMap<String, usize>,
     /// Number of subjects per dataset key.
@@ -534,9 +560,17 @@ pub enum Cell {
 
 /// Writes rows (from spreadsheet row 1) to the first sheet of an xlsx workbook.
 pub fn write_xlsx(path: &Path, rows: &[Vec<Cell>]) -> Result<()> {
+    write_xlsx_sheet(path, None, rows)
+}
+
+/// Writes rows to the only sheet of an xlsx workbook, named `sheet` (else the writer's default name).
+pub fn write_xlsx_sheet(path: &Path, sheet: Option<&str>, rows: &[Vec<Cell>]) -> Result<()> {
     let mut wb = rust_xlsxwriter::Workbook::new();
     let ws = wb.add_worksheet();
     let e = |e: rust_xlsxwriter::XlsxError| WorkerError::Synth(format!("{}: {e}", path.display()));
+    if let Some(name) = sheet {
+        ws.set_name(name).map_err(e)?;
+    }
     for (r, row) in rows.iter().enumerate() {
         for (c, cell) in row.iter().enumerate() {
             match cell {
@@ -593,11 +627,44 @@ fn sizes(p: Preset) -> Sizes {
 /// and SAMM's 200 fps give 30-90 frames, SMIC-HS's 100 fps 18-45); `realistic-tiny` keeps them short.
 fn realistic_ms(p: Preset, d: Dataset) -> (f32, f32) {
     match (p, d) {
+        (_, d) if NEWER_PARTS.contains(&d) => NEWER_MS,
         (Preset::RealisticTiny, _) => (100.0, 200.0),
         (_, Dataset::Smic) => (180.0, 450.0),
         _ => (150.0, 450.0),
     }
 }
+
+/// The clips of [`SynthOptions::newer_parts`], `tiny`-sized: 3 subjects per part, one clip per megc3
+/// class each; one unlabelled clip in CAS(ME)^3 A, 4DME and MMEW; CAS(ME)^3 C's clips carry no emotion.
+fn newer_entries() -> Vec<Entry> {
+    let mut v = Vec::new();
+    for d in NEWER_PARTS {
+        for s in 1..=3u32 {
+            if d == Dataset::Casme3c {
+                v.extend([(d, s, None, None), (d, s, None, None)]);
+            } else {
+                v.extend((0..3).map(|l| (d, s, Some(l), None)));
+            }
+        }
+        if d != Dataset::Casme3c {
+            v.push((d, 2, None, None));
+        }
+    }
+    v
+}
+
+/// Every clip the options ask for: the preset's, then the newer parts' (appended, so that a seed draws
+/// the same preset clips with and without them).
+fn all_entries(opts: &SynthOptions) -> Vec<Entry> {
+    let mut v = entries(opts.preset);
+    if opts.newer_parts {
+        v.extend(newer_entries());
+    }
+    v
+}
+
+/// Clip lengths of the newer parts, ms: at their 30-90 fps, 6-40 frames.
+const NEWER_MS: (f32, f32) = (200.0, 450.0);
 
 /// (dataset, subject number, clip label or None for others, clip name override)
 type Entry = (Dataset, u32, Option<usize>, Option<String>);
@@ -690,13 +757,26 @@ fn emotion_for(d: Dataset, action: Action, rng: &mut ChaCha8Rng) -> String {
         (Dataset::Samm, Action::NoseWrinkle) => "Disgust".into(),
         (Dataset::Samm, Action::LipCornerDepress) => pick(rng, &["Contempt", "Sadness"]),
         (Dataset::Samm, Action::ChinRaise) => "Other".into(),
-        (d, _) => unreachable!("{SYNTH_PARTS} ({d} asked)"),
+        (Dataset::Casme3a, Action::LipCornerPull) => "happy".into(),
+        (Dataset::Casme3a, Action::BrowRaise) => "surprise".into(),
+        (Dataset::Casme3a, Action::BrowLower) => pick(rng, &["anger", "fear"]),
+        (Dataset::Casme3a, Action::NoseWrinkle) => "disgust".into(),
+        (Dataset::Casme3a, Action::LipCornerDepress) => "sad".into(),
+        (Dataset::Casme3a, Action::ChinRaise) => "others".into(),
+        // Part C has no emotion column.
+        (Dataset::Casme3c, _) => String::new(),
+        (Dataset::Fourdme, Action::LipCornerPull) => "Positive".into(),
+        (Dataset::Fourdme, Action::BrowRaise) => "Surprise".into(),
+        (Dataset::Fourdme, Action::ChinRaise) => pick(rng, &["Repression", "Others"]),
+        (Dataset::Fourdme, _) => "Negative".into(),
+        (Dataset::Mmew, Action::LipCornerPull) => "happiness".into(),
+        (Dataset::Mmew, Action::BrowRaise) => "surprise".into(),
+        (Dataset::Mmew, Action::BrowLower) => pick(rng, &["anger", "fear"]),
+        (Dataset::Mmew, Action::NoseWrinkle) => "disgust".into(),
+        (Dataset::Mmew, Action::LipCornerDepress) => "sadness".into(),
+        (Dataset::Mmew, Action::ChinRaise) => "others".into(),
     }
 }
-
-/// What the invariant arms say: every preset's clips come from [`entries`], which lists only the
-/// composite's parts (`Dataset::COMPOSITE`), so no other part reaches the per-part rules of this module.
-const SYNTH_PARTS: &str = "the synthetic presets hold only SMIC-HS, CASME II and SAMM clips";
 
 /// The class bookkeeping of a realistic clip (objective class, emotion word) from its label and AUs.
 fn bookkeeping_action(label: Option<usize>, aus: &[AuAction]) -> Action {
@@ -723,6 +803,38 @@ struct Roots {
     samm: PathBuf,
     smic: PathBuf,
     smic_e: PathBuf,
+    casme3a: PathBuf,
+    casme3c: PathBuf,
+    fourdme: PathBuf,
+    mmew: PathBuf,
+}
+
+impl Roots {
+    /// The roots under `out`, each dataset in its own folder.
+    fn under(out: &Path) -> Self {
+        Roots {
+            casme2: out.join("casme2"),
+            samm: out.join("samm"),
+            smic: out.join("smic"),
+            smic_e: out.join("smic-e"),
+            casme3a: out.join("casme3a"),
+            casme3c: out.join("casme3c"),
+            fourdme: out.join("4dme"),
+            mmew: out.join("mmew"),
+        }
+    }
+
+    /// The roots a run with `opts` writes.
+    fn written(&self, opts: &SynthOptions) -> Vec<&PathBuf> {
+        let mut v = vec![&self.casme2, &self.samm, &self.smic];
+        if opts.smic_e {
+            v.push(&self.smic_e);
+        }
+        if opts.newer_parts {
+            v.extend([&self.casme3a, &self.casme3c, &self.fourdme, &self.mmew]);
+        }
+        v
+    }
 }
 
 /// Where one clip's frames go and how they are named; the annotated onset and offset.
@@ -745,6 +857,8 @@ struct Namer<'a> {
     per_subject: std::collections::BTreeMap<(Dataset, u32), u32>,
     smic_class: std::collections::BTreeMap<(u32, usize), u32>,
     frame_base: u32,
+    /// The last frame written of CAS(ME)^3 A recording `spNO.1/a`, which holds two clips.
+    shared_recording_end: Option<u32>,
 }
 
 impl Namer<'_> {
@@ -755,7 +869,8 @@ impl Namer<'_> {
         *c
     }
 
-    /// The layout of entry `i` (clip `k` of its subject) starting at `onset` with `nframes` frames.
+    /// The layout of entry `i` (clip `k` of its subject, annotated `emotion`) starting at `onset` with
+    /// `nframes` frames.
     #[allow(clippy::too_many_arguments)]
     fn layout(
         &mut self,
@@ -765,6 +880,7 @@ impl Namer<'_> {
         subj: u32,
         label: Option<usize>,
         name: Option<String>,
+        emotion: &str,
         onset: u32,
         nframes: u32,
     ) -> Layout {
@@ -867,7 +983,113 @@ impl Namer<'_> {
                     offset: on + nframes - 1,
                 }
             }
-            d => unreachable!("{SYNTH_PARTS} ({d} asked)"),
+            Dataset::Casme3a => {
+                // A Filename names a recording. Subject 1's first two clips come from one recording, `a`,
+                // as in the release, so the reader names them `a_<onset>`; the second starts after the
+                // first's frames. The folder holds 2 frames of the recording on each side of a clip.
+                let subject = format!("spNO.{subj}");
+                let shared = subj == 1 && k <= 2;
+                let letter = if subj == 1 {
+                    k.saturating_sub(2)
+                } else {
+                    k - 1
+                };
+                let recording = char::from(b'a' + (letter % 26) as u8).to_string();
+                let onset = match (shared, self.shared_recording_end) {
+                    (true, Some(end)) => end + 8 + onset % 7,
+                    _ => onset,
+                };
+                let offset = onset + nframes - 1;
+                if shared {
+                    self.shared_recording_end = Some(offset + 2);
+                }
+                let filename = if shared {
+                    format!("{recording}_{onset}")
+                } else {
+                    recording.clone()
+                };
+                let dir = self
+                    .roots
+                    .casme3a
+                    .join(&subject)
+                    .join(&recording)
+                    .join("color");
+                Layout {
+                    subject,
+                    filename,
+                    dir,
+                    name: FrameName::Prefix(String::new(), "jpg".into()),
+                    first: onset - 2,
+                    last: offset + 2,
+                    color: true,
+                    onset,
+                    offset,
+                }
+            }
+            Dataset::Casme3c => {
+                let subject = format!("{subj:02}");
+                let filename = k.to_string();
+                let dir = self
+                    .roots
+                    .casme3c
+                    .join("ME_C")
+                    .join(&subject)
+                    .join(&filename)
+                    .join("color");
+                Layout {
+                    subject,
+                    filename,
+                    dir,
+                    name: FrameName::Prefix(String::new(), "jpg".into()),
+                    first: onset,
+                    last: offset,
+                    color: true,
+                    onset,
+                    offset,
+                }
+            }
+            Dataset::Fourdme => {
+                let subject = format!("S{subj:02}");
+                let filename = format!("{subject}_{k:02}");
+                let dir = self
+                    .roots
+                    .fourdme
+                    .join(crate::datasets::fourdme::FRAME_DIR)
+                    .join(&subject)
+                    .join(&filename);
+                Layout {
+                    subject,
+                    filename,
+                    dir,
+                    name: FrameName::Padded("img".into(), 5, "jpg".into()),
+                    first: onset,
+                    last: offset,
+                    color: false,
+                    onset,
+                    offset,
+                }
+            }
+            Dataset::Mmew => {
+                let subject = format!("S{subj:02}");
+                let filename = format!("{subject}_{:02}{k:02}", i % 5 + 1);
+                let dir = self
+                    .roots
+                    .mmew
+                    .join(crate::datasets::mmew::FRAME_DIR)
+                    .join(emotion)
+                    .join(&filename);
+                Layout {
+                    subject,
+                    filename,
+                    dir,
+                    name: FrameName::Prefix(String::new(), "jpg".into()),
+                    first: onset,
+                    last: offset,
+                    color: true,
+                    onset,
+                    offset,
+                }
+            }
         }
     }
 }
@@ -875,13 +1097,8 @@ impl Namer<'_> {
 /// Generates a synthetic dataset with explicit options.
 pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary> {
     opts.validate()?;
-    let roots = Roots {
-        casme2: out_dir.join("casme2"),
-        samm: out_dir.join("samm"),
-        smic: out_dir.join("smic"),
-        smic_e: out_dir.join("smic-e"),
-    };
-    for d in [&roots.casme2, &roots.samm, &roots.smic] {
+    let roots = Roots::under(out_dir);
+    for d in roots.written(opts) {
         if d.exists() {
             return Err(WorkerError::InvalidOption {
                 option: "--out".into(),
@@ -895,6 +1112,7 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
         per_subject: Default::default(),
         smic_class: Default::default(),
         frame_base: 1000,
+        shared_recording_end: None,
     };
     let (plans, subjects, faces_file) = if opts.preset.is_realistic() {
         let path = FaceBank::locate(opts.faces.as_deref())?;
@@ -921,6 +1139,9 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
     // Annotation workbooks.
     write_casme2_workbooks(&roots.casme2, &plans)?;
     write_samm_workbook(&roots.samm, &plans)?;
+    if opts.newer_parts {
+        newer::write_workbooks(&roots, &plans)?;
+    }
     let mut frames_written: usize = written.iter().sum();
     let smic_e = if opts.smic_e {
         frames_written += write_smic_e(&roots.smic_e, &plans, &subjects)?;
@@ -947,6 +1168,10 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
         samm: roots.samm,
         smic: roots.smic,
         smic_e,
+        casme3a: opts.newer_parts.then(|| roots.casme3a.clone()),
+        casme3c: opts.newer_parts.then(|| roots.casme3c.clone()),
+        fourdme: opts.newer_parts.then(|| roots.fourdme.clone()),
+        mmew: opts.newer_parts.then(|| roots.mmew.clone()),
         clips,
         subjects: subject_sets
             .into_iter()
@@ -970,7 +1195,7 @@ fn plan_cartoon(opts: &SynthOptions, namer: &mut Namer) -> (Vec<ClipPlan>, Subje
     let mut faces: Vec<Face> = Vec::new();
     let mut face_of: std::collections::BTreeMap<(Dataset, u32), usize> = Default::default();
     let mut plans: Vec<ClipPlan> = Vec::new();
-    for (i, (d, subj, label, name)) in entries(opts.preset).into_iter().enumerate() {
+    for (i, (d, subj, label, name)) in all_entries(opts).into_iter().enumerate() {
         let face_idx = *face_of.entry((d, subj)).or_insert_with(|| {
             faces.push(Face::random(&mut rng, sz.w, sz.h));
             faces.len() - 1
@@ -988,16 +1213,22 @@ fn plan_cartoon(opts: &SynthOptions, namer: &mut Namer) -> (Vec<ClipPlan>, Subje
         let emotion = emotion_for(d, action, &mut rng);
         let k = namer.next_of_subject(d, subj);
         let fps = d.fps();
-        let dur_ms = rng.random_range(sz.ms.0..sz.ms.1);
+        let ms = if NEWER_PARTS.contains(&d) {
+            NEWER_MS
+        } else {
+            sz.ms
+        };
+        let dur_ms = rng.random_range(ms.0..ms.1);
         let nframes = ((dur_ms / 1000.0 * fps as f32).round() as u32).max(6);
         let onset = match d {
             Dataset::Smic => 0,
             _ => rng.random_range(20..400),
         };
-        let l = namer.layout(i, k, d, subj, label, name, onset, nframes);
-        // The apex: 30-60 % into the clip; SMIC's is the middle frame (what readers estimate it to be).
+        let l = namer.layout(i, k, d, subj, label, name, &emotion, onset, nframes);
+        // The apex: 30-60 % into the clip; SMIC's and CAS(ME)^3 C's is the middle frame (what their
+        // readers estimate it to be).
         let apex = match d {
-            Dataset::Smic => l.first + (l.last - l.first) / 2,
+            Dataset::Smic | Dataset::Casme3c => l.onset + (l.offset - l.onset) / 2,
             _ => {
                 l.onset + ((l.offset - l.onset) as f32 * rng.random_range(0.3..0.6)).round() as u32
             }
@@ -1071,7 +1302,8 @@ fn recording(d: Dataset) -> (f32, Option<(i32, i32)>) {
         Dataset::Casme2 => (2.0, Some((82, 92))),
         Dataset::Samm => (1.5, Some((88, 95))),
         Dataset::Smic => (3.0, None),
-        d => unreachable!("{SYNTH_PARTS} ({d} asked)"),
+        Dataset::Casme3a | Dataset::Casme3c => (2.5, Some((80, 90))),
+        Dataset::Fourdme | Dataset::Mmew => (2.0, Some((85, 95))),
     }
 }
 
@@ -1096,7 +1328,7 @@ fn plan_realistic(
             .unwrap_or(0.0)
             .round()
     };
-    for (i, (d, subj, label, name)) in entries(opts.preset).into_iter().enumerate() {
+    for (i, (d, subj, label, name)) in all_entries(opts).into_iter().enumerate() {
         let face_idx = match subject_of.get(&(d, subj)) {
             Some(&f) => f,
             None => {
@@ -1151,11 +1383,11 @@ fn plan_realistic(
             Dataset::Smic => 0,
             _ => rng.random_range(20..400),
         };
-        let l = namer.layout(i, k, d, subj, label, name, onset, nframes);
+        let l = namer.layout(i, k, d, subj, label, name, &emotion, onset, nframes);
         let len = (l.offset - l.onset) as f32;
-        // The annotated apex (SMIC: none; its reader takes the middle frame).
+        // The annotated apex (SMIC, CAS(ME)^3 C: none; their readers take the middle frame).
         let apex = match d {
-            Dataset::Smic => l.first + (l.last - l.first) / 2,
+            Dataset::Smic | Dataset::Casme3c => l.onset + (l.offset - l.onset) / 2,
             _ => l.onset + (len * rng.random_range(0.3..0.6)).round() as u32,
         };
         // The truth the annotation is off from: onset/offset by about 10 ms, the apex by 7 % of the clip
@@ -1164,7 +1396,9 @@ fn plan_realistic(
         let t_on = l.onset as f32 + jitter(&mut rng, edge);
         let t_off = l.offset as f32 + jitter(&mut rng, edge);
         let t_ap = match d {
-            Dataset::Smic => (l.onset as f32 + len * rng.random_range(0.3..0.7)).round(),
+            Dataset::Smic | Dataset::Casme3c => {
+                (l.onset as f32 + len * rng.random_range(0.3..0.7)).round()
+            }
             _ => apex as f32 + jitter(&mut rng, (0.07 * len).max(1.5)),
         }
         .clamp(t_on + 1.0, (t_off - 1.0).max(t_on + 1.0));
