@@ -59,6 +59,23 @@ pub(crate) fn composite_with_groups(keyframes: &str) -> DatasetSummary {
     s
 }
 
+/// `s` plus 3 subjects of each newer labelled part (CAS(ME)^3 A, 4DME, MMEW), one megc3 clip per class each.
+pub(crate) fn with_newer_parts(mut s: DatasetSummary) -> DatasetSummary {
+    for d in [Dataset::Casme3a, Dataset::Fourdme, Dataset::Mmew] {
+        for subject in ["S1", "S2", "S3"] {
+            for l in 0..3 {
+                s.samples.push(mer_shared::fixtures::sample(
+                    d,
+                    subject,
+                    &format!("c{l}"),
+                    &[("megc3", l)],
+                ));
+            }
+        }
+    }
+    s
+}
+
 #[test]
 fn methods_are_a_sweep_axis_and_baselines_have_no_prior_stage() {
     let spec = |extra: &str| parse_spec("s.toml", &format!("{HEAD}{extra}")).unwrap();
@@ -462,7 +479,14 @@ fn every_example_spec_parses_and_expands() {
             "{}: dataset paths are resolved",
             path.display()
         );
-        let p = if spec.datasets.is_empty() {
+        let newer = spec
+            .parts
+            .iter()
+            .flatten()
+            .any(|d| !Dataset::COMPOSITE.contains(d));
+        let p = if spec.datasets.is_empty() && newer {
+            expand(&spec, &with_newer_parts(composite_with_groups("adaptive")))
+        } else if spec.datasets.is_empty() {
             expand(&spec, &composite_with_groups("adaptive"))
         } else {
             // One composite-shaped file per tag, each with its own hash, made with the tag's method.
@@ -509,6 +533,9 @@ fn every_example_spec_parses_and_expands() {
     assert_eq!(seen["tiny"], (68, 1, 68));
     assert_eq!(seen["mini"], (68, 2, 68));
     assert_eq!(seen["composite_small"], (68, 1, 68));
+    // CASME II + SAMM (24 + 28 composite subjects) + 3 subjects of each newer part; six LODO parts.
+    assert_eq!(seen["five-datasets-tiny"], (24 + 28 + 9, 1, 24 + 28 + 9));
+    assert_eq!(seen["lodo-tiny"], (6, 1, 6));
     // Two prepared files (two fill rules) x two alphas; one prior per fold and file.
     assert_eq!(seen["ablation_keyframe_fill"], (68, 4, 136));
     // One MERSiamC3D point with its priors, one point per baseline.
@@ -528,7 +555,7 @@ fn every_example_spec_parses_and_expands() {
     // Three prepared files (adaptive, TAS, TIM), one point and one prior per fold each.
     assert_eq!(seen["realistic_ablation_keyframes"], (68, 3, 204));
     assert_eq!(seen["realistic_ablation_cumulative"], (68, 1, 68));
-    assert_eq!(seen.len(), 21);
+    assert_eq!(seen.len(), 23);
 }
 
 #[test]

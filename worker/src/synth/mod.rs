@@ -25,7 +25,8 @@
 //! 5-digit padding alternating between clips), `smic/` (`HS/sN/micro/<class>/sN_ne_01/reg_imageNNNNNN.bmp`),
 //! and with [`SynthOptions::smic_e`] `smic-e/` (`SMIC-HS-E_annotation.xlsx`, `SMIC-HS-E/sNN/sN_sur_01/imageN.jpg`).
 //! Workbooks are written with `rust_xlsxwriter`; frames with OpenCV's imgcodecs. `synth.json` records the
-//! ground truth of every clip.
+//! ground truth of every clip. With [`SynthOptions::newer_parts`] the newer sets' layouts are written too,
+//! tiny-sized ([`newer`]): `casme3a/`, `casme3c/`, `4dme/` and `mmew/`.
 //!
 //! The realistic presets (`realistic-tiny`, `realistic`, `realistic-composite`; [`photo`], [`facs`],
 //! `docs/synthetic.md`) keep these layouts and workbooks but draw real face photographs moved by FACS
