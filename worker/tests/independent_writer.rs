@@ -1,6 +1,8 @@
 //! The readers against files written by code that shares nothing with them: `tests/independent_layouts.py`
-//! (openpyxl workbooks, Pillow frames, from its own description of each layout) writes small copies of the
-//! CAS(ME)^3 A and C, 4DME and MMEW layouts with their quirks, and planted faults; the readers must return
+//! (openpyxl workbooks, Pillow frames, from its own description of each layout) writes small copies of every
+//! layout (CASME II in both frame layouts, SAMM, SMIC-HS, SMIC-E, CAS(ME)^3 A and C, 4DME, MMEW) with their
+//! quirks (SAMM's preamble and 4/5-digit frames, SMIC's missing apex, CASME II's unpadded numbers and `/`
+//! apex, CAS(ME)^3's repeated filenames and dropped frames, MMEW's emotion folders), and planted faults; the readers must return
 //! exactly the clips it lists (counts, names, onsets, apexes, emotions, labels, frames) and name every fault
 //! with its file and row.
 
@@ -11,6 +13,10 @@ use std::path::Path;
 
 fn kind(name: &str) -> DatasetKind {
     match name {
+        "casme2" | "casme2_cropped" => DatasetKind::Casme2,
+        "samm" => DatasetKind::Samm,
+        "smic" => DatasetKind::Smic,
+        "smic_e" => DatasetKind::SmicE,
         "casme3a" => DatasetKind::Casme3a,
         "casme3c" => DatasetKind::Casme3c,
         "fourdme" => DatasetKind::Fourdme,
@@ -61,6 +67,11 @@ fn check_clip(got: &ClipRecord, want: &Value) {
     assert_eq!(frames, want_frames, "{id}: frames");
     assert!(got.problem.is_none(), "{id}: {:?}", got.problem);
     assert_eq!(
+        got.objective_class.map(u64::from),
+        want["objective_class"].as_u64(),
+        "{id}: objective class"
+    );
+    assert_eq!(
         got.labels()
             .get(LabelScheme::Megc3.key())
             .map(|&l| l as u64),
@@ -75,7 +86,7 @@ fn readers_read_the_independent_writers_layouts_exactly_and_name_each_fault() {
     let dir = tempfile::tempdir().unwrap();
     let expected = write_fixtures(dir.path());
     let layouts = expected["layouts"].as_object().unwrap();
-    assert_eq!(layouts.len(), 4);
+    assert_eq!(layouts.len(), 9);
     for (name, clips) in layouts {
         let root = dir.path().join("good").join(name);
         let got = read_dataset(kind(name), &root).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -95,7 +106,7 @@ fn readers_read_the_independent_writers_layouts_exactly_and_name_each_fault() {
     assert!(a[2].corrections.is_empty());
 
     let faults = expected["faults"].as_object().unwrap();
-    assert_eq!(faults.len(), 5);
+    assert_eq!(faults.len(), 10);
     for (name, f) in faults {
         let k = kind(f["kind"].as_str().unwrap());
         let root = match f["root"].as_str() {
