@@ -435,10 +435,19 @@ pub(crate) fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Tensor {
     if p <= 0.0 {
         return x.shallow_clone();
     }
+    let mask = dropout_mask(x.numel(), p, rng);
+    x * Tensor::from_slice(&mask)
+        .view(x.size().as_slice())
+        .to_device(x.device())
+        .to_kind(x.kind())
+}
+
+/// The inverted-dropout mask of `n` elements (0 or `1 / (1 - p)`), one draw from `rng` per element in
+/// order: the one rule for dropout masks (the data-parallel step slices the same mask per replica).
+pub(crate) fn dropout_mask(n: usize, p: f64, rng: &mut ChaCha8Rng) -> Vec<f32> {
     let keep = 1.0 - p;
-    let n = x.numel();
     let scale = (1.0 / keep) as f32;
-    let mask: Vec<f32> = (0..n)
+    (0..n)
         .map(|_| {
             if rng.random::<f64>() < keep {
                 scale
@@ -446,11 +455,7 @@ pub(crate) fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Tensor {
                 0.0
             }
         })
-        .collect();
-    x * Tensor::from_slice(&mask)
-        .view(x.size().as_slice())
-        .to_device(x.device())
-        .to_kind(x.kind())
+        .collect()
 }
 
 /// One target-learning SGD step on a batch: augmented input, forward, dropout, loss, backward, update.

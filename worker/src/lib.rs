@@ -40,6 +40,8 @@ pub mod bench;
 #[cfg(feature = "torch")]
 pub mod checkpoint;
 #[cfg(feature = "torch")]
+pub mod data_parallel;
+#[cfg(feature = "torch")]
 pub mod device;
 #[cfg(feature = "torch")]
 pub mod engine;
