@@ -38,6 +38,8 @@ pub struct ActiveLease {
     pub exps: Vec<usize>,
     /// Latest progress.
     pub progress: Progress,
+    /// The worker's devices it holds (indices into the worker's device list; several for a gang lease).
+    pub devices: Vec<u32>,
 }
 
 /// All live leases, by lease id.
@@ -147,6 +149,7 @@ mod tests {
             attempt: 1,
             exps: vec![0],
             progress: Progress::default(),
+            devices: vec![],
         }
     }
 

@@ -59,6 +59,10 @@ pub struct WorkerSnapshot {
     pub slots: u32,
     /// Slots holding a lease right now.
     pub busy: u32,
+    /// Devices it announced (0 while unknown).
+    pub devices: u32,
+    /// Devices held by gang leases (tasks with `train.devices_per_task > 1`) right now.
+    pub devices_gang: u32,
     /// Training throughput of its running tasks (sum over slots, last heartbeat), samples/s.
     pub samples_per_s: f64,
     /// GPU memory in use by device name (`cuda:0`...), from the last heartbeat of the tasks it runs
@@ -107,6 +111,8 @@ pub struct ClusterSnapshot {
     pub workers: Vec<WorkerSnapshot>,
     /// Known experiments.
     pub experiments: Vec<ExperimentSnapshot>,
+    /// Ready tasks of running experiments that need more devices than any registered worker has.
+    pub unplaceable: u64,
 }
 
 impl ClusterSnapshot {
@@ -167,6 +173,8 @@ pub struct Metrics {
     slots_free: IntGauge,
     worker_samples: GaugeVec,
     worker_gpu_mem: GaugeVec,
+    worker_devices: IntGaugeVec,
+    tasks_unplaceable: IntGauge,
     folds_done: IntGaugeVec,
     folds_total: IntGaugeVec,
     point_uf1: GaugeVec,
@@ -250,6 +258,22 @@ impl Metrics {
                 &r,
                 GaugeVec::new(opts("mer_worker_gpu_memory_bytes", "GPU memory in use reported by each worker."), &["worker", "device"])
                     .map_err(prom_err)?,
+            )?,
+            worker_devices: reg(
+                &r,
+                IntGaugeVec::new(
+                    opts("mer_worker_devices", "Devices of each worker: all it announced (state=total) and those held by gang leases of tasks with train.devices_per_task > 1 (state=gang_leased)."),
+                    &["worker", "state"],
+                )
+                .map_err(prom_err)?,
+            )?,
+            tasks_unplaceable: reg(
+                &r,
+                IntGauge::with_opts(opts(
+                    "mer_tasks_unplaceable",
+                    "Ready tasks that need more devices (train.devices_per_task) than any registered worker has; they wait, and status says why.",
+                ))
+                .map_err(prom_err)?,
             )?,
             folds_done: reg(
                 &r,
@@ -379,7 +403,15 @@ impl Metrics {
         self.slots_free.set(clamp_i64(s.free_slots()));
         self.worker_samples.reset();
         self.worker_gpu_mem.reset();
+        self.worker_devices.reset();
+        self.tasks_unplaceable.set(clamp_i64(s.unplaceable));
         for w in &s.workers {
+            self.worker_devices
+                .with_label_values(&[w.id.as_str(), "total"])
+                .set(i64::from(w.devices));
+            self.worker_devices
+                .with_label_values(&[w.id.as_str(), "gang_leased"])
+                .set(i64::from(w.devices_gang));
             self.worker_samples
                 .with_label_values(&[w.id.as_str()])
                 .set(w.samples_per_s);
@@ -598,6 +630,8 @@ mod tests {
                     name: "pod-a".into(),
                     slots: 2,
                     busy: 2,
+                    devices: 2,
+                    devices_gang: 2,
                     samples_per_s: 40.5,
                     gpu_memory_bytes: vec![("cuda:0".into(), 1 << 30)],
                 },
@@ -606,6 +640,8 @@ mod tests {
                     name: "pod-b".into(),
                     slots: 4,
                     busy: 1,
+                    devices: 1,
+                    devices_gang: 0,
                     samples_per_s: 0.0,
                     gpu_memory_bytes: vec![],
                 },
@@ -624,6 +660,7 @@ mod tests {
                     uar: 0.69,
                 }],
             }],
+            unplaceable: 4,
         }
     }
 
@@ -675,6 +712,23 @@ mod tests {
             series_value(&p, "mer_sweep_point_uar", &[("label", "alpha=2")]),
             Some(0.69)
         );
+        assert_eq!(
+            series_value(
+                &p,
+                "mer_worker_devices",
+                &[("worker", "w1"), ("state", "gang_leased")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            series_value(
+                &p,
+                "mer_worker_devices",
+                &[("worker", "w2"), ("state", "total")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(series_value(&p, "mer_tasks_unplaceable", &[]), Some(4.0));
     }
 
     #[test]

@@ -204,6 +204,7 @@ fn task_lease(g: crate::scheduler::Grant) -> proto::TaskLease {
         attempt: g.attempt,
         lease_ttl_ms: g.ttl.as_millis() as u64,
         sweep_point: g.def.sweep_point,
+        devices: g.devices,
     }
 }
 
@@ -247,9 +248,10 @@ impl proto::worker_server::Worker for WorkerService {
             // Registered with a previous coordinator process: keep it.
             self.0.sched.adopt_worker(&r.worker_id);
         }
+        self.0.sched.note_devices(&r.worker_id, &r.devices);
         let wait = Duration::from_millis(r.wait_ms).min(self.0.max_wait);
         let grant = tokio::select! {
-            g = self.0.sched.lease(&r.worker_id, wait) => g,
+            g = self.0.sched.lease(&r.worker_id, r.slot, wait) => g,
             _ = self.0.stop.cancelled() => None,
         };
         Ok(Response::new(proto::LeaseReply {
@@ -274,7 +276,7 @@ impl proto::worker_server::Worker for WorkerService {
         let (keep_going, reason) =
             self.0
                 .sched
-                .heartbeat(&r.lease_id, &r.worker_id, &r.task_key, p);
+                .heartbeat(&r.lease_id, &r.worker_id, &r.task_key, p, &r.devices);
         Ok(Response::new(proto::HeartbeatReply { keep_going, reason }))
     }
 
@@ -327,7 +329,10 @@ impl proto::worker_server::Worker for WorkerService {
             if !self.0.sched.knows_worker(&r.worker_id) {
                 self.0.sched.adopt_worker(&r.worker_id);
             }
-            self.0.sched.try_lease(&r.worker_id).map(task_lease)
+            self.0
+                .sched
+                .try_lease_slot(&r.worker_id, r.slot)
+                .map(task_lease)
         } else {
             None
         };

@@ -533,6 +533,17 @@ impl ExperimentSpec {
                 if k.slots_per_device == 0 {
                     return Err(e(&[Key("kubernetes"), Key("slots_per_device")], "kubernetes.slots_per_device must be at least 1".into()));
                 }
+                let need = self.train.devices_per_task;
+                let has = k.gpus_per_worker.max(1) as usize;
+                if need > has {
+                    return Err(e(
+                        &[Key("kubernetes"), Key("gpus_per_worker")],
+                        format!(
+                            "train.devices_per_task = {need} needs worker pods with at least {need} GPUs, but kubernetes.gpus_per_worker = {} gives each pod {has} device(s): no pod could ever run a task (set gpus_per_worker >= {need}, or lower devices_per_task)",
+                            k.gpus_per_worker
+                        ),
+                    ));
+                }
             }
             (LauncherKind::Local, None) => {}
         }
@@ -860,6 +871,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.frozen(), vec![0, 1]);
+    }
+
+    #[test]
+    fn devices_per_task_is_checked_against_the_pods_gpus() {
+        let k8s = |gpus: u32, n: u32| {
+            format!("{MIN}launcher = \"kubernetes\"\n[train]\ndevices_per_task = {n}\n[kubernetes]\nimage = \"mer:1\"\ngpus_per_worker = {gpus}\n")
+        };
+        assert!(parse_spec("s.toml", &k8s(2, 2)).is_ok());
+        assert!(parse_spec("s.toml", &k8s(8, 4)).is_ok());
+        let e = err(&k8s(1, 2));
+        assert!(e.contains("kubernetes.gpus_per_worker = 1"), "{e}");
+        assert!(e.contains("devices_per_task = 2"), "{e}");
+        let e = err(&k8s(0, 2));
+        assert!(e.contains("gives each pod 1 device(s)"), "{e}");
+        let e = err(&format!("{MIN}[train]\ndevices_per_task = 0\n"));
+        assert!(e.contains("devices_per_task = 0 must be between 1"), "{e}");
     }
 
     #[test]

@@ -196,6 +196,7 @@ async fn late_and_duplicate_completions_are_dropped_and_counted() {
             worker_id: reg.worker_id.clone(),
             slot: 0,
             wait_ms: 1000,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -513,6 +513,7 @@ async fn a_failed_pod_requeues_its_task_at_once() {
             worker_id: a.worker_id.clone(),
             slot: 0,
             wait_ms: 1000,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -580,6 +581,7 @@ async fn a_failed_pod_requeues_its_task_at_once() {
             worker_id: b.worker_id,
             slot: 0,
             wait_ms: 1000,
+            ..Default::default()
         })
         .await
         .unwrap()

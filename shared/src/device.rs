@@ -48,9 +48,74 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
+/// The devices of a task that trains on `n` replicas (`train.devices_per_task`), from its device string:
+/// the one rule for it. A comma-separated list names each replica's device and must have `n` entries;
+/// a single device stands for `n`: `cpu` is `n` CPU replicas, `cuda:k` is `cuda:k` .. `cuda:k+n-1`, `auto`
+/// is `n` times `auto` (the worker takes the first `n` GPUs, or `n` CPU replicas on a machine without
+/// one). With `n = 1` it is exactly [`DeviceSpec`]'s parse.
+pub fn replica_specs(spec: &str, n: usize) -> Result<Vec<DeviceSpec>, String> {
+    let n = n.max(1);
+    if spec.contains(',') {
+        let list = spec
+            .split(',')
+            .map(str::parse::<DeviceSpec>)
+            .collect::<Result<Vec<_>, _>>()?;
+        if list.len() != n {
+            return Err(format!(
+                "'{spec}' names {} devices for {n} replica(s) (devices_per_task = {n})",
+                list.len()
+            ));
+        }
+        return Ok(list);
+    }
+    let one: DeviceSpec = spec.parse()?;
+    Ok((0..n)
+        .map(|r| match one {
+            DeviceSpec::Cuda(k) => DeviceSpec::Cuda(k + r),
+            other => other,
+        })
+        .collect())
+}
+
+/// How a list of replica devices is written (`cuda:0,cuda:1`); what [`replica_specs`] reads back.
+pub fn join_devices<T: fmt::Display>(devices: &[T]) -> String {
+    devices
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replica_devices_from_a_list_or_one_device() {
+        use DeviceSpec::*;
+        assert_eq!(replica_specs("cpu", 1), Ok(vec![Cpu]));
+        assert_eq!(replica_specs("cpu", 3), Ok(vec![Cpu, Cpu, Cpu]));
+        assert_eq!(replica_specs("cuda:2", 2), Ok(vec![Cuda(2), Cuda(3)]));
+        assert_eq!(replica_specs("auto", 2), Ok(vec![Auto, Auto]));
+        assert_eq!(
+            replica_specs("cuda:1,cuda:0", 2),
+            Ok(vec![Cuda(1), Cuda(0)])
+        );
+        assert_eq!(replica_specs("cpu,cpu", 2), Ok(vec![Cpu, Cpu]));
+        let e = replica_specs("cuda:0,cuda:1", 3).unwrap_err();
+        assert!(e.contains("names 2 devices for 3"), "{e}");
+        assert!(replica_specs("cuda:0,gpu", 2)
+            .unwrap_err()
+            .contains("'gpu'"));
+        assert_eq!(
+            join_devices(&[Cuda(0), Cuda(1)]),
+            "cuda:0,cuda:1".to_string()
+        );
+        assert_eq!(
+            replica_specs(&join_devices(&[Cuda(0), Cpu]), 2),
+            Ok(vec![Cuda(0), Cpu])
+        );
+    }
 
     #[test]
     fn parses_every_form_and_names_the_bad_input() {

@@ -37,11 +37,25 @@ pub struct TrainConfig {
     /// the result in any case. Changes no weight and draws no random number.
     #[serde(skip_serializing_if = "is_every_epoch")]
     pub eval_every: usize,
+    /// Devices one MERSiamC3D task trains on data-parallel (one replica per device of one worker, each
+    /// batch split over them, gradients summed before every step; `docs/engine.md`). 1, the default, is
+    /// one device; the scheduler leases a task needing N only where N devices of one worker are idle.
+    /// The baselines always train on one device. Left out of the serialised form (and so of task keys)
+    /// when 1.
+    #[serde(skip_serializing_if = "is_one_device")]
+    pub devices_per_task: usize,
 }
 
 fn is_every_epoch(n: &usize) -> bool {
     *n == 1
 }
+
+fn is_one_device(n: &usize) -> bool {
+    *n == 1
+}
+
+/// The most devices one task may train on (one worker's GPUs; NCCL runs within one process here).
+pub const MAX_DEVICES_PER_TASK: usize = 64;
 
 impl TrainConfig {
     /// Whether target epoch `epoch` (0-based) of `epochs` tests the held-out subject ([`evaluates_epoch`]).
@@ -69,6 +83,7 @@ impl Default for TrainConfig {
             seed: 0,
             layer_stats: false,
             eval_every: 1,
+            devices_per_task: 1,
         }
     }
 }
@@ -378,6 +393,15 @@ impl TrainConfig {
             message,
         };
         self.model.validate()?;
+        if !(1..=MAX_DEVICES_PER_TASK).contains(&self.devices_per_task) {
+            return Err(bad(
+                "devices_per_task",
+                format!(
+                    "devices_per_task = {} must be between 1 and {MAX_DEVICES_PER_TASK}",
+                    self.devices_per_task
+                ),
+            ));
+        }
         let m = &self.model;
         for (stage, o) in [("prior", &self.prior.optim), ("target", &self.target.optim)] {
             let p = |f: &str| format!("{stage}.optim.{f}");
@@ -507,7 +531,7 @@ impl TrainConfig {
                 ),
             ));
         }
-        if let Err(m) = self.device.parse::<crate::device::DeviceSpec>() {
+        if let Err(m) = crate::device::replica_specs(&self.device, self.devices_per_task) {
             return Err(bad("device", format!("device {m}")));
         }
         if self.threads == Some(0) {

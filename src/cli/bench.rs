@@ -59,6 +59,33 @@ pub enum BenchCommand {
         /// Print the report as JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// The device's dense bf16 peak in TFLOPS (e.g. 989 for an H100/H200 SXM), to print the share
+        /// of it each mode reaches.
+        #[arg(long)]
+        peak_tflops: Option<f64>,
+    },
+    /// The gradient all-reduce of data-parallel training (`train.devices_per_task`): the collective
+    /// training uses (NCCL on CUDA devices in a build with the `cuda` feature, else the CPU backend) sums
+    /// one float tensor per replica; prints whether the sums are exact, seconds per all-reduce and bus
+    /// bandwidth.
+    #[cfg(feature = "worker")]
+    Allreduce {
+        /// The replicas' devices as `train.device` takes them: `cuda:0` for cuda:0 .. cuda:N-1,
+        /// `cuda:0,cuda:2`, or `cpu`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Replicas (devices).
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+        /// Size of each replica's buffer in MiB of fp32.
+        #[arg(long, default_value_t = 64.0)]
+        mib: f64,
+        /// Timed all-reduces.
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        /// Print the report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// One baseline method over every LOSO fold of a prepared file, in this process, outside the
     /// orchestrator (defaults: the method's original settings): prints the first fold's seconds (which
@@ -111,7 +138,16 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             steps,
             warmup,
             json,
-        } => bench_train(device, batch, threads, steps, warmup, json),
+            peak_tflops,
+        } => bench_train(device, batch, threads, steps, warmup, json, peak_tflops),
+        #[cfg(feature = "worker")]
+        BenchCommand::Allreduce {
+            device,
+            replicas,
+            mib,
+            iters,
+            json,
+        } => bench_allreduce(&device, replicas, mib, iters, json),
         #[cfg(feature = "worker")]
         BenchCommand::Baseline {
             data,
@@ -207,6 +243,7 @@ fn bench_train(
     steps: usize,
     warmup: usize,
     json: bool,
+    peak_tflops: Option<f64>,
 ) -> anyhow::Result<()> {
     let opts = mer_worker::bench::BenchOptions {
         device,
@@ -235,10 +272,63 @@ fn bench_train(
         } else {
             "peak device memory in use"
         };
+        let share = peak_tflops
+            .filter(|p| *p > 0.0)
+            .map(|p| {
+                format!(
+                    " ({:.1}% of the {p} TFLOPS bf16 peak)",
+                    100.0 * m.tflops / p
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "mer-engine {:5} {:8.2} samples/s   {what} {mem}",
-            m.mode, m.samples_per_s
+            "mer-engine {:5} {:8.2} samples/s   {what} {mem}   {:.2} TFLOPS{share}",
+            m.mode, m.samples_per_s, m.tflops
         );
+    }
+    if let Some(v) = r.cudnn_version {
+        let (major, minor) = if v >= 10_000 {
+            (v / 10_000, (v / 100) % 100)
+        } else {
+            (v / 1000, (v / 100) % 10)
+        };
+        println!("cuDNN loaded by libtorch: {major}.{minor} ({v})");
+        if (major, minor) < (9, 15) {
+            println!(
+                "WARNING: cuDNN {major}.{minor} is older than 9.15, which fixed the bf16 conv3d slowdown of the PyTorch 2.9 era: expect a slow fast path"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `mer bench allreduce`: the data-parallel gradient collective (see the command's help).
+#[cfg(feature = "worker")]
+fn bench_allreduce(
+    device: &str,
+    replicas: usize,
+    mib: f64,
+    iters: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let elements = ((mib * 1024.0 * 1024.0 / 4.0).round() as usize).max(1);
+    let r = mer_worker::bench::allreduce(device, replicas, elements, iters)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "all-reduce ({}) over {}: {} floats per replica, {} iterations: {:.3} ms each, bus bandwidth {:.1} GB/s, sums {}",
+            r.backend,
+            r.devices.join(","),
+            r.elements,
+            r.iters,
+            r.seconds * 1e3,
+            r.bus_gb_per_s,
+            if r.correct { "exact" } else { "WRONG" }
+        );
+    }
+    if !r.correct {
+        anyhow::bail!("the all-reduce did not produce the exact sums");
     }
     Ok(())
 }

@@ -193,6 +193,7 @@ pub async fn run_agent(
             worker_id: reg.worker_id.clone(),
             slot,
             device,
+            devices: cfg.devices.clone(),
             cache: cache.clone(),
             work: work.clone(),
             trainer: trainer.clone(),
@@ -234,6 +235,8 @@ struct SlotCtx {
     worker_id: String,
     slot: u32,
     device: String,
+    /// The worker's whole device list (what gang leases index into).
+    devices: Vec<String>,
     cache: ArtifactStore,
     work: PathBuf,
     trainer: Arc<dyn Trainer>,
@@ -263,6 +266,7 @@ impl SlotCtx {
                 worker_id: self.worker_id.clone(),
                 slot: self.slot,
                 wait_ms: self.poll_wait.as_millis() as u64,
+                devices: self.devices.clone(),
             };
             let asked = std::time::Instant::now();
             let reply = tokio::select! {
@@ -315,6 +319,27 @@ impl SlotCtx {
         }
     }
 
+    /// The device string a granted task trains on: the slot's own device when the grant names none,
+    /// else the named devices of this worker's list, joined (`cuda:0,cuda:1` for a gang lease).
+    fn task_devices(&self, granted: &[u32]) -> Result<String, String> {
+        if granted.is_empty() {
+            return Ok(self.device.clone());
+        }
+        let names = granted
+            .iter()
+            .map(|&i| {
+                self.devices.get(i as usize).cloned().ok_or_else(|| {
+                    format!(
+                        "the lease names device {i}, this worker has {} ({})",
+                        self.devices.len(),
+                        self.devices.join(",")
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(mer_shared::device::join_devices(&names))
+    }
+
     async fn fail(
         &self,
         t: &proto::TaskLease,
@@ -363,6 +388,10 @@ impl SlotCtx {
             TaskKind::Prior
         } else {
             TaskKind::Target
+        };
+        let device = match self.task_devices(&t.devices) {
+            Ok(d) => d,
+            Err(e) => return self.fail(&t, e, false).await,
         };
         // Inputs (cached, hash-checked).
         let dataset = match download_to(&self.clients, &t.dataset_hash, &self.cache).await {
@@ -413,7 +442,7 @@ impl SlotCtx {
             dataset,
             prior_checkpoint,
             work_dir: work_dir.clone(),
-            device: self.device.clone(),
+            device,
         };
         let cancel = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(parking_lot::Mutex::new(Progress {
@@ -443,7 +472,7 @@ impl SlotCtx {
                     let req = proto::HeartbeatRequest {
                         lease_id: t.lease_id.clone(), worker_id: self.worker_id.clone(), task_key: t.task_key.clone(),
                         stage: p.stage, epoch: p.epoch, epochs: p.epochs, loss: p.loss, samples_per_s: p.samples_per_s,
-                        device: p.device, gpu_memory_bytes: p.gpu_memory_bytes,
+                        device: p.device, gpu_memory_bytes: p.gpu_memory_bytes, devices: t.devices.clone(),
                     };
                     match w.heartbeat(req).await {
                         Ok(r) => {

@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::time::Instant;
-use tch::Device;
+use tch::{Device, Kind, Tensor};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -47,6 +47,9 @@ pub struct BenchResult {
     pub samples_per_s: f64,
     /// Peak memory in bytes: process RSS on CPU, device memory in use on CUDA (driver view).
     pub peak_bytes: Option<u64>,
+    /// Achieved training TFLOPS (3 x the forward FLOPs per sample x samples/s), a lower bound of the
+    /// work done (pools, ReLUs and the augmentation are not counted).
+    pub tflops: f64,
 }
 
 /// The whole report.
@@ -60,8 +63,12 @@ pub struct BenchReport {
     pub batch: usize,
     /// Timed steps per mode.
     pub steps: usize,
+    /// Forward FLOPs of one sample ([`SinC3D::forward_flops`]).
+    pub forward_flops_per_sample: f64,
     /// Results per mode.
     pub results: Vec<BenchResult>,
+    /// The cuDNN version libtorch loaded (CUDA only; `91900` for 9.19.0).
+    pub cudnn_version: Option<u64>,
 }
 
 /// Runs the benchmark: the plain fp32 path, then the fast path.
@@ -139,10 +146,12 @@ pub fn train_throughput(opts: &BenchOptions) -> Result<BenchReport, WorkerError>
         } else {
             peak_rss_bytes()
         };
+        let samples_per_s = (opts.steps * opts.batch) as f64 / secs;
         results.push(BenchResult {
             mode: if fast { "fast".into() } else { "fp32".into() },
-            samples_per_s: (opts.steps * opts.batch) as f64 / secs,
+            samples_per_s,
             peak_bytes,
+            tflops: 3.0 * model.forward_flops() * samples_per_s / 1e12,
         });
     }
     Ok(BenchReport {
@@ -150,7 +159,90 @@ pub fn train_throughput(opts: &BenchOptions) -> Result<BenchReport, WorkerError>
         threads: tch::get_num_threads(),
         batch: opts.batch,
         steps: opts.steps,
+        forward_flops_per_sample: model.forward_flops(),
         results,
+        cudnn_version: device
+            .is_cuda()
+            .then(crate::device::cudnn_version)
+            .flatten(),
+    })
+}
+
+/// What `mer bench allreduce` measures: the gradient collective of data-parallel training
+/// ([`crate::data_parallel::collective_for`], the one training uses: NCCL on CUDA devices with the `cuda`
+/// feature, else the copying CPU backend), summing one float tensor per replica.
+#[derive(Debug, Clone, Serialize)]
+pub struct AllReduceReport {
+    /// The collective's name (`nccl`, `cpu`).
+    pub backend: String,
+    /// The replicas' devices.
+    pub devices: Vec<String>,
+    /// Elements per replica.
+    pub elements: usize,
+    /// Timed all-reduces.
+    pub iters: usize,
+    /// Whether every replica held the exact sum afterwards (replica r contributes r + 1 to every element).
+    pub correct: bool,
+    /// Mean seconds per all-reduce.
+    pub seconds: f64,
+    /// Bus bandwidth in GB/s (NCCL's convention: bytes x 2 (n - 1) / n / time).
+    pub bus_gb_per_s: f64,
+}
+
+/// Runs `iters` timed all-reduces of `elements` floats on each of `devices` (a replica device string as
+/// `train.device` takes it, for `replicas` replicas) and checks the sums.
+pub fn allreduce(
+    devices: &str,
+    replicas: usize,
+    elements: usize,
+    iters: usize,
+) -> Result<AllReduceReport, WorkerError> {
+    let devs = crate::device::parse_devices(devices, replicas)?;
+    if elements == 0 || iters == 0 {
+        return Err(WorkerError::InvalidOption {
+            option: "elements/iters".into(),
+            message: "an all-reduce needs at least 1 element and 1 iteration".into(),
+        });
+    }
+    let collective = crate::data_parallel::collective_for(&devs)?;
+    let n = devs.len();
+    let make = || -> Vec<Vec<Tensor>> {
+        devs.iter()
+            .enumerate()
+            .map(|(r, &d)| {
+                vec![Tensor::full(
+                    [elements as i64],
+                    (r + 1) as f64,
+                    (Kind::Float, d),
+                )]
+            })
+            .collect()
+    };
+    // One untimed round (communicator warm-up) that is also the correctness check.
+    let bufs = make();
+    collective.all_reduce_sum(&bufs)?;
+    let want = (n * (n + 1) / 2) as f64;
+    let correct = bufs.iter().all(|b| {
+        let t = &b[0];
+        t.min().double_value(&[]) == want && t.max().double_value(&[]) == want
+    });
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        collective.all_reduce_sum(&bufs)?;
+    }
+    let seconds = t0.elapsed().as_secs_f64() / iters as f64;
+    let bytes = (elements * 4) as f64;
+    Ok(AllReduceReport {
+        backend: collective.name().into(),
+        devices: devs.iter().map(|&d| device_name(d)).collect(),
+        elements,
+        iters,
+        correct,
+        seconds,
+        // One replica moves nothing over the bus (NCCL reports its algorithm bandwidth then).
+        bus_gb_per_s: bytes * (2.0 * (n as f64 - 1.0) / n as f64).max(f64::from(u8::from(n == 1)))
+            / seconds.max(1e-12)
+            / 1e9,
     })
 }
 
@@ -207,6 +299,15 @@ pub fn random_prepared(n: usize, m: &mer_shared::train_config::ModelConfig, seed
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpu_all_reduce_sums_exactly_and_names_its_backend() {
+        let r = allreduce("cpu", 3, 1000, 2).unwrap();
+        assert_eq!((r.backend.as_str(), r.correct), ("cpu", true), "{r:?}");
+        assert_eq!(r.devices, vec!["cpu"; 3]);
+        assert!(allreduce("cpu", 2, 0, 1).is_err());
+        assert!(allreduce("cpu,cpu", 3, 10, 1).is_err());
+    }
 
     #[test]
     fn bench_runs_both_modes_on_a_small_model() {

@@ -1,6 +1,6 @@
-//! Data-parallel training of one task on several replicas (issue "Data-parallel training with NCCL"):
-//! the core that a `devices_per_task` setting will drive. It is not yet wired into the engine's epoch loops
-//! or the spec; this module holds the rules and is tested on its own.
+//! Data-parallel training of one task on several replicas (`train.devices_per_task`; issue "Data-parallel
+//! training with NCCL"): the engine's epoch loops call [`target_step`] / [`prior_step`] through
+//! [`Weights`] when a task has more than one device.
 //!
 //! One step on a batch of `B` samples over `N` replicas:
 //! - **Split** ([`shards`]): contiguous ranges in batch order, sizes differing by at most one (the first
@@ -17,7 +17,8 @@
 //!   equal without a broadcast.
 //!
 //! [`Collective`] is the interface a backend implements: [`CpuCollective`] here (sums in replica order, so
-//! the result is deterministic), NCCL on CUDA to come.
+//! the result is deterministic; it works on any device through copies), NCCL on CUDA devices
+//! (`crate::nccl`, feature `cuda`).
 
 use crate::augment::{DeviceSet, Variant};
 use crate::error::WorkerError;
@@ -29,7 +30,7 @@ use crate::siamese;
 use mer_shared::train_config::OptimConfig;
 use rand_chacha::ChaCha8Rng;
 use std::ops::Range;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// A gradient all-reduce across replicas.
 pub trait Collective: Send + Sync {
@@ -56,6 +57,11 @@ impl Collective for CpuCollective {
         if grads.iter().any(|g| g.len() != first.len()) {
             return Err(WorkerError::Training(
                 "all-reduce: the replicas hold different numbers of gradients".into(),
+            ));
+        }
+        if grads.iter().flatten().any(|g| !g.defined()) {
+            return Err(WorkerError::Training(
+                "all-reduce: a trained parameter has no gradient".into(),
             ));
         }
         tch::no_grad(|| {
@@ -112,10 +118,18 @@ impl Replicas {
 
     /// Sums the gradients over replicas, then steps every replica with the same update.
     fn reduce_and_step(&mut self, lr: f64, o: &OptimConfig) -> Result<(), WorkerError> {
+        // Frozen parameters have no gradient and are not updated: only the trained ones are summed.
         let grads: Vec<Vec<Tensor>> = self
             .sets
             .iter()
-            .map(|s| s.values().iter().map(Tensor::grad).collect())
+            .map(|s| {
+                s.values()
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| s.is_trainable(*i))
+                    .map(|(_, v)| v.grad())
+                    .collect()
+            })
             .collect();
         self.collective.all_reduce_sum(&grads)?;
         for s in &mut self.sets {
@@ -150,7 +164,8 @@ pub fn target_step(
     model: &SinC3D,
     prec: &Precision,
     reps: &mut Replicas,
-    data: &mut [DeviceSet],
+    primary: &mut DeviceSet,
+    others: &mut [DeviceSet],
     idx: &[usize],
     vars: &[Variant],
     ys: &[i64],
@@ -171,7 +186,7 @@ pub fn target_step(
             zero_loss(&w).backward();
             continue;
         }
-        let set = pick(data, r)?;
+        let set = pick(primary, others, r)?;
         let x = set.batch(&idx[range.clone()], Some(&vars[range.clone()]), prec);
         let f = model.features(&w[..n], &x, None);
         if mask.is_none() && dropout_p > 0.0 {
@@ -204,7 +219,8 @@ pub fn prior_step(
     model: &SinC3D,
     prec: &Precision,
     reps: &mut Replicas,
-    data: &mut [DeviceSet],
+    primary: &mut DeviceSet,
+    others: &mut [DeviceSet],
     idx: &[usize],
     vars: &[Variant],
     same: &[f32],
@@ -225,7 +241,7 @@ pub fn prior_step(
             .collect();
         let i: Vec<usize> = both.iter().map(|&k| idx[k]).collect();
         let v: Vec<Variant> = both.iter().map(|&k| vars[k]).collect();
-        let x = pick(data, r)?.batch(&i, Some(&v), prec);
+        let x = pick(primary, others, r)?.batch(&i, Some(&v), prec);
         let z = siamese::pair_logits(model, &w, &x);
         let y = Tensor::from_slice(&same[range.clone()]).to_device(z.device());
         let loss = siamese::bce(&z, &y) * (range.len() as f64 / p as f64);
@@ -236,11 +252,112 @@ pub fn prior_step(
     Ok(total)
 }
 
-/// Replica `r`'s training set: its own, or the one shared copy.
-fn pick(data: &mut [DeviceSet], r: usize) -> Result<&mut DeviceSet, WorkerError> {
-    let k = if data.len() == 1 { 0 } else { r };
-    data.get_mut(k)
+/// Replica `r`'s training set: the primary's (replica 0, or every replica when they share its device), or
+/// replica `r`'s own copy `others[r - 1]`.
+fn pick<'a>(
+    primary: &'a mut DeviceSet,
+    others: &'a mut [DeviceSet],
+    r: usize,
+) -> Result<&'a mut DeviceSet, WorkerError> {
+    if r == 0 || others.is_empty() {
+        return Ok(primary);
+    }
+    others
+        .get_mut(r - 1)
         .ok_or_else(|| WorkerError::Training(format!("no training data for replica {r}")))
+}
+
+/// The training-set copies replicas 1.. need: none when every replica shares the primary's device (CPU
+/// replicas), else one per replica on its device, scaled by the primary's input gain.
+pub fn replica_sets(
+    data: &mer_shared::prepared::Prepared,
+    indices: &[usize],
+    model: &mer_shared::train_config::ModelConfig,
+    devices: &[Device],
+    gain: f64,
+) -> Result<Vec<DeviceSet>, WorkerError> {
+    if devices.iter().all(|d| *d == devices[0]) {
+        return Ok(Vec::new());
+    }
+    devices[1..]
+        .iter()
+        .map(|&d| {
+            let mut set = DeviceSet::new(data, indices, model, d)?;
+            set.scale(gain);
+            Ok(set)
+        })
+        .collect()
+}
+
+/// The collective joining replicas on `devices`: NCCL where they are all CUDA devices and the `cuda`
+/// feature is built, else [`CpuCollective`] (copies through the first replica's device).
+pub fn collective_for(devices: &[Device]) -> Result<Box<dyn Collective>, WorkerError> {
+    let all_cuda = devices.iter().all(|d| matches!(d, Device::Cuda(_)));
+    #[cfg(feature = "cuda")]
+    if all_cuda {
+        let ordinals: Vec<usize> = devices
+            .iter()
+            .filter_map(|d| match d {
+                Device::Cuda(i) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        return Ok(Box::new(crate::nccl::NcclCollective::new(&ordinals)?));
+    }
+    if all_cuda {
+        tracing::warn!(
+            "data-parallel on CUDA without the `cuda` feature: gradients are summed through copies, not NCCL"
+        );
+    }
+    Ok(Box::new(CpuCollective))
+}
+
+/// The weights one training stage updates: one set, or replicas on several devices joined by a
+/// collective. Replica 0 (the primary) is what monitoring, testing and checkpoints read.
+pub enum Weights {
+    /// One device: the engine's own single-replica steps.
+    One(ParamSet),
+    /// `devices_per_task > 1`.
+    Many(Replicas),
+}
+
+impl Weights {
+    /// `primary` (on `devices[0]`, already resumed and frozen as the stage wants) alone, or with copies on
+    /// `devices[1..]` joined by [`collective_for`].
+    pub fn new(
+        primary: ParamSet,
+        devices: &[Device],
+        fast_path: bool,
+    ) -> Result<Self, WorkerError> {
+        if devices.len() <= 1 {
+            return Ok(Weights::One(primary));
+        }
+        let mut sets = Vec::with_capacity(devices.len());
+        for &d in &devices[1..] {
+            sets.push(primary.replica(&Precision::for_training(fast_path, d)));
+        }
+        sets.insert(0, primary);
+        Ok(Weights::Many(Replicas::new(
+            sets,
+            collective_for(devices)?,
+        )?))
+    }
+
+    /// Replica 0.
+    pub fn primary(&self) -> &ParamSet {
+        match self {
+            Weights::One(p) => p,
+            Weights::Many(r) => &r.sets[0],
+        }
+    }
+
+    /// Replica 0, for diagnostics that run a backward pass on it and clear it.
+    pub fn primary_mut(&mut self) -> &mut ParamSet {
+        match self {
+            Weights::One(p) => p,
+            Weights::Many(r) => &mut r.sets[0],
+        }
+    }
 }
 
 #[cfg(test)]
@@ -278,7 +395,13 @@ mod tests {
         }
         let make = || {
             let init = init_params(&specs, &mut crate::engine::rng(9, "init", 0), Device::Cpu);
-            ParamSet::new(specs.iter().map(|s| s.name.clone()).collect(), init, &prec)
+            let mut ps = ParamSet::new(specs.iter().map(|s| s.name.clone()).collect(), init, &prec);
+            if !prior {
+                // Target learning with the first conv layer frozen, as the paper fine-tunes.
+                ps.freeze(0);
+                ps.freeze(1);
+            }
+            ps
         };
         let mut set = DeviceSet::new(&data, &all, &cfg.model, Device::Cpu).unwrap();
         let loss_fn = Loss::new(&cfg.target.loss, 3, Device::Cpu).unwrap();
@@ -289,7 +412,7 @@ mod tests {
             Box::new(CpuCollective),
         )
         .unwrap();
-        let mut sets = vec![DeviceSet::new(&data, &all, &cfg.model, Device::Cpu).unwrap()];
+        let mut shared = DeviceSet::new(&data, &all, &cfg.model, Device::Cpu).unwrap();
         // 7 samples (pairs) per step: splits 4/3 over 2 replicas and 3/2/2 over 3.
         for step in 0..steps {
             let mut r = crate::engine::rng(5, "steps", step);
@@ -307,7 +430,16 @@ mod tests {
                     single.sgd_step(0.05, &o);
                 } else {
                     prior_step(
-                        &model, &prec, &mut reps, &mut sets, &idx, &vars, &same, 0.05, &o,
+                        &model,
+                        &prec,
+                        &mut reps,
+                        &mut shared,
+                        &mut [],
+                        &idx,
+                        &vars,
+                        &same,
+                        0.05,
+                        &o,
                     )
                     .unwrap();
                 }
@@ -330,8 +462,19 @@ mod tests {
                     );
                 } else {
                     target_step(
-                        &model, &prec, &mut reps, &mut sets, &idx, &vars, &ys, &loss_fn, 0.3,
-                        &mut r, 0.05, &o,
+                        &model,
+                        &prec,
+                        &mut reps,
+                        &mut shared,
+                        &mut [],
+                        &idx,
+                        &vars,
+                        &ys,
+                        &loss_fn,
+                        0.3,
+                        &mut r,
+                        0.05,
+                        &o,
                     )
                     .unwrap();
                 }

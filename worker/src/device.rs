@@ -62,6 +62,78 @@ pub fn parse_device(spec: &str) -> Result<Device, WorkerError> {
     }
 }
 
+/// The devices of a task training on `n` replicas ([`mer_shared::device::replica_specs`], the one rule),
+/// resolved on this machine: `auto` takes the first `n` CUDA devices, or `n` CPU replicas where there is
+/// no CUDA device; a CUDA device must exist here, and no CUDA device may appear twice (two replicas on one
+/// GPU would only share it).
+pub fn parse_devices(spec: &str, n: usize) -> Result<Vec<Device>, WorkerError> {
+    let bad = |m: String| WorkerError::InvalidOption {
+        option: "device".into(),
+        message: m,
+    };
+    let specs = mer_shared::device::replica_specs(spec, n).map_err(bad)?;
+    if n <= 1 {
+        return Ok(vec![parse_device(spec)?]);
+    }
+    init_cuda();
+    let count = if specs.iter().any(|d| *d != DeviceSpec::Cpu) {
+        tch::Cuda::device_count().max(0) as usize
+    } else {
+        0
+    };
+    let mut out = Vec::with_capacity(specs.len());
+    for (r, d) in specs.iter().enumerate() {
+        out.push(match d {
+            DeviceSpec::Cpu => Device::Cpu,
+            DeviceSpec::Auto if count == 0 => Device::Cpu,
+            DeviceSpec::Auto => Device::Cuda(r),
+            DeviceSpec::Cuda(i) => Device::Cuda(*i),
+        });
+    }
+    if out.contains(&Device::Cpu) && out.iter().any(|d| *d != Device::Cpu) {
+        return Err(bad(format!(
+            "'{spec}': the replicas of one task are all CPU or all CUDA devices (their precision must match)"
+        )));
+    }
+    for (r, d) in out.iter().enumerate() {
+        if let Device::Cuda(i) = d {
+            if *i >= count {
+                return Err(bad(format!(
+                    "'{spec}': replica {r} needs cuda:{i}, this machine has {count} CUDA device(s)"
+                )));
+            }
+            if out[..r].contains(d) {
+                return Err(bad(format!("'{spec}': cuda:{i} is named twice")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The version of the cuDNN library libtorch loaded into this process (`cudnnGetVersion`, e.g. 91900 for
+/// 9.19.0), or `None` when none is loaded (a CPU build, or before the first CUDA convolution).
+pub fn cudnn_version() -> Option<u64> {
+    type GetVersion = unsafe extern "C" fn() -> usize;
+    for lib in ["libcudnn.so.9", "libcudnn.so.8", "libcudnn.so"] {
+        let name = std::ffi::CString::new(lib).ok()?;
+        // SAFETY: RTLD_NOLOAD only returns a handle to a library already loaded; cudnnGetVersion has the
+        // C signature `size_t cudnnGetVersion(void)`.
+        unsafe {
+            let h = libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+            if h.is_null() {
+                continue;
+            }
+            let f = libc::dlsym(h, c"cudnnGetVersion".as_ptr());
+            if f.is_null() {
+                continue;
+            }
+            let f: GetVersion = std::mem::transmute::<*mut libc::c_void, GetVersion>(f);
+            return Some(f() as u64);
+        }
+    }
+    None
+}
+
 /// The device's name as results record it: `cpu`, `cuda:0`...
 pub fn device_name(d: Device) -> String {
     match d {
@@ -155,6 +227,15 @@ mod tests {
     #[test]
     fn parses_device_specs() {
         assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+        assert_eq!(parse_devices("cpu", 3).unwrap(), vec![Device::Cpu; 3]);
+        assert_eq!(parse_devices("cpu,cpu", 2).unwrap(), vec![Device::Cpu; 2]);
+        if tch::Cuda::device_count() == 0 {
+            assert_eq!(parse_devices("auto", 2).unwrap(), vec![Device::Cpu; 2]);
+            let e = parse_devices("cuda:0,cuda:1", 2).unwrap_err().to_string();
+            assert!(e.contains("replica 0 needs cuda:0"), "{e}");
+        }
+        let e = parse_devices("cpu,cpu", 3).unwrap_err().to_string();
+        assert!(e.contains("names 2 devices for 3"), "{e}");
         assert_eq!(parse_device(" CPU ").unwrap(), Device::Cpu);
         let e = parse_device("gpu").unwrap_err().to_string();
         assert!(e.contains("device") && e.contains("gpu"), "{e}");

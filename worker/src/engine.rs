@@ -13,7 +13,8 @@
 
 use crate::augment::{Augmenter, DeviceSet, Variant};
 use crate::checkpoint::{self, CHECKPOINT_FORMAT, PRIOR_FORMAT};
-use crate::device::{configure, device_name, parse_device};
+use crate::data_parallel::{self, Weights};
+use crate::device::{configure, device_name, parse_devices};
 use crate::error::WorkerError;
 use crate::fastpath::Precision;
 use crate::focal_loss::Loss;
@@ -301,9 +302,25 @@ fn unknown_subject(data: &Prepared, scheme: LabelScheme, subject: &str) -> Worke
 
 /// Device, precision and geometry of a run.
 struct Setup {
+    /// Replica 0's device (the only one unless `devices_per_task > 1`).
     device: Device,
+    /// Every replica's device, in replica order.
+    devices: Vec<Device>,
     prec: Precision,
     model: SinC3D,
+}
+
+impl Setup {
+    /// The devices as results record them: `cpu`, `cuda:0`, or `cuda:0,cuda:1` for replicas.
+    fn device_names(&self) -> String {
+        mer_shared::device::join_devices(
+            &self
+                .devices
+                .iter()
+                .map(|&d| device_name(d))
+                .collect::<Vec<_>>(),
+        )
+    }
 }
 
 /// Validates the configuration ([`TrainConfig::validate`], the rules a spec is checked against) and
@@ -314,10 +331,14 @@ fn setup(cfg: &TrainConfig, scheme: LabelScheme) -> Result<Setup, WorkerError> {
             option: e.field,
             message: e.message,
         })?;
-    let device = parse_device(&cfg.device)?;
-    configure(device, cfg.threads, cfg.fast_path);
+    let devices = parse_devices(&cfg.device, cfg.devices_per_task)?;
+    let device = devices[0];
+    for &d in &devices {
+        configure(d, cfg.threads, cfg.fast_path);
+    }
     Ok(Setup {
         device,
+        devices,
         prec: Precision::for_training(cfg.fast_path, device),
         model: SinC3D::new(&cfg.model)?,
     })
@@ -581,8 +602,11 @@ fn prior_impl(
         pairs_total,
         start,
         input_gain = gain,
+        devices = %su.device_names(),
         "prior learning"
     );
+    let mut weights = Weights::new(ps, &su.devices, cfg.fast_path)?;
+    let mut others = data_parallel::replica_sets(data, &fold.train, &cfg.model, &su.devices, gain)?;
 
     let mut idx = Vec::new();
     let mut vars = Vec::new();
@@ -604,19 +628,37 @@ fn prior_impl(
             idx.extend(chunk.iter().map(|p| p.b as usize));
             vars.extend((0..idx.len()).map(|_| aug.draw(&mut r)));
             target.extend(chunk.iter().map(|p| if p.same { 1.0f32 } else { 0.0 }));
-            let x = set.batch(&idx, Some(&vars), &su.prec);
-            let w = ps.compute(&su.prec);
-            let z = siamese::pair_logits(&su.model, &w, &x);
-            let y = Tensor::from_slice(&target).to_device(su.device);
-            let loss = siamese::bce(&z, &y);
-            loss.backward();
-            ps.sgd_step(lr, o);
-            loss_acc += loss.detach() * chunk.len() as f64;
+            let loss = match &mut weights {
+                Weights::One(ps) => {
+                    let x = set.batch(&idx, Some(&vars), &su.prec);
+                    let w = ps.compute(&su.prec);
+                    let z = siamese::pair_logits(&su.model, &w, &x);
+                    let y = Tensor::from_slice(&target).to_device(su.device);
+                    let loss = siamese::bce(&z, &y);
+                    loss.backward();
+                    ps.sgd_step(lr, o);
+                    loss.detach()
+                }
+                Weights::Many(reps) => Tensor::from(data_parallel::prior_step(
+                    &su.model,
+                    &su.prec,
+                    reps,
+                    &mut set,
+                    &mut others,
+                    &idx,
+                    &vars,
+                    &target,
+                    lr,
+                    o,
+                )? as f32)
+                .to_device(su.device),
+            };
+            loss_acc += loss * chunk.len() as f64;
         }
         let secs = te.elapsed().as_secs_f64();
         let loss = loss_acc.double_value(&[]) / plan.len().max(1) as f64;
         finite_or_err(loss, "prior", epoch)?;
-        let monitor = pair_accuracy(&su, &ps, &mut set, &val, o.batch_size);
+        let monitor = pair_accuracy(&su, weights.primary(), &mut set, &val, o.batch_size);
         let log = EpochLog {
             stage: "prior".into(),
             epoch,
@@ -629,7 +671,7 @@ fn prior_impl(
         tracing::info!(fold = %held.describe(), epoch, loss, monitor = ?monitor, "prior epoch");
         hooks.epoch(&log);
         logs.push(log);
-        save_checkpoint(ckdir.as_deref(), "prior", &fp, &ps, &logs)?;
+        save_checkpoint(ckdir.as_deref(), "prior", &fp, weights.primary(), &logs)?;
     }
     let summary = PriorSummary {
         path: out.to_path_buf(),
@@ -640,10 +682,10 @@ fn prior_impl(
         pairs_different,
         epochs: logs,
         seconds: t0.elapsed().as_secs_f64(),
-        device: device_name(su.device),
+        device: su.device_names(),
     };
     let n = su.model.tower_len();
-    let tower: Vec<(String, Tensor)> = ps.to_cpu().into_iter().take(n).collect();
+    let tower: Vec<(String, Tensor)> = weights.primary().to_cpu().into_iter().take(n).collect();
     let meta: BTreeMap<String, String> = [
         ("format".to_string(), PRIOR_FORMAT.to_string()),
         ("fingerprint".into(), fp),
@@ -787,13 +829,16 @@ fn target_impl(
         frozen = k,
         prior = prior.is_some(),
         start,
+        devices = %su.device_names(),
         "target learning"
     );
+    let mut weights = Weights::new(ps, &su.devices, cfg.fast_path)?;
 
     let mut set = DeviceSet::new(data, &fold.train, &cfg.model, su.device)?;
     let gain = set.input_gain(cfg.model.input_scale)?;
     set.scale(gain);
     tracing::debug!(fold = %held.describe(), input_gain = gain, "target input scale");
+    let mut others = data_parallel::replica_sets(data, &fold.train, &cfg.model, &su.devices, gain)?;
     let probe = cfg
         .layer_stats
         .then(|| LayerProbe::new(&set, &fold.train_labels, o.batch_size));
@@ -824,31 +869,55 @@ fn target_impl(
                 vars.push(v);
                 ys.push(fold.train_labels[i] as i64);
             }
-            let loss = target_step(
-                &su.model,
-                &su.prec,
-                &mut ps,
-                &mut set,
-                &idx,
-                &vars,
-                &ys,
-                &loss_fn,
-                cfg.model.dropout,
-                &mut r,
-                lr,
-                o,
-            );
+            let loss = match &mut weights {
+                Weights::One(ps) => target_step(
+                    &su.model,
+                    &su.prec,
+                    ps,
+                    &mut set,
+                    &idx,
+                    &vars,
+                    &ys,
+                    &loss_fn,
+                    cfg.model.dropout,
+                    &mut r,
+                    lr,
+                    o,
+                ),
+                Weights::Many(reps) => Tensor::from(data_parallel::target_step(
+                    &su.model,
+                    &su.prec,
+                    reps,
+                    &mut set,
+                    &mut others,
+                    &idx,
+                    &vars,
+                    &ys,
+                    &loss_fn,
+                    cfg.model.dropout,
+                    &mut r,
+                    lr,
+                    o,
+                )? as f32)
+                .to_device(su.device),
+            };
             loss_acc += loss * chunk.len() as f64;
         }
         let secs = te.elapsed().as_secs_f64();
         let loss = loss_acc.double_value(&[]) / plan.len().max(1) as f64;
         finite_or_err(loss, "target", epoch)?;
         let layers = match &probe {
-            Some(p) => p.measure(&su.model, &su.prec, &mut ps, &mut set, &loss_fn)?,
+            Some(p) => p.measure(
+                &su.model,
+                &su.prec,
+                weights.primary_mut(),
+                &mut set,
+                &loss_fn,
+            )?,
             None => Vec::new(),
         };
         let test_predictions = if cfg.evaluates_epoch(epoch, o.epochs) {
-            let probs = test_probs(&su, &ps, &mut test, o.batch_size, classes)?;
+            let probs = test_probs(&su, weights.primary(), &mut test, o.batch_size, classes)?;
             let preds = probs.iter().map(|row| predicted_class(row)).collect();
             last_probs = Some(probs);
             preds
@@ -867,9 +936,10 @@ fn target_impl(
         tracing::info!(fold = %held.describe(), epoch, loss, "target epoch");
         hooks.epoch(&log);
         logs.push(log);
-        save_checkpoint(ckdir.as_deref(), "target", &fp, &ps, &logs)?;
+        save_checkpoint(ckdir.as_deref(), "target", &fp, weights.primary(), &logs)?;
     }
     drop(set);
+    drop(others);
     let target_s = t0.elapsed().as_secs_f64();
 
     // Testing: the held-out subject, forward only, no augmentation, no dropout.
@@ -879,7 +949,7 @@ fn target_impl(
     let probs = match last_probs {
         Some(p) => p,
         // Every epoch was restored from a checkpoint: nothing was tested yet.
-        None => test_probs(&su, &ps, &mut test, o.batch_size, classes)?,
+        None => test_probs(&su, weights.primary(), &mut test, o.batch_size, classes)?,
     };
     for (pos, row) in probs.into_iter().enumerate() {
         let s = &data.samples[fold.test[pos]];
@@ -893,7 +963,7 @@ fn target_impl(
         test_subject: held.fold.clone(),
         scheme: scheme.key().into(),
         seed: cfg.seed,
-        device: device_name(su.device),
+        device: su.device_names(),
         predictions,
         confusion,
         epochs: logs,
@@ -1023,6 +1093,51 @@ pub(crate) mod tests {
             e.contains("casme2/sub09") && e.contains("casme2/sub01"),
             "{e}"
         );
+    }
+
+    /// A whole fold (prior and target learning, frozen layer 1, dropout, augmentation) on 2 and 3 CPU
+    /// replicas (`devices_per_task`) against one device: the same test probabilities within the data-
+    /// parallel tolerance, the same predictions, and bit-identical results for the same seed and N.
+    #[test]
+    fn a_fold_on_cpu_replicas_matches_one_device() {
+        let d = synthetic(3, 4, 32, 1);
+        let mut cfg = micro_config();
+        cfg.device = "cpu".into();
+        cfg.model.dropout = 0.3;
+        cfg.target.frozen_layers = 1;
+        cfg.target.optim.batch_size = 5;
+        cfg.prior.optim.batch_size = 5;
+        let run = |n: usize| {
+            let mut c = cfg.clone();
+            c.devices_per_task = n;
+            train_fold(&d, LabelScheme::Megc3, "casme2/sub01", &c, Hooks::default()).unwrap()
+        };
+        let one = run(1);
+        for n in [2, 3] {
+            let many = run(n);
+            assert_eq!(many.device, vec!["cpu"; n].join(","));
+            let mut worst = 0f32;
+            for (a, b) in one.predictions.iter().zip(&many.predictions) {
+                for (p, q) in a.probs.iter().zip(&b.probs) {
+                    worst = worst.max((p - q).abs());
+                }
+            }
+            println!("{n} replicas: largest test-probability difference {worst:.2e}");
+            assert!(worst < 1e-3, "{n} replicas: {worst}");
+            let classes = |r: &FoldResult| {
+                r.predictions
+                    .iter()
+                    .map(|p| p.record.pred)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(classes(&one), classes(&many), "{n} replicas");
+            let again = run(n);
+            assert_eq!(
+                serde_json::to_string(&many.predictions).unwrap(),
+                serde_json::to_string(&again.predictions).unwrap(),
+                "same seed, same N: identical"
+            );
+        }
     }
 
     #[test]

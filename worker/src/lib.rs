@@ -55,6 +55,8 @@ pub mod focal_loss;
 pub mod layer_stats;
 #[cfg(feature = "torch")]
 pub mod model;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 #[cfg(feature = "torch")]
 pub mod optim;
 #[cfg(feature = "torch")]

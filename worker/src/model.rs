@@ -133,6 +133,23 @@ impl SinC3D {
         2 * CONV_LAYERS + 2
     }
 
+    /// Multiply-adds x 2 of one sample's forward pass through the tower and the dense layer (convolutions
+    /// and matrix products only; pools and ReLUs are negligible): what the benchmark's achieved TFLOPS
+    /// are computed from (a training step is about 3 forward passes).
+    pub fn forward_flops(&self) -> f64 {
+        let (mut t, mut s) = (self.cfg.frames, self.cfg.input_size);
+        let mut cin = self.cfg.channels;
+        let mut flops = 0.0;
+        for (i, p) in self.pools.iter().enumerate() {
+            let c = self.cfg.widths[i];
+            flops += 2.0 * (cin * 27 * c) as f64 * (t * s * s) as f64;
+            t /= p[0];
+            s /= p[1];
+            cin = c;
+        }
+        flops + 2.0 * (self.flat_features() * self.cfg.dense) as f64
+    }
+
     /// Shapes after every layer for a batch of `batch`: `(layer name, shape)`, computed from the geometry.
     pub fn expected_shapes(&self, batch: i64) -> Vec<(String, Vec<i64>)> {
         let (mut t, mut s) = (self.cfg.frames, self.cfg.input_size);

@@ -110,6 +110,24 @@ impl ParamSet {
         });
     }
 
+    /// An independent copy on `prec.device` (a data-parallel replica): the same values, frozen flags and
+    /// momentum buffers, sharing no storage with `self`, so that each replica's in-place update touches
+    /// only its own weights.
+    pub fn replica(&self, prec: &Precision) -> ParamSet {
+        let copy = |t: &Tensor| prec.master_layout(t.detach().copy().to_device(prec.device));
+        ParamSet {
+            names: self.names.clone(),
+            values: self
+                .values
+                .iter()
+                .zip(&self.trainable)
+                .map(|(v, &tr)| copy(v).set_requires_grad(tr))
+                .collect(),
+            trainable: self.trainable.clone(),
+            momentum: self.momentum.iter().map(|m| m.as_ref().map(copy)).collect(),
+        }
+    }
+
     /// Logical-layout fp32 CPU copies `(name, tensor)` of the parameters (for checkpoints and artifacts).
     pub fn to_cpu(&self) -> Vec<(String, Tensor)> {
         self.names

@@ -18,7 +18,8 @@ pub struct TaskInputs {
     /// A private, empty scratch folder for this task (write the prior checkpoint here); it belongs to
     /// the worker slot and is emptied before the slot's next task.
     pub work_dir: PathBuf,
-    /// The device of the slot running the task (`cpu`, `cuda:0`...).
+    /// The device the task trains on (`cpu`, `cuda:0`...): the slot's own, or for a gang lease the
+    /// devices the coordinator granted, comma-separated (`cuda:0,cuda:1`; `cpu,cpu` for CPU replicas).
     pub device: String,
 }
 

@@ -87,3 +87,53 @@ fn cuda_bench_prints_paper_model_throughput() {
         assert!(m.samples_per_s > 0.0);
     }
 }
+
+/// The NCCL collective over every local GPU (one rank on a one-GPU machine): exact sums.
+#[test]
+fn nccl_all_reduce_sums_over_every_local_gpu() {
+    mer_worker::device::init_cuda();
+    let n = tch::Cuda::device_count() as usize;
+    assert!(n >= 1, "a CUDA device");
+    let r = mer_worker::bench::allreduce("cuda:0", n, 1 << 20, 5).unwrap();
+    println!("{r:?}");
+    assert_eq!(r.backend, "nccl");
+    assert!(r.correct, "{r:?}");
+}
+
+/// A fold trained data-parallel on two GPUs (NCCL) matches the same fold on one GPU within the
+/// data-parallel tolerance (fp32 path); skipped with a message on a one-GPU machine.
+#[test]
+fn a_fold_on_two_gpus_matches_one_gpu() {
+    mer_worker::device::init_cuda();
+    if tch::Cuda::device_count() < 2 {
+        println!("one GPU: the two-GPU data-parallel fold is not run");
+        return;
+    }
+    let data = labelled_set();
+    let mut cfg = small_config();
+    cfg.fast_path = false;
+    cfg.device = "cuda:0".into();
+    let one = train_fold(
+        &data,
+        LabelScheme::Megc3,
+        "casme2/sub01",
+        &cfg,
+        Hooks::default(),
+    )
+    .unwrap();
+    cfg.devices_per_task = 2;
+    let two = train_fold(
+        &data,
+        LabelScheme::Megc3,
+        "casme2/sub01",
+        &cfg,
+        Hooks::default(),
+    )
+    .unwrap();
+    assert_eq!(two.device, "cuda:0,cuda:1");
+    for (p, q) in one.predictions.iter().zip(&two.predictions) {
+        for (x, y) in p.probs.iter().zip(&q.probs) {
+            assert!((x - y).abs() < 1e-3, "{p:?} vs {q:?}");
+        }
+    }
+}

@@ -216,6 +216,8 @@ pub struct ExperimentDetail {
     pub running: Vec<RunningJson>,
     /// Errors of tasks that gave up.
     pub errors: Vec<String>,
+    /// Why ready tasks are not being started (no worker has the devices a task needs).
+    pub waiting: Vec<String>,
 }
 
 /// A running task.
@@ -235,6 +237,8 @@ pub struct RunningJson {
     pub attempt: u32,
     /// Progress.
     pub progress: Option<Progress>,
+    /// The devices its lease holds (several for a task with `train.devices_per_task > 1`).
+    pub devices: Vec<String>,
 }
 
 impl Dashboard {
@@ -342,6 +346,7 @@ impl Dashboard {
                     worker: cl.worker.clone(),
                     attempt: v.attempts,
                     progress: cl.progress.clone(),
+                    devices: v.devices.clone(),
                 });
             }
             match (v.kind, v.sweep_point.and_then(|p| point_ix.get(&p))) {
@@ -379,7 +384,11 @@ impl Dashboard {
                     .unwrap_or_default(),
             })
             .collect();
-        let errors = self.sched.status(id).map(|s| s.errors).unwrap_or_default();
+        let (errors, waiting) = self
+            .sched
+            .status(id)
+            .map(|s| (s.errors, s.waiting))
+            .unwrap_or_default();
         drop(c);
         self.cache
             .lock()
@@ -394,6 +403,7 @@ impl Dashboard {
             prior,
             running,
             errors,
+            waiting,
         })
     }
 }

@@ -25,6 +25,7 @@ impl Scheduler {
                 WorkerInfo {
                     name: name.to_string(),
                     slots,
+                    devices: devices.to_vec(),
                     last_seen: Instant::now(),
                 },
             );
@@ -68,108 +69,149 @@ impl Scheduler {
             .or_insert(WorkerInfo {
                 name: id.to_string(),
                 slots: 0,
+                devices: Vec::new(),
                 last_seen: Instant::now(),
             });
     }
 
-    /// Leases one ready task to `worker` now, if any.
+    /// Records the device list a worker sent with a lease request (it registered with the same one;
+    /// this restores it for a worker adopted after a coordinator restart). An empty list changes nothing.
+    pub fn note_devices(&self, id: &str, devices: &[String]) {
+        if devices.is_empty() {
+            return;
+        }
+        if let Some(w) = self.inner.lock().workers.get_mut(id) {
+            if w.devices != devices {
+                w.devices = devices.to_vec();
+            }
+        }
+    }
+
+    /// Leases one ready task to slot 0 of `worker` now, if any ([`Scheduler::try_lease_slot`]).
     pub fn try_lease(&self, worker: &str) -> Option<Grant> {
+        self.try_lease_slot(worker, 0)
+    }
+
+    /// Leases one ready task to slot `slot` of `worker` now, if one fits its devices
+    /// ([`placement::DeviceUse::place`]: a gang task only with all its devices idle). Fair share: among
+    /// running experiments with a ready task that fits, the one with the fewest running tasks; within an
+    /// experiment, prior tasks first, then in queue order.
+    pub fn try_lease_slot(&self, worker: &str, slot: u32) -> Option<Grant> {
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
         let n = inner.exps.len();
         if n == 0 {
             return None;
         }
-        // Fair share: the running experiment with ready work and the fewest running tasks.
-        loop {
-            let mut best: Option<(usize, u32)> = None;
-            for off in 0..n {
-                let i = (inner.rr + off) % n;
-                let e = &mut inner.exps[i];
-                if e.state != ExpState::Running {
-                    continue;
-                }
-                while let Some(&t) = e.ready_prior.front() {
+        let devices = inner.workers.get(worker).map_or(0, |w| w.devices.len());
+        let usage = placement::DeviceUse::of(
+            devices,
+            inner
+                .leases
+                .iter()
+                .filter(|(_, l)| l.worker == worker)
+                .map(|(_, l)| l.devices.as_slice()),
+        );
+        // Fair share: the running experiment with a fitting ready task and the fewest running tasks.
+        let mut best: Option<(usize, bool, usize, Vec<u32>, u32)> = None;
+        for off in 0..n {
+            let i = (inner.rr + off) % n;
+            let e = &mut inner.exps[i];
+            if e.state != ExpState::Running {
+                continue;
+            }
+            for q in [&mut e.ready_prior, &mut e.ready_target] {
+                while let Some(&t) = q.front() {
                     if inner.tasks[t].state == TaskState::Ready {
                         break;
                     }
-                    e.ready_prior.pop_front();
+                    q.pop_front();
                 }
-                while let Some(&t) = e.ready_target.front() {
-                    if inner.tasks[t].state == TaskState::Ready {
-                        break;
+            }
+            if best.as_ref().is_some_and(|b| e.running >= b.4) {
+                continue;
+            }
+            let mut found = None;
+            'queues: for (prior, q) in [(true, &e.ready_prior), (false, &e.ready_target)] {
+                for (pos, &t) in q.iter().enumerate() {
+                    let task = &inner.tasks[t];
+                    if task.state != TaskState::Ready {
+                        continue;
                     }
-                    e.ready_target.pop_front();
-                }
-                if e.ready_prior.is_empty() && e.ready_target.is_empty() {
-                    continue;
-                }
-                if best.is_none_or(|(_, r)| e.running < r) {
-                    best = Some((i, e.running));
+                    if let Some(d) = usage.place(slot, task.def.payload.train.devices_per_task) {
+                        found = Some((prior, pos, d));
+                        break 'queues;
+                    }
                 }
             }
-            let (b, _) = best?;
-            inner.rr = (b + 1) % n;
-            let e = &mut inner.exps[b];
-            let Some(t) = e
-                .ready_prior
-                .pop_front()
-                .or_else(|| e.ready_target.pop_front())
-            else {
-                continue;
-            };
-            if inner.tasks[t].state != TaskState::Ready {
-                continue;
+            if let Some((prior, pos, d)) = found {
+                best = Some((i, prior, pos, d, e.running));
             }
-            let now = Instant::now();
-            let task = &mut inner.tasks[t];
-            task.attempts += 1;
-            task.state = TaskState::Leased;
-            let exps = task.exps.clone();
-            let lease = lease_of(t, task, worker, now, task.attempts, Progress::default());
-            let id = inner.leases.grant(lease);
-            self.metrics
-                .on_lease_granted(&id, inner.tasks[t].def.kind.key());
-            let task = &mut inner.tasks[t];
-            task.lease = Some(id.clone());
-            let grant = Grant {
-                lease_id: id.clone(),
-                def: task.def.clone(),
-                payload_json: task.payload_json.clone(),
-                prior_checkpoint: None,
-                attempt: task.attempts,
-                ttl: task.ttl,
-            };
-            for &x in &exps {
-                inner.exps[x].running += 1;
-                bump(&inner.exps[x]);
-            }
-            let prior_checkpoint = grant
-                .def
-                .payload
-                .prior_key
-                .as_ref()
-                .and_then(|k| inner.by_key.get(k.as_str()))
-                .and_then(|&p| inner.tasks[p].checkpoint.clone());
-            let (key, w, attempt) = (grant.def.key.clone(), worker.to_string(), grant.attempt);
-            self.store
-                .write_nowait(move |tx| tx.start_attempt(&id, &key, &w, attempt));
-            return Some(Grant {
-                prior_checkpoint,
-                ..grant
-            });
         }
+        let (b, prior, pos, devices, _) = best?;
+        inner.rr = (b + 1) % n;
+        let e = &mut inner.exps[b];
+        let q = if prior {
+            &mut e.ready_prior
+        } else {
+            &mut e.ready_target
+        };
+        let t = q.remove(pos)?;
+        let now = Instant::now();
+        let task = &mut inner.tasks[t];
+        task.attempts += 1;
+        task.state = TaskState::Leased;
+        let exps = task.exps.clone();
+        let lease = lease_of(
+            t,
+            task,
+            worker,
+            now,
+            task.attempts,
+            Progress::default(),
+            devices.clone(),
+        );
+        let id = inner.leases.grant(lease);
+        self.metrics
+            .on_lease_granted(&id, inner.tasks[t].def.kind.key());
+        let task = &mut inner.tasks[t];
+        task.lease = Some(id.clone());
+        for &x in &exps {
+            inner.exps[x].running += 1;
+            bump(&inner.exps[x]);
+        }
+        let task = &inner.tasks[t];
+        let prior_checkpoint = task
+            .def
+            .payload
+            .prior_key
+            .as_ref()
+            .and_then(|k| inner.by_key.get(k.as_str()))
+            .and_then(|&p| inner.tasks[p].checkpoint.clone());
+        let grant = Grant {
+            lease_id: id.clone(),
+            def: task.def.clone(),
+            payload_json: task.payload_json.clone(),
+            prior_checkpoint,
+            attempt: task.attempts,
+            ttl: task.ttl,
+            devices,
+        };
+        let (key, w, attempt) = (grant.def.key.clone(), worker.to_string(), grant.attempt);
+        self.store
+            .write_nowait(move |tx| tx.start_attempt(&id, &key, &w, attempt));
+        Some(grant)
     }
 
     /// Leases a task, waiting up to `wait` for one to become ready (long poll).
-    pub async fn lease(&self, worker: &str, wait: Duration) -> Option<Grant> {
+    pub async fn lease(&self, worker: &str, slot: u32, wait: Duration) -> Option<Grant> {
         self.touch_worker(worker);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(g) = self.try_lease(worker) {
+            if let Some(g) = self.try_lease_slot(worker, slot) {
                 return Some(g);
             }
             tokio::select! {
@@ -185,13 +227,15 @@ impl Scheduler {
     }
 
     /// Renews a lease and records progress. Returns `(keep_going, reason)`. A lease this coordinator
-    /// does not know (granted before a restart) is adopted when its task is still waiting for a worker.
+    /// does not know (granted before a restart) is adopted when its task is still waiting for a worker,
+    /// holding the `devices` the worker says it holds.
     pub fn heartbeat(
         &self,
         lease_id: &str,
         worker: &str,
         task_key: &str,
         progress: Progress,
+        devices: &[u32],
     ) -> (bool, String) {
         self.touch_worker(worker);
         let mut inner = self.inner.lock();
@@ -223,7 +267,15 @@ impl Scheduler {
                 task.state = TaskState::Leased;
                 task.lease = Some(lease_id.to_string());
                 let exps = task.exps.clone();
-                let lease = lease_of(t, task, worker, now, task.attempts.max(1), progress);
+                let lease = lease_of(
+                    t,
+                    task,
+                    worker,
+                    now,
+                    task.attempts.max(1),
+                    progress,
+                    devices.to_vec(),
+                );
                 inner.leases.adopt(lease_id, lease);
                 for x in exps {
                     inner.exps[x].running += 1;
@@ -307,6 +359,7 @@ fn lease_of(
     now: Instant,
     attempt: u32,
     progress: Progress,
+    devices: Vec<u32>,
 ) -> ActiveLease {
     ActiveLease {
         task: t,
@@ -316,5 +369,6 @@ fn lease_of(
         attempt,
         exps: task.exps.clone(),
         progress,
+        devices,
     }
 }

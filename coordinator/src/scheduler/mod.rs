@@ -38,6 +38,7 @@ mod experiments;
 mod graph;
 mod leasing;
 mod observe;
+mod placement;
 mod views;
 
 use graph::{add_locked, bump, enqueue, finish_task, give_up_task, update_exp_state, NewExpEntry};
@@ -130,6 +131,9 @@ struct WorkerInfo {
     name: String,
     /// Concurrent task slots.
     slots: u32,
+    /// Its devices in registration order (slot `i` trains on `devices[i % len]`); gang leases hold
+    /// indices into this list. Empty while unknown (adopted after a restart, before its next lease poll).
+    devices: Vec<String>,
     /// Its last lease poll or heartbeat (for status and the dashboard).
     last_seen: Instant,
 }
@@ -174,6 +178,9 @@ pub struct Grant {
     pub attempt: u32,
     /// Lease length.
     pub ttl: Duration,
+    /// The worker's devices the task trains on (indices into its device list; more than one for a gang
+    /// lease; empty: the slot's own device on a worker whose device list is unknown).
+    pub devices: Vec<u32>,
 }
 
 /// What a completion did.
@@ -221,6 +228,8 @@ pub struct TaskView {
     pub worker: Option<String>,
     /// Its latest reported progress (leased tasks).
     pub progress: Option<Progress>,
+    /// The devices its lease holds (leased tasks; more than one for a gang lease).
+    pub devices: Vec<String>,
     /// Errors of failed attempts.
     pub errors: Vec<String>,
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Scheduler;
+use super::{placement, views, ExpState, Scheduler};
 use crate::metrics::{
     ClusterSnapshot, ClusterState, ExperimentSnapshot, Metrics, Readiness, TaskCount,
     WorkerSnapshot,
@@ -34,7 +34,7 @@ impl Scheduler {
     /// experiment's fold progress and final scores, all read at one instant.
     pub fn metrics_snapshot(&self) -> ClusterSnapshot {
         let now = Instant::now();
-        let (tasks, workers, ids) = {
+        let (tasks, workers, ids, unplaceable) = {
             let inner = self.inner.lock();
             let mut counts: std::collections::BTreeMap<(&'static str, &'static str), u64> =
                 Default::default();
@@ -77,18 +77,30 @@ impl Scheduler {
                         *e = (*e).max(b);
                     }
                 }
+                let usage = placement::DeviceUse::of(
+                    w.devices.len(),
+                    held.iter().map(|l| l.devices.as_slice()),
+                );
                 workers.push(WorkerSnapshot {
                     id: id.clone(),
                     name: w.name.clone(),
                     slots: w.slots.max(busy),
                     busy,
+                    devices: u32::try_from(usage.devices()).unwrap_or(u32::MAX),
+                    devices_gang: u32::try_from(usage.gang_held()).unwrap_or(u32::MAX),
                     samples_per_s: held.iter().map(|l| l.progress.samples_per_s).sum(),
                     gpu_memory_bytes: gpu.into_iter().collect(),
                 });
             }
             workers.sort_by(|a, b| a.id.cmp(&b.id));
             let ids: Vec<String> = inner.exps.iter().map(|e| e.id.clone()).collect();
-            (tasks, workers, ids)
+            let unplaceable = inner
+                .exps
+                .iter()
+                .filter(|e| e.state == ExpState::Running)
+                .map(|e| views::unplaceable_tasks(&inner, e) as u64)
+                .sum();
+            (tasks, workers, ids, unplaceable)
         };
         let experiments = ids
             .into_iter()
@@ -108,6 +120,7 @@ impl Scheduler {
             tasks,
             workers,
             experiments,
+            unplaceable,
         }
     }
 

@@ -70,6 +70,7 @@ impl Scheduler {
             }
         }
         s.folds_done = fold_open.values().filter(|open| !**open).count() as u32;
+        s.waiting = waiting_reasons(&inner, e);
         for (_, l) in inner.leases.iter() {
             if l.exps.contains(&i) {
                 let d = &inner.tasks[l.task].def;
@@ -85,6 +86,7 @@ impl Scheduler {
                     samples_per_s: l.progress.samples_per_s,
                     device: l.progress.device.clone(),
                     gpu_memory_bytes: l.progress.gpu_memory_bytes,
+                    devices: lease_device_names(&inner, l),
                 });
             }
         }
@@ -125,10 +127,72 @@ impl Scheduler {
                     lost: task.lost,
                     worker: lease.map(|l| l.worker.clone()),
                     progress: lease.map(|l| l.progress.clone()),
+                    devices: lease
+                        .map(|l| lease_device_names(&inner, l))
+                        .unwrap_or_default(),
                     errors: task.errors.clone(),
                 })
             })
             .collect();
         Some(views)
     }
+}
+
+/// The names of the devices a lease holds (`cuda:0`...; `#i` for an index the worker's list lacks).
+pub(super) fn lease_device_names(inner: &Inner, l: &crate::lease::ActiveLease) -> Vec<String> {
+    let names = inner.workers.get(&l.worker).map(|w| w.devices.as_slice());
+    l.devices
+        .iter()
+        .map(|&d| {
+            names
+                .and_then(|n| n.get(d as usize))
+                .cloned()
+                .unwrap_or_else(|| format!("#{d}"))
+        })
+        .collect()
+}
+
+/// Why an experiment's ready tasks are not leased, when no registered worker could ever hold them
+/// ([`placement::unplaceable`]); empty while no worker is registered (they are simply waiting for one).
+pub(super) fn waiting_reasons(inner: &Inner, e: &Experiment) -> Vec<String> {
+    let Some(largest) = largest_worker(inner) else {
+        return Vec::new();
+    };
+    ready_by_need(inner, e)
+        .into_iter()
+        .filter_map(|(need, count)| placement::unplaceable(count, need, largest))
+        .collect()
+}
+
+/// Ready tasks of an experiment that no registered worker has the devices for (a metric).
+pub(super) fn unplaceable_tasks(inner: &Inner, e: &Experiment) -> usize {
+    let Some(largest) = largest_worker(inner) else {
+        return 0;
+    };
+    ready_by_need(inner, e)
+        .into_iter()
+        .filter(|&(need, _)| need > largest)
+        .map(|(_, count)| count)
+        .sum()
+}
+
+/// The most devices of any registered worker (a worker whose list is unknown counts as one); `None`
+/// without workers.
+fn largest_worker(inner: &Inner) -> Option<usize> {
+    inner.workers.values().map(|w| w.devices.len().max(1)).max()
+}
+
+/// An experiment's ready tasks counted by the devices each needs.
+fn ready_by_need(inner: &Inner, e: &Experiment) -> std::collections::BTreeMap<usize, usize> {
+    let mut seen = std::collections::HashSet::new();
+    let mut by_need = std::collections::BTreeMap::new();
+    for &t in e.ready_prior.iter().chain(&e.ready_target) {
+        let task = &inner.tasks[t];
+        if task.state == TaskState::Ready && seen.insert(t) {
+            *by_need
+                .entry(task.def.payload.train.devices_per_task.max(1))
+                .or_default() += 1;
+        }
+    }
+    by_need
 }

@@ -92,7 +92,7 @@ fn status_table(list: &[proto::ExperimentStatus]) -> String {
     }
     for s in list
         .iter()
-        .filter(|s| !s.running.is_empty() || !s.errors.is_empty())
+        .filter(|s| !s.running.is_empty() || !s.errors.is_empty() || !s.waiting.is_empty())
     {
         out += &format!("\n{}:\n", s.experiment_id);
         if !s.running.is_empty() {
@@ -119,15 +119,20 @@ fn status_table(list: &[proto::ExperimentStatus]) -> String {
                 format!("{}/{}", r.epoch + 1, r.epochs),
                 r.loss,
                 r.samples_per_s,
-                if r.device.is_empty() {
-                    "-"
+                if r.devices.len() > 1 {
+                    r.devices.join(",")
+                } else if r.device.is_empty() {
+                    "-".to_string()
                 } else {
-                    r.device.as_str()
+                    r.device.clone()
                 },
                 r.gpu_memory_bytes
                     .map(|b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64))
                     .unwrap_or_else(|| "-".into())
             );
+        }
+        for w in &s.waiting {
+            out += &format!("  waiting: {w}\n");
         }
         for e in &s.errors {
             out += &format!("  error: {e}\n");
@@ -221,11 +226,11 @@ pub(super) async fn cmd_status(a: StatusArgs) -> anyhow::Result<()> {
                     "id": s.experiment_id, "name": s.name, "state": s.state, "tasks_total": s.tasks_total,
                     "tasks_done": s.tasks_done, "tasks_running": s.tasks_running, "tasks_failed": s.tasks_failed,
                     "folds_total": s.folds_total, "folds_done": s.folds_done, "lost": s.lost,
-                    "duplicates": s.duplicates, "retries": s.retries, "errors": s.errors,
+                    "duplicates": s.duplicates, "retries": s.retries, "errors": s.errors, "waiting": s.waiting,
                     "running": s.running.iter().map(|r| serde_json::json!({
                         "task": r.task_key, "kind": r.kind, "fold": r.fold, "worker": r.worker_id,
                         "stage": r.stage, "epoch": r.epoch, "epochs": r.epochs, "loss": r.loss,
-                        "samples_per_s": r.samples_per_s, "device": r.device,
+                        "samples_per_s": r.samples_per_s, "device": r.device, "devices": r.devices,
                         "gpu_memory_bytes": r.gpu_memory_bytes,
                     })).collect::<Vec<_>>(),
                 })
@@ -313,6 +318,7 @@ mod tests {
                 samples_per_s: 310.0,
                 device: "cuda:1".into(),
                 gpu_memory_bytes: Some(3 << 29),
+                devices: vec!["cuda:1".into()],
             }],
             ..Default::default()
         };
@@ -328,6 +334,7 @@ mod tests {
             state: "failed".into(),
             tasks_failed: 2,
             errors: vec!["prior samm/006: CUDA out of memory".into()],
+            waiting: vec!["3 ready task(s) need 2 devices each".into()],
             ..Default::default()
         };
         let t = status_table(&[a, b, c]);
@@ -342,6 +349,10 @@ mod tests {
         // Columns line up: every row is as wide as the header up to the last column.
         assert_eq!(lines[1].find("running"), lines[0].find("STATE"));
         assert!(t.contains("error: target casme2/sub03: diverged"));
+        assert!(
+            t.contains("  waiting: 3 ready task(s) need 2 devices each"),
+            "{t}"
+        );
         let failed = &t[t.find("samm-2:").unwrap()..];
         assert!(
             failed.contains("2 task(s) gave up; submit the same spec again"),

@@ -17,7 +17,9 @@ pub struct RunArgs {
     /// Run folder (default: runs/<experiment name>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// Device of the workers (`cpu`, `cuda`, `cuda:N`, `auto`).
+    /// Device of the workers (`cpu`, `cuda`, `cuda:N`, `auto`). For a spec with
+    /// `train.devices_per_task = N > 1` each worker gets N devices by the replica rule (`cpu`: N CPU
+    /// replicas, `cuda:k`: cuda:k .. cuda:k+N-1, `auto`: N times auto), or a comma-separated list of N.
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// No progress bars.
@@ -40,7 +42,15 @@ pub(super) async fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
         None => default_run_dir(&a.spec)?,
     };
     let program = std::env::current_exe().context("locating the mer executable")?;
-    let mut extra = vec!["--device".to_string(), a.device.clone()];
+    // The devices each local worker announces: as many as one task needs (the spec's error, if it has
+    // one, comes from run_local with its file and line).
+    let need = mer_coordinator::spec::load_spec(&a.spec).map_or(1, |s| s.train.devices_per_task);
+    let devices = mer_shared::device::replica_specs(&a.device, need)
+        .map_err(|e| anyhow::anyhow!("--device {e}"))?;
+    let mut extra = Vec::new();
+    for d in devices {
+        extra.extend(["--device".to_string(), d.to_string()]);
+    }
     extra.extend(a.sim.worker_args()?);
     if !a.sim.sim_trainer && cfg!(not(feature = "worker")) {
         bail!("this mer was built without the `worker` feature (no libtorch): it cannot train; run workers built with it");
