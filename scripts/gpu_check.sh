@@ -145,7 +145,7 @@ exp() {
   set -e
   "$mer" synth --preset tiny --out "$work/synth" --seed 1 > "$work/synth.txt"
   local prep
-  prep="$(grep -E '^ *mer prep' "$work/synth.txt" | head -1 | sed -e 's/^ *mer prep//')"
+  prep="$(grep -o 'mer prep .*' "$work/synth.txt" | head -1 | sed -e 's/^mer prep //' -e 's/ --out [^ ]*//')"
   # shellcheck disable=SC2086
   eval "\"$mer\" prep $prep --out \"$work/tiny.safetensors\""
   sed -e "s#^dataset = .*#dataset = \"$work/tiny.safetensors\"#" \
@@ -158,7 +158,8 @@ exp() {
 export -f exp
 export mer work dev replicas
 if step experiment 300 bash -c exp; then
-  note "  $(grep -m1 -E 'UF1' "$work/experiment.log" || echo 'see the log')"
+  note "  pooled (part, n, UF1, UAR, ...): $(grep -m1 -F '**all**' "$work/experiment.log" || echo 'see the log')"
+  note "  devices per fold: $(grep -o '"device":"[^"]*"' "$work/run/folds.jsonl" | sort | uniq -c | tr -s ' ' | tr '\n' ';')"
 fi
 
 echo

@@ -29,4 +29,6 @@ cargo build --locked --workspace --all-targets -j "$jobs"
 echo "== clippy (warnings are errors)"
 if command -v rustup >/dev/null && ! rustup component list --installed | grep -q '^clippy'; then rustup component add clippy; fi
 cargo clippy --locked --workspace --all-targets -j "$jobs" -- -D warnings
+echo "== clippy with the cuda feature (the NCCL collective and the CUDA tests compile; nothing here runs them)"
+cargo clippy --locked --workspace --all-targets -j "$jobs" --features mer-worker/cuda -- -D warnings
 cargo test --locked --workspace -j "$jobs" -- --test-threads "${MER_TEST_THREADS:-2}"
