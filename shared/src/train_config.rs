@@ -278,6 +278,12 @@ pub struct TargetConfig {
     pub frozen_layers: usize,
     /// The loss.
     pub loss: LossConfig,
+    /// Weights each class's loss by its inverse frequency among the fold's training samples
+    /// (`n / (K n_c)`, mean 1 over the classes; multiplies the focal alphas; turns cross-entropy into
+    /// weighted cross-entropy), so that the majority class does not dominate the gradient. Computed on the
+    /// training subjects only. Off by default (the paper's loss); keyed apart only when on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub balance_classes: bool,
 }
 
 /// The 36x augmentation: 9 crop positions x 4 temporal variants, applied on the fly to training samples only.

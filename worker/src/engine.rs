@@ -782,6 +782,15 @@ fn target_impl(
     let k = cfg.target.frozen_layers;
     let classes = scheme.num_classes();
     let loss_fn = Loss::new(&cfg.target.loss, classes, su.device)?;
+    let loss_fn = if cfg.target.balance_classes {
+        let mut counts = vec![0usize; classes];
+        fold.train_labels
+            .iter()
+            .for_each(|&l| counts[l] += 1);
+        loss_fn.balanced(&counts, su.device)?
+    } else {
+        loss_fn
+    };
     let aug = Augmenter::new(&cfg.augment, cfg.model.input_size)?;
 
     let tower_specs = su.model.param_specs();

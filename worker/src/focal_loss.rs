@@ -63,6 +63,38 @@ impl Loss {
         }
     }
 
+    /// The same loss with each class weighted by its inverse frequency in `counts` (the training labels'
+    /// class counts): `n / (K n_c)`, so the weights average 1 over the classes; a class with no training
+    /// sample keeps weight 1. Cross-entropy becomes the focal loss with gamma 0 and these alphas (weighted
+    /// cross-entropy, averaged over samples).
+    pub fn balanced(self, counts: &[usize], device: Device) -> Result<Self, WorkerError> {
+        let n: usize = counts.iter().sum();
+        let k = counts.len();
+        let w: Vec<f32> = counts
+            .iter()
+            .map(|&c| if c == 0 { 1.0 } else { n as f32 / (k * c) as f32 })
+            .collect();
+        let w = Tensor::from_slice(&w).to_device(device);
+        match self {
+            Loss::Focal { gamma, alpha } => {
+                if alpha.size() != [k as i64] {
+                    return Err(WorkerError::InvalidOption {
+                        option: "target.balance_classes".into(),
+                        message: format!("{k} class counts for {:?} alphas", alpha.size()),
+                    });
+                }
+                Ok(Loss::Focal {
+                    gamma,
+                    alpha: alpha * w,
+                })
+            }
+            Loss::CrossEntropy => Ok(Loss::Focal {
+                gamma: 0.0,
+                alpha: w,
+            }),
+        }
+    }
+
     /// Mean loss of a batch: `logits [B, K]` (any float dtype), `targets [B]` int64 on the same device.
     pub fn forward(&self, logits: &Tensor, targets: &Tensor) -> Tensor {
         let logp = logits.to_kind(Kind::Float).log_softmax(1, Kind::Float);
@@ -114,6 +146,50 @@ mod tests {
         let torch_ce = z.cross_entropy_for_logits(&y);
         assert!((f(&focal.forward(&z, &y)) - f(&torch_ce)).abs() < 1e-6);
         assert!((f(&ce.forward(&z, &y)) - f(&torch_ce)).abs() < 1e-6);
+    }
+
+    /// Counts 6 / 3 / 1 give weights 10/18, 10/9, 10/3 (mean 1): the balanced focal loss equals the
+    /// per-class one with those alphas times the scalar alpha, and balanced cross-entropy the weighted
+    /// per-sample mean.
+    #[test]
+    fn balanced_weights_are_inverse_frequencies() {
+        let (z, y) = batch();
+        let counts = [6usize, 3, 1];
+        let w = [10.0 / 18.0, 10.0 / 9.0, 10.0 / 3.0];
+        let focal = |alpha| LossConfig::Focal { gamma: 2.0, alpha };
+        let bal = Loss::new(&focal(Alpha::Scalar(2.0)), 3, Device::Cpu)
+            .unwrap()
+            .balanced(&counts, Device::Cpu)
+            .unwrap();
+        let per = Loss::new(
+            &focal(Alpha::PerClass(w.iter().map(|x| 2.0 * x).collect())),
+            3,
+            Device::Cpu,
+        )
+        .unwrap();
+        assert!((f(&bal.forward(&z, &y)) - f(&per.forward(&z, &y))).abs() < 1e-6);
+        let ce = Loss::new(&LossConfig::CrossEntropy, 3, Device::Cpu)
+            .unwrap()
+            .balanced(&counts, Device::Cpu)
+            .unwrap();
+        let logp = z.log_softmax(1, Kind::Float);
+        let want: f64 = [0usize, 2, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| -w[t] * logp.double_value(&[i as i64, t as i64]) / 3.0)
+            .sum();
+        assert!((f(&ce.forward(&z, &y)) - want).abs() < 1e-6);
+        // A class absent from the training fold keeps weight 1.
+        let zero = Loss::new(&LossConfig::CrossEntropy, 3, Device::Cpu)
+            .unwrap()
+            .balanced(&[2, 2, 0], Device::Cpu)
+            .unwrap();
+        match zero {
+            Loss::Focal { alpha, .. } => {
+                assert_eq!(Vec::<f32>::try_from(&alpha).unwrap(), vec![1.0, 1.0, 1.0])
+            }
+            Loss::CrossEntropy => panic!("balanced cross-entropy is a weighted loss"),
+        }
     }
 
     #[test]

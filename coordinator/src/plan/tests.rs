@@ -555,7 +555,8 @@ fn every_example_spec_parses_and_expands() {
     // Three prepared files (adaptive, TAS, TIM), one point and one prior per fold each.
     assert_eq!(seen["realistic_ablation_keyframes"], (68, 3, 204));
     assert_eq!(seen["realistic_ablation_cumulative"], (68, 1, 68));
-    assert_eq!(seen.len(), 23);
+    assert_eq!(seen["realistic_ablation_balanced"], (68, 1, 68));
+    assert_eq!(seen.len(), 24);
 }
 
 #[test]
