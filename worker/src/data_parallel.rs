@@ -21,6 +21,7 @@
 //! (`crate::nccl`, feature `cuda`).
 
 use crate::augment::{DeviceSet, Variant};
+pub use crate::collective::{Collective, CpuCollective};
 use crate::error::WorkerError;
 use crate::fastpath::Precision;
 use crate::focal_loss::Loss;
@@ -31,55 +32,6 @@ use mer_shared::train_config::OptimConfig;
 use rand_chacha::ChaCha8Rng;
 use std::ops::Range;
 use tch::{Device, Kind, Tensor};
-
-/// A gradient all-reduce across replicas.
-pub trait Collective: Send + Sync {
-    /// The backend's name (for logs and results).
-    fn name(&self) -> &'static str;
-    /// Replaces gradient `j` of every replica by the sum over replicas of gradient `j` (`grads[r][j]`);
-    /// every replica has the same number of gradients, of equal shapes.
-    fn all_reduce_sum(&self, grads: &[Vec<Tensor>]) -> Result<(), WorkerError>;
-}
-
-/// The CPU backend: sums in replica order on the first replica's device and copies the sum back.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CpuCollective;
-
-impl Collective for CpuCollective {
-    fn name(&self) -> &'static str {
-        "cpu"
-    }
-
-    fn all_reduce_sum(&self, grads: &[Vec<Tensor>]) -> Result<(), WorkerError> {
-        let Some(first) = grads.first() else {
-            return Ok(());
-        };
-        if grads.iter().any(|g| g.len() != first.len()) {
-            return Err(WorkerError::Training(
-                "all-reduce: the replicas hold different numbers of gradients".into(),
-            ));
-        }
-        if grads.iter().flatten().any(|g| !g.defined()) {
-            return Err(WorkerError::Training(
-                "all-reduce: a trained parameter has no gradient".into(),
-            ));
-        }
-        tch::no_grad(|| {
-            for j in 0..first.len() {
-                let dev = first[j].device();
-                let mut sum = first[j].copy();
-                for g in &grads[1..] {
-                    sum += g[j].to_device(dev);
-                }
-                for g in grads {
-                    let mut t = g[j].shallow_clone();
-                    t.copy_(&sum);
-                }
-            }
-        });
-        Ok(())
-    }
-}
 
 /// The split rule: `len` samples over `n` replicas as contiguous ranges, the first `len mod n` one longer.
 pub fn shards(len: usize, n: usize) -> Vec<Range<usize>> {
@@ -148,10 +100,10 @@ fn zero_loss(w: &[Tensor]) -> Tensor {
         })
 }
 
-/// The dropout mask of a `rows x cols` feature matrix: the engine's draws ([`crate::engine::dropout_mask`]).
+/// The dropout mask of a `rows x cols` feature matrix: the engine's draws ([`crate::dropout::dropout_mask`]).
 fn dropout_mask(rows: i64, cols: i64, p: f64, rng: &mut ChaCha8Rng) -> Option<Tensor> {
     (p > 0.0).then(|| {
-        let mask = crate::engine::dropout_mask((rows * cols) as usize, p, rng);
+        let mask = crate::dropout::dropout_mask((rows * cols) as usize, p, rng);
         Tensor::from_slice(&mask).view([rows, cols])
     })
 }

@@ -15,6 +15,7 @@ use crate::augment::{Augmenter, DeviceSet, Variant};
 use crate::checkpoint::{self, CHECKPOINT_FORMAT, PRIOR_FORMAT};
 use crate::data_parallel::{self, Weights};
 use crate::device::{configure, device_name, parse_devices};
+use crate::dropout::dropout;
 use crate::error::WorkerError;
 use crate::fastpath::Precision;
 use crate::focal_loss::Loss;
@@ -29,7 +30,7 @@ use mer_shared::loso::{HeldOut, Role};
 use mer_shared::metrics::Confusion;
 use mer_shared::prepared::Prepared;
 use mer_shared::train_config::{OptimConfig, TrainConfig};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -450,35 +451,6 @@ fn save_checkpoint(
     checkpoint::save(&path, &tensors, &meta)
 }
 
-/// Dropout with a mask drawn from `rng` (inverted scaling), in `x`'s dtype and device; one draw per
-/// element, never libtorch's global generator (the baselines use it too).
-pub(crate) fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Tensor {
-    if p <= 0.0 {
-        return x.shallow_clone();
-    }
-    let mask = dropout_mask(x.numel(), p, rng);
-    x * Tensor::from_slice(&mask)
-        .view(x.size().as_slice())
-        .to_device(x.device())
-        .to_kind(x.kind())
-}
-
-/// The inverted-dropout mask of `n` elements (0 or `1 / (1 - p)`), one draw from `rng` per element in
-/// order: the one rule for dropout masks (the data-parallel step slices the same mask per replica).
-pub(crate) fn dropout_mask(n: usize, p: f64, rng: &mut ChaCha8Rng) -> Vec<f32> {
-    let keep = 1.0 - p;
-    let scale = (1.0 / keep) as f32;
-    (0..n)
-        .map(|_| {
-            if rng.random::<f64>() < keep {
-                scale
-            } else {
-                0.0
-            }
-        })
-        .collect()
-}
-
 /// One target-learning SGD step on a batch: augmented input, forward, dropout, loss, backward, update.
 /// Returns the (detached) batch loss on the device.
 #[allow(clippy::too_many_arguments)]
@@ -784,9 +756,7 @@ fn target_impl(
     let loss_fn = Loss::new(&cfg.target.loss, classes, su.device)?;
     let loss_fn = if cfg.target.balance_classes {
         let mut counts = vec![0usize; classes];
-        fold.train_labels
-            .iter()
-            .for_each(|&l| counts[l] += 1);
+        fold.train_labels.iter().for_each(|&l| counts[l] += 1);
         loss_fn.balanced(&counts, su.device)?
     } else {
         loss_fn

@@ -72,7 +72,13 @@ impl Loss {
         let k = counts.len();
         let w: Vec<f32> = counts
             .iter()
-            .map(|&c| if c == 0 { 1.0 } else { n as f32 / (k * c) as f32 })
+            .map(|&c| {
+                if c == 0 {
+                    1.0
+                } else {
+                    n as f32 / (k * c) as f32
+                }
+            })
             .collect();
         let w = Tensor::from_slice(&w).to_device(device);
         match self {

@@ -40,9 +40,13 @@ pub mod bench;
 #[cfg(feature = "torch")]
 pub mod checkpoint;
 #[cfg(feature = "torch")]
+pub mod collective;
+#[cfg(feature = "torch")]
 pub mod data_parallel;
 #[cfg(feature = "torch")]
 pub mod device;
+#[cfg(feature = "torch")]
+pub mod dropout;
 #[cfg(feature = "torch")]
 pub mod engine;
 #[cfg(feature = "torch")]

@@ -12,7 +12,7 @@
 //! (libtorch again) reads the summed gradients. The cost is two host synchronisations per step; the
 //! engine synchronises once per step anyway when it reads the loss.
 
-use crate::data_parallel::Collective;
+use crate::collective::Collective;
 use crate::error::WorkerError;
 use cudarc::driver::{CudaContext, CudaStream};
 use cudarc::nccl::{result, sys};
