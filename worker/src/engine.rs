@@ -960,6 +960,7 @@ pub(crate) mod tests {
     use super::*;
     use mer_shared::prepared::{PrepInfo, SampleMeta};
     use mer_shared::Dataset;
+    use rand::Rng;
 
     /// `subjects` CASME II subjects x `per` samples at `size` px; class c moves a horizontal band at rows
     /// `[c * size/3, c * size/3 + size/4)` upwards (v < 0) over noise. Sample 0 of subject 0 is unlabelled.
