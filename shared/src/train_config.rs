@@ -279,7 +279,7 @@ pub struct TargetConfig {
     /// The loss.
     pub loss: LossConfig,
     /// Weights each class's loss by its inverse frequency among the fold's training samples
-    /// (`n / (K n_c)`, mean 1 over the classes; multiplies the focal alphas; turns cross-entropy into
+    /// (`n / (K n_c)` over the K classes present, mean 1; multiplies the focal alphas; turns cross-entropy into
     /// weighted cross-entropy), so that the majority class does not dominate the gradient. Computed on the
     /// training subjects only. Off by default (the paper's loss); keyed apart only when on.
     #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -64,19 +64,20 @@ impl Loss {
     }
 
     /// The same loss with each class weighted by its inverse frequency in `counts` (the training labels'
-    /// class counts): `n / (K n_c)`, so the weights average 1 over the classes; a class with no training
-    /// sample keeps weight 1. Cross-entropy becomes the focal loss with gamma 0 and these alphas (weighted
+    /// class counts): `n / (K n_c)` with K the classes present, so their weights average 1; a class with no
+    /// training sample keeps weight 1. Cross-entropy becomes the focal loss with gamma 0 and these alphas (weighted
     /// cross-entropy, averaged over samples).
     pub fn balanced(self, counts: &[usize], device: Device) -> Result<Self, WorkerError> {
         let n: usize = counts.iter().sum();
         let k = counts.len();
+        let present = counts.iter().filter(|&&c| c > 0).count().max(1);
         let w: Vec<f32> = counts
             .iter()
             .map(|&c| {
                 if c == 0 {
                     1.0
                 } else {
-                    n as f32 / (k * c) as f32
+                    n as f32 / (present * c) as f32
                 }
             })
             .collect();
