@@ -87,6 +87,7 @@ pub fn train_throughput(opts: &BenchOptions) -> Result<BenchReport, WorkerError>
     let data = random_prepared(n_samples, &cfg.model, 7);
     let idx_all: Vec<usize> = (0..n_samples).collect();
     let aug = Augmenter::new(&cfg.augment, cfg.model.input_size)?;
+    let flops = model.forward_flops();
     let mut results = Vec::new();
     for fast in [false, true] {
         let prec = Precision::new(fast, device);
@@ -151,7 +152,7 @@ pub fn train_throughput(opts: &BenchOptions) -> Result<BenchReport, WorkerError>
             mode: if fast { "fast".into() } else { "fp32".into() },
             samples_per_s,
             peak_bytes,
-            tflops: 3.0 * model.forward_flops() * samples_per_s / 1e12,
+            tflops: 3.0 * flops * samples_per_s / 1e12,
         });
     }
     Ok(BenchReport {
@@ -159,7 +160,7 @@ pub fn train_throughput(opts: &BenchOptions) -> Result<BenchReport, WorkerError>
         threads: tch::get_num_threads(),
         batch: opts.batch,
         steps: opts.steps,
-        forward_flops_per_sample: model.forward_flops(),
+        forward_flops_per_sample: flops,
         results,
         cudnn_version: device
             .is_cuda()
@@ -206,20 +207,18 @@ pub fn allreduce(
     }
     let collective = crate::data_parallel::collective_for(&devs)?;
     let n = devs.len();
-    let make = || -> Vec<Vec<Tensor>> {
-        devs.iter()
-            .enumerate()
-            .map(|(r, &d)| {
-                vec![Tensor::full(
-                    [elements as i64],
-                    (r + 1) as f64,
-                    (Kind::Float, d),
-                )]
-            })
-            .collect()
-    };
+    let bufs: Vec<Vec<Tensor>> = devs
+        .iter()
+        .enumerate()
+        .map(|(r, &d)| {
+            vec![Tensor::full(
+                [elements as i64],
+                (r + 1) as f64,
+                (Kind::Float, d),
+            )]
+        })
+        .collect();
     // One untimed round (communicator warm-up) that is also the correctness check.
-    let bufs = make();
     collective.all_reduce_sum(&bufs)?;
     let want = (n * (n + 1) / 2) as f64;
     let correct = bufs.iter().all(|b| {
@@ -232,6 +231,13 @@ pub fn allreduce(
     }
     let seconds = t0.elapsed().as_secs_f64() / iters as f64;
     let bytes = (elements * 4) as f64;
+    // NCCL's bus-bandwidth factor 2 (n - 1) / n; one replica moves nothing over the bus, so its algorithm
+    // bandwidth (factor 1) is reported, as NCCL does.
+    let bus_factor = if n == 1 {
+        1.0
+    } else {
+        2.0 * (n as f64 - 1.0) / n as f64
+    };
     Ok(AllReduceReport {
         backend: collective.name().into(),
         devices: devs.iter().map(|&d| device_name(d)).collect(),
@@ -239,10 +245,7 @@ pub fn allreduce(
         iters,
         correct,
         seconds,
-        // One replica moves nothing over the bus (NCCL reports its algorithm bandwidth then).
-        bus_gb_per_s: bytes * (2.0 * (n as f64 - 1.0) / n as f64).max(f64::from(u8::from(n == 1)))
-            / seconds.max(1e-12)
-            / 1e9,
+        bus_gb_per_s: bytes * bus_factor / seconds.max(1e-12) / 1e9,
     })
 }
 

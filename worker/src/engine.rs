@@ -334,9 +334,8 @@ fn setup(cfg: &TrainConfig, scheme: LabelScheme) -> Result<Setup, WorkerError> {
         })?;
     let devices = parse_devices(&cfg.device, cfg.devices_per_task)?;
     let device = devices[0];
-    for &d in &devices {
-        configure(d, cfg.threads, cfg.fast_path);
-    }
+    // Process-wide settings; a task's replicas are all CPU or all CUDA devices, so one call covers them.
+    configure(device, cfg.threads, cfg.fast_path);
     Ok(Setup {
         device,
         devices,

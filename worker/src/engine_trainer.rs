@@ -88,11 +88,9 @@ impl Trainer for EngineTrainer {
         };
         // The engine resolves the same spec again; here it names the device in heartbeats and says
         // which device's memory to read after each epoch.
-        let device = match (task.kind, &p.baseline) {
-            (_, Some(_)) => crate::device::parse_device(&cfg.device),
-            _ => crate::device::parse_devices(&cfg.device, cfg.devices_per_task).map(|d| d[0]),
-        }
-        .map_err(trainer_error)?;
+        // Baselines train on one device: their payloads carry devices_per_task = 1.
+        let device = crate::device::parse_devices(&cfg.device, cfg.devices_per_task)
+            .map_err(trainer_error)?[0];
         let device_name = crate::device::device_name(device);
         let mut on_epoch = |log: &EpochLog| {
             progress(Progress {

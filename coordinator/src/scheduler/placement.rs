@@ -2,7 +2,7 @@
 //! `train.devices_per_task = N > 1` is leased only with N idle devices of one worker, all or nothing, and
 //! holds them alone until its lease ends; a one-device task runs on its slot's own device, which several
 //! slots may share, unless a gang lease holds it. Devices are indices into the worker's device list (so
-//! that `--devices cpu,cpu` gives two CPU replicas). These are the only rules; the lease loop asks here.
+//! that `--device cpu --device cpu` gives two CPU replicas). These are the only rules; the lease loop asks here.
 
 /// The devices of one worker as its live leases hold them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,12 +71,18 @@ impl DeviceUse {
 /// Why ready tasks needing `need` devices cannot be placed, when no registered worker has that many
 /// (`largest`: the most devices of any registered worker); `None` when some worker could hold them.
 pub(super) fn unplaceable(count: usize, need: usize, largest: usize) -> Option<String> {
-    (need > largest.max(1)).then(|| {
+    exceeds_every_worker(need, largest).then(|| {
         format!(
             "{count} ready task(s) need {need} devices each (train.devices_per_task = {need}), and no registered worker has more than {}: they are not started until a worker with at least {need} devices registers (mer worker --devices ..., or [kubernetes] gpus_per_worker)",
             largest.max(1)
         )
     })
+}
+
+/// Whether a task needing `need` devices fits no registered worker (`largest`: the most devices of any;
+/// a worker counts as at least one device).
+pub(super) fn exceeds_every_worker(need: usize, largest: usize) -> bool {
+    need > largest.max(1)
 }
 
 #[cfg(test)]

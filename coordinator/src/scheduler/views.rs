@@ -171,7 +171,7 @@ pub(super) fn unplaceable_tasks(inner: &Inner, e: &Experiment) -> usize {
     };
     ready_by_need(inner, e)
         .into_iter()
-        .filter(|&(need, _)| need > largest)
+        .filter(|&(need, _)| placement::exceeds_every_worker(need, largest))
         .map(|(_, count)| count)
         .sum()
 }
