@@ -100,6 +100,12 @@ for l in sys.stdin:
   fi
 fi
 
+# Time limits per step: on a GPU they add up to 8 minutes (150 + 90 + 60 + 180 s, the build not counted),
+# so the check finishes in under 8 minutes or says which step ran over; the CPU plumbing check is slower.
+limit() { # gpu-seconds cpu-seconds
+  if [ "$cpu" = 1 ]; then echo "$2"; else echo "$1"; fi
+}
+
 step() { # name, limit seconds, command...
   local name="$1" limit="$2"; shift 2
   local t0; t0=$(date +%s)
@@ -120,7 +126,7 @@ step() { # name, limit seconds, command...
 if [ "$cpu" = 1 ]; then
   note "SKIP cuda-tests (CPU plumbing check)"
 elif [ -n "$tests" ] && [ -x "$tests" ]; then
-  step cuda-tests 240 "$tests" --test-threads 1 --nocapture
+  step cuda-tests "$(limit 150 150)" "$tests" --test-threads 1 --nocapture
 else
   failed=1; note "FAIL cuda-tests: no test binary (set MER_CUDA_TESTS)"
 fi
@@ -129,14 +135,14 @@ fi
 bench_args=(bench train --device "$dev" --batch 16 --steps 20 --warmup 5)
 [ -n "$peak" ] && bench_args+=(--peak-tflops "$peak")
 [ "$cpu" = 1 ] && bench_args=(bench train --device cpu --batch 2 --steps 2 --warmup 1 --threads 2)
-if step bench-train 240 "$mer" "${bench_args[@]}"; then
+if step bench-train "$(limit 90 240)" "$mer" "${bench_args[@]}"; then
   while IFS= read -r l; do note "  $l"; done < <(grep -E 'samples/s|cuDNN|WARNING' "$work/bench-train.log")
 fi
 
 # (3) the gradient all-reduce over every local GPU
 ar_dev="cuda:0"
 [ "$cpu" = 1 ] && ar_dev="cpu"
-if step allreduce 120 "$mer" bench allreduce --device "$ar_dev" --replicas "$replicas" --mib 64 --iters 20; then
+if step allreduce "$(limit 60 120)" "$mer" bench allreduce --device "$ar_dev" --replicas "$replicas" --mib 64 --iters 20; then
   note "  $(tail -1 "$work/allreduce.log")"
 fi
 
@@ -157,7 +163,7 @@ exp() {
 }
 export -f exp
 export mer work dev replicas
-if step experiment 300 bash -c exp; then
+if step experiment "$(limit 180 300)" bash -c exp; then
   note "  pooled (part, n, UF1, UAR, ...): $(grep -m1 -F '**all**' "$work/experiment.log" || echo 'see the log')"
   note "  devices per fold: $(grep -o '"device":"[^"]*"' "$work/run/folds.jsonl" | sort | uniq -c | tr -s ' ' | tr '\n' ';')"
 fi
