@@ -111,6 +111,18 @@ pub struct ModelConfig {
     /// paper's) or their running sum from the onset.
     #[serde(skip_serializing_if = "InputFlow::is_consecutive")]
     pub input_flow: InputFlow,
+    /// The smallest spatial grid the tower pools down to: a 2x2 spatial pool is skipped when it would
+    /// take the feature map below `min_grid` x `min_grid` (its temporal pooling is kept). 1, the default,
+    /// pools after every conv layer as the paper does, which at its 112 px input leaves a 3 x 3 grid for the
+    /// dense layer; at 48 px the same pools leave 1 x 1, so the dense layer sees no layout at all (which
+    /// part of the face moved). `min_grid = 3` keeps the paper's 3 x 3 at 48 px. Keyed apart only when
+    /// not 1.
+    #[serde(skip_serializing_if = "is_full_pooling")]
+    pub min_grid: i64,
+}
+
+fn is_full_pooling(n: &i64) -> bool {
+    *n == 1
 }
 
 /// The displacement each input frame holds. `consecutive`: flow from key-frame i to i+1, as prepared (the
@@ -148,6 +160,13 @@ pub enum InputScale {
     /// Divided by the root-mean-square flow value of the fold's training samples (both channels, every
     /// frame and pixel), so the training input has unit RMS.
     TrainRms,
+    /// Each sample's channels min-max scaled to [0, 1] over all its frames and pixels, after augmentation
+    /// (a constant channel becomes 0): the per-sample contrast normalisation the apex-flow baselines apply
+    /// to their input (`baselines::cnn::normalise_inputs`), extended in time. It removes the expression's
+    /// overall intensity and keeps its layout and time course; it uses no other sample, so nothing crosses
+    /// folds, and train and test samples get the same rule.
+    #[serde(rename = "sample-minmax")]
+    SampleMinMax,
 }
 
 impl InputScale {
@@ -168,6 +187,7 @@ impl Default for ModelConfig {
             dropout: 0.5,
             input_scale: InputScale::Raw,
             input_flow: InputFlow::Consecutive,
+            min_grid: 1,
         }
     }
 }
@@ -379,6 +399,15 @@ impl ModelConfig {
                 ),
             ));
         }
+        if !(1..=m.input_size).contains(&m.min_grid) {
+            return Err(bad(
+                "model.min_grid",
+                format!(
+                    "model.min_grid = {} must be between 1 and model.input_size ({})",
+                    m.min_grid, m.input_size
+                ),
+            ));
+        }
         if !(0.0..1.0).contains(&m.dropout) {
             return Err(bad(
                 "model.dropout",
@@ -585,6 +614,8 @@ mod tests {
         );
         assert_eq!(field(&|c| c.model.input_size = 16), "model.input_size");
         assert_eq!(field(&|c| c.model.dense = 0), "model.dense");
+        assert_eq!(field(&|c| c.model.min_grid = 0), "model.min_grid");
+        assert_eq!(field(&|c| c.model.min_grid = 113), "model.min_grid");
         assert_eq!(
             field(&|c| c.target.frozen_layers = 6),
             "target.frozen_layers"

@@ -152,6 +152,23 @@ pub struct DeviceSet {
     rows: Vec<i64>,
     theta: Vec<f32>,
     scale: Vec<f32>,
+    /// `model.input_scale = "sample-minmax"`: every batch's samples are min-max scaled per channel after
+    /// augmentation, so a crop's zoom changes the layout the network sees but never the value range.
+    per_sample_min_max: bool,
+}
+
+/// The per-sample min-max rule at the network's input (`model.input_scale = "sample-minmax"`): each
+/// channel of each sample of `x` (`[B, T, C, S, S]`) is mapped to [0, 1] over its frames and pixels; a
+/// constant channel becomes 0. It is `baselines::cnn::normalise_inputs`'s rule over a clip instead of one
+/// image (a test checks the two agree), computed on the device in the input's dtype.
+pub fn min_max_per_sample_channel(x: &Tensor) -> Tensor {
+    let x = x.nan_to_num(0.0, 0.0, 0.0);
+    let lo = x.amin([1, 3, 4], true);
+    let range = x.amax([1, 3, 4], true) - &lo;
+    let ok = range.gt(0.0);
+    let safe = range.where_self(&ok, &range.ones_like());
+    let zero = safe.zeros_like();
+    ((x - lo) / safe).where_self(&ok, &zero)
 }
 
 impl DeviceSet {
@@ -211,6 +228,7 @@ impl DeviceSet {
             rows: Vec::new(),
             theta: Vec::new(),
             scale: Vec::new(),
+            per_sample_min_max: model.input_scale == InputScale::SampleMinMax,
         })
     }
 
@@ -234,7 +252,8 @@ impl DeviceSet {
     /// a test set: the test samples get the training set's gain).
     pub fn input_gain(&self, scale: InputScale) -> Result<f64, WorkerError> {
         match scale {
-            InputScale::Raw => Ok(1.0),
+            // Per-sample min-max is applied in `batch`, on each sample as the network sees it.
+            InputScale::Raw | InputScale::SampleMinMax => Ok(1.0),
             InputScale::TrainRms => {
                 let r = self.rms();
                 if r.is_finite() && r > 0.0 {
@@ -317,6 +336,11 @@ impl DeviceSet {
         }
         // [B*T, C, S, S] -> logical [B, C, T, S, S]; channels-last-3d memory [B, T, S, S, C] on the fast path.
         let x = x.view([b, t, self.c, s, s]);
+        let x = if self.per_sample_min_max {
+            min_max_per_sample_channel(&x)
+        } else {
+            x
+        };
         if prec.channels_last {
             let out = Tensor::empty([b, t, s, s, self.c], (prec.kind(), dev));
             let mut out_v = out.permute([0, 1, 4, 2, 3]);
@@ -543,6 +567,48 @@ mod tests {
             !a.allclose(&want, 1e-5, 1e-5, false),
             "the fixture's flow is not constant"
         );
+    }
+
+    #[test]
+    fn sample_minmax_is_the_baselines_rule_over_each_clip_after_augmentation() {
+        let p = prepared(3, 32, 10);
+        let prec = Precision::new(false, Device::Cpu);
+        let mut raw = DeviceSet::new(&p, &[0, 2], &model(32), Device::Cpu).unwrap();
+        let mut m = model(32);
+        m.input_scale = InputScale::SampleMinMax;
+        let mut norm = DeviceSet::new(&p, &[0, 2], &m, Device::Cpu).unwrap();
+        assert_eq!(norm.input_gain(m.input_scale).unwrap(), 1.0);
+        let vars = [
+            Variant {
+                crop: Some((4, 3)),
+                temporal: 1,
+            },
+            Variant {
+                crop: None,
+                temporal: 0,
+            },
+        ];
+        for v in [None, Some(&vars[..])] {
+            // [B, C, T, S, S], contiguous: each channel of each sample is T*S*S consecutive values.
+            let a = raw.batch(&[0, 1], v, &prec);
+            let b = norm.batch(&[0, 1], v, &prec);
+            let mut want = Vec::<f32>::try_from(a.flatten(0, -1)).unwrap();
+            crate::baselines::cnn::min_max_chunks(&mut want, 10 * 32 * 32);
+            let got = Vec::<f32>::try_from(b.flatten(0, -1)).unwrap();
+            let diff = want
+                .iter()
+                .zip(&got)
+                .map(|(w, g)| (w - g).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-6, "{diff}");
+            assert!(got.iter().all(|g| (0.0..=1.0).contains(g)));
+        }
+        // A channel without motion becomes 0, not NaN.
+        let z = min_max_per_sample_channel(&Tensor::zeros(
+            [1, 10, 2, 4, 4],
+            (Kind::Float, Device::Cpu),
+        ));
+        assert_eq!(z.abs().sum(Kind::Double).double_value(&[]), 0.0);
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //! prefer this to `ceil_mode` (which would give 4 x 4 with a half-empty last window) because every output
 //! then sees a full window, like all other pools.
 //!
+//! **The final grid.** At the paper's 112 px the pools leave a 3 x 3 grid, so the dense layer still sees
+//! which part of the face moved; at a 48 px input the same five pools end at 1 x 1 (48 -> 24 -> 12 -> 6 ->
+//! 3 -> 1), a global max over the face. `model.min_grid` skips the spatial part of every pool that would
+//! go below that grid (`min_grid = 3` keeps 3 x 3 at 48 px); the default 1 is the paper's pooling.
+//!
 //! ReLU and max-pool commute exactly (ReLU is monotone), also in their gradients, so the forward pools
 //! first and applies ReLU to the 4-8x smaller pooled tensor (in place): identical results, less memory traffic.
 //!
@@ -76,9 +81,11 @@ impl SinC3D {
         let mut pools = Vec::with_capacity(CONV_LAYERS);
         for i in 0..CONV_LAYERS {
             let kt = if i == 0 { 1 } else { t.min(2) };
-            pools.push([kt, 2, 2]);
+            // `model.min_grid`: no spatial pool that would leave a grid smaller than it.
+            let ks = if s / 2 >= cfg.min_grid { 2 } else { 1 };
+            pools.push([kt, ks, ks]);
             t /= kt;
-            s /= 2;
+            s /= ks;
         }
         Ok(SinC3D {
             cfg: cfg.clone(),
@@ -344,6 +351,62 @@ mod tests {
         .unwrap_err()
         .to_string()
         .contains("widths"));
+    }
+
+    #[test]
+    fn min_grid_keeps_the_layout_the_pools_would_remove() {
+        let small = ModelConfig {
+            widths: [8, 16, 32, 32, 64],
+            input_size: 48,
+            dense: 32,
+            min_grid: 3,
+            ..ModelConfig::default()
+        };
+        let m = SinC3D::new(&small).unwrap();
+        // 48 -> 24 -> 12 -> 6 -> 3, then pool5 keeps 3 x 3 (only its time part would remain, and T is 1).
+        assert_eq!(
+            m.pools,
+            vec![[1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 1, 1]]
+        );
+        assert_eq!(m.final_shape, [64, 1, 3, 3]);
+        let p = params(&m);
+        let x = Tensor::randn([2, 2, 10, 48, 48], (Kind::Float, Device::Cpu));
+        let mut trace = Vec::new();
+        let mut shapes = |name: &str, h: &Tensor| trace.push((name.to_string(), h.size()));
+        let f = tch::no_grad(|| m.features(&p, &x, Some(&mut shapes)));
+        assert_eq!(trace, m.expected_shapes(2));
+        assert_eq!(f.size(), vec![2, 32]);
+        // A larger grid skips earlier spatial pools but keeps the temporal ones (10 -> 5 -> 2 -> 1).
+        let m7 = SinC3D::new(&ModelConfig {
+            min_grid: 7,
+            ..ModelConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            m7.pools,
+            vec![[1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 1, 1]]
+        );
+        assert_eq!(m7.final_shape, [256, 1, 7, 7]);
+        let m12 = SinC3D::new(&ModelConfig {
+            min_grid: 12,
+            ..small
+        })
+        .unwrap();
+        assert_eq!(
+            m12.pools,
+            vec![[1, 2, 2], [2, 2, 2], [2, 1, 1], [2, 1, 1], [1, 1, 1]]
+        );
+        assert_eq!(m12.final_shape, [64, 1, 12, 12]);
+        // The paper's pooling is the default and unchanged by min_grid 1 or 3 at 112 px.
+        let paper = SinC3D::new(&ModelConfig::default()).unwrap();
+        for g in [1, 3] {
+            let m = SinC3D::new(&ModelConfig {
+                min_grid: g,
+                ..ModelConfig::default()
+            })
+            .unwrap();
+            assert_eq!(m.pools, paper.pools, "min_grid {g}");
+        }
     }
 
     #[test]

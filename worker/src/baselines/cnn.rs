@@ -102,11 +102,19 @@ pub struct CnnOutput {
 /// insensitive to the input scale up to the conv biases, and for OFF-ApexNet (no BatchNorm) unit-range
 /// inputs keep the first activations and logits of PyTorch-initialised layers of order one.
 pub fn normalise_inputs(x: &mut [f32], channels: usize, size: usize) {
-    let plane = size * size;
-    if plane == 0 || channels == 0 {
+    if channels == 0 {
         return;
     }
-    for ch in x.chunks_mut(plane) {
+    min_max_chunks(x, size * size);
+}
+
+/// The min-max rule of [`normalise_inputs`] on every consecutive `chunk` values of `x` (one channel of one
+/// sample): non-finite values become 0, then the chunk is mapped to [0, 1]; a constant chunk becomes 0.
+pub fn min_max_chunks(x: &mut [f32], chunk: usize) {
+    if chunk == 0 {
+        return;
+    }
+    for ch in x.chunks_mut(chunk) {
         for v in ch.iter_mut() {
             if !v.is_finite() {
                 *v = 0.0;
