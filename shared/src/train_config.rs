@@ -192,10 +192,33 @@ impl Default for ModelConfig {
     }
 }
 
-/// The optimiser schedule shared by both stages: SGD with momentum, step decay.
+/// Which update rule an [`OptimConfig`] uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimKind {
+    /// SGD with momentum (the paper's; the default).
+    #[default]
+    Sgd,
+    /// Adam as PyTorch defines it (beta1 0.9, beta2 0.999, eps 1e-8; `weight_decay` as L2 added to the
+    /// gradient; `momentum` unused): the optimiser the baselines (STSTNet, OFF-ApexNet) train with, and one
+    /// whose per-parameter step sizes do not depend on the scale of each layer's gradient.
+    Adam,
+}
+
+impl OptimKind {
+    /// True for the default, which task keys leave out so that keys of specs without it stay unchanged.
+    pub fn is_sgd(&self) -> bool {
+        *self == OptimKind::Sgd
+    }
+}
+
+/// The optimiser schedule shared by both stages: SGD with momentum (or Adam), step decay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimConfig {
+    /// The update rule (`sgd`, the paper's, or `adam`). Keyed apart only when not `sgd`.
+    #[serde(skip_serializing_if = "OptimKind::is_sgd")]
+    pub kind: OptimKind,
     /// Epochs (fixed budget: never selected on the test subject).
     pub epochs: usize,
     /// Mini-batch size.
@@ -215,6 +238,7 @@ pub struct OptimConfig {
 impl Default for OptimConfig {
     fn default() -> Self {
         OptimConfig {
+            kind: OptimKind::Sgd,
             epochs: 100,
             batch_size: 8,
             lr: 0.004,

@@ -85,7 +85,7 @@ impl Replicas {
             .collect();
         self.collective.all_reduce_sum(&grads)?;
         for s in &mut self.sets {
-            s.sgd_step(lr, o);
+            s.step(lr, o);
         }
         Ok(())
     }
@@ -379,7 +379,7 @@ mod tests {
                     let w = single.compute(&prec);
                     let z = siamese::pair_logits(&model, &w, &x);
                     siamese::bce(&z, &Tensor::from_slice(&same)).backward();
-                    single.sgd_step(0.05, &o);
+                    single.step(0.05, &o);
                 } else {
                     prior_step(
                         &model,

@@ -436,7 +436,7 @@ fn save_checkpoint(
     let Some(dir) = dir else { return Ok(()) };
     let path = dir.join(format!("{stage}.ckpt.safetensors"));
     let mut tensors = ps.to_cpu();
-    tensors.extend(ps.momentum_to_cpu());
+    tensors.extend(ps.state_to_cpu());
     let meta: BTreeMap<String, String> = [
         ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
         ("stage".into(), stage.into()),
@@ -476,7 +476,7 @@ pub(crate) fn target_step(
     let z = f.linear(&w[n], Some(&w[n + 1]));
     let loss = loss_fn.forward(&z, &y);
     loss.backward();
-    ps.sgd_step(lr, o);
+    ps.step(lr, o);
     loss.detach()
 }
 
@@ -607,7 +607,7 @@ fn prior_impl(
                     let y = Tensor::from_slice(&target).to_device(su.device);
                     let loss = siamese::bce(&z, &y);
                     loss.backward();
-                    ps.sgd_step(lr, o);
+                    ps.step(lr, o);
                     loss.detach()
                 }
                 Weights::Many(reps) => Tensor::from(data_parallel::prior_step(

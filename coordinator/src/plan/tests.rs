@@ -290,7 +290,7 @@ fn keys_are_stable_and_depend_only_on_what_matters() {
         base.tasks.iter().map(|t| &t.key).collect::<Vec<_>>()
     );
     // Settings at their defaults, spelled out, keep the keys of specs written before they existed.
-    let spelled = plan("[train]\nlayer_stats = false\neval_every = 1\n[train.model]\ninput_scale = \"raw\"\ninput_flow = \"consecutive\"\nmin_grid = 1\n[sweep]\nalpha = [2]\n");
+    let spelled = plan("[train]\nlayer_stats = false\neval_every = 1\n[train.model]\ninput_scale = \"raw\"\ninput_flow = \"consecutive\"\nmin_grid = 1\n[train.target.optim]\nkind = \"sgd\"\n[sweep]\nalpha = [2]\n");
     assert_eq!(spelled.tasks, base.tasks);
     // A sweep point shared with a bigger experiment has the same tasks.
     let big = plan("[sweep]\nalpha = [1, 2, 3]\n");
@@ -319,6 +319,7 @@ fn keys_are_stable_and_depend_only_on_what_matters() {
         "[sweep]\nalpha = [2]\nfrozen_layers = [1]\n",
         "[train.target.optim]\nepochs = 99\n[sweep]\nalpha = [2]\n",
         "[train.target.optim]\nlr = 0.01\n[sweep]\nalpha = [2]\n",
+        "[train.target.optim]\nkind = \"adam\"\n[sweep]\nalpha = [2]\n",
         "[train]\nlayer_stats = true\n[sweep]\nalpha = [2]\n",
         "[train]\neval_every = 4\n[sweep]\nalpha = [2]\n",
         "[train.target.loss]\nkind = \"focal\"\ngamma = 1.0\nalpha = 1.0\n[sweep]\nalpha = [2]\n",
@@ -334,6 +335,7 @@ fn keys_are_stable_and_depend_only_on_what_matters() {
         "[train.model]\ndense = 64\n[sweep]\nalpha = [2]\n",
         "[train.model]\ninput_scale = \"train-rms\"\n[sweep]\nalpha = [2]\n",
         "[train.model]\ninput_scale = \"sample-minmax\"\n[sweep]\nalpha = [2]\n",
+        "[train.prior.optim]\nkind = \"adam\"\n[sweep]\nalpha = [2]\n",
         "[train.model]\ninput_flow = \"cumulative\"\n[sweep]\nalpha = [2]\n",
         "[train.model]\nmin_grid = 3\n[sweep]\nalpha = [2]\n",
         "[train.augment]\ncrops = false\n[sweep]\nalpha = [2]\n",
@@ -560,7 +562,9 @@ fn every_example_spec_parses_and_expands() {
     assert_eq!(seen["realistic_ablation_balanced"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_grid"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_sample_minmax"], (68, 1, 68));
-    assert_eq!(seen.len(), 26);
+    assert_eq!(seen["realistic_ablation_adam"], (68, 1, 68));
+    assert_eq!(seen["realistic_ablation_input_size_adam"], (68, 1, 68));
+    assert_eq!(seen.len(), 28);
 }
 
 #[test]

@@ -158,12 +158,9 @@ impl Model {
     }
 }
 
-/// Adam on plain tensors (PyTorch's update rule, no weight decay, no amsgrad).
+/// Adam on plain tensors (`optim::adam_update`: PyTorch's rule, no weight decay, no amsgrad).
 struct Adam {
     lr: f64,
-    beta1: f64,
-    beta2: f64,
-    eps: f64,
     step: i32,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
@@ -173,9 +170,6 @@ impl Adam {
     fn new(params: &[Tensor], lr: f64) -> Self {
         Adam {
             lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
             step: 0,
             m: params.iter().map(|p| p.zeros_like()).collect(),
             v: params.iter().map(|p| p.zeros_like()).collect(),
@@ -185,21 +179,13 @@ impl Adam {
     /// One update of every parameter that has a gradient, then clears the gradients.
     fn step(&mut self, params: &[Tensor]) {
         self.step += 1;
-        let bc1 = 1.0 - self.beta1.powi(self.step);
-        let bc2 = 1.0 - self.beta2.powi(self.step);
         tch::no_grad(|| {
             for ((p, m), v) in params.iter().zip(&mut self.m).zip(&mut self.v) {
                 let mut g = p.grad();
                 if !g.defined() {
                     continue;
                 }
-                let _ = m.g_mul_scalar_(self.beta1);
-                let _ = m.g_add_(&(&g * (1.0 - self.beta1)));
-                let _ = v.g_mul_scalar_(self.beta2);
-                let _ = v.g_add_(&(&g * &g * (1.0 - self.beta2)));
-                let denom = v.sqrt() / bc2.sqrt() + self.eps;
-                let mut p = p.shallow_clone();
-                let _ = p.g_sub_(&(&*m / denom * (self.lr / bc1)));
+                crate::optim::adam_update(p, &g, m, v, self.step, self.lr);
                 let _ = g.zero_();
             }
         });
