@@ -105,15 +105,9 @@ impl ParamSet {
         });
     }
 
-    /// One step of `o.kind`'s rule with learning rate `lr`, then clears the gradients.
+    /// One step of `o.kind`'s rule with learning rate `lr`, then clears the gradients. Both rules share
+    /// the walk: frozen parameters and those without a gradient are skipped, weight decay is added as L2.
     pub fn step(&mut self, lr: f64, o: &OptimConfig) {
-        match o.kind {
-            OptimKind::Sgd => self.sgd_step(lr, o),
-            OptimKind::Adam => self.adam_step(lr, o),
-        }
-    }
-
-    fn adam_step(&mut self, lr: f64, o: &OptimConfig) {
         tch::no_grad(|| {
             for i in 0..self.values.len() {
                 if !self.trainable[i] {
@@ -126,48 +120,39 @@ impl ParamSet {
                 if o.weight_decay != 0.0 {
                     let _ = g.g_add_(&(&self.values[i] * o.weight_decay));
                 }
-                let m = self.momentum[i].get_or_insert_with(|| g.zeros_like());
-                let v = self.second[i].get_or_insert_with(|| g.zeros_like());
-                self.steps[i] += 1;
-                adam_update(&self.values[i], &g, m, v, self.steps[i], lr);
-                let _ = g.zero_();
-            }
-        });
-    }
-
-    fn sgd_step(&mut self, lr: f64, o: &OptimConfig) {
-        tch::no_grad(|| {
-            for i in 0..self.values.len() {
-                if !self.trainable[i] {
-                    continue;
-                }
-                let mut g = self.values[i].grad();
-                if !g.defined() {
-                    continue;
-                }
-                if o.weight_decay != 0.0 {
-                    let _ = g.g_add_(&(&self.values[i] * o.weight_decay));
-                }
-                let step = if o.momentum != 0.0 {
-                    match &mut self.momentum[i] {
-                        Some(buf) => {
-                            let _ = buf.g_mul_scalar_(o.momentum);
-                            let _ = buf.g_add_(&g);
-                            buf.shallow_clone()
-                        }
-                        slot @ None => {
-                            let buf = g.copy();
-                            *slot = Some(buf.shallow_clone());
-                            buf
-                        }
+                match o.kind {
+                    OptimKind::Sgd => self.sgd_update(i, &g, lr, o.momentum),
+                    OptimKind::Adam => {
+                        let m = self.momentum[i].get_or_insert_with(|| g.zeros_like());
+                        let v = self.second[i].get_or_insert_with(|| g.zeros_like());
+                        self.steps[i] += 1;
+                        adam_update(&self.values[i], &g, m, v, self.steps[i], lr);
                     }
-                } else {
-                    g.shallow_clone()
-                };
-                let _ = self.values[i].g_add_(&(step * -lr));
+                }
                 let _ = g.zero_();
             }
         });
+    }
+
+    /// SGD's update of parameter `i` from gradient `g` (weight decay already added).
+    fn sgd_update(&mut self, i: usize, g: &Tensor, lr: f64, momentum: f64) {
+        let step = if momentum != 0.0 {
+            match &mut self.momentum[i] {
+                Some(buf) => {
+                    let _ = buf.g_mul_scalar_(momentum);
+                    let _ = buf.g_add_(g);
+                    buf.shallow_clone()
+                }
+                slot @ None => {
+                    let buf = g.copy();
+                    *slot = Some(buf.shallow_clone());
+                    buf
+                }
+            }
+        } else {
+            g.shallow_clone()
+        };
+        let _ = self.values[i].g_add_(&(step * -lr));
     }
 
     /// An independent copy on `prec.device` (a data-parallel replica): the same values, frozen flags and
