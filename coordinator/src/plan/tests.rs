@@ -564,7 +564,9 @@ fn every_example_spec_parses_and_expands() {
     assert_eq!(seen["realistic_ablation_sample_minmax"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_adam"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_input_size_adam"], (68, 1, 68));
-    assert_eq!(seen.len(), 28);
+    assert_eq!(seen["realistic_ablation_no_augment"], (68, 1, 68));
+    assert_eq!(seen["realistic_ablation_crop_scaled"], (68, 1, 68));
+    assert_eq!(seen.len(), 30);
 }
 
 #[test]
