@@ -146,6 +146,30 @@ impl MethodsConfig {
     }
 }
 
+/// Which onset->apex motion the two apex-flow CNNs read (`input` in `[methods.ststnet]` /
+/// `[methods.offapexnet]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CnnInput {
+    /// The prepared file's `apex_flow` group: one Farneback flow from the onset frame straight to the apex
+    /// frame, with its strain (the originals' input; the default).
+    #[default]
+    ApexFlow,
+    /// MERSiamC3D's own input turned into the same form: the prepared key-frame flows summed from the
+    /// first key-frame to the one nearest the apex ([`crate::prepared::SampleMeta::apex_keyframe`]), then
+    /// the `apex_flow` group's strain and area resize to that group's square. It swaps only the source of
+    /// the motion, so a baseline run with it measures how much of the network's score the key-frame flows
+    /// carry (a diagnostic of where MERSiamC3D loses signal: its input or its network).
+    KeyframeSum,
+}
+
+impl CnnInput {
+    /// True for the default, which task keys leave out so that keys of specs without it stay unchanged.
+    pub fn is_apex_flow(&self) -> bool {
+        *self == CnnInput::ApexFlow
+    }
+}
+
 /// Training settings of the two small apex-flow CNNs (both are trained the same way: Adam, softmax
 /// cross-entropy, a fixed epoch budget, no epoch selection).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +185,9 @@ pub struct StstnetConfig {
     pub dropout: f64,
     /// Shuffle the training samples every epoch (the authors' loader does not shuffle).
     pub shuffle: bool,
+    /// Which onset->apex motion it reads (default: the `apex_flow` group, as the authors).
+    #[serde(skip_serializing_if = "CnnInput::is_apex_flow")]
+    pub input: CnnInput,
 }
 
 impl Default for StstnetConfig {
@@ -171,6 +198,7 @@ impl Default for StstnetConfig {
             lr: 0.00005,
             dropout: 0.5,
             shuffle: false,
+            input: CnnInput::ApexFlow,
         }
     }
 }
@@ -196,6 +224,9 @@ pub struct OffApexNetConfig {
     /// Shuffle the training samples every epoch (our choice: the usual mini-batch training; the paper's
     /// loader is not known).
     pub shuffle: bool,
+    /// Which onset->apex motion it reads (default: the `apex_flow` group, as the paper).
+    #[serde(skip_serializing_if = "CnnInput::is_apex_flow")]
+    pub input: CnnInput,
 }
 
 impl Default for OffApexNetConfig {
@@ -207,6 +238,7 @@ impl Default for OffApexNetConfig {
             dense: 1024,
             dropout: 0.5,
             shuffle: true,
+            input: CnnInput::ApexFlow,
         }
     }
 }

@@ -206,6 +206,23 @@ pub struct SampleMeta {
 }
 
 impl SampleMeta {
+    /// The index of the key-frame nearest the apex frame (the first on a tie), at least 1: the prepared
+    /// flows `0..k` lead from the first key-frame to it, so their sum is the key-frame approximation of the
+    /// onset->apex motion. `None` when fewer than two key-frame times are recorded.
+    pub fn apex_keyframe(&self) -> Option<usize> {
+        if self.keyframe_times.len() < 2 {
+            return None;
+        }
+        let apex = f64::from(self.apex);
+        let nearest = self
+            .keyframe_times
+            .iter()
+            .enumerate()
+            .min_by(|(_, a), (_, b)| (*a - apex).abs().total_cmp(&(*b - apex).abs()))
+            .map_or(1, |(i, _)| i);
+        Some(nearest.max(1))
+    }
+
     /// The LOSO fold this sample is tested in (its subject's).
     pub fn fold_id(&self) -> crate::fold_id::FoldId {
         crate::fold_id::FoldId::new(self.dataset, self.subject.clone())
@@ -699,6 +716,31 @@ mod tests {
             crop: "haar".into(),
             ..crate::fixtures::prep_info("test", 4, 10)
         }
+    }
+
+    #[test]
+    fn apex_keyframe_is_the_nearest_key_frame_and_at_least_one() {
+        let at = |times: &[f64], apex: u32| {
+            SampleMeta {
+                apex,
+                keyframe_times: times.to_vec(),
+                ..sample(1)
+            }
+            .apex_keyframe()
+        };
+        // The paper's worked example: onset 25, apex 91, offset 121.
+        let worked = [
+            25.0, 58.0, 75.0, 83.0, 87.0, 91.0, 106.0, 114.0, 118.0, 120.0, 121.0,
+        ];
+        assert_eq!(at(&worked, 91), Some(5));
+        // A noisy apex between two key-frames goes to the nearer one; a tie to the earlier.
+        assert_eq!(at(&worked, 97), Some(5));
+        assert_eq!(at(&worked, 99), Some(6));
+        assert_eq!(at(&[0.0, 2.0, 4.0], 3), Some(1));
+        // An apex at the onset still sums one flow; fewer than two times have no apex key-frame.
+        assert_eq!(at(&worked, 25), Some(1));
+        assert_eq!(at(&[25.0], 25), None);
+        assert_eq!(at(&[], 25), None);
     }
 
     #[test]

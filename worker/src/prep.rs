@@ -310,10 +310,7 @@ struct ClipOut {
 const TIM10_FRAMES: usize = 10;
 
 /// The onset->apex group of one clip: Farneback flow between the two face crops at the prepared size
-/// (the key-frame flows' parameters), optical strain from that flow's spatial derivatives at the same
-/// resolution, then all three area-averaged down to `out` x `out`; u and v are multiplied by the resize
-/// factor so that they stay displacements in output pixels (strain is a ratio of displacements and
-/// needs no scaling).
+/// (the key-frame flows' parameters), then [`apex_group_planes`].
 fn apex_flow_group(
     onset: &GrayFrame,
     apex: &GrayFrame,
@@ -321,14 +318,29 @@ fn apex_flow_group(
     out: u32,
 ) -> Result<Vec<f32>> {
     let f = crate::flow::farneback(onset, apex, p)?;
-    let strain = crate::baselines::strain::optical_strain(&f.u, &f.v, f.height, f.width);
-    let scale = out as f32 / f.width as f32;
-    let mut v = Vec::with_capacity(3 * (out as usize).pow(2));
-    for (plane, k) in [(&f.u, scale), (&f.v, scale), (&strain, 1.0)] {
-        let r = crate::flow::resize_area(plane, f.width, f.height, out as usize)?;
-        v.extend(r.into_iter().map(|x| x * k));
+    apex_group_planes(&f.u, &f.v, f.height, f.width, out)
+}
+
+/// The `apex_flow` group's form of one onset->apex flow `u`, `v` (`h` x `w` pixels): optical strain from
+/// the flow's spatial derivatives at that resolution, then all three area-averaged down to `out` x `out`
+/// (`[3, out, out]`); u and v are multiplied by the resize factor so that they stay displacements in
+/// output pixels (strain is a ratio of displacements and needs no scaling). The one rule for both the
+/// prepared group and the baselines' `keyframe_sum` input.
+pub(crate) fn apex_group_planes(
+    u: &[f32],
+    v: &[f32],
+    h: usize,
+    w: usize,
+    out: u32,
+) -> Result<Vec<f32>> {
+    let strain = crate::baselines::strain::optical_strain(u, v, h, w);
+    let scale = out as f32 / w as f32;
+    let mut planes = Vec::with_capacity(3 * (out as usize).pow(2));
+    for (plane, k) in [(u, scale), (v, scale), (&strain[..], 1.0)] {
+        let r = crate::flow::resize_area(plane, w, h, out as usize)?;
+        planes.extend(r.into_iter().map(|x| x * k));
     }
-    Ok(v)
+    Ok(planes)
 }
 
 /// The TIM-10 group of one clip: the temporal interpolation model (the same cosine expansion as TIM

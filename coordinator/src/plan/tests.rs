@@ -130,6 +130,15 @@ fn methods_are_a_sweep_axis_and_baselines_have_no_prior_stage() {
     assert_eq!(base, keys(&p, 3));
     assert_eq!(base, keys(&st("[train.target.optim]\nlr = 0.1\n"), 0));
     assert_ne!(base, keys(&st("[methods.ststnet]\nepochs = 5\n"), 0));
+    // The input source keys apart only when it is not the default (keys of older specs stay).
+    assert_eq!(
+        base,
+        keys(&st("[methods.ststnet]\ninput = \"apex_flow\"\n"), 0)
+    );
+    assert_ne!(
+        base,
+        keys(&st("[methods.ststnet]\ninput = \"keyframe_sum\"\n"), 0)
+    );
     assert_ne!(base, keys(&st("[train]\nseed = 9\n"), 0));
     assert_eq!(st("").sweep_points[0].label, "method=ststnet");
     // Every fold of a baseline is a fold of MERSiamC3D: the same folds.
@@ -566,7 +575,9 @@ fn every_example_spec_parses_and_expands() {
     assert_eq!(seen["realistic_ablation_input_size_adam"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_no_augment"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_crop_scaled"], (68, 1, 68));
-    assert_eq!(seen.len(), 30);
+    assert_eq!(seen["realistic_ablation_head"], (68, 1, 68));
+    assert_eq!(seen["realistic_ablation_keyframe_sum"], (68, 2, 0));
+    assert_eq!(seen.len(), 32);
 }
 
 #[test]

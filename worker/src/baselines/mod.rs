@@ -21,7 +21,7 @@ use crate::error::WorkerError;
 use mer_shared::fold::{predicted_class, FoldResult, SamplePrediction, Timings};
 use mer_shared::labels::LabelScheme;
 use mer_shared::loso::HeldOut;
-use mer_shared::method::{BaselineSettings, InputGroup, LbpTopSvmConfig};
+use mer_shared::method::{BaselineSettings, CnnInput, InputGroup, LbpTopSvmConfig};
 use mer_shared::metrics::Confusion;
 use mer_shared::prepared::Prepared;
 use mer_shared::train_config::TrainConfig;
@@ -76,6 +76,7 @@ pub fn run_baseline(
                 shuffle: c.shuffle,
                 dense: 0,
                 eval_every: cfg.eval_every,
+                input: c.input,
             },
             device,
             cfg.seed,
@@ -94,6 +95,7 @@ pub fn run_baseline(
                 shuffle: c.shuffle,
                 dense: c.dense,
                 eval_every: cfg.eval_every,
+                input: c.input,
             },
             device,
             cfg.seed,
@@ -136,6 +138,7 @@ struct CnnSettings {
     shuffle: bool,
     dense: i64,
     eval_every: usize,
+    input: CnnInput,
 }
 
 /// Per test sample, the predicted class and the class scores.
@@ -144,8 +147,9 @@ type Predicted = Vec<(usize, Vec<f32>)>;
 /// The test subject's predictions, the epoch log, training and test seconds.
 type FoldOutput = (Predicted, Vec<mer_shared::fold::EpochLog>, f64, f64);
 
-/// Gathers the fold's raw `apex_flow` inputs and trains one of the CNNs (which normalises each sample
-/// on its own, so no statistic crosses the fold boundary).
+/// Gathers the fold's raw inputs (`s.input`: the `apex_flow` group, or [`keyframe_sum_input`] at that
+/// group's size) and trains one of the CNNs (which normalises each sample on its own, so no statistic
+/// crosses the fold boundary).
 #[allow(clippy::too_many_arguments)]
 fn cnn_fold(
     data: &Prepared,
@@ -166,10 +170,13 @@ fn cnn_fold(
     let gather = |idx: &[usize]| -> Result<Vec<f32>, WorkerError> {
         let mut x = Vec::with_capacity(idx.len() * 3 * size * size);
         for &i in idx {
-            let v = data
-                .sample_apex_flow(i)
-                .ok_or_else(|| missing(InputGroup::ApexFlow))?;
-            x.extend_from_slice(v);
+            match s.input {
+                CnnInput::ApexFlow => x.extend_from_slice(
+                    data.sample_apex_flow(i)
+                        .ok_or_else(|| missing(InputGroup::ApexFlow))?,
+                ),
+                CnnInput::KeyframeSum => x.extend(keyframe_sum_input(data, i, size as u32)?),
+            }
         }
         Ok(x)
     };
@@ -206,6 +213,40 @@ fn cnn_fold(
         .map(|row| (predicted_class(&row), row))
         .collect();
     Ok((preds, out.epochs, out.train_s, out.test_s))
+}
+
+/// Sample `i`'s `keyframe_sum` input (`[3, out, out]`): its prepared u and v flows summed over the
+/// key-frames from the first to the one nearest the apex ([`mer_shared::prepared::SampleMeta::apex_keyframe`]),
+/// in the `apex_flow` group's form ([`crate::prep::apex_group_planes`]). The error names the sample when
+/// its key-frame times are missing or the file has no u, v flow.
+pub fn keyframe_sum_input(data: &Prepared, i: usize, out: u32) -> Result<Vec<f32>, WorkerError> {
+    let meta = &data.samples[i];
+    let [_, c, t, h, w] = data.shape;
+    if c < 2 {
+        return Err(WorkerError::sample(
+            &meta.id,
+            format!("keyframe_sum needs u and v flow channels; the prepared file has {c}"),
+        ));
+    }
+    let k = meta.apex_keyframe().ok_or_else(|| {
+        WorkerError::sample(
+            &meta.id,
+            "keyframe_sum needs the key-frame times; the prepared file records none for it",
+        )
+    })?;
+    let flow = data.sample_flow(i);
+    let plane = h * w;
+    let sum = |ch: usize| {
+        let mut acc = vec![0f32; plane];
+        for f in 0..k.min(t) {
+            let start = (ch * t + f) * plane;
+            for (a, x) in acc.iter_mut().zip(&flow[start..start + plane]) {
+                *a += x;
+            }
+        }
+        acc
+    };
+    crate::prep::apex_group_planes(&sum(0), &sum(1), h, w, out)
 }
 
 fn missing(g: InputGroup) -> WorkerError {
@@ -363,4 +404,44 @@ fn softmax(scores: &[f64]) -> Vec<f32> {
     let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
     let z: f64 = e.iter().sum();
     e.iter().map(|v| (v / z) as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::tests::synthetic;
+
+    /// Constant flow frames: frame f of sample 0 moves every pixel by (f + 1, -2(f + 1)) px.
+    fn constant_frames(times: Vec<f64>, apex: u32) -> Prepared {
+        let mut d = synthetic(1, 2, 32, 0);
+        let [_, c, t, h, w] = d.shape;
+        for ch in 0..c {
+            for f in 0..t {
+                let value = (f + 1) as f32 * if ch == 0 { 1.0 } else { -2.0 };
+                let start = (ch * t + f) * h * w;
+                d.flow[start..start + h * w].fill(value);
+            }
+        }
+        d.samples[0].keyframe_times = times;
+        d.samples[0].apex = apex;
+        d
+    }
+
+    #[test]
+    fn keyframe_sum_input_sums_the_flows_up_to_the_apex_key_frame_in_the_apex_group_form() {
+        let times: Vec<f64> = (0..11).map(|i| f64::from(i) * 10.0).collect();
+        // Apex at frame 42: key-frame 4 (time 40) is nearest, so flows 0..4 are summed: u = 1+2+3+4 = 10.
+        let d = constant_frames(times, 42);
+        let x = keyframe_sum_input(&d, 0, 8).unwrap();
+        assert_eq!(x.len(), 3 * 8 * 8);
+        // 32 -> 8 px: displacements scale by 1/4; a uniform motion has no strain.
+        let (u, v, strain) = (&x[..64], &x[64..128], &x[128..]);
+        assert!(u.iter().all(|a| (a - 2.5).abs() < 1e-5), "{u:?}");
+        assert!(v.iter().all(|a| (a + 5.0).abs() < 1e-5), "{v:?}");
+        assert!(strain.iter().all(|a| a.abs() < 1e-5), "{strain:?}");
+        // No key-frame times: the error names the sample.
+        let d = constant_frames(vec![], 42);
+        let e = keyframe_sum_input(&d, 0, 8).unwrap_err().to_string();
+        assert!(e.contains(&d.samples[0].id), "{e}");
+    }
 }
