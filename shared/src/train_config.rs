@@ -138,6 +138,13 @@ pub enum InputFlow {
     Consecutive,
     /// Running sum over the frames.
     Cumulative,
+    /// One frame: the prepared flows summed from the first key-frame to the one nearest the apex
+    /// ([`crate::prepared::SampleMeta::apex_keyframe`]), i.e. the onset->apex displacement the apex-flow
+    /// baselines read, as a single-frame clip (`model.frames = 1`; the file keeps its 10 frames). A
+    /// diagnostic: SinC3D on the baselines' form of the motion, to tell its temporal input from its
+    /// network. Temporal augmentation has nothing to drop from one frame and leaves it unchanged.
+    #[serde(rename = "apex-sum")]
+    ApexSum,
 }
 
 impl InputFlow {
@@ -438,7 +445,25 @@ impl ModelConfig {
                 format!("model.dropout = {} must be in [0, 1)", m.dropout),
             ));
         }
+        if m.input_flow == InputFlow::ApexSum && m.frames != 1 {
+            return Err(bad(
+                "model.frames",
+                format!(
+                    "model.input_flow = \"apex-sum\" gives one frame: model.frames must be 1, not {}",
+                    m.frames
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether this model can read a prepared file with `file_frames` flow frames: the same number, or
+    /// any number when `input_flow = "apex-sum"` collapses them into the one frame the model expects.
+    pub fn reads_file_frames(&self, file_frames: i64) -> bool {
+        match self.input_flow {
+            InputFlow::ApexSum => self.frames == 1,
+            InputFlow::Consecutive | InputFlow::Cumulative => self.frames == file_frames,
+        }
     }
 }
 
@@ -659,6 +684,18 @@ mod tests {
         let mut m = ModelConfig::default();
         m.widths[2] = 0;
         assert_eq!(m.validate().unwrap_err().field, "model.widths");
+        // apex-sum reads one frame from a file of any length; the others read the file's frames.
+        let mut m = ModelConfig {
+            input_flow: InputFlow::ApexSum,
+            ..ModelConfig::default()
+        };
+        assert_eq!(m.validate().unwrap_err().field, "model.frames");
+        assert!(!m.reads_file_frames(10));
+        m.frames = 1;
+        assert_eq!(m.validate(), Ok(()));
+        assert!(m.reads_file_frames(10) && m.reads_file_frames(1));
+        assert!(ModelConfig::default().reads_file_frames(10));
+        assert!(!ModelConfig::default().reads_file_frames(8));
     }
 
     #[test]

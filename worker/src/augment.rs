@@ -171,6 +171,28 @@ pub fn min_max_per_sample_channel(x: &Tensor) -> Tensor {
     ((x - lo) / safe).where_self(&ok, &zero)
 }
 
+/// `input_flow = "apex-sum"`: each sample's resized frames `x` (`[N*T, C, S, S]`, sample-major) summed
+/// over its frames `0..apex_keyframe`, one row per sample (`[N, C, S, S]`). The error names a sample
+/// without key-frame times.
+fn apex_sum(data: &Prepared, indices: &[usize], x: &Tensor, t: i64) -> Result<Tensor, WorkerError> {
+    let mut mask = Vec::with_capacity(indices.len() * t as usize);
+    for &i in indices {
+        let meta = &data.samples[i];
+        let k = meta.apex_keyframe().ok_or_else(|| {
+            WorkerError::sample(
+                &meta.id,
+                "model.input_flow = \"apex-sum\" needs the key-frame times; the prepared file records none for it",
+            )
+        })?;
+        mask.extend((0..t as usize).map(|f| if f < k { 1f32 } else { 0.0 }));
+    }
+    let size = x.size();
+    let (c, s) = (size[1], size[2]);
+    let n = indices.len() as i64;
+    let mask = Tensor::from_slice(&mask).view([n, t, 1, 1, 1]);
+    Ok((x.view([n, t, c, s, s]) * mask).sum_dim_intlist(1, false, Kind::Float))
+}
+
 impl DeviceSet {
     /// Copies samples `indices` of `data` to `device`, resizing `H x W` to `model.input_size` (bilinear with
     /// antialiasing; flow vectors scaled by the size ratio). Checks channels/frames against the model.
@@ -181,7 +203,7 @@ impl DeviceSet {
         device: Device,
     ) -> Result<Self, WorkerError> {
         let [_, c, t, h, w] = data.shape;
-        if c as i64 != model.channels || t as i64 != model.frames {
+        if c as i64 != model.channels || !model.reads_file_frames(t as i64) {
             return Err(WorkerError::Training(format!(
                 "the prepared data has {c} flow channels x {t} frames, the model expects {} x {} (model.channels / model.frames)",
                 model.channels, model.frames
@@ -211,13 +233,16 @@ impl DeviceSet {
             let f = s as f64 / hi as f64;
             x.internal_upsample_bilinear2d_aa([s, s], false, None, None) * f
         };
-        let x = match model.input_flow {
-            InputFlow::Consecutive => x,
+        let (x, ti) = match model.input_flow {
+            InputFlow::Consecutive => (x, ti),
             // Rows are sample-major, frames in order: sum along the frame axis of each sample.
-            InputFlow::Cumulative => x
-                .view([n as i64, ti, ci, s, s])
-                .cumsum(1, Kind::Float)
-                .view([n as i64 * ti, ci, s, s]),
+            InputFlow::Cumulative => (
+                x.view([n as i64, ti, ci, s, s])
+                    .cumsum(1, Kind::Float)
+                    .view([n as i64 * ti, ci, s, s]),
+                ti,
+            ),
+            InputFlow::ApexSum => (apex_sum(data, indices, &x, ti)?, 1),
         };
         Ok(DeviceSet {
             frames: x.to_device(device),
@@ -567,6 +592,50 @@ mod tests {
             !a.allclose(&want, 1e-5, 1e-5, false),
             "the fixture's flow is not constant"
         );
+    }
+
+    #[test]
+    fn apex_sum_input_is_one_frame_summed_to_each_samples_apex_key_frame() {
+        let mut p = prepared(3, 32, 10);
+        let times: Vec<f64> = (0..11).map(|i| f64::from(i) * 10.0).collect();
+        for (sample, apex) in p.samples.iter_mut().zip([42, 5, 100]) {
+            sample.keyframe_times = times.clone();
+            sample.apex = apex;
+        }
+        let prec = Precision::new(false, Device::Cpu);
+        let mut plain = DeviceSet::new(&p, &[0, 1, 2], &model(32), Device::Cpu).unwrap();
+        let mut m = model(32);
+        m.input_flow = InputFlow::ApexSum;
+        // The model must say it reads one frame.
+        assert!(DeviceSet::new(&p, &[0], &m, Device::Cpu).is_err());
+        m.frames = 1;
+        let mut one = DeviceSet::new(&p, &[0, 1, 2], &m, Device::Cpu).unwrap();
+        let a = plain.batch(&[0, 1, 2], None, &prec); // [B, C, 10, S, S]
+        let b = one.batch(&[0, 1, 2], None, &prec); // [B, C, 1, S, S]
+        assert_eq!(b.size(), vec![3, 2, 1, 32, 32]);
+        // Apex key-frames 4, 1 (an apex before the second key-frame still sums one flow) and 10.
+        for (k, frames) in [4i64, 1, 10].into_iter().enumerate() {
+            let want = a
+                .get(k as i64)
+                .narrow(1, 0, frames)
+                .sum_dim_intlist(1, true, Kind::Float);
+            let diff = (b.get(k as i64) - want).abs().max().double_value(&[]);
+            assert!(diff < 1e-4, "sample {k}: {diff}");
+        }
+        // Temporal variants have nothing to drop from one frame.
+        let v = [Variant {
+            crop: None,
+            temporal: 3,
+        }];
+        assert!(one
+            .batch(&[0], Some(&v), &prec)
+            .equal(&one.batch(&[0], None, &prec)));
+        // No key-frame times: the error names the sample.
+        p.samples[2].keyframe_times.clear();
+        let e = DeviceSet::new(&p, &[0, 2], &m, Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&p.samples[2].id), "{e}");
     }
 
     #[test]

@@ -156,7 +156,8 @@ fn key_frame_tags(
         }
         let runs_engine = methods.contains(&Method::Mersiamc3d);
         if runs_engine
-            && (m.frames != ds.info.frames as i64 || m.channels != ds.info.channels.len() as i64)
+            && (!m.reads_file_frames(ds.info.frames as i64)
+                || m.channels != ds.info.channels.len() as i64)
         {
             return Err(spec.error(
                 &[Key("train"), Key("model")],

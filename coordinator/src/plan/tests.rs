@@ -346,6 +346,7 @@ fn keys_are_stable_and_depend_only_on_what_matters() {
         "[train.model]\ninput_scale = \"sample-minmax\"\n[sweep]\nalpha = [2]\n",
         "[train.prior.optim]\nkind = \"adam\"\n[sweep]\nalpha = [2]\n",
         "[train.model]\ninput_flow = \"cumulative\"\n[sweep]\nalpha = [2]\n",
+        "[train.model]\nframes = 1\ninput_flow = \"apex-sum\"\n[sweep]\nalpha = [2]\n",
         "[train.model]\nmin_grid = 3\n[sweep]\nalpha = [2]\n",
         "[train.augment]\ncrops = false\n[sweep]\nalpha = [2]\n",
         "[train]\nfast_path = false\n[sweep]\nalpha = [2]\n",
@@ -577,7 +578,8 @@ fn every_example_spec_parses_and_expands() {
     assert_eq!(seen["realistic_ablation_crop_scaled"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_head"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_keyframe_sum"], (68, 2, 0));
-    assert_eq!(seen.len(), 32);
+    assert_eq!(seen["realistic_ablation_apex_sum"], (68, 1, 68));
+    assert_eq!(seen.len(), 33);
 }
 
 #[test]
