@@ -171,26 +171,31 @@ pub fn min_max_per_sample_channel(x: &Tensor) -> Tensor {
     ((x - lo) / safe).where_self(&ok, &zero)
 }
 
-/// `input_flow = "apex-sum"`: each sample's resized frames `x` (`[N*T, C, S, S]`, sample-major) summed
-/// over its frames `0..apex_keyframe`, one row per sample (`[N, C, S, S]`). The error names a sample
-/// without key-frame times.
-fn apex_sum(data: &Prepared, indices: &[usize], x: &Tensor, t: i64) -> Result<Tensor, WorkerError> {
-    let mut mask = Vec::with_capacity(indices.len() * t as usize);
-    for &i in indices {
-        let meta = &data.samples[i];
-        let k = meta.apex_keyframe().ok_or_else(|| {
-            WorkerError::sample(
-                &meta.id,
-                "model.input_flow = \"apex-sum\" needs the key-frame times; the prepared file records none for it",
-            )
-        })?;
-        mask.extend((0..t as usize).map(|f| if f < k { 1f32 } else { 0.0 }));
+/// Sample `i`'s prepared flows summed over the key-frames from the first to the one nearest the apex
+/// ([`mer_shared::prepared::SampleMeta::apex_keyframe`]): `[C, H, W]` at the prepared size, the key-frame
+/// form of the onset->apex motion. The one rule for SinC3D's `input_flow = "apex-sum"` and the baselines'
+/// `input = "keyframe_sum"`; the error names a sample without key-frame times.
+pub fn flow_to_apex(data: &Prepared, i: usize) -> Result<Vec<f32>, WorkerError> {
+    let meta = &data.samples[i];
+    let k = meta.apex_keyframe().ok_or_else(|| {
+        WorkerError::sample(
+            &meta.id,
+            "the sum of the flows to the apex needs the key-frame times; the prepared file records none for it",
+        )
+    })?;
+    let [_, c, t, h, w] = data.shape;
+    let plane = h * w;
+    let flow = data.sample_flow(i);
+    let mut out = vec![0f32; c * plane];
+    for (ch, acc) in out.chunks_exact_mut(plane).enumerate() {
+        for f in 0..k.min(t) {
+            let start = (ch * t + f) * plane;
+            for (a, x) in acc.iter_mut().zip(&flow[start..start + plane]) {
+                *a += x;
+            }
+        }
     }
-    let size = x.size();
-    let (c, s) = (size[1], size[2]);
-    let n = indices.len() as i64;
-    let mask = Tensor::from_slice(&mask).view([n, t, 1, 1, 1]);
-    Ok((x.view([n, t, c, s, s]) * mask).sum_dim_intlist(1, false, Kind::Float))
+    Ok(out)
 }
 
 impl DeviceSet {
@@ -215,12 +220,19 @@ impl DeviceSet {
             )));
         }
         let s = model.input_size;
+        // `apex-sum` stores one frame per sample: its flows summed to the apex key-frame.
+        let apex_sum = model.input_flow == InputFlow::ApexSum;
         let mut buf = Vec::with_capacity(indices.len() * data.sample_len());
         for &i in indices {
-            buf.extend_from_slice(data.sample_flow(i));
+            if apex_sum {
+                buf.extend(flow_to_apex(data, i)?);
+            } else {
+                buf.extend_from_slice(data.sample_flow(i));
+            }
         }
         let n = indices.len();
-        let (ci, ti, hi) = (c as i64, t as i64, h as i64);
+        let ti = if apex_sum { 1 } else { t as i64 };
+        let (ci, hi) = (c as i64, h as i64);
         let x = Tensor::from_slice(&buf)
             .view([n as i64, ci, ti, hi, hi])
             .permute([0, 2, 1, 3, 4])
@@ -233,16 +245,13 @@ impl DeviceSet {
             let f = s as f64 / hi as f64;
             x.internal_upsample_bilinear2d_aa([s, s], false, None, None) * f
         };
-        let (x, ti) = match model.input_flow {
-            InputFlow::Consecutive => (x, ti),
+        let x = match model.input_flow {
+            InputFlow::Consecutive | InputFlow::ApexSum => x,
             // Rows are sample-major, frames in order: sum along the frame axis of each sample.
-            InputFlow::Cumulative => (
-                x.view([n as i64, ti, ci, s, s])
-                    .cumsum(1, Kind::Float)
-                    .view([n as i64 * ti, ci, s, s]),
-                ti,
-            ),
-            InputFlow::ApexSum => (apex_sum(data, indices, &x, ti)?, 1),
+            InputFlow::Cumulative => x
+                .view([n as i64, ti, ci, s, s])
+                .cumsum(1, Kind::Float)
+                .view([n as i64 * ti, ci, s, s]),
         };
         Ok(DeviceSet {
             frames: x.to_device(device),

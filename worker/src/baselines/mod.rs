@@ -215,38 +215,21 @@ fn cnn_fold(
     Ok((preds, out.epochs, out.train_s, out.test_s))
 }
 
-/// Sample `i`'s `keyframe_sum` input (`[3, out, out]`): its prepared u and v flows summed over the
-/// key-frames from the first to the one nearest the apex ([`mer_shared::prepared::SampleMeta::apex_keyframe`]),
-/// in the `apex_flow` group's form ([`crate::prep::apex_group_planes`]). The error names the sample when
-/// its key-frame times are missing or the file has no u, v flow.
+/// Sample `i`'s `keyframe_sum` input (`[3, out, out]`): its prepared u and v flows summed to the apex
+/// key-frame ([`crate::augment::flow_to_apex`]), in the `apex_flow` group's form
+/// ([`crate::prep::apex_group_planes`]). The error names the sample when its key-frame times are missing
+/// or the file has no u, v flow.
 pub fn keyframe_sum_input(data: &Prepared, i: usize, out: u32) -> Result<Vec<f32>, WorkerError> {
-    let meta = &data.samples[i];
-    let [_, c, t, h, w] = data.shape;
+    let [_, c, _, h, w] = data.shape;
     if c < 2 {
         return Err(WorkerError::sample(
-            &meta.id,
+            &data.samples[i].id,
             format!("keyframe_sum needs u and v flow channels; the prepared file has {c}"),
         ));
     }
-    let k = meta.apex_keyframe().ok_or_else(|| {
-        WorkerError::sample(
-            &meta.id,
-            "keyframe_sum needs the key-frame times; the prepared file records none for it",
-        )
-    })?;
-    let flow = data.sample_flow(i);
+    let summed = crate::augment::flow_to_apex(data, i)?;
     let plane = h * w;
-    let sum = |ch: usize| {
-        let mut acc = vec![0f32; plane];
-        for f in 0..k.min(t) {
-            let start = (ch * t + f) * plane;
-            for (a, x) in acc.iter_mut().zip(&flow[start..start + plane]) {
-                *a += x;
-            }
-        }
-        acc
-    };
-    crate::prep::apex_group_planes(&sum(0), &sum(1), h, w, out)
+    crate::prep::apex_group_planes(&summed[..plane], &summed[plane..2 * plane], h, w, out)
 }
 
 fn missing(g: InputGroup) -> WorkerError {
