@@ -421,11 +421,14 @@ impl ModelConfig {
                 ));
             }
         }
-        if m.input_size < 32 {
+        // The paper's pooling (min_grid 1) halves the face five times; with a larger min_grid the pools
+        // stop at that grid, so only the grid itself bounds the input.
+        if m.min_grid == 1 && m.input_size < 32 {
             return Err(bad(
                 "model.input_size",
                 format!(
-                    "model.input_size = {} is too small: five 2x2 spatial pools need at least 32",
+                    "model.input_size = {} is too small: five 2x2 spatial pools need at least 32 \
+                     (or set model.min_grid to stop pooling at a coarser grid)",
                     m.input_size
                 ),
             ));
@@ -662,6 +665,14 @@ mod tests {
             "prior.pairs_per_epoch"
         );
         assert_eq!(field(&|c| c.model.input_size = 16), "model.input_size");
+        // With pools bounded by min_grid a small input is valid, as long as it holds that grid.
+        let mut c = TrainConfig::default();
+        (c.model.input_size, c.model.min_grid) = (28, 7);
+        assert!(c.validate(3).is_ok());
+        assert_eq!(
+            field(&|c| (c.model.input_size, c.model.min_grid) = (6, 7)),
+            "model.min_grid"
+        );
         assert_eq!(field(&|c| c.model.dense = 0), "model.dense");
         assert_eq!(field(&|c| c.model.min_grid = 0), "model.min_grid");
         assert_eq!(field(&|c| c.model.min_grid = 113), "model.min_grid");

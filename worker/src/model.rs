@@ -389,7 +389,7 @@ mod tests {
         assert_eq!(m7.final_shape, [256, 1, 7, 7]);
         let m12 = SinC3D::new(&ModelConfig {
             min_grid: 12,
-            ..small
+            ..small.clone()
         })
         .unwrap();
         assert_eq!(
@@ -397,6 +397,19 @@ mod tests {
             vec![[1, 2, 2], [2, 2, 2], [2, 1, 1], [2, 1, 1], [1, 1, 1]]
         );
         assert_eq!(m12.final_shape, [64, 1, 12, 12]);
+        // OFF-ApexNet's geometry: 28 px down to its 7 x 7 grid on one summed frame.
+        let off = SinC3D::new(&ModelConfig {
+            input_size: 28,
+            frames: 1,
+            min_grid: 7,
+            ..small
+        })
+        .unwrap();
+        assert_eq!(
+            off.pools,
+            vec![[1, 2, 2], [1, 2, 2], [1, 1, 1], [1, 1, 1], [1, 1, 1]]
+        );
+        assert_eq!(off.final_shape, [64, 1, 7, 7]);
         // The paper's pooling is the default and unchanged by min_grid 1 or 3 at 112 px.
         let paper = SinC3D::new(&ModelConfig::default()).unwrap();
         for g in [1, 3] {
