@@ -579,7 +579,7 @@ fn every_example_spec_parses_and_expands() {
     assert_eq!(seen["realistic_ablation_head"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_keyframe_sum"], (68, 2, 0));
     assert_eq!(seen["realistic_ablation_apex_sum"], (68, 1, 68));
-    assert_eq!(seen.len(), 40);
+    assert_eq!(seen.len(), 42);
 }
 
 #[test]
