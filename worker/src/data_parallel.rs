@@ -452,14 +452,27 @@ mod tests {
             .fold(0.0, f64::max)
     }
 
-    /// The tolerance: fp32, 4 steps, relative to each tensor's largest value. Measured (2026-12-02, this
-    /// CPU): prior learning about 5e-6 after 1-3 steps and 2.6e-4 after the 4th with 2 replicas (a
-    /// reduction-order difference that grows through the ReLUs).
-    const TOLERANCE: f64 = 1e-3;
+    /// The tolerance after 4 steps: fp32, relative to each tensor's largest value. A reduction-order
+    /// difference grows through the ReLUs (a unit near zero flips), by an amount that depends on the CPU:
+    /// prior learning with 2 replicas measured 2.6e-4 (Intel, 2026-12-02) and 5.2e-3 (2026-12-06, a
+    /// fresh machine of the same kind). A wrong reduction (a sum for a mean, a missing replica) shows up
+    /// after the first step, which [`ONE_STEP_TOLERANCE`] checks tightly.
+    const TOLERANCE: f64 = 2e-2;
+
+    /// The tolerance after one step, before any flip can compound: measured about 5e-6.
+    const ONE_STEP_TOLERANCE: f64 = 1e-4;
 
     #[test]
     fn two_and_three_replicas_train_the_same_weights_as_one() {
         for prior in [false, true] {
+            let first = train(0, prior, 1);
+            for n in [2, 3] {
+                let d = max_rel_diff(&first[0], &train(n, prior, 1)[0]);
+                assert!(
+                    d < ONE_STEP_TOLERANCE,
+                    "prior {prior}, {n} replicas, one step: relative difference {d}"
+                );
+            }
             let one = train(0, prior, 4);
             for n in [1, 2, 3] {
                 let reps = train(n, prior, 4);
