@@ -454,12 +454,12 @@ mod tests {
 
     /// The tolerance after 4 steps: fp32, relative to each tensor's largest value. A reduction-order
     /// difference grows through the ReLUs (a unit near zero flips), by an amount that depends on the CPU:
-    /// prior learning with 2 replicas measured 2.6e-4 (Intel, 2026-12-02) and 5.2e-3 (2026-12-06, a
-    /// fresh machine of the same kind). A wrong reduction (a sum for a mean, a missing replica) shows up
+    /// prior learning with 2 replicas measured 2.6e-4 (Intel, 2026-12-02) and 5.2e-3 (2026-12-06, another
+    /// Intel Xeon 2-core machine). A wrong reduction (a sum for a mean, a missing replica) shows up
     /// after the first step, which [`ONE_STEP_TOLERANCE`] checks tightly.
     const TOLERANCE: f64 = 2e-2;
 
-    /// The tolerance after one step, before any flip can compound: measured about 5e-6.
+    /// The tolerance after one step, before any flip can compound: measured about 5e-6 (2026-12-02).
     const ONE_STEP_TOLERANCE: f64 = 1e-4;
 
     #[test]
