@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// SinC3D's number of conv layers (`model.widths` has one width each; `target.frozen_layers` <= it).
+/// The paper's number of SinC3D conv layers (the default `model.widths` has one width each). A spec may
+/// give another number of widths; `target.frozen_layers` is bounded by the model's own count.
 pub const CONV_LAYERS: usize = 5;
 
 /// Everything that determines one fold's training, apart from the data and the test subject.
@@ -92,8 +93,24 @@ impl Default for TrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Output channels of the five conv3d layers (paper: 32, 64, 128, 128, 256).
-    pub widths: [i64; CONV_LAYERS],
+    /// Output channels of the conv3d layers, one per layer (paper: five, 32, 64, 128, 128, 256); a max-pool
+    /// follows each. Fewer widths give a shallower tower (an ablation of the paper's depth).
+    pub widths: Vec<i64>,
+    /// Convolution kernel `[time, space]` (paper: `[3, 3]`, i.e. 3x3x3), both odd, "same" padding. `[1, k]`
+    /// makes every layer a 2-D convolution per frame, which is what a one-frame input (`input_flow =
+    /// "apex-sum"`) gets from a 3x3x3 kernel anyway, without the temporal taps that only ever see padding
+    /// (they take no gradient, yet count in the initialisation's fan-in). Keyed apart only when not
+    /// `[3, 3]`.
+    #[serde(skip_serializing_if = "is_paper_kernel")]
+    pub kernel: [i64; 2],
+    /// Convolution groups of every conv layer: 1 (the paper) mixes u and v from the first layer; 2 with
+    /// `channels = 2` gives two separate streams, one per flow component, as OFF-ApexNet's two towers (the
+    /// dense layer joins them). `channels` and every width must be multiples. Keyed apart only when not 1.
+    #[serde(skip_serializing_if = "is_one_group")]
+    pub groups: i64,
+    /// How the tower's weights and biases are drawn. Keyed apart only when not the default.
+    #[serde(skip_serializing_if = "TowerInit::is_he")]
+    pub init: TowerInit,
     /// Input height = width (paper: 112).
     pub input_size: i64,
     /// Flow frames (paper: 10).
@@ -123,6 +140,34 @@ pub struct ModelConfig {
 
 fn is_full_pooling(n: &i64) -> bool {
     *n == 1
+}
+
+fn is_one_group(n: &i64) -> bool {
+    *n == 1
+}
+
+fn is_paper_kernel(k: &[i64; 2]) -> bool {
+    *k == [3, 3]
+}
+
+/// Initialisation of SinC3D's conv and dense layers (the output layer is always U(+-1/sqrt(fan_in)) with
+/// zero bias). Both draw from the fold's seeded generator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TowerInit {
+    /// He uniform weights, U(+-sqrt(6 / fan_in)), zero biases: the variance-preserving choice for ReLU
+    /// layers (the default; the paper does not say which it used).
+    #[default]
+    He,
+    /// PyTorch's default for its conv and linear modules: weights and biases U(+-1/sqrt(fan_in)), about
+    /// 2.4x smaller weights than He (what OFF-ApexNet and the other baselines get).
+    Torch,
+}
+
+impl TowerInit {
+    fn is_he(&self) -> bool {
+        *self == TowerInit::He
+    }
 }
 
 /// The displacement each input frame holds. `consecutive`: flow from key-frame i to i+1, as prepared (the
@@ -186,7 +231,10 @@ impl InputScale {
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
-            widths: [32, 64, 128, 128, 256],
+            widths: vec![32, 64, 128, 128, 256],
+            kernel: [3, 3],
+            groups: 1,
+            init: TowerInit::He,
             input_size: 112,
             frames: 10,
             channels: 2,
@@ -325,7 +373,7 @@ impl Default for LossConfig {
 pub struct TargetConfig {
     /// Optimiser settings of this stage (paper: SGD 0.9, lr 0.004 / 10 every 10 epochs, 100 epochs).
     pub optim: OptimConfig,
-    /// The first k conv layers are frozen (0..=5).
+    /// The first k conv layers are frozen (0 up to the number of `model.widths`, 5 in the paper).
     pub frozen_layers: usize,
     /// The loss.
     pub loss: LossConfig,
@@ -402,10 +450,44 @@ impl ModelConfig {
             message,
         };
         let m = self;
+        if m.widths.is_empty() {
+            return Err(bad(
+                "model.widths",
+                "model.widths is empty: the tower needs at least one conv layer".into(),
+            ));
+        }
         if let Some(w) = m.widths.iter().find(|w| **w <= 0) {
             return Err(bad(
                 "model.widths",
                 format!("conv width {w} must be positive"),
+            ));
+        }
+        if let Some(k) = m.kernel.iter().find(|k| **k < 1 || *k % 2 == 0) {
+            return Err(bad(
+                "model.kernel",
+                format!(
+                    "model.kernel = {:?}: each side must be odd and positive (\"same\" padding), not {k}",
+                    m.kernel
+                ),
+            ));
+        }
+        if m.groups < 1 {
+            return Err(bad(
+                "model.groups",
+                format!("model.groups = {} must be positive", m.groups),
+            ));
+        }
+        if let Some(n) = std::iter::once(&m.channels)
+            .chain(&m.widths)
+            .find(|n| **n % m.groups != 0)
+        {
+            return Err(bad(
+                "model.groups",
+                format!(
+                    "model.groups = {}: model.channels ({}) and every width ({:?}) must be multiples of it; \
+                     {n} is not",
+                    m.groups, m.channels, m.widths
+                ),
             ));
         }
         for (name, v) in [
@@ -421,13 +503,15 @@ impl ModelConfig {
                 ));
             }
         }
-        // The paper's pooling (min_grid 1) halves the face five times; with a larger min_grid the pools
-        // stop at that grid, so only the grid itself bounds the input.
-        if m.min_grid == 1 && m.input_size < 32 {
+        // The paper's pooling (min_grid 1) halves the face after every conv layer (five times: 32 px at
+        // least); with a larger min_grid the pools stop at that grid, so only the grid itself bounds the input.
+        let layers = m.widths.len().min(30) as u32;
+        let needed = 1i64 << layers;
+        if m.min_grid == 1 && m.input_size < needed {
             return Err(bad(
                 "model.input_size",
                 format!(
-                    "model.input_size = {} is too small: five 2x2 spatial pools need at least 32 \
+                    "model.input_size = {} is too small: {layers} 2x2 spatial pools need at least {needed} \
                      (or set model.min_grid to stop pooling at a coarser grid)",
                     m.input_size
                 ),
@@ -553,11 +637,12 @@ impl TrainConfig {
                 ),
             ));
         }
-        if self.target.frozen_layers > CONV_LAYERS {
+        let layers = self.model.widths.len();
+        if self.target.frozen_layers > layers {
             return Err(bad(
                 "target.frozen_layers",
                 format!(
-                    "frozen_layers {} is out of range: SinC3D has {CONV_LAYERS} conv layers (0..={CONV_LAYERS})",
+                    "frozen_layers {} is out of range: this SinC3D has {layers} conv layers (0..={layers})",
                     self.target.frozen_layers
                 ),
             ));
@@ -695,6 +780,51 @@ mod tests {
         let mut m = ModelConfig::default();
         m.widths[2] = 0;
         assert_eq!(m.validate().unwrap_err().field, "model.widths");
+        m.widths.clear();
+        assert_eq!(m.validate().unwrap_err().field, "model.widths");
+        // The tower's shape: odd kernels, groups dividing the channels and every width, and an input
+        // large enough for one 2x2 pool per layer (two layers: 4 px; the paper's five: 32 px).
+        for (k, ok) in [([1, 5], true), ([3, 3], true), ([2, 3], false), ([3, 0], false)] {
+            let m = ModelConfig {
+                kernel: k,
+                ..ModelConfig::default()
+            };
+            assert_eq!(m.validate().is_ok(), ok, "kernel {k:?}");
+            if !ok {
+                assert_eq!(m.validate().unwrap_err().field, "model.kernel");
+            }
+        }
+        for (groups, widths, ok) in [
+            (2, vec![12, 32], true),
+            (2, vec![12, 33], false),
+            (3, vec![12, 33], false), // channels 2 is not a multiple of 3
+            (0, vec![12, 32], false),
+        ] {
+            let m = ModelConfig {
+                groups,
+                widths: widths.clone(),
+                input_size: 28,
+                ..ModelConfig::default()
+            };
+            assert_eq!(m.validate().is_ok(), ok, "groups {groups} widths {widths:?}");
+            if !ok {
+                assert_eq!(m.validate().unwrap_err().field, "model.groups");
+            }
+        }
+        let shallow = ModelConfig {
+            widths: vec![6, 16],
+            input_size: 4,
+            ..ModelConfig::default()
+        };
+        assert_eq!(shallow.validate(), Ok(()));
+        let e = ModelConfig {
+            input_size: 3,
+            ..shallow
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.field, "model.input_size");
+        assert!(e.message.contains("need at least 4"), "{e}");
         // apex-sum reads one frame from a file of any length; the others read the file's frames.
         let mut m = ModelConfig {
             input_flow: InputFlow::ApexSum,
@@ -727,5 +857,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("frozen"), "{e}");
+    }
+
+    #[test]
+    fn frozen_layers_are_bounded_by_the_models_own_depth() {
+        let mut c = TrainConfig::default();
+        c.target.frozen_layers = 5;
+        assert_eq!(c.validate(3), Ok(()));
+        c.model.widths = vec![6, 16];
+        c.model.input_size = 28;
+        let e = c.validate(3).unwrap_err();
+        assert_eq!(e.field, "target.frozen_layers");
+        assert!(e.message.contains("2 conv layers"), "{e}");
+        c.target.frozen_layers = 2;
+        assert_eq!(c.validate(3), Ok(()));
+    }
+
+    #[test]
+    fn tower_options_at_their_defaults_leave_the_serialised_config_unchanged() {
+        // Task keys and fingerprints hash the serialised config: a spec that does not set the new tower
+        // options must keep the keys (and cached results) it had before they existed.
+        let json = serde_json::to_string(&ModelConfig::default()).unwrap();
+        for key in ["kernel", "groups", "init"] {
+            assert!(!json.contains(key), "{key} in {json}");
+        }
+        let m: ModelConfig =
+            toml::from_str("widths = [12, 32]\nkernel = [1, 5]\ngroups = 2\ninit = \"torch\"\n")
+                .unwrap();
+        assert_eq!((m.kernel, m.groups, m.init), ([1, 5], 2, TowerInit::Torch));
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(json.contains("\"kernel\":[1,5]") && json.contains("\"init\":\"torch\""), "{json}");
     }
 }

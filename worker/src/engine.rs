@@ -104,7 +104,7 @@ pub struct PriorSummary {
 /// augmented variants per sample and epoch. Same method, much less compute.
 pub fn small_config() -> TrainConfig {
     let mut c = TrainConfig::default();
-    c.model.widths = [8, 16, 32, 32, 64];
+    c.model.widths = vec![8, 16, 32, 32, 64];
     c.model.input_size = 48;
     c.model.dense = 64;
     c.model.dropout = 0.3;
@@ -1021,7 +1021,7 @@ pub(crate) mod tests {
 
     pub(crate) fn micro_config() -> TrainConfig {
         let mut c = small_config();
-        c.model.widths = [4, 8, 8, 8, 8];
+        c.model.widths = vec![4, 8, 8, 8, 8];
         c.model.input_size = 32;
         c.model.dense = 16;
         c.prior.optim.epochs = 1;

@@ -14,7 +14,6 @@ use crate::focal_loss::Loss;
 use crate::model::SinC3D;
 use crate::optim::ParamSet;
 use mer_shared::fold::LayerStats;
-use mer_shared::train_config::CONV_LAYERS;
 use tch::{Kind, Tensor};
 
 /// The fixed probe batch of one fold: positions in its training set and their labels.
@@ -71,11 +70,12 @@ impl LayerProbe {
         acts.push(("out".into(), tch::no_grad(|| rms(&z))));
         let loss = loss_fn.forward(&z, &y);
         loss.backward();
-        // Weight tensor of each recorded layer: conv i -> 2i, dense -> 2 * CONV_LAYERS, out -> n.
+        // Weight tensor of each recorded layer: conv i -> 2i, dense -> 2 * layers, out -> n.
+        let layers = model.conv_layers();
         let weight_index = |layer: usize| match layer {
             0 => None,
-            l if l <= CONV_LAYERS => Some(2 * (l - 1)),
-            l if l == CONV_LAYERS + 1 => Some(2 * CONV_LAYERS),
+            l if l <= layers => Some(2 * (l - 1)),
+            l if l == layers + 1 => Some(2 * layers),
             _ => Some(n),
         };
         let stats = tch::no_grad(|| {

@@ -5,6 +5,12 @@
 //! 32/64/128/128/256, ReLU; max-pool 2x2x1 (spatial only; torch order (T,H,W) = (1,2,2)) after conv1 and
 //! 2x2x2 after the others; flatten; dense + ReLU.
 //!
+//! **The tower as an ablation axis.** Depth (the number of `model.widths`), kernel (`model.kernel`, `[time,
+//! space]`), convolution groups (`model.groups`: 2 gives one stream per flow component) and the
+//! initialisation (`model.init`) can depart from the paper, so that the network can be changed one piece
+//! at a time towards the apex-flow baselines' (OFF-ApexNet: two streams, two 5x5 layers of 6 and 16
+//! filters, PyTorch's default initialisation). The defaults are the paper's tower.
+//!
 //! **The pool5 problem.** With the paper's 10 flow frames the temporal length goes 10 -> 10 (pool1) -> 5 ->
 //! 2 -> 1 (pool4), so a 2x2x2 pool5 has nothing to pool in time (PyTorch refuses a kernel longer than its
 //! input). We clamp the temporal kernel to the remaining length: a pool whose input has T = 1 is (1,2,2).
@@ -25,12 +31,11 @@
 //! process stay deterministic.
 
 use crate::error::WorkerError;
-use mer_shared::train_config::ModelConfig;
+use mer_shared::train_config::{ModelConfig, TowerInit};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
-pub use mer_shared::train_config::CONV_LAYERS;
 
 /// How a parameter is initialised.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,8 +83,9 @@ impl SinC3D {
             message: e.message,
         })?;
         let (mut t, mut s) = (cfg.frames, cfg.input_size);
-        let mut pools = Vec::with_capacity(CONV_LAYERS);
-        for i in 0..CONV_LAYERS {
+        let layers = cfg.widths.len();
+        let mut pools = Vec::with_capacity(layers);
+        for i in 0..layers {
             let kt = if i == 0 { 1 } else { t.min(2) };
             // `model.min_grid`: no spatial pool that would leave a grid smaller than it.
             let ks = if s / 2 >= cfg.min_grid { 2 } else { 1 };
@@ -90,7 +96,7 @@ impl SinC3D {
         Ok(SinC3D {
             cfg: cfg.clone(),
             pools,
-            final_shape: [cfg.widths[4], t, s, s],
+            final_shape: [cfg.widths[layers - 1], t, s, s],
         })
     }
 
@@ -99,22 +105,38 @@ impl SinC3D {
         self.final_shape.iter().product()
     }
 
-    /// The tower's parameters in their fixed order: conv1..conv5 (weight, bias), dense (weight, bias).
+    /// Number of conv layers (one per `model.widths` entry; the paper's five by default).
+    pub fn conv_layers(&self) -> usize {
+        self.cfg.widths.len()
+    }
+
+    /// Input channels each filter of a conv layer reads, times its kernel volume: the layer's fan-in.
+    fn conv_fan_in(&self, cin: i64) -> i64 {
+        let [kt, ks] = self.cfg.kernel;
+        cin / self.cfg.groups * kt * ks * ks
+    }
+
+    /// The tower's parameters in their fixed order: conv1..convN (weight, bias), dense (weight, bias).
     pub fn param_specs(&self) -> Vec<ParamSpec> {
+        let (w_init, b_init) = match self.cfg.init {
+            TowerInit::He => (Init::HeUniform, Init::Zeros),
+            TowerInit::Torch => (Init::LecunUniform, Init::LecunUniform),
+        };
+        let [kt, ks] = self.cfg.kernel;
         let mut v = Vec::new();
         let mut cin = self.cfg.channels;
         for (i, &w) in self.cfg.widths.iter().enumerate() {
-            let fan_in = cin * 27;
+            let fan_in = self.conv_fan_in(cin);
             v.push(ParamSpec {
                 name: format!("conv{}.weight", i + 1),
-                shape: vec![w, cin, 3, 3, 3],
-                init: Init::HeUniform,
+                shape: vec![w, cin / self.cfg.groups, kt, ks, ks],
+                init: w_init,
                 fan_in,
             });
             v.push(ParamSpec {
                 name: format!("conv{}.bias", i + 1),
                 shape: vec![w],
-                init: Init::Zeros,
+                init: b_init,
                 fan_in,
             });
             cin = w;
@@ -123,13 +145,13 @@ impl SinC3D {
         v.push(ParamSpec {
             name: "dense.weight".into(),
             shape: vec![self.cfg.dense, f],
-            init: Init::HeUniform,
+            init: w_init,
             fan_in: f,
         });
         v.push(ParamSpec {
             name: "dense.bias".into(),
             shape: vec![self.cfg.dense],
-            init: Init::Zeros,
+            init: b_init,
             fan_in: f,
         });
         v
@@ -137,7 +159,7 @@ impl SinC3D {
 
     /// Number of tower parameters tensors ([`SinC3D::param_specs`] length).
     pub fn tower_len(&self) -> usize {
-        2 * CONV_LAYERS + 2
+        2 * self.conv_layers() + 2
     }
 
     /// Multiply-adds x 2 of one sample's forward pass through the tower and the dense layer (convolutions
@@ -149,7 +171,7 @@ impl SinC3D {
         let mut flops = 0.0;
         for (i, p) in self.pools.iter().enumerate() {
             let c = self.cfg.widths[i];
-            flops += 2.0 * (cin * 27 * c) as f64 * (t * s * s) as f64;
+            flops += 2.0 * (self.conv_fan_in(cin) * c) as f64 * (t * s * s) as f64;
             t /= p[0];
             s /= p[1];
             cin = c;
@@ -183,9 +205,13 @@ impl SinC3D {
         x: &Tensor,
         mut trace: Option<&mut LayerTrace<'_>>,
     ) -> Tensor {
+        let [kt, ks] = self.cfg.kernel;
+        let (pt, ps) = (kt / 2, ks / 2);
+        let groups = self.cfg.groups;
+        let layers = self.conv_layers();
         let mut h = x.shallow_clone();
-        for i in 0..CONV_LAYERS {
-            h = if h.kind() == Kind::BFloat16 && h.size()[2] == 2 {
+        for i in 0..layers {
+            h = if h.kind() == Kind::BFloat16 && h.size()[2] == 2 && pt == 1 {
                 // libtorch 2.11's CPU bf16 conv3d computes wrong, run-to-run varying weight gradients (about
                 // 1.6x too large) for inputs of depth 2 with temporal padding 1 (the paper model's conv4).
                 // Zero-padding the time axis explicitly and convolving without temporal padding is the same
@@ -195,18 +221,18 @@ impl SinC3D {
                     &p[2 * i],
                     Some(&p[2 * i + 1]),
                     [1, 1, 1],
-                    [0, 1, 1],
+                    [0, ps, ps],
                     [1, 1, 1],
-                    1,
+                    groups,
                 )
             } else {
                 h.conv3d(
                     &p[2 * i],
                     Some(&p[2 * i + 1]),
                     [1, 1, 1],
+                    [pt, ps, ps],
                     [1, 1, 1],
-                    [1, 1, 1],
-                    1,
+                    groups,
                 )
             };
             if let Some(tr) = trace.as_deref_mut() {
@@ -223,7 +249,7 @@ impl SinC3D {
             tr("flatten", &h);
         }
         let h = h
-            .linear(&p[2 * CONV_LAYERS], Some(&p[2 * CONV_LAYERS + 1]))
+            .linear(&p[2 * layers], Some(&p[2 * layers + 1]))
             .relu_();
         if let Some(tr) = trace {
             tr("dense", &h);
@@ -324,7 +350,7 @@ mod tests {
     #[test]
     fn small_model_shapes_and_validation() {
         let cfg = ModelConfig {
-            widths: [8, 16, 32, 32, 64],
+            widths: vec![8, 16, 32, 32, 64],
             input_size: 48,
             dense: 32,
             ..ModelConfig::default()
@@ -345,7 +371,7 @@ mod tests {
         .to_string()
         .contains("input_size"));
         assert!(SinC3D::new(&ModelConfig {
-            widths: [8, 0, 8, 8, 8],
+            widths: vec![8, 0, 8, 8, 8],
             ..cfg
         })
         .unwrap_err()
@@ -356,7 +382,7 @@ mod tests {
     #[test]
     fn min_grid_keeps_the_layout_the_pools_would_remove() {
         let small = ModelConfig {
-            widths: [8, 16, 32, 32, 64],
+            widths: vec![8, 16, 32, 32, 64],
             input_size: 48,
             dense: 32,
             min_grid: 3,
@@ -422,6 +448,88 @@ mod tests {
         }
     }
 
+    /// OFF-ApexNet's tower expressed as SinC3D options: one frame, 28 px, two conv layers of 12 and 32
+    /// filters in 2 groups (6 and 16 per flow component), 2-D 5x5 kernels, PyTorch's initialisation.
+    fn offapex_tower() -> ModelConfig {
+        ModelConfig {
+            widths: vec![12, 32],
+            kernel: [1, 5],
+            groups: 2,
+            init: TowerInit::Torch,
+            input_size: 28,
+            frames: 1,
+            min_grid: 7,
+            dense: 64,
+            ..ModelConfig::default()
+        }
+    }
+
+    #[test]
+    fn grouped_two_layer_tower_computes_offapexnet_up_to_its_head() {
+        use crate::baselines::offapexnet::OffApexNet;
+        let m = SinC3D::new(&offapex_tower()).unwrap();
+        assert_eq!(m.conv_layers(), 2);
+        assert_eq!(m.final_shape, [32, 1, 7, 7]);
+        assert_eq!(m.tower_len(), 6);
+        let net = OffApexNet::new(
+            28,
+            3,
+            64,
+            0.5,
+            &mut ChaCha8Rng::seed_from_u64(5),
+            Device::Cpu,
+        )
+        .unwrap();
+        let q = net.parameters();
+        // OFF-ApexNet order: u.conv1 (w, b), u.conv2, v.conv1, v.conv2, fc1, fc2, out. Group g of a grouped
+        // conv is the stream of flow component g; a 2-D kernel is a 3-D one of depth 1.
+        let conv = |u: &Tensor, v: &Tensor| Tensor::cat(&[u, v], 0).unsqueeze(2);
+        let p = vec![
+            conv(&q[0], &q[4]),
+            Tensor::cat(&[&q[1], &q[5]], 0),
+            conv(&q[2], &q[6]),
+            Tensor::cat(&[&q[3], &q[7]], 0),
+            q[8].shallow_clone(),
+            q[9].shallow_clone(),
+        ];
+        let shapes: Vec<Vec<i64>> = m.param_specs().iter().map(|s| s.shape.clone()).collect();
+        assert_eq!(shapes, p.iter().map(|t| t.size()).collect::<Vec<_>>());
+        let x = Tensor::randn([3, 2, 28, 28], (Kind::Float, Device::Cpu));
+        let ours = tch::no_grad(|| {
+            let f = m.features(&p, &x.unsqueeze(2), None);
+            f.linear(&q[10], Some(&q[11]))
+                .relu()
+                .linear(&q[12], Some(&q[13]))
+        });
+        let theirs = tch::no_grad(|| {
+            net.forward_t(&x, false, &mut ChaCha8Rng::seed_from_u64(0))
+        });
+        let diff = (&ours - &theirs).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "SinC3D and OFF-ApexNet differ by {diff}");
+    }
+
+    #[test]
+    fn tower_options_set_shapes_fan_in_and_initialisation() {
+        let m = SinC3D::new(&offapex_tower()).unwrap();
+        let specs = m.param_specs();
+        // conv1: 6 filters per group read 1 channel through 1x5x5 taps; conv2 reads 6 channels.
+        assert_eq!((specs[0].fan_in, specs[2].fan_in), (25, 150));
+        assert!(specs.iter().all(|s| s.init == Init::LecunUniform));
+        let p = params(&m);
+        for (s, t) in specs.iter().zip(&p) {
+            let b = 1.0 / (s.fan_in as f64).sqrt();
+            let max = t.abs().max().double_value(&[]);
+            assert!(max <= b && max > 0.5 * b, "{}: max {max}, bound {b}", s.name);
+        }
+        // The paper's tower is He-initialised with zero biases and a 3x3x3 fan-in.
+        let paper = SinC3D::new(&ModelConfig::default()).unwrap().param_specs();
+        assert_eq!((paper[0].fan_in, paper[2].fan_in), (54, 864));
+        assert_eq!((paper[0].init, paper[1].init), (Init::HeUniform, Init::Zeros));
+        // Forward FLOPs follow the kernel and groups: 2 x (fan-in x filters) x positions per layer.
+        let want = 2.0 * (25.0 * 12.0 * 784.0 + 150.0 * 32.0 * 196.0) + 2.0 * (32.0 * 49.0 * 64.0);
+        assert_eq!(m.forward_flops(), want);
+    }
+
     #[test]
     fn pool_then_relu_equals_relu_then_pool() {
         let x = Tensor::randn([2, 3, 4, 8, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
@@ -442,7 +550,7 @@ mod tests {
         use crate::fastpath::Precision;
         // widths and input chosen so that conv4 sees depth 2, as in the paper model.
         let cfg = ModelConfig {
-            widths: [8, 16, 32, 32, 32],
+            widths: vec![8, 16, 32, 32, 32],
             input_size: 32,
             dense: 16,
             ..ModelConfig::default()
@@ -487,7 +595,7 @@ mod tests {
     #[test]
     fn init_is_deterministic_per_seed() {
         let m = SinC3D::new(&ModelConfig {
-            widths: [4, 4, 4, 4, 4],
+            widths: vec![4, 4, 4, 4, 4],
             input_size: 32,
             dense: 8,
             ..ModelConfig::default()

@@ -56,7 +56,7 @@ mod tests {
     #[test]
     fn identical_twins_give_the_bias_and_bce_matches_by_hand() {
         let cfg = ModelConfig {
-            widths: [4, 4, 4, 4, 4],
+            widths: vec![4, 4, 4, 4, 4],
             input_size: 32,
             dense: 8,
             ..ModelConfig::default()
