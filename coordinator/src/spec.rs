@@ -220,6 +220,16 @@ pub struct SweepSpec {
     /// Base seeds (replace `train.seed`); each fold derives its own seed from it.
     #[serde(default)]
     pub seeds: Option<Vec<u64>>,
+    /// Named departures from `[train]` for settings without an axis of their own (the tower, input
+    /// scaling, augmentation, the optimiser...): each is a partial `[train]` table, merged into `[train]`
+    /// key by key (tables recursively, anything else replaced; `target.loss` is replaced whole), e.g. `two_streams = { model = { groups = 2 }
+    /// }`; an empty table is `[train]` itself. One MERSiamC3D point per name, in name order, multiplied by
+    /// the other axes; an axis not swept takes its value from the variant's merged settings. So one spec
+    /// holds an ablation that would otherwise be a near-copy of a spec per change, on the same folds. A
+    /// point's settings, task keys and results are exactly those of a spec whose `[train]` is the merged
+    /// table. Left out of the spec's JSON when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<BTreeMap<String, toml::Table>>,
 }
 
 /// `[selection]`: how a sweep point is chosen without looking at the test subject. Left out of the spec's
@@ -390,8 +400,13 @@ impl ExperimentSpec {
 
     /// The effective values of the `loss` axis (the `[train]` loss when not swept).
     pub fn losses(&self) -> Vec<LossKind> {
+        self.losses_of(&self.train)
+    }
+
+    /// The `loss` axis for a point whose settings before the axes are `base` (`[train]`, or a variant's).
+    pub fn losses_of(&self, base: &TrainConfig) -> Vec<LossKind> {
         self.sweep.loss.clone().unwrap_or_else(|| {
-            vec![match self.train.target.loss {
+            vec![match base.target.loss {
                 LossConfig::Focal { .. } => LossKind::Focal,
                 LossConfig::CrossEntropy => LossKind::CrossEntropy,
             }]
@@ -400,18 +415,58 @@ impl ExperimentSpec {
 
     /// The effective values of the `prior` axis.
     pub fn priors(&self) -> Vec<bool> {
+        self.priors_of(&self.train)
+    }
+
+    /// The `prior` axis for a point whose settings before the axes are `base`.
+    pub fn priors_of(&self, base: &TrainConfig) -> Vec<bool> {
         self.sweep
             .prior
             .clone()
-            .unwrap_or_else(|| vec![self.train.prior.enabled])
+            .unwrap_or_else(|| vec![base.prior.enabled])
     }
 
     /// The effective values of the `frozen_layers` axis.
     pub fn frozen(&self) -> Vec<usize> {
+        self.frozen_of(&self.train)
+    }
+
+    /// The `frozen_layers` axis for a point whose settings before the axes are `base`.
+    pub fn frozen_of(&self, base: &TrainConfig) -> Vec<usize> {
         self.sweep
             .frozen_layers
             .clone()
-            .unwrap_or_else(|| vec![self.train.target.frozen_layers])
+            .unwrap_or_else(|| vec![base.target.frozen_layers])
+    }
+
+    /// The `variant` axis resolved: each name with `[train]` and its table merged; one unnamed entry
+    /// holding `[train]` itself when the axis is absent. The error names the variant and the bad key.
+    pub fn variants(&self) -> Result<Vec<(Option<String>, TrainConfig)>, CoordError> {
+        let Some(variants) = &self.sweep.variant else {
+            return Ok(vec![(None, self.train.clone())]);
+        };
+        let mut out = Vec::with_capacity(variants.len());
+        for (name, table) in variants {
+            let json = |what: &str, source| CoordError::Json {
+                what: format!("{what} (sweep.variant.{name})"),
+                source,
+            };
+            let mut merged = serde_json::to_value(&self.train).map_err(|e| json("[train]", e))?;
+            let over = serde_json::to_value(table).map_err(|e| json("the variant's table", e))?;
+            merge_json(&mut merged, over, &mut Vec::new());
+            let train: TrainConfig = serde_json::from_value(merged).map_err(|e| {
+                self.error(
+                    &[
+                        PathSeg::Key("sweep"),
+                        PathSeg::Key("variant"),
+                        PathSeg::Key(name),
+                    ],
+                    format!("sweep.variant.{name}: {e} (a variant is a partial [train] table)"),
+                )
+            })?;
+            out.push((Some(name.clone()), train));
+        }
+        Ok(out)
     }
 
     /// The effective values of the `method` axis.
@@ -653,12 +708,42 @@ impl ExperimentSpec {
                 ));
             }
         }
-        for (i, k) in s.frozen_layers.iter().flatten().enumerate() {
-            if *k > 5 {
+        if s.variant.as_ref().is_some_and(BTreeMap::is_empty) {
+            return Err(e(
+                &[Key("sweep"), Key("variant")],
+                "sweep.variant is empty; leave the axis out to use [train] alone".into(),
+            ));
+        }
+        for name in s.variant.iter().flat_map(BTreeMap::keys) {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
                 return Err(e(
-                    &[Key("sweep"), Key("frozen_layers"), Index(i)],
-                    format!("frozen_layers {k} is out of range: SinC3D has 5 conv layers (0..=5)"),
+                    &[Key("sweep"), Key("variant"), Key(name)],
+                    format!("variant name '{name}' must use only letters, digits, '.', '_' and '-' (it labels the sweep point)"),
                 ));
+            }
+        }
+        let variants = self.variants()?;
+        for (name, train) in &variants {
+            if let Some(name) = name {
+                train.validate(self.scheme.num_classes()).map_err(|err| {
+                    e(
+                        &[Key("sweep"), Key("variant"), Key(name)],
+                        format!("sweep.variant.{name}: {err}"),
+                    )
+                })?;
+            }
+            let layers = train.model.widths.len();
+            for (i, k) in s.frozen_layers.iter().flatten().enumerate() {
+                if *k > layers {
+                    return Err(e(
+                        &[Key("sweep"), Key("frozen_layers"), Index(i)],
+                        format!("frozen_layers {k} is out of range: SinC3D has {layers} conv layers (0..={layers})"),
+                    ));
+                }
             }
         }
         let losses = self.losses();
@@ -710,6 +795,35 @@ impl ExperimentSpec {
             }
         }
         Ok(())
+    }
+}
+
+/// `[train]` tables a variant replaces whole instead of merging into: choices whose fields depend on the
+/// choice (`target.loss`: a focal loss's gamma and alpha mean nothing to cross-entropy).
+const REPLACED_WHOLE: &[&[&str]] = &[&["target", "loss"]];
+
+/// Merges `over` into `base` (at key path `path`): objects key by key, recursively, except the paths of
+/// [`REPLACED_WHOLE`]; anything else replaces the base value.
+fn merge_json(base: &mut serde_json::Value, over: serde_json::Value, path: &mut Vec<String>) {
+    let whole = REPLACED_WHOLE
+        .iter()
+        .any(|p| p.len() == path.len() && p.iter().zip(path.iter()).all(|(a, b)| b.as_str() == *a));
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) if !whole => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => {
+                        path.push(k);
+                        merge_json(slot, v, path);
+                        path.pop();
+                    }
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
     }
 }
 

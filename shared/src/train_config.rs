@@ -784,7 +784,12 @@ mod tests {
         assert_eq!(m.validate().unwrap_err().field, "model.widths");
         // The tower's shape: odd kernels, groups dividing the channels and every width, and an input
         // large enough for one 2x2 pool per layer (two layers: 4 px; the paper's five: 32 px).
-        for (k, ok) in [([1, 5], true), ([3, 3], true), ([2, 3], false), ([3, 0], false)] {
+        for (k, ok) in [
+            ([1, 5], true),
+            ([3, 3], true),
+            ([2, 3], false),
+            ([3, 0], false),
+        ] {
             let m = ModelConfig {
                 kernel: k,
                 ..ModelConfig::default()
@@ -806,7 +811,11 @@ mod tests {
                 input_size: 28,
                 ..ModelConfig::default()
             };
-            assert_eq!(m.validate().is_ok(), ok, "groups {groups} widths {widths:?}");
+            assert_eq!(
+                m.validate().is_ok(),
+                ok,
+                "groups {groups} widths {widths:?}"
+            );
             if !ok {
                 assert_eq!(m.validate().unwrap_err().field, "model.groups");
             }
@@ -886,6 +895,9 @@ mod tests {
                 .unwrap();
         assert_eq!((m.kernel, m.groups, m.init), ([1, 5], 2, TowerInit::Torch));
         let json = serde_json::to_string(&m).unwrap();
-        assert!(json.contains("\"kernel\":[1,5]") && json.contains("\"init\":\"torch\""), "{json}");
+        assert!(
+            json.contains("\"kernel\":[1,5]") && json.contains("\"init\":\"torch\""),
+            "{json}"
+        );
     }
 }

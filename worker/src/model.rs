@@ -36,7 +36,6 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
-
 /// How a parameter is initialised.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Init {
@@ -248,9 +247,7 @@ impl SinC3D {
         if let Some(tr) = trace.as_deref_mut() {
             tr("flatten", &h);
         }
-        let h = h
-            .linear(&p[2 * layers], Some(&p[2 * layers + 1]))
-            .relu_();
+        let h = h.linear(&p[2 * layers], Some(&p[2 * layers + 1])).relu_();
         if let Some(tr) = trace {
             tr("dense", &h);
         }
@@ -501,9 +498,7 @@ mod tests {
                 .relu()
                 .linear(&q[12], Some(&q[13]))
         });
-        let theirs = tch::no_grad(|| {
-            net.forward_t(&x, false, &mut ChaCha8Rng::seed_from_u64(0))
-        });
+        let theirs = tch::no_grad(|| net.forward_t(&x, false, &mut ChaCha8Rng::seed_from_u64(0)));
         let diff = (&ours - &theirs).abs().max().double_value(&[]);
         assert!(diff < 1e-4, "SinC3D and OFF-ApexNet differ by {diff}");
     }
@@ -519,12 +514,19 @@ mod tests {
         for (s, t) in specs.iter().zip(&p) {
             let b = 1.0 / (s.fan_in as f64).sqrt();
             let max = t.abs().max().double_value(&[]);
-            assert!(max <= b && max > 0.5 * b, "{}: max {max}, bound {b}", s.name);
+            assert!(
+                max <= b && max > 0.5 * b,
+                "{}: max {max}, bound {b}",
+                s.name
+            );
         }
         // The paper's tower is He-initialised with zero biases and a 3x3x3 fan-in.
         let paper = SinC3D::new(&ModelConfig::default()).unwrap().param_specs();
         assert_eq!((paper[0].fan_in, paper[2].fan_in), (54, 864));
-        assert_eq!((paper[0].init, paper[1].init), (Init::HeUniform, Init::Zeros));
+        assert_eq!(
+            (paper[0].init, paper[1].init),
+            (Init::HeUniform, Init::Zeros)
+        );
         // Forward FLOPs follow the kernel and groups: 2 x (fan-in x filters) x positions per layer.
         let want = 2.0 * (25.0 * 12.0 * 784.0 + 150.0 * 32.0 * 196.0) + 2.0 * (32.0 * 49.0 * 64.0);
         assert_eq!(m.forward_flops(), want);

@@ -48,6 +48,8 @@ pub(super) struct Combo {
     frozen: usize,
     tag: String,
     seed: u64,
+    /// The `variant` axis's name (`None` without the axis).
+    variant: Option<String>,
 }
 
 /// Expands a spec against the summaries of its prepared files (keyed by key-frame tag, as
@@ -59,8 +61,9 @@ pub fn expand_multi(
     let tags = key_frame_tags(spec, datasets)?;
     let parts = resolve_parts(spec, datasets, &tags)?;
     let folds_of = fold_sets(spec, datasets, &tags, &parts)?;
-    let (combos, skipped) = combinations(spec, &tags);
-    let sweep_points = sweep_points(spec, datasets, combos);
+    let variants = spec.variants()?;
+    let (combos, skipped) = combinations(spec, &tags, &variants);
+    let sweep_points = sweep_points(spec, datasets, combos, &variants);
     let mut tasks = tasks(spec, datasets, &parts, &sweep_points, &folds_of);
     let selection = match spec.inner_folds() {
         None => None,
@@ -307,13 +310,16 @@ fn part_subjects(
 }
 
 /// Every combination of the sweep axes, MERSiamC3D's first, and the combinations dropped (with why).
-fn combinations(spec: &ExperimentSpec, tags: &[String]) -> (Vec<Combo>, Vec<String>) {
-    // The cartesian product, in axis order loss, alpha, prior, frozen, keyframes, seed.
+fn combinations(
+    spec: &ExperimentSpec,
+    tags: &[String],
+    variants: &[(Option<String>, TrainConfig)],
+) -> (Vec<Combo>, Vec<String>) {
+    // The cartesian product, in axis order variant, loss, alpha, prior, frozen, keyframes, seed.
     let alphas: Vec<Option<f64>> = match &spec.sweep.alpha {
         Some(a) => a.iter().map(|x| Some(*x)).collect(),
         None => vec![None],
     };
-    let priors = spec.priors();
     let mut combos = Vec::new();
     let mut skipped = Vec::new();
     // A baseline has none of MERSiamC3D's axes: one combination per key-frame tag and seed.
@@ -332,36 +338,40 @@ fn combinations(spec: &ExperimentSpec, tags: &[String]) -> (Vec<Combo>, Vec<Stri
                     frozen: 0,
                     tag: tag.clone(),
                     seed,
+                    variant: None,
                 });
             }
         }
     }
-    let engine_axes = if spec.method_axis().contains(&Method::Mersiamc3d) {
-        spec.losses()
+    let engine_variants = if spec.method_axis().contains(&Method::Mersiamc3d) {
+        variants
     } else {
-        vec![]
+        &[]
     };
-    for loss in engine_axes {
-        for alpha in &alphas {
-            for prior in &priors {
-                for frozen in spec.frozen() {
-                    for tag in tags {
-                        for seed in spec.seeds() {
-                            if !prior && frozen > 0 {
-                                skipped.push(format!(
+    for (variant, base) in engine_variants {
+        for loss in spec.losses_of(base) {
+            for alpha in &alphas {
+                for prior in &spec.priors_of(base) {
+                    for frozen in spec.frozen_of(base) {
+                        for tag in tags {
+                            for seed in spec.seeds() {
+                                if !prior && frozen > 0 {
+                                    skipped.push(format!(
                                     "prior=false with frozen_layers={frozen}: frozen layers need prior-learned weights"
                                 ));
-                                continue;
+                                    continue;
+                                }
+                                combos.push(Combo {
+                                    method: Method::Mersiamc3d,
+                                    loss,
+                                    alpha: *alpha,
+                                    prior: *prior,
+                                    frozen,
+                                    tag: tag.clone(),
+                                    seed,
+                                    variant: variant.clone(),
+                                });
                             }
-                            combos.push(Combo {
-                                method: Method::Mersiamc3d,
-                                loss,
-                                alpha: *alpha,
-                                prior: *prior,
-                                frozen,
-                                tag: tag.clone(),
-                                seed,
-                            });
                         }
                     }
                 }
@@ -388,6 +398,7 @@ fn sweep_points(
     spec: &ExperimentSpec,
     datasets: &BTreeMap<String, DatasetSummary>,
     combos: Vec<Combo>,
+    variants: &[(Option<String>, TrainConfig)],
 ) -> Vec<SweepPoint> {
     let mut sweep_points: Vec<SweepPoint> = Vec::new();
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
@@ -435,14 +446,18 @@ fn sweep_points(
             });
             continue;
         }
-        let mut train = spec.train.clone();
+        let base = variants
+            .iter()
+            .find(|(name, _)| *name == c.variant)
+            .map_or(&spec.train, |(_, t)| t);
+        let mut train = base.clone();
         train.prior.enabled = c.prior;
         train.target.frozen_layers = c.frozen;
         train.seed = c.seed;
         train.target.loss = match c.loss {
             LossKind::CrossEntropy => LossConfig::CrossEntropy,
             LossKind::Focal => {
-                let (gamma, alpha) = match &spec.train.target.loss {
+                let (gamma, alpha) = match &base.target.loss {
                     LossConfig::Focal { gamma, alpha } => (*gamma, alpha.clone()),
                     LossConfig::CrossEntropy => (2.0, Alpha::Scalar(1.0)),
                 };
@@ -469,6 +484,10 @@ fn sweep_points(
         if sw.method.is_some() {
             values.insert("method".to_string(), json!(Method::Mersiamc3d.key()));
             label.push(format!("method={}", Method::Mersiamc3d.key()));
+        }
+        if let Some(v) = &c.variant {
+            values.insert("variant".to_string(), json!(v));
+            label.push(format!("variant={v}"));
         }
         if sw.loss.is_some() {
             values.insert("loss".to_string(), json!(c.loss.key()));

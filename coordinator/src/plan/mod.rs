@@ -88,9 +88,9 @@ pub struct SweepPoint {
     /// Human-readable, file-name-safe label of the swept values, e.g. `alpha=2,frozen=1` (`default` when
     /// nothing is swept).
     pub label: String,
-    /// The swept axes' values (`method`, `loss`, `alpha`, `prior`, `frozen_layers`, `keyframes`, `seed`);
-    /// an axis irrelevant for this point (alpha under cross-entropy, any MERSiamC3D axis for a baseline)
-    /// is left out.
+    /// The swept axes' values (`method`, `variant`, `loss`, `alpha`, `prior`, `frozen_layers`, `keyframes`,
+    /// `seed`); an axis irrelevant for this point (alpha under cross-entropy, any MERSiamC3D axis for a
+    /// baseline) is left out.
     pub values: BTreeMap<String, Value>,
     /// The recognition method.
     #[serde(default)]

@@ -41,7 +41,7 @@ pub(crate) fn composite_summary(keyframes: &str) -> DatasetSummary {
 const HEAD: &str = "name = \"t\"\ndataset = \"d.safetensors\"\nscheme = \"megc3\"\n";
 
 fn plan(extra: &str) -> Plan {
-    let spec = parse_spec("s.toml", &format!("{HEAD}{extra}")).unwrap();
+    let spec = parse_spec("s.toml", &format!("{HEAD}{extra}")).unwrap_or_else(|e| panic!("{e}"));
     expand(&spec, &composite_summary("adaptive")).unwrap()
 }
 
@@ -589,7 +589,11 @@ fn every_example_spec_parses_and_expands() {
     ] {
         assert_eq!(seen[name], (68, 1, 0), "{name}");
     }
-    assert_eq!(seen.len(), 47);
+    assert_eq!(
+        seen["realistic_ablation_ten_frame_offapex_tower"],
+        (68, 1, 68)
+    );
+    assert_eq!(seen.len(), 48);
 }
 
 #[test]
@@ -713,4 +717,99 @@ fn results_depend_only_on_the_task() {
         res.sweep_points[0].predictions,
         res.sweep_points[1].predictions
     );
+}
+
+#[test]
+fn variants_are_merged_partial_train_tables_with_the_keys_of_the_spec_they_stand_for() {
+    let base = "[train.model]\nwidths = [8, 16, 32, 32, 64]\ninput_size = 48\n\
+                [train.target.loss]\nkind = \"focal\"\ngamma = 2.0\nalpha = 2.0\n";
+    let sweep = "[sweep]\nseeds = [1, 2]\n\
+                 [sweep.variant]\nreference = {}\n\
+                 ce = { target = { loss = { kind = \"cross_entropy\" } } }\n\
+                 torch = { model = { init = \"torch\", groups = 2 } }\n";
+    let p = plan(&format!("{base}{sweep}"));
+    let labels: Vec<&str> = p.sweep_points.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        vec![
+            "variant=ce,seed=1",
+            "variant=ce,seed=2",
+            "variant=reference,seed=1",
+            "variant=reference,seed=2",
+            "variant=torch,seed=1",
+            "variant=torch,seed=2"
+        ]
+    );
+    // `target.loss` is replaced whole (no focal gamma left on cross-entropy); other tables merge key by
+    // key (the widths of [train] stay beside the variant's init and groups).
+    assert_eq!(
+        p.sweep_points[0].train.target.loss,
+        mer_shared::train_config::LossConfig::CrossEntropy
+    );
+    let torch = &p.sweep_points[4].train.model;
+    assert_eq!(torch.widths, [8, 16, 32, 32, 64]);
+    assert_eq!((torch.groups, torch.input_size), (2, 48));
+    // Each point's tasks are exactly those of the spec its merged [train] stands for.
+    let keys =
+        |p: &Plan, i: u32| -> Vec<String> { p.targets_of(i).map(|t| t.key.clone()).collect() };
+    let alone = |base: &str| plan(&format!("{base}[sweep]\nseeds = [1, 2]\n"));
+    assert_eq!(keys(&p, 2), keys(&alone(base), 0));
+    assert_eq!(keys(&p, 3), keys(&alone(base), 1));
+    let torch_base = base.replace(
+        "input_size = 48\n",
+        "input_size = 48\ninit = \"torch\"\ngroups = 2\n",
+    );
+    assert_eq!(keys(&p, 5), keys(&alone(&torch_base), 1));
+    let ce_base = base.replace(
+        "kind = \"focal\"\ngamma = 2.0\nalpha = 2.0\n",
+        "kind = \"cross_entropy\"\n",
+    );
+    assert_eq!(keys(&p, 0), keys(&alone(&ce_base), 0));
+    // The cross-entropy variant shares its prior tasks with the reference (same tower and prior
+    // settings); the torch variant's tower differs, so it has its own.
+    let priors: BTreeSet<&str> = p
+        .tasks
+        .iter()
+        .filter(|t| t.kind == TaskKind::Prior)
+        .map(|t| t.key.as_str())
+        .collect();
+    assert_eq!(priors.len(), 68 * 2 * 2);
+    // A spec without the axis is unchanged by it: same points, labels and keys as before.
+    assert_eq!(alone(base).sweep_points[0].label, "seed=1");
+}
+
+#[test]
+fn bad_variants_are_named_and_located() {
+    let err = |sweep: &str| {
+        parse_spec("s.toml", &format!("{HEAD}[sweep.variant]\n{sweep}"))
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err("ok = {}\ntypo = { model = { kernal = [1, 5] } }\n");
+    assert!(e.starts_with("s.toml:6:"), "{e}");
+    assert!(
+        e.contains("sweep.variant.typo") && e.contains("kernal"),
+        "{e}"
+    );
+    let e = err("odd = { model = { groups = 3 } }\n");
+    assert!(
+        e.contains("sweep.variant.odd") && e.contains("model.groups"),
+        "{e}"
+    );
+    let e = err("deep = { model = { widths = [8, 16] }, target = { frozen_layers = 3 } }\n");
+    assert!(e.contains("frozen_layers 3 is out of range"), "{e}");
+    let e = err("\"a b\" = {}\n");
+    assert!(e.contains("variant name 'a b'"), "{e}");
+    let e = parse_spec("s.toml", &format!("{HEAD}[sweep]\nvariant = {{}}\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sweep.variant is empty"), "{e}");
+    // The frozen_layers axis is bounded by each variant's own depth.
+    let e = parse_spec(
+        "s.toml",
+        &format!("{HEAD}[sweep]\nfrozen_layers = [3]\n[sweep.variant]\nshallow = {{ model = {{ widths = [8, 16], input_size = 48 }} }}\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("SinC3D has 2 conv layers"), "{e}");
 }
