@@ -479,10 +479,12 @@ impl ExperimentSpec {
 
     /// The effective base seeds.
     pub fn seeds(&self) -> Vec<u64> {
-        self.sweep
-            .seeds
-            .clone()
-            .unwrap_or_else(|| vec![self.train.seed])
+        self.seeds_of(&self.train)
+    }
+
+    /// The base seeds for a point whose settings before the axes are `base`.
+    pub fn seeds_of(&self, base: &TrainConfig) -> Vec<u64> {
+        self.sweep.seeds.clone().unwrap_or_else(|| vec![base.seed])
     }
 
     /// A stable hash of the whole spec (sha256 hex of its canonical JSON; the source text is left out).

@@ -354,7 +354,7 @@ fn combinations(
                 for prior in &spec.priors_of(base) {
                     for frozen in spec.frozen_of(base) {
                         for tag in tags {
-                            for seed in spec.seeds() {
+                            for seed in spec.seeds_of(base) {
                                 if !prior && frozen > 0 {
                                     skipped.push(format!(
                                     "prior=false with frozen_layers={frozen}: frozen layers need prior-learned weights"

@@ -774,6 +774,10 @@ fn variants_are_merged_partial_train_tables_with_the_keys_of_the_spec_they_stand
         .map(|t| t.key.as_str())
         .collect();
     assert_eq!(priors.len(), 68 * 2 * 2);
+    // An axis that is not swept takes the variant's value (here the seed).
+    let p = plan("[train]\nseed = 3\n[sweep.variant]\nbase = {}\nother = { seed = 9 }\n");
+    let seeds: Vec<u64> = p.sweep_points.iter().map(|s| s.train.seed).collect();
+    assert_eq!(seeds, vec![3, 9]);
     // A spec without the axis is unchanged by it: same points, labels and keys as before.
     assert_eq!(alone(base).sweep_points[0].label, "seed=1");
 }
