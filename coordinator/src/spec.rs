@@ -222,8 +222,8 @@ pub struct SweepSpec {
     pub seeds: Option<Vec<u64>>,
     /// Named departures from `[train]` for settings without an axis of their own (the tower, input
     /// scaling, augmentation, the optimiser...): each is a partial `[train]` table, merged into `[train]`
-    /// key by key (tables recursively, anything else replaced; `target.loss` is replaced whole), e.g. `two_streams = { model = { groups = 2 }
-    /// }`; an empty table is `[train]` itself. One MERSiamC3D point per name, in name order, multiplied by
+    /// key by key (tables recursively, anything else replaced; `target.loss` is replaced whole), e.g.
+    /// `two_streams = { model = { groups = 2 } }`; an empty table is `[train]` itself. One MERSiamC3D point per name, in name order, multiplied by
     /// the other axes; an axis not swept takes its value from the variant's merged settings. So one spec
     /// holds an ablation that would otherwise be a near-copy of a spec per change, on the same folds. A
     /// point's settings, task keys and results are exactly those of a spec whose `[train]` is the merged
@@ -519,11 +519,7 @@ impl ExperimentSpec {
             _ => {}
         }
         for tag in self.datasets.keys() {
-            if tag.is_empty()
-                || !tag
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            {
+            if !is_label_name(tag) {
                 return Err(e(
                     &[Key("datasets"), Key(tag)],
                     format!(
@@ -717,11 +713,7 @@ impl ExperimentSpec {
             ));
         }
         for name in s.variant.iter().flat_map(BTreeMap::keys) {
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            {
+            if !is_label_name(name) {
                 return Err(e(
                     &[Key("sweep"), Key("variant"), Key(name)],
                     format!("variant name '{name}' must use only letters, digits, '.', '_' and '-' (it labels the sweep point)"),
@@ -827,6 +819,14 @@ fn merge_json(base: &mut serde_json::Value, over: serde_json::Value, path: &mut 
         }
         (slot, v) => *slot = v,
     }
+}
+
+/// A key-frame tag or variant name: non-empty, letters, digits, '.', '_' and '-' only (it goes into
+/// labels and file names).
+fn is_label_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 fn is_dns_label(s: &str) -> bool {

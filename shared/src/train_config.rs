@@ -106,7 +106,7 @@ pub struct ModelConfig {
     /// Convolution groups of every conv layer: 1 (the paper) mixes u and v from the first layer; 2 with
     /// `channels = 2` gives two separate streams, one per flow component, as OFF-ApexNet's two towers (the
     /// dense layer joins them). `channels` and every width must be multiples. Keyed apart only when not 1.
-    #[serde(skip_serializing_if = "is_one_group")]
+    #[serde(skip_serializing_if = "is_one")]
     pub groups: i64,
     /// How the tower's weights and biases are drawn. Keyed apart only when not the default.
     #[serde(skip_serializing_if = "TowerInit::is_he")]
@@ -134,15 +134,12 @@ pub struct ModelConfig {
     /// dense layer; at 48 px the same pools leave 1 x 1, so the dense layer sees no layout at all (which
     /// part of the face moved). `min_grid = 3` keeps the paper's 3 x 3 at 48 px. Keyed apart only when
     /// not 1.
-    #[serde(skip_serializing_if = "is_full_pooling")]
+    #[serde(skip_serializing_if = "is_one")]
     pub min_grid: i64,
 }
 
-fn is_full_pooling(n: &i64) -> bool {
-    *n == 1
-}
-
-fn is_one_group(n: &i64) -> bool {
+/// True for 1, the default of `min_grid` (the paper's full pooling) and `groups` (one stream).
+fn is_one(n: &i64) -> bool {
     *n == 1
 }
 
