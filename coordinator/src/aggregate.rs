@@ -72,6 +72,10 @@ pub struct SweepPointResult {
     /// The recognition method (results written before methods existed read as MERSiamC3D).
     #[serde(default)]
     pub method: Method,
+    /// A method of the spec's own: its command, files (with their sha256), inputs and this point's params
+    /// (absent for the built-ins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_method: Option<mer_shared::user_method::UserMethodTask>,
     /// Key-frame tag of the point's prepared file (recorded even when not swept).
     #[serde(default)]
     pub keyframes: String,
@@ -188,7 +192,11 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
             index: sp.index,
             label: sp.label.clone(),
             values: sp.values.clone(),
-            method: sp.method,
+            method: sp.method.clone(),
+            user_method: match &sp.baseline {
+                Some(mer_shared::method::BaselineSettings::User(u)) => Some(u.clone()),
+                _ => None,
+            },
             keyframes: sp.keyframes.clone(),
             dataset_hash: sp.dataset_hash.clone(),
             folds_done,
@@ -206,7 +214,7 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
         .map(|p| leakage::CleanPoint {
             index: p.index,
             label: &p.label,
-            method: p.method,
+            method: p.method.clone(),
             partial: p.partial,
             missing_folds: &p.missing_folds,
             scores: p.scores.as_ref(),
@@ -348,6 +356,41 @@ pub fn summary_markdown(res: &ExperimentResults) -> String {
     }
     if let Some(d) = &res.diagnostics {
         out += &diagnostics_markdown(res, d);
+    }
+    out += &user_methods_markdown(res);
+    out
+}
+
+/// What ran as each method of the spec's own: its command, inputs, params per point and files with
+/// their sha256 (empty when the spec has none).
+pub fn user_methods_markdown(res: &ExperimentResults) -> String {
+    let points: Vec<(&str, &mer_shared::user_method::UserMethodTask)> = res
+        .sweep_points
+        .iter()
+        .filter_map(|sp| sp.user_method.as_ref().map(|u| (sp.label.as_str(), u)))
+        .collect();
+    if points.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\n## Methods of the spec's own\n\nEach ran as a command on the fold contract (`mer-fold/1`, docs/own-model.md): \
+         the test side of every fold reached it without labels.\n\n\
+         | point | command | inputs | params | files (sha256) |\n|---|---|---|---|---|\n",
+    );
+    for (label, u) in points {
+        let inputs: Vec<&str> = u.inputs.iter().map(|i| i.key()).collect();
+        let files: Vec<String> = u
+            .files
+            .iter()
+            .map(|f| format!("`{}` {}", f.path, &f.sha256[..f.sha256.len().min(12)]))
+            .collect();
+        out += &format!(
+            "| {label} | `{}` | {} | `{}` | {} |\n",
+            u.command.join(" "),
+            inputs.join(", "),
+            serde_json::to_string(&u.params).unwrap_or_default(),
+            files.join("<br>")
+        );
     }
     out
 }

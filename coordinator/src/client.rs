@@ -21,6 +21,21 @@ pub async fn submit_spec(
     for ds in datasets.values() {
         upload_file(clients, &ds.path, "dataset").await?;
     }
+    // The spec's own methods' files travel as artifacts too: a worker anywhere runs exactly these bytes.
+    let base = spec_path.parent().unwrap_or(Path::new(""));
+    for (name, files) in spec.method_files() {
+        for f in files {
+            let path = base.join(&f.path);
+            let sent = upload_file(clients, &path, "method file").await?;
+            if sent != f.sha256 {
+                return Err(CoordError::Plan(format!(
+                    "methods.{name}: {} changed while it was submitted (sha256 {} when read, {sent} when sent); submit again",
+                    path.display(),
+                    f.sha256
+                )));
+            }
+        }
+    }
     let wire = mer_shared::task::WireDataset::from_summaries(&datasets);
     let mut c = clients.client.clone();
     let reply = c
@@ -35,6 +50,8 @@ pub async fn submit_spec(
                 .unwrap_or_default(),
             dataset_summary_json: serde_json::to_string(&wire)
                 .map_err(|e| CoordError::json("dataset summaries", e))?,
+            method_files_json: serde_json::to_string(&spec.method_files())
+                .map_err(|e| CoordError::json("method files", e))?,
         })
         .await
         .map_err(|s| CoordError::rpc("submit", s))?;

@@ -228,8 +228,7 @@ pub fn diagnose(
 
 /// Per method with at least two complete points: the best point by pooled test UF1.
 fn oracle_points(points: &[CleanPoint<'_>]) -> Vec<OraclePoint> {
-    let mut by_method: BTreeMap<&'static str, Vec<(&CleanPoint<'_>, &ScoreReport)>> =
-        BTreeMap::new();
+    let mut by_method: BTreeMap<&str, Vec<(&CleanPoint<'_>, &ScoreReport)>> = BTreeMap::new();
     for sp in points.iter().filter(|p| !p.partial) {
         if let Some(s) = sp.scores {
             by_method.entry(sp.method.key()).or_default().push((sp, s));
@@ -247,7 +246,7 @@ fn oracle_points(points: &[CleanPoint<'_>]) -> Vec<OraclePoint> {
         let mean_uf1 = group.iter().map(|(_, s)| s.uf1).sum::<f64>() / k;
         let mean_uar = group.iter().map(|(_, s)| s.uar).sum::<f64>() / k;
         out.push(OraclePoint {
-            method: best.0.method,
+            method: best.0.method.clone(),
             points: group.len(),
             best_index: best.0.index,
             best_label: best.0.label.to_string(),

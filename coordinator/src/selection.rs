@@ -174,7 +174,7 @@ pub fn select(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Option<Sel
             }
         };
         methods.push(MethodSelection {
-            method: c.method,
+            method: c.method.clone(),
             points: c.points.clone(),
             labels,
             times_chosen,

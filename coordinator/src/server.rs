@@ -146,6 +146,7 @@ pub async fn start(cfg: ServerConfig) -> Result<CoordinatorHandle, CoordError> {
         max_wait: cfg.max_wait,
         results_lock: tokio::sync::Mutex::new(()),
         stop: stop.clone(),
+        authenticated: cfg.token.as_deref().is_some_and(|t| !t.is_empty()),
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -39,6 +39,9 @@ pub struct Shared {
     pub results_lock: tokio::sync::Mutex<()>,
     /// Cancelled when the coordinator shuts down (ends long polls and watch streams).
     pub stop: tokio_util::sync::CancellationToken,
+    /// Whether every call must carry the coordinator's token. A spec with methods of its own runs its
+    /// commands on every worker, so only an authenticated coordinator accepts one.
+    pub authenticated: bool,
 }
 
 fn status_of(e: impl Into<CoordError>) -> Status {
@@ -550,6 +553,31 @@ impl proto::client_server::Client for ClientService {
             }
             ds.insert(w.tag, w.dataset);
         }
+        let files: BTreeMap<String, Vec<mer_shared::user_method::ShippedFile>> =
+            if r.method_files_json.is_empty() {
+                BTreeMap::new()
+            } else {
+                serde_json::from_str(&r.method_files_json).map_err(|e| {
+                    Status::invalid_argument(format!("{file}: method files: invalid JSON: {e}"))
+                })?
+            };
+        for (name, list) in &files {
+            for f in list {
+                if self.0.artifacts.size_of(&f.sha256).is_none() {
+                    return Err(Status::failed_precondition(format!(
+                        "methods.{name}: file {} (sha256 {}) has not been uploaded to the coordinator",
+                        f.path, f.sha256
+                    )));
+                }
+            }
+        }
+        if !spec.methods.user.is_empty() && !self.0.authenticated {
+            return Err(Status::permission_denied(format!(
+                "{file}: the spec defines methods of its own ({}), which run commands on every worker; this coordinator runs without a token, so it accepts none (start it with a token)",
+                spec.methods.user.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        spec.set_method_files(files);
         let plan = expand_multi(&spec, &ds).map_err(status_of)?;
         let identity = experiment_identity(&plan);
         let s = self

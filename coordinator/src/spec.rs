@@ -44,11 +44,13 @@ pub struct ExperimentSpec {
     /// Where prior learning runs (only `per_fold`: on the fold's training subjects, never the test subject).
     #[serde(default)]
     pub prior_scope: PriorScope,
-    /// The recognition method (`mersiamc3d`, the default, or a baseline: `ststnet`, `offapexnet`,
-    /// `lbptop_svm`); `[sweep] method` runs several on the same folds.
+    /// The recognition method (`mersiamc3d`, the default, a baseline: `ststnet`, `offapexnet`,
+    /// `lbptop_svm`, or one of the spec's own `[methods.<name>]`); `[sweep] method` runs several on the
+    /// same folds.
     #[serde(default, skip_serializing_if = "is_default_method")]
     pub method: Method,
-    /// The baselines' settings tables (`[methods.ststnet]`, ...), the originals' values by default.
+    /// The baselines' settings tables (`[methods.ststnet]`, ...), the originals' values by default, and
+    /// the spec's own methods (`[methods.<name>]` with a `command`: `docs/own-model.md`).
     #[serde(default, skip_serializing_if = "is_default_methods")]
     pub methods: MethodsConfig,
     /// Training settings of every fold (paper defaults); sweep axes override single fields. For a
@@ -474,7 +476,97 @@ impl ExperimentSpec {
         self.sweep
             .method
             .clone()
-            .unwrap_or_else(|| vec![self.method])
+            .unwrap_or_else(|| vec![self.method.clone()])
+    }
+
+    /// Checks the spec's own methods: every user method the `method` axis names has a table, and every
+    /// table's fields are in range (errors at the field).
+    fn validate_user_methods(&self) -> Result<(), CoordError> {
+        use PathSeg::{Index, Key};
+        for (i, m) in self.method_axis().iter().enumerate() {
+            let Method::User(name) = m else { continue };
+            if !self.methods.user.contains_key(name) {
+                let path: Vec<PathSeg<'_>> = if self.sweep.method.is_some() {
+                    vec![Key("sweep"), Key("method"), Index(i)]
+                } else {
+                    vec![Key("method")]
+                };
+                let builtins: Vec<&str> = Method::ALL.iter().map(|m| m.key()).collect();
+                return Err(self.error(
+                    &path,
+                    format!("method '{name}' is not built in ({}) and the spec defines no [methods.{name}] table with a `command`", builtins.join(", ")),
+                ));
+            }
+        }
+        for (name, u) in &self.methods.user {
+            if let Err((field, message)) = u.validate() {
+                let mut path = vec![Key("methods"), Key(name)];
+                let segs: Vec<&str> = field.split('.').collect();
+                for seg in &segs {
+                    path.push(match seg.parse::<usize>() {
+                        Ok(i) => Index(i),
+                        Err(_) => Key(seg),
+                    });
+                }
+                return Err(self.error(&path, format!("methods.{name}.{field}: {message}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every file of the spec's own methods (relative to the folder of the spec at `spec_path`),
+    /// records their sha256 in the spec, and returns each file's local path with its hash (what a
+    /// client uploads). A missing or unreadable file is an error at its place in the spec.
+    pub fn resolve_method_files(
+        &mut self,
+        spec_path: &Path,
+    ) -> Result<Vec<(PathBuf, String)>, CoordError> {
+        use PathSeg::{Index, Key};
+        let base = spec_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut local = Vec::new();
+        let mut resolved = BTreeMap::new();
+        for (name, u) in &self.methods.user {
+            let mut shipped = Vec::with_capacity(u.files.len());
+            for (i, f) in u.files.iter().enumerate() {
+                let path = base.join(f);
+                let sha = mer_shared::digest::sha256_file(&path).map_err(|e| {
+                    self.error(
+                        &[Key("methods"), Key(name), Key("files"), Index(i)],
+                        format!("methods.{name}.files: cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                shipped.push(mer_shared::user_method::ShippedFile {
+                    path: f.clone(),
+                    sha256: sha.clone(),
+                });
+                local.push((path, sha));
+            }
+            resolved.insert(name.clone(), shipped);
+        }
+        self.set_method_files(resolved);
+        Ok(local)
+    }
+
+    /// Records the files of the spec's own methods as a submission names them (method -> files).
+    pub fn set_method_files(
+        &mut self,
+        mut files: BTreeMap<String, Vec<mer_shared::user_method::ShippedFile>>,
+    ) {
+        for (name, u) in self.methods.user.iter_mut() {
+            u.shipped = files.remove(name);
+        }
+    }
+
+    /// The files of the spec's own methods as resolved (method -> files), for a submission.
+    pub fn method_files(&self) -> BTreeMap<String, Vec<mer_shared::user_method::ShippedFile>> {
+        self.methods
+            .user
+            .iter()
+            .filter_map(|(n, u)| u.shipped.clone().map(|s| (n.clone(), s)))
+            .collect()
     }
 
     /// The effective base seeds.
@@ -682,15 +774,16 @@ impl ExperimentSpec {
         }
         let mut seen = BTreeSet::new();
         for (i, m) in s.method.iter().flatten().enumerate() {
-            if !seen.insert(*m) {
+            if !seen.insert(m.clone()) {
                 return Err(e(
                     &[Key("sweep"), Key("method"), Index(i)],
                     format!("method '{m}' is listed twice"),
                 ));
             }
         }
+        self.validate_user_methods()?;
         for m in self.method_axis() {
-            if let Some(settings) = self.methods.settings(m) {
+            if let Some(settings) = self.methods.settings(&m) {
                 if let Err(c) = settings.validate() {
                     let segs: Vec<&str> = c.field.split('.').collect();
                     let path: Vec<PathSeg<'_>> = segs.iter().map(|k| Key(k)).collect();
@@ -854,6 +947,7 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ExperimentSpec, CoordError> 
         file: file.to_string(),
         text: text.to_string(),
     };
+    reject_builtin_commands(&source)?;
     let mut spec: ExperimentSpec = toml::from_str(text).map_err(|err| {
         let (line, col) = err
             .span()
@@ -871,11 +965,41 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ExperimentSpec, CoordError> 
     Ok(spec)
 }
 
-/// Reads, parses and validates a spec file; relative dataset paths are resolved against the spec's folder.
+/// A `[methods.<built-in>]` table with a `command`: a method of one's own must not take a built-in's name
+/// (the table would otherwise fail as an unknown field of the built-in's settings).
+fn reject_builtin_commands(source: &SpecSource) -> Result<(), CoordError> {
+    let Ok(root) = toml::de::DeTable::parse(&source.text) else {
+        return Ok(()); // the parse proper reports it
+    };
+    let Some(methods) = root
+        .get_ref()
+        .get("methods")
+        .and_then(|m| m.get_ref().as_table())
+    else {
+        return Ok(());
+    };
+    for m in Method::ALL {
+        let has_command = methods
+            .get(m.key())
+            .and_then(|t| t.get_ref().as_table())
+            .is_some_and(|t| t.get("command").is_some());
+        if has_command {
+            return Err(source.error(
+                &[PathSeg::Key("methods"), PathSeg::Key(m.key()), PathSeg::Key("command")],
+                format!("'{}' is a built-in method; give your own method another name ([methods.my_{}])", m.key(), m.key()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads, parses and validates a spec file; relative dataset paths are resolved against the spec's folder,
+/// and the files of the spec's own methods are read and hashed.
 pub fn load_spec(path: &Path) -> Result<ExperimentSpec, CoordError> {
     let text = std::fs::read_to_string(path).map_err(|e| CoordError::io(path, e))?;
     let mut spec = parse_spec(&path.display().to_string(), &text)?;
     spec.resolve_relative_to(path);
+    spec.resolve_method_files(path)?;
     Ok(spec)
 }
 

@@ -575,6 +575,7 @@ async fn bad_inputs_are_refused_with_clear_errors() {
             spec_path: "exp.toml".into(),
             dataset_hash: String::new(),
             dataset_summary_json: serde_json::to_string(&wire).unwrap(),
+            method_files_json: String::new(),
         })
         .await
         .unwrap_err();

@@ -50,7 +50,9 @@ pub struct EpochLog {
     pub stage: String,
     /// 0-based epoch.
     pub epoch: usize,
-    /// Mean training loss.
+    /// Mean training loss (NaN where none was reported: a user method's epoch known only from its
+    /// per-epoch test predictions; JSON writes it as `null`, which reads back as NaN).
+    #[serde(deserialize_with = "loss_or_null")]
     pub loss: f64,
     /// Monitoring metric where the stage has one (prior: held-out pair accuracy); never the test subject.
     pub monitor: Option<f64>,
@@ -65,6 +67,11 @@ pub struct EpochLog {
     /// Per-layer magnitudes at the end of the epoch (only with `train.layer_stats`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerStats>,
+}
+
+/// Reads a loss that JSON may hold as `null` (serde_json writes a NaN so) as NaN.
+fn loss_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// One layer's magnitudes on a fixed batch of training samples (no augmentation, no dropout): what shows a
@@ -119,6 +126,24 @@ pub struct FoldResult {
 #[cfg(test)]
 mod tests {
     use super::predicted_class;
+
+    #[test]
+    fn an_epoch_without_a_loss_round_trips_through_json() {
+        let e = super::EpochLog {
+            stage: "target".into(),
+            epoch: 0,
+            loss: f64::NAN,
+            monitor: None,
+            samples_per_s: 0.0,
+            test_predictions: vec![1],
+            layers: vec![],
+        };
+        let j = serde_json::to_string(&e).unwrap();
+        assert!(j.contains("\"loss\":null"), "{j}");
+        let back: super::EpochLog = serde_json::from_str(&j).unwrap();
+        assert!(back.loss.is_nan());
+        assert_eq!(back.test_predictions, vec![1]);
+    }
 
     #[test]
     fn the_predicted_class_is_the_first_largest_score() {

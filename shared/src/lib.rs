@@ -25,6 +25,7 @@ pub mod prepared;
 pub mod proto;
 pub mod task;
 pub mod train_config;
+pub mod user_method;
 
 pub use dataset::Dataset;
 pub use error::SharedError;

@@ -5,13 +5,14 @@
 //!
 //! Where each default comes from, and every choice the originals leave open, is `docs/methods.md`.
 
+pub use crate::user_method::{UserInput, UserMethodConfig, UserMethodTask};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-/// A recognition method (`method = "..."` in a spec, or a `[sweep] method = [...]` axis).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
+/// A recognition method (`method = "..."` in a spec, or a `[sweep] method = [...]` axis): one of the four
+/// built-ins, or a method the spec defines itself with a `[methods.<name>]` table that has a `command`
+/// ([`crate::user_method`]). In specs, payloads and results it is its name, a plain string.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Method {
     /// Zhao et al. 2021: siamese prior learning, then target learning with frozen conv layers and a focal
     /// loss on 10 adaptive key-frame flows (the project's engine; the default).
@@ -24,10 +25,13 @@ pub enum Method {
     Offapexnet,
     /// The MEGC2019 official baseline: LBP-TOP histograms of TIM-10 face crops and a linear SVM.
     LbptopSvm,
+    /// A user-defined method: any training command run on the fold contract (`docs/own-model.md`),
+    /// named by the key of its `[methods.<name>]` table.
+    User(String),
 }
 
 impl Method {
-    /// Every method, in the order tables list them.
+    /// Every built-in method, in the order tables list them.
     pub const ALL: [Method; 4] = [
         Method::Mersiamc3d,
         Method::Ststnet,
@@ -36,37 +40,74 @@ impl Method {
     ];
 
     /// The name in specs, task payloads, results and tables.
-    pub fn key(self) -> &'static str {
+    pub fn key(&self) -> &str {
         match self {
             Method::Mersiamc3d => "mersiamc3d",
             Method::Ststnet => "ststnet",
             Method::Offapexnet => "offapexnet",
             Method::LbptopSvm => "lbptop_svm",
+            Method::User(name) => name,
         }
     }
 
-    /// The name in report tables (as the papers write it).
-    pub fn display_name(self) -> &'static str {
+    /// The name in report tables (as the papers write it; a user method's own name).
+    pub fn display_name(&self) -> &str {
         match self {
             Method::Mersiamc3d => "MERSiamC3D",
             Method::Ststnet => "STSTNet",
             Method::Offapexnet => "OFF-ApexNet",
             Method::LbptopSvm => "LBP-TOP + SVM",
+            Method::User(name) => name,
         }
     }
 
-    /// Whether the method has a prior-learning stage (a task per fold that target tasks depend on).
-    pub fn has_prior(self) -> bool {
-        self == Method::Mersiamc3d
+    /// True for a method defined by the spec (`[methods.<name>] command = ...`).
+    pub fn is_user(&self) -> bool {
+        matches!(self, Method::User(_))
     }
 
-    /// The optional tensor groups of the prepared file the method reads (the 10-frame key-frame flow,
-    /// which every prepared file holds, is not listed).
-    pub fn inputs(self) -> &'static [InputGroup] {
+    /// Whether the method has a prior-learning stage (a task per fold that target tasks depend on).
+    pub fn has_prior(&self) -> bool {
+        *self == Method::Mersiamc3d
+    }
+
+    /// The optional tensor groups of the prepared file a built-in method reads (the 10-frame key-frame
+    /// flow, which every prepared file holds, is not listed). A user method's come from its table
+    /// ([`MethodsConfig::inputs_of`]), so this is empty for it.
+    pub fn inputs(&self) -> &'static [InputGroup] {
         match self {
-            Method::Mersiamc3d => &[],
+            Method::Mersiamc3d | Method::User(_) => &[],
             Method::Ststnet | Method::Offapexnet => &[InputGroup::ApexFlow],
             Method::LbptopSvm => &[InputGroup::Tim10],
+        }
+    }
+
+    /// The built-in method named `s` (case-insensitive), or an error listing them.
+    pub fn builtin(s: &str) -> Result<Method, String> {
+        let t = s.trim().to_ascii_lowercase();
+        Method::ALL
+            .into_iter()
+            .find(|m| m.key() == t)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Method::ALL.iter().map(|m| m.key()).collect();
+                format!("'{s}' is not a built-in method ({})", names.join(", "))
+            })
+    }
+
+    /// The method named `s`: a built-in by its name, anything else that is a valid method name a user
+    /// method (whether the spec defines it is checked against the spec).
+    pub fn named(s: &str) -> Result<Method, String> {
+        if let Ok(m) = Method::builtin(s) {
+            return Ok(m);
+        }
+        if crate::user_method::is_method_name(s) {
+            Ok(Method::User(s.to_string()))
+        } else {
+            let names: Vec<&str> = Method::ALL.iter().map(|m| m.key()).collect();
+            Err(format!(
+                "'{s}' is neither a built-in method ({}) nor a valid name for one of your own (letters, digits, '_' and '-', starting with a letter)",
+                names.join(", ")
+            ))
         }
     }
 }
@@ -80,14 +121,20 @@ impl std::fmt::Display for Method {
 impl std::str::FromStr for Method {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim().to_ascii_lowercase();
-        Method::ALL
-            .into_iter()
-            .find(|m| m.key() == t)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Method::ALL.iter().map(|m| m.key()).collect();
-                format!("'{s}' is not a method ({})", names.join(", "))
-            })
+        Method::named(s)
+    }
+}
+
+impl Serialize for Method {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.key())
+    }
+}
+
+impl<'de> Deserialize<'de> for Method {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Method::named(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -121,9 +168,11 @@ impl InputGroup {
     }
 }
 
-/// The baselines' settings tables (`[methods.ststnet]`, `[methods.offapexnet]`, `[methods.lbptop_svm]`).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// The `[methods]` table: the baselines' settings (`[methods.ststnet]`, `[methods.offapexnet]`,
+/// `[methods.lbptop_svm]`, the originals' values by default) and the spec's own methods (`[methods.<name>]`
+/// with a `command`, [`UserMethodConfig`]). Serialised with the three built-in tables first, so a spec
+/// without methods of its own keeps its hash.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct MethodsConfig {
     /// STSTNet's settings.
     pub ststnet: StstnetConfig,
@@ -131,18 +180,86 @@ pub struct MethodsConfig {
     pub offapexnet: OffApexNetConfig,
     /// LBP-TOP + SVM's settings.
     pub lbptop_svm: LbpTopSvmConfig,
+    /// The spec's own methods, by name.
+    pub user: BTreeMap<String, UserMethodConfig>,
 }
 
 impl MethodsConfig {
-    /// The resolved settings a task of `method` carries (`None` for MERSiamC3D, whose settings are
-    /// `[train]`).
-    pub fn settings(&self, method: Method) -> Option<BaselineSettings> {
+    /// The resolved settings a task of built-in `method` carries (`None` for MERSiamC3D, whose settings
+    /// are `[train]`, and for a user method, whose points come from [`UserMethodConfig::points`]).
+    pub fn settings(&self, method: &Method) -> Option<BaselineSettings> {
         match method {
-            Method::Mersiamc3d => None,
+            Method::Mersiamc3d | Method::User(_) => None,
             Method::Ststnet => Some(BaselineSettings::Ststnet(self.ststnet.clone())),
             Method::Offapexnet => Some(BaselineSettings::Offapexnet(self.offapexnet.clone())),
             Method::LbptopSvm => Some(BaselineSettings::LbptopSvm(self.lbptop_svm.clone())),
         }
+    }
+
+    /// The optional prepared-file groups `method` reads (a user method's from its `inputs`).
+    pub fn inputs_of(&self, method: &Method) -> Vec<InputGroup> {
+        match method {
+            Method::User(name) => self
+                .user
+                .get(name)
+                .map(|u| u.inputs.iter().filter_map(|i| i.group()).collect())
+                .unwrap_or_default(),
+            m => m.inputs().to_vec(),
+        }
+    }
+}
+
+impl Serialize for MethodsConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(3 + self.user.len()))?;
+        m.serialize_entry("ststnet", &self.ststnet)?;
+        m.serialize_entry("offapexnet", &self.offapexnet)?;
+        m.serialize_entry("lbptop_svm", &self.lbptop_svm)?;
+        for (name, u) in &self.user {
+            m.serialize_entry(name, u)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for MethodsConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = MethodsConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of method settings keyed by method name")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<MethodsConfig, A::Error> {
+                use serde::de::Error;
+                let mut c = MethodsConfig::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "ststnet" => c.ststnet = map.next_value()?,
+                        "offapexnet" => c.offapexnet = map.next_value()?,
+                        "lbptop_svm" => c.lbptop_svm = map.next_value()?,
+                        "mersiamc3d" => return Err(A::Error::custom(
+                            "MERSiamC3D's settings are the [train] table, not [methods.mersiamc3d]",
+                        )),
+                        name => {
+                            if !crate::user_method::is_method_name(name) {
+                                return Err(A::Error::custom(format!(
+                                    "[methods.{name}]: a method name uses letters, digits, '_' and '-' and starts with a letter"
+                                )));
+                            }
+                            let u: UserMethodConfig = map.next_value()?;
+                            c.user.insert(name.to_string(), u);
+                        }
+                    }
+                }
+                Ok(c)
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
@@ -297,6 +414,8 @@ pub enum BaselineSettings {
     Offapexnet(OffApexNetConfig),
     /// LBP-TOP + SVM.
     LbptopSvm(LbpTopSvmConfig),
+    /// A user-defined method's command, files, inputs and this point's params.
+    User(UserMethodTask),
 }
 
 impl BaselineSettings {
@@ -306,6 +425,7 @@ impl BaselineSettings {
             BaselineSettings::Ststnet(_) => Method::Ststnet,
             BaselineSettings::Offapexnet(_) => Method::Offapexnet,
             BaselineSettings::LbptopSvm(_) => Method::LbptopSvm,
+            BaselineSettings::User(u) => Method::User(u.name.clone()),
         }
     }
 
@@ -314,7 +434,7 @@ impl BaselineSettings {
         match self {
             BaselineSettings::Ststnet(c) => Some(c.epochs),
             BaselineSettings::Offapexnet(c) => Some(c.epochs),
-            BaselineSettings::LbptopSvm(_) => None,
+            BaselineSettings::LbptopSvm(_) | BaselineSettings::User(_) => None,
         }
     }
 
@@ -346,6 +466,7 @@ impl BaselineSettings {
             Ok(())
         };
         match self {
+            BaselineSettings::User(u) => u.validate().map_err(|(f, m)| bad(f, m)),
             BaselineSettings::Ststnet(c) => net(c.epochs, c.batch_size, c.lr, c.dropout),
             BaselineSettings::Offapexnet(c) => {
                 net(c.epochs, c.batch_size, c.lr, c.dropout)?;
@@ -395,11 +516,26 @@ mod tests {
     #[test]
     fn names_round_trip_and_only_mersiamc3d_has_a_prior_stage() {
         for m in Method::ALL {
-            assert_eq!(m.key().parse::<Method>(), Ok(m));
-            assert_eq!(serde_json::to_value(m).unwrap(), serde_json::json!(m.key()));
+            assert_eq!(m.key().parse::<Method>(), Ok(m.clone()));
+            assert_eq!(
+                serde_json::to_value(&m).unwrap(),
+                serde_json::json!(m.key())
+            );
             assert_eq!(m.has_prior(), m == Method::Mersiamc3d);
+            assert!(!m.is_user());
         }
-        assert!("svm".parse::<Method>().unwrap_err().contains("lbptop_svm"));
+        assert!(Method::builtin("svm").unwrap_err().contains("lbptop_svm"));
+        // Any other valid name is a method of the spec's own; what is not a name is an error.
+        assert_eq!(
+            "my_net".parse::<Method>(),
+            Ok(Method::User("my_net".into()))
+        );
+        assert_eq!(
+            serde_json::from_str::<Method>("\"my_net\"").unwrap(),
+            Method::User("my_net".into())
+        );
+        assert!("1net".parse::<Method>().unwrap_err().contains("lbptop_svm"));
+        assert!(!Method::User("x".into()).has_prior());
         assert_eq!(Method::Ststnet.inputs(), &[InputGroup::ApexFlow]);
         assert_eq!(InputGroup::Tim10.prep_flag(), "--tim10");
     }
@@ -413,18 +549,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("epoch"), "{e}");
-        let s = c.settings(Method::Ststnet).unwrap();
+        let s = c.settings(&Method::Ststnet).unwrap();
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["method"], "ststnet");
         assert_eq!(serde_json::from_value::<BaselineSettings>(v).unwrap(), s);
-        assert_eq!(c.settings(Method::Mersiamc3d), None);
+        assert_eq!(c.settings(&Method::Mersiamc3d), None);
         let mut bad = c.lbptop_svm.clone();
         bad.blocks = [0, 5];
         let e = BaselineSettings::LbptopSvm(bad).validate().unwrap_err();
         assert_eq!(e.field, "methods.lbptop_svm.blocks");
         for m in [Method::Ststnet, Method::Offapexnet, Method::LbptopSvm] {
             assert_eq!(
-                MethodsConfig::default().settings(m).unwrap().validate(),
+                MethodsConfig::default().settings(&m).unwrap().validate(),
                 Ok(())
             );
         }

@@ -26,6 +26,20 @@ pub enum TaskKind {
     Target,
 }
 
+impl std::str::FromStr for TaskKind {
+    type Err = String;
+    /// `prior` or `target`; anything else is an error (a worker must not run an unknown kind as a target).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "prior" => Ok(TaskKind::Prior),
+            "target" => Ok(TaskKind::Target),
+            other => Err(format!(
+                "unknown task kind '{other}' (this worker runs `prior` and `target` tasks)"
+            )),
+        }
+    }
+}
+
 impl TaskKind {
     /// `prior` or `target`.
     pub fn key(self) -> &'static str {
@@ -203,6 +217,11 @@ mod tests {
         assert_eq!(keys, vec!["hash", "info", "path", "samples", "tag"]);
         assert_eq!(serde_json::from_value::<WireDataset>(v).unwrap(), d);
         assert_eq!(TaskKind::Prior.key(), "prior");
+        assert_eq!("target".parse::<TaskKind>(), Ok(TaskKind::Target));
+        assert!("evaluate"
+            .parse::<TaskKind>()
+            .unwrap_err()
+            .contains("evaluate"));
         assert_eq!(
             serde_json::to_string(&TaskKind::Target).unwrap(),
             "\"target\""

@@ -173,16 +173,19 @@ fn bench_baseline(
     seed: u64,
 ) -> anyhow::Result<()> {
     use mer_shared::method::{BaselineSettings, Method, MethodsConfig};
-    let method: Method = method.parse().map_err(anyhow::Error::msg)?;
+    let method: Method = Method::builtin(method).map_err(anyhow::Error::msg)?;
     let scheme: mer_shared::LabelScheme = scheme.parse()?;
     let mut settings = MethodsConfig::default()
-        .settings(method)
+        .settings(&method)
         .ok_or_else(|| anyhow::anyhow!("{method} is not a baseline (time it with `mer run`)"))?;
     if let Some(e) = epochs {
         match &mut settings {
             BaselineSettings::Ststnet(c) => c.epochs = e,
             BaselineSettings::Offapexnet(c) => c.epochs = e,
             BaselineSettings::LbptopSvm(_) => anyhow::bail!("--epochs: lbptop_svm has no epochs"),
+            BaselineSettings::User(_) => {
+                anyhow::bail!("--epochs: only built-in baselines are timed here")
+            }
         }
     }
     let t = std::time::Instant::now();

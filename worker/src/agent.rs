@@ -384,10 +384,9 @@ impl SlotCtx {
                     .await
             }
         };
-        let kind = if t.kind == "prior" {
-            TaskKind::Prior
-        } else {
-            TaskKind::Target
+        let kind = match t.kind.parse::<TaskKind>() {
+            Ok(k) => k,
+            Err(e) => return self.fail(&t, e, false).await,
         };
         let device = match self.task_devices(&t.devices) {
             Ok(d) => d,
@@ -422,6 +421,27 @@ impl SlotCtx {
                 }
             }
         };
+        // A user method's files, each fetched by its hash (cached, hash-checked like the dataset).
+        let mut files = Vec::new();
+        if let Some(mer_shared::method::BaselineSettings::User(u)) = &payload.baseline {
+            for f in &u.files {
+                match download_to(&self.clients, &f.sha256, &self.cache).await {
+                    Ok(p) => files.push((f.path.clone(), p)),
+                    Err(e) => {
+                        return self
+                            .fail(
+                                &t,
+                                format!(
+                                    "fetching file {} of method {} ({}): {e}",
+                                    f.path, u.name, f.sha256
+                                ),
+                                true,
+                            )
+                            .await
+                    }
+                }
+            }
+        }
         // One scratch folder per slot, emptied before each task (cheaper than a folder per task).
         let work_dir = self.work.join(format!(
             "{}-{}-{}",
@@ -443,6 +463,7 @@ impl SlotCtx {
             prior_checkpoint,
             work_dir: work_dir.clone(),
             device,
+            files,
         };
         let cancel = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(parking_lot::Mutex::new(Progress {

@@ -196,6 +196,7 @@ mod tests {
             prior_checkpoint: None,
             work_dir: dir.path().join("work"),
             device: "cpu".into(),
+            files: vec![],
         };
         std::fs::create_dir_all(&inputs.work_dir).unwrap();
         let mut seen = Vec::new();

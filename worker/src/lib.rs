@@ -9,8 +9,10 @@ pub mod error;
 
 // The worker process: the agent loop, the trainer contract, the simulated trainer.
 pub mod agent;
+pub mod fold_split;
 pub mod sim;
 pub mod trainer;
+pub mod user_method;
 
 // Data pipeline (dataset readers, face crop, key-frames, optical flow, synthetic data, preparation).
 #[cfg(feature = "torch")]

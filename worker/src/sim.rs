@@ -235,6 +235,14 @@ pub fn write_sim_dataset(
     subjects: usize,
     per_subject: usize,
 ) -> Result<(), WorkerError> {
+    sim_prepared(subjects, per_subject, false).write(path)?;
+    Ok(())
+}
+
+/// The data of [`write_sim_dataset`]; with `groups`, also an `apex_flow` group (4 x 4, its values a
+/// pattern of the clip's label plus a clip-dependent offset, so a classifier can learn it) and a `tim10`
+/// group (10 frames of 4 x 4), for the tests of methods that read them.
+pub fn sim_prepared(subjects: usize, per_subject: usize, groups: bool) -> Prepared {
     use mer_shared::Dataset;
     let mut samples = Vec::new();
     for part in Dataset::COMPOSITE {
@@ -260,21 +268,68 @@ pub fn write_sim_dataset(
     let flow: Vec<f32> = (0..shape.iter().product::<usize>())
         .map(|i| (i % 17) as f32 * 0.1)
         .collect();
-    let p = Prepared {
-        info: fixtures::prep_info("sim", 2, 10),
+    let mut info = fixtures::prep_info("sim", 2, 10);
+    let mut group_data = mer_shared::prepared::Groups::default();
+    if groups {
+        info.apex_flow = Some(mer_shared::prepared::ApexFlowInfo {
+            size: 4,
+            channels: vec!["u".into(), "v".into(), "strain".into()],
+        });
+        info.tim10 = Some(mer_shared::prepared::Tim10Info {
+            size: 4,
+            frames: 10,
+        });
+        let mut apex = Vec::with_capacity(n * 48);
+        let mut tim = Vec::with_capacity(n * 160);
+        for (i, s) in samples.iter().enumerate() {
+            let label = s.labels["megc3"];
+            for j in 0..48 {
+                let signal = if j % 3 == label { 1.0 } else { 0.0 };
+                apex.push(signal + ((i * 7 + j) % 5) as f32 * 0.05);
+            }
+            tim.extend((0..160).map(|j| ((i * 31 + j * 7) % 251) as u8));
+        }
+        group_data.apex_flow = Some(apex);
+        group_data.tim10 = Some(tim);
+    }
+    Prepared {
+        info,
         samples,
         shape,
         flow,
-        groups: Default::default(),
+        groups: group_data,
+    }
+}
+
+/// A user-method task's shipped files, found among `artifacts` (hash -> local path) by their hash.
+fn user_files(
+    t: &TaskSpec,
+    artifacts: &BTreeMap<String, PathBuf>,
+) -> Result<Vec<(String, PathBuf)>, WorkerError> {
+    let Some(mer_shared::method::BaselineSettings::User(u)) = &t.payload.baseline else {
+        return Ok(vec![]);
     };
-    p.write(path)?;
-    Ok(())
+    u.files
+        .iter()
+        .map(|f| {
+            artifacts
+                .get(&f.sha256)
+                .map(|p| (f.path.clone(), p.clone()))
+                .ok_or_else(|| {
+                    WorkerError::Training(format!(
+                        "task {}: file {} (sha256 {}) is not among the plan's artifacts",
+                        t.key, f.path, f.sha256
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// Runs `tasks` with `trainer` directly, in the order given (prior tasks before the target tasks that
 /// depend on them, as a plan lists them), without any coordinator: the fault-free reference that
 /// orchestrated runs are compared with. `datasets` maps dataset hashes to files (as a plan's `datasets`
-/// does). Returns the target results by task key.
+/// does), and the hashes of user methods' files to their local copies. Returns the target results by task
+/// key.
 pub fn reference_run(
     tasks: &[TaskSpec],
     datasets: &BTreeMap<String, PathBuf>,
@@ -305,6 +360,7 @@ pub fn reference_run(
                 .and_then(|k| checkpoints.get(k).cloned()),
             work_dir: wd,
             device: "cpu".into(),
+            files: user_files(t, datasets)?,
         };
         match trainer
             .run(t, &inputs, &mut |_| {}, &cancel)

@@ -21,6 +21,9 @@ pub struct TaskInputs {
     /// The device the task trains on (`cpu`, `cuda:0`...): the slot's own, or for a gang lease the
     /// devices the coordinator granted, comma-separated (`cuda:0,cuda:1`; `cpu,cpu` for CPU replicas).
     pub device: String,
+    /// A user method's shipped files: each one's path in the task folder and a local, hash-checked copy
+    /// (empty for every other task).
+    pub files: Vec<(String, PathBuf)>,
 }
 
 /// What a task produced.

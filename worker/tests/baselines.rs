@@ -101,7 +101,7 @@ fn settings(m: Method) -> BaselineSettings {
     c.offapexnet.dense = 64;
     c.lbptop_svm.blocks = [4, 4];
     c.lbptop_svm.radius = [1, 1, 2];
-    c.settings(m).expect("a baseline")
+    c.settings(&m).expect("a baseline")
 }
 
 fn cfg(seed: u64) -> TrainConfig {
@@ -117,7 +117,7 @@ fn cfg(seed: u64) -> TrainConfig {
 fn every_baseline_learns_the_class_signal_and_repeats_itself() {
     let data = synthetic(6, 6, 3);
     for m in [Method::LbptopSvm, Method::Ststnet, Method::Offapexnet] {
-        let s = settings(m);
+        let s = settings(m.clone());
         let a = run_baseline(
             &data,
             LabelScheme::Megc3,

@@ -10,7 +10,7 @@ use crate::spec::Protocol;
 use crate::spec::{ExperimentSpec, LossKind, PathSeg};
 use mer_shared::digest::canonical_json;
 use mer_shared::loso::{loso_folds, union_folds, FoldId};
-use mer_shared::method::Method;
+use mer_shared::method::{BaselineSettings, Method};
 use mer_shared::train_config::{Alpha, LossConfig, TrainConfig};
 use mer_shared::Dataset;
 use serde_json::json;
@@ -42,6 +42,8 @@ pub fn expand(spec: &ExperimentSpec, dataset: &DatasetSummary) -> Result<Plan, C
 /// One combination of the axes before resolution.
 pub(super) struct Combo {
     method: Method,
+    /// A user method's point: its swept params (for the label) and its task settings.
+    user: Option<(BTreeMap<String, serde_json::Value>, BaselineSettings)>,
     loss: LossKind,
     alpha: Option<f64>,
     prior: bool,
@@ -62,7 +64,7 @@ pub fn expand_multi(
     let parts = resolve_parts(spec, datasets, &tags)?;
     let folds_of = fold_sets(spec, datasets, &tags, &parts)?;
     let variants = spec.variants()?;
-    let (combos, skipped) = combinations(spec, &tags, &variants);
+    let (combos, skipped) = combinations(spec, &tags, &variants)?;
     let sweep_points = sweep_points(spec, datasets, combos, &variants);
     let mut tasks = tasks(spec, datasets, &parts, &sweep_points, &folds_of);
     let selection = match spec.inner_folds() {
@@ -140,7 +142,12 @@ fn key_frame_tags(
         let m = &spec.train.model;
         let methods = spec.method_axis();
         for (j, method) in methods.iter().enumerate() {
-            if let Some(g) = method.inputs().iter().find(|g| !ds.info.has_group(**g)) {
+            if let Some(g) = spec
+                .methods
+                .inputs_of(method)
+                .into_iter()
+                .find(|g| !ds.info.has_group(*g))
+            {
                 let path: Vec<PathSeg<'_>> = if spec.sweep.method.is_some() {
                     vec![Key("sweep"), Key("method"), Index(j)]
                 } else {
@@ -314,7 +321,7 @@ fn combinations(
     spec: &ExperimentSpec,
     tags: &[String],
     variants: &[(Option<String>, TrainConfig)],
-) -> (Vec<Combo>, Vec<String>) {
+) -> Result<(Vec<Combo>, Vec<String>), CoordError> {
     // The cartesian product, in axis order variant, loss, alpha, prior, frozen, keyframes, seed.
     let alphas: Vec<Option<f64>> = match &spec.sweep.alpha {
         Some(a) => a.iter().map(|x| Some(*x)).collect(),
@@ -322,24 +329,28 @@ fn combinations(
     };
     let mut combos = Vec::new();
     let mut skipped = Vec::new();
-    // A baseline has none of MERSiamC3D's axes: one combination per key-frame tag and seed.
+    // A baseline has none of MERSiamC3D's axes: one combination per key-frame tag and seed (and per
+    // point of a user method's own sweep).
     for method in spec
         .method_axis()
         .into_iter()
         .filter(|m| *m != Method::Mersiamc3d)
     {
-        for tag in tags {
-            for seed in spec.seeds() {
-                combos.push(Combo {
-                    method,
-                    loss: LossKind::CrossEntropy,
-                    alpha: None,
-                    prior: false,
-                    frozen: 0,
-                    tag: tag.clone(),
-                    seed,
-                    variant: None,
-                });
+        for user in user_points(spec, &method)? {
+            for tag in tags {
+                for seed in spec.seeds() {
+                    combos.push(Combo {
+                        method: method.clone(),
+                        user: user.clone(),
+                        loss: LossKind::CrossEntropy,
+                        alpha: None,
+                        prior: false,
+                        frozen: 0,
+                        tag: tag.clone(),
+                        seed,
+                        variant: None,
+                    });
+                }
             }
         }
     }
@@ -363,6 +374,7 @@ fn combinations(
                                 }
                                 combos.push(Combo {
                                     method: Method::Mersiamc3d,
+                                    user: None,
                                     loss,
                                     alpha: *alpha,
                                     prior: *prior,
@@ -389,7 +401,37 @@ fn combinations(
             order.iter().position(|m| *m == c.method),
         )
     });
-    (combos, skipped)
+    Ok((combos, skipped))
+}
+
+/// The points of a method other than MERSiamC3D: one `None` for a built-in baseline, one per point of
+/// its own sweep for a user method (its swept values and its task settings). A user method whose files
+/// were never read (a spec parsed from text without [`ExperimentSpec::resolve_method_files`] or a
+/// submission's file list) is an error: its task keys would not cover the files.
+fn user_points(
+    spec: &ExperimentSpec,
+    method: &Method,
+) -> Result<Vec<Option<(BTreeMap<String, serde_json::Value>, BaselineSettings)>>, CoordError> {
+    let Method::User(name) = method else {
+        return Ok(vec![None]);
+    };
+    let Some(cfg) = spec.methods.user.get(name) else {
+        return Err(spec.error(
+            &[PathSeg::Key("methods")],
+            format!("method '{name}' has no [methods.{name}] table"),
+        ));
+    };
+    cfg.points()
+        .into_iter()
+        .map(|(swept, params)| {
+            let task = cfg.task(name, params).ok_or_else(|| {
+                CoordError::Plan(format!(
+                    "method '{name}': its files were not read and hashed (load the spec from its file, or submit it with its files)"
+                ))
+            })?;
+            Ok(Some((swept, BaselineSettings::User(task))))
+        })
+        .collect()
 }
 
 /// The sweep points: each combination resolved to its training settings, those that resolve to the same
@@ -404,7 +446,10 @@ fn sweep_points(
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for c in combos {
         let ds = &datasets[&c.tag];
-        let baseline = spec.methods.settings(c.method);
+        let baseline = match &c.user {
+            Some((_, settings)) => Some(settings.clone()),
+            None => spec.methods.settings(&c.method),
+        };
         if let Some(b) = &baseline {
             // A baseline uses only the device, thread count and seed of `[train]`.
             let train = TrainConfig {
@@ -424,6 +469,10 @@ fn sweep_points(
             let mut values = BTreeMap::new();
             values.insert("method".to_string(), json!(c.method.key()));
             let mut label = vec![format!("method={}", c.method.key())];
+            for (k, v) in c.user.iter().flat_map(|(swept, _)| swept) {
+                values.insert(k.clone(), v.clone());
+                label.push(format!("{k}={}", mer_shared::user_method::label_value(v)));
+            }
             if spec.sweep.keyframes.is_some() || datasets.len() > 1 {
                 values.insert("keyframes".to_string(), json!(c.tag));
                 label.push(format!("keyframes={}", c.tag));
@@ -438,7 +487,7 @@ fn sweep_points(
                 index,
                 label: safe_label(&label.join(",")),
                 values,
-                method: c.method,
+                method: c.method.clone(),
                 baseline,
                 keyframes: c.tag.clone(),
                 dataset_hash: ds.hash.clone(),

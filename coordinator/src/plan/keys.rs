@@ -85,14 +85,19 @@ pub fn target_key(payload: &TaskPayload) -> String {
     sha256_json(&with_inner(v, payload))
 }
 
-/// The key of a baseline method's task: its settings, the data, the fold and the seed (MERSiamC3D's
-/// `[train]` settings, the device and the thread count do not matter to it).
+/// The key of a baseline or user method's task: its settings, the data, the fold and the seed
+/// (MERSiamC3D's `[train]` settings, the device and the thread count do not matter to it).
 fn baseline_key(payload: &TaskPayload, settings: &BaselineSettings) -> String {
+    // A user method's key covers its command, files (by content), inputs and params, not its timeout.
+    let settings_value = match settings {
+        BaselineSettings::User(u) => u.key_value(),
+        other => to_value(other),
+    };
     let v = json!({
         "version": TASK_KEY_VERSION,
         "kind": "target",
         "method": settings.method(),
-        "settings": to_value(settings),
+        "settings": settings_value,
         "dataset": payload.dataset_hash,
         "scheme": payload.scheme,
         "parts": payload.parts,

@@ -93,7 +93,7 @@ fn candidates(sweep_points: &[SweepPoint]) -> Vec<Candidates> {
     for sp in sweep_points {
         match by_method.iter_mut().find(|(m, _)| *m == sp.method) {
             Some((_, pts)) => pts.push(sp.index),
-            None => by_method.push((sp.method, vec![sp.index])),
+            None => by_method.push((sp.method.clone(), vec![sp.index])),
         }
     }
     by_method

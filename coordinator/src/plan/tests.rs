@@ -91,7 +91,7 @@ fn methods_are_a_sweep_axis_and_baselines_have_no_prior_stage() {
     .unwrap();
     // Two MERSiamC3D points (the alpha axis) first, with the old points' task keys; one point per
     // baseline (the alpha axis does not multiply them), in the axis' order.
-    let methods: Vec<Method> = p.sweep_points.iter().map(|s| s.method).collect();
+    let methods: Vec<Method> = p.sweep_points.iter().map(|s| s.method.clone()).collect();
     assert_eq!(
         methods,
         vec![

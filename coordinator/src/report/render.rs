@@ -364,7 +364,7 @@ fn method_comparison(
     b: &mut Vec<Block>,
 ) -> Result<(), CoordError> {
     let r = &run.results;
-    let methods: BTreeSet<_> = r.sweep_points.iter().map(|s| s.method).collect();
+    let methods: BTreeSet<_> = r.sweep_points.iter().map(|s| &s.method).collect();
     if methods.len() < 2 {
         return Ok(());
     }
@@ -942,7 +942,9 @@ fn per_subject(run: &RunData, b: &mut Vec<Block>) {
 pub fn mean_curves(folds: &[FoldRecord]) -> BTreeMap<(String, u32), Vec<(f64, f64)>> {
     let mut acc: BTreeMap<(String, u32), BTreeMap<usize, (f64, usize)>> = BTreeMap::new();
     for f in folds {
-        for e in &f.result.epochs {
+        // An epoch logged without a loss (a user method's per-epoch predictions with no progress line for
+        // that epoch) has no point on the curve.
+        for e in f.result.epochs.iter().filter(|e| e.loss.is_finite()) {
             let c = acc
                 .entry((e.stage.clone(), f.sweep_point))
                 .or_default()
@@ -1032,6 +1034,32 @@ fn provenance(run: &RunData, b: &mut Vec<Block>) {
         vec!["experiment".to_string(), r.experiment.clone()],
         vec!["spec hash".into(), format!("`{}`", r.spec_hash)],
     ];
+    // A method of the spec's own: what ran, byte for byte (the files by content hash).
+    for sp in &r.sweep_points {
+        if let Some(u) = &sp.user_method {
+            let files: Vec<String> = u
+                .files
+                .iter()
+                .map(|f| format!("`{}` sha256 `{}`", f.path, f.sha256))
+                .collect();
+            let inputs: Vec<&str> = u.inputs.iter().map(|i| i.key()).collect();
+            rows.push(vec![
+                format!("method of the spec's own ({})", sp.label),
+                format!(
+                    "`{}` on {} (fold contract `{}`), params `{}`; files: {}",
+                    u.command.join(" "),
+                    inputs.join(", "),
+                    mer_shared::user_method::CONTRACT_VERSION,
+                    serde_json::to_string(&u.params).unwrap_or_default(),
+                    if files.is_empty() {
+                        "none".to_string()
+                    } else {
+                        files.join(", ")
+                    }
+                ),
+            ]);
+        }
+    }
     if let Some(p) = &run.provenance {
         if let Some(id) = &p.experiment_id {
             rows.push(vec!["experiment id".into(), format!("`{id}`")]);

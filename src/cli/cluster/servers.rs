@@ -2,6 +2,7 @@
 //! `mer worker` (an agent that leases tasks and trains them with libtorch, or the simulated trainer).
 
 use super::*;
+use mer_worker::user_method::WithUserMethods;
 
 /// `mer coordinator`.
 #[derive(Debug, Args)]
@@ -103,8 +104,9 @@ pub(super) async fn cmd_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
 }
 
 pub(super) async fn cmd_worker(a: WorkerArgs) -> anyhow::Result<()> {
+    // Every worker runs the spec's own methods (a command each, no libtorch needed) beside its trainer.
     let trainer: Arc<dyn Trainer> = match a.sim.trainer() {
-        Some(sim) => Arc::new(sim),
+        Some(sim) => Arc::new(WithUserMethods::new(sim)),
         None => real_trainer()?,
     };
     let mut cfg = AgentConfig::new(a.connect.options(), a.cache_dir.clone());
@@ -128,10 +130,34 @@ pub(super) async fn cmd_worker(a: WorkerArgs) -> anyhow::Result<()> {
 
 #[cfg(feature = "worker")]
 fn real_trainer() -> anyhow::Result<Arc<dyn Trainer>> {
-    Ok(Arc::new(mer_worker::engine_trainer::EngineTrainer::new()))
+    Ok(Arc::new(WithUserMethods::new(
+        mer_worker::engine_trainer::EngineTrainer::new(),
+    )))
 }
 
 #[cfg(not(feature = "worker"))]
 fn real_trainer() -> anyhow::Result<Arc<dyn Trainer>> {
-    bail!("this mer was built without the `worker` feature (no libtorch): it cannot train (use a full build)")
+    // Without libtorch a worker still runs the spec's own methods; built-in tasks fail with the reason.
+    Ok(Arc::new(WithUserMethods::new(NoEngine)))
+}
+
+/// The trainer of a build without libtorch: refuses every built-in task (user methods run beside it).
+#[cfg(not(feature = "worker"))]
+struct NoEngine;
+
+#[cfg(not(feature = "worker"))]
+impl Trainer for NoEngine {
+    fn run(
+        &self,
+        task: &mer_worker::trainer::TaskSpec,
+        _: &mer_worker::trainer::TaskInputs,
+        _: &mut dyn FnMut(mer_worker::trainer::Progress),
+        _: &std::sync::atomic::AtomicBool,
+    ) -> Result<mer_worker::trainer::TaskOutput, mer_worker::trainer::TrainerError> {
+        // Another worker, built with libtorch, may run it.
+        Err(mer_worker::trainer::TrainerError::retryable(format!(
+            "task {}: this mer was built without the `worker` feature (no libtorch): it runs only methods of the spec's own (use a full build)",
+            task.key
+        )))
+    }
 }

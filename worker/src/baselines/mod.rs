@@ -105,6 +105,15 @@ pub fn run_baseline(
             let (p, tr, te) = lbptop_fold(data, &fold, classes, c, &hooks)?;
             (p, vec![], tr, te)
         }
+        BaselineSettings::User(u) => {
+            return Err(WorkerError::InvalidOption {
+                option: "method".into(),
+                message: format!(
+                    "'{}' is a method of the spec's own: a worker runs it as a command (user_method::WithUserMethods), not as a built-in baseline",
+                    u.name
+                ),
+            })
+        }
     };
     let mut confusion = Confusion::new(classes);
     let mut predictions = Vec::with_capacity(fold.test.len());
