@@ -13,6 +13,9 @@ jobs="${MER_TEST_JOBS:-2}"
 echo "== no import cycles between modules"
 python3 scripts/module_cycles.py
 
+echo "== the fold contract's Python helper and the example methods (docs/own-model.md)"
+.venv/bin/python -m unittest python/test_mer_fold.py
+
 echo "== cargo fmt --check"
 if command -v rustup >/dev/null && ! rustup component list --installed | grep -q '^rustfmt'; then rustup component add rustfmt; fi
 cargo fmt --all -- --check

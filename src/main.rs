@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 /// MERSiamC3D micro-expression recognition: synthetic data, preparation, libtorch training, and LOSO
 /// experiments orchestrated over gRPC (local mode by default).
 #[derive(Debug, Parser)]
-#[command(name = "mer", version, about, long_about = None)]
+#[command(name = "mer", version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MER_GIT_COMMIT"), ")"), about, long_about = None)]
 struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info`, `mer=debug`.
     #[arg(long, global = true, env = "MER_LOG", default_value = "info")]
@@ -38,6 +38,23 @@ enum Command {
     #[cfg(feature = "worker")]
     #[command(flatten)]
     Train(cli::train::TrainCommand),
+    /// Print a shell completion script (`mer completions bash > /etc/bash_completion.d/mer`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Writes the completion script for `shell` to stdout (a closed pipe, as with `| head`, is not an error).
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "mer", &mut buf);
+    match std::io::stdout().write_all(&buf) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Data(d) => cli::data::run(d),
         #[cfg(feature = "worker")]
         Command::Train(t) => cli::train::run(t),
+        Command::Completions { shell } => completions(shell),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -535,7 +535,7 @@ impl ExperimentSpec {
                 let sha = mer_shared::digest::sha256_file(&path).map_err(|e| {
                     self.error(
                         &[Key("methods"), Key(name), Key("files"), Index(i)],
-                        format!("methods.{name}.files: cannot read {}: {e}", path.display()),
+                        format!("methods.{name}.files: cannot read it: {e}"),
                     )
                 })?;
                 shipped.push(mer_shared::user_method::ShippedFile {

@@ -18,6 +18,7 @@
 
 use crate::error::CoordError;
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -827,6 +828,38 @@ pub fn finished_task_keys(path: &Path) -> Result<Vec<String>, CoordError> {
         .map_err(|e| CoordError::db(path, e))?;
     rows.collect::<rusqlite::Result<Vec<_>>>()
         .map_err(|e| CoordError::db(path, e))
+}
+
+/// What a state database at `path` knows of finished tasks, read directly from the file (for `mer plan`):
+/// each finished task's key with the seconds of the attempt that produced it, and every stored
+/// experiment's plan JSON (which says each key's kind and method).
+pub fn finished_task_seconds(
+    path: &Path,
+) -> Result<(BTreeMap<String, f64>, Vec<String>), CoordError> {
+    let conn = open_conn(path)?;
+    let db = |e| CoordError::db(path, e);
+    let mut st = conn
+        .prepare(
+            "SELECT r.task_key, COALESCE(a.ended_ms - a.started_ms, 0) FROM results r \
+             LEFT JOIN attempts a ON a.lease_id = r.lease_id",
+        )
+        .map_err(db)?;
+    let times = st
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as f64 / 1000.0))
+        })
+        .map_err(db)?
+        .collect::<rusqlite::Result<BTreeMap<_, _>>>()
+        .map_err(db)?;
+    let mut st = conn
+        .prepare("SELECT plan_json FROM experiments ORDER BY seq")
+        .map_err(db)?;
+    let plans = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    Ok((times, plans))
 }
 
 /// A new experiment to store.

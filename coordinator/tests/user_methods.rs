@@ -408,3 +408,56 @@ async fn the_example_logistic_regression_learns_on_the_fold_contract() {
     assert!(uf1 > 0.9, "UF1 {uf1}");
     cl.shutdown().await;
 }
+
+/// What a spec with methods of its own is refused for, before any task runs: each error names the spec
+/// file and the place in it, or the flag that adds a missing input; and a coordinator without a token
+/// accepts no such spec at all (it would run commands for anyone who can reach it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_user_method_specs_are_refused_at_submit() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = user_spec(dir.path(), "ok", 1, "", "");
+    let base = std::fs::read_to_string(&spec).unwrap();
+    let err = |text: &str| {
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, text).unwrap();
+        match load_spec(&p) {
+            Err(e) => e.to_string(),
+            Ok(s) => plan_spec(&s).unwrap_err().to_string(),
+        }
+    };
+    let e = err(&base.replace("files = [\"predict.py\", ", "files = [\"gone.py\", "));
+    assert!(e.contains("bad.toml:8:") && e.contains("gone.py"), "{e}");
+    let e = err(&base.replace("method = \"mine\"", "method = \"theirs\""));
+    assert!(
+        e.contains("bad.toml:4:") && e.contains("no [methods.theirs] table"),
+        "{e}"
+    );
+    let e = err(&format!("{base}[methods.ststnet]\ncommand = [\"x\"]\n"));
+    assert!(e.contains("is a built-in method"), "{e}");
+    let e = err(&base.replace("command = [\"python3\", \"predict.py\"]", "command = []"));
+    assert!(
+        e.contains("bad.toml:7:") && e.contains("methods.mine.command"),
+        "{e}"
+    );
+    let e = err(&base.replace(
+        "timeout_minutes = 2",
+        "timeout_minutes = 2\ninputs = [\"apex_flow\"]",
+    ));
+    assert!(
+        e.contains("--apex-flow"),
+        "the flag that adds the group: {e}"
+    );
+    // Without a token, the coordinator takes the spec's dataset but not its commands.
+    let cl = Cluster::start(
+        dir.path(),
+        support::server_config(&dir.path().join("open-state"), None),
+        None,
+    )
+    .await;
+    let e = mer_coordinator::client::submit_spec(&cl.clients, &spec)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("without a token"), "{e}");
+    cl.shutdown().await;
+}

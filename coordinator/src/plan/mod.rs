@@ -8,13 +8,15 @@
 //!
 //! The module is split by concern: `datasets` (prepared-file summaries the planner reads), `keys` (task
 //! keys and seeds), `expand` (the expansion itself, in named phases), `graph` (the tasks of a fold and
-//! sweep point, priors shared), `nested` (the inner tasks of nested selection).
+//! sweep point, priors shared), `nested` (the inner tasks of nested selection), `preview` (what a plan
+//! will run and reuse: `mer plan`).
 
 mod datasets;
 mod expand;
 mod graph;
 mod keys;
 mod nested;
+pub mod preview;
 #[cfg(test)]
 pub(crate) mod tests;
 

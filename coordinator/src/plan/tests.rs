@@ -555,6 +555,8 @@ fn every_example_spec_parses_and_expands() {
     // One MERSiamC3D point with its priors, one point per baseline.
     assert_eq!(seen["methods_composite"], (68, 4, 68));
     assert_eq!(seen["methods_cpu"], (68, 4, 68));
+    // The four built-ins and two methods of the spec's own.
+    assert_eq!(seen["own_models"], (68, 6, 68));
     assert_eq!(seen["realistic_cpu"], (68, 4, 68));
     assert_eq!(seen["realistic_ablation_epochs"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_input_scale"], (68, 1, 68));

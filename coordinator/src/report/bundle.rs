@@ -93,6 +93,10 @@ pub struct Provenance {
     pub datasets: Vec<DatasetProvenance>,
     /// Workers (empty for a run without a coordinator).
     pub workers: Vec<WorkerProvenance>,
+    /// The methods of the spec's own as they ran, one entry per sweep point of theirs (command, files by
+    /// sha256, inputs, params); absent without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_methods: Vec<mer_shared::user_method::UserMethodTask>,
 }
 
 /// What the coordinator knows about the run besides the results: the spec text, workers and which worker
@@ -204,6 +208,14 @@ pub fn write_run_files(
         written_ms: crate::store::now_ms(),
         datasets,
         workers,
+        user_methods: plan
+            .sweep_points
+            .iter()
+            .filter_map(|sp| match &sp.baseline {
+                Some(mer_shared::method::BaselineSettings::User(u)) => Some(u.clone()),
+                _ => None,
+            })
+            .collect(),
     };
     let json =
         serde_json::to_string_pretty(&prov).map_err(|e| CoordError::json("provenance.json", e))?;

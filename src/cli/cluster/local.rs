@@ -36,6 +36,34 @@ pub struct RunArgs {
     pub http_listen: Option<SocketAddr>,
 }
 
+/// `mer plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The experiment spec (TOML).
+    pub spec: PathBuf,
+    /// The run folder whose finished tasks count as reused (default: runs/<experiment name>, where
+    /// `mer run` puts it).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Print the preview as JSON (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(super) fn cmd_plan(a: PlanArgs) -> anyhow::Result<()> {
+    let run_dir = match &a.run_dir {
+        Some(d) => d.clone(),
+        None => default_run_dir(&a.spec)?,
+    };
+    let p = mer_coordinator::plan::preview::preview_spec(&a.spec, &run_dir)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+    } else {
+        print!("{p}");
+    }
+    Ok(())
+}
+
 pub(super) async fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     let run_dir = match &a.run_dir {
         Some(d) => d.clone(),

@@ -9,7 +9,7 @@ mod local;
 mod servers;
 
 pub use clients::{CancelArgs, ResultsArgs, StatusArgs, SubmitArgs};
-pub use local::RunArgs;
+pub use local::{PlanArgs, RunArgs};
 pub use servers::{CoordinatorArgs, WorkerArgs};
 
 use anyhow::{bail, Context};
@@ -35,6 +35,9 @@ pub enum ClusterCommand {
     /// Run an experiment on this machine (local mode): a coordinator and N worker processes, progress
     /// bars, results in the run folder. Re-running the same command resumes: finished tasks are reused.
     Run(RunArgs),
+    /// Show what a spec will do, without running it: `mer run`'s checks, its sweep points, folds and
+    /// tasks per kind and method, how many the run folder would reuse, and the worker time left.
+    Plan(PlanArgs),
     /// Run a coordinator for a cluster: gRPC for workers and clients, durable state in --state-dir.
     Coordinator(CoordinatorArgs),
     /// Run a worker agent: lease tasks from a coordinator and train them (SIGTERM drains: running tasks
@@ -125,6 +128,7 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     rt.block_on(async move {
         match cmd {
             ClusterCommand::Run(a) => local::cmd_run(a).await,
+            ClusterCommand::Plan(a) => local::cmd_plan(a),
             ClusterCommand::Coordinator(a) => servers::cmd_coordinator(a).await,
             ClusterCommand::Worker(a) => servers::cmd_worker(a).await,
             ClusterCommand::Submit(a) => clients::cmd_submit(a).await,
@@ -143,7 +147,9 @@ impl ClusterCommand {
     /// The coordinator a client or worker command talks to (`None` for those that start their own).
     fn coordinator_url(&self) -> Option<String> {
         let c = match self {
-            ClusterCommand::Run(_) | ClusterCommand::Coordinator(_) => return None,
+            ClusterCommand::Run(_) | ClusterCommand::Plan(_) | ClusterCommand::Coordinator(_) => {
+                return None
+            }
             ClusterCommand::Worker(a) => &a.connect,
             ClusterCommand::Submit(a) => &a.connect,
             ClusterCommand::Status(a) => &a.connect,

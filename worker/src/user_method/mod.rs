@@ -22,7 +22,7 @@ use mer_shared::user_method::{UserMethodTask, EPOCH_PREDICTIONS_FILE, PREDICTION
 use mer_shared::Dataset;
 use process::{command_env, run_command, CommandSpec, Ended, ProgressLine};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,6 +85,20 @@ impl<T: Trainer> Trainer for WithUserMethods<T> {
     }
 }
 
+/// The slot's device as a command gets it: `auto` (the engine's "a GPU if there is one") becomes `cuda`
+/// on a machine with an NVIDIA device node and `cpu` elsewhere, since the command has no engine to ask.
+fn resolve_auto(device: &str) -> String {
+    if device.split(',').all(|d| d.trim() == "auto") {
+        if Path::new("/dev/nvidiactl").exists() {
+            "cuda".into()
+        } else {
+            "cpu".into()
+        }
+    } else {
+        device.to_string()
+    }
+}
+
 /// One fold of a user method: writes the folder, runs the command, checks and scores its predictions.
 pub fn run_user_task(
     data: &Prepared,
@@ -107,9 +121,10 @@ pub fn run_user_task(
         .map_err(|e| TrainerError::retryable(format!("{}: {e}", inputs.work_dir.display())))?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| TrainerError::retryable(format!("creating {}: {e}", dir.display())))?;
+    let device = resolve_auto(&inputs.device);
     let ctx = TaskContext {
         seed: p.train.seed,
-        device: &inputs.device,
+        device: &device,
         threads: p.train.threads,
         scheme,
         fold: &held.fold,
@@ -117,7 +132,7 @@ pub fn run_user_task(
         files: &inputs.files,
     };
     let test = write_folder(&dir, data, &fold, method, &ctx)?;
-    let device_name = inputs.device.clone();
+    let device_name = device.clone();
     let mut logs: BTreeMap<(String, usize), ProgressLine> = BTreeMap::new();
     let mut last_loss = 0.0;
     let mut on_line = |l: &ProgressLine| {
@@ -141,7 +156,7 @@ pub fn run_user_task(
     let spec = CommandSpec {
         argv: &method.command,
         dir: &dir,
-        env: command_env(&dir, &inputs.device, p.train.threads),
+        env: command_env(&dir, &device, p.train.threads),
         timeout: Duration::from_secs(method.timeout_minutes.saturating_mul(60)),
         log_dir: &inputs.work_dir,
     };
@@ -210,7 +225,7 @@ pub fn run_user_task(
         test_subject: held.fold.clone(),
         scheme: scheme.key().into(),
         seed: p.train.seed,
-        device: inputs.device.clone(),
+        device,
         predictions,
         confusion,
         epochs,
@@ -269,7 +284,6 @@ mod tests {
     use mer_shared::task::TaskPayload;
     use mer_shared::train_config::TrainConfig;
     use mer_shared::user_method::{ShippedFile, UserInput};
-    use std::path::Path;
 
     /// A command (Python, standard library only) that copies every byte of every file under its folder
     /// into the file `params.dump`, then predicts class 0 for every test sample.
