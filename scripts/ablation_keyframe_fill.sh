@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The key-frame fill ablation (examples/ablation_keyframe_fill.toml) from scratch, over generator seeds
-# (default 1 2 3; seed 1 is the demo's data): the `mini` synthetic data, prepared twice (Algorithm 1's fill,
-# the widest-gap fill), one local LOSO run per seed over both, and its summary. Every setting is the spec's;
-# only the prepared files' paths change per seed. Resumes like the demo. About 2 minutes per seed on 2 cores
-# once `mer` is built.
+# The key-frame fill ablation (experiments/evidence/ablation_keyframe_fill.toml) from scratch, over
+# generator seeds (default 1 2 3; seed 1 is the demo's data): the `mini` synthetic data, prepared twice
+# (Algorithm 1's fill, the widest-gap fill), one local LOSO run per seed over both, and its summary. Every
+# setting is the spec's; only the prepared files' paths change per seed. Resumes like the demo. About 2
+# minutes per seed on 2 cores once `mer` is built.
 set -euo pipefail
 # shellcheck source=scripts/prelude.sh
 source "$(dirname "${BASH_SOURCE[0]}")/prelude.sh"
@@ -18,9 +18,9 @@ for seed in ${MER_ABLATION_SEEDS:-1 2 3}; do
     "$mer" prep "${roots[@]}" --keyframe-fill widest-gap --out "${prepared}_widestgap.safetensors"
   mkdir -p runs
   spec=runs/ablation_keyframe_fill-s$seed.toml
-  sed -e "s#\.\./data/prepared/mini_widestgap\.safetensors#$root/${prepared}_widestgap.safetensors#" \
-      -e "s#\.\./data/prepared/mini\.safetensors#$root/$prepared.safetensors#" \
-      examples/ablation_keyframe_fill.toml > "$spec"
+  sed -e "s#\(\.\./\)\{1,\}data/prepared/mini_widestgap\.safetensors#$root/${prepared}_widestgap.safetensors#" \
+      -e "s#\(\.\./\)\{1,\}data/prepared/mini\.safetensors#$root/$prepared.safetensors#" \
+      experiments/evidence/ablation_keyframe_fill.toml > "$spec"
   echo "== generator seed $seed"
   "$mer" run "$spec" --workers "${MER_DEMO_WORKERS:-2}" --run-dir "runs/ablation_keyframe_fill-s$seed" --quiet
 done

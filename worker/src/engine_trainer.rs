@@ -4,55 +4,26 @@
 //! feature); the agent and the simulated trainer build without it.
 
 use crate::baselines::run_baseline;
+use crate::dataset_cache::DatasetCache;
 use crate::engine::{run_prior, run_target, Hooks};
 use crate::error::WorkerError;
 use crate::trainer::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
 use mer_shared::fold::EpochLog;
-use mer_shared::prepared::Prepared;
 use mer_shared::task::TaskKind;
-use mer_shared::Dataset;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// The last dataset loaded: its file, the parts kept, and the data.
-type CachedDataset = (PathBuf, Vec<Dataset>, Arc<Prepared>);
-
-/// Runs prior and target tasks with the libtorch engine. Keeps the last prepared dataset it loaded in
-/// memory, since consecutive tasks of an experiment share it (it can be hundreds of MB).
+/// Runs prior and target tasks with the libtorch engine, keeping the last prepared dataset it loaded.
 #[derive(Default)]
 pub struct EngineTrainer {
-    cache: Mutex<Option<CachedDataset>>,
+    cache: DatasetCache,
 }
 
 impl EngineTrainer {
     /// A trainer with an empty dataset cache.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// The prepared dataset restricted to the experiment's parts (an empty list keeps every part), so
-    /// that a CASME II-only experiment never trains on the SAMM clips of a shared file.
-    fn dataset(&self, path: &PathBuf, parts: &[Dataset]) -> Result<Arc<Prepared>, TrainerError> {
-        let mut guard = self
-            .cache
-            .lock()
-            .map_err(|_| TrainerError::retryable("dataset cache poisoned"))?;
-        if let Some((p, k, d)) = guard.as_ref() {
-            if p == path && k == parts {
-                return Ok(d.clone());
-            }
-        }
-        // A dataset that does not parse will not parse on another attempt either.
-        let full = Prepared::read(path).map_err(|e| TrainerError::fatal(e.to_string()))?;
-        let d = Arc::new(if parts.is_empty() {
-            full
-        } else {
-            full.select_parts(parts)
-        });
-        *guard = Some((path.clone(), parts.to_vec(), d.clone()));
-        Ok(d)
     }
 }
 
@@ -76,7 +47,7 @@ impl Trainer for EngineTrainer {
         cancel: &AtomicBool,
     ) -> Result<TaskOutput, TrainerError> {
         let p = &task.payload;
-        let data = self.dataset(&inputs.dataset, &p.parts)?;
+        let data = self.cache.get(&inputs.dataset, &p.parts)?;
         let mut cfg = p.train.clone();
         if cfg.device == "auto" && !inputs.device.is_empty() {
             cfg.device = inputs.device.clone();

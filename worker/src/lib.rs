@@ -9,6 +9,7 @@ pub mod error;
 
 // The worker process: the agent loop, the trainer contract, the simulated trainer.
 pub mod agent;
+pub mod dataset_cache;
 pub mod fold_split;
 pub mod sim;
 pub mod trainer;

@@ -476,53 +476,132 @@ fn objective5_folds_and_keyframe_datasets() {
     assert!(expand(&spec, &composite_summary("adaptive")).is_err());
 }
 
+/// Loads the spec at `path` and plans it against fake composite-shaped summaries: one with both
+/// baseline groups (plus 3 subjects of each newer part if the spec names one), or one per `[datasets]`
+/// tag, each with its own hash and the tag's key-frame method. Both example tests plan this way.
+fn plan_spec_file(path: &Path) -> (crate::spec::ExperimentSpec, Plan) {
+    let spec = crate::spec::load_spec(path).unwrap_or_else(|e| panic!("{e}"));
+    let newer = spec
+        .parts
+        .iter()
+        .flatten()
+        .any(|d| !Dataset::COMPOSITE.contains(d));
+    let p = if spec.datasets.is_empty() && newer {
+        expand(&spec, &with_newer_parts(composite_with_groups("adaptive")))
+    } else if spec.datasets.is_empty() {
+        expand(&spec, &composite_with_groups("adaptive"))
+    } else {
+        // One composite-shaped file per tag, each with its own hash, made with the tag's method.
+        let ds = spec
+            .datasets
+            .keys()
+            .map(|tag| {
+                let mut s = composite_summary(tag);
+                s.info.keyframes = tag.split('-').next().unwrap_or(tag).to_string();
+                (tag.clone(), s)
+            })
+            .collect();
+        expand_multi(&spec, &ds)
+    }
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (spec, p)
+}
+
+/// `path` with its `..` components applied (no file system access).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The `.toml` files directly in `dir`, sorted.
+fn spec_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The recommended CPU configuration (`examples/realistic_cpu.toml`) runs exactly the MERSiamC3D tasks
+/// whose three-seed numbers the evidence reports (`realistic_ablation_input_size_adam.toml`).
+#[test]
+fn the_recommended_cpu_configuration_is_the_measured_one() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let keys = |p: &Plan| -> BTreeSet<String> {
+        p.tasks
+            .iter()
+            .filter(|t| t.payload.method() == mer_shared::method::Method::Mersiamc3d)
+            .map(|t| t.key.clone())
+            .collect()
+    };
+    let (_, recommended) = plan_spec_file(&root.join("examples/realistic_cpu.toml"));
+    let (_, measured) =
+        plan_spec_file(&root.join("experiments/evidence/realistic_ablation_input_size_adam.toml"));
+    assert!(!keys(&measured).is_empty());
+    assert_eq!(keys(&recommended), keys(&measured));
+}
+
 #[test]
 fn every_example_spec_parses_and_expands() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let examples = root.join("examples");
+    let evidence = root.join("experiments/evidence");
+    // examples/ holds what a user runs: at most 15 specs, each opening with a header comment.
+    let shipped = spec_files(&examples);
+    assert!(shipped.len() <= 15, "{} specs in examples/", shipped.len());
+    for path in &shipped {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            text.starts_with('#'),
+            "{}: starts with a header comment",
+            path.display()
+        );
+    }
     let mut seen = BTreeMap::new();
     let mut inner_tasks = BTreeMap::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
-            continue;
-        }
-        let spec = crate::spec::load_spec(&path).unwrap_or_else(|e| panic!("{e}"));
+    let moved = spec_files(&evidence);
+    let specs = shipped.iter().map(|p| (&examples, p));
+    for (dir, path) in specs.chain(moved.iter().map(|p| (&evidence, p))) {
+        let (spec, p) = plan_spec_file(path);
+        // Names are unique: a name is a run folder.
+        let name = spec.name.clone();
+        assert!(
+            !seen.contains_key(&name),
+            "{}: spec name '{name}' is taken",
+            path.display()
+        );
         let files: Vec<_> = spec.dataset.iter().chain(spec.datasets.values()).collect();
         assert!(
-            !files.is_empty() && files.iter().all(|d| d.starts_with(&dir)),
+            !files.is_empty() && files.iter().all(|d| d.starts_with(dir)),
             "{}: dataset paths are resolved",
             path.display()
         );
-        let newer = spec
-            .parts
-            .iter()
-            .flatten()
-            .any(|d| !Dataset::COMPOSITE.contains(d));
-        let p = if spec.datasets.is_empty() && newer {
-            expand(&spec, &with_newer_parts(composite_with_groups("adaptive")))
-        } else if spec.datasets.is_empty() {
-            expand(&spec, &composite_with_groups("adaptive"))
-        } else {
-            // One composite-shaped file per tag, each with its own hash, made with the tag's method.
-            let ds = spec
-                .datasets
-                .keys()
-                .map(|tag| {
-                    let mut s = composite_summary(tag);
-                    s.info.keyframes = tag.split('-').next().unwrap_or(tag).to_string();
-                    (tag.clone(), s)
-                })
-                .collect();
-            expand_multi(&spec, &ds)
-        }
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // ... and lead to data/ at the repository root from either folder.
+        assert!(
+            files
+                .iter()
+                .all(|d| lexical(d).starts_with(lexical(&root.join("data")))),
+            "{}: dataset paths lead to data/",
+            path.display()
+        );
         let targets = p
             .tasks
             .iter()
             .filter(|t| t.kind == TaskKind::Target && !t.is_inner())
             .count();
         let inner = p.tasks.iter().filter(|t| t.is_inner()).count();
-        inner_tasks.insert(spec.name.clone(), inner);
+        inner_tasks.insert(name.clone(), inner);
         assert_eq!(
             targets,
             p.folds.len() * p.sweep_points.len(),
@@ -530,7 +609,7 @@ fn every_example_spec_parses_and_expands() {
             path.display()
         );
         seen.insert(
-            spec.name.clone(),
+            name,
             (
                 p.folds.len(),
                 p.sweep_points.len(),
@@ -557,7 +636,7 @@ fn every_example_spec_parses_and_expands() {
     assert_eq!(seen["methods_cpu"], (68, 4, 68));
     // The four built-ins and two methods of the spec's own.
     assert_eq!(seen["own_models"], (68, 6, 68));
-    assert_eq!(seen["realistic_cpu"], (68, 4, 68));
+    assert_eq!(seen["realistic_cpu_recommended"], (68, 4, 68));
     assert_eq!(seen["realistic_ablation_epochs"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_input_scale"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_lr"], (68, 1, 68));
@@ -595,7 +674,48 @@ fn every_example_spec_parses_and_expands() {
         seen["realistic_ablation_ten_frame_offapex_tower"],
         (68, 1, 68)
     );
-    assert_eq!(seen.len(), 48);
+    // The settings the first evidence was measured with, kept under their old name.
+    assert_eq!(seen["realistic_cpu"], (68, 4, 68));
+    // 15 in examples/, 35 in experiments/evidence/ (34 ablations and realistic_cpu's earlier settings).
+    assert_eq!(seen.len(), 50);
+}
+
+/// Each spec in experiments/evidence/ plans exactly the task keys recorded in
+/// `experiments/evidence/task_keys.json` (spec name -> sorted keys of all its tasks, recorded when the
+/// specs still lived in examples/; `realistic_cpu` from examples/realistic_cpu.toml), so the run folders
+/// behind docs/evidence.md keep matching their specs: moving a spec or fixing its relative paths changes
+/// no task.
+#[test]
+fn moved_specs_keep_their_task_keys() {
+    let evidence = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/evidence");
+    let text = std::fs::read_to_string(evidence.join("task_keys.json")).unwrap();
+    let recorded: BTreeMap<String, Vec<String>> = serde_json::from_str(&text).unwrap();
+    let mut checked = BTreeSet::new();
+    for path in spec_files(&evidence) {
+        let (spec, p) = plan_spec_file(&path);
+        let mut keys: Vec<String> = p.tasks.iter().map(|t| t.key.clone()).collect();
+        keys.sort();
+        let want = recorded
+            .get(&spec.name)
+            .unwrap_or_else(|| panic!("{}: no recorded keys for '{}'", path.display(), spec.name));
+        let (now, then): (BTreeSet<_>, BTreeSet<_>) =
+            (keys.iter().collect(), want.iter().collect());
+        assert!(
+            keys == *want,
+            "{}: {} tasks now, {} recorded; {} keys new, {} gone",
+            path.display(),
+            keys.len(),
+            want.len(),
+            now.difference(&then).count(),
+            then.difference(&now).count()
+        );
+        assert!(checked.insert(spec.name), "{}: name twice", path.display());
+    }
+    assert_eq!(
+        checked,
+        recorded.keys().cloned().collect::<BTreeSet<_>>(),
+        "every recorded spec is in experiments/evidence/"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub mod folder;
 pub mod outputs;
 pub mod process;
 
+use crate::dataset_cache::DatasetCache;
 use crate::fold_split::split_fold;
 use crate::trainer::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
 use folder::{write_folder, TaskContext};
@@ -19,21 +20,16 @@ use mer_shared::metrics::Confusion;
 use mer_shared::prepared::Prepared;
 use mer_shared::task::TaskKind;
 use mer_shared::user_method::{UserMethodTask, EPOCH_PREDICTIONS_FILE, PREDICTIONS_FILE};
-use mer_shared::Dataset;
 use process::{command_env, run_command, CommandSpec, Ended, ProgressLine};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// The last dataset loaded: its file, the parts kept, and the data.
-type CachedDataset = (PathBuf, Vec<Dataset>, Arc<Prepared>);
 
 /// A trainer that runs user-method tasks itself and hands every other task to `inner`.
 pub struct WithUserMethods<T> {
     inner: T,
-    cache: Mutex<Option<CachedDataset>>,
+    cache: DatasetCache,
 }
 
 impl<T: Trainer> WithUserMethods<T> {
@@ -41,29 +37,8 @@ impl<T: Trainer> WithUserMethods<T> {
     pub fn new(inner: T) -> Self {
         WithUserMethods {
             inner,
-            cache: Mutex::new(None),
+            cache: DatasetCache::default(),
         }
-    }
-
-    /// The prepared data restricted to the task's parts (kept for the next task of the experiment).
-    fn dataset(&self, path: &PathBuf, parts: &[Dataset]) -> Result<Arc<Prepared>, TrainerError> {
-        let mut guard = self
-            .cache
-            .lock()
-            .map_err(|_| TrainerError::retryable("dataset cache poisoned"))?;
-        if let Some((p, k, d)) = guard.as_ref() {
-            if p == path && k == parts {
-                return Ok(d.clone());
-            }
-        }
-        let full = Prepared::read(path).map_err(|e| TrainerError::fatal(e.to_string()))?;
-        let d = Arc::new(if parts.is_empty() {
-            full
-        } else {
-            full.select_parts(parts)
-        });
-        *guard = Some((path.clone(), parts.to_vec(), d.clone()));
-        Ok(d)
     }
 }
 
@@ -77,7 +52,7 @@ impl<T: Trainer> Trainer for WithUserMethods<T> {
     ) -> Result<TaskOutput, TrainerError> {
         match (&task.kind, &task.payload.baseline) {
             (TaskKind::Target, Some(BaselineSettings::User(u))) => {
-                let data = self.dataset(&inputs.dataset, &task.payload.parts)?;
+                let data = self.cache.get(&inputs.dataset, &task.payload.parts)?;
                 run_user_task(&data, task, u, inputs, progress, cancel).map(TaskOutput::Target)
             }
             _ => self.inner.run(task, inputs, progress, cancel),
@@ -284,6 +259,7 @@ mod tests {
     use mer_shared::task::TaskPayload;
     use mer_shared::train_config::TrainConfig;
     use mer_shared::user_method::{ShippedFile, UserInput};
+    use std::path::PathBuf;
 
     /// A command (Python, standard library only) that copies every byte of every file under its folder
     /// into the file `params.dump`, then predicts class 0 for every test sample.
