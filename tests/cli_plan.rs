@@ -155,3 +155,45 @@ fn version_names_the_commit_and_completions_print() {
         assert!(out.contains("plan"), "{shell}: {out}");
     }
 }
+
+/// `mer plan --coordinator`: the reuse count comes from what a running coordinator finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plan_asks_a_coordinator_what_it_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = support::sim_spec(dir.path(), "remote", 2, "");
+    let mut cl = support::Cluster::start(
+        dir.path(),
+        support::server_config(&dir.path().join("state"), Some("t0k")),
+        Some("t0k"),
+    )
+    .await;
+    let sub = cl.submit(&spec).await;
+    cl.add_agents(1, 2, Arc::new(SimTrainer::new(Duration::ZERO, None)));
+    cl.wait_for(&sub.experiment_id, Duration::from_secs(60), |s| {
+        s.state == "done"
+    })
+    .await;
+    let url = cl.url().to_string();
+    let spec_s = spec.display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_mer"))
+            .args(["plan", &spec_s, "--coordinator", &url, "--json"])
+            .env("MER_TOKEN", "t0k")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["tasks"].as_u64(), v["reused"].as_u64()),
+        (Some(18), Some(18))
+    );
+    assert!(v["state"].as_str().unwrap().contains("coordinator"));
+    cl.shutdown().await;
+}

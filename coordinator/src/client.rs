@@ -132,3 +132,31 @@ pub async fn watch_until_done(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// What a coordinator already finished of the spec at `spec_path` (`mer plan --coordinator`): the spec is
+/// checked and expanded here, exactly as `submit_spec` does, and only its task keys are sent.
+pub async fn preview_on(
+    clients: &Clients,
+    spec_path: &Path,
+    url: &str,
+) -> Result<crate::plan::preview::Preview, CoordError> {
+    let plan = crate::plan::preview::plan_of(spec_path)?;
+    let mut c = clients.client.clone();
+    let reply = c
+        .finished(proto::FinishedRequest {
+            task_keys: plan.tasks.iter().map(|t| t.key.clone()).collect(),
+        })
+        .await
+        .map_err(|s| CoordError::rpc("finished", s))?
+        .into_inner();
+    let means: Vec<(String, String, f64)> = serde_json::from_str(&reply.mean_seconds_json)
+        .map_err(|e| CoordError::json("mean seconds", e))?;
+    let means = means.into_iter().map(|(k, m, s)| ((k, m), s)).collect();
+    let finished = reply.finished.into_iter().collect();
+    Ok(crate::plan::preview::preview(
+        &plan,
+        &finished,
+        &means,
+        &format!("the coordinator at {url}"),
+    ))
+}

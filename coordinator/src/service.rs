@@ -674,6 +674,33 @@ impl proto::client_server::Client for ClientService {
         Ok(Response::new(proto::CancelReply { cancelled }))
     }
 
+    async fn finished(
+        &self,
+        req: Request<proto::FinishedRequest>,
+    ) -> Result<Response<proto::FinishedReply>, Status> {
+        let keys = req.into_inner().task_keys;
+        let db = self.0.sched.store().path().to_path_buf();
+        let (seconds, plans) =
+            tokio::task::spawn_blocking(move || crate::store::finished_task_seconds(&db))
+                .await
+                .map_err(|e| Status::internal(format!("reading the store: {e}")))?
+                .map_err(status_of)?;
+        let finished = keys
+            .into_iter()
+            .filter(|k| seconds.contains_key(k))
+            .collect();
+        let means: Vec<(String, String, f64)> =
+            crate::plan::preview::mean_seconds(&seconds, &plans)
+                .into_iter()
+                .map(|((kind, method), s)| (kind, method, s))
+                .collect();
+        Ok(Response::new(proto::FinishedReply {
+            finished,
+            mean_seconds_json: serde_json::to_string(&means)
+                .map_err(|e| Status::internal(e.to_string()))?,
+        }))
+    }
+
     async fn results(
         &self,
         req: Request<proto::ResultsRequest>,

@@ -8,13 +8,17 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Validates the spec at `spec` with exactly the checks `mer run` and `mer submit` make (same errors),
-/// expands it, and previews it against the run folder `run_dir` (its `state/state.db`, when there is
-/// one: what `mer run --run-dir` would reuse).
-pub fn preview_spec(spec: &Path, run_dir: &Path) -> Result<Preview, CoordError> {
+/// The plan of the spec at `spec`, checked exactly as `mer run` and `mer submit` check it (same errors).
+pub fn plan_of(spec: &Path) -> Result<Plan, CoordError> {
     let s = crate::spec::load_spec(spec)?;
     let datasets = super::load_datasets(&s)?;
-    let plan = super::expand_multi(&s, &datasets)?;
+    super::expand_multi(&s, &datasets)
+}
+
+/// Previews the spec at `spec` ([`plan_of`]) against the run folder `run_dir` (its `state/state.db`,
+/// when there is one: what `mer run --run-dir` would reuse).
+pub fn preview_spec(spec: &Path, run_dir: &Path) -> Result<Preview, CoordError> {
+    let plan = plan_of(spec)?;
     let db = run_dir.join("state").join("state.db");
     if !db.is_file() {
         let state = format!("{} (no run there yet)", run_dir.display());

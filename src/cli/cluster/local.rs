@@ -45,17 +45,38 @@ pub struct PlanArgs {
     /// `mer run` puts it).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
+    /// Count as reused what this coordinator has finished instead of a run folder (`http://host:port`).
+    #[arg(long, conflicts_with = "run_dir")]
+    pub coordinator: Option<String>,
+    /// The coordinator's token (with --coordinator).
+    #[arg(long, env = "MER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) for a coordinator on `https://`.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
     /// Print the preview as JSON (for scripts).
     #[arg(long)]
     pub json: bool,
 }
 
-pub(super) fn cmd_plan(a: PlanArgs) -> anyhow::Result<()> {
-    let run_dir = match &a.run_dir {
-        Some(d) => d.clone(),
-        None => default_run_dir(&a.spec)?,
+pub(super) async fn cmd_plan(a: PlanArgs) -> anyhow::Result<()> {
+    let p = match &a.coordinator {
+        Some(url) => {
+            let mut o = ConnectOptions::new(url.clone(), a.token.clone());
+            o.tls_ca = a.tls_ca.clone();
+            let clients = connect(&o)?;
+            mer_coordinator::client::preview_on(&clients, &a.spec, url)
+                .await
+                .map_err(|e| name_unreachable(e.into(), url))?
+        }
+        None => {
+            let run_dir = match &a.run_dir {
+                Some(d) => d.clone(),
+                None => default_run_dir(&a.spec)?,
+            };
+            mer_coordinator::plan::preview::preview_spec(&a.spec, &run_dir)?
+        }
     };
-    let p = mer_coordinator::plan::preview::preview_spec(&a.spec, &run_dir)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&p)?);
     } else {

@@ -128,7 +128,7 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     rt.block_on(async move {
         match cmd {
             ClusterCommand::Run(a) => local::cmd_run(a).await,
-            ClusterCommand::Plan(a) => local::cmd_plan(a),
+            ClusterCommand::Plan(a) => local::cmd_plan(a).await,
             ClusterCommand::Coordinator(a) => servers::cmd_coordinator(a).await,
             ClusterCommand::Worker(a) => servers::cmd_worker(a).await,
             ClusterCommand::Submit(a) => clients::cmd_submit(a).await,
