@@ -39,11 +39,14 @@ pub fn expand(spec: &ExperimentSpec, dataset: &DatasetSummary) -> Result<Plan, C
     expand_multi(spec, &BTreeMap::from([(tag, dataset.clone())]))
 }
 
+/// A user method's point: its swept params (for the label) and its task settings.
+type UserPoint = (BTreeMap<String, serde_json::Value>, BaselineSettings);
+
 /// One combination of the axes before resolution.
 pub(super) struct Combo {
     method: Method,
     /// A user method's point: its swept params (for the label) and its task settings.
-    user: Option<(BTreeMap<String, serde_json::Value>, BaselineSettings)>,
+    user: Option<UserPoint>,
     loss: LossKind,
     alpha: Option<f64>,
     prior: bool,
@@ -411,7 +414,7 @@ fn combinations(
 fn user_points(
     spec: &ExperimentSpec,
     method: &Method,
-) -> Result<Vec<Option<(BTreeMap<String, serde_json::Value>, BaselineSettings)>>, CoordError> {
+) -> Result<Vec<Option<UserPoint>>, CoordError> {
     let Method::User(name) = method else {
         return Ok(vec![None]);
     };

@@ -653,69 +653,190 @@ fn every_example_spec_parses_and_expands() {
     assert_eq!(seen["realistic_ablation_balanced"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_grid"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_sample_minmax"], (68, 1, 68));
-    assert_eq!(seen["realistic_ablation_adam"], (68, 1, 68));
     assert_eq!(seen["realistic_ablation_input_size_adam"], (68, 1, 68));
-    assert_eq!(seen["realistic_ablation_no_augment"], (68, 1, 68));
-    assert_eq!(seen["realistic_ablation_crop_scaled"], (68, 1, 68));
-    assert_eq!(seen["realistic_ablation_head"], (68, 1, 68));
+    // Fourth and fifth rounds, folded: Adam at 48 px and three single changes, each of which changes what
+    // prior learning sees (augmentation, or the head's grid and width), so each has its own priors.
+    assert_eq!(seen["realistic_ablation_adam_one_change"], (68, 4, 4 * 68));
     assert_eq!(seen["realistic_ablation_keyframe_sum"], (68, 2, 0));
-    assert_eq!(seen["realistic_ablation_apex_sum"], (68, 1, 68));
-    // Seventh round: the tower changed one piece at a time; no prior learning, so no prior tasks.
-    for name in [
-        "realistic_ablation_offapex_tower",
-        "realistic_ablation_tower_2d_kernel",
-        "realistic_ablation_tower_torch_init",
-        "realistic_ablation_tower_two_streams",
-        "realistic_ablation_tower_shallow",
-    ] {
-        assert_eq!(seen[name], (68, 1, 0), "{name}");
-    }
+    // Sixth round, folded: the apex-sum reference and five single changes; the slow schedule changes
+    // only target learning, so it shares the reference's priors (5 prior settings).
+    assert_eq!(
+        seen["realistic_ablation_apex_sum_one_change"],
+        (68, 6, 5 * 68)
+    );
+    // Sixth and seventh rounds, folded: OFF-ApexNet's training and the tower changed one piece at a time;
+    // no prior learning, so no prior tasks.
+    assert_eq!(seen["realistic_ablation_tower"], (68, 6, 0));
     assert_eq!(
         seen["realistic_ablation_ten_frame_offapex_tower"],
         (68, 1, 68)
     );
     // The settings the first evidence was measured with, kept under their old name.
     assert_eq!(seen["realistic_cpu"], (68, 4, 68));
-    // 15 in examples/, 35 in experiments/evidence/ (34 ablations and realistic_cpu's earlier settings).
-    assert_eq!(seen.len(), 50);
+    // 15 in examples/, 22 in experiments/evidence/ (21 ablations, three of them folding 16 earlier specs
+    // into variants, and realistic_cpu's earlier settings).
+    assert_eq!(seen.len(), 37);
 }
 
-/// Each spec in experiments/evidence/ plans exactly the task keys recorded in
-/// `experiments/evidence/task_keys.json` (spec name -> sorted keys of all its tasks, recorded when the
-/// specs still lived in examples/; `realistic_cpu` from examples/realistic_cpu.toml), so the run folders
-/// behind docs/evidence.md keep matching their specs: moving a spec or fixing its relative paths changes
-/// no task.
+/// The specs of experiments/evidence/ folded into one spec with a `variant` axis: (file, variants), each
+/// variant standing for the earlier spec `realistic_ablation_<variant>` (its name in `task_keys.json`).
+const FOLDED_EVIDENCE: &[(&str, &[&str])] = &[
+    (
+        "realistic_ablation_tower.toml",
+        &[
+            "offapex_training",
+            "offapex_tower",
+            "tower_shallow",
+            "tower_two_streams",
+            "tower_2d_kernel",
+            "tower_torch_init",
+        ],
+    ),
+    (
+        "realistic_ablation_apex_sum_one_change.toml",
+        &[
+            "apex_sum",
+            "apex_sum_no_augment",
+            "apex_sum_minmax",
+            "apex_sum_wide_head",
+            "apex_sum_28px",
+            "apex_sum_slow_adam",
+        ],
+    ),
+    (
+        "realistic_ablation_adam_one_change.toml",
+        &["adam", "no_augment", "crop_scaled", "head"],
+    ),
+];
+
+/// Every spec recorded in `experiments/evidence/task_keys.json` (spec name -> sorted keys of all its
+/// tasks, recorded when the specs still lived in examples/, one file each; `realistic_cpu` from
+/// examples/realistic_cpu.toml) still plans exactly those keys, so the run folders behind docs/evidence.md
+/// keep matching their specs: moving a spec, fixing its relative paths or folding it into a spec with a
+/// `variant` axis changes no task. A spec of experiments/evidence/ without that axis must plan its recorded
+/// keys; for a folded spec ([`FOLDED_EVIDENCE`]), the target tasks of the points labelled
+/// `variant=<name>` plus the prior tasks they depend on must equal the keys recorded for
+/// `realistic_ablation_<name>`, and its variants are exactly the listed ones.
 #[test]
 fn moved_specs_keep_their_task_keys() {
     let evidence = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/evidence");
     let text = std::fs::read_to_string(evidence.join("task_keys.json")).unwrap();
     let recorded: BTreeMap<String, Vec<String>> = serde_json::from_str(&text).unwrap();
-    let mut checked = BTreeSet::new();
+    // Recorded name -> (file, variant).
+    let mut folded = BTreeMap::new();
+    for (file, variants) in FOLDED_EVIDENCE {
+        for v in *variants {
+            let old = format!("realistic_ablation_{v}");
+            assert!(
+                folded.insert(old.clone(), (*file, *v)).is_none(),
+                "{old} folded twice"
+            );
+        }
+    }
+    // Spec name -> (file, plan) of every spec in experiments/evidence/.
+    let mut plans = BTreeMap::new();
     for path in spec_files(&evidence) {
         let (spec, p) = plan_spec_file(&path);
-        let mut keys: Vec<String> = p.tasks.iter().map(|t| t.key.clone()).collect();
-        keys.sort();
-        let want = recorded
-            .get(&spec.name)
-            .unwrap_or_else(|| panic!("{}: no recorded keys for '{}'", path.display(), spec.name));
+        let file = path.file_name().unwrap().to_str().unwrap().to_string();
+        let listed = FOLDED_EVIDENCE.iter().find(|(f, _)| *f == file);
+        match (&spec.sweep.variant, listed) {
+            (None, None) => assert!(
+                recorded.contains_key(&spec.name),
+                "{file}: no recorded keys for '{}'",
+                spec.name
+            ),
+            (Some(v), Some((_, names))) => {
+                assert!(
+                    !recorded.contains_key(&spec.name),
+                    "{file}: a folded spec takes a new name (a new run folder)"
+                );
+                let want: BTreeSet<&str> = names.iter().copied().collect();
+                let have: BTreeSet<&str> = v.keys().map(String::as_str).collect();
+                assert_eq!(have, want, "{file}: variants");
+            }
+            _ => panic!(
+                "{file}: a spec with a variant axis is listed in FOLDED_EVIDENCE, and only such"
+            ),
+        }
+        assert!(
+            plans.insert(spec.name.clone(), (file.clone(), p)).is_none(),
+            "{file}: name twice"
+        );
+    }
+    let file_plan = |file: &str| -> &Plan {
+        plans
+            .values()
+            .find(|(f, _)| f == file)
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| panic!("{file} is not in experiments/evidence/"))
+    };
+    for (name, want) in &recorded {
+        let (what, keys): (String, Vec<String>) = match folded.get(name) {
+            Some((file, variant)) => {
+                let p = file_plan(file);
+                let points: Vec<u32> = p
+                    .sweep_points
+                    .iter()
+                    .filter(|s| s.values.get("variant") == Some(&serde_json::json!(variant)))
+                    .map(|s| s.index)
+                    .collect();
+                assert!(!points.is_empty(), "{file}: no point of variant {variant}");
+                for i in &points {
+                    assert!(
+                        p.sweep_points[*i as usize]
+                            .label
+                            .split(',')
+                            .any(|l| l == format!("variant={variant}")),
+                        "{file}: point {i} is labelled variant={variant}"
+                    );
+                }
+                let mut keys = BTreeSet::new();
+                for i in &points {
+                    for t in p.targets_of(*i) {
+                        keys.insert(t.key.clone());
+                        for d in &t.deps {
+                            assert!(
+                                p.tasks.iter().any(|u| u.key == *d && u.kind == TaskKind::Prior),
+                                "{file}: a target of {variant} depends on {d}, not a prior task of the plan"
+                            );
+                            keys.insert(d.clone());
+                        }
+                    }
+                }
+                (
+                    format!("{file}, variant {variant}"),
+                    keys.into_iter().collect(),
+                )
+            }
+            None => {
+                let (file, p) = plans
+                    .get(name)
+                    .unwrap_or_else(|| panic!("'{name}' is recorded but neither a spec nor a variant of experiments/evidence/"));
+                let mut keys: Vec<String> = p.tasks.iter().map(|t| t.key.clone()).collect();
+                keys.sort();
+                (file.clone(), keys)
+            }
+        };
         let (now, then): (BTreeSet<_>, BTreeSet<_>) =
             (keys.iter().collect(), want.iter().collect());
         assert!(
             keys == *want,
-            "{}: {} tasks now, {} recorded; {} keys new, {} gone",
-            path.display(),
+            "{what} (recorded as {name}): {} tasks now, {} recorded; {} keys new, {} gone",
             keys.len(),
             want.len(),
             now.difference(&then).count(),
             then.difference(&now).count()
         );
-        assert!(checked.insert(spec.name), "{}: name twice", path.display());
     }
-    assert_eq!(
-        checked,
-        recorded.keys().cloned().collect::<BTreeSet<_>>(),
-        "every recorded spec is in experiments/evidence/"
-    );
+    // A folded spec plans nothing beyond its variants' recorded tasks.
+    for (file, variants) in FOLDED_EVIDENCE {
+        let all: BTreeSet<&String> = variants
+            .iter()
+            .flat_map(|v| &recorded[&format!("realistic_ablation_{v}")])
+            .collect();
+        let planned: BTreeSet<&String> = file_plan(file).tasks.iter().map(|t| &t.key).collect();
+        assert_eq!(planned, all, "{file}: tasks beyond its variants'");
+    }
 }
 
 #[test]
