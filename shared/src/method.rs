@@ -168,6 +168,17 @@ impl InputGroup {
     }
 }
 
+impl UserInput {
+    /// The optional prepared-file group it needs (`None`: the flow every file holds).
+    pub fn group(self) -> Option<InputGroup> {
+        match self {
+            UserInput::Flow => None,
+            UserInput::ApexFlow => Some(InputGroup::ApexFlow),
+            UserInput::Tim10 => Some(InputGroup::Tim10),
+        }
+    }
+}
+
 /// The `[methods]` table: the baselines' settings (`[methods.ststnet]`, `[methods.offapexnet]`,
 /// `[methods.lbptop_svm]`, the originals' values by default) and the spec's own methods (`[methods.<name>]`
 /// with a `command`, [`UserMethodConfig`]). Serialised with the three built-in tables first, so a spec

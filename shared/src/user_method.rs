@@ -46,15 +46,6 @@ impl UserInput {
             UserInput::Tim10 => "tim10",
         }
     }
-
-    /// The optional prepared-file group it needs (`None`: the flow every file holds).
-    pub fn group(self) -> Option<crate::method::InputGroup> {
-        match self {
-            UserInput::Flow => None,
-            UserInput::ApexFlow => Some(crate::method::InputGroup::ApexFlow),
-            UserInput::Tim10 => Some(crate::method::InputGroup::Tim10),
-        }
-    }
 }
 
 fn default_inputs() -> Vec<UserInput> {
