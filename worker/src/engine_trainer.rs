@@ -17,13 +17,19 @@ use std::time::Duration;
 /// Runs prior and target tasks with the libtorch engine, keeping the last prepared dataset it loaded.
 #[derive(Default)]
 pub struct EngineTrainer {
-    cache: DatasetCache,
+    cache: Arc<DatasetCache>,
 }
 
 impl EngineTrainer {
     /// A trainer with an empty dataset cache.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A trainer that keeps its datasets in `cache`, shared with another trainer of the same worker (so a
+    /// worker running built-in and user methods holds one copy of the data, not two).
+    pub fn with_cache(cache: Arc<DatasetCache>) -> Self {
+        EngineTrainer { cache }
     }
 }
 

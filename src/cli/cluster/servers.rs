@@ -130,8 +130,11 @@ pub(super) async fn cmd_worker(a: WorkerArgs) -> anyhow::Result<()> {
 
 #[cfg(feature = "worker")]
 fn real_trainer() -> anyhow::Result<Arc<dyn Trainer>> {
-    Ok(Arc::new(WithUserMethods::new(
-        mer_worker::engine_trainer::EngineTrainer::new(),
+    // One dataset cache for both: a worker alternating built-in and user tasks holds the data once.
+    let cache = Arc::new(mer_worker::dataset_cache::DatasetCache::default());
+    Ok(Arc::new(WithUserMethods::with_cache(
+        mer_worker::engine_trainer::EngineTrainer::with_cache(cache.clone()),
+        cache,
     )))
 }
 

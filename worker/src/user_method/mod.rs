@@ -24,21 +24,24 @@ use process::{command_env, run_command, CommandSpec, Ended, ProgressLine};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A trainer that runs user-method tasks itself and hands every other task to `inner`.
 pub struct WithUserMethods<T> {
     inner: T,
-    cache: DatasetCache,
+    cache: Arc<DatasetCache>,
 }
 
 impl<T: Trainer> WithUserMethods<T> {
-    /// Wraps `inner`.
+    /// Wraps `inner`, with a dataset cache of its own.
     pub fn new(inner: T) -> Self {
-        WithUserMethods {
-            inner,
-            cache: DatasetCache::default(),
-        }
+        Self::with_cache(inner, Arc::default())
+    }
+
+    /// Wraps `inner`, keeping datasets in `cache` (give it the one `inner` uses).
+    pub fn with_cache(inner: T, cache: Arc<DatasetCache>) -> Self {
+        WithUserMethods { inner, cache }
     }
 }
 
