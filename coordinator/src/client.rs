@@ -13,8 +13,18 @@ pub async fn submit_spec(
     clients: &Clients,
     spec_path: &Path,
 ) -> Result<proto::SubmitReply, CoordError> {
-    let spec = crate::spec::load_spec(spec_path)?;
     let text = std::fs::read_to_string(spec_path).map_err(|e| CoordError::io(spec_path, e))?;
+    submit_spec_text(clients, spec_path, text).await
+}
+
+/// [`submit_spec`] of `text` standing for the spec file at `spec_path` (its relative paths resolve
+/// against it): a spec changed by the command before submitting (`mer submit --slurm`).
+pub async fn submit_spec_text(
+    clients: &Clients,
+    spec_path: &Path,
+    text: String,
+) -> Result<proto::SubmitReply, CoordError> {
+    let spec = crate::spec::load_spec_text(spec_path, &text)?;
     let datasets = crate::plan::load_datasets(&spec)?;
     // Expanding here too reports contradictions against the dataset before uploading anything.
     crate::plan::expand_multi(&spec, &datasets)?;

@@ -281,6 +281,7 @@ mod tests {
             epoch: e,
             loss: 1.0,
             monitor: None,
+            unseen: None,
             samples_per_s: 0.0,
             test_predictions: preds.to_vec(),
             layers: Vec::new(),

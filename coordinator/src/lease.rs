@@ -30,6 +30,8 @@ pub struct ActiveLease {
     pub worker: String,
     /// When it expires unless renewed.
     pub deadline: Instant,
+    /// When it was granted (or adopted after a restart): the task's duration is measured from here.
+    pub started: Instant,
     /// How far each heartbeat pushes the deadline.
     pub ttl: Duration,
     /// Attempt number (1-based) this lease is.
@@ -144,6 +146,7 @@ mod tests {
         ActiveLease {
             task: 0,
             worker: "w".into(),
+            started: now,
             deadline: now + Duration::from_millis(ttl_ms),
             ttl: Duration::from_millis(ttl_ms),
             attempt: 1,

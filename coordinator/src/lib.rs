@@ -17,6 +17,7 @@ pub mod scheduler;
 pub mod selection;
 pub mod server;
 pub mod service;
+pub mod slurm;
 pub mod spec;
 pub mod store;
 pub mod task_state;

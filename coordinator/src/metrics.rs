@@ -167,6 +167,8 @@ pub struct Metrics {
     attempts: IntCounterVec,
     retries: IntCounterVec,
     workers_lost: IntCounterVec,
+    slurm_submissions: IntCounterVec,
+    slurm_preemptions: IntCounter,
     task_duration: HistogramVec,
     workers_connected: IntGauge,
     slots_total: IntGauge,
@@ -232,6 +234,22 @@ impl Metrics {
                     opts("mer_workers_lost_total", "Workers declared lost (lease expiry or a failed pod seen by the Kubernetes launcher)."),
                     &["source"],
                 )
+                .map_err(prom_err)?,
+            )?,
+            slurm_submissions: reg(
+                &r,
+                IntCounterVec::new(
+                    opts("mer_slurm_submissions_total", "Worker job arrays the Slurm launcher submitted (outcome ok) or failed to submit (outcome failed)."),
+                    &["outcome"],
+                )
+                .map_err(prom_err)?,
+            )?,
+            slurm_preemptions: reg(
+                &r,
+                IntCounter::with_opts(opts(
+                    "mer_slurm_preemptions_total",
+                    "Slurm array elements seen requeued (preempted, or requeued by hand) while running.",
+                ))
                 .map_err(prom_err)?,
             )?,
             task_duration: reg(
@@ -348,19 +366,39 @@ impl Metrics {
     }
 
     /// Lease `lease_id` ended with `outcome`: `done` (result stored), `retry` (reported failure, the task
-    /// is queued again) or `gave_up` (failure, no attempt left).
+    /// is queued again), `gave_up` (failure, no attempt left) or `interrupted` (released unfinished by a
+    /// worker told to stop; queued again, no attempt counted).
     pub fn on_lease_ended(&self, lease_id: &str, outcome: &str) {
         if let Some((kind, since)) = self.leases.lock().remove(lease_id) {
-            let o = if outcome == "done" { "done" } else { "failed" };
+            let o = match outcome {
+                "done" => "done",
+                "interrupted" => "interrupted",
+                _ => "failed",
+            };
             self.task_duration
                 .with_label_values(&[kind.as_str(), o])
                 .observe(since.elapsed().as_secs_f64());
-            if outcome == "retry" {
-                self.retries
-                    .with_label_values(&[kind.as_str(), "failed"])
-                    .inc();
+            if outcome == "retry" || outcome == "interrupted" {
+                let why = if outcome == "retry" {
+                    "failed"
+                } else {
+                    "interrupted"
+                };
+                self.retries.with_label_values(&[kind.as_str(), why]).inc();
             }
         }
+    }
+
+    /// The Slurm launcher ran `sbatch`: `ok` says whether it gave a job id.
+    pub fn on_slurm_submission(&self, ok: bool) {
+        self.slurm_submissions
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
+    }
+
+    /// The Slurm launcher saw `n` more requeues (preemptions) of array elements.
+    pub fn on_slurm_preemptions(&self, n: u64) {
+        self.slurm_preemptions.inc_by(n);
     }
 
     /// A worker was declared lost; `source` is `kubernetes` (failed pod) or `api` (a client said so).

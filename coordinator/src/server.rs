@@ -52,6 +52,9 @@ pub struct ServerConfig {
     /// Worker pod template of the Kubernetes launcher (None: experiments with `launcher =
     /// "kubernetes"` get no Job from this coordinator). See `crate::k8s`.
     pub k8s_workers: Option<crate::k8s::WorkerTemplate>,
+    /// The Slurm launcher's loop: `(poll, backoff)` (None: experiments with `launcher = "slurm"` get
+    /// no job arrays from this coordinator, as in local mode). See `crate::slurm`.
+    pub slurm: Option<(Duration, Duration)>,
 }
 
 impl ServerConfig {
@@ -68,6 +71,7 @@ impl ServerConfig {
             reap_every: Duration::from_millis(250),
             http_listen: None,
             k8s_workers: None,
+            slurm: None,
         }
     }
 }
@@ -237,6 +241,15 @@ pub async fn start(cfg: ServerConfig) -> Result<CoordinatorHandle, CoordError> {
         let launcher = crate::k8s::KubeLauncher::try_default(t).await?;
         let controller = crate::k8s::JobController::new(launcher, sched.clone());
         background.push(controller.spawn(crate::k8s::controller::RECONCILE_EVERY, stop.clone()));
+    }
+    // Slurm launcher: job arrays of pilot workers for experiments with launcher = "slurm".
+    if let Some((poll, backoff)) = cfg.slurm {
+        let mut s =
+            crate::slurm::SlurmSettings::new(cfg.state_dir.clone(), url.clone(), cfg.token.clone());
+        s.poll = poll;
+        s.backoff = backoff;
+        let controller = crate::slurm::SlurmController::new(sched.clone(), s);
+        background.push(controller.spawn(stop.clone()));
     }
     // Metrics and health endpoints (the chart's probes and ServiceMonitor).
     let mut http_addr = None;

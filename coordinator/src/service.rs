@@ -254,7 +254,7 @@ impl proto::worker_server::Worker for WorkerService {
         self.0.sched.note_devices(&r.worker_id, &r.devices);
         let wait = Duration::from_millis(r.wait_ms).min(self.0.max_wait);
         let grant = tokio::select! {
-            g = self.0.sched.lease(&r.worker_id, r.slot, wait) => g,
+            g = self.0.sched.lease_within(&r.worker_id, r.slot, wait, r.seconds_left.map(Duration::from_secs)) => g,
             _ = self.0.stop.cancelled() => None,
         };
         Ok(Response::new(proto::LeaseReply {
@@ -354,18 +354,26 @@ impl proto::worker_server::Worker for WorkerService {
         req: Request<proto::FailRequest>,
     ) -> Result<Response<proto::FailReply>, Status> {
         let r = req.into_inner();
-        tracing::warn!(task = %r.task_key, worker = %r.worker_id, retryable = r.retryable, "task failed: {}", r.error);
-        let out = self
-            .0
-            .sched
-            .fail(&r.lease_id, &r.task_key, &r.error, r.retryable)
-            .await
-            .map_err(status_of)?;
+        let out = if r.interrupted {
+            tracing::info!(task = %r.task_key, worker = %r.worker_id, "task released unfinished: {}", r.error);
+            self.0
+                .sched
+                .release_interrupted(&r.lease_id, &r.task_key, &r.error)
+                .await
+        } else {
+            tracing::warn!(task = %r.task_key, worker = %r.worker_id, retryable = r.retryable, "task failed: {}", r.error);
+            self.0
+                .sched
+                .fail(&r.lease_id, &r.task_key, &r.error, r.retryable)
+                .await
+        }
+        .map_err(status_of)?;
         Ok(Response::new(proto::FailReply {
             outcome: match out {
                 FailOutcome::Retry => "retry",
                 FailOutcome::GaveUp => "gave_up",
                 FailOutcome::Ignored => "ignored",
+                FailOutcome::Interrupted => "interrupted",
             }
             .into(),
         }))

@@ -4,6 +4,7 @@
 //! The full reference is `docs/experiments.md`.
 
 use crate::error::CoordError;
+pub use crate::slurm::settings::SlurmSpec;
 use mer_shared::method::{Method, MethodsConfig};
 use mer_shared::train_config::{LossConfig, TrainConfig};
 use mer_shared::{Dataset, LabelScheme};
@@ -64,12 +65,15 @@ pub struct ExperimentSpec {
     /// or by nested selection on inner splits of the fold's training subjects.
     #[serde(default, skip_serializing_if = "SelectionSpec::is_default")]
     pub selection: SelectionSpec,
-    /// Who starts the workers: `local` (processes on this machine) or `kubernetes`.
+    /// Who starts the workers: `local` (processes on this machine), `kubernetes` or `slurm`.
     #[serde(default)]
     pub launcher: LauncherKind,
     /// Settings of the Kubernetes launcher (required when `launcher = "kubernetes"`).
     #[serde(default)]
     pub kubernetes: Option<KubernetesSpec>,
+    /// Settings of the Slurm launcher (`launcher = "slurm"`; every field has a default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmSpec>,
     /// Attempts per task before it gives up (failures and lost leases both count).
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
@@ -147,6 +151,8 @@ pub enum LauncherKind {
     Local,
     /// A Kubernetes Job of worker pods.
     Kubernetes,
+    /// Slurm job arrays of pilot workers, submitted by the coordinator on a login node.
+    Slurm,
 }
 
 /// Settings of the Kubernetes launcher.
@@ -579,9 +585,17 @@ impl ExperimentSpec {
         self.sweep.seeds.clone().unwrap_or_else(|| vec![base.seed])
     }
 
-    /// A stable hash of the whole spec (sha256 hex of its canonical JSON; the source text is left out).
+    /// A stable hash of the spec (sha256 hex of its canonical JSON; the source text is left out). The
+    /// launcher and its tables are left out too: where the workers run (locally, Kubernetes, Slurm)
+    /// does not change what they compute, so a spec run locally and submitted with `--slurm` is the
+    /// same experiment and writes the same `results.json`.
     pub fn spec_hash(&self) -> String {
-        let v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(m) = v.as_object_mut() {
+            for k in ["launcher", "kubernetes", "slurm"] {
+                m.remove(k);
+            }
+        }
         mer_shared::digest::sha256_json(&v)
     }
 
@@ -658,7 +672,23 @@ impl ExperimentSpec {
                 "lease_seconds must be at least 1".into(),
             ));
         }
+        // A [slurm] table may sit in a spec run locally: `mer submit --slurm` uses it, `mer run` does not.
+        if let Some(s) = &self.slurm {
+            if self.launcher == LauncherKind::Kubernetes {
+                return Err(e(
+                    &[Key("slurm")],
+                    "[slurm] is set but launcher is \"kubernetes\"; remove one".into(),
+                ));
+            }
+            if let Err((field, why)) = s.check(self.train.devices_per_task) {
+                return Err(e(&[Key("slurm"), Key(field)], why));
+            }
+        }
         match (self.launcher, &self.kubernetes) {
+            (LauncherKind::Slurm, Some(_)) => {
+                return Err(e(&[Key("kubernetes")], "[kubernetes] is set but launcher is \"slurm\"; remove one".into()))
+            }
+            (LauncherKind::Slurm, None) => {}
             (LauncherKind::Kubernetes, None) => {
                 return Err(e(&[Key("launcher")], "launcher = \"kubernetes\" needs a [kubernetes] table (at least `image`)".into()))
             }
@@ -997,7 +1027,13 @@ fn reject_builtin_commands(source: &SpecSource) -> Result<(), CoordError> {
 /// and the files of the spec's own methods are read and hashed.
 pub fn load_spec(path: &Path) -> Result<ExperimentSpec, CoordError> {
     let text = std::fs::read_to_string(path).map_err(|e| CoordError::io(path, e))?;
-    let mut spec = parse_spec(&path.display().to_string(), &text)?;
+    load_spec_text(path, &text)
+}
+
+/// [`load_spec`] of `text` standing for the file at `path` (relative paths resolve against it): a spec
+/// that a command changed before submitting it (`mer submit --slurm` and its flags).
+pub fn load_spec_text(path: &Path, text: &str) -> Result<ExperimentSpec, CoordError> {
+    let mut spec = parse_spec(&path.display().to_string(), text)?;
     spec.resolve_relative_to(path);
     spec.resolve_method_files(path)?;
     Ok(spec)
@@ -1127,6 +1163,34 @@ mod tests {
         assert!(e.contains("gives each pod 1 device(s)"), "{e}");
         let e = err(&format!("{MIN}[train]\ndevices_per_task = 0\n"));
         assert!(e.contains("devices_per_task = 0 must be between 1"), "{e}");
+    }
+
+    #[test]
+    fn slurm_table_is_checked_and_where_workers_run_is_not_hashed() {
+        let plain = parse_spec("s.toml", MIN).unwrap();
+        let slurm = parse_spec(
+            "s.toml",
+            &format!(
+                "{MIN}launcher = \"slurm\"\n[slurm]\npartition = \"gpu\"\ntime = \"02:00:00\"\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            slurm.slurm.as_ref().map(|s| s.time.as_str()),
+            Some("02:00:00")
+        );
+        assert_eq!(plain.spec_hash(), slurm.spec_hash());
+        // A local spec may carry the table (for `mer submit --slurm`); a Kubernetes one may not.
+        assert!(parse_spec("s.toml", &format!("{MIN}[slurm]\nworkers = 4\n")).is_ok());
+        let e = err(&format!("{MIN}[slurm]\ntime = \"soon\"\n"));
+        assert!(
+            e.starts_with("s.toml:5:") && e.contains("slurm.time"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}[slurm]\nbogus = 1\n"));
+        assert!(e.contains("bogus"), "{e}");
+        let e = err(&format!("{MIN}launcher = \"slurm\"\n[train]\ndevices_per_task = 2\n[slurm]\ngpus_per_worker = 1\n"));
+        assert!(e.contains("slurm.gpus_per_worker = 1"), "{e}");
     }
 
     #[test]

@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS workers(
     version TEXT NOT NULL, registered_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS artifacts(
     hash TEXT PRIMARY KEY, size INTEGER NOT NULL, kind TEXT NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS slurm_arrays(
+    job_id TEXT PRIMARY KEY, experiment_id TEXT NOT NULL, elements INTEGER NOT NULL,
+    script TEXT NOT NULL, submitted_ms INTEGER NOT NULL);
 ";
 
 type WriteFn = Box<dyn Fn(&Tx<'_>) -> rusqlite::Result<()> + Send>;
@@ -303,6 +306,19 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()
+        })
+        .await
+    }
+
+    /// The Slurm job arrays submitted for experiment `id`: `(job id, elements)` in submission order.
+    pub async fn slurm_arrays(&self, id: &str) -> Result<Vec<(String, u32)>, CoordError> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare(
+                "SELECT job_id, elements FROM slurm_arrays WHERE experiment_id = ?1 ORDER BY submitted_ms, job_id",
+            )?;
+            let rows = st.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
         })
         .await
     }
@@ -594,7 +610,8 @@ persisted_enum! {
         Lost => "lost",
         /// Its result arrived after another attempt's had been stored.
         Duplicate => "duplicate",
-        /// The coordinator stopped while it ran.
+        /// The coordinator stopped while it ran, or its worker was told to stop (a batch job's time
+        /// limit or preemption) and released it unfinished; never counted as a failure.
         Interrupted => "interrupted",
     }
 }
@@ -764,6 +781,11 @@ impl Tx<'_> {
         self.end_attempt(lease_id, AttemptOutcome::Failed, Some(error))
     }
 
+    /// Records an attempt released unfinished by a worker told to stop (no failure counted).
+    pub fn record_interrupted(&self, lease_id: &str, reason: &str) -> rusqlite::Result<()> {
+        self.end_attempt(lease_id, AttemptOutcome::Interrupted, Some(reason))
+    }
+
     /// Records a failure reported on a lease that had already ended.
     pub fn record_late_failure(&self, lease_id: &str, error: &str) -> rusqlite::Result<()> {
         self.end_attempt(lease_id, AttemptOutcome::FailedLate, Some(error))
@@ -783,6 +805,20 @@ impl Tx<'_> {
         self.exec(
             "UPDATE tasks SET state = ?2 WHERE key = ?1",
             params![task_key, state.key()],
+        )
+    }
+
+    /// Records a Slurm job array submitted for an experiment (its script's path kept for the record).
+    pub fn record_slurm_array(
+        &self,
+        job_id: &str,
+        experiment_id: &str,
+        elements: u32,
+        script: &str,
+    ) -> rusqlite::Result<()> {
+        self.exec(
+            "INSERT OR IGNORE INTO slurm_arrays(job_id, experiment_id, elements, script, submitted_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![job_id, experiment_id, elements, script, now_ms()],
         )
     }
 

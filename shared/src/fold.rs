@@ -56,6 +56,10 @@ pub struct EpochLog {
     pub loss: f64,
     /// Monitoring metric where the stage has one (prior: held-out pair accuracy); never the test subject.
     pub monitor: Option<f64>,
+    /// Prior learning with `prior.unseen_subjects`: pair accuracy on the clips of training subjects
+    /// that prior learning never saw (never the test subject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseen: Option<f64>,
     /// Training throughput.
     pub samples_per_s: f64,
     /// Predicted class of every test sample after this epoch, in [`FoldResult::predictions`] order. Only
@@ -134,6 +138,7 @@ mod tests {
             epoch: 0,
             loss: f64::NAN,
             monitor: None,
+            unseen: None,
             samples_per_s: 0.0,
             test_predictions: vec![1],
             layers: vec![],

@@ -314,6 +314,16 @@ pub struct PriorConfig {
     pub pairs_per_epoch: usize,
     /// Fraction of pairs held out to monitor prior learning.
     pub val_fraction: f64,
+    /// Training subjects (chosen by the seed) whose clips prior learning never sees: each epoch's
+    /// `unseen` accuracy is measured on pairs of their clips, so it says whether the features carry to
+    /// people the prior did not learn from (the held-out pairs share clips with the learning pairs).
+    /// Target learning still trains on them. 0 (default) = off.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unseen_subjects: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for PriorConfig {
@@ -326,6 +336,7 @@ impl Default for PriorConfig {
             },
             pairs_per_epoch: 2000,
             val_fraction: 0.1,
+            unseen_subjects: 0,
         }
     }
 }

@@ -1,7 +1,12 @@
 //! The worker agent: registers with a coordinator, runs N slots that each long-poll for a task, fetch its
 //! inputs (content-addressed, hash-checked, cached), run it with a [`Trainer`] on a blocking thread while
 //! heartbeating its progress, and report the result (or the failure). On shutdown (SIGTERM in
-//! `mer worker`) it drains: no new leases, running tasks finish and are reported, then it exits.
+//! `mer worker`) it drains: no new leases, running tasks finish and are reported, then it exits. A
+//! [`Drain`] with a grace (a batch job's time limit or preemption, `mer worker --drain-grace`) bounds
+//! that: a task still running when the grace runs out is cancelled and released as *interrupted*, which
+//! the coordinator queues again without counting a failure. A worker that knows when its batch job ends
+//! ([`AgentConfig::job_end`]) sends the time left with each lease request, and the coordinator hands it
+//! only tasks whose kind usually finishes in that time.
 //!
 //! The agent is generic over [`Trainer`] so this crate needs no libtorch: `mer worker` plugs in the real
 //! engine ([`crate::engine_trainer`], with the `torch` feature), tests and benchmarks the deterministic
@@ -43,6 +48,66 @@ pub struct AgentConfig {
     pub unreachable_timeout: Duration,
     /// Records the latency (microseconds) of every lease call that returned a task (benchmarks).
     pub lease_latencies: Option<Arc<parking_lot::Mutex<Vec<u32>>>>,
+    /// When the batch job running this worker ends (its time limit); None = no end.
+    pub job_end: Option<std::time::SystemTime>,
+}
+
+/// How a worker stops. Starting it ends leasing at once; with a grace, the tasks still running when the
+/// grace runs out are cancelled and released as interrupted (not failures). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Drain {
+    token: CancellationToken,
+    deadline: Arc<parking_lot::Mutex<Option<tokio::time::Instant>>>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl Drain {
+    /// A drain started by cancelling `token` (without a grace: running tasks finish) or by
+    /// [`Drain::start`].
+    pub fn new(token: CancellationToken) -> Drain {
+        Drain {
+            token,
+            ..Drain::default()
+        }
+    }
+
+    /// Starts draining: no new lease. With `grace`, running tasks get until now + grace; an earlier
+    /// deadline from a previous call stays.
+    pub fn start(&self, grace: Option<Duration>) {
+        if let Some(g) = grace {
+            let d = tokio::time::Instant::now() + g;
+            let mut cur = self.deadline.lock();
+            if (*cur).is_none_or(|c| d < c) {
+                *cur = Some(d);
+            }
+        }
+        self.token.cancel();
+        self.changed.notify_waiters();
+    }
+
+    /// Whether draining has started.
+    pub fn started(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves once a grace was set and has run out.
+    async fn expired(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let deadline = *self.deadline.lock();
+            match deadline {
+                Some(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(d) => return,
+                        _ = &mut notified => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
 }
 
 impl AgentConfig {
@@ -58,6 +123,7 @@ impl AgentConfig {
             heartbeat: None,
             unreachable_timeout: Duration::from_secs(120),
             lease_latencies: None,
+            job_end: None,
         }
     }
 }
@@ -131,6 +197,16 @@ pub async fn run_agent(
     trainer: Arc<dyn Trainer>,
     shutdown: CancellationToken,
 ) -> Result<AgentStats, WorkerError> {
+    run_agent_with_drain(cfg, trainer, Drain::new(shutdown)).await
+}
+
+/// [`run_agent`] stopped by a [`Drain`] (which may bound how long running tasks get).
+pub async fn run_agent_with_drain(
+    cfg: AgentConfig,
+    trainer: Arc<dyn Trainer>,
+    drain: Drain,
+) -> Result<AgentStats, WorkerError> {
+    let shutdown = drain.token.clone();
     let clients = connect(&cfg.connect)?;
     let cache = ArtifactStore::open(&cfg.cache_dir.join("artifacts"))?;
     let work = cfg.cache_dir.join("work");
@@ -202,6 +278,8 @@ pub async fn run_agent(
             unreachable: cfg.unreachable_timeout,
             counters: counters.clone(),
             latencies: cfg.lease_latencies.clone(),
+            drain: drain.clone(),
+            job_end: cfg.job_end,
         };
         let sd = shutdown.clone();
         slots.spawn(async move { ctx.run(sd).await });
@@ -245,6 +323,8 @@ struct SlotCtx {
     unreachable: Duration,
     counters: Arc<Counters>,
     latencies: Option<Arc<parking_lot::Mutex<Vec<u32>>>>,
+    drain: Drain,
+    job_end: Option<std::time::SystemTime>,
 }
 
 impl SlotCtx {
@@ -262,11 +342,20 @@ impl SlotCtx {
             if shutdown.is_cancelled() {
                 break;
             }
+            let seconds_left = self.job_end.map(|end| {
+                end.duration_since(std::time::SystemTime::now())
+                    .map_or(0, |d| d.as_secs())
+            });
+            if seconds_left == Some(0) {
+                tracing::info!("the batch job's time is up: no new task");
+                break;
+            }
             let req = proto::LeaseRequest {
                 worker_id: self.worker_id.clone(),
                 slot: self.slot,
                 wait_ms: self.poll_wait.as_millis() as u64,
                 devices: self.devices.clone(),
+                seconds_left,
             };
             let asked = std::time::Instant::now();
             let reply = tokio::select! {
@@ -354,6 +443,33 @@ impl SlotCtx {
             task_key: t.task_key.clone(),
             error,
             retryable,
+            interrupted: false,
+        };
+        let w = self.clients.worker.clone();
+        self.retry("fail", || {
+            let mut w = w.clone();
+            let req = req.clone();
+            async move { w.fail(req).await }
+        })
+        .await?;
+        Ok(None)
+    }
+
+    /// Gives a task back unfinished because the worker was told to stop: the coordinator queues it
+    /// again without counting a failure.
+    async fn release_interrupted(
+        &self,
+        t: &proto::TaskLease,
+    ) -> Result<Option<proto::TaskLease>, WorkerError> {
+        self.counters.stopped.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(task = %t.task_key, fold = %t.fold, "drain grace over: task released unfinished");
+        let req = proto::FailRequest {
+            lease_id: t.lease_id.clone(),
+            worker_id: self.worker_id.clone(),
+            task_key: t.task_key.clone(),
+            error: "the worker was told to stop (batch job time limit or preemption) and released it unfinished".into(),
+            retryable: true,
+            interrupted: true,
         };
         let w = self.clients.worker.clone();
         self.retry("fail", || {
@@ -485,9 +601,14 @@ impl SlotCtx {
         tick.tick().await;
         let mut w = self.clients.worker.clone();
         let mut told_to_stop = false;
+        let mut interrupting = false;
         let out = loop {
             tokio::select! {
                 r = &mut job => break r,
+                _ = self.drain.expired(), if !interrupting => {
+                    interrupting = true;
+                    cancel.store(true, Ordering::Relaxed);
+                }
                 _ = tick.tick() => {
                     let p = progress.lock().clone();
                     let req = proto::HeartbeatRequest {
@@ -521,6 +642,7 @@ impl SlotCtx {
                 self.counters.stopped.fetch_add(1, Ordering::Relaxed);
                 Ok(None)
             }
+            Err(_) if interrupting => self.release_interrupted(&t).await,
             Err(e) => self.fail(&t, e.message, e.retryable).await,
             Ok(output) => self.report(&t, output, !shutdown.is_cancelled()).await,
         };

@@ -24,7 +24,7 @@ pub(crate) use crate::fold_split::{split_fold, Fold};
 use crate::layer_stats::LayerProbe;
 use crate::model::{classifier_specs, init_params, SinC3D};
 use crate::optim::{lr_at, ParamSet};
-use crate::pairs::{eq7_pair_count, PairSet};
+use crate::pairs::{eq7_pair_count, unseen_split, PairSet};
 use crate::siamese;
 use mer_shared::fold::{predicted_class, EpochLog, FoldResult, SamplePrediction, Timings};
 use mer_shared::labels::LabelScheme;
@@ -88,6 +88,10 @@ pub struct PriorSummary {
     pub test_subject: String,
     /// Training samples the pairs were built from.
     pub train_samples: usize,
+    /// Training subjects kept out of prior learning (`prior.unseen_subjects`), whose pairs give each
+    /// epoch's `unseen` accuracy.
+    #[serde(default)]
+    pub unseen_subjects: Vec<String>,
     /// Eq. 7's pair count (all pairs of training samples), and how many of them are same / different.
     pub pairs_total: u64,
     /// Same-class pairs among them.
@@ -457,17 +461,44 @@ fn prior_impl(
     let su = setup(cfg, scheme)?;
     let o = &cfg.prior.optim;
     let aug = Augmenter::new(&cfg.augment, cfg.model.input_size)?;
+    // Training subjects kept out of prior learning (`prior.unseen_subjects`); positions into fold.train.
+    let subjects: Vec<String> = fold
+        .train
+        .iter()
+        .map(|&i| data.samples[i].fold_key())
+        .collect();
+    let (learn, unseen, unseen_subjects) = unseen_split(
+        &subjects,
+        &fold.train_labels,
+        cfg.prior.unseen_subjects,
+        &mut rng(cfg.seed, "prior-unseen", 0),
+    )?;
+    let labels_of =
+        |pos: &[usize]| -> Vec<usize> { pos.iter().map(|&k| fold.train_labels[k]).collect() };
+    let learn_labels = labels_of(&learn);
     let mut counts = vec![0usize; scheme.num_classes()];
-    fold.train_labels.iter().for_each(|&l| counts[l] += 1);
+    learn_labels.iter().for_each(|&l| counts[l] += 1);
     let (pairs_total, pairs_same, pairs_different) = eq7_pair_count(&counts);
     let pairs = PairSet::build(
-        &fold.train_labels,
+        &learn_labels,
         cfg.prior.val_fraction,
         &mut rng(cfg.seed, "pairs", 0),
-    )?;
+    )?
+    .remap(&learn);
     let n_val =
         ((cfg.prior.pairs_per_epoch as f64 * cfg.prior.val_fraction).ceil() as usize).max(2);
     let val = pairs.validation(n_val);
+    let unseen_pairs = if unseen.is_empty() {
+        Vec::new()
+    } else {
+        PairSet::build(
+            &labels_of(&unseen),
+            0.0,
+            &mut rng(cfg.seed, "unseen-pairs", 0),
+        )?
+        .remap(&unseen)
+        .balanced(n_val.max(200))
+    };
     let mut set = DeviceSet::new(data, &fold.train, &cfg.model, su.device)?;
     let gain = set.input_gain(cfg.model.input_scale)?;
     set.scale(gain);
@@ -485,7 +516,8 @@ fn prior_impl(
     let (start, mut logs) = resume(ckdir.as_deref(), "prior", &fp, &mut ps, &su.prec)?;
     tracing::info!(
         fold = %held.describe(),
-        train = fold.train.len(),
+        train = learn.len(),
+        unseen = ?unseen_subjects,
         pairs_total,
         start,
         input_gain = gain,
@@ -546,16 +578,24 @@ fn prior_impl(
         let loss = loss_acc.double_value(&[]) / plan.len().max(1) as f64;
         finite_or_err(loss, "prior", epoch)?;
         let monitor = pair_accuracy(&su, weights.primary(), &mut set, &val, o.batch_size);
+        let unseen = pair_accuracy(
+            &su,
+            weights.primary(),
+            &mut set,
+            &unseen_pairs,
+            o.batch_size,
+        );
         let log = EpochLog {
             stage: "prior".into(),
             epoch,
             loss,
             monitor,
+            unseen,
             samples_per_s: 2.0 * plan.len() as f64 / secs.max(1e-9),
             test_predictions: Vec::new(),
             layers: Vec::new(),
         };
-        tracing::info!(fold = %held.describe(), epoch, loss, monitor = ?monitor, "prior epoch");
+        tracing::info!(fold = %held.describe(), epoch, loss, monitor = ?monitor, unseen = ?unseen, "prior epoch");
         hooks.epoch(&log);
         logs.push(log);
         save_checkpoint(ckdir.as_deref(), "prior", &fp, weights.primary(), &logs)?;
@@ -563,7 +603,8 @@ fn prior_impl(
     let summary = PriorSummary {
         path: out.to_path_buf(),
         test_subject: held.fold.clone(),
-        train_samples: fold.train.len(),
+        train_samples: learn.len(),
+        unseen_subjects,
         pairs_total,
         pairs_same,
         pairs_different,
@@ -823,6 +864,7 @@ fn target_impl(
             epoch,
             loss,
             monitor: None,
+            unseen: None,
             samples_per_s: plan.len() as f64 / secs.max(1e-9),
             test_predictions,
             layers,
@@ -1220,6 +1262,23 @@ pub(crate) mod tests {
         assert_eq!((s.train_samples, s.pairs_total), (7, 21));
         assert_eq!(s.pairs_same + s.pairs_different, 21);
         assert!(s.epochs[0].monitor.is_some());
+        assert!(s.epochs[0].unseen.is_none() && s.unseen_subjects.is_empty());
+        // One training subject kept out: its clips are in no learning pair, and its pairs are scored.
+        let mut u = cfg.clone();
+        u.prior.unseen_subjects = 1;
+        let su = run_prior(
+            &d,
+            LabelScheme::Megc3,
+            &HeldOut::subject("casme2/sub03"),
+            &u,
+            &dir.path().join("unseen.safetensors"),
+            Hooks::default(),
+        )
+        .unwrap();
+        assert_eq!(su.unseen_subjects.len(), 1);
+        assert_ne!(su.unseen_subjects[0], "casme2/sub03");
+        assert!(su.train_samples < 7, "{}", su.train_samples);
+        assert!(su.epochs.iter().all(|e| e.unseen.is_some()));
         let f = checkpoint::load(&out, PRIOR_FORMAT).unwrap();
         assert!(f.tensors.contains_key("conv1.weight") && !f.tensors.contains_key("siam.weight"));
         let mut t = cfg.clone();

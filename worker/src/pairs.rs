@@ -113,6 +113,40 @@ impl PairSet {
         out
     }
 
+    /// The same pair set with every sample index `i` replaced by `to[i]`: pairs built over a subset of
+    /// the fold's training samples, re-addressed to the positions of the whole training set.
+    pub fn remap(mut self, to: &[usize]) -> Self {
+        for part in [
+            &mut self.train_same,
+            &mut self.train_diff,
+            &mut self.val_same,
+            &mut self.val_diff,
+        ] {
+            for p in part.iter_mut() {
+                *p = (to[p.0 as usize] as u32, to[p.1 as usize] as u32);
+            }
+        }
+        self
+    }
+
+    /// A fixed balanced set of at most `max` pairs from the learning part: for a pair set that nothing
+    /// learns from (the clips of subjects kept out of prior learning).
+    pub fn balanced(&self, max: usize) -> Vec<Pair> {
+        let k = (max / 2)
+            .min(self.train_same.len())
+            .min(self.train_diff.len());
+        let mut v: Vec<Pair> = self.train_same[..k]
+            .iter()
+            .map(|&(a, b)| Pair { a, b, same: true })
+            .collect();
+        v.extend(
+            self.train_diff[..k]
+                .iter()
+                .map(|&(a, b)| Pair { a, b, same: false }),
+        );
+        v
+    }
+
     /// A fixed balanced set of at most `max` monitoring pairs (the same every epoch).
     pub fn validation(&self, max: usize) -> Vec<Pair> {
         let k = (max / 2).min(self.val_same.len()).min(self.val_diff.len());
@@ -127,6 +161,62 @@ impl PairSet {
         );
         v
     }
+}
+
+/// Splits a fold's training samples (`subjects[i]`, `labels[i]`) into those prior learning may use and
+/// those of `k` training subjects kept out of it, whose pairs then measure whether the siamese features
+/// carry to people the prior never saw. Subjects are taken in a seeded order; more than `k` are taken
+/// when the first `k` hold no same-class or no different-class pair. Returns `(prior, unseen)`
+/// positions and the unseen subjects (sorted); `k = 0` keeps everything for prior learning.
+pub fn unseen_split(
+    subjects: &[String],
+    labels: &[usize],
+    k: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<(Vec<usize>, Vec<usize>, Vec<String>), WorkerError> {
+    let all: Vec<usize> = (0..subjects.len()).collect();
+    if k == 0 {
+        return Ok((all, Vec::new(), Vec::new()));
+    }
+    let mut order: Vec<&String> = subjects
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    order.shuffle(rng);
+    // At least one subject stays for prior learning, which itself needs both kinds of pair.
+    let mut chosen: Vec<String> = Vec::new();
+    for s in order.iter().take(order.len().saturating_sub(1)) {
+        chosen.push((*s).clone());
+        let unseen: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&i| chosen.contains(&subjects[i]))
+            .collect();
+        let has = |same: bool| {
+            unseen.iter().enumerate().any(|(x, &i)| {
+                unseen[x + 1..]
+                    .iter()
+                    .any(|&j| (labels[i] == labels[j]) == same)
+            })
+        };
+        if chosen.len() >= k && has(true) && has(false) {
+            let prior = all
+                .iter()
+                .copied()
+                .filter(|i| !unseen.contains(i))
+                .collect();
+            chosen.sort();
+            return Ok((prior, unseen, chosen));
+        }
+    }
+    Err(WorkerError::InvalidOption {
+        option: "prior.unseen_subjects".into(),
+        message: format!(
+            "cannot keep {k} of the fold's {} training subjects out of prior learning: no such choice leaves both same-class and different-class pairs among their clips and a subject to learn from",
+            order.len()
+        ),
+    })
 }
 
 /// Draws `k` pairs from `from`: without replacement while possible, then starting over.
@@ -187,6 +277,64 @@ mod tests {
         // More pairs than the learning part holds: starts over instead of failing.
         let small = PairSet::build(&[0, 0, 1, 1], 0.0, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
         assert_eq!(small.epoch(10, &mut ChaCha8Rng::seed_from_u64(1)).len(), 10);
+    }
+
+    #[test]
+    fn unseen_subjects_are_whole_subjects_kept_out_of_the_prior_pairs() {
+        let subjects: Vec<String> = (0..30).map(|i| format!("s{}", i / 6)).collect();
+        let labels: Vec<usize> = (0..30).map(|i| i % 3).collect();
+        let mut r = ChaCha8Rng::seed_from_u64(9);
+        let (prior, unseen, who) = unseen_split(&subjects, &labels, 1, &mut r).unwrap();
+        assert_eq!((prior.len(), unseen.len(), who.len()), (24, 6, 1));
+        assert!(unseen.iter().all(|&i| subjects[i] == who[0]));
+        assert!(prior.iter().all(|&i| subjects[i] != who[0]));
+        // Pairs built over the prior part and re-addressed never touch an unseen clip.
+        let pl: Vec<usize> = prior.iter().map(|&i| labels[i]).collect();
+        let ps = PairSet::build(&pl, 0.1, &mut r).unwrap().remap(&prior);
+        let e = ps.epoch(500, &mut r);
+        assert!(e
+            .iter()
+            .all(|p| !unseen.contains(&(p.a as usize)) && !unseen.contains(&(p.b as usize))));
+        assert!(e
+            .iter()
+            .all(|p| (labels[p.a as usize] == labels[p.b as usize]) == p.same));
+        let ul: Vec<usize> = unseen.iter().map(|&i| labels[i]).collect();
+        let held = PairSet::build(&ul, 0.0, &mut r)
+            .unwrap()
+            .remap(&unseen)
+            .balanced(100);
+        assert_eq!(held.iter().filter(|p| p.same).count() * 2, held.len());
+        assert!(held
+            .iter()
+            .all(|p| subjects[p.a as usize] == who[0] && subjects[p.b as usize] == who[0]));
+        // Seeded, and k = 0 keeps everything.
+        let again = unseen_split(&subjects, &labels, 1, &mut ChaCha8Rng::seed_from_u64(9)).unwrap();
+        assert_eq!(again.2, who);
+        assert_eq!(
+            unseen_split(&subjects, &labels, 0, &mut r).unwrap().0.len(),
+            30
+        );
+        // A subject with one class only is not enough on its own: another joins it.
+        let one_class: Vec<usize> = (0..30).map(|i| if i < 6 { 0 } else { i % 3 }).collect();
+        let subj2: Vec<String> = (0..30)
+            .map(|i| {
+                if i < 6 {
+                    "a".into()
+                } else {
+                    format!("b{}", i / 6)
+                }
+            })
+            .collect();
+        for seed in 0..8 {
+            let (_, u, w) =
+                unseen_split(&subj2, &one_class, 1, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap();
+            assert!(u.iter().any(|&i| one_class[i] != one_class[u[0]]), "{w:?}");
+        }
+        // Asking for every subject leaves nothing to learn from.
+        assert!(unseen_split(&subjects, &labels, 5, &mut r)
+            .unwrap_err()
+            .to_string()
+            .contains("unseen_subjects"));
     }
 
     #[test]

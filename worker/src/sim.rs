@@ -123,8 +123,16 @@ impl Trainer for SimTrainer {
             if cancel.load(Ordering::Relaxed) {
                 return Err(TrainerError::retryable("cancelled"));
             }
-            if !self.delay.is_zero() {
-                std::thread::sleep(self.delay / epochs);
+            // Sleeps in slices, noticing a cancel within 50 ms (as a trainer does between batches).
+            let until = std::time::Instant::now() + self.delay / epochs;
+            while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+                if left.is_zero() {
+                    break;
+                }
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(TrainerError::retryable("cancelled"));
+                }
+                std::thread::sleep(left.min(std::time::Duration::from_millis(50)));
             }
             let loss = 1.0 / (epoch as f64 + 1.0);
             progress(Progress {
@@ -141,6 +149,7 @@ impl Trainer for SimTrainer {
                 epoch: epoch as usize,
                 loss,
                 monitor: None,
+                unseen: None,
                 samples_per_s: 0.0,
                 test_predictions: Vec::new(),
                 layers: Vec::new(),

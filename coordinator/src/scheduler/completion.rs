@@ -36,8 +36,12 @@ impl Scheduler {
                     // Whoever holds the lease now (this worker, or another one after an expiry) loses it.
                     if let Some(old) = inner.tasks[t].lease.take() {
                         if let Some(l) = inner.leases.take(&old) {
+                            let secs = l.started.elapsed().as_secs_f64();
+                            let kind = inner.tasks[t].def.kind;
                             for x in l.exps {
-                                inner.exps[x].running = inner.exps[x].running.saturating_sub(1);
+                                let e = &mut inner.exps[x];
+                                e.running = e.running.saturating_sub(1);
+                                e.durations.entry(kind).or_default().push(secs);
                             }
                         }
                     }
@@ -85,6 +89,49 @@ impl Scheduler {
         self.notify.notify_waiters();
         self.metrics.on_lease_ended(lease_id, "done");
         Ok(CompleteOutcome::Accepted)
+    }
+
+    /// The lease holder released its task unfinished because it was told to stop (its batch job ends
+    /// or was preempted): the task goes back to the front of the queue, no failure is counted (its
+    /// `max_attempts` budget is untouched), and the attempt is recorded as `interrupted` with `reason`.
+    pub async fn release_interrupted(
+        &self,
+        lease_id: &str,
+        key: &str,
+        reason: &str,
+    ) -> Result<FailOutcome, CoordError> {
+        {
+            let mut guard = self.inner.lock();
+            let inner = &mut *guard;
+            let Some(l) = inner.leases.get(lease_id) else {
+                return Ok(FailOutcome::Ignored);
+            };
+            let t = l.task;
+            if inner.tasks[t].def.key != key {
+                return Err(CoordError::invalid(
+                    "release request",
+                    format!("lease {lease_id} is for another task than {key}"),
+                ));
+            }
+            let Some(l) = inner.leases.take(lease_id) else {
+                return Ok(FailOutcome::Ignored);
+            };
+            let task = &mut inner.tasks[t];
+            task.lease = None;
+            task.state = TaskState::Ready;
+            enqueue(inner, t, true);
+            for x in l.exps {
+                inner.exps[x].running = inner.exps[x].running.saturating_sub(1);
+                bump(&inner.exps[x]);
+            }
+        }
+        let (l, r) = (lease_id.to_string(), reason.to_string());
+        self.store
+            .write(move |tx| tx.record_interrupted(&l, &r))
+            .await?;
+        self.notify.notify_waiters();
+        self.metrics.on_lease_ended(lease_id, "interrupted");
+        Ok(FailOutcome::Interrupted)
     }
 
     /// Records a failure reported by the lease holder.

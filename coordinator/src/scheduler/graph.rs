@@ -148,6 +148,8 @@ pub(super) fn add_locked(inner: &mut Inner, x: NewExpEntry<'_>) -> usize {
         done: 0,
         gave_up: 0,
         version,
+        durations: HashMap::new(),
+        launcher: Vec::new(),
     });
     inner.exp_by_id.insert(id.to_string(), xi);
     for def in &plan.tasks {

@@ -97,6 +97,18 @@ impl Scheduler {
     /// running experiments with a ready task that fits, the one with the fewest running tasks; within an
     /// experiment, prior tasks first, then in queue order.
     pub fn try_lease_slot(&self, worker: &str, slot: u32) -> Option<Grant> {
+        self.try_lease_within(worker, slot, None)
+    }
+
+    /// [`Scheduler::try_lease_slot`] for a worker with `left` until its batch job ends: a task whose
+    /// kind's median duration in the experiment (tasks finished under this process) exceeds `left` is
+    /// not handed out; with no finished task of that kind yet, any task is.
+    pub fn try_lease_within(
+        &self,
+        worker: &str,
+        slot: u32,
+        left: Option<Duration>,
+    ) -> Option<Grant> {
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
         let n = inner.exps.len();
@@ -137,6 +149,11 @@ impl Scheduler {
                     let task = &inner.tasks[t];
                     if task.state != TaskState::Ready {
                         continue;
+                    }
+                    if let (Some(left), Some(m)) = (left, median(e.durations.get(&task.def.kind))) {
+                        if m > left.as_secs_f64() {
+                            continue;
+                        }
                     }
                     if let Some(d) = usage.place(slot, task.def.payload.train.devices_per_task) {
                         found = Some((prior, pos, d));
@@ -205,13 +222,24 @@ impl Scheduler {
 
     /// Leases a task, waiting up to `wait` for one to become ready (long poll).
     pub async fn lease(&self, worker: &str, slot: u32, wait: Duration) -> Option<Grant> {
+        self.lease_within(worker, slot, wait, None).await
+    }
+
+    /// [`Scheduler::lease`] for a worker whose batch job ends in `left` ([`Scheduler::try_lease_within`]).
+    pub async fn lease_within(
+        &self,
+        worker: &str,
+        slot: u32,
+        wait: Duration,
+        left: Option<Duration>,
+    ) -> Option<Grant> {
         self.touch_worker(worker);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(g) = self.try_lease_slot(worker, slot) {
+            if let Some(g) = self.try_lease_within(worker, slot, left) {
                 return Some(g);
             }
             tokio::select! {
@@ -350,6 +378,21 @@ impl Scheduler {
     }
 }
 
+/// The median of `v` (None when empty).
+fn median(v: Option<&Vec<f64>>) -> Option<f64> {
+    let mut v = v?.clone();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
 /// A lease of task `t` (held in `task`) for `worker` from `now`, counted as running in each of the task's
 /// experiments.
 fn lease_of(
@@ -365,6 +408,7 @@ fn lease_of(
         task: t,
         worker: worker.to_string(),
         deadline: now + task.ttl,
+        started: now,
         ttl: task.ttl,
         attempt,
         exps: task.exps.clone(),

@@ -122,6 +122,11 @@ struct Experiment {
     gave_up: u32,
     /// Bumped on every change, so that watchers (status streams, the dashboard) wake up.
     version: watch::Sender<u64>,
+    /// Seconds each finished task of a kind took under its lease in this process (prior, target): a
+    /// worker whose batch job ends soon gets only a task whose kind's median fits.
+    durations: HashMap<TaskKind, Vec<f64>>,
+    /// What the launcher says about this experiment (Slurm: job arrays, element states, a pause).
+    launcher: Vec<String>,
 }
 
 /// A registered worker, as the scheduler knows it in memory (its durable row is in the store).
@@ -197,6 +202,8 @@ pub enum CompleteOutcome {
 pub enum FailOutcome {
     /// The task goes back to the queue.
     Retry,
+    /// The worker released it unfinished (told to stop): back in the queue, no attempt counted.
+    Interrupted,
     /// The task gave up.
     GaveUp,
     /// The lease was not held any more: nothing changed.

@@ -34,6 +34,19 @@ impl Scheduler {
         inner.exp_by_id.get(id).map(|&i| inner.exps[i].state)
     }
 
+    /// Replaces what the launcher says about experiment `id` (shown by `mer status` and the dashboard);
+    /// watchers wake up when it changed.
+    pub fn set_launcher_notes(&self, id: &str, notes: Vec<String>) {
+        let mut inner = self.inner.lock();
+        if let Some(&i) = inner.exp_by_id.get(id) {
+            let e = &mut inner.exps[i];
+            if e.launcher != notes {
+                e.launcher = notes;
+                bump(e);
+            }
+        }
+    }
+
     /// The status of an experiment (as sent to clients).
     pub fn status(&self, id: &str) -> Option<proto::ExperimentStatus> {
         let inner = self.inner.lock();
@@ -71,6 +84,7 @@ impl Scheduler {
         }
         s.folds_done = fold_open.values().filter(|open| !**open).count() as u32;
         s.waiting = waiting_reasons(&inner, e);
+        s.launcher = e.launcher.clone();
         for (_, l) in inner.leases.iter() {
             if l.exps.contains(&i) {
                 let d = &inner.tasks[l.task].def;

@@ -24,6 +24,16 @@ pub struct SubmitArgs {
     /// Secret holding the token in the Job's namespace, NAME[:KEY].
     #[arg(long, requires = "k8s", default_value = "mer-token:token")]
     pub k8s_token_secret: String,
+    /// Run the workers as Slurm job arrays that the coordinator submits (it must run where `sbatch`
+    /// works, a login node): sets launcher = "slurm"; the flags below override the spec's [slurm] table
+    /// (docs/slurm.md).
+    #[arg(long, conflicts_with = "k8s")]
+    pub slurm: bool,
+    /// With --slurm: print the job script the coordinator would submit, and submit nothing.
+    #[arg(long, requires = "slurm")]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub slurm_flags: super::slurm::SlurmFlags,
 }
 
 /// `mer status`.
@@ -90,10 +100,12 @@ fn status_table(list: &[proto::ExperimentStatus]) -> String {
             s.retries
         );
     }
-    for s in list
-        .iter()
-        .filter(|s| !s.running.is_empty() || !s.errors.is_empty() || !s.waiting.is_empty())
-    {
+    for s in list.iter().filter(|s| {
+        !s.running.is_empty()
+            || !s.errors.is_empty()
+            || !s.waiting.is_empty()
+            || !s.launcher.is_empty()
+    }) {
         out += &format!("\n{}:\n", s.experiment_id);
         if !s.running.is_empty() {
             out += &format!(
@@ -134,6 +146,9 @@ fn status_table(list: &[proto::ExperimentStatus]) -> String {
         for w in &s.waiting {
             out += &format!("  waiting: {w}\n");
         }
+        for l in &s.launcher {
+            out += &format!("  {l}\n");
+        }
         for e in &s.errors {
             out += &format!("  error: {e}\n");
         }
@@ -149,8 +164,21 @@ fn status_table(list: &[proto::ExperimentStatus]) -> String {
 }
 
 pub(super) async fn cmd_submit(a: SubmitArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&a.spec)
+        .with_context(|| format!("reading {}", a.spec.display()))?;
+    let text = if a.slurm {
+        // The spec as written must be valid first (its errors then point at its own lines).
+        mer_coordinator::spec::load_spec_text(&a.spec, &text)?;
+        super::slurm::slurm_spec_text(&a.spec, &text, &a.slurm_flags, &a.connect.coordinator)?
+    } else {
+        text
+    };
+    if a.dry_run {
+        print!("{}", super::slurm::dry_run_script(&a.spec, &text)?);
+        return Ok(());
+    }
     let c = connect(&a.connect.options())?;
-    let r = submit_spec(&c, &a.spec).await?;
+    let r = submit_spec_text(&c, &a.spec, text).await?;
     println!(
         "{} {} ({} tasks, {} already finished)",
         if r.existing {
@@ -191,6 +219,12 @@ pub(super) async fn cmd_submit(a: SubmitArgs) -> anyhow::Result<()> {
             job.parallelism
         );
     }
+    if a.slurm {
+        println!(
+            "slurm: the coordinator submits the worker job arrays; `mer status {}` shows their jobs",
+            r.experiment_id
+        );
+    }
     if a.wait {
         let s = watch_until_done(&c, &r.experiment_id, |s| {
             eprintln!(
@@ -226,7 +260,7 @@ pub(super) async fn cmd_status(a: StatusArgs) -> anyhow::Result<()> {
                     "id": s.experiment_id, "name": s.name, "state": s.state, "tasks_total": s.tasks_total,
                     "tasks_done": s.tasks_done, "tasks_running": s.tasks_running, "tasks_failed": s.tasks_failed,
                     "folds_total": s.folds_total, "folds_done": s.folds_done, "lost": s.lost,
-                    "duplicates": s.duplicates, "retries": s.retries, "errors": s.errors, "waiting": s.waiting,
+                    "duplicates": s.duplicates, "retries": s.retries, "errors": s.errors, "waiting": s.waiting, "launcher": s.launcher,
                     "running": s.running.iter().map(|r| serde_json::json!({
                         "task": r.task_key, "kind": r.kind, "fold": r.fold, "worker": r.worker_id,
                         "stage": r.stage, "epoch": r.epoch, "epochs": r.epochs, "loss": r.loss,

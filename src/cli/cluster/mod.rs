@@ -7,6 +7,7 @@
 mod clients;
 mod local;
 mod servers;
+mod slurm;
 
 pub use clients::{CancelArgs, ResultsArgs, StatusArgs, SubmitArgs};
 pub use local::{PlanArgs, RunArgs};
@@ -15,12 +16,12 @@ pub use servers::{CoordinatorArgs, WorkerArgs};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use mer::local::{default_run_dir, run_local, LocalOptions};
-use mer_coordinator::client::{get_results, get_status, submit_spec, watch_until_done};
+use mer_coordinator::client::{get_results, get_status, submit_spec_text, watch_until_done};
 use mer_coordinator::scheduler::SchedConfig;
 use mer_coordinator::server::{start, ServerConfig, TlsFiles};
 use mer_shared::client::{connect, ConnectOptions};
 use mer_shared::proto;
-use mer_worker::agent::{run_agent, AgentConfig};
+use mer_worker::agent::{run_agent_with_drain, AgentConfig, Drain};
 use mer_worker::sim::SimTrainer;
 use mer_worker::trainer::Trainer;
 use std::net::SocketAddr;
@@ -41,6 +42,7 @@ pub enum ClusterCommand {
     /// Run a coordinator for a cluster: gRPC for workers and clients, durable state in --state-dir.
     Coordinator(CoordinatorArgs),
     /// Run a worker agent: lease tasks from a coordinator and train them (SIGTERM drains: running tasks
+    /// finish, or with --term-grace / --drain-grace are released unfinished after the grace;
     /// finish and are reported, then it exits).
     Worker(WorkerArgs),
     /// Submit an experiment spec to a coordinator (uploads its prepared dataset first).
@@ -203,6 +205,45 @@ fn shutdown_on_signals() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// A worker's drain, started by SIGUSR2 (grace `usr2`, else like SIGTERM), SIGTERM (grace `term`) or
+/// Ctrl-C (no grace: running tasks finish). A later signal can only shorten the grace.
+fn drain_on_signals(usr2: Option<Duration>, term: Option<Duration>) -> Drain {
+    use tokio::signal::unix::{signal, SignalKind};
+    let drain = Drain::default();
+    let d = drain.clone();
+    tokio::spawn(async move {
+        let (mut t, mut u) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::user_defined2()),
+        ) {
+            (Ok(t), Ok(u)) => (t, u),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!("cannot listen for SIGTERM / SIGUSR2: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = t.recv() => {
+                    tracing::info!(grace_s = ?term.map(|g| g.as_secs()), "SIGTERM: draining");
+                    d.start(term);
+                }
+                _ = u.recv() => {
+                    let g = usr2.or(term);
+                    tracing::info!(grace_s = ?g.map(|g| g.as_secs()), "SIGUSR2: draining");
+                    d.start(g);
+                }
+                r = tokio::signal::ctrl_c() => {
+                    if r.is_err() { return; }
+                    tracing::info!("interrupted: draining");
+                    d.start(None);
+                }
+            }
+        }
+    });
+    drain
 }
 
 /// `mer bench scheduler`: prints the orchestrator's throughput (see `mer::simbench`).

@@ -30,6 +30,13 @@ pub struct CoordinatorArgs {
     /// with `launcher = "kubernetes"` then get a worker Job in this cluster (in-cluster credentials).
     #[arg(long, env = "MER_K8S_WORKER_TEMPLATE")]
     pub k8s_worker_template: Option<PathBuf>,
+    /// How often the Slurm launcher looks at its jobs (seconds), for experiments with
+    /// launcher = "slurm" (docs/slurm.md). 0 turns the launcher off.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub slurm_poll: f64,
+    /// The Slurm launcher's first wait before another job array (seconds; doubles per failure).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub slurm_backoff: f64,
     /// Print the bound address to stdout as `listening <addr>` (for scripts using port 0).
     #[arg(long, hide = true)]
     pub print_addr: bool,
@@ -63,6 +70,19 @@ pub struct WorkerArgs {
     /// Heartbeat interval override in milliseconds.
     #[arg(long, hide = true)]
     pub heartbeat_ms: Option<u64>,
+    /// On SIGUSR2 (a batch system's warning before the time limit), running tasks get this many seconds,
+    /// then they are released unfinished as interrupted (queued again, not counted as failures). Without
+    /// it, SIGUSR2 drains like SIGTERM.
+    #[arg(long, value_name = "SECS")]
+    pub drain_grace: Option<u64>,
+    /// On SIGTERM (preemption, `scancel`, the end of a batch job), running tasks get this many seconds,
+    /// then they are released unfinished as interrupted. Without it, running tasks finish first.
+    #[arg(long, value_name = "SECS")]
+    pub term_grace: Option<u64>,
+    /// When this worker's batch job ends (seconds since the Unix epoch): it leases only tasks whose kind
+    /// usually finishes before then, and none after. The Slurm launcher's job script sets it.
+    #[arg(long, value_name = "UNIX_SECS")]
+    pub job_end: Option<u64>,
 }
 
 pub(super) async fn cmd_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
@@ -79,6 +99,10 @@ pub(super) async fn cmd_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
     cfg.http_listen = a.http_listen;
     if let Some(p) = &a.k8s_worker_template {
         cfg.k8s_workers = Some(mer_coordinator::k8s::WorkerTemplate::from_file(p)?);
+    }
+    if a.slurm_poll > 0.0 {
+        let secs = |s: f64| Duration::from_secs_f64(s.clamp(0.05, 86400.0));
+        cfg.slurm = Some((secs(a.slurm_poll), secs(a.slurm_backoff)));
     }
     if let Some(ms) = a.lease_ms {
         cfg.sched = SchedConfig {
@@ -116,8 +140,14 @@ pub(super) async fn cmd_worker(a: WorkerArgs) -> anyhow::Result<()> {
     cfg.slots = a.slots.max(1);
     cfg.devices = a.devices.clone();
     cfg.heartbeat = a.heartbeat_ms.map(Duration::from_millis);
-    let stop = shutdown_on_signals();
-    let stats = run_agent(cfg, trainer, stop).await?;
+    cfg.job_end = a
+        .job_end
+        .map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s));
+    let drain = drain_on_signals(
+        a.drain_grace.map(Duration::from_secs),
+        a.term_grace.map(Duration::from_secs),
+    );
+    let stats = run_agent_with_drain(cfg, trainer, drain).await?;
     tracing::info!(
         accepted = stats.accepted,
         duplicates = stats.duplicates,

@@ -381,6 +381,7 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
             epoch,
             loss,
             monitor: None,
+            unseen: None,
             samples_per_s,
             test_predictions,
             layers: Vec::new(),

@@ -244,6 +244,7 @@ fn epoch_logs(
                 epoch,
                 loss: l.loss.filter(|x| x.is_finite()).unwrap_or(f64::NAN),
                 monitor: None,
+                unseen: None,
                 samples_per_s: l.samples_per_s.unwrap_or(0.0),
                 test_predictions,
                 layers: vec![],
