@@ -4,7 +4,9 @@
 #   - Debian packages: OpenCV (dev headers + Haar cascades), clang/libclang for the opencv crate's
 #     binding generator, protoc for the gRPC code generation, SQLite, pkg-config, and `prometheus`
 #     for `promtool check metrics` (the /metrics test), fonts-dejavu-core (text in the report's plotters PNGs)
-#     and chromium (the headless-browser dashboard test, coordinator/tests/dashboard_e2e.rs).
+#     and chromium (the headless-browser dashboard test, coordinator/tests/dashboard_e2e.rs), and
+#     slurm-wlm + munge (tests/slurm.rs runs the Slurm launcher against a real one-node Slurm that it
+#     starts itself; the packages' own services are not used and not started here).
 #   - .venv/ (project-local): torch==2.11.0 (tch 0.24.0 links against exactly it) and the Python test tools:
 #     scikit-image (worker/tests/lbptop_reference.rs checks the LBP-TOP features against it),
 #     kubernetes-validate (manifest schemas) and helm-python-sdk (Helm v4's Go engine as a C library,
@@ -13,7 +15,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-APT_PKGS=(libopencv-dev opencv-data clang libclang-dev protobuf-compiler pkg-config libsqlite3-dev openssl prometheus fonts-dejavu-core chromium)
+APT_PKGS=(libopencv-dev opencv-data clang libclang-dev protobuf-compiler pkg-config libsqlite3-dev openssl prometheus fonts-dejavu-core chromium slurm-wlm munge)
 PY_PKGS=("torch==2.11.0" "numpy" "scikit-learn" "safetensors" "openpyxl" "scikit-image" "kubernetes-validate==1.37.0" "helm-python-sdk==0.2.2")
 
 missing=()

@@ -36,4 +36,6 @@ echo "== clippy with the cuda feature (the NCCL collective and the CUDA tests co
 # Only the worker crate has code behind the feature: checking it alone leaves the crates above it alone (a
 # workspace-wide pass with the feature re-checked every one of them, minutes of CI time).
 cargo clippy --locked -p mer-worker --all-targets -j "$jobs" --features cuda -- -D warnings
+# As root (CI), the Slurm scenarios must run, not skip (tests/slurm.rs).
+if [ "$(id -u)" -eq 0 ]; then export MER_REQUIRE_SLURM="${MER_REQUIRE_SLURM:-1}"; fi
 cargo test --locked --workspace -j "$jobs" -- --test-threads "${MER_TEST_THREADS:-2}"

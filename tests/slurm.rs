@@ -9,7 +9,8 @@
 //! - USR2 (the time-limit warning) to a worker in mid-task: an interrupted attempt, the task finishes
 //!   elsewhere, no attempt counted as failed (read from the coordinator's store);
 //! - a time limit shorter than the experiment: more workers are submitted and it completes;
-//! - `mer cancel`: nothing of the experiment is left in `squeue`.
+//! - `mer cancel`: nothing of the experiment is left in `squeue`;
+//! - `sbatch` failing (an unknown partition): backoff, then a pause with the reason in `mer status`.
 //!
 //! A machine without root or without the packages skips with the reason printed; with
 //! `MER_REQUIRE_SLURM=1` (scripts/test.sh sets it when it runs as root) it fails instead.
@@ -423,6 +424,86 @@ fn cancel_leaves_nothing(cluster: &SlurmCluster, dir: &Path) {
     .unwrap_or_else(|e| panic!("{e}: {:?}", cluster.queued(&format!("mer-{id}"))));
 }
 
+/// `sbatch` refusing every array (an unknown partition): the launcher backs off and, after three
+/// failures in a row, pauses the experiment with the reason in `mer status`.
+fn failing_submissions_pause(cluster: &SlurmCluster, dir: &Path) {
+    let spec = write_spec(
+        dir,
+        "slurm-pause",
+        100,
+        "workers = 1\npartition = \"nosuchpart\"\n",
+    );
+    let c = start_coordinator(cluster, dir);
+    let id = submit(&c, &spec);
+    let mut last = serde_json::Value::Null;
+    let paused = wait_until("the launcher to pause", Duration::from_secs(90), || {
+        last = status(&c, &id)["launcher"].clone();
+        last.as_array().is_some_and(|l| {
+            l.iter().any(|x| {
+                x.as_str().is_some_and(|s| {
+                    s.contains("paused after 3 failures") && s.contains("partition")
+                })
+            })
+        })
+    });
+    paused.unwrap_or_else(|e| panic!("{e}: {last}"));
+    assert_eq!(status(&c, &id)["state"], "running");
+}
+
+/// `--dry-run` prints the script with every flag checkable against the spec and the command line,
+/// and submits nothing (no coordinator, no Slurm needed).
+#[test]
+fn dry_run_prints_the_script_flag_by_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "dry",
+        100,
+        "time = \"02:00:00\"\nqos = \"normal\"\n",
+    );
+    let out = ok(mer(&[
+        "submit",
+        "--coordinator",
+        "http://127.0.0.1:9",
+        "--slurm",
+        "--dry-run",
+        spec.to_str().unwrap(),
+        "--partition",
+        "gpu",
+        "--gpus-per-worker",
+        "2",
+        "--mem",
+        "32G",
+        "--workers",
+        "4",
+        "--sbatch-arg=--constraint=a100",
+        "--slurm-coordinator",
+        "http://login1:7878",
+    ]));
+    for line in [
+        "#SBATCH --partition=gpu",
+        "#SBATCH --qos=normal",
+        "#SBATCH --gres=gpu:2",
+        "#SBATCH --mem=32G",
+        "#SBATCH --time=02:00:00",
+        "#SBATCH --signal=B:USR2@120",
+        "#SBATCH --requeue",
+        "#SBATCH --constraint=a100",
+        // 9 tasks, 2 slots per worker (one per GPU): 5 workers, capped at 4.
+        "#SBATCH --array=0-3%4",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
+    }
+    let exec = out.lines().find(|l| l.starts_with("exec ")).unwrap();
+    assert!(
+        exec.contains("--coordinator http://login1:7878")
+            && exec.contains("--device cuda:0 --device cuda:1")
+            && exec.contains("--job-end \"$job_end\""),
+        "{exec}"
+    );
+    assert!(out.contains("job_end=$(( $(date +%s) + 7200 ))"), "{out}");
+}
+
 #[test]
 fn slurm_launcher_scenarios_on_a_real_cluster() {
     if let Some(why) = SlurmCluster::unavailable() {
@@ -435,13 +516,14 @@ fn slurm_launcher_scenarios_on_a_real_cluster() {
     // More CPUs than the machine has (SlurmdParameters=config_overrides): the simulated workers sleep.
     let cluster = SlurmCluster::start(16).unwrap_or_else(|e| panic!("starting Slurm: {e}"));
     type Scenario = fn(&SlurmCluster, &Path);
-    let scenarios: [(&str, Scenario); 6] = [
+    let scenarios: [(&str, Scenario); 7] = [
         ("identical_to_local", identical_to_local),
         ("scancel_one_element", scancel_one_element),
         ("requeue_is_interrupted", requeue_is_interrupted),
         ("usr2_drains", usr2_drains),
         ("time_limit_resubmits", time_limit_resubmits),
         ("cancel_leaves_nothing", cancel_leaves_nothing),
+        ("failing_submissions_pause", failing_submissions_pause),
     ];
     let root = tempfile::tempdir().unwrap();
     let failures: Vec<String> = std::thread::scope(|s| {

@@ -467,12 +467,13 @@ fn prior_impl(
         .iter()
         .map(|&i| data.samples[i].fold_key())
         .collect();
-    let (learn, unseen, unseen_subjects) = unseen_split(
+    let split = unseen_split(
         &subjects,
         &fold.train_labels,
         cfg.prior.unseen_subjects,
         &mut rng(cfg.seed, "prior-unseen", 0),
     )?;
+    let (learn, unseen, unseen_subjects) = (split.learn, split.unseen, split.subjects);
     let labels_of =
         |pos: &[usize]| -> Vec<usize> { pos.iter().map(|&k| fold.train_labels[k]).collect() };
     let learn_labels = labels_of(&learn);

@@ -163,20 +163,35 @@ impl PairSet {
     }
 }
 
+/// A fold's training samples split for prior learning: positions into the training set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnseenSplit {
+    /// Samples prior learning may pair.
+    pub learn: Vec<usize>,
+    /// Samples of the subjects kept out of it.
+    pub unseen: Vec<usize>,
+    /// Those subjects, sorted.
+    pub subjects: Vec<String>,
+}
+
 /// Splits a fold's training samples (`subjects[i]`, `labels[i]`) into those prior learning may use and
 /// those of `k` training subjects kept out of it, whose pairs then measure whether the siamese features
 /// carry to people the prior never saw. Subjects are taken in a seeded order; more than `k` are taken
 /// when the first `k` hold no same-class or no different-class pair. Returns `(prior, unseen)`
-/// positions and the unseen subjects (sorted); `k = 0` keeps everything for prior learning.
+/// positions and the unseen subjects ([`UnseenSplit`]); `k = 0` keeps everything for prior learning.
 pub fn unseen_split(
     subjects: &[String],
     labels: &[usize],
     k: usize,
     rng: &mut ChaCha8Rng,
-) -> Result<(Vec<usize>, Vec<usize>, Vec<String>), WorkerError> {
+) -> Result<UnseenSplit, WorkerError> {
     let all: Vec<usize> = (0..subjects.len()).collect();
     if k == 0 {
-        return Ok((all, Vec::new(), Vec::new()));
+        return Ok(UnseenSplit {
+            learn: all,
+            unseen: Vec::new(),
+            subjects: Vec::new(),
+        });
     }
     let mut order: Vec<&String> = subjects
         .iter()
@@ -201,13 +216,17 @@ pub fn unseen_split(
             })
         };
         if chosen.len() >= k && has(true) && has(false) {
-            let prior = all
+            let learn = all
                 .iter()
                 .copied()
                 .filter(|i| !unseen.contains(i))
                 .collect();
             chosen.sort();
-            return Ok((prior, unseen, chosen));
+            return Ok(UnseenSplit {
+                learn,
+                unseen,
+                subjects: chosen,
+            });
         }
     }
     Err(WorkerError::InvalidOption {
@@ -284,7 +303,8 @@ mod tests {
         let subjects: Vec<String> = (0..30).map(|i| format!("s{}", i / 6)).collect();
         let labels: Vec<usize> = (0..30).map(|i| i % 3).collect();
         let mut r = ChaCha8Rng::seed_from_u64(9);
-        let (prior, unseen, who) = unseen_split(&subjects, &labels, 1, &mut r).unwrap();
+        let split = unseen_split(&subjects, &labels, 1, &mut r).unwrap();
+        let (prior, unseen, who) = (split.learn, split.unseen, split.subjects);
         assert_eq!((prior.len(), unseen.len(), who.len()), (24, 6, 1));
         assert!(unseen.iter().all(|&i| subjects[i] == who[0]));
         assert!(prior.iter().all(|&i| subjects[i] != who[0]));
@@ -309,9 +329,12 @@ mod tests {
             .all(|p| subjects[p.a as usize] == who[0] && subjects[p.b as usize] == who[0]));
         // Seeded, and k = 0 keeps everything.
         let again = unseen_split(&subjects, &labels, 1, &mut ChaCha8Rng::seed_from_u64(9)).unwrap();
-        assert_eq!(again.2, who);
+        assert_eq!(again.subjects, who);
         assert_eq!(
-            unseen_split(&subjects, &labels, 0, &mut r).unwrap().0.len(),
+            unseen_split(&subjects, &labels, 0, &mut r)
+                .unwrap()
+                .learn
+                .len(),
             30
         );
         // A subject with one class only is not enough on its own: another joins it.
@@ -326,9 +349,14 @@ mod tests {
             })
             .collect();
         for seed in 0..8 {
-            let (_, u, w) =
+            let s =
                 unseen_split(&subj2, &one_class, 1, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap();
-            assert!(u.iter().any(|&i| one_class[i] != one_class[u[0]]), "{w:?}");
+            let u = &s.unseen;
+            assert!(
+                u.iter().any(|&i| one_class[i] != one_class[u[0]]),
+                "{:?}",
+                s.subjects
+            );
         }
         // Asking for every subject leaves nothing to learn from.
         assert!(unseen_split(&subjects, &labels, 5, &mut r)

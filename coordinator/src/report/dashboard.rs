@@ -218,6 +218,8 @@ pub struct ExperimentDetail {
     pub errors: Vec<String>,
     /// Why ready tasks are not being started (no worker has the devices a task needs).
     pub waiting: Vec<String>,
+    /// What the launcher says (Slurm: its job arrays with their elements' states, a pause).
+    pub launcher: Vec<String>,
 }
 
 /// A running task.
@@ -384,10 +386,10 @@ impl Dashboard {
                     .unwrap_or_default(),
             })
             .collect();
-        let (errors, waiting) = self
+        let (errors, waiting, launcher) = self
             .sched
             .status(id)
-            .map(|s| (s.errors, s.waiting))
+            .map(|s| (s.errors, s.waiting, s.launcher))
             .unwrap_or_default();
         drop(c);
         self.cache
@@ -404,6 +406,7 @@ impl Dashboard {
             running,
             errors,
             waiting,
+            launcher,
         })
     }
 }
