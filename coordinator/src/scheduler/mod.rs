@@ -467,6 +467,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn interrupted_releases_count_no_attempt_and_short_jobs_get_only_tasks_that_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sched(dir.path()).await;
+        let p = plan("a", "1");
+        let sub = s.submit(submission("a", "ida", p.clone())).await.unwrap();
+        // Released unfinished many times over (more than max_attempts): never a failure.
+        for _ in 0..5 {
+            let g = s.try_lease("w").unwrap();
+            assert_eq!(g.def.kind, TaskKind::Prior);
+            let out = s
+                .release_interrupted(&g.lease_id, &g.def.key, "told to stop")
+                .await
+                .unwrap();
+            assert_eq!(out, FailOutcome::Interrupted);
+        }
+        let st = s.status(&sub.id).unwrap();
+        assert_eq!((st.state.as_str(), st.retries, st.tasks_failed), ("running", 0, 0));
+        let outcomes = s.store().attempt_outcomes().await.unwrap();
+        assert_eq!(outcomes, vec![("interrupted".to_string(), 5)]);
+        // A prior task finishes after about 50 ms: a worker with 10 ms left gets no prior task, one
+        // with 10 s does, and one without a limit does.
+        let g = s.try_lease("w").unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.complete(&g.lease_id, "w", &g.def.key, None, Some("ck".into()))
+            .await
+            .unwrap();
+        let next_prior = {
+            let inner = s.inner.lock();
+            inner.exps[0].ready_prior.len()
+        };
+        assert!(next_prior > 0, "another prior task is ready");
+        // With 10 ms left only targets come (no target has finished: any fits), until none is ready.
+        while let Some(g) = s.try_lease_within("w", 0, Some(Duration::from_millis(10))) {
+            assert_eq!(g.def.kind, TaskKind::Target, "no prior task for a job ending in 10 ms");
+        }
+        let g = s
+            .try_lease_within("w", 0, Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(g.def.kind, TaskKind::Prior);
+        assert!(s.try_lease_within("w", 0, None).is_some());
+    }
+
+    #[tokio::test]
     async fn resubmitting_a_failed_experiment_retries_its_given_up_tasks_durably() {
         let dir = tempfile::tempdir().unwrap();
         let s = sched(dir.path()).await;
