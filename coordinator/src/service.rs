@@ -98,6 +98,15 @@ pub async fn write_experiment_results(
         .keys()
         .map(|h| (h.clone(), shared.artifacts.path_of(h)))
         .collect();
+    for (key, hash) in shared.sched.store().prior_checkpoints().await? {
+        let Some(t) = plan.tasks.iter().find(|t| t.key == key) else {
+            continue;
+        };
+        let path = shared.artifacts.path_of(&hash);
+        if let Some(r) = crate::report::bundle::read_prior_record(&path, &key, &t.fold) {
+            ctx.priors.insert(key, r);
+        }
+    }
     crate::report::bundle::write_run_files(&dir, &plan, &results, &ctx)?;
     let mut files = BTreeMap::new();
     collect_files(&dir, &dir, &mut files)?;

@@ -377,6 +377,20 @@ impl Store {
         .await
     }
 
+    /// The artifact hash of every finished prior task's checkpoint, by task key.
+    pub async fn prior_checkpoints(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, CoordError> {
+        self.read(|conn| {
+            let mut st = conn.prepare(
+                "SELECT task_key, checkpoint FROM results WHERE kind = 'prior' AND checkpoint IS NOT NULL",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// Whether the database answers a query on a fresh connection (readiness probe).
     pub fn ping(&self) -> Result<(), CoordError> {
         self.reader()?

@@ -7,6 +7,8 @@
 //! - `spec.toml`: the experiment spec as submitted (when known);
 //! - `folds.jsonl`: one line per finished target task, a [`FoldRecord`] (task key, sweep point, fold,
 //!   worker, the full `FoldResult` with per-sample predictions and per-epoch training log);
+//! - `priors.jsonl`: one line per finished prior task, a [`PriorRecord`] (task key, fold, and the per-epoch
+//!   log its artifact carries: siamese loss, held-out pair accuracy, unseen-subject pair accuracy);
 //! - `provenance.json`: a [`Provenance`] (code version, task-key version, prepared files with their
 //!   `PrepInfo` - key-frame method and interpolator -, workers with devices and versions).
 //!
@@ -99,6 +101,43 @@ pub struct Provenance {
     pub user_methods: Vec<mer_shared::user_method::UserMethodTask>,
 }
 
+/// One finished prior task (a line of `priors.jsonl`): its per-epoch log, read from the summary that the
+/// prior artifact carries in its safetensors metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriorRecord {
+    /// The prior task's key.
+    pub task_key: String,
+    /// Its fold (the held-out subject).
+    pub fold: String,
+    /// Per-epoch log (stage `prior`: loss, `monitor` = held-out pair accuracy, `unseen`).
+    pub epochs: Vec<mer_shared::fold::EpochLog>,
+    /// Training subjects kept out of prior learning (`prior.unseen_subjects`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unseen_subjects: Vec<String>,
+}
+
+/// The per-epoch log a prior artifact (safetensors) carries in its `summary` metadata, as a
+/// [`PriorRecord`] of `task_key`/`fold`; `None` when the file or the summary cannot be read (the
+/// report then lacks that fold's prior curve, nothing else).
+pub fn read_prior_record(path: &Path, task_key: &str, fold: &str) -> Option<PriorRecord> {
+    let data = std::fs::read(path).ok()?;
+    let (_, md) = safetensors::SafeTensors::read_metadata(&data).ok()?;
+    let summary = md.metadata().as_ref()?.get("summary")?;
+    #[derive(Deserialize)]
+    struct Summary {
+        epochs: Vec<mer_shared::fold::EpochLog>,
+        #[serde(default)]
+        unseen_subjects: Vec<String>,
+    }
+    let s: Summary = serde_json::from_str(summary).ok()?;
+    Some(PriorRecord {
+        task_key: task_key.to_string(),
+        fold: fold.to_string(),
+        epochs: s.epochs,
+        unseen_subjects: s.unseen_subjects,
+    })
+}
+
 /// What the coordinator knows about the run besides the results: the spec text, workers and which worker
 /// produced which result.
 #[derive(Debug, Clone, Default)]
@@ -113,6 +152,8 @@ pub struct RunContext {
     pub result_workers: BTreeMap<String, String>,
     /// Where to find prepared files by hash when the plan's path is not a file here (the artifact store).
     pub dataset_lookup: BTreeMap<String, PathBuf>,
+    /// The per-epoch logs of the finished prior tasks (by task key).
+    pub priors: BTreeMap<String, PriorRecord>,
 }
 
 /// Writes `plan.json`, `spec.toml` (when known), `folds.jsonl` and `provenance.json` into `dir`.
@@ -157,6 +198,14 @@ pub fn write_run_files(
         out.push('\n');
     }
     write_atomic(&dir.join("folds.jsonl"), lines.as_bytes())?;
+    if !ctx.priors.is_empty() {
+        let mut p = String::new();
+        for r in ctx.priors.values() {
+            p += &serde_json::to_string(r).map_err(|e| CoordError::json("priors.jsonl", e))?;
+            p.push('\n');
+        }
+        write_atomic(&dir.join("priors.jsonl"), p.as_bytes())?;
+    }
     if plan.selection.is_some() {
         write_atomic(&dir.join("inner_folds.jsonl"), inner_lines.as_bytes())?;
     }
@@ -247,6 +296,7 @@ pub async fn run_context(store: &Store, id: &str) -> Result<RunContext, CoordErr
         workers,
         result_workers,
         dataset_lookup: BTreeMap::new(),
+        priors: BTreeMap::new(),
     })
 }
 
@@ -268,6 +318,8 @@ pub struct RunData {
     pub spec_toml: Option<String>,
     /// `folds.jsonl`, when present.
     pub folds: Vec<FoldRecord>,
+    /// `priors.jsonl`, when present.
+    pub priors: Vec<PriorRecord>,
     /// `provenance.json`, when present.
     pub provenance: Option<Provenance>,
 }
@@ -345,6 +397,15 @@ pub fn load_run(dir: &Path) -> Result<RunData, CoordError> {
             folds.push(rec);
         }
     }
+    let mut priors = Vec::new();
+    let ppath = dir.join("priors.jsonl");
+    if let Some(t) = read_opt(&ppath)? {
+        for (i, line) in t.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let rec: PriorRecord = serde_json::from_str(line)
+                .map_err(|e| CoordError::json(format!("{}:{}", ppath.display(), i + 1), e))?;
+            priors.push(rec);
+        }
+    }
     let provenance =
         match read_opt(&dir.join("provenance.json"))? {
             Some(t) => Some(serde_json::from_str(&t).map_err(|e| {
@@ -360,6 +421,7 @@ pub fn load_run(dir: &Path) -> Result<RunData, CoordError> {
         plan,
         spec_toml,
         folds,
+        priors,
         provenance,
     })
 }

@@ -7,7 +7,7 @@
 //! here with [`ScoreReport::compute`]; a disagreement with `results.json` is an error, never silently
 //! papered over.
 
-use super::bundle::{load_run, FoldRecord, RunData};
+use super::bundle::{load_run, FoldRecord, PriorRecord, RunData};
 use super::paper;
 use super::plots::{self, Series};
 use crate::aggregate::SweepPointResult;
@@ -966,8 +966,90 @@ pub fn mean_curves(folds: &[FoldRecord]) -> BTreeMap<(String, u32), Vec<(f64, f6
         .collect()
 }
 
+/// Per prior epoch, the means over the folds' prior tasks of the siamese loss, the held-out pair
+/// accuracy and the unseen-subject pair accuracy (`None` where no fold has that number).
+pub fn prior_curves(priors: &[PriorRecord]) -> Vec<(usize, [Option<f64>; 3])> {
+    let mut acc: BTreeMap<usize, [(f64, usize); 3]> = BTreeMap::new();
+    for r in priors {
+        for e in &r.epochs {
+            let slot = acc.entry(e.epoch).or_default();
+            for (i, v) in [Some(e.loss), e.monitor, e.unseen].into_iter().enumerate() {
+                if let Some(v) = v.filter(|v| v.is_finite()) {
+                    slot[i].0 += v;
+                    slot[i].1 += 1;
+                }
+            }
+        }
+    }
+    acc.into_iter()
+        .map(|(ep, s)| (ep, s.map(|(sum, n)| (n > 0).then(|| sum / n as f64))))
+        .collect()
+}
+
+/// Prior learning's curves: does the siamese stage learn, and do its features carry to unseen people?
+fn prior_learning_curves(run: &RunData, b: &mut Vec<Block>) -> Result<(), CoordError> {
+    if run.priors.is_empty() {
+        return Ok(());
+    }
+    let curves = prior_curves(&run.priors);
+    let names = [
+        "siamese loss (training pairs)",
+        "pair accuracy, held-out pairs",
+        "pair accuracy, unseen subjects",
+    ];
+    let series: Vec<Series> = (0..3)
+        .map(|i| Series {
+            label: names[i].to_string(),
+            points: curves
+                .iter()
+                .filter_map(|(ep, v)| v[i].map(|v| (*ep as f64, v)))
+                .collect(),
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    b.push(Block::Para(format!(
+        "Prior learning, mean over {} prior task(s). Chance is a loss of ln 2 = 0.693 and a pair accuracy of 0.5. \
+         The held-out pairs share clips with the pairs learnt from; the unseen-subject pairs (with \
+         `prior.unseen_subjects`) are of clips of training subjects that prior learning never saw, so they \
+         say whether the features carry to new people.",
+        run.priors.len()
+    )));
+    let png = plots::line_png(
+        "prior learning: mean over folds",
+        "epoch",
+        "loss / accuracy",
+        &series,
+        Some((0.0, 1.0)),
+    )?;
+    b.push(Block::Image {
+        file: "prior_learning.png".into(),
+        caption:
+            "prior stage: siamese loss and pair accuracies per epoch, mean over the prior tasks"
+                .into(),
+        png,
+    });
+    let cell = |v: Option<f64>| v.map(f4).unwrap_or_else(|| "-".into());
+    let rows = curves
+        .iter()
+        .map(|(ep, v)| vec![(ep + 1).to_string(), cell(v[0]), cell(v[1]), cell(v[2])])
+        .collect();
+    b.push(Block::Table {
+        head: [
+            "prior epoch",
+            "siamese loss",
+            "held-out pair acc.",
+            "unseen-subject pair acc.",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    });
+    Ok(())
+}
+
 fn training_curves(run: &RunData, b: &mut Vec<Block>) -> Result<(), CoordError> {
     b.push(Block::Heading(2, "Training curves".into()));
+    prior_learning_curves(run, b)?;
     if run.folds.is_empty() {
         b.push(Block::Para(
             "No `folds.jsonl` in the run folder: the per-epoch training logs are not available."

@@ -348,3 +348,57 @@ fn a_method_sweep_reports_a_measured_row_per_method_and_compares_them_per_part()
         "{summary}"
     );
 }
+
+#[test]
+fn prior_curves_come_from_the_artifacts_summaries_and_reach_the_report() {
+    use crate::report::bundle::{read_prior_record, PriorRecord};
+    use mer_shared::fold::EpochLog;
+    let dir = tempfile::tempdir().unwrap();
+    let ep = |epoch: usize, loss: f64, monitor: f64, unseen: f64| EpochLog {
+        stage: "prior".into(),
+        epoch,
+        loss,
+        monitor: Some(monitor),
+        unseen: Some(unseen),
+        samples_per_s: 1.0,
+        test_predictions: vec![],
+        layers: vec![],
+    };
+    // What the engine writes: the tower weights with a `summary` JSON in the metadata.
+    let summary = serde_json::json!({
+        "epochs": [ep(0, 0.69, 0.5, 0.5), ep(1, 0.30, 0.9, 0.7)],
+        "unseen_subjects": ["casme2/sub02"],
+        "other": "fields are ignored",
+    });
+    let art = dir.path().join("prior.safetensors");
+    let meta: std::collections::HashMap<String, String> =
+        [("summary".to_string(), summary.to_string())].into();
+    let data = [0u8; 4];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &data).unwrap();
+    safetensors::tensor::serialize_to_file([("conv1.weight", view)], Some(meta), &art).unwrap();
+    let a = read_prior_record(&art, "k1", "casme2/sub01").unwrap();
+    assert_eq!((a.epochs.len(), a.unseen_subjects.len()), (2, 1));
+    assert!(read_prior_record(&dir.path().join("missing"), "k", "f").is_none());
+    let b = PriorRecord {
+        task_key: "k2".into(),
+        fold: "casme2/sub03".into(),
+        epochs: vec![ep(0, 0.71, 0.5, 0.6), ep(1, 0.10, 1.0, 0.9)],
+        unseen_subjects: vec![],
+    };
+    let run = finished_run(dir.path(), "alpha = [1]\n");
+    let ctx = RunContext {
+        priors: [("k1".to_string(), a), ("k2".to_string(), b)].into(),
+        ..Default::default()
+    };
+    let plan: crate::plan::Plan =
+        serde_json::from_str(&std::fs::read_to_string(run.join("plan.json")).unwrap()).unwrap();
+    write_run_files(&run, &plan, &Default::default(), &ctx).unwrap();
+    assert_eq!(load_run(&run).unwrap().priors.len(), 2);
+    let out = render_report(&run, &run.join("report")).unwrap();
+    let md = std::fs::read_to_string(&out.markdown).unwrap();
+    // Means over the two folds per epoch.
+    assert!(md.contains("| 1 | 0.7000 | 0.5000 | 0.5500 |"), "{md}");
+    assert!(md.contains("| 2 | 0.2000 | 0.9500 | 0.8000 |"), "{md}");
+    assert!(out.images.iter().any(|p| p.ends_with("prior_learning.png") && p.is_file()));
+}

@@ -483,7 +483,10 @@ mod tests {
             assert_eq!(out, FailOutcome::Interrupted);
         }
         let st = s.status(&sub.id).unwrap();
-        assert_eq!((st.state.as_str(), st.retries, st.tasks_failed), ("running", 0, 0));
+        assert_eq!(
+            (st.state.as_str(), st.retries, st.tasks_failed),
+            ("running", 0, 0)
+        );
         let outcomes = s.store().attempt_outcomes().await.unwrap();
         assert_eq!(outcomes, vec![("interrupted".to_string(), 5)]);
         // A prior task finishes after about 50 ms: a worker with 10 ms left gets no prior task, one
@@ -500,7 +503,11 @@ mod tests {
         assert!(next_prior > 0, "another prior task is ready");
         // With 10 ms left only targets come (no target has finished: any fits), until none is ready.
         while let Some(g) = s.try_lease_within("w", 0, Some(Duration::from_millis(10))) {
-            assert_eq!(g.def.kind, TaskKind::Target, "no prior task for a job ending in 10 ms");
+            assert_eq!(
+                g.def.kind,
+                TaskKind::Target,
+                "no prior task for a job ending in 10 ms"
+            );
         }
         let g = s
             .try_lease_within("w", 0, Some(Duration::from_secs(10)))
