@@ -374,14 +374,14 @@ fn usr2_drains(cluster: &SlurmCluster, dir: &Path) {
     );
 }
 
-/// One worker whose time limit (90 s) is shorter than the experiment (9 tasks of 12 s): the launcher
+/// One worker whose time limit (75 s) is shorter than the experiment (9 tasks of 10 s): the launcher
 /// submits another array when the first ends, and the experiment completes.
 fn time_limit_resubmits(cluster: &SlurmCluster, dir: &Path) {
     let spec = write_spec(
         dir,
         "slurm-timelimit",
-        12_000,
-        "workers = 1\ntime = \"1:30\"\ngrace_seconds = 10\n",
+        10_000,
+        "workers = 1\ntime = \"1:15\"\ngrace_seconds = 10\n",
     );
     let c = start_coordinator(cluster, dir);
     let id = submit(&c, &spec);

@@ -1264,21 +1264,38 @@ pub(crate) mod tests {
         assert_eq!(s.pairs_same + s.pairs_different, 21);
         assert!(s.epochs[0].monitor.is_some());
         assert!(s.epochs[0].unseen.is_none() && s.unseen_subjects.is_empty());
-        // One training subject kept out: its clips are in no learning pair, and its pairs are scored.
+        // One training subject kept out: its clips are in no learning pair, and its pairs are scored
+        // (a set with more clips per subject, so that one subject holds both kinds of pair).
+        let d4 = synthetic(4, 6, 32, 4);
         let mut u = cfg.clone();
         u.prior.unseen_subjects = 1;
-        let su = run_prior(
-            &d,
+        let held = HeldOut::subject("casme2/sub04");
+        let all = run_prior(
+            &d4,
             LabelScheme::Megc3,
-            &HeldOut::subject("casme2/sub03"),
+            &held,
+            &cfg,
+            &dir.path().join("all.safetensors"),
+            Hooks::default(),
+        )
+        .unwrap();
+        let su = run_prior(
+            &d4,
+            LabelScheme::Megc3,
+            &held,
             &u,
             &dir.path().join("unseen.safetensors"),
             Hooks::default(),
         )
         .unwrap();
         assert_eq!(su.unseen_subjects.len(), 1);
-        assert_ne!(su.unseen_subjects[0], "casme2/sub03");
-        assert!(su.train_samples < 7, "{}", su.train_samples);
+        assert_ne!(su.unseen_subjects[0], "casme2/sub04");
+        assert!(
+            su.train_samples < all.train_samples,
+            "{} {}",
+            su.train_samples,
+            all.train_samples
+        );
         assert!(su.epochs.iter().all(|e| e.unseen.is_some()));
         let f = checkpoint::load(&out, PRIOR_FORMAT).unwrap();
         assert!(f.tensors.contains_key("conv1.weight") && !f.tensors.contains_key("siam.weight"));

@@ -400,5 +400,8 @@ fn prior_curves_come_from_the_artifacts_summaries_and_reach_the_report() {
     // Means over the two folds per epoch.
     assert!(md.contains("| 1 | 0.7000 | 0.5000 | 0.5500 |"), "{md}");
     assert!(md.contains("| 2 | 0.2000 | 0.9500 | 0.8000 |"), "{md}");
-    assert!(out.images.iter().any(|p| p.ends_with("prior_learning.png") && p.is_file()));
+    assert!(out
+        .images
+        .iter()
+        .any(|p| p.ends_with("prior_learning.png") && p.is_file()));
 }
