@@ -346,7 +346,7 @@ fn usr2_drains(cluster: &SlurmCluster, dir: &Path) {
         dir,
         "slurm-usr2",
         20_000,
-        "workers = 2\ntime = \"10:00\"\ngrace_seconds = 20\n",
+        "workers = 3\ntime = \"10:00\"\ngrace_seconds = 20\n",
     );
     let c = start_coordinator(cluster, dir);
     let id = submit(&c, &spec);
