@@ -437,22 +437,7 @@ impl SlotCtx {
     ) -> Result<Option<proto::TaskLease>, WorkerError> {
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(task = %t.task_key, fold = %t.fold, "task failed: {error}");
-        let req = proto::FailRequest {
-            lease_id: t.lease_id.clone(),
-            worker_id: self.worker_id.clone(),
-            task_key: t.task_key.clone(),
-            error,
-            retryable,
-            interrupted: false,
-        };
-        let w = self.clients.worker.clone();
-        self.retry("fail", || {
-            let mut w = w.clone();
-            let req = req.clone();
-            async move { w.fail(req).await }
-        })
-        .await?;
-        Ok(None)
+        self.send_fail(t, error, retryable, false).await
     }
 
     /// Gives a task back unfinished because the worker was told to stop: the coordinator queues it
@@ -463,13 +448,26 @@ impl SlotCtx {
     ) -> Result<Option<proto::TaskLease>, WorkerError> {
         self.counters.stopped.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(task = %t.task_key, fold = %t.fold, "drain grace over: task released unfinished");
+        let why = "the worker was told to stop (batch job time limit or preemption) and released it unfinished";
+        self.send_fail(t, why.into(), true, true).await
+    }
+
+    /// The `Fail` call (retried while the coordinator is unreachable): a failure, or with
+    /// `interrupted` a task released unfinished.
+    async fn send_fail(
+        &self,
+        t: &proto::TaskLease,
+        error: String,
+        retryable: bool,
+        interrupted: bool,
+    ) -> Result<Option<proto::TaskLease>, WorkerError> {
         let req = proto::FailRequest {
             lease_id: t.lease_id.clone(),
             worker_id: self.worker_id.clone(),
             task_key: t.task_key.clone(),
-            error: "the worker was told to stop (batch job time limit or preemption) and released it unfinished".into(),
-            retryable: true,
-            interrupted: true,
+            error,
+            retryable,
+            interrupted,
         };
         let w = self.clients.worker.clone();
         self.retry("fail", || {

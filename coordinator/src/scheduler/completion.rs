@@ -103,25 +103,12 @@ impl Scheduler {
         {
             let mut guard = self.inner.lock();
             let inner = &mut *guard;
-            let Some(l) = inner.leases.get(lease_id) else {
+            let Some((t, l)) = end_held_lease(inner, lease_id, key, "release request")? else {
                 return Ok(FailOutcome::Ignored);
             };
-            let t = l.task;
-            if inner.tasks[t].def.key != key {
-                return Err(CoordError::invalid(
-                    "release request",
-                    format!("lease {lease_id} is for another task than {key}"),
-                ));
-            }
-            let Some(l) = inner.leases.take(lease_id) else {
-                return Ok(FailOutcome::Ignored);
-            };
-            let task = &mut inner.tasks[t];
-            task.lease = None;
-            task.state = TaskState::Ready;
+            inner.tasks[t].state = TaskState::Ready;
             enqueue(inner, t, true);
             for x in l.exps {
-                inner.exps[x].running = inner.exps[x].running.saturating_sub(1);
                 bump(&inner.exps[x]);
             }
         }
@@ -153,22 +140,10 @@ impl Scheduler {
         let (outcome, t_errors, failures, gave_up_keys, changed) = {
             let mut guard = self.inner.lock();
             let inner = &mut *guard;
-            let Some(l) = inner.leases.get(lease_id) else {
+            let Some((t, l)) = end_held_lease(inner, lease_id, key, "fail request")? else {
                 return Ok(FailOutcome::Ignored);
             };
-            let t = l.task;
-            if inner.tasks[t].def.key != key {
-                return Err(CoordError::invalid(
-                    "fail request",
-                    format!("lease {lease_id} is for another task than {key}"),
-                ));
-            }
-            let l = inner.leases.take(lease_id).expect("lease present");
-            for x in &l.exps {
-                inner.exps[*x].running = inner.exps[*x].running.saturating_sub(1);
-            }
             let task = &mut inner.tasks[t];
-            task.lease = None;
             task.failures += 1;
             task.errors
                 .push(format!("attempt {} on {}: {}", l.attempt, l.worker, error));
@@ -212,4 +187,33 @@ impl Scheduler {
         );
         Ok(outcome)
     }
+}
+
+/// Ends lease `lease_id` of task `key` as its holder reported (a failure or a release): takes it from the
+/// table, counts it out of its experiments' running tasks, and clears the task's lease. `None` when the
+/// lease is not held any more; an error when it is another task's (`call` names the request).
+fn end_held_lease(
+    inner: &mut Inner,
+    lease_id: &str,
+    key: &str,
+    call: &str,
+) -> Result<Option<(usize, ActiveLease)>, CoordError> {
+    let Some(l) = inner.leases.get(lease_id) else {
+        return Ok(None);
+    };
+    let t = l.task;
+    if inner.tasks[t].def.key != key {
+        return Err(CoordError::invalid(
+            call,
+            format!("lease {lease_id} is for another task than {key}"),
+        ));
+    }
+    let Some(l) = inner.leases.take(lease_id) else {
+        return Ok(None);
+    };
+    for x in &l.exps {
+        inner.exps[*x].running = inner.exps[*x].running.saturating_sub(1);
+    }
+    inner.tasks[t].lease = None;
+    Ok(Some((t, l)))
 }
