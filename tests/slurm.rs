@@ -31,6 +31,27 @@ struct Coordinator {
     child: Child,
     url: String,
     state: PathBuf,
+    /// The /metrics address.
+    http: String,
+}
+
+impl Coordinator {
+    /// The value of one sample of `/metrics` (`name{labels}` as Prometheus prints it), 0 when absent.
+    fn metric(&self, sample: &str) -> f64 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.http).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.http
+        )
+        .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
 }
 
 impl Drop for Coordinator {
@@ -43,6 +64,14 @@ impl Drop for Coordinator {
 fn start_coordinator(cluster: &SlurmCluster, dir: &Path) -> Coordinator {
     let state = dir.join("state");
     let log = std::fs::File::create(dir.join("coordinator.log")).unwrap();
+    let http = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
     let (k, v) = cluster.env();
     let mut child = Command::new(MER)
         .args([
@@ -56,6 +85,8 @@ fn start_coordinator(cluster: &SlurmCluster, dir: &Path) -> Coordinator {
             "0.3",
             "--slurm-backoff",
             "1",
+            "--http-listen",
+            &http,
             "--state-dir",
         ])
         .arg(&state)
@@ -75,6 +106,7 @@ fn start_coordinator(cluster: &SlurmCluster, dir: &Path) -> Coordinator {
         child,
         url: format!("http://{addr}"),
         state,
+        http,
     }
 }
 
@@ -333,6 +365,14 @@ fn requeue_is_interrupted(cluster: &SlurmCluster, dir: &Path) {
             && o == "interrupted"),
         "the requeued element's attempt is interrupted: {a:?}"
     );
+    assert!(c.metric("mer_slurm_preemptions_total") >= 1.0);
+    assert!(c.metric("mer_slurm_submissions_total{outcome=\"ok\"}") >= 1.0);
+    let interrupted = |kind: &str| {
+        c.metric(&format!(
+            "mer_task_retries_total{{kind=\"{kind}\",reason=\"interrupted\"}}"
+        ))
+    };
+    assert!(interrupted("prior") + interrupted("target") >= 1.0);
     assert_eq!(
         results(&c, &id, &dir.join("out")),
         local_reference(&spec, dir)
@@ -447,6 +487,10 @@ fn failing_submissions_pause(cluster: &SlurmCluster, dir: &Path) {
         })
     });
     paused.unwrap_or_else(|e| panic!("{e}: {last}"));
+    assert_eq!(
+        c.metric("mer_slurm_submissions_total{outcome=\"failed\"}"),
+        3.0
+    );
     assert_eq!(status(&c, &id)["state"], "running");
 }
 
