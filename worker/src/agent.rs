@@ -85,11 +85,6 @@ impl Drain {
         self.changed.notify_waiters();
     }
 
-    /// Whether draining has started.
-    pub fn started(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
     /// Resolves once a grace was set and has run out.
     async fn expired(&self) {
         loop {

@@ -143,6 +143,15 @@ impl Scheduler {
             if best.as_ref().is_some_and(|b| e.running >= b.4) {
                 continue;
             }
+            // Median durations by kind, once per experiment and only for a worker whose job ends.
+            let medians: HashMap<TaskKind, f64> = match left {
+                Some(_) => e
+                    .durations
+                    .iter()
+                    .filter_map(|(k, v)| median(v).map(|m| (*k, m)))
+                    .collect(),
+                None => HashMap::new(),
+            };
             let mut found = None;
             'queues: for (prior, q) in [(true, &e.ready_prior), (false, &e.ready_target)] {
                 for (pos, &t) in q.iter().enumerate() {
@@ -150,8 +159,8 @@ impl Scheduler {
                     if task.state != TaskState::Ready {
                         continue;
                     }
-                    if let (Some(left), Some(m)) = (left, median(e.durations.get(&task.def.kind))) {
-                        if m > left.as_secs_f64() {
+                    if let (Some(left), Some(m)) = (left, medians.get(&task.def.kind)) {
+                        if *m > left.as_secs_f64() {
                             continue;
                         }
                     }
@@ -379,8 +388,8 @@ impl Scheduler {
 }
 
 /// The median of `v` (None when empty).
-fn median(v: Option<&Vec<f64>>) -> Option<f64> {
-    let mut v = v?.clone();
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
     if v.is_empty() {
         return None;
     }
