@@ -7,6 +7,10 @@ M -> N is a `crate::N...` path (in a `use` or inline) or a `super::` path in M's
 its own ancestors or descendants are left out (a submodule using its parent is how Rust nests code),
 so what remains is two sibling rooms that each need the other: the cycles the restructuring removed.
 
+It also checks each crate's layers (`LAYERS` below, the order its `lib.rs` layout section gives): a
+top-level room may import rooms of a lower layer and nothing of a higher one, nor of another room of its
+own layer; a room missing from the list is an error, so a new room has to be placed.
+
 Usage: scripts/module_cycles.py [CRATE_DIR ...]   (default: shared worker coordinator)
 """
 import re
@@ -15,6 +19,44 @@ from pathlib import Path
 
 PATH_RE = re.compile(r"\b(crate|super)((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
 USE_GROUP_RE = re.compile(r"\buse\s+(crate|super)::\{([^;]*)\};", re.S)
+
+
+# Per crate, its top-level rooms from the bottom layer up; rooms in one tuple form one layer.
+LAYERS = {
+    "worker": [
+        ("error",),
+        ("agent",),
+        ("prep",),
+        ("synth",),
+        ("train",),
+        ("mersiamc3d",),
+        ("baselines",),
+        ("engine_trainer", "user_method", "fixtures"),
+        ("bench",),
+    ],
+}
+
+
+def layer_violations(crate: str, modules, edges):
+    """Imports from a room to a higher room (or a sibling room of its own layer), and unplaced rooms."""
+    layers = LAYERS.get(crate)
+    if layers is None:
+        return []
+    level = {room: i for i, group in enumerate(layers) for room in group}
+    out = []
+    rooms = sorted({m.split("::")[0] for m in modules if m})
+    for r in rooms:
+        if r not in level:
+            out.append(f"{crate}: room `{r}` is in no layer (scripts/module_cycles.py LAYERS)")
+    for a, targets in sorted(edges.items()):
+        ra = a.split("::")[0]
+        for b in sorted(targets):
+            rb = b.split("::")[0]
+            if ra == rb or ra not in level or rb not in level:
+                continue
+            if level[rb] >= level[ra]:
+                out.append(f"{crate}: `{a}` imports `{b}`, a room of layer {level[rb]} from layer {level[ra]}")
+    return out
 
 
 def module_name(src: Path, f: Path) -> str:
@@ -50,6 +92,8 @@ def edges_of(crate: Path):
     edges = {}
     for f in files:
         m = module_name(src, f)
+        if m.split("::")[-1] in ("tests", "test_support"):
+            continue  # a test module in a file of its own (`#[cfg(test)] mod tests;`)
         text = code_outside_tests(f.read_text(encoding="utf-8"))
         refs = []
         for root, group in USE_GROUP_RE.findall(text):
@@ -119,6 +163,13 @@ def main() -> int:
                 print(f"{c}: import cycle between {', '.join(comp)} ({detail})")
         else:
             print(f"{c}: {len(modules)} modules, {n} imports between them, no cycle")
+        bad = layer_violations(Path(c).name, modules, edges)
+        for line in bad:
+            print(line)
+        if bad:
+            found = True
+        elif Path(c).name in LAYERS:
+            print(f"{c}: every import runs down its layers")
     return 1 if found else 0
 
 

@@ -18,7 +18,7 @@ if [ ! -f "$data" ]; then
 fi
 folds=(smic/s02 smic/s04 casme2/sub02 casme2/sub04 samm/7 samm/10)
 rungs=("$@")
-[ ${#rungs[@]} -gt 0 ] || rungs=(r1_cpu_3x192 r2_default_20x2000 r3_20x6750)
+[ ${#rungs[@]} -gt 0 ] || rungs=(r1_cpu_3x192 r2_default_20x2000 r2_unseen8_20x2000 r3_20x6750)
 for rung in "${rungs[@]}"; do
   out="runs/prior_ladder/$rung"
   mkdir -p "$out"

@@ -1,5 +1,5 @@
 //! Local mode (`mer run SPEC`), composed from the two halves the way a cluster is: a coordinator
-//! (`mer_coordinator::server`) inside this process (on 127.0.0.1, with a random token) and N workers
+//! (`mer_coordinator::rpc::server`) inside this process (on 127.0.0.1, with a random token) and N workers
 //! (`mer_worker::agent`) on this machine, either as worker processes (`mer worker --coordinator URL`, the default)
 //! or as agents inside this process (tests, the end-to-end test with the real engine). Progress bars on
 //! stderr; results in the run folder; re-running the same command resumes from the run folder's state
@@ -8,16 +8,16 @@
 //! Run folder layout: `state/` (SQLite state, artifacts, per-experiment results), `results.json`,
 //! `summary.md`, `predictions/`, `logs/worker-<i>.log`, `cache/` (the workers' artifact cache).
 
-use mer_coordinator::aggregate::ExperimentResults;
-use mer_coordinator::client::{get_results, get_status, submit_spec};
+use mer_coordinator::results::aggregate::ExperimentResults;
+use mer_coordinator::rpc::client::{get_results, get_status, submit_spec};
+use mer_coordinator::rpc::server::{start, ServerConfig};
 use mer_coordinator::scheduler::SchedConfig;
-use mer_coordinator::server::{start, ServerConfig};
 use mer_coordinator::CoordError;
 use mer_shared::client::{connect, Clients, ConnectOptions};
 use mer_shared::proto;
+use mer_worker::agent::trainer::Trainer;
 use mer_worker::agent::{run_agent, AgentConfig};
 use mer_worker::error::WorkerError;
-use mer_worker::trainer::Trainer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -328,16 +328,16 @@ async fn drive(opts: &LocalOptions, url: &str, token: &str) -> Result<LocalOutco
     }
     let r = get_results(&clients, &sub.experiment_id).await?;
     // The run folder gets the same files as the coordinator's experiment folder.
-    mer_shared::prepared::write_atomic(
+    mer_shared::fs::write_atomic(
         &opts.run_dir.join("results.json"),
         r.results_json.as_bytes(),
     )?;
-    mer_shared::prepared::write_atomic(&opts.run_dir.join("summary.md"), r.summary_md.as_bytes())?;
+    mer_shared::fs::write_atomic(&opts.run_dir.join("summary.md"), r.summary_md.as_bytes())?;
     for (name, text) in &r.files {
         if name.split('/').any(|p| p == ".." || p.is_empty()) {
             continue;
         }
-        mer_shared::prepared::write_atomic(&opts.run_dir.join(name), text.as_bytes())?;
+        mer_shared::fs::write_atomic(&opts.run_dir.join(name), text.as_bytes())?;
     }
     let results: ExperimentResults =
         serde_json::from_str(&r.results_json).map_err(|e| CoordError::json("results.json", e))?;

@@ -3,12 +3,12 @@
 //! the zero-delay sim trainer, run one experiment of about N tasks (F folds x P sweep points + F prior
 //! tasks). Reports tasks/s, lease latency percentiles (lease calls that returned a task) and peak RSS.
 
-use mer_coordinator::client::{submit_spec, watch_until_done};
-use mer_coordinator::server::{start, ServerConfig};
+use mer_coordinator::rpc::client::{submit_spec, watch_until_done};
+use mer_coordinator::rpc::server::{start, ServerConfig};
 use mer_coordinator::CoordError;
 use mer_shared::client::{connect, ConnectOptions};
+use mer_worker::agent::sim::{write_sim_dataset, SimTrainer};
 use mer_worker::agent::{run_agent, AgentConfig};
-use mer_worker::sim::{write_sim_dataset, SimTrainer};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -11,22 +11,11 @@ use std::time::Duration;
 
 use mer::local::{run_local, LocalOptions};
 use mer_coordinator::plan::preview::preview_spec;
-use mer_worker::sim::SimTrainer;
+use mer_worker::agent::sim::SimTrainer;
 
-#[path = "../coordinator/tests/support/mod.rs"]
 mod support;
 
-fn mer(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_mer"))
-        .args(args)
-        .output()
-        .expect("run mer");
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+use support::mer;
 
 fn local(spec: &Path, run_dir: &Path) -> LocalOptions {
     let mut o = LocalOptions::in_process(
@@ -42,8 +31,8 @@ fn local(spec: &Path, run_dir: &Path) -> LocalOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plan_counts_what_run_then_reuses() {
     let dir = tempfile::tempdir().unwrap();
-    // Two alphas (support::sim_spec); a first run of one of them leaves the folder half finished.
-    let spec = support::sim_spec(dir.path(), "half", 2, "");
+    // Two alphas (support::cluster::sim_spec); a first run of one of them leaves the folder half finished.
+    let spec = support::cluster::sim_spec(dir.path(), "half", 2, "");
     let text = std::fs::read_to_string(&spec).unwrap();
     let first = dir.path().join("first.toml");
     std::fs::write(&first, text.replace("alpha = [1, 2]", "alpha = [1]")).unwrap();
@@ -93,7 +82,7 @@ async fn plan_counts_what_run_then_reuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_refuses_each_invalid_spec_as_run_does() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = support::sim_spec(dir.path(), "bad", 2, "");
+    let spec = support::cluster::sim_spec(dir.path(), "bad", 2, "");
     let good = std::fs::read_to_string(&spec).unwrap();
     let cases = [
         (
@@ -160,10 +149,10 @@ fn version_names_the_commit_and_completions_print() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plan_asks_a_coordinator_what_it_finished() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = support::sim_spec(dir.path(), "remote", 2, "");
-    let mut cl = support::Cluster::start(
+    let spec = support::cluster::sim_spec(dir.path(), "remote", 2, "");
+    let mut cl = support::cluster::Cluster::start(
         dir.path(),
-        support::server_config(&dir.path().join("state"), Some("t0k")),
+        support::cluster::server_config(&dir.path().join("state"), Some("t0k")),
         Some("t0k"),
     )
     .await;

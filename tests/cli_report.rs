@@ -1,34 +1,26 @@
 //! `mer report` end to end through the real binary, on a finished run over real pixels: the synthetic
-//! `tiny` CASME II part prepared by `mer_worker::prep`, every task run by the coordinator's sim trainer,
+//! `tiny` CASME II part prepared by `mer_worker::prep::pipeline`, every task run by the coordinator's sim trainer,
 //! results written by the planner and the coordinator's run files. The report's tables must hold what
 //! `mer score` prints for the run's prediction logs, every image must decode, and `--clip` must add the
 //! key-frame strips and motion curve of a clip (the paper's Fig. 5/6).
 #![cfg(feature = "worker")]
 
-use mer_coordinator::aggregate::{aggregate, write_results};
 use mer_coordinator::plan::plan_spec;
-use mer_coordinator::report::bundle::{write_run_files, RunContext};
+use mer_coordinator::results::aggregate::aggregate;
+use mer_coordinator::results::bundle::{write_run_files, RunContext};
+use mer_coordinator::results::writer::write_results;
 use mer_coordinator::spec::load_spec;
 use mer_shared::predictions::ScoreReport;
 use mer_shared::prepared::Prepared;
-use mer_worker::prep::{prepare, PrepOptions};
-use mer_worker::sim::{reference_run, SimTrainer};
+use mer_worker::agent::sim::{reference_run, SimTrainer};
+use mer_worker::prep::pipeline::{prepare, PrepOptions};
 use mer_worker::synth::{generate, Preset};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-fn mer(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_mer"))
-        .args(args)
-        .output()
-        .expect("run mer");
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+mod support;
+
+use support::mer;
 
 fn decode_png(bytes: &[u8]) -> (u32, u32) {
     let r = png::Decoder::new(std::io::Cursor::new(bytes))

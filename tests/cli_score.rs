@@ -5,19 +5,10 @@ use mer_shared::composite::composite_list;
 use mer_shared::megc_log;
 use mer_shared::predictions::{to_csv, PredictionRecord};
 use std::path::Path;
-use std::process::Command;
 
-fn mer(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_mer"))
-        .args(args)
-        .output()
-        .expect("run mer");
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+mod support;
+
+use support::mer;
 
 fn constant_negative() -> Vec<PredictionRecord> {
     composite_list()

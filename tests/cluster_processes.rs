@@ -3,15 +3,20 @@
 //! SIGKILLed and restarted mid-experiment. Each compares the final results with a fault-free reference
 //! run of the same tasks and counts executions (the sim trainer logs one line per execution).
 
-use mer_coordinator::aggregate::{aggregate, write_results};
 use mer_coordinator::plan::{plan_spec, Plan};
+use mer_coordinator::results::aggregate::aggregate;
+use mer_coordinator::results::writer::write_results;
 use mer_coordinator::spec::load_spec;
-use mer_worker::sim::{read_execution_log, reference_run, write_sim_dataset, SimTrainer};
+use mer_worker::agent::sim::{read_execution_log, reference_run, write_sim_dataset, SimTrainer};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod support;
+
+use support::read_tree;
 
 const MER: &str = env!("CARGO_BIN_EXE_mer");
 const TOKEN: &str = "process-test-token";
@@ -24,29 +29,6 @@ fn setup(dir: &Path, subjects: usize) -> (PathBuf, Plan) {
     (spec, plan)
 }
 
-fn read_tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().to_string();
-            if p.is_dir() {
-                stack.push(p);
-            } else if name == "results.json"
-                || name == "summary.md"
-                || p.parent().unwrap().ends_with("predictions")
-            {
-                out.insert(
-                    p.strip_prefix(root).unwrap().to_string_lossy().to_string(),
-                    std::fs::read_to_string(&p).unwrap(),
-                );
-            }
-        }
-    }
-    out
-}
-
 fn reference(plan: &Plan, dir: &Path) -> BTreeMap<String, String> {
     let r = reference_run(
         &plan.task_specs(),
@@ -57,7 +39,7 @@ fn reference(plan: &Plan, dir: &Path) -> BTreeMap<String, String> {
     .unwrap();
     let out = dir.join("ref");
     write_results(&out, &aggregate(plan, &r)).unwrap();
-    read_tree(&out)
+    read_tree(&out, &[])
 }
 
 /// A loopback port that was free a moment ago.
@@ -180,7 +162,7 @@ fn fetch_results(url: &str, id: &str, out: &Path) -> BTreeMap<String, String> {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    read_tree(out)
+    read_tree(out, &[])
 }
 
 fn sigterm(child: &Child) {
@@ -222,7 +204,7 @@ fn local_mode_runs_and_a_rerun_resumes_without_running_anything_again() {
         "prints the summary table: {stdout}"
     );
     let expected = reference(&plan, dir.path());
-    let mut got = read_tree(&run_dir);
+    let mut got = read_tree(&run_dir, &[]);
     got.retain(|k, _| !k.starts_with("state"));
     assert_eq!(got, expected);
     let runs = read_execution_log(&log);
@@ -240,7 +222,7 @@ fn local_mode_runs_and_a_rerun_resumes_without_running_anything_again() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(read_execution_log(&log), runs);
-    let mut again = read_tree(&run_dir);
+    let mut again = read_tree(&run_dir, &[]);
     again.retain(|k, _| !k.starts_with("state"));
     assert_eq!(again, expected);
 }

@@ -7,19 +7,10 @@
 #![cfg(feature = "worker")]
 
 use std::path::Path;
-use std::process::Command;
 
-fn mer(args: &[&str], cwd: &Path) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_mer"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run mer");
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "mer {args:?} failed:\n{out}\n{err}");
-    out
-}
+mod support;
+
+use support::mer_in as mer;
 
 #[test]
 fn tiny_loso_experiment_with_the_real_engine() {

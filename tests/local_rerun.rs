@@ -9,10 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mer::local::{run_local, LocalOptions};
-use mer_worker::sim::SimTrainer;
-use mer_worker::trainer::Trainer;
+use mer_worker::agent::sim::SimTrainer;
+use mer_worker::agent::trainer::Trainer;
 
-#[path = "../coordinator/tests/support/mod.rs"]
 mod support;
 
 fn opts(spec: &Path, run_dir: &Path, trainer: Arc<dyn Trainer>) -> LocalOptions {
@@ -24,7 +23,7 @@ fn opts(spec: &Path, run_dir: &Path, trainer: Arc<dyn Trainer>) -> LocalOptions 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rerunning_a_failed_local_run_retries_only_the_failed_fold() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = support::sim_spec(dir.path(), "rerun", 3, "");
+    let spec = support::cluster::sim_spec(dir.path(), "rerun", 3, "");
 
     // A clean run, for reference.
     let clean = Arc::new(SimTrainer::new(Duration::ZERO, None));
@@ -101,7 +100,7 @@ async fn rerunning_a_failed_local_run_retries_only_the_failed_fold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spec_that_cannot_run_fails_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = support::sim_spec(dir.path(), "bad", 1, "");
+    let spec = support::cluster::sim_spec(dir.path(), "bad", 1, "");
     let text = std::fs::read_to_string(&spec).unwrap();
     let run_dir = dir.path().join("run");
     let fails = |what: &'static str| {

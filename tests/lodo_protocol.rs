@@ -11,16 +11,15 @@ use mer_coordinator::plan::plan_spec;
 use mer_coordinator::report::render_report;
 use mer_coordinator::spec::{load_spec, Protocol};
 use mer_shared::loso::Role;
-use mer_worker::sim::SimTrainer;
+use mer_worker::agent::sim::SimTrainer;
 
-#[path = "../coordinator/tests/support/mod.rs"]
 mod support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lodo_spec_runs_in_local_mode_one_fold_per_part() {
     let dir = tempfile::tempdir().unwrap();
     // 3 subjects per part, 2 clips each; sweep alpha = [1, 2].
-    let spec = support::sim_spec(dir.path(), "lodo", 3, "protocol = \"lodo\"\n");
+    let spec = support::cluster::sim_spec(dir.path(), "lodo", 3, "protocol = \"lodo\"\n");
     let plan = plan_spec(&load_spec(&spec).unwrap()).unwrap();
     let folds: Vec<String> = plan.folds.iter().map(ToString::to_string).collect();
     assert_eq!(folds, vec!["smic", "casme2", "samm"]);
@@ -75,7 +74,7 @@ async fn a_lodo_spec_runs_in_local_mode_one_fold_per_part() {
 #[test]
 fn lodo_needs_two_parts_and_no_nested_selection() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = support::sim_spec(
+    let spec = support::cluster::sim_spec(
         dir.path(),
         "one-part",
         3,
@@ -88,7 +87,7 @@ fn lodo_needs_two_parts_and_no_nested_selection() {
         e.contains("1 dataset part(s)") && e.contains("at least 2"),
         "{e}"
     );
-    let spec = support::sim_spec(
+    let spec = support::cluster::sim_spec(
         dir.path(),
         "nested",
         3,

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use mer::local::{run_local, LocalOptions};
 use mer_coordinator::report::render_report;
-use mer_worker::sim::SimTrainer;
-use mer_worker::trainer::Trainer;
+use mer_worker::agent::sim::SimTrainer;
+use mer_worker::agent::trainer::Trainer;
 
-#[path = "../coordinator/tests/support/mod.rs"]
 mod support;
 
 fn opts(spec: &Path, run_dir: &Path, trainer: Arc<dyn Trainer>) -> LocalOptions {
@@ -28,7 +27,7 @@ const NESTED: &str = "[selection]\nmode = \"nested\"\ninner_folds = 2\n";
 async fn a_nested_spec_runs_in_local_mode_and_its_report_shows_all_four_numbers() {
     let dir = tempfile::tempdir().unwrap();
     // 9 subjects (3 per part), sweep alpha = [1, 2]: 9 outer folds, 2 inner splits of 8 subjects each.
-    let spec = support::sim_spec(dir.path(), "nested", 3, NESTED);
+    let spec = support::cluster::sim_spec(dir.path(), "nested", 3, NESTED);
     let run_dir = dir.path().join("run");
     let trainer = Arc::new(SimTrainer::new(Duration::ZERO, None));
     let out = run_local(opts(&spec, &run_dir, trainer.clone()))

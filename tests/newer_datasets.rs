@@ -8,19 +8,10 @@
 #![cfg(feature = "worker")]
 
 use std::path::Path;
-use std::process::Command;
 
-fn mer(args: &[&str], cwd: &Path) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_mer"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run mer");
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "mer {args:?} failed:\n{out}\n{err}");
-    out
-}
+mod support;
+
+use support::mer_in as mer;
 
 /// The shipped example `name`, pointed at `dataset`.
 fn example(name: &str, dataset: &str) -> String {

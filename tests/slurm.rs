@@ -16,6 +16,7 @@
 //! `MER_REQUIRE_SLURM=1` (scripts/test.sh sets it when it runs as root) it fails instead.
 
 mod slurm_cluster;
+mod support;
 
 use slurm_cluster::{wait_until, SlurmCluster};
 use std::collections::BTreeMap;
@@ -23,9 +24,12 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::read_tree;
 
 const MER: &str = env!("CARGO_BIN_EXE_mer");
 const TOKEN: &str = "slurm-test-token";
+/// The folders of a coordinator's state dir and a run folder that hold no result files.
+const RUN_FILES_ONLY: &[&str] = &["state", "cache", "logs"];
 
 struct Coordinator {
     child: Child,
@@ -131,7 +135,7 @@ fn ok(out: std::process::Output) -> String {
 /// A spec of the simulated dataset (one subject in each of the three parts, 2 alphas: 9 tasks) whose workers take `delay_ms` per
 /// task, with a `[slurm]` table (`slurm` holds extra lines of it).
 fn write_spec(dir: &Path, name: &str, delay_ms: u64, slurm: &str) -> PathBuf {
-    mer_worker::sim::write_sim_dataset(&dir.join("data.safetensors"), 1, 2).unwrap();
+    mer_worker::agent::sim::write_sim_dataset(&dir.join("data.safetensors"), 1, 2).unwrap();
     let spec = dir.join("exp.toml");
     std::fs::write(
         &spec,
@@ -183,32 +187,7 @@ fn tail(p: &Path) -> String {
     v.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
-/// results.json, summary.md and the prediction files under `root`.
-fn read_tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().to_string();
-            if p.is_dir() {
-                if name != "state" && name != "cache" && name != "logs" {
-                    stack.push(p);
-                }
-            } else if name == "results.json"
-                || name == "summary.md"
-                || p.parent().unwrap().ends_with("predictions")
-            {
-                out.insert(
-                    p.strip_prefix(root).unwrap().to_string_lossy().to_string(),
-                    std::fs::read_to_string(&p).unwrap(),
-                );
-            }
-        }
-    }
-    out
-}
-
+/// `mer results` of experiment `id` into `out`: the result files written there.
 fn results(c: &Coordinator, id: &str, out: &Path) -> BTreeMap<String, String> {
     ok(mer(&[
         "results",
@@ -218,7 +197,7 @@ fn results(c: &Coordinator, id: &str, out: &Path) -> BTreeMap<String, String> {
         "--out",
         out.to_str().unwrap(),
     ]));
-    read_tree(out)
+    read_tree(out, RUN_FILES_ONLY)
 }
 
 /// The same spec run in local mode (`mer run`, two local worker processes).
@@ -234,7 +213,7 @@ fn local_reference(spec: &Path, dir: &Path) -> BTreeMap<String, String> {
         "--run-dir",
         run.to_str().unwrap(),
     ]));
-    read_tree(&run)
+    read_tree(&run, RUN_FILES_ONLY)
 }
 
 /// `(task key, worker id, outcome)` of every attempt in the coordinator's store.

@@ -10,7 +10,7 @@
 //!   on `/metrics` are the scheduler's numbers at scrape time, never a second bookkeeping that can drift.
 //!
 //! The coordinator's state is reached through the small [`ClusterState`] trait; the HTTP side
-//! (`/metrics`, `/healthz`, `/readyz`) lives in [`crate::http`]. The metric names are documented in
+//! (`/metrics`, `/healthz`, `/readyz`) lives in [`crate::rpc::http`]. The metric names are documented in
 //! docs/kubernetes.md ("Metrics reference").
 
 use std::collections::{BTreeMap, HashMap};
@@ -510,35 +510,6 @@ impl Metrics {
 
 fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// Final per-point scores of an aggregated experiment: one `all` row and one row per dataset part, for
-/// each sweep point whose folds are all done.
-pub fn point_scores(res: &crate::aggregate::ExperimentResults) -> Vec<PointScore> {
-    let mut out = Vec::new();
-    for p in &res.sweep_points {
-        let Some(s) = p.scores.as_ref() else { continue };
-        if p.partial || p.folds_done < p.folds_total {
-            continue;
-        }
-        out.push(PointScore {
-            point: p.index,
-            label: p.label.clone(),
-            part: "all".into(),
-            uf1: s.uf1,
-            uar: s.uar,
-        });
-        for (part, ps) in &s.parts {
-            out.push(PointScore {
-                point: p.index,
-                label: p.label.clone(),
-                part: part.clone(),
-                uf1: ps.uf1,
-                uar: ps.uar,
-            });
-        }
-    }
-    out
 }
 
 /// Parses a Prometheus text exposition into `(name{labels}, value)` pairs, for tests and `mer status`.

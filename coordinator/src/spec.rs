@@ -952,7 +952,9 @@ fn is_label_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// Whether `s` is a DNS-1123 label: 1 to 63 characters of `[a-z0-9-]`, neither starting nor ending with
+/// `-` (Kubernetes namespace and object names; the one rule the spec checks and the launcher uses).
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.chars()
@@ -1042,6 +1044,13 @@ pub fn load_spec_text(path: &Path, text: &str) -> Result<ExperimentSpec, CoordEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("ml-team"));
+        assert!(!is_dns_label("Bad_NS"));
+        assert!(!is_dns_label("-x"));
+    }
 
     const MIN: &str = "name = \"t\"\ndataset = \"d.safetensors\"\nscheme = \"megc3\"\n";
 

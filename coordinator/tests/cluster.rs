@@ -2,17 +2,20 @@
 //! worker agents with the deterministic sim trainer, talking real gRPC. Every fault test compares the
 //! final results with a fault-free reference run of the same tasks.
 
-use mer_coordinator::aggregate::{aggregate, write_results};
-use mer_coordinator::client::{get_results, get_status, submit_spec, watch_until_done};
 use mer_coordinator::plan::{plan_spec, Plan, TaskKind};
+use mer_coordinator::results::aggregate::aggregate;
+use mer_coordinator::results::writer::write_results;
+use mer_coordinator::rpc::client::{get_results, get_status, submit_spec, watch_until_done};
+use mer_coordinator::rpc::server::{CoordinatorHandle, ServerConfig};
 use mer_coordinator::scheduler::SchedConfig;
-use mer_coordinator::server::{CoordinatorHandle, ServerConfig};
 use mer_coordinator::spec::load_spec;
 use mer_shared::client::{connect, upload_bytes, Clients, ConnectOptions};
 use mer_shared::proto;
 use mer_worker::agent::run_agent;
-use mer_worker::sim::{reference_run, SimTrainer};
-use mer_worker::trainer::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
+use mer_worker::agent::sim::{reference_run, SimTrainer};
+use mer_worker::agent::trainer::{
+    Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -336,7 +339,7 @@ async fn coordinator_restart_loses_nothing_and_reruns_nothing_finished() {
         .unwrap();
     assert_eq!(status.state, "done");
     cl.stop_agents().await;
-    let counts = mer_worker::sim::read_execution_log(&log);
+    let counts = mer_worker::agent::sim::read_execution_log(&log);
     for k in &finished_before {
         assert_eq!(
             counts.get(k),
@@ -670,7 +673,7 @@ async fn tls_with_a_token_runs_an_experiment_and_refuses_an_untrusted_client() {
     let plan = plan_spec(&load_spec(&spec).unwrap()).unwrap();
     let (ca, cert, key) = make_certs(dir.path());
     let mut cfg = server_config(&dir.path().join("state"));
-    cfg.tls = Some(mer_coordinator::server::TlsFiles { cert, key });
+    cfg.tls = Some(mer_coordinator::rpc::server::TlsFiles { cert, key });
     let mut cl = Cluster::start_with(dir.path(), cfg, |url| {
         let mut opts = ConnectOptions::new(url, Some(TOKEN.into()));
         opts.tls_ca = Some(ca.clone());

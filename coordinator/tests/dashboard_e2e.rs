@@ -5,8 +5,8 @@
 //! pooled scores marked partial; after the gate opens it must show them final. A screenshot is written
 //! to `target/test-artifacts/dashboard.png`.
 
-use mer_worker::sim::SimTrainer;
-use mer_worker::trainer::{Progress, TaskInputs};
+use mer_worker::agent::sim::SimTrainer;
+use mer_worker::agent::trainer::{Progress, TaskInputs};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

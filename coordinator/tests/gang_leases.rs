@@ -3,10 +3,12 @@
 //! and flags any overlap a gang lease forbids (a device of a gang task used by another task at the same
 //! moment). The sim trainer's results do not depend on devices, so these tests look only at placement.
 
-use mer_coordinator::client::get_status;
+use mer_coordinator::rpc::client::get_status;
 use mer_shared::proto;
-use mer_worker::sim::SimTrainer;
-use mer_worker::trainer::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
+use mer_worker::agent::sim::SimTrainer;
+use mer_worker::agent::trainer::{
+    Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError,
+};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

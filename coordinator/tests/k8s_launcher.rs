@@ -8,11 +8,11 @@ use std::time::Duration;
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use kube::Client;
-use mer_coordinator::client::{get_status, submit_spec, watch_until_done};
 use mer_coordinator::k8s::{
     job_name, Action, JobController, JobRequest, KubeLauncher, WorkerLossSink, WorkerTemplate,
 };
-use mer_worker::sim::SimTrainer;
+use mer_coordinator::rpc::client::{get_status, submit_spec, watch_until_done};
+use mer_worker::agent::sim::SimTrainer;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -475,15 +475,15 @@ fn pod_event(kind: &str, name: &str, rv: &str, phase: &str, exit: Option<i32>) -
 /// coordinator puts the task back at once, where another worker leases it (attempt 2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_pod_requeues_its_task_at_once() {
-    use mer_coordinator::client::submit_spec;
-    use mer_coordinator::server::{start, ServerConfig};
+    use mer_coordinator::rpc::client::submit_spec;
+    use mer_coordinator::rpc::server::{start, ServerConfig};
     use mer_shared::client::{connect, ConnectOptions};
     use mer_shared::proto;
     use std::sync::Arc;
     use tokio_util::sync::CancellationToken;
 
     let dir = tempfile::tempdir().unwrap();
-    mer_worker::sim::write_sim_dataset(&dir.path().join("data.safetensors"), 1, 2).unwrap();
+    mer_worker::agent::sim::write_sim_dataset(&dir.path().join("data.safetensors"), 1, 2).unwrap();
     let spec = dir.path().join("exp.toml");
     std::fs::write(
         &spec,
@@ -628,14 +628,14 @@ async fn a_failed_pod_requeues_its_task_at_once() {
 /// spec's image and GPUs), a local experiment gets none, and cancelling deletes the Job and its owner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_controller_launches_and_cleans_up_with_the_experiment() {
-    use mer_coordinator::client::submit_spec;
     use mer_coordinator::k8s::{Action, JobController};
-    use mer_coordinator::server::{start, ServerConfig};
+    use mer_coordinator::rpc::client::submit_spec;
+    use mer_coordinator::rpc::server::{start, ServerConfig};
     use mer_shared::client::{connect, ConnectOptions};
     use mer_shared::proto;
 
     let dir = tempfile::tempdir().unwrap();
-    mer_worker::sim::write_sim_dataset(&dir.path().join("data.safetensors"), 1, 2).unwrap();
+    mer_worker::agent::sim::write_sim_dataset(&dir.path().join("data.safetensors"), 1, 2).unwrap();
     let k8s = dir.path().join("k8s.toml");
     std::fs::write(
         &k8s,
@@ -750,15 +750,15 @@ async fn k8s_experiment(
     dir: &std::path::Path,
     name: &str,
 ) -> (
-    mer_coordinator::server::CoordinatorHandle,
+    mer_coordinator::rpc::server::CoordinatorHandle,
     mer_shared::client::Clients,
     std::path::PathBuf,
     String,
 ) {
-    use mer_coordinator::client::submit_spec;
-    use mer_coordinator::server::{start, ServerConfig};
+    use mer_coordinator::rpc::client::submit_spec;
+    use mer_coordinator::rpc::server::{start, ServerConfig};
     use mer_shared::client::{connect, ConnectOptions};
-    mer_worker::sim::write_sim_dataset(&dir.join("data.safetensors"), 1, 2).unwrap();
+    mer_worker::agent::sim::write_sim_dataset(&dir.join("data.safetensors"), 1, 2).unwrap();
     let spec = dir.join("k8s.toml");
     std::fs::write(
         &spec,
@@ -780,12 +780,12 @@ async fn k8s_experiment(
 fn sim_agent(
     url: &str,
     cache: std::path::PathBuf,
-    trainer: std::sync::Arc<mer_worker::sim::SimTrainer>,
+    trainer: std::sync::Arc<mer_worker::agent::sim::SimTrainer>,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     use mer_shared::client::ConnectOptions;
+    use mer_worker::agent::trainer::Trainer;
     use mer_worker::agent::{run_agent, AgentConfig};
-    use mer_worker::trainer::Trainer;
     let mut a = AgentConfig::new(ConnectOptions::new(url, None), cache);
     a.slots = 2;
     a.poll_wait = Duration::from_millis(200);

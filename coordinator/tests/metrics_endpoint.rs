@@ -9,10 +9,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mer_coordinator::client::{get_results, get_status, watch_until_done};
 use mer_coordinator::metrics::{parse_text, series_value};
-use mer_worker::sim::SimTrainer;
-use mer_worker::trainer::{Progress, TaskInputs};
+use mer_coordinator::rpc::client::{get_results, get_status, watch_until_done};
+use mer_worker::agent::sim::SimTrainer;
+use mer_worker::agent::trainer::{Progress, TaskInputs};
 
 const TOKEN: &str = "metrics-token";
 

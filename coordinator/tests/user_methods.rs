@@ -5,12 +5,13 @@
 //! shipped example (scikit-learn on the Python helper) runs on the fold contract. The test commands are
 //! Python with the standard library only, except the example's, which runs in the project's venv.
 
-use mer_coordinator::aggregate::{aggregate, write_results};
-use mer_coordinator::client::{get_results, get_status};
 use mer_coordinator::plan::{plan_spec, TaskKind};
+use mer_coordinator::results::aggregate::aggregate;
+use mer_coordinator::results::writer::write_results;
+use mer_coordinator::rpc::client::{get_results, get_status};
 use mer_coordinator::spec::load_spec;
 use mer_shared::proto;
-use mer_worker::sim::{reference_run, sim_prepared, write_sim_dataset, SimTrainer};
+use mer_worker::agent::sim::{reference_run, sim_prepared, write_sim_dataset, SimTrainer};
 use mer_worker::user_method::WithUserMethods;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -454,7 +455,7 @@ async fn bad_user_method_specs_are_refused_at_submit() {
         None,
     )
     .await;
-    let e = mer_coordinator::client::submit_spec(&cl.clients, &spec)
+    let e = mer_coordinator::rpc::client::submit_spec(&cl.clients, &spec)
         .await
         .unwrap_err()
         .to_string();

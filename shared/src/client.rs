@@ -1,6 +1,6 @@
 //! Connecting to a coordinator (workers, CLI clients, local mode, tests): one channel, the three typed
 //! gRPC clients with the token and protocol headers added ([`ClientAuth`]), and streamed, hash-checked
-//! artifact transfer. The coordinator's server side of the same contract is `mer_coordinator::service`.
+//! artifact transfer. The coordinator's server side of the same contract is `mer_coordinator::rpc::service`.
 
 use crate::artifact_store::ArtifactStore;
 use crate::error::SharedError;

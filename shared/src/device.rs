@@ -1,7 +1,7 @@
 //! The training device as specs and command lines write it (`auto`, `cpu`, `cuda`, `cuda:N`): parsed
 //! here and nowhere else, so that a spec the coordinator accepts is a device string every worker
 //! understands. Resolving it to a libtorch device (is CUDA there, how many GPUs) is the worker's job
-//! (`mer_worker::device::parse_device`).
+//! (`mer_worker::train::device::parse_device`).
 
 use std::fmt;
 use std::str::FromStr;

@@ -14,6 +14,7 @@ pub mod error;
 pub mod fixtures;
 pub mod fold;
 pub mod fold_id;
+pub mod fs;
 pub mod labels;
 pub mod loso;
 pub mod megc_log;

@@ -22,7 +22,6 @@ use crate::error::SharedError;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 /// The format tag stored in the file's metadata.
@@ -122,7 +121,7 @@ impl PrepInfo {
 }
 
 /// How the adaptive key-frame plan (paper Algorithm 1) fills the frames that bisection towards the
-/// onset or the offset could not make; the construction itself is `mer_worker::keyframes`.
+/// onset or the offset could not make; the construction itself is `mer_worker::prep::keyframes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum KeyframeFill {
     /// Algorithm 1 as printed (lines 13-21): one pass over each side's generated frames in the order they
@@ -414,7 +413,7 @@ impl Prepared {
             ));
         }
         let data = safetensors::serialize(tensors, Some(meta)).map_err(tensor_err)?;
-        write_atomic(path, &data)
+        crate::fs::write_atomic(path, &data)
     }
 
     /// Reads and validates a prepared file.
@@ -655,36 +654,6 @@ fn f32_bytes(v: &[f32]) -> &[u8] {
     // SAFETY: f32 has no padding and any byte pattern is a valid u8; the slice covers exactly v's memory.
     // The target is little-endian x86_64/aarch64, matching safetensors' little-endian layout.
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
-}
-
-/// Writes `data` to `path` atomically: a temporary file in the same folder, fsync, then rename. A crash
-/// leaves either the old file or the new one, never a partial file under `path`.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), SharedError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(|e| SharedError::io(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(SharedError::io(path, e));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

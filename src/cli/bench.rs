@@ -191,7 +191,7 @@ fn bench_baseline(
     let t = std::time::Instant::now();
     let data = mer_shared::prepared::Prepared::read(path)?;
     let read_s = t.elapsed().as_secs_f64();
-    let all = mer_worker::engine::folds(&data, scheme);
+    let all = mer_worker::train::fold::folds(&data, scheme);
     let chosen = &all[..folds.unwrap_or(all.len()).min(all.len())];
     let cfg = mer_shared::train_config::TrainConfig {
         device: "cpu".into(),
@@ -209,7 +209,7 @@ fn bench_baseline(
             &mer_shared::loso::HeldOut::subject(&fold.to_string()),
             &settings,
             &cfg,
-            mer_worker::engine::Hooks::default(),
+            mer_worker::train::epochs::Hooks::default(),
         )?;
         times.push(t.elapsed().as_secs_f64());
         records.extend(r.predictions.into_iter().map(|p| p.record));

@@ -3,8 +3,8 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use mer_worker::keyframes::{KeyframeFill, KeyframeMethod};
-use mer_worker::prep::{InterpolatorChoice, PrepOptions};
+use mer_worker::prep::keyframes::{KeyframeFill, KeyframeMethod};
+use mer_worker::prep::pipeline::{InterpolatorChoice, PrepOptions};
 use mer_worker::synth::{Casme2Layout, Preset, SynthOptions};
 use std::path::PathBuf;
 
@@ -285,13 +285,13 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         }
         DataCommand::Prep(p) => match p.action {
             Some(PrepAction::Inspect { file }) => {
-                let ins = mer_worker::prep::inspect(&file)?;
+                let ins = mer_worker::prep::pipeline::inspect(&file)?;
                 print!("{}", ins.to_text());
                 Ok(())
             }
             None => {
                 let opts = p.run.to_options()?;
-                let r = mer_worker::prep::prepare(&opts)?;
+                let r = mer_worker::prep::pipeline::prepare(&opts)?;
                 print!("{}", r.to_text());
                 Ok(())
             }
@@ -307,10 +307,10 @@ pub fn bench_prep(preset: &str, threads: Option<usize>, seed: u64) -> anyhow::Re
         let t = std::time::Instant::now();
         let s = mer_worker::synth::generate(preset, seed, &dir)?;
         let synth_s = t.elapsed().as_secs_f64();
-        let mut opts = PrepOptions::from_synth(&s, dir.join("prepared.safetensors"));
+        let mut opts = s.prep_options(dir.join("prepared.safetensors"));
         opts.threads = threads;
         let t = std::time::Instant::now();
-        let r = mer_worker::prep::prepare(&opts)?;
+        let r = mer_worker::prep::pipeline::prepare(&opts)?;
         let total = t.elapsed().as_secs_f64();
         println!(
             "synth: {} frames in {synth_s:.2} s ({:.0} frames/s)",

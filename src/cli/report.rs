@@ -83,7 +83,7 @@ fn prepared_file(a: &ReportArgs) -> anyhow::Result<PathBuf> {
     if let Some(p) = &a.prepared {
         return Ok(p.clone());
     }
-    let run = mer_coordinator::report::bundle::load_run(&a.run_dir)?;
+    let run = mer_coordinator::results::bundle::load_run(&a.run_dir)?;
     let mut paths: Vec<PathBuf> = run
         .provenance
         .iter()
@@ -121,12 +121,12 @@ fn clip_blocks(
     clip: &str,
     root: &std::path::Path,
     out: &std::path::Path,
-) -> anyhow::Result<Vec<mer_coordinator::report::Block>> {
+) -> anyhow::Result<Vec<mer_coordinator::results::document::Block>> {
     use mer_coordinator::report::plots::{line_png, Series};
-    use mer_coordinator::report::Block;
+    use mer_coordinator::results::document::Block;
     let prepared = prepared_file(a)?;
     let figs_dir = out.join("figures");
-    let f = mer_worker::figures::clip_figures(&mer_worker::figures::FigureOptions {
+    let f = mer_worker::prep::figures::clip_figures(&mer_worker::prep::figures::FigureOptions {
         prepared: prepared.clone(),
         dataset_root: root.to_path_buf(),
         clip: clip.to_string(),

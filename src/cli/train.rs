@@ -5,7 +5,9 @@ use clap::{Args, Subcommand};
 use mer_shared::labels::LabelScheme;
 use mer_shared::prepared::Prepared;
 use mer_shared::train_config::TrainConfig;
-use mer_worker::engine::{folds, small_config, train_fold, Hooks};
+use mer_worker::mersiamc3d::engine::{small_config, train_fold};
+use mer_worker::train::epochs::Hooks;
+use mer_worker::train::fold::folds;
 use std::path::{Path, PathBuf};
 
 /// Training commands.

@@ -1,19 +1,20 @@
 //! `mer bench train`: training throughput of the paper-size model, plain fp32 path vs. fast path.
 //!
-//! Each measured step is exactly a target-learning step of the engine ([`crate::engine`]): the batch is
+//! Each measured step is exactly a target-learning step of the engine ([`crate::mersiamc3d::engine`]): the batch is
 //! gathered and augmented on the device (random crop + temporal variant), SinC3D forward, dropout, focal
 //! loss, backward, SGD update. `scripts/bench_torch.py` runs the same network, loss and optimiser in PyTorch
 //! eager (without the augmentation) for comparison.
 
-use crate::augment::{Augmenter, DeviceSet};
-use crate::device::{configure, device_name, parse_device, peak_rss_bytes};
-use crate::engine::target_step;
 use crate::error::WorkerError;
-use crate::fastpath::Precision;
-use crate::focal_loss::Loss;
-use crate::model::{classifier_specs, init_params, SinC3D};
-use crate::optim::ParamSet;
-use mer_shared::prepared::{PrepInfo, Prepared, SampleMeta};
+use crate::fixtures::random_prepared;
+use crate::mersiamc3d::augment::{Augmenter, DeviceSet};
+use crate::mersiamc3d::data_parallel::{target_step, StepContext, TargetBatch, TrainSets};
+use crate::mersiamc3d::focal_loss::Loss;
+use crate::mersiamc3d::model::{classifier_specs, init_params, SinC3D};
+use crate::train::device::{configure, device_name, parse_device, peak_rss_bytes};
+use crate::train::optim::ParamSet;
+use crate::train::precision::Precision;
+use crate::train::replicas::Weights;
 use mer_shared::train_config::TrainConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -94,12 +95,17 @@ pub fn train_throughput(opts: &BenchOptions) -> Result<BenchReport, WorkerError>
         if device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(fast);
         }
-        let mut set = DeviceSet::new(&data, &idx_all, &cfg.model, device)?;
+        let set = DeviceSet::new(&data, &idx_all, &cfg.model, device)?;
         let mut specs = model.param_specs();
         specs.extend(classifier_specs(&cfg.model, 3));
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let init = init_params(&specs, &mut rng, device);
-        let mut ps = ParamSet::new(specs.iter().map(|s| s.name.clone()).collect(), init, &prec);
+        let ps = ParamSet::new(specs.iter().map(|s| s.name.clone()).collect(), init, &prec);
+        let mut weights = Weights::One(ps);
+        let mut sets = TrainSets {
+            primary: set,
+            others: Vec::new(),
+        };
         let loss_fn = Loss::new(&cfg.target.loss, 3, device)?;
         reset_peak(device);
         let mut peak = 0u64;
@@ -109,35 +115,35 @@ pub fn train_throughput(opts: &BenchOptions) -> Result<BenchReport, WorkerError>
                 .collect();
             let vars: Vec<_> = idx.iter().map(|_| aug.draw(rng)).collect();
             let ys: Vec<i64> = idx.iter().map(|&k| (k % 3) as i64).collect();
-            let l = target_step(
-                &model,
-                &prec,
-                &mut ps,
-                &mut set,
-                &idx,
-                &vars,
-                &ys,
-                &loss_fn,
-                cfg.model.dropout,
-                rng,
-                cfg.target.optim.lr,
-                &cfg.target.optim,
-            );
+            let ctx = StepContext {
+                model: &model,
+                prec: &prec,
+                lr: cfg.target.optim.lr,
+                optim: &cfg.target.optim,
+            };
+            let batch = TargetBatch {
+                idx: &idx,
+                vars: &vars,
+                ys: &ys,
+                loss: &loss_fn,
+                dropout: cfg.model.dropout,
+            };
+            let l = target_step(&ctx, &mut weights, &mut sets, &batch, rng)?;
             // Reading the loss synchronises (as the PyTorch reference does implicitly at its next step).
-            l.double_value(&[])
+            Ok::<f64, WorkerError>(l.double_value(&[]))
         };
         for i in 0..opts.warmup {
-            step(i, &mut rng);
+            step(i, &mut rng)?;
         }
         let t0 = Instant::now();
         for i in 0..opts.steps {
-            let l = step(i, &mut rng);
+            let l = step(i, &mut rng)?;
             if !l.is_finite() {
                 return Err(WorkerError::Training(format!(
                     "benchmark loss diverged at step {i}"
                 )));
             }
-            if let Some(m) = crate::device::memory_in_use(device) {
+            if let Some(m) = crate::train::device::memory_in_use(device) {
                 peak = peak.max(m);
             }
         }
@@ -164,13 +170,13 @@ pub fn train_throughput(opts: &BenchOptions) -> Result<BenchReport, WorkerError>
         results,
         cudnn_version: device
             .is_cuda()
-            .then(crate::device::cudnn_version)
+            .then(crate::train::device::cudnn_version)
             .flatten(),
     })
 }
 
 /// What `mer bench allreduce` measures: the gradient collective of data-parallel training
-/// ([`crate::data_parallel::collective_for`], the one training uses: NCCL on CUDA devices with the `cuda`
+/// ([`crate::mersiamc3d::data_parallel::collective_for`], the one training uses: NCCL on CUDA devices with the `cuda`
 /// feature, else the copying CPU backend), summing one float tensor per replica.
 #[derive(Debug, Clone, Serialize)]
 pub struct AllReduceReport {
@@ -198,14 +204,14 @@ pub fn allreduce(
     elements: usize,
     iters: usize,
 ) -> Result<AllReduceReport, WorkerError> {
-    let devs = crate::device::parse_devices(devices, replicas)?;
+    let devs = crate::train::device::parse_devices(devices, replicas)?;
     if elements == 0 || iters == 0 {
         return Err(WorkerError::InvalidOption {
             option: "elements/iters".into(),
             message: "an all-reduce needs at least 1 element and 1 iteration".into(),
         });
     }
-    let collective = crate::data_parallel::collective_for(&devs)?;
+    let collective = crate::train::replicas::collective_for(&devs)?;
     let n = devs.len();
     let bufs: Vec<Vec<Tensor>> = devs
         .iter()
@@ -256,49 +262,6 @@ fn reset_peak(device: Device) {
     }
 }
 
-/// A random prepared set with the model's geometry (for benchmarks).
-pub fn random_prepared(n: usize, m: &mer_shared::train_config::ModelConfig, seed: u64) -> Prepared {
-    use rand::Rng;
-    let (c, t, s) = (
-        m.channels as usize,
-        m.frames as usize,
-        m.input_size as usize,
-    );
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let flow: Vec<f32> = (0..n * c * t * s * s)
-        .map(|_| rng.random_range(-1.0f32..1.0))
-        .collect();
-    let samples = (0..n)
-        .map(|i| SampleMeta {
-            emotion: String::new(),
-            onset: 0,
-            apex: 0,
-            offset: 0,
-            keyframe_times: vec![],
-            crop_box: [0, 0, 0, 0],
-            ..mer_shared::fixtures::sample(
-                mer_shared::Dataset::Casme2,
-                &format!("sub{:02}", i % 4 + 1),
-                &format!("bench{i}"),
-                &[("megc3", i % 3)],
-            )
-        })
-        .collect();
-    let info = PrepInfo {
-        keyframes: "random".into(),
-        channels: (0..c).map(|i| format!("c{i}")).collect(),
-        mer_version: env!("CARGO_PKG_VERSION").into(),
-        ..mer_shared::fixtures::prep_info("none", s as u32, t as u32)
-    };
-    Prepared {
-        info,
-        samples,
-        shape: [n, c, t, s, s],
-        flow,
-        groups: Default::default(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,7 +277,7 @@ mod tests {
 
     #[test]
     fn bench_runs_both_modes_on_a_small_model() {
-        let mut cfg = crate::engine::small_config();
+        let mut cfg = crate::mersiamc3d::engine::small_config();
         cfg.model.input_size = 32;
         let r = train_throughput(&BenchOptions {
             device: "cpu".into(),

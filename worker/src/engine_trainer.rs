@@ -1,13 +1,14 @@
 //! The real libtorch trainer behind `mer worker`: adapts the agent's [`Trainer`] interface to the training
-//! engine ([`crate::engine::run_prior`], [`crate::engine::run_target`]) and the baselines
+//! engine ([`crate::mersiamc3d::engine::run_prior`], [`crate::mersiamc3d::engine::run_target`]) and the baselines
 //! ([`crate::baselines::run_baseline`]). Only this module and the engine need libtorch (the `torch`
 //! feature); the agent and the simulated trainer build without it.
 
+use crate::agent::dataset_cache::DatasetCache;
+use crate::agent::trainer::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
 use crate::baselines::run_baseline;
-use crate::dataset_cache::DatasetCache;
-use crate::engine::{run_prior, run_target, Hooks};
 use crate::error::WorkerError;
-use crate::trainer::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
+use crate::mersiamc3d::engine::{run_prior, run_target};
+use crate::train::epochs::Hooks;
 use mer_shared::fold::EpochLog;
 use mer_shared::task::TaskKind;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,9 +67,9 @@ impl Trainer for EngineTrainer {
         // The engine resolves the same spec again; here it names the device in heartbeats and says
         // which device's memory to read after each epoch.
         // Baselines train on one device: their payloads carry devices_per_task = 1.
-        let device = crate::device::parse_devices(&cfg.device, cfg.devices_per_task)
+        let device = crate::train::device::parse_devices(&cfg.device, cfg.devices_per_task)
             .map_err(trainer_error)?[0];
-        let device_name = crate::device::device_name(device);
+        let device_name = crate::train::device::device_name(device);
         let mut on_epoch = |log: &EpochLog| {
             progress(Progress {
                 stage: log.stage.clone(),
@@ -77,7 +78,7 @@ impl Trainer for EngineTrainer {
                 loss: log.loss,
                 samples_per_s: log.samples_per_s,
                 device: device_name.clone(),
-                gpu_memory_bytes: crate::device::memory_in_use(device),
+                gpu_memory_bytes: crate::train::device::memory_in_use(device),
             })
         };
         // The engine polls an Arc<AtomicBool>; mirror the agent's flag into it while the task runs.
@@ -133,8 +134,8 @@ impl Trainer for EngineTrainer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::random_prepared;
-    use crate::engine::small_config;
+    use crate::fixtures::random_prepared;
+    use crate::mersiamc3d::engine::small_config;
     use mer_shared::labels::LabelScheme;
     use mer_shared::task::TaskPayload;
 

@@ -10,7 +10,7 @@ use mer_shared::prepared::{ApexFlowInfo, Groups, Prepared, Tim10Info};
 use mer_shared::train_config::TrainConfig;
 use mer_shared::{Dataset, LabelScheme};
 use mer_worker::baselines::run_baseline;
-use mer_worker::engine::Hooks;
+use mer_worker::train::epochs::Hooks;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

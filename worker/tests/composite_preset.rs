@@ -2,7 +2,7 @@
 //! 68 subjects, the counts of docs/datasets.md's table). About a minute in the dev profile on 2 cores.
 
 use mer_shared::Dataset;
-use mer_worker::prep::{inspect, prepare, PrepOptions};
+use mer_worker::prep::pipeline::{inspect, prepare};
 use mer_worker::synth::{generate, Preset};
 
 #[test]
@@ -12,7 +12,7 @@ fn composite_preset_prepares_to_the_official_442_clips() {
     assert_eq!(s.clips.values().sum::<usize>(), 442);
     assert_eq!(s.subjects.values().sum::<usize>(), 68);
     let out = dir.path().join("composite.safetensors");
-    let mut o = PrepOptions::from_synth(&s, &out);
+    let mut o = s.prep_options(&out);
     o.composite = true;
     let r = prepare(&o).unwrap();
     assert_eq!(r.samples, 442);

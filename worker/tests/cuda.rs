@@ -4,8 +4,9 @@
 
 use mer_shared::labels::LabelScheme;
 use mer_worker::bench::{random_prepared, train_throughput, BenchOptions};
-use mer_worker::device::{memory_in_use, parse_device};
-use mer_worker::engine::{small_config, train_fold, Hooks};
+use mer_worker::mersiamc3d::engine::{small_config, train_fold};
+use mer_worker::train::device::{memory_in_use, parse_device};
+use mer_worker::train::epochs::Hooks;
 
 fn labelled_set() -> mer_shared::prepared::Prepared {
     let cfg = small_config();
@@ -91,7 +92,7 @@ fn cuda_bench_prints_paper_model_throughput() {
 /// The NCCL collective over every local GPU (one rank on a one-GPU machine): exact sums.
 #[test]
 fn nccl_all_reduce_sums_over_every_local_gpu() {
-    mer_worker::device::init_cuda();
+    mer_worker::train::device::init_cuda();
     let n = tch::Cuda::device_count() as usize;
     assert!(n >= 1, "a CUDA device");
     let r = mer_worker::bench::allreduce("cuda:0", n, 1 << 20, 5).unwrap();
@@ -104,7 +105,7 @@ fn nccl_all_reduce_sums_over_every_local_gpu() {
 /// data-parallel tolerance (fp32 path); skipped with a message on a one-GPU machine.
 #[test]
 fn a_fold_on_two_gpus_matches_one_gpu() {
-    mer_worker::device::init_cuda();
+    mer_worker::train::device::init_cuda();
     if tch::Cuda::device_count() < 2 {
         println!("one GPU: the two-GPU data-parallel fold is not run");
         return;

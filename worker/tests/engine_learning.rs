@@ -5,9 +5,11 @@
 use mer_shared::labels::LabelScheme;
 use mer_shared::metrics::Confusion;
 use mer_shared::prepared::Prepared;
-use mer_worker::engine::{folds, small_config, train_fold, Hooks};
-use mer_worker::prep::{prepare, PrepOptions};
+use mer_worker::mersiamc3d::engine::{small_config, train_fold};
+use mer_worker::prep::pipeline::prepare;
 use mer_worker::synth::{generate, Preset};
+use mer_worker::train::epochs::Hooks;
+use mer_worker::train::fold::folds;
 
 /// Allowed |UF1(fast) - UF1(fp32)| on this run. bf16 rounding changes individual training steps, so the two
 /// paths take different trajectories; on 27 test samples one flipped prediction moves UF1 by about 0.04.
@@ -66,7 +68,7 @@ fn loso_on_tiny_learns_and_the_fast_path_agrees() {
     let dir = tempfile::tempdir().unwrap();
     let s = generate(Preset::Tiny, 7, dir.path()).unwrap();
     let out = dir.path().join("tiny.safetensors");
-    let mut opts = PrepOptions::from_synth(&s, &out);
+    let mut opts = s.prep_options(&out);
     opts.threads = Some(2);
     prepare(&opts).unwrap();
     let data = Prepared::read(&out).unwrap();

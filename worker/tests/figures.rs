@@ -2,8 +2,8 @@
 //! original and key-frame strips and the motion curves drawn from the dataset root.
 
 use mer_shared::prepared::Prepared;
-use mer_worker::figures::{clip_figures, FigureOptions};
-use mer_worker::prep::{prepare, PrepOptions};
+use mer_worker::prep::figures::{clip_figures, FigureOptions};
+use mer_worker::prep::pipeline::{prepare, PrepOptions};
 use mer_worker::synth::{generate, Preset};
 
 #[test]

@@ -7,7 +7,7 @@
 //! with its file and row.
 
 use mer_shared::labels::LabelScheme;
-use mer_worker::datasets::{read_dataset, ClipRecord, DatasetKind};
+use mer_worker::prep::datasets::{read_dataset, ClipRecord, DatasetKind};
 use serde_json::Value;
 use std::path::Path;
 

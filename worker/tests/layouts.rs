@@ -3,7 +3,7 @@
 //! SAMM (13-row preamble, mixed 4/5-digit padding), SMIC-HS original and SMIC-E.
 
 use mer_shared::Dataset;
-use mer_worker::datasets::{casme2, read_dataset, samm, smic, DatasetKind};
+use mer_worker::prep::datasets::{casme2, read_dataset, samm, smic, DatasetKind};
 use std::path::{Path, PathBuf};
 
 fn python() -> PathBuf {

@@ -3,10 +3,10 @@
 
 use mer_shared::prepared::Prepared;
 use mer_shared::Dataset;
-use mer_worker::datasets::frames::find_frame;
-use mer_worker::datasets::{read_dataset, DatasetKind};
-use mer_worker::keyframes::KeyframeMethod;
-use mer_worker::prep::{prepare, skip_report_path, InterpolatorChoice, PrepOptions};
+use mer_worker::prep::datasets::frames::find_frame;
+use mer_worker::prep::datasets::{read_dataset, DatasetKind};
+use mer_worker::prep::keyframes::KeyframeMethod;
+use mer_worker::prep::pipeline::{prepare, skip_report_path, InterpolatorChoice, PrepOptions};
 use mer_worker::synth::{generate, generate_with, Casme2Layout, Preset, SynthOptions};
 use std::path::{Path, PathBuf};
 
@@ -80,7 +80,7 @@ fn each_bad_input_gives_its_error_and_skip_bad_reports_it() {
     let outdir = dir.path().join("out");
     std::fs::create_dir_all(&outdir).unwrap();
     let out = outdir.join("p.safetensors");
-    let mut opts = PrepOptions::from_synth(&s, &out);
+    let mut opts = s.prep_options(&out);
     opts.threads = Some(2);
     let e = prepare(&opts).unwrap_err().to_string();
     assert!(e.starts_with("sample casme2/"), "{e}");

@@ -4,7 +4,7 @@
 
 use mer_shared::prepared::Prepared;
 use mer_shared::Dataset;
-use mer_worker::prep::{prepare, PrepOptions};
+use mer_worker::prep::pipeline::prepare;
 use mer_worker::synth::{generate, Preset, SynthOptions};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -80,7 +80,7 @@ fn realistic_tiny_is_read_by_the_real_readers_and_records_its_noise() {
     // The real readers and prep read it: every face found by the Haar detector, the workbook's (noisy)
     // apex is what the prepared file holds, SMIC's apex is the estimated middle frame.
     let out = dir.path().join("realistic.safetensors");
-    let r = prepare(&PrepOptions::from_synth(&s, &out)).unwrap();
+    let r = prepare(&s.prep_options(&out)).unwrap();
     assert_eq!(r.samples, 28);
     assert_eq!(r.fallbacks, 0, "every face found");
     assert_eq!(r.megc3["casme2"], [3, 3, 3]);
@@ -120,7 +120,8 @@ fn the_workbooks_carry_the_drawn_action_units_and_a_seed_repeats_itself() {
     assert_eq!(frame(&a.casme2), frame(&b.casme2), "same seed, same bytes");
     // Column H of the CASME II coding workbook holds the action units.
     let rows =
-        mer_worker::datasets::read_table(&a.casme2.join("CASME2-coding-20140508.xlsx")).unwrap();
+        mer_worker::prep::datasets::read_table(&a.casme2.join("CASME2-coding-20140508.xlsx"))
+            .unwrap();
     assert_eq!(rows[0].cell(7), "Action Units");
     let written: BTreeSet<String> = rows[1..].iter().map(|r| r.cell(7).to_string()).collect();
     let drawn: BTreeSet<String> = a

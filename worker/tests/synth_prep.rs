@@ -4,8 +4,8 @@
 
 use mer_shared::prepared::Prepared;
 use mer_shared::Dataset;
-use mer_worker::face::{read_gray, FaceDetector};
-use mer_worker::prep::{inspect, prepare, PrepOptions};
+use mer_worker::prep::face::{read_gray, FaceDetector};
+use mer_worker::prep::pipeline::{inspect, prepare};
 use mer_worker::synth::{generate, Preset};
 use std::path::PathBuf;
 
@@ -24,15 +24,15 @@ fn tiny_generates_detectable_faces_and_prepares_end_to_end() {
 
     // The Haar frontal-face cascade finds the face on every generated onset frame, near the drawn centre.
     let recs: Vec<_> = [
-        mer_worker::datasets::casme2::read(&s.casme2).unwrap(),
-        mer_worker::datasets::samm::read(&s.samm).unwrap(),
-        mer_worker::datasets::smic::read_original(&s.smic).unwrap(),
+        mer_worker::prep::datasets::casme2::read(&s.casme2).unwrap(),
+        mer_worker::prep::datasets::samm::read(&s.samm).unwrap(),
+        mer_worker::prep::datasets::smic::read_original(&s.smic).unwrap(),
     ]
     .concat();
     assert_eq!(recs.len(), 28);
     let mut det = FaceDetector::new().unwrap();
     for r in &recs {
-        let f = mer_worker::datasets::frames::find_frame(&r.frames, r.onset).unwrap();
+        let f = mer_worker::prep::datasets::frames::find_frame(&r.frames, r.onset).unwrap();
         let m = read_gray(&f.path).unwrap();
         use opencv::prelude::*;
         let c = det
@@ -61,7 +61,7 @@ fn tiny_generates_detectable_faces_and_prepares_end_to_end() {
     }
 
     let out = dir.path().join("tiny.safetensors");
-    let mut opts = PrepOptions::from_synth(&s, &out);
+    let mut opts = s.prep_options(&out);
     opts.threads = Some(2);
     let rep = prepare(&opts).unwrap();
     assert_eq!(rep.samples, 28);
@@ -218,7 +218,7 @@ fn the_fill_rule_is_recorded_and_changes_only_the_clips_whose_plan_changed() {
     let s = generate(Preset::Tiny, 7, dir.path()).unwrap();
     let prep = |fill: KeyframeFill, run: &str| {
         let out = dir.path().join(format!("{fill}-{run}.safetensors"));
-        let mut opts = PrepOptions::from_synth(&s, &out);
+        let mut opts = s.prep_options(&out);
         opts.threads = Some(2);
         opts.size = 48;
         opts.keyframe_fill = fill;
@@ -277,7 +277,7 @@ fn the_baselines_groups_are_added_without_touching_the_flow() {
     let dir = tempfile::tempdir().unwrap();
     let s = generate(Preset::Tiny, 11, dir.path()).unwrap();
     let plain = dir.path().join("plain.safetensors");
-    let mut opts = PrepOptions::from_synth(&s, &plain);
+    let mut opts = s.prep_options(&plain);
     opts.threads = Some(2);
     prepare(&opts).unwrap();
     let with = dir.path().join("with.safetensors");
@@ -372,7 +372,7 @@ fn newer_parts_are_written_in_their_layouts_and_prepare() {
 
     // The layouts are the releases': read by the readers, and prepared with the generator's truth.
     let out = dir.path().join("all.safetensors");
-    let mut p = PrepOptions::from_synth(&s, &out);
+    let mut p = s.prep_options(&out);
     p.threads = Some(2);
     let rep = prepare(&p).unwrap();
     assert_eq!(rep.samples, 28 + 36);

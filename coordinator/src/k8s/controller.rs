@@ -15,6 +15,13 @@ use crate::scheduler::{ExpState, Scheduler};
 use crate::spec::{parse_spec, KubernetesSpec, LauncherKind};
 use crate::CoordError;
 
+/// The scheduler is where the pod watch reports lost workers: their leases end at once.
+impl WorkerLossSink for Scheduler {
+    fn worker_lost(&self, worker_name: &str, reason: &str) -> usize {
+        Scheduler::worker_lost(self, worker_name, reason)
+    }
+}
+
 /// How often the controller reconciles Jobs with the scheduler's state.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 

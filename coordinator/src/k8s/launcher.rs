@@ -44,16 +44,6 @@ pub struct PodLost {
     pub reason: String,
 }
 
-/// Whether `s` is a DNS-1123 label (namespace names).
-pub fn valid_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
 /// Whether a Job can run no more pods: scaled to 0 (its experiment had ended) or finished
 /// (`Complete` or `Failed`).
 pub fn job_is_spent(job: &Job) -> bool {
@@ -433,12 +423,5 @@ mod tests {
             lost_reason(&evicted, false).as_deref(),
             Some("pod disrupted: PreemptionByScheduler")
         );
-    }
-
-    #[test]
-    fn dns_labels() {
-        assert!(valid_dns_label("ml-team"));
-        assert!(!valid_dns_label("Bad_NS"));
-        assert!(!valid_dns_label("-x"));
     }
 }

@@ -33,7 +33,7 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use serde::{Deserialize, Serialize};
 
-use crate::spec::KubernetesSpec;
+use crate::spec::{is_dns_label, KubernetesSpec};
 use crate::CoordError;
 
 pub use controller::{Action, JobController};
@@ -225,7 +225,7 @@ impl WorkerTemplate {
         if self.image.trim().is_empty() {
             return Err("image is empty".into());
         }
-        if !launcher::valid_dns_label(&self.namespace) {
+        if !is_dns_label(&self.namespace) {
             return Err(format!("namespace '{}' is not a DNS label", self.namespace));
         }
         if !(self.coordinator_address.starts_with("http://")
@@ -279,7 +279,7 @@ pub async fn submit_job(
 /// Parses `name:key` (or `name`, key `token`) into a [`SecretKey`].
 pub fn parse_secret_key(s: &str) -> Result<SecretKey, CoordError> {
     let (name, key) = s.split_once(':').unwrap_or((s, "token"));
-    if !launcher::valid_dns_label(name) || key.is_empty() {
+    if !is_dns_label(name) || key.is_empty() {
         return Err(CoordError::invalid(
             "token secret",
             format!("'{s}' is not NAME[:KEY] with a DNS-label NAME"),

@@ -4,7 +4,7 @@
 //! ([`mer_shared::loso::inner_splits`]: seeded, stratified by part). Each candidate sweep point gets one
 //! inner target task per group - trained on the other groups, tested on that group, the outer test subject
 //! never seen - and, where its method has prior learning, an inner prior task on the same inner training
-//! subjects. The inner results choose the outer fold's point (`crate::selection`); the outer test subject's
+//! subjects. The inner results choose the outer fold's point (`crate::results::selection`); the outer test subject's
 //! result of that point is the fold's prediction. Inner tasks are ordinary tasks of the graph: content-keyed
 //! (the inner split is part of the key), so they are reused across experiments and scheduled like the rest.
 
@@ -105,9 +105,9 @@ fn candidates(sweep_points: &[SweepPoint]) -> Vec<Candidates> {
 
 #[cfg(test)]
 mod tests {
-    use crate::plan::tests::composite_with_groups;
     use crate::plan::{expand, TaskKind};
     use crate::spec::parse_spec;
+    use crate::test_support::composite_with_groups;
     use mer_shared::loso::Role;
     use std::collections::BTreeSet;
 

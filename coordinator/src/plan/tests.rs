@@ -2,78 +2,17 @@
 
 use super::*;
 use crate::spec::parse_spec;
-use mer_shared::composite::composite_list;
+use crate::test_support::{composite_summary, composite_with_groups, with_newer_parts};
 use mer_shared::digest::sha256_hex;
-use mer_shared::prepared::{PrepInfo, Prepared, SampleMeta};
+use mer_shared::prepared::{Prepared, SampleMeta};
 use std::collections::BTreeSet;
 use std::path::Path;
-
-/// A prepared-file summary with the composite's 442 samples and labels under megc3 (and, for CASME II
-/// and SAMM, a synthetic objective5 label), without any tensor.
-pub(crate) fn composite_summary(keyframes: &str) -> DatasetSummary {
-    let samples = composite_list()
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let mut labels = BTreeMap::from([("megc3".to_string(), e.label)]);
-            if e.dataset != Dataset::Smic {
-                labels.insert("objective5".to_string(), i % 5);
-            }
-            SampleMeta {
-                labels,
-                ..mer_shared::fixtures::sample(e.dataset, &e.subject, &e.filename, &[])
-            }
-        })
-        .collect();
-    DatasetSummary {
-        hash: sha256_hex(keyframes.as_bytes()),
-        path: PathBuf::from(format!("{keyframes}.safetensors")),
-        info: PrepInfo {
-            keyframes: keyframes.into(),
-            interpolator: "farneback-warp-blend".into(),
-            crop: "haar".into(),
-            ..mer_shared::fixtures::prep_info("test", 112, 10)
-        },
-        samples,
-    }
-}
 
 const HEAD: &str = "name = \"t\"\ndataset = \"d.safetensors\"\nscheme = \"megc3\"\n";
 
 fn plan(extra: &str) -> Plan {
     let spec = parse_spec("s.toml", &format!("{HEAD}{extra}")).unwrap_or_else(|e| panic!("{e}"));
     expand(&spec, &composite_summary("adaptive")).unwrap()
-}
-
-/// `composite_summary` with both optional baseline groups recorded.
-pub(crate) fn composite_with_groups(keyframes: &str) -> DatasetSummary {
-    let mut s = composite_summary(keyframes);
-    s.info.apex_flow = Some(mer_shared::prepared::ApexFlowInfo {
-        size: 28,
-        channels: vec!["u".into(), "v".into(), "strain".into()],
-    });
-    s.info.tim10 = Some(mer_shared::prepared::Tim10Info {
-        size: 112,
-        frames: 10,
-    });
-    s
-}
-
-/// `s` plus 3 subjects of each newer labelled part (CAS(ME)^3 A, 4DME, MMEW), one megc3 clip per class each.
-pub(crate) fn with_newer_parts(mut s: DatasetSummary) -> DatasetSummary {
-    for d in [Dataset::Casme3a, Dataset::Fourdme, Dataset::Mmew] {
-        for subject in ["S1", "S2", "S3"] {
-            for l in 0..3 {
-                s.samples.push(mer_shared::fixtures::sample(
-                    d,
-                    subject,
-                    &format!("c{l}"),
-                    &[("megc3", l)],
-                ));
-            }
-        }
-    }
-    s
 }
 
 #[test]
@@ -915,7 +854,7 @@ fn dataset_summary_hashes_the_file_and_reads_its_header() {
 fn results_depend_only_on_the_task() {
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("d.safetensors");
-    mer_worker::sim::write_sim_dataset(&ds, 2, 3).unwrap();
+    mer_worker::agent::sim::write_sim_dataset(&ds, 2, 3).unwrap();
     let spec = crate::spec::parse_spec(
         "s.toml",
         &format!(
@@ -926,16 +865,16 @@ fn results_depend_only_on_the_task() {
     .unwrap();
     let plan = crate::plan::plan_spec(&spec).unwrap();
     assert_eq!(plan.folds.len(), 6);
-    let a = mer_worker::sim::SimTrainer::new(std::time::Duration::ZERO, None);
-    let b = mer_worker::sim::SimTrainer::new(std::time::Duration::from_millis(4), None);
-    let ra = mer_worker::sim::reference_run(
+    let a = mer_worker::agent::sim::SimTrainer::new(std::time::Duration::ZERO, None);
+    let b = mer_worker::agent::sim::SimTrainer::new(std::time::Duration::from_millis(4), None);
+    let ra = mer_worker::agent::sim::reference_run(
         &plan.task_specs(),
         &plan.datasets,
         &a,
         &dir.path().join("a"),
     )
     .unwrap();
-    let rb = mer_worker::sim::reference_run(
+    let rb = mer_worker::agent::sim::reference_run(
         &plan.task_specs(),
         &plan.datasets,
         &b,
@@ -946,7 +885,7 @@ fn results_depend_only_on_the_task() {
     assert_eq!(ra.len(), 12);
     assert_eq!(a.executions(), 18);
     // Not trivially all right or all wrong, and the two sweep points differ.
-    let res = crate::aggregate::aggregate(&plan, &ra);
+    let res = crate::results::aggregate::aggregate(&plan, &ra);
     let uf1: Vec<f64> = res
         .sweep_points
         .iter()

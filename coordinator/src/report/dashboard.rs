@@ -12,10 +12,10 @@
 //! nothing here writes. Finished fold results are parsed once and cached by task key; the pooled scores
 //! are recomputed with the planner's [`aggregate`] only when the number of finished folds changed.
 
-use crate::aggregate::{aggregate, ExperimentResults};
 use crate::error::CoordError;
-use crate::lease::Progress;
 use crate::plan::TaskKind;
+use crate::results::aggregate::{aggregate, ExperimentResults};
+use crate::scheduler::lease::Progress;
 use crate::scheduler::{Scheduler, TaskState, TaskView};
 use crate::store::now_ms;
 use axum::extract::{Path, State};
@@ -497,12 +497,12 @@ async fn worker_list(d: &Dashboard) -> Result<Vec<WorkerJson>, CoordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::submit_spec;
-    use crate::loopback_get::http_get;
-    use crate::server::{start, ServerConfig};
+    use crate::rpc::client::submit_spec;
+    use crate::rpc::server::{start, ServerConfig};
+    use crate::test_support::loopback_get::http_get;
     use mer_shared::client::{connect, ConnectOptions};
+    use mer_worker::agent::sim::{write_sim_dataset, SimTrainer};
     use mer_worker::agent::{run_agent, AgentConfig};
-    use mer_worker::sim::{write_sim_dataset, SimTrainer};
     use std::time::Duration;
     use tokio_util::sync::CancellationToken;
 

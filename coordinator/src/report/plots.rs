@@ -350,17 +350,9 @@ pub fn bars_png(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// Decodes PNG bytes; returns (width, height).
-    pub(crate) fn decode(bytes: &[u8]) -> (u32, u32) {
-        let dec = png::Decoder::new(std::io::Cursor::new(bytes));
-        let mut r = dec.read_info().expect("PNG header");
-        let mut buf = vec![0; r.output_buffer_size()];
-        let info = r.next_frame(&mut buf).expect("PNG data");
-        (info.width, info.height)
-    }
+    use crate::test_support::decode_png as decode;
 
     #[test]
     fn plots_decode_and_carry_ink() {

@@ -7,46 +7,20 @@
 //! here with [`ScoreReport::compute`]; a disagreement with `results.json` is an error, never silently
 //! papered over.
 
-use super::bundle::{load_run, FoldRecord, PriorRecord, RunData};
 use super::paper;
 use super::plots::{self, Series};
-use crate::aggregate::SweepPointResult;
 use crate::error::CoordError;
-use base64::Engine;
+use crate::results::aggregate::SweepPointResult;
+use crate::results::bundle::{load_run, FoldRecord, PriorRecord, RunData};
+use crate::results::document::{to_html, to_markdown, Block};
+use crate::results::sections::{self, f4, pair, point_label};
+use mer_shared::fs::write_atomic;
 use mer_shared::predictions::{PredictionRecord, ScoreReport};
-use mer_shared::prepared::write_atomic;
 use mer_shared::{Dataset, LabelScheme};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-
-/// One piece of a report document.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Block {
-    /// A heading (level 1..=3).
-    Heading(u8, String),
-    /// A paragraph of plain text (inline `code` spans allowed).
-    Para(String),
-    /// A table: header cells and rows.
-    Table {
-        /// Header cells.
-        head: Vec<String>,
-        /// Body rows.
-        rows: Vec<Vec<String>>,
-    },
-    /// A figure: file name (under `figures/`), caption, PNG bytes.
-    Image {
-        /// File name under `figures/`.
-        file: String,
-        /// Caption / alt text.
-        caption: String,
-        /// The PNG.
-        png: Vec<u8>,
-    },
-    /// A preformatted block (spec text, JSON).
-    Code(String),
-}
 
 /// What `mer report` wrote.
 #[derive(Debug, Clone)]
@@ -61,14 +35,6 @@ pub struct ReportOutput {
     pub exports: Vec<PathBuf>,
     /// The recomputed scores per sweep point index (what the tables show).
     pub scores: BTreeMap<u32, ScoreReport>,
-}
-
-fn f4(x: f64) -> String {
-    format!("{x:.4}")
-}
-
-fn pair(uf1: f64, uar: f64) -> String {
-    format!("{uf1:.4} / {uar:.4}")
 }
 
 /// Renders the report of the run in `run_dir` into `out_dir` (created if needed).
@@ -159,17 +125,6 @@ fn sweep_point(run: &RunData, idx: u32) -> Option<&SweepPointResult> {
     run.results.sweep_points.iter().find(|s| s.index == idx)
 }
 
-fn point_label(run: &RunData, idx: u32) -> String {
-    match sweep_point(run, idx) {
-        Some(s) if s.partial => format!(
-            "`{}` (partial {}/{} folds)",
-            s.label, s.folds_done, s.folds_total
-        ),
-        Some(s) => format!("`{}`", s.label),
-        None => format!("point {idx}"),
-    }
-}
-
 fn value_str(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -204,35 +159,18 @@ fn build_blocks(
     let r = &run.results;
     let mut b = Vec::new();
     b.push(Block::Heading(1, format!("Report: {}", r.experiment)));
-    let parts: Vec<String> = r
-        .parts
-        .iter()
-        .map(|p| p.display_name().to_string())
-        .collect();
     b.push(Block::Para(format!(
-        "Scheme `{}` ({} classes: {}), parts {}, {} sweep point(s); {} of {} fold trainings finished{}. \
-         Scores pool the predictions of all finished folds per sweep point (MEGC2019 rules: TP/FP/FN summed over folds, then \
-         UF1 and UAR), recomputed from the prediction files in `predictions/`, exactly as `mer score` does.",
-        r.scheme,
-        r.classes.len(),
-        r.classes.join(", "),
-        parts.join(", "),
-        r.sweep_points.len(),
-        r.tasks_done,
-        r.tasks_total,
-        if r.partial { " - PARTIAL results" } else { "" }
+        "{}, recomputed from the prediction files in `predictions/`, exactly as `mer score` does.",
+        sections::scope(r)
     )));
-    let note = crate::aggregate::protocol_note(r.protocol);
-    if !note.is_empty() {
-        b.push(Block::Para(note.trim().replace("**", "")));
-    }
+    b.extend(sections::protocol_note(r.protocol));
     results_table(run, scores, &mut b);
     method_comparison(run, scores, &mut b)?;
     frozen_table(run, scores, &mut b);
     alpha_sweep(run, scores, &mut b)?;
     per_point(run, scores, &mut b)?;
     selection_section(run, &mut b);
-    leakage_section(run, &mut b);
+    b.extend(sections::leakage_section(&run.results));
     per_subject(run, &mut b);
     training_curves(run, &mut b)?;
     provenance(run, &mut b);
@@ -264,7 +202,7 @@ fn results_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec
                 format!(
                     "{} (this run) {}",
                     sp.method.display_name(),
-                    point_label(run, sp.index)
+                    point_label(&run.results, sp.index)
                 ),
                 "this run".into(),
                 format!("{}/{}", sp.folds_done, sp.folds_total),
@@ -329,7 +267,7 @@ fn results_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec
         for sp in &r.sweep_points {
             let s = scores.get(&sp.index);
             let mut row = vec![
-                point_label(run, sp.index),
+                point_label(&run.results, sp.index),
                 format!("{}/{}", sp.folds_done, sp.folds_total),
             ];
             for k in &keys {
@@ -454,16 +392,8 @@ fn selection_section(run: &RunData, b: &mut Vec<Block>) {
         2,
         "Model selection: nested (a result)".into(),
     ));
-    b.push(Block::Para(format!(
-        "For every outer fold, each candidate point of a method was trained on {} subject-grouped inner \
-         splits of that fold's training subjects (seed {}; the outer test subject was never seen) and scored by \
-         its pooled inner UF1. The fold's *selected* point is the best (ties: higher inner UAR, then the earlier \
-         point), and its outer test predictions are the fold's. *Selected* pools those over the outer folds: no \
-         test subject influenced it, so it is the honest score of choosing a point. *Oracle epoch* and \
-         *oracle point* (chosen on the test subjects) are diagnostics, shown for the premium.",
-        sel.inner_folds, sel.seed
-    )));
-    let opt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), f4);
+    b.push(sections::selection_explanation(sel));
+    let opt = sections::opt;
     let diag = r.diagnostics.as_ref();
     for m in &sel.methods {
         b.push(Block::Heading(3, m.method.display_name().to_string()));
@@ -481,7 +411,7 @@ fn selection_section(run: &RunData, b: &mut Vec<Block>) {
         rows.push(row);
         for (pos, &p) in m.points.iter().enumerate() {
             let clean = sweep_point(run, p).and_then(|sp| sp.scores.as_ref());
-            let mut row = vec![format!("clean {}", point_label(run, p))];
+            let mut row = vec![format!("clean {}", point_label(&run.results, p))];
             row.extend(score_cells(run, clean));
             row.push(m.times_chosen[pos].to_string());
             rows.push(row);
@@ -490,7 +420,10 @@ fn selection_section(run: &RunData, b: &mut Vec<Block>) {
             let oracle = diag
                 .and_then(|d| d.oracle_epoch.iter().find(|o| o.index == p))
                 .and_then(|o| o.scores.as_ref());
-            let mut row = vec![format!("oracle epoch {} (diagnostic)", point_label(run, p))];
+            let mut row = vec![format!(
+                "oracle epoch {} (diagnostic)",
+                point_label(&run.results, p)
+            )];
             row.extend(score_cells(run, oracle));
             row.push("-".into());
             rows.push(row);
@@ -501,7 +434,7 @@ fn selection_section(run: &RunData, b: &mut Vec<Block>) {
                 "Oracle point (diagnostic): {} at {} UF1 / UAR; mean of the points {}; selected {} / {}. \
                  Premium of the oracle point over the selected score: {} UF1 / {} UAR; over the mean of the \
                  points: {:+.4} / {:+.4}.",
-                point_label(run, o.best_index),
+                point_label(&run.results, o.best_index),
                 pair(o.best_uf1, o.best_uar),
                 pair(o.mean_uf1, o.mean_uar),
                 opt(o.selected_uf1),
@@ -518,7 +451,7 @@ fn selection_section(run: &RunData, b: &mut Vec<Block>) {
         head.extend(
             m.points
                 .iter()
-                .map(|p| format!("inner UF1 {}", point_label(run, *p))),
+                .map(|p| format!("inner UF1 {}", point_label(&run.results, *p))),
         );
         let rows = m
             .folds
@@ -530,120 +463,18 @@ fn selection_section(run: &RunData, b: &mut Vec<Block>) {
                         .clone()
                         .unwrap_or_else(|| "- (inner tasks unfinished)".into()),
                 ];
-                row.extend(f.inner.iter().map(crate::selection::InnerScore::cell));
+                row.extend(
+                    f.inner
+                        .iter()
+                        .map(crate::results::selection::InnerScore::cell),
+                );
                 row
             })
             .collect();
         b.push(Block::Table { head, rows });
     }
     for w in &sel.warnings {
-        b.push(Block::Para(format!("Warning: {w}")));
-    }
-}
-
-/// The leakage premium (`results.json` diagnostics): clean against oracle-epoch scores per point and part,
-/// the epochs the oracle chose, and the oracle point per method. Every heading and caption says that these
-/// numbers were chosen on the test subjects.
-fn leakage_section(run: &RunData, b: &mut Vec<Block>) {
-    let r = &run.results;
-    let Some(d) = &r.diagnostics else {
-        return;
-    };
-    b.push(Block::Heading(
-        2,
-        "Leakage premium (diagnostic, not a result)".into(),
-    ));
-    b.push(Block::Para(format!(
-        "{}. What the field's usual test-set shortcuts would have added to the clean scores above. *Oracle \
-         epoch*: each fold stopped at the target epoch with the best accuracy on its own test subject (earliest \
-         among ties), then pooled as usual. *Oracle point*: per method, the sweep point with the best pooled \
-         test UF1, against the mean of the method's points. The clean scores (fixed final epoch, every point \
-         reported) are the results; these are not.",
-        crate::leakage::DIAGNOSTIC_LABEL
-    )));
-    let opt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), f4);
-    let signed = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:+.4}"));
-    let mut head: Vec<String> = [
-        "sweep point",
-        "clean UF1 / UAR",
-        "oracle epoch UF1 / UAR",
-        "premium UF1 / UAR",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    head.extend(
-        r.parts
-            .iter()
-            .map(|p| format!("{} premium UF1", p.display_name())),
-    );
-    head.push("chosen epochs (min / median / max)".into());
-    let mut rows = Vec::new();
-    for (sp, o) in r.sweep_points.iter().zip(&d.oracle_epoch) {
-        let clean = sp.scores.as_ref();
-        let oracle = o.scores.as_ref();
-        let mut row = vec![
-            point_label(run, sp.index),
-            format!(
-                "{} / {}",
-                opt(clean.map(|s| s.uf1)),
-                opt(clean.map(|s| s.uar))
-            ),
-            format!(
-                "{} / {}",
-                opt(oracle.map(|s| s.uf1)),
-                opt(oracle.map(|s| s.uar))
-            ),
-            format!("{} / {}", signed(o.premium_uf1), signed(o.premium_uar)),
-        ];
-        for p in &r.parts {
-            row.push(signed(crate::leakage::part_premium_uf1(
-                oracle,
-                clean,
-                p.key(),
-            )));
-        }
-        let mut e: Vec<usize> = o.chosen_epochs.values().copied().collect();
-        e.sort_unstable();
-        row.push(match (e.first(), e.last()) {
-            (Some(lo), Some(hi)) => format!("{lo} / {} / {hi}", e[e.len() / 2]),
-            _ if !o.folds_without_epochs.is_empty() => format!(
-                "{} fold(s) without per-epoch predictions",
-                o.folds_without_epochs.len()
-            ),
-            _ => "no epochs (one candidate)".into(),
-        });
-        rows.push(row);
-    }
-    b.push(Block::Table { head, rows });
-    if !d.oracle_point.is_empty() {
-        b.push(Block::Table {
-            head: [
-                "method",
-                "points",
-                "oracle point (diagnostic)",
-                "its UF1 / UAR",
-                "mean of points UF1 / UAR",
-                "premium UF1 / UAR",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-            rows: d
-                .oracle_point
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.method.display_name().to_string(),
-                        p.points.to_string(),
-                        point_label(run, p.best_index),
-                        pair(p.best_uf1, p.best_uar),
-                        pair(p.mean_uf1, p.mean_uar),
-                        format!("{:+.4} / {:+.4}", p.premium_uf1, p.premium_uar),
-                    ]
-                })
-                .collect(),
-        });
+        b.push(sections::warning(w));
     }
 }
 
@@ -681,7 +512,7 @@ fn frozen_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<
     ));
     let mut rows = Vec::new();
     let mut points: Vec<_> = run.results.sweep_points.iter().collect();
-    let key = |s: &&crate::aggregate::SweepPointResult| {
+    let key = |s: &&crate::results::aggregate::SweepPointResult| {
         let no_prior = s.values.get("prior") == Some(&Value::Bool(false));
         let k = s
             .values
@@ -806,7 +637,7 @@ fn per_point(
     for sp in &run.results.sweep_points {
         b.push(Block::Heading(
             3,
-            format!("Sweep point {}", point_label(run, sp.index)),
+            format!("Sweep point {}", point_label(&run.results, sp.index)),
         ));
         if !sp.values.is_empty() {
             let v: Vec<String> = sp
@@ -817,36 +648,10 @@ fn per_point(
             b.push(Block::Para(format!("Swept values: {}.", v.join(", "))));
         }
         let Some(s) = scores.get(&sp.index) else {
-            b.push(Block::Para("No fold finished yet.".into()));
+            b.push(Block::Para(sections::NO_FOLD_FINISHED.into()));
             continue;
         };
-        let mut rows = Vec::new();
-        for p in &run.results.parts {
-            if let Some(ps) = s.parts.get(p.key()) {
-                rows.push(vec![
-                    p.display_name().to_string(),
-                    ps.n.to_string(),
-                    f4(ps.uf1),
-                    f4(ps.uar),
-                    f4(ps.acc),
-                    f4(ps.f1_macro),
-                ]);
-            }
-        }
-        rows.push(vec![
-            "all".into(),
-            s.n.to_string(),
-            f4(s.uf1),
-            f4(s.uar),
-            f4(s.acc),
-            f4(s.f1_macro),
-        ]);
-        b.push(Block::Table {
-            head: ["part", "n", "UF1", "UAR", "Acc", "macro-F1"]
-                .map(String::from)
-                .to_vec(),
-            rows,
-        });
+        b.push(sections::part_scores_table(&run.results.parts, s));
         let rows = s
             .per_class
             .iter()
@@ -886,7 +691,7 @@ fn per_point(
             png,
         });
         for w in &sp.warnings {
-            b.push(Block::Para(format!("Warning: {w}")));
+            b.push(sections::warning(w));
         }
     }
     Ok(())
@@ -914,7 +719,7 @@ fn per_subject(run: &RunData, b: &mut Vec<Block>) {
             }
         }
     }
-    let points: Vec<&crate::aggregate::SweepPointResult> = run
+    let points: Vec<&crate::results::aggregate::SweepPointResult> = run
         .results
         .sweep_points
         .iter()
@@ -1323,7 +1128,7 @@ fn exports_section(run: &RunData, b: &mut Vec<Block>) {
             };
             rows.push(vec![
                 format!("`exports/{f}`"),
-                format!("{what} of {}", point_label(run, *idx)),
+                format!("{what} of {}", point_label(&run.results, *idx)),
             ]);
         }
     }
@@ -1409,124 +1214,3 @@ fn csv_field(s: &str) -> String {
         s.to_string()
     }
 }
-
-/// Markdown of the blocks; figures link to `figures/<file>`.
-pub fn to_markdown(blocks: &[Block]) -> String {
-    let mut out = String::new();
-    let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
-    for b in blocks {
-        match b {
-            Block::Heading(l, t) => {
-                let _ = writeln!(out, "{} {t}\n", "#".repeat(*l as usize));
-            }
-            Block::Para(t) => {
-                let _ = writeln!(out, "{t}\n");
-            }
-            Block::Table { head, rows } => {
-                let _ = writeln!(
-                    out,
-                    "| {} |",
-                    head.iter().map(|h| cell(h)).collect::<Vec<_>>().join(" | ")
-                );
-                let _ = writeln!(out, "|{}", "---|".repeat(head.len()));
-                for r in rows {
-                    let _ = writeln!(
-                        out,
-                        "| {} |",
-                        r.iter().map(|h| cell(h)).collect::<Vec<_>>().join(" | ")
-                    );
-                }
-                out.push('\n');
-            }
-            Block::Image { file, caption, .. } => {
-                let _ = writeln!(out, "![{caption}](figures/{file})\n");
-            }
-            Block::Code(t) => {
-                let _ = writeln!(out, "```\n{}\n```\n", t.trim_end());
-            }
-        }
-    }
-    out
-}
-
-/// Escapes text for HTML.
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// Escapes text and turns `code` spans into `<code>`.
-fn inline(s: &str) -> String {
-    let mut out = String::new();
-    for (i, part) in s.split('`').enumerate() {
-        if i % 2 == 1 {
-            let _ = write!(out, "<code>{}</code>", esc(part));
-        } else {
-            out += &esc(part);
-        }
-    }
-    out
-}
-
-/// One self-contained HTML page: inline CSS, figures as `data:image/png;base64` URIs, no script and no
-/// external asset.
-pub fn to_html(title: &str, blocks: &[Block]) -> String {
-    let mut out = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>{}</style></head><body>\n",
-        esc(title),
-        REPORT_CSS
-    );
-    for b in blocks {
-        match b {
-            Block::Heading(l, t) => {
-                let _ = writeln!(out, "<h{l}>{}</h{l}>", inline(t));
-            }
-            Block::Para(t) => {
-                let _ = writeln!(out, "<p>{}</p>", inline(t));
-            }
-            Block::Table { head, rows } => {
-                out += "<table><thead><tr>";
-                for h in head {
-                    let _ = write!(out, "<th>{}</th>", inline(h));
-                }
-                out += "</tr></thead><tbody>\n";
-                for r in rows {
-                    let paper = r.iter().any(|c| c.contains("(published)"));
-                    out += if paper {
-                        "<tr class=\"paper\">"
-                    } else {
-                        "<tr>"
-                    };
-                    for c in r {
-                        let _ = write!(out, "<td>{}</td>", inline(c));
-                    }
-                    out += "</tr>\n";
-                }
-                out += "</tbody></table>\n";
-            }
-            Block::Image { file, caption, png } => {
-                let data = base64::engine::general_purpose::STANDARD.encode(png);
-                let _ = writeln!(
-                    out,
-                    "<figure><img alt=\"{}\" data-file=\"{}\" src=\"data:image/png;base64,{data}\"><figcaption>{}</figcaption></figure>",
-                    esc(caption),
-                    esc(file),
-                    inline(caption)
-                );
-            }
-            Block::Code(t) => {
-                let _ = writeln!(out, "<pre>{}</pre>", esc(t));
-            }
-        }
-    }
-    out += "</body></html>\n";
-    out
-}
-
-const REPORT_CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}\
-table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}\
-th{background:#f0f0f0}tr.paper td{background:#fff8e1;font-style:italic}code{background:#f4f4f4;padding:0 3px}\
-pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}figure{margin:1em 0}img{max-width:100%}\
-figcaption{font-size:13px;color:#555}";

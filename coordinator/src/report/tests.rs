@@ -1,18 +1,19 @@
 //! Report tests on a finished run built the way the coordinator builds it: a sim dataset, a spec, every
 //! task run by the deterministic sim trainer, then the planner's `aggregate` + `write_results` and the
-//! run files of [`super::bundle::write_run_files`].
+//! run files of [`crate::results::bundle::write_run_files`].
 
-use super::bundle::{load_run, write_run_files, RunContext};
-use super::plots::tests::decode;
 use super::render_report;
-use crate::aggregate::{aggregate, write_results};
 use crate::plan::plan_spec;
+use crate::results::aggregate::aggregate;
+use crate::results::bundle::{load_run, write_run_files, RunContext};
+use crate::results::writer::write_results;
 use crate::spec::load_spec;
+use crate::test_support::decode_png as decode;
 use base64::Engine;
 use mer_shared::prediction_file::parse_any;
 use mer_shared::predictions::ScoreReport;
 use mer_shared::LabelScheme;
-use mer_worker::sim::{reference_run, write_sim_dataset, SimTrainer};
+use mer_worker::agent::sim::{reference_run, write_sim_dataset, SimTrainer};
 use std::path::Path;
 use std::time::Duration;
 
@@ -351,7 +352,7 @@ fn a_method_sweep_reports_a_measured_row_per_method_and_compares_them_per_part()
 
 #[test]
 fn prior_curves_come_from_the_artifacts_summaries_and_reach_the_report() {
-    use crate::report::bundle::{read_prior_record, PriorRecord};
+    use crate::results::bundle::{read_prior_record, PriorRecord};
     use mer_shared::fold::EpochLog;
     let dir = tempfile::tempdir().unwrap();
     let ep = |epoch: usize, loss: f64, monitor: f64, unseen: f64| EpochLog {

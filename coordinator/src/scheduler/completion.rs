@@ -1,7 +1,14 @@
 //! A leased task's end: its result (committed before it is acknowledged; the first valid result wins,
 //! later ones are counted as duplicates) or its failure (retried until `max_attempts`, then given up).
 
-use super::*;
+use super::graph::{bump, enqueue, finish_task, give_up_task};
+use super::{CompleteOutcome, FailOutcome, Inner, Scheduler};
+use crate::error::CoordError;
+use crate::plan::TaskDef;
+use crate::scheduler::lease::ActiveLease;
+use crate::store::{NewResult, StoredTaskState};
+use crate::task_state::TaskState;
+use std::sync::Arc;
 
 impl Scheduler {
     /// The task a lease or key refers to (for validating a completion).

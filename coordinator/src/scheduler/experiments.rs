@@ -1,7 +1,13 @@
 //! Experiments entering and leaving the graph: submission (idempotent by identity), retrying a failed
 //! experiment's given-up tasks, cancellation, and recording an experiment that ended.
 
-use super::*;
+use super::graph::{add_locked, bump, enqueue, update_exp_state, NewExpEntry};
+use super::{Scheduler, Submission, Submitted};
+use crate::error::CoordError;
+use crate::store::{ExpState, NewExperiment};
+use crate::task_state::TaskState;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 impl Scheduler {
     /// Finds a live (not cancelled) experiment with this identity.

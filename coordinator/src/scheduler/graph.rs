@@ -2,7 +2,14 @@
 //! dependencies), queueing ready tasks, finishing a task (which unblocks its dependents) and giving one
 //! up (with everything that depends on it). These run under the scheduler's lock and touch no I/O.
 
-use super::*;
+use super::{Experiment, Inner, Task};
+use crate::plan::{Plan, TaskKind};
+use crate::store::{ExpState, StoredTaskState};
+use crate::task_state::TaskState;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 
 pub(super) fn bump(e: &Experiment) {
     e.version.send_modify(|v| *v += 1);

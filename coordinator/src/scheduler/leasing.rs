@@ -1,7 +1,14 @@
 //! Workers and leases: registration, the fair-share lease loop (prior tasks first), long polls,
 //! heartbeats that push deadlines back or re-adopt a lease after a restart, and expiry of lost leases.
 
-use super::*;
+use super::graph::{bump, enqueue, give_up_task};
+use super::{placement, Grant, HeartbeatAnswer, Inner, Scheduler, Task, WorkerInfo};
+use crate::plan::TaskKind;
+use crate::scheduler::lease::{ActiveLease, Progress};
+use crate::store::{ExpState, StoredTaskState, WorkerRow};
+use crate::task_state::TaskState;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 impl Scheduler {
     /// Registers a worker and returns its id.
@@ -111,71 +118,14 @@ impl Scheduler {
     ) -> Option<Grant> {
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
-        let n = inner.exps.len();
-        if n == 0 {
-            return None;
-        }
-        let devices = inner.workers.get(worker).map_or(0, |w| w.devices.len());
-        let usage = placement::DeviceUse::of(
+        let LeasePick {
+            exp: b,
+            prior,
+            pos,
             devices,
-            inner
-                .leases
-                .iter()
-                .filter(|(_, l)| l.worker == worker)
-                .map(|(_, l)| l.devices.as_slice()),
-        );
-        // Fair share: the running experiment with a fitting ready task and the fewest running tasks.
-        let mut best: Option<(usize, bool, usize, Vec<u32>, u32)> = None;
-        for off in 0..n {
-            let i = (inner.rr + off) % n;
-            let e = &mut inner.exps[i];
-            if e.state != ExpState::Running {
-                continue;
-            }
-            for q in [&mut e.ready_prior, &mut e.ready_target] {
-                while let Some(&t) = q.front() {
-                    if inner.tasks[t].state == TaskState::Ready {
-                        break;
-                    }
-                    q.pop_front();
-                }
-            }
-            if best.as_ref().is_some_and(|b| e.running >= b.4) {
-                continue;
-            }
-            // Median durations by kind, once per experiment and only for a worker whose job ends.
-            let medians: HashMap<TaskKind, f64> = match left {
-                Some(_) => e
-                    .durations
-                    .iter()
-                    .filter_map(|(k, v)| median(v).map(|m| (*k, m)))
-                    .collect(),
-                None => HashMap::new(),
-            };
-            let mut found = None;
-            'queues: for (prior, q) in [(true, &e.ready_prior), (false, &e.ready_target)] {
-                for (pos, &t) in q.iter().enumerate() {
-                    let task = &inner.tasks[t];
-                    if task.state != TaskState::Ready {
-                        continue;
-                    }
-                    if let (Some(left), Some(m)) = (left, medians.get(&task.def.kind)) {
-                        if *m > left.as_secs_f64() {
-                            continue;
-                        }
-                    }
-                    if let Some(d) = usage.place(slot, task.def.payload.train.devices_per_task) {
-                        found = Some((prior, pos, d));
-                        break 'queues;
-                    }
-                }
-            }
-            if let Some((prior, pos, d)) = found {
-                best = Some((i, prior, pos, d, e.running));
-            }
-        }
-        let (b, prior, pos, devices, _) = best?;
-        inner.rr = (b + 1) % n;
+            ..
+        } = pick(inner, worker, slot, left)?;
+        inner.rr = (b + 1) % inner.exps.len();
         let e = &mut inner.exps[b];
         let q = if prior {
             &mut e.ready_prior
@@ -263,7 +213,7 @@ impl Scheduler {
         self.notify.notify_waiters();
     }
 
-    /// Renews a lease and records progress. Returns `(keep_going, reason)`. A lease this coordinator
+    /// Renews a lease and records progress. Returns whether the worker should go on, and why not. A lease this coordinator
     /// does not know (granted before a restart) is adopted when its task is still waiting for a worker,
     /// holding the `devices` the worker says it holds.
     pub fn heartbeat(
@@ -273,7 +223,7 @@ impl Scheduler {
         task_key: &str,
         progress: Progress,
         devices: &[u32],
-    ) -> (bool, String) {
+    ) -> HeartbeatAnswer {
         self.touch_worker(worker);
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
@@ -290,12 +240,12 @@ impl Scheduler {
                 bump(&inner.exps[x]);
             }
             if all_cancelled {
-                return (false, "the experiment was cancelled".into());
+                return HeartbeatAnswer::stop("the experiment was cancelled");
             }
-            return (true, String::new());
+            return HeartbeatAnswer::go();
         }
         let Some(&t) = inner.by_key.get(task_key) else {
-            return (false, "unknown task".into());
+            return HeartbeatAnswer::stop("unknown task");
         };
         let task = &mut inner.tasks[t];
         match task.state {
@@ -323,14 +273,15 @@ impl Scheduler {
                     task = task_key,
                     "adopted a lease granted before a restart"
                 );
-                (true, String::new())
+                HeartbeatAnswer::go()
             }
-            TaskState::Done | TaskState::Committing => (false, "the task is already done".into()),
-            TaskState::GaveUp => (false, "the task gave up".into()),
-            TaskState::Leased | TaskState::Blocked => (
-                false,
-                "the lease expired and the task was handed to another worker".into(),
-            ),
+            TaskState::Done | TaskState::Committing => {
+                HeartbeatAnswer::stop("the task is already done")
+            }
+            TaskState::GaveUp => HeartbeatAnswer::stop("the task gave up"),
+            TaskState::Leased | TaskState::Blocked => {
+                HeartbeatAnswer::stop("the lease expired and the task was handed to another worker")
+            }
         }
     }
 
@@ -424,4 +375,95 @@ fn lease_of(
         progress,
         devices,
     }
+}
+
+/// The task the fair-share pick chose for a worker slot.
+struct LeasePick {
+    /// Index of the experiment in `Inner::exps`.
+    exp: usize,
+    /// Whether the task waits in the experiment's prior queue (else in its target queue).
+    prior: bool,
+    /// The task's position in that queue.
+    pos: usize,
+    /// The worker's devices the task is placed on.
+    devices: Vec<u32>,
+    /// The experiment's running tasks when it was picked (the fewest wins).
+    running: u32,
+}
+
+/// Fair share: among the running experiments with a ready task that fits the worker's free devices
+/// (and, for a worker with `left` until its job ends, whose kind's median duration fits), the one with
+/// the fewest running tasks, starting round-robin after the last one served; within it a prior task
+/// first. Drops tasks no longer ready from the queues' fronts on the way.
+fn pick(inner: &mut Inner, worker: &str, slot: u32, left: Option<Duration>) -> Option<LeasePick> {
+    let n = inner.exps.len();
+    if n == 0 {
+        return None;
+    }
+    let devices = inner.workers.get(worker).map_or(0, |w| w.devices.len());
+    let usage = placement::DeviceUse::of(
+        devices,
+        inner
+            .leases
+            .iter()
+            .filter(|(_, l)| l.worker == worker)
+            .map(|(_, l)| l.devices.as_slice()),
+    );
+    // Fair share: the running experiment with a fitting ready task and the fewest running tasks.
+    let mut best: Option<LeasePick> = None;
+    for off in 0..n {
+        let i = (inner.rr + off) % n;
+        let e = &mut inner.exps[i];
+        if e.state != ExpState::Running {
+            continue;
+        }
+        for q in [&mut e.ready_prior, &mut e.ready_target] {
+            while let Some(&t) = q.front() {
+                if inner.tasks[t].state == TaskState::Ready {
+                    break;
+                }
+                q.pop_front();
+            }
+        }
+        if best.as_ref().is_some_and(|b| e.running >= b.running) {
+            continue;
+        }
+        // Median durations by kind, once per experiment and only for a worker whose job ends.
+        let medians: HashMap<TaskKind, f64> = match left {
+            Some(_) => e
+                .durations
+                .iter()
+                .filter_map(|(k, v)| median(v).map(|m| (*k, m)))
+                .collect(),
+            None => HashMap::new(),
+        };
+        let mut found = None;
+        'queues: for (prior, q) in [(true, &e.ready_prior), (false, &e.ready_target)] {
+            for (pos, &t) in q.iter().enumerate() {
+                let task = &inner.tasks[t];
+                if task.state != TaskState::Ready {
+                    continue;
+                }
+                if let (Some(left), Some(m)) = (left, medians.get(&task.def.kind)) {
+                    if *m > left.as_secs_f64() {
+                        continue;
+                    }
+                }
+                if let Some(d) = usage.place(slot, task.def.payload.train.devices_per_task) {
+                    found = Some((prior, pos, d));
+                    break 'queues;
+                }
+            }
+        }
+        if let Some((prior, pos, d)) = found {
+            best = Some(LeasePick {
+                exp: i,
+                prior,
+                pos,
+                devices: d,
+                running: e.running,
+            });
+        }
+    }
+    best
 }

@@ -15,18 +15,17 @@
 //! Tasks are shared by key between experiments: a result stored by one experiment (or an earlier run)
 //! is reused by every other, never re-run.
 //!
-//! Files: this one holds the state and its types; `graph.rs` the task graph's state machine (adding an
+//! Files: this one holds the state and its types; `lease.rs` the lease table; `graph.rs` the task graph's state machine (adding an
 //! experiment's tasks, queueing, finishing, giving up); `experiments.rs` submission, retry and
 //! cancellation; `leasing.rs` workers, leases, heartbeats and expiry; `completion.rs` results and
 //! failures; `views.rs` read-only views (status, task views); `observe.rs` metrics and probes.
 
 use crate::error::CoordError;
-use crate::lease::{ActiveLease, LeaseTable, Progress};
 use crate::plan::{Plan, TaskDef, TaskKind};
+use crate::scheduler::lease::{LeaseTable, Progress};
 pub use crate::store::ExpState;
-use crate::store::{NewExperiment, NewResult, Snapshot, Store, StoredTaskState, WorkerRow};
+use crate::store::{Snapshot, Store};
 pub use crate::task_state::TaskState;
-use mer_shared::proto;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -36,12 +35,13 @@ use tokio::sync::{mpsc, watch, Notify};
 mod completion;
 mod experiments;
 mod graph;
+pub mod lease;
 mod leasing;
 mod observe;
 mod placement;
 mod views;
 
-use graph::{add_locked, bump, enqueue, finish_task, give_up_task, update_exp_state, NewExpEntry};
+use graph::{add_locked, update_exp_state, NewExpEntry};
 pub use observe::CoordinatorProbe;
 
 /// Scheduler settings that are not per experiment.
@@ -186,6 +186,33 @@ pub struct Grant {
     /// The worker's devices the task trains on (indices into its device list; more than one for a gang
     /// lease; empty: the slot's own device on a worker whose device list is unknown).
     pub devices: Vec<u32>,
+}
+
+/// The scheduler's answer to a heartbeat (the `HeartbeatReply` on the wire).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatAnswer {
+    /// Whether the worker should go on with the task.
+    pub keep_going: bool,
+    /// Why not (empty when it should go on).
+    pub reason: String,
+}
+
+impl HeartbeatAnswer {
+    /// Go on.
+    pub fn go() -> Self {
+        HeartbeatAnswer {
+            keep_going: true,
+            reason: String::new(),
+        }
+    }
+
+    /// Stop, for `reason`.
+    pub fn stop(reason: &str) -> Self {
+        HeartbeatAnswer {
+            keep_going: false,
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// What a completion did.
@@ -390,8 +417,9 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{expand, tests::composite_summary};
+    use crate::plan::expand;
     use crate::spec::parse_spec;
+    use crate::test_support::composite_summary;
 
     fn plan(name: &str, alphas: &str) -> Plan {
         let spec = parse_spec("s.toml", &format!("name = \"{name}\"\ndataset = \"d\"\nscheme = \"megc3\"\nparts = [\"casme2\"]\n[sweep]\nalpha = [{alphas}]\n")).unwrap();

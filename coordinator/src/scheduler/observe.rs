@@ -169,12 +169,6 @@ impl Scheduler {
     }
 }
 
-impl crate::k8s::WorkerLossSink for Scheduler {
-    fn worker_lost(&self, worker_name: &str, reason: &str) -> usize {
-        Scheduler::worker_lost(self, worker_name, reason)
-    }
-}
-
 /// The coordinator as `/metrics` and `/readyz` see it: the scheduler plus whether gRPC is serving.
 pub struct CoordinatorProbe {
     /// The scheduler.

@@ -1,6 +1,15 @@
 //! Read-only views of the hot state: plans, status (the wire form), task views for the dashboard.
 
-use super::*;
+use super::graph::bump;
+use super::{placement, Experiment, Inner, Scheduler, TaskView};
+use crate::plan::Plan;
+use crate::scheduler::lease::ActiveLease;
+use crate::store::ExpState;
+use crate::task_state::TaskState;
+use mer_shared::proto;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::watch;
 
 impl Scheduler {
     /// The plan of an experiment.
@@ -153,7 +162,10 @@ impl Scheduler {
 }
 
 /// The names of the devices a lease holds (`cuda:0`...; `#i` for an index the worker's list lacks).
-pub(super) fn lease_device_names(inner: &Inner, l: &crate::lease::ActiveLease) -> Vec<String> {
+pub(super) fn lease_device_names(
+    inner: &Inner,
+    l: &crate::scheduler::lease::ActiveLease,
+) -> Vec<String> {
     let names = inner.workers.get(&l.worker).map(|w| w.devices.as_slice());
     l.devices
         .iter()

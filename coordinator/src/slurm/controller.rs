@@ -358,7 +358,7 @@ impl SlurmController {
         };
         let script = job_script(&t.spec, &req);
         let path = dir.join(format!("array-{}.sbatch", t.arrays.len() + 1));
-        mer_shared::prepared::write_atomic(&path, script.as_bytes())
+        mer_shared::fs::write_atomic(&path, script.as_bytes())
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let job = self.cli.sbatch(&path).await?;
         let (j, e, p) = (job.clone(), id.to_string(), path.display().to_string());

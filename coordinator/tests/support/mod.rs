@@ -1,7 +1,7 @@
 //! Set-up shared by the coordinator's integration tests (`mod support;` in each): a sim dataset and a
 //! spec over it, the [`Cluster`] harness (a coordinator on 127.0.0.1:0 with N in-process worker
 //! agents: submit, wait for a condition with a timeout, lose a worker, restart the coordinator, shut
-//! down), a trainer that holds tasks at a gate, and (from `src/loopback_get.rs`) a raw HTTP GET on
+//! down), a trainer that holds tasks at a gate, and (from `src/test_support/loopback_get.rs`) a raw HTTP GET on
 //! loopback. Each test crate uses a part of it.
 #![allow(dead_code)]
 
@@ -10,17 +10,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mer_coordinator::client::{get_status, submit_spec};
 use mer_coordinator::plan::TaskKind;
-use mer_coordinator::server::{start, CoordinatorHandle, ServerConfig};
+use mer_coordinator::rpc::client::{get_status, submit_spec};
+use mer_coordinator::rpc::server::{start, CoordinatorHandle, ServerConfig};
 use mer_shared::client::{connect, Clients, ConnectOptions};
 use mer_shared::proto;
+use mer_worker::agent::sim::{write_sim_dataset, SimTrainer};
+use mer_worker::agent::trainer::{
+    Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError,
+};
 use mer_worker::agent::{run_agent, AgentConfig, AgentStats};
-use mer_worker::sim::{write_sim_dataset, SimTrainer};
-use mer_worker::trainer::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
 use tokio_util::sync::CancellationToken;
 
-#[path = "../../src/loopback_get.rs"]
+#[path = "../../src/test_support/loopback_get.rs"]
 pub mod loopback_get;
 
 /// Writes a sim dataset (`subjects` per part, 2 clips each) as `data.safetensors` and the spec

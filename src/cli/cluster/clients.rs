@@ -1,7 +1,13 @@
 //! The client commands of a running coordinator: `mer submit`, `mer status`, `mer cancel`,
 //! `mer results`.
 
-use super::*;
+use super::ConnectArgs;
+use anyhow::Context;
+use clap::Args;
+use mer_coordinator::rpc::client::{get_results, get_status, submit_spec_text, watch_until_done};
+use mer_shared::client::connect;
+use mer_shared::proto;
+use std::path::PathBuf;
 
 /// `mer submit`.
 #[derive(Debug, Args)]
@@ -302,16 +308,13 @@ pub(super) async fn cmd_results(a: ResultsArgs) -> anyhow::Result<()> {
     let r = get_results(&c, &a.id).await?;
     match &a.out {
         Some(dir) => {
-            mer_shared::prepared::write_atomic(
-                &dir.join("results.json"),
-                r.results_json.as_bytes(),
-            )?;
-            mer_shared::prepared::write_atomic(&dir.join("summary.md"), r.summary_md.as_bytes())?;
+            mer_shared::fs::write_atomic(&dir.join("results.json"), r.results_json.as_bytes())?;
+            mer_shared::fs::write_atomic(&dir.join("summary.md"), r.summary_md.as_bytes())?;
             for (name, text) in &r.files {
                 if name.split('/').any(|p| p == ".." || p.is_empty()) {
                     continue;
                 }
-                mer_shared::prepared::write_atomic(&dir.join(name), text.as_bytes())?;
+                mer_shared::fs::write_atomic(&dir.join(name), text.as_bytes())?;
             }
             println!(
                 "wrote {} ({})",

@@ -1,7 +1,14 @@
 //! `mer run`: an experiment on this machine (local mode): a coordinator and N worker processes,
 //! progress bars, the results in the run folder.
 
-use super::*;
+use super::{name_unreachable, SimArgs};
+use anyhow::{bail, Context};
+use clap::Args;
+use mer::local::{default_run_dir, run_local, LocalOptions};
+use mer_shared::client::{connect, ConnectOptions};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// `mer run`.
 #[derive(Debug, Args)]
@@ -65,7 +72,7 @@ pub(super) async fn cmd_plan(a: PlanArgs) -> anyhow::Result<()> {
             let mut o = ConnectOptions::new(url.clone(), a.token.clone());
             o.tls_ca = a.tls_ca.clone();
             let clients = connect(&o)?;
-            mer_coordinator::client::preview_on(&clients, &a.spec, url)
+            mer_coordinator::rpc::client::preview_on(&clients, &a.spec, url)
                 .await
                 .map_err(|e| name_unreachable(e.into(), url))?
         }

@@ -13,20 +13,12 @@ pub use clients::{CancelArgs, ResultsArgs, StatusArgs, SubmitArgs};
 pub use local::{PlanArgs, RunArgs};
 pub use servers::{CoordinatorArgs, WorkerArgs};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Subcommand};
-use mer::local::{default_run_dir, run_local, LocalOptions};
-use mer_coordinator::client::{get_results, get_status, submit_spec_text, watch_until_done};
-use mer_coordinator::scheduler::SchedConfig;
-use mer_coordinator::server::{start, ServerConfig, TlsFiles};
-use mer_shared::client::{connect, ConnectOptions};
-use mer_shared::proto;
-use mer_worker::agent::{run_agent_with_drain, AgentConfig, Drain};
-use mer_worker::sim::SimTrainer;
-use mer_worker::trainer::Trainer;
-use std::net::SocketAddr;
+use mer_shared::client::ConnectOptions;
+use mer_worker::agent::sim::SimTrainer;
+use mer_worker::agent::Drain;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 

@@ -1,8 +1,18 @@
 //! The long-running servers: `mer coordinator` (gRPC for workers and clients, durable state) and
 //! `mer worker` (an agent that leases tasks and trains them with libtorch, or the simulated trainer).
 
-use super::*;
+use super::{drain_on_signals, shutdown_on_signals, ConnectArgs, SimArgs};
+use anyhow::bail;
+use clap::Args;
+use mer_coordinator::rpc::server::{start, ServerConfig, TlsFiles};
+use mer_coordinator::scheduler::SchedConfig;
+use mer_worker::agent::trainer::Trainer;
+use mer_worker::agent::{run_agent_with_drain, AgentConfig};
 use mer_worker::user_method::WithUserMethods;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// `mer coordinator`.
 #[derive(Debug, Args)]
@@ -161,7 +171,7 @@ pub(super) async fn cmd_worker(a: WorkerArgs) -> anyhow::Result<()> {
 #[cfg(feature = "worker")]
 fn real_trainer() -> anyhow::Result<Arc<dyn Trainer>> {
     // One dataset cache for both: a worker alternating built-in and user tasks holds the data once.
-    let cache = Arc::new(mer_worker::dataset_cache::DatasetCache::default());
+    let cache = Arc::new(mer_worker::agent::dataset_cache::DatasetCache::default());
     Ok(Arc::new(WithUserMethods::with_cache(
         mer_worker::engine_trainer::EngineTrainer::with_cache(cache.clone()),
         cache,
@@ -182,13 +192,14 @@ struct NoEngine;
 impl Trainer for NoEngine {
     fn run(
         &self,
-        task: &mer_worker::trainer::TaskSpec,
-        _: &mer_worker::trainer::TaskInputs,
-        _: &mut dyn FnMut(mer_worker::trainer::Progress),
+        task: &mer_worker::agent::trainer::TaskSpec,
+        _: &mer_worker::agent::trainer::TaskInputs,
+        _: &mut dyn FnMut(mer_worker::agent::trainer::Progress),
         _: &std::sync::atomic::AtomicBool,
-    ) -> Result<mer_worker::trainer::TaskOutput, mer_worker::trainer::TrainerError> {
+    ) -> Result<mer_worker::agent::trainer::TaskOutput, mer_worker::agent::trainer::TrainerError>
+    {
         // Another worker, built with libtorch, may run it.
-        Err(mer_worker::trainer::TrainerError::retryable(format!(
+        Err(mer_worker::agent::trainer::TrainerError::retryable(format!(
             "task {}: this mer was built without the `worker` feature (no libtorch): it runs only methods of the spec's own (use a full build)",
             task.key
         )))

@@ -1,7 +1,8 @@
 //! `mer submit --slurm`: the spec's `[slurm]` table with the command's flags laid over it, and
 //! `--dry-run`, which prints the job script the coordinator would submit and submits nothing.
 
-use super::*;
+use anyhow::{bail, Context};
+use clap::Args;
 use mer_coordinator::slurm::{job_script, ArrayRequest, SlurmSpec};
 use std::path::Path;
 

@@ -18,12 +18,12 @@
 use super::offapexnet::OffApexNet;
 use super::ststnet::Ststnet;
 use crate::error::WorkerError;
+use crate::train::epochs::{Cancel, EpochEval, EpochLoop, EpochPass, EpochStep};
 use mer_shared::fold::{predicted_class, EpochLog};
-use mer_shared::train_config::evaluates_epoch;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -185,7 +185,7 @@ impl Adam {
                 if !g.defined() {
                     continue;
                 }
-                crate::optim::adam_update(p, &g, m, v, self.step, self.lr);
+                crate::train::optim::adam_update(p, &g, m, v, self.step, self.lr);
                 let _ = g.zero_();
             }
         });
@@ -243,37 +243,94 @@ fn check(run: &CnnRun) -> Result<(usize, usize), WorkerError> {
     Ok((n, run.test_x.len() / per))
 }
 
-/// Softmax probabilities of the (normalised) test inputs `tx` under the network's current weights, in
-/// evaluation mode (BatchNorm running statistics, no dropout, so no random number is drawn).
-fn predict(
-    model: &Model,
-    tx: &[f32],
+/// The CNNs' part of the epoch loop: the network, its optimiser, the normalised inputs.
+struct CnnEpochs {
+    model: Model,
+    adam: Adam,
+    /// Training inputs `[N, C, S, S]` and labels on the device.
+    xs: Tensor,
+    ys: Tensor,
+    /// The training samples' order, shuffled every epoch when `shuffle` holds its generator.
+    order: Vec<usize>,
+    shuffle: Option<ChaCha8Rng>,
+    drop_rng: ChaCha8Rng,
     batch_size: usize,
-    c: i64,
-    s: i64,
-    classes: usize,
     device: Device,
-) -> Result<Vec<Vec<f32>>, WorkerError> {
-    let per = (c * s * s) as usize;
-    let mut unused = ChaCha8Rng::seed_from_u64(0);
-    let mut probs = Vec::with_capacity(tx.len() / per.max(1));
-    for chunk in tx.chunks(batch_size.max(1) * per) {
-        let b = (chunk.len() / per) as i64;
-        let x = Tensor::from_slice(chunk)
-            .view([b, c, s, s])
-            .to_device(device);
-        let p = tch::no_grad(|| {
-            model
-                .forward_t(&x, false, &mut unused)
-                .softmax(-1, Kind::Float)
-                .to_device(Device::Cpu)
-                .contiguous()
-        });
-        let flat = Vec::<f32>::try_from(p.view([-1]))
-            .map_err(|e| WorkerError::torch("reading test probabilities", e))?;
-        probs.extend(flat.chunks(classes).map(<[f32]>::to_vec));
+    /// The normalised test inputs.
+    tx: Vec<f32>,
+    /// Channels, side, classes.
+    shape: (i64, i64, usize),
+    /// The last tested epoch's probabilities (after the last epoch the final ones).
+    last_probs: Option<Vec<Vec<f32>>>,
+}
+
+impl EpochStep for CnnEpochs {
+    fn train_epoch(&mut self, _epoch: usize, cancel: Cancel) -> Result<EpochPass, WorkerError> {
+        if let Some(r) = self.shuffle.as_mut() {
+            self.order.shuffle(r);
+        }
+        let mut loss_sum = 0.0;
+        for chunk in self.order.chunks(self.batch_size) {
+            cancel.check()?;
+            let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
+            let idx = Tensor::from_slice(&idx).to_device(self.device);
+            let xb = self.xs.index_select(0, &idx);
+            let yb = self.ys.index_select(0, &idx);
+            let z = self.model.forward_t(&xb, true, &mut self.drop_rng);
+            let loss = z.cross_entropy_for_logits(&yb);
+            loss.backward();
+            self.adam.step(self.model.parameters());
+            loss_sum += loss.double_value(&[]) * chunk.len() as f64;
+        }
+        let n = self.order.len();
+        Ok(EpochPass {
+            loss: loss_sum / n as f64,
+            samples: n,
+        })
     }
-    Ok(probs)
+
+    fn evaluate(&mut self, _epoch: usize, test: bool) -> Result<EpochEval, WorkerError> {
+        let test_predictions = if test {
+            let probs = self.predict()?;
+            let preds = probs.iter().map(|row| predicted_class(row)).collect();
+            self.last_probs = Some(probs);
+            preds
+        } else {
+            Vec::new()
+        };
+        Ok(EpochEval {
+            test_predictions,
+            ..Default::default()
+        })
+    }
+}
+
+impl CnnEpochs {
+    /// Softmax probabilities of the (normalised) test inputs under the network's current weights, in
+    /// evaluation mode (BatchNorm running statistics, no dropout, so no random number is drawn).
+    fn predict(&self) -> Result<Vec<Vec<f32>>, WorkerError> {
+        let (c, s, classes) = self.shape;
+        let per = (c * s * s) as usize;
+        let mut unused = ChaCha8Rng::seed_from_u64(0);
+        let mut probs = Vec::with_capacity(self.tx.len() / per.max(1));
+        for chunk in self.tx.chunks(self.batch_size.max(1) * per) {
+            let b = (chunk.len() / per) as i64;
+            let x = Tensor::from_slice(chunk)
+                .view([b, c, s, s])
+                .to_device(self.device);
+            let p = tch::no_grad(|| {
+                self.model
+                    .forward_t(&x, false, &mut unused)
+                    .softmax(-1, Kind::Float)
+                    .to_device(Device::Cpu)
+                    .contiguous()
+            });
+            let flat = Vec::<f32>::try_from(p.view([-1]))
+                .map_err(|e| WorkerError::torch("reading test probabilities", e))?;
+            probs.extend(flat.chunks(classes).map(<[f32]>::to_vec));
+        }
+        Ok(probs)
+    }
 }
 
 /// Trains `run.net` on the training samples for `run.epochs` epochs and returns the softmax probabilities
@@ -296,7 +353,7 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
         device,
         seed,
         eval_every,
-        mut on_epoch,
+        on_epoch,
         cancel,
     } = run;
     let t0 = Instant::now();
@@ -307,7 +364,7 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
         r.set_stream(k);
         r
     };
-    let (mut init_rng, mut shuffle_rng, mut drop_rng) = (stream(0), stream(1), stream(2));
+    let (mut init_rng, shuffle_rng, drop_rng) = (stream(0), stream(1), stream(2));
     let model = match net {
         Net::Ststnet => {
             Model::Ststnet(Ststnet::new(size, classes, dropout, &mut init_rng, device)?)
@@ -328,75 +385,40 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
         .to_device(device);
     let ys: Vec<i64> = train_y.iter().map(|&y| y as i64).collect();
     let ys = Tensor::from_slice(&ys).to_device(device);
-    let mut adam = Adam::new(model.parameters(), lr);
-    let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
-
+    let adam = Adam::new(model.parameters(), lr);
     let mut tx = test_x.to_vec();
     normalise_inputs(&mut tx, APEX_CHANNELS, size);
-    let mut order: Vec<usize> = (0..n).collect();
-    // The last epoch's test probabilities are the final ones (same weights); kept to test only once.
-    let mut last_probs = None;
-    let mut logs = Vec::with_capacity(epochs);
-    for epoch in 0..epochs {
-        let te = Instant::now();
-        if shuffle {
-            order.shuffle(&mut shuffle_rng);
-        }
-        let mut loss_sum = 0.0;
-        for chunk in order.chunks(batch_size) {
-            if cancelled() {
-                return Err(WorkerError::Cancelled);
-            }
-            let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
-            let idx = Tensor::from_slice(&idx).to_device(device);
-            let xb = xs.index_select(0, &idx);
-            let yb = ys.index_select(0, &idx);
-            let z = model.forward_t(&xb, true, &mut drop_rng);
-            let loss = z.cross_entropy_for_logits(&yb);
-            loss.backward();
-            adam.step(model.parameters());
-            loss_sum += loss.double_value(&[]) * chunk.len() as f64;
-        }
-        let loss = loss_sum / n as f64;
-        if !loss.is_finite() {
-            return Err(WorkerError::Training(format!(
-                "{net:?} loss is not finite at epoch {epoch} (diverged; lower the learning rate)"
-            )));
-        }
-        let samples_per_s = n as f64 / te.elapsed().as_secs_f64().max(1e-9);
-        // The leakage diagnostics' per-epoch test predictions (nothing in training reads them).
-        if cancelled() {
-            return Err(WorkerError::Cancelled);
-        }
-        let test_predictions = if evaluates_epoch(eval_every, epoch, epochs) {
-            let probs = predict(&model, &tx, batch_size, c, s, classes, device)?;
-            let preds = probs.iter().map(|row| predicted_class(row)).collect();
-            last_probs = Some(probs);
-            preds
-        } else {
-            Vec::new()
-        };
-        let log = EpochLog {
-            stage: "target".into(),
-            epoch,
-            loss,
-            monitor: None,
-            unseen: None,
-            samples_per_s,
-            test_predictions,
-            layers: Vec::new(),
-        };
-        if let Some(f) = on_epoch.as_mut() {
-            f(&log);
-        }
-        logs.push(log);
+    let mut step = CnnEpochs {
+        model,
+        adam,
+        xs,
+        ys,
+        order: (0..n).collect(),
+        shuffle: shuffle.then_some(shuffle_rng),
+        drop_rng,
+        batch_size,
+        device,
+        tx,
+        shape: (c, s, classes),
+        last_probs: None,
+    };
+    let name = format!("{net:?}");
+    let logs = EpochLoop {
+        stage: "target",
+        name: &name,
+        fold: "",
+        epochs,
+        eval_every,
+        cancel: Cancel::new(cancel),
+        on_epoch,
     }
+    .run(Vec::new(), &mut step)?;
     let train_s = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
-    let probs = match last_probs {
+    let probs = match step.last_probs.take() {
         Some(p) => p,
-        None => predict(&model, &tx, batch_size, c, s, classes, device)?,
+        None => step.predict()?,
     };
     Ok(CnnOutput {
         probs,

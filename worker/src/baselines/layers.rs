@@ -18,7 +18,7 @@ pub(crate) fn uniform(shape: &[i64], bound: f64, rng: &mut ChaCha8Rng, device: D
 }
 
 /// Element-wise (inverted) dropout with a seeded mask: the engine's.
-pub(crate) use crate::dropout::dropout;
+pub(crate) use crate::train::dropout::dropout;
 
 /// Checks shared by both nets' constructors.
 pub(crate) fn check_common(classes: usize, dropout: f64) -> Result<(), WorkerError> {

@@ -155,27 +155,21 @@ fn option_error(option: &str, message: String) -> WorkerError {
     }
 }
 
-/// LBP-TOP feature of one clip: `frames` is `t * h * w` u8 gray values (frame-major, row-major), as the
-/// prepared file's `tim10` group stores them. Returns blocks[0]*blocks[1]*3*59 values: for each block
-/// (row-major), the XY, XT and YT histograms, each normalised to sum 1.
-///
-/// Errors (`InvalidOption`, naming the value): a `frames` length other than `t * h * w`, a neighbour count
-/// other than 8, a zero radius, a radius that leaves no interior centre on its axis (`2 R >= length`), a
-/// zero block count or more blocks than pixels on an axis.
-pub fn lbptop_features(
-    frames: &[u8],
+/// Checks [`lbptop_features`]' input: `len` values for a `t` x `h` x `w` clip, and `cfg`'s neighbours,
+/// radius and blocks for that size.
+fn check_input(
+    len: usize,
     t: usize,
     h: usize,
     w: usize,
     cfg: &LbpTopSvmConfig,
-) -> Result<Vec<f32>, WorkerError> {
+) -> Result<(), WorkerError> {
     let expected = t.checked_mul(h).and_then(|v| v.checked_mul(w));
-    if expected != Some(frames.len()) {
+    if expected != Some(len) {
         return Err(option_error(
             "frames",
             format!(
-                "{} values given for a {t} x {h} x {w} clip (t x h x w = {})",
-                frames.len(),
+                "{len} values given for a {t} x {h} x {w} clip (t x h x w = {})",
                 expected.map_or_else(|| "overflow".to_string(), |v| v.to_string())
             ),
         ));
@@ -223,6 +217,49 @@ pub fn lbptop_features(
             ));
         }
     }
+    Ok(())
+}
+
+/// Sums the per-pixel-row counts (block row, counts[block column][plane][bin]) into `br` x `bc` blocks
+/// and normalises each histogram to sum 1 (all zeros when empty).
+fn block_histograms(per_row: Vec<(usize, Vec<u32>)>, br: usize, bc: usize) -> Vec<f32> {
+    let mut totals = vec![0u64; br * bc * 3 * UNIFORM_BINS];
+    let row_len = bc * 3 * UNIFORM_BINS;
+    for (block_row, counts) in per_row {
+        let dst = &mut totals[block_row * row_len..(block_row + 1) * row_len];
+        for (d, c) in dst.iter_mut().zip(counts) {
+            *d += u64::from(c);
+        }
+    }
+    let mut out = Vec::with_capacity(totals.len());
+    for hist in totals.chunks(UNIFORM_BINS) {
+        let sum: u64 = hist.iter().sum();
+        if sum == 0 {
+            out.extend(std::iter::repeat_n(0.0f32, UNIFORM_BINS));
+        } else {
+            out.extend(hist.iter().map(|&c| (c as f64 / sum as f64) as f32));
+        }
+    }
+    out
+}
+
+/// LBP-TOP feature of one clip: `frames` is `t * h * w` u8 gray values (frame-major, row-major), as the
+/// prepared file's `tim10` group stores them. Returns blocks[0]*blocks[1]*3*59 values: for each block
+/// (row-major), the XY, XT and YT histograms, each normalised to sum 1.
+///
+/// Errors (`InvalidOption`, naming the value): a `frames` length other than `t * h * w`, a neighbour count
+/// other than 8, a zero radius, a radius that leaves no interior centre on its axis (`2 R >= length`), a
+/// zero block count or more blocks than pixels on an axis.
+pub fn lbptop_features(
+    frames: &[u8],
+    t: usize,
+    h: usize,
+    w: usize,
+    cfg: &LbpTopSvmConfig,
+) -> Result<Vec<f32>, WorkerError> {
+    check_input(frames.len(), t, h, w, cfg)?;
+    let [rx, ry, rt] = cfg.radius;
+    let [br, bc] = cfg.blocks;
 
     let plane = h * w;
     let v = |ti: usize, yi: usize, xi: usize| frames[ti * plane + yi * w + xi] as f64;
@@ -266,24 +303,7 @@ pub fn lbptop_features(
         })
         .collect();
 
-    let mut totals = vec![0u64; br * bc * 3 * UNIFORM_BINS];
-    let row_len = bc * 3 * UNIFORM_BINS;
-    for (block_row, counts) in per_row {
-        let dst = &mut totals[block_row * row_len..(block_row + 1) * row_len];
-        for (d, c) in dst.iter_mut().zip(counts) {
-            *d += u64::from(c);
-        }
-    }
-    let mut out = Vec::with_capacity(totals.len());
-    for hist in totals.chunks(UNIFORM_BINS) {
-        let sum: u64 = hist.iter().sum();
-        if sum == 0 {
-            out.extend(std::iter::repeat_n(0.0f32, UNIFORM_BINS));
-        } else {
-            out.extend(hist.iter().map(|&c| (c as f64 / sum as f64) as f32));
-        }
-    }
-    Ok(out)
+    Ok(block_histograms(per_row, br, bc))
 }
 
 #[cfg(test)]

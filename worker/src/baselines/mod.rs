@@ -11,13 +11,14 @@ pub mod cnn;
 mod layers;
 pub mod lbptop;
 pub mod offapexnet;
-pub mod strain;
 pub mod ststnet;
 pub mod svm;
 
-use crate::device::{configure, device_name, parse_device};
-use crate::engine::{split_fold, Fold, Hooks};
 use crate::error::WorkerError;
+use crate::prep::planes::keyframe_sum_input;
+use crate::train::device::{configure, device_name, parse_device};
+use crate::train::epochs::Hooks;
+use crate::train::fold::{split_fold, Fold};
 use mer_shared::fold::{predicted_class, FoldResult, SamplePrediction, Timings};
 use mer_shared::labels::LabelScheme;
 use mer_shared::loso::HeldOut;
@@ -67,8 +68,8 @@ pub fn run_baseline(
             data,
             &fold,
             classes,
-            cnn::Net::Ststnet,
             CnnSettings {
+                net: cnn::Net::Ststnet,
                 epochs: c.epochs,
                 batch_size: c.batch_size,
                 lr: c.lr,
@@ -77,17 +78,17 @@ pub fn run_baseline(
                 dense: 0,
                 eval_every: cfg.eval_every,
                 input: c.input,
+                device,
+                seed: cfg.seed,
             },
-            device,
-            cfg.seed,
             hooks,
         )?,
         BaselineSettings::Offapexnet(c) => cnn_fold(
             data,
             &fold,
             classes,
-            cnn::Net::Offapexnet,
             CnnSettings {
+                net: cnn::Net::Offapexnet,
                 epochs: c.epochs,
                 batch_size: c.batch_size,
                 lr: c.lr,
@@ -96,9 +97,9 @@ pub fn run_baseline(
                 dense: c.dense,
                 eval_every: cfg.eval_every,
                 input: c.input,
+                device,
+                seed: cfg.seed,
             },
-            device,
-            cfg.seed,
             hooks,
         )?,
         BaselineSettings::LbptopSvm(c) => {
@@ -138,8 +139,9 @@ pub fn run_baseline(
     })
 }
 
-/// The training settings the two CNNs share.
+/// The network and training settings of one CNN fold (the two CNNs share them).
 struct CnnSettings {
+    net: cnn::Net,
     epochs: usize,
     batch_size: usize,
     lr: f64,
@@ -148,6 +150,8 @@ struct CnnSettings {
     dense: i64,
     eval_every: usize,
     input: CnnInput,
+    device: tch::Device,
+    seed: u64,
 }
 
 /// Per test sample, the predicted class and the class scores.
@@ -159,15 +163,11 @@ type FoldOutput = (Predicted, Vec<mer_shared::fold::EpochLog>, f64, f64);
 /// Gathers the fold's raw inputs (`s.input`: the `apex_flow` group, or [`keyframe_sum_input`] at that
 /// group's size) and trains one of the CNNs (which normalises each sample on its own, so no statistic
 /// crosses the fold boundary).
-#[allow(clippy::too_many_arguments)]
 fn cnn_fold(
     data: &Prepared,
     fold: &Fold,
     classes: usize,
-    net: cnn::Net,
     s: CnnSettings,
-    device: tch::Device,
-    seed: u64,
     mut hooks: Hooks,
 ) -> Result<FoldOutput, WorkerError> {
     let size = data
@@ -194,7 +194,7 @@ fn cnn_fold(
     let stop = hooks.cancel.clone();
     let flag = stop.as_deref();
     let out = cnn::train_and_predict(cnn::CnnRun {
-        net,
+        net: s.net,
         train_x: &train_x,
         train_y: &fold.train_labels,
         test_x: &test_x,
@@ -206,8 +206,8 @@ fn cnn_fold(
         dropout: s.dropout,
         shuffle: s.shuffle,
         dense: s.dense,
-        device,
-        seed,
+        device: s.device,
+        seed: s.seed,
         eval_every: s.eval_every,
         // A reborrow, so the callback's lifetime can shrink to this call's.
         on_epoch: match hooks.on_epoch.as_mut() {
@@ -222,23 +222,6 @@ fn cnn_fold(
         .map(|row| (predicted_class(&row), row))
         .collect();
     Ok((preds, out.epochs, out.train_s, out.test_s))
-}
-
-/// Sample `i`'s `keyframe_sum` input (`[3, out, out]`): its prepared u and v flows summed to the apex
-/// key-frame ([`crate::augment::flow_to_apex`]), in the `apex_flow` group's form
-/// ([`crate::prep::apex_group_planes`]). The error names the sample when its key-frame times are missing
-/// or the file has no u, v flow.
-pub fn keyframe_sum_input(data: &Prepared, i: usize, out: u32) -> Result<Vec<f32>, WorkerError> {
-    let [_, c, _, h, w] = data.shape;
-    if c < 2 {
-        return Err(WorkerError::sample(
-            &data.samples[i].id,
-            format!("keyframe_sum needs u and v flow channels; the prepared file has {c}"),
-        ));
-    }
-    let summed = crate::augment::flow_to_apex(data, i)?;
-    let plane = h * w;
-    crate::prep::apex_group_planes(&summed[..plane], &summed[plane..2 * plane], h, w, out)
 }
 
 fn missing(g: InputGroup) -> WorkerError {
@@ -401,7 +384,7 @@ fn softmax(scores: &[f64]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::tests::synthetic;
+    use crate::fixtures::synthetic;
 
     /// Constant flow frames: frame f of sample 0 moves every pixel by (f + 1, -2(f + 1)) px.
     fn constant_frames(times: Vec<f64>, apex: u32) -> Prepared {
@@ -420,6 +403,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "opencv")]
     fn keyframe_sum_input_sums_the_flows_up_to_the_apex_key_frame_in_the_apex_group_form() {
         let times: Vec<f64> = (0..11).map(|i| f64::from(i) * 10.0).collect();
         // Apex at frame 42: key-frame 4 (time 40) is nearest, so flows 0..4 are summed: u = 1+2+3+4 = 10.

@@ -277,20 +277,30 @@ pub fn draw(megc3: Option<usize>, rng: &mut ChaCha8Rng) -> Vec<AuAction> {
         .collect()
 }
 
+/// Where a face crop lies in a frame: its centre, side and tilt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FacePlacement {
+    /// Centre x in pixels.
+    pub cx: f32,
+    /// Centre y in pixels.
+    pub cy: f32,
+    /// Side of the face crop in pixels.
+    pub size: f32,
+    /// Tilt in radians.
+    pub roll: f32,
+}
+
 /// The displacement field of `actions` at activation `level` (pixels per unit amplitude already applied):
-/// adds `(dx, dy)` in pixels into `field` (row-major `w x h`, interleaved), for a face crop of side `size`
-/// pixels centred at `(cx, cy)` and tilted by `roll` radians.
-#[allow(clippy::too_many_arguments)]
+/// adds `(dx, dy)` in pixels into `field` (row-major `w x h`, interleaved), for a face crop of side
+/// `at.size` pixels centred at `(at.cx, at.cy)` and tilted by `at.roll` radians.
 pub fn add_field(
     field: &mut [(f32, f32)],
     w: usize,
     h: usize,
-    cx: f32,
-    cy: f32,
-    size: f32,
-    roll: f32,
+    at: FacePlacement,
     actions: &[(AuAction, f32)],
 ) {
+    let FacePlacement { cx, cy, size, roll } = at;
     let (c, s) = (roll.cos(), roll.sin());
     for &(a, px) in actions {
         if px == 0.0 {
@@ -345,7 +355,13 @@ mod tests {
             side,
         };
         let mut both = vec![(0.0, 0.0); w * h];
-        add_field(&mut both, w, h, 50.0, 50.0, size, 0.0, &[(act(None), 2.0)]);
+        let at = FacePlacement {
+            cx: 50.0,
+            cy: 50.0,
+            size,
+            roll: 0.0,
+        };
+        add_field(&mut both, w, h, at, &[(act(None), 2.0)]);
         // Lip corners move outward and up, symmetrically; the forehead does not move.
         let right = both[(50 + 21) * w + 62];
         let left = both[(50 + 21) * w + 38];
@@ -353,16 +369,7 @@ mod tests {
         assert!((left.0 + right.0).abs() < 1e-4 && (left.1 - right.1).abs() < 1e-4);
         assert_eq!(both[10 * w + 50], (0.0, 0.0));
         let mut one = vec![(0.0, 0.0); w * h];
-        add_field(
-            &mut one,
-            w,
-            h,
-            50.0,
-            50.0,
-            size,
-            0.0,
-            &[(act(Some(1.0)), 2.0)],
-        );
+        add_field(&mut one, w, h, at, &[(act(Some(1.0)), 2.0)]);
         let l = one[(50 + 21) * w + 38];
         assert!(l.0.abs() < 0.05 && l.1.abs() < 0.05, "{l:?}");
         assert_eq!(au_string(&[act(Some(1.0))]), "R12");

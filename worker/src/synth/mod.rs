@@ -41,6 +41,7 @@ mod newer;
 pub mod photo;
 
 use crate::error::{Result, WorkerError};
+use crate::prep::pipeline::PrepOptions;
 use cartoon::{CartoonClip, Face};
 use facs::{Au, AuAction};
 use mer_shared::composite::composite_list;
@@ -586,7 +587,7 @@ pub fn write_xlsx_sheet(path: &Path, sheet: Option<&str>, rows: &[Vec<Cell>]) ->
         }
     }
     let bytes = wb.save_to_buffer().map_err(e)?;
-    mer_shared::prepared::write_atomic(path, &bytes)?;
+    mer_shared::fs::write_atomic(path, &bytes)?;
     Ok(())
 }
 
@@ -851,6 +852,28 @@ struct Layout {
     offset: u32,
 }
 
+/// One clip to place: what [`Namer::layout`] needs to name it and its frames.
+struct Slot<'a> {
+    /// The clip's index among all entries.
+    i: usize,
+    /// The clip's number within its subject (1, 2, ...).
+    k: u32,
+    /// Its dataset.
+    d: Dataset,
+    /// Its subject number.
+    subj: u32,
+    /// Its megc3 label, if any.
+    label: Option<usize>,
+    /// Its name from the official list, if any.
+    name: Option<String>,
+    /// The annotated emotion.
+    emotion: &'a str,
+    /// The first frame's number before the layout's offsets.
+    onset: u32,
+    /// Frames in the clip.
+    nframes: u32,
+}
+
 /// Names clips and frames in each dataset's real layout (the counters make names unique).
 struct Namer<'a> {
     roots: &'a Roots,
@@ -870,227 +893,293 @@ impl Namer<'_> {
         *c
     }
 
-    /// The layout of entry `i` (clip `k` of its subject, annotated `emotion`) starting at `onset` with
-    /// `nframes` frames.
-    #[allow(clippy::too_many_arguments)]
-    fn layout(
-        &mut self,
-        i: usize,
-        k: u32,
-        d: Dataset,
-        subj: u32,
-        label: Option<usize>,
-        name: Option<String>,
-        emotion: &str,
-        onset: u32,
-        nframes: u32,
-    ) -> Layout {
+    /// The layout of clip `s` (see [`Slot`]) in its dataset's real layout.
+    fn layout(&mut self, s: Slot) -> Layout {
+        match s.d {
+            Dataset::Casme2 => self.layout_casme2(s),
+            Dataset::Samm => self.layout_samm(s),
+            Dataset::Smic => self.layout_smic(s),
+            Dataset::Casme3a => self.layout_casme3a(s),
+            Dataset::Casme3c => self.layout_casme3c(s),
+            Dataset::Fourdme => self.layout_fourdme(s),
+            Dataset::Mmew => self.layout_mmew(s),
+        }
+    }
+
+    /// CASME II: `CASME2_RAW_selected/subNN/<clip>/imgN.jpg` or `Cropped/.../reg_imgN.jpg`.
+    fn layout_casme2(&self, s: Slot) -> Layout {
+        let Slot {
+            subj,
+            name,
+            k,
+            i,
+            onset,
+            nframes,
+            ..
+        } = s;
         let offset = onset + nframes - 1;
-        match d {
-            Dataset::Casme2 => {
-                let subject = format!("sub{subj:02}");
-                let filename = name.unwrap_or_else(|| {
-                    format!(
-                        "EP{:02}_{:02}{}",
-                        2 + k,
-                        i % 7 + 1,
-                        if k.is_multiple_of(2) { "f" } else { "" }
-                    )
-                });
-                let (folder, prefix) = match self.casme2_layout {
-                    Casme2Layout::RawSelected => ("CASME2_RAW_selected", "img"),
-                    Casme2Layout::Cropped => ("Cropped", "reg_img"),
-                };
-                let dir = self
-                    .roots
-                    .casme2
-                    .join(folder)
-                    .join(&subject)
-                    .join(&filename);
-                Layout {
-                    subject,
-                    filename,
-                    dir,
-                    name: FrameName::Prefix(prefix.into(), "jpg".into()),
-                    first: onset,
-                    last: offset,
-                    color: true,
-                    onset,
-                    offset,
-                }
+        let subject = format!("sub{subj:02}");
+        let filename = name.unwrap_or_else(|| {
+            format!(
+                "EP{:02}_{:02}{}",
+                2 + k,
+                i % 7 + 1,
+                if k.is_multiple_of(2) { "f" } else { "" }
+            )
+        });
+        let (folder, prefix) = match self.casme2_layout {
+            Casme2Layout::RawSelected => ("CASME2_RAW_selected", "img"),
+            Casme2Layout::Cropped => ("Cropped", "reg_img"),
+        };
+        let dir = self
+            .roots
+            .casme2
+            .join(folder)
+            .join(&subject)
+            .join(&filename);
+        Layout {
+            subject,
+            filename,
+            dir,
+            name: FrameName::Prefix(prefix.into(), "jpg".into()),
+            first: onset,
+            last: offset,
+            color: true,
+            onset,
+            offset,
+        }
+    }
+
+    /// SAMM: `SAMM/NNN/<clip>/NNN_<frame>.jpg`, 4- or 5-digit padding, 3 spare frames on each side.
+    fn layout_samm(&self, s: Slot) -> Layout {
+        let Slot {
+            subj,
+            name,
+            k,
+            i,
+            onset,
+            nframes,
+            ..
+        } = s;
+        let subject = format!("{subj}");
+        let filename = name.unwrap_or_else(|| format!("{subj:03}_{}_{}", 1 + k % 3, k));
+        let dir = self
+            .roots
+            .samm
+            .join("SAMM")
+            .join(format!("{subj:03}"))
+            .join(&filename);
+        // Mixed padding between clips: 4 or 5 digits. The folder also holds 3 frames before the
+        // onset and after the offset (the annotation, not the folder, delimits the ME).
+        let width = if i.is_multiple_of(2) { 4 } else { 5 };
+        let on = 1000 + onset;
+        Layout {
+            subject,
+            filename,
+            dir,
+            name: FrameName::Padded(format!("{subj:03}_"), width, "jpg".into()),
+            first: on - 3,
+            last: on + nframes + 2,
+            color: false,
+            onset: on,
+            offset: on + nframes - 1,
+        }
+    }
+
+    /// SMIC-HS: `HS/sN/micro/<class>/<clip>/reg_imageNNNNNN.bmp`.
+    fn layout_smic(&mut self, s: Slot) -> Layout {
+        let Slot {
+            subj,
+            label,
+            name,
+            nframes,
+            ..
+        } = s;
+        let subject = format!("s{subj:02}");
+        let lab = label.unwrap_or(0);
+        let abbr = ["ne", "po", "sur"][lab];
+        let filename = match name {
+            Some(n) => n,
+            None => {
+                let c = self.smic_class.entry((subj, lab)).or_insert(0);
+                *c += 1;
+                format!("s{subj:02}_{abbr}_{:02}", *c)
             }
-            Dataset::Samm => {
-                let subject = format!("{subj}");
-                let filename = name.unwrap_or_else(|| format!("{subj:03}_{}_{}", 1 + k % 3, k));
-                let dir = self
-                    .roots
-                    .samm
-                    .join("SAMM")
-                    .join(format!("{subj:03}"))
-                    .join(&filename);
-                // Mixed padding between clips: 4 or 5 digits. The folder also holds 3 frames before the
-                // onset and after the offset (the annotation, not the folder, delimits the ME).
-                let width = if i.is_multiple_of(2) { 4 } else { 5 };
-                let on = 1000 + onset;
-                Layout {
-                    subject,
-                    filename,
-                    dir,
-                    name: FrameName::Padded(format!("{subj:03}_"), width, "jpg".into()),
-                    first: on - 3,
-                    last: on + nframes + 2,
-                    color: false,
-                    onset: on,
-                    offset: on + nframes - 1,
-                }
-            }
-            Dataset::Smic => {
-                let subject = format!("s{subj:02}");
-                let lab = label.unwrap_or(0);
-                let abbr = ["ne", "po", "sur"][lab];
-                let filename = match name {
-                    Some(n) => n,
-                    None => {
-                        let c = self.smic_class.entry((subj, lab)).or_insert(0);
-                        *c += 1;
-                        format!("s{subj:02}_{abbr}_{:02}", *c)
-                    }
-                };
-                let folder = crate::datasets::smic::canonical_clip(&filename).replacen(
-                    &format!("s{subj:02}"),
-                    &format!("s{subj}"),
-                    1,
-                );
-                let class = crate::datasets::smic::CLASSES[lab];
-                let dir = self
-                    .roots
-                    .smic
-                    .join("HS")
-                    .join(format!("s{subj}"))
-                    .join("micro")
-                    .join(class)
-                    .join(folder);
-                self.frame_base += 1000;
-                let on = 100000 + self.frame_base * 7;
-                Layout {
-                    subject,
-                    filename,
-                    dir,
-                    name: FrameName::Padded("reg_image".into(), 6, "bmp".into()),
-                    first: on,
-                    last: on + nframes - 1,
-                    color: true,
-                    onset: on,
-                    offset: on + nframes - 1,
-                }
-            }
-            Dataset::Casme3a => {
-                // A Filename names a recording. Subject 1's first two clips come from one recording, `a`,
-                // as in the release, so the reader names them `a_<onset>`; the second starts after the
-                // first's frames. The folder holds 2 frames of the recording on each side of a clip.
-                let subject = format!("spNO.{subj}");
-                let shared = subj == 1 && k <= 2;
-                let letter = if subj == 1 {
-                    k.saturating_sub(2)
-                } else {
-                    k - 1
-                };
-                let recording = char::from(b'a' + (letter % 26) as u8).to_string();
-                let onset = match (shared, self.shared_recording_end) {
-                    (true, Some(end)) => end + 8 + onset % 7,
-                    _ => onset,
-                };
-                let offset = onset + nframes - 1;
-                if shared {
-                    self.shared_recording_end = Some(offset + 2);
-                }
-                let filename = if shared {
-                    format!("{recording}_{onset}")
-                } else {
-                    recording.clone()
-                };
-                let dir = self
-                    .roots
-                    .casme3a
-                    .join(&subject)
-                    .join(&recording)
-                    .join("color");
-                Layout {
-                    subject,
-                    filename,
-                    dir,
-                    name: FrameName::Prefix(String::new(), "jpg".into()),
-                    first: onset - 2,
-                    last: offset + 2,
-                    color: true,
-                    onset,
-                    offset,
-                }
-            }
-            Dataset::Casme3c => {
-                let subject = format!("{subj:02}");
-                let filename = k.to_string();
-                let dir = self
-                    .roots
-                    .casme3c
-                    .join("ME_C")
-                    .join(&subject)
-                    .join(&filename)
-                    .join("color");
-                Layout {
-                    subject,
-                    filename,
-                    dir,
-                    name: FrameName::Prefix(String::new(), "jpg".into()),
-                    first: onset,
-                    last: offset,
-                    color: true,
-                    onset,
-                    offset,
-                }
-            }
-            Dataset::Fourdme => {
-                let subject = format!("S{subj:02}");
-                let filename = format!("{subject}_{k:02}");
-                let dir = self
-                    .roots
-                    .fourdme
-                    .join(crate::datasets::fourdme::FRAME_DIR)
-                    .join(&subject)
-                    .join(&filename);
-                Layout {
-                    subject,
-                    filename,
-                    dir,
-                    name: FrameName::Padded("img".into(), 5, "jpg".into()),
-                    first: onset,
-                    last: offset,
-                    color: false,
-                    onset,
-                    offset,
-                }
-            }
-            Dataset::Mmew => {
-                let subject = format!("S{subj:02}");
-                let filename = format!("{subject}_{:02}{k:02}", i % 5 + 1);
-                let dir = self
-                    .roots
-                    .mmew
-                    .join(crate::datasets::mmew::FRAME_DIR)
-                    .join(emotion)
-                    .join(&filename);
-                Layout {
-                    subject,
-                    filename,
-                    dir,
-                    name: FrameName::Prefix(String::new(), "jpg".into()),
-                    first: onset,
-                    last: offset,
-                    color: true,
-                    onset,
-                    offset,
-                }
-            }
+        };
+        let folder = crate::prep::datasets::smic::canonical_clip(&filename).replacen(
+            &format!("s{subj:02}"),
+            &format!("s{subj}"),
+            1,
+        );
+        let class = crate::prep::datasets::smic::CLASSES[lab];
+        let dir = self
+            .roots
+            .smic
+            .join("HS")
+            .join(format!("s{subj}"))
+            .join("micro")
+            .join(class)
+            .join(folder);
+        self.frame_base += 1000;
+        let on = 100000 + self.frame_base * 7;
+        Layout {
+            subject,
+            filename,
+            dir,
+            name: FrameName::Padded("reg_image".into(), 6, "bmp".into()),
+            first: on,
+            last: on + nframes - 1,
+            color: true,
+            onset: on,
+            offset: on + nframes - 1,
+        }
+    }
+
+    /// CAS(ME)^3 part A: `spNO.N/<recording>/color/N.jpg`, two clips sharing subject 1's recording `a`.
+    fn layout_casme3a(&mut self, s: Slot) -> Layout {
+        let Slot {
+            subj,
+            k,
+            onset,
+            nframes,
+            ..
+        } = s;
+        // A Filename names a recording. Subject 1's first two clips come from one recording, `a`,
+        // as in the release, so the reader names them `a_<onset>`; the second starts after the
+        // first's frames. The folder holds 2 frames of the recording on each side of a clip.
+        let subject = format!("spNO.{subj}");
+        let shared = subj == 1 && k <= 2;
+        let letter = if subj == 1 {
+            k.saturating_sub(2)
+        } else {
+            k - 1
+        };
+        let recording = char::from(b'a' + (letter % 26) as u8).to_string();
+        let onset = match (shared, self.shared_recording_end) {
+            (true, Some(end)) => end + 8 + onset % 7,
+            _ => onset,
+        };
+        let offset = onset + nframes - 1;
+        if shared {
+            self.shared_recording_end = Some(offset + 2);
+        }
+        let filename = if shared {
+            format!("{recording}_{onset}")
+        } else {
+            recording.clone()
+        };
+        let dir = self
+            .roots
+            .casme3a
+            .join(&subject)
+            .join(&recording)
+            .join("color");
+        Layout {
+            subject,
+            filename,
+            dir,
+            name: FrameName::Prefix(String::new(), "jpg".into()),
+            first: onset - 2,
+            last: offset + 2,
+            color: true,
+            onset,
+            offset,
+        }
+    }
+
+    /// CAS(ME)^3 part C: `ME_C/NN/<count>/color/N.jpg`.
+    fn layout_casme3c(&self, s: Slot) -> Layout {
+        let Slot {
+            subj,
+            k,
+            onset,
+            nframes,
+            ..
+        } = s;
+        let offset = onset + nframes - 1;
+        let subject = format!("{subj:02}");
+        let filename = k.to_string();
+        let dir = self
+            .roots
+            .casme3c
+            .join("ME_C")
+            .join(&subject)
+            .join(&filename)
+            .join("color");
+        Layout {
+            subject,
+            filename,
+            dir,
+            name: FrameName::Prefix(String::new(), "jpg".into()),
+            first: onset,
+            last: offset,
+            color: true,
+            onset,
+            offset,
+        }
+    }
+
+    /// 4DME: `<FRAME_DIR>/SNN/SNN_KK/imgNNNNN.jpg`.
+    fn layout_fourdme(&self, s: Slot) -> Layout {
+        let Slot {
+            subj,
+            k,
+            onset,
+            nframes,
+            ..
+        } = s;
+        let offset = onset + nframes - 1;
+        let subject = format!("S{subj:02}");
+        let filename = format!("{subject}_{k:02}");
+        let dir = self
+            .roots
+            .fourdme
+            .join(crate::prep::datasets::fourdme::FRAME_DIR)
+            .join(&subject)
+            .join(&filename);
+        Layout {
+            subject,
+            filename,
+            dir,
+            name: FrameName::Padded("img".into(), 5, "jpg".into()),
+            first: onset,
+            last: offset,
+            color: false,
+            onset,
+            offset,
+        }
+    }
+
+    /// MMEW: `<FRAME_DIR>/<emotion>/<clip>/N.jpg`.
+    fn layout_mmew(&self, s: Slot) -> Layout {
+        let Slot {
+            subj,
+            i,
+            k,
+            emotion,
+            onset,
+            nframes,
+            ..
+        } = s;
+        let offset = onset + nframes - 1;
+        let subject = format!("S{subj:02}");
+        let filename = format!("{subject}_{:02}{k:02}", i % 5 + 1);
+        let dir = self
+            .roots
+            .mmew
+            .join(crate::prep::datasets::mmew::FRAME_DIR)
+            .join(emotion)
+            .join(&filename);
+        Layout {
+            subject,
+            filename,
+            dir,
+            name: FrameName::Prefix(String::new(), "jpg".into()),
+            first: onset,
+            last: offset,
+            color: true,
+            onset,
+            offset,
         }
     }
 }
@@ -1184,7 +1273,7 @@ pub fn generate_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthSummary
     };
     let json =
         serde_json::to_vec_pretty(&summary).map_err(|e| WorkerError::Synth(e.to_string()))?;
-    mer_shared::prepared::write_atomic(&out_dir.join("synth.json"), &json)?;
+    mer_shared::fs::write_atomic(&out_dir.join("synth.json"), &json)?;
     Ok(summary)
 }
 
@@ -1225,7 +1314,17 @@ fn plan_cartoon(opts: &SynthOptions, namer: &mut Namer) -> (Vec<ClipPlan>, Subje
             Dataset::Smic => 0,
             _ => rng.random_range(20..400),
         };
-        let l = namer.layout(i, k, d, subj, label, name, &emotion, onset, nframes);
+        let l = namer.layout(Slot {
+            i,
+            k,
+            d,
+            subj,
+            label,
+            name,
+            emotion: &emotion,
+            onset,
+            nframes,
+        });
         // The apex: 30-60 % into the clip; SMIC's and CAS(ME)^3 C's is the middle frame (what their
         // readers estimate it to be).
         let apex = match d {
@@ -1316,63 +1415,12 @@ fn plan_realistic(
     namer: &mut Namer,
 ) -> Result<(Vec<ClipPlan>, Subjects)> {
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let mut face_order: Vec<usize> = (0..bank.len()).collect();
-    face_order.shuffle(&mut rng);
-    let mut next_face = 0usize;
-    let mut detector = crate::face::FaceDetector::new()?;
-    let mut subjects: Vec<PhotoSubject> = Vec::new();
-    let mut subject_of: std::collections::BTreeMap<(Dataset, u32), usize> = Default::default();
+    let mut faces = FaceDealer::new(bank, &mut rng)?;
     let mut plans: Vec<ClipPlan> = Vec::new();
-    let jitter = |rng: &mut ChaCha8Rng, sigma: f32| -> f32 {
-        Normal::new(0.0f32, sigma)
-            .map(|n| n.sample(rng))
-            .unwrap_or(0.0)
-            .round()
-    };
     for (i, (d, subj, label, name)) in all_entries(opts).into_iter().enumerate() {
-        let face_idx = match subject_of.get(&(d, subj)) {
-            Some(&f) => f,
-            None => {
-                // The next face of the shuffled bank that the Haar detector finds (faces are never
-                // shared between subjects).
-                let subject = loop {
-                    let Some(&lfw) = face_order.get(next_face) else {
-                        return Err(WorkerError::Synth(format!(
-                            "{}: fewer detectable faces than the preset's {} subjects",
-                            bank.path.display(),
-                            subject_of.len() + 1
-                        )));
-                    };
-                    next_face += 1;
-                    let s = PhotoSubject::new(bank, lfw, &mut rng)?;
-                    if s.detectable(&mut detector, &mut rng)? {
-                        break s;
-                    }
-                };
-                subjects.push(subject);
-                subject_of.insert((d, subj), subjects.len() - 1);
-                subjects.len() - 1
-            }
-        };
-        let size = subjects[face_idx].size;
-        let mut aus = facs::draw(label, &mut rng);
-        // A weaker AU of another class, as co-occurring AUs of real clips.
-        let co_action = if opts.co_action > 0.0 && rng.random_bool(opts.co_action) {
-            let other = match label {
-                Some(c) => Some((c + rng.random_range(1..3usize)) % 3),
-                None => Some(rng.random_range(0..3usize)),
-            };
-            let k = rng.random_range(0.3f32..0.6);
-            let mut co = facs::draw(other, &mut rng);
-            co.truncate(1);
-            for a in co.iter_mut() {
-                a.strength *= k;
-            }
-            aus.extend(co);
-            Some(k)
-        } else {
-            None
-        };
+        let face_idx = faces.face_of(d, subj, &mut rng)?;
+        let size = faces.subjects[face_idx].size;
+        let (aus, co_action) = draw_realistic_aus(opts, label, &mut rng);
         let action = bookkeeping_action(label, &aus);
         let emotion = emotion_for(d, action, &mut rng);
         let k = namer.next_of_subject(d, subj);
@@ -1384,32 +1432,19 @@ fn plan_realistic(
             Dataset::Smic => 0,
             _ => rng.random_range(20..400),
         };
-        let l = namer.layout(i, k, d, subj, label, name, &emotion, onset, nframes);
-        let len = (l.offset - l.onset) as f32;
-        // The annotated apex (SMIC, CAS(ME)^3 C: none; their readers take the middle frame).
-        let apex = match d {
-            Dataset::Smic | Dataset::Casme3c => l.onset + (l.offset - l.onset) / 2,
-            _ => l.onset + (len * rng.random_range(0.3..0.6)).round() as u32,
-        };
-        // The truth the annotation is off from: onset/offset by about 10 ms, the apex by 7 % of the clip
-        // (at least 1.5 frames); SMIC's true apex anywhere in 30-70 % of the clip.
-        let edge = 0.01 * fps as f32;
-        let t_on = l.onset as f32 + jitter(&mut rng, edge);
-        let t_off = l.offset as f32 + jitter(&mut rng, edge);
-        let t_ap = match d {
-            Dataset::Smic | Dataset::Casme3c => {
-                (l.onset as f32 + len * rng.random_range(0.3..0.7)).round()
-            }
-            _ => apex as f32 + jitter(&mut rng, (0.07 * len).max(1.5)),
-        }
-        .clamp(t_on + 1.0, (t_off - 1.0).max(t_on + 1.0));
-        let timing = TrueTiming {
-            onset: t_on,
-            apex: t_ap,
-            offset: t_off.max(t_ap + 1.0),
-            rise: rng.random_range(0.6..1.6),
-            residual: rng.random_range(0.0..0.35),
-        };
+        let l = namer.layout(Slot {
+            i,
+            k,
+            d,
+            subj,
+            label,
+            name,
+            emotion: &emotion,
+            onset,
+            nframes,
+        });
+        let (apex, timing, t_off) = realistic_timing(d, &l, fps, &mut rng);
+        let (t_on, t_ap) = (timing.onset, timing.apex);
         // Peak displacement at a 112 px crop, log-uniform; in this subject's pixels for the renderer.
         let (lo, hi) = opts.intensity;
         let at112 = if hi > lo {
@@ -1429,7 +1464,7 @@ fn plan_realistic(
             offset_error: l.offset as f32 - t_off,
             co_occurring: co_action,
             nuisances: nuisances.clone(),
-            face: (subjects[face_idx].face_index, size),
+            face: (faces.subjects[face_idx].face_index, size),
         };
         let look = Look::Photo(PhotoClip {
             actions: actions
@@ -1458,7 +1493,139 @@ fn plan_realistic(
             rng.random(),
         ));
     }
-    Ok((plans, Subjects::Photo(subjects)))
+    Ok((plans, Subjects::Photo(faces.subjects)))
+}
+
+/// Deals the face photographs of a realistic preset to its subjects: the bank's faces in a shuffled
+/// order, each new subject getting the next one that the Haar detector finds (never shared).
+struct FaceDealer<'a> {
+    /// The face photographs.
+    bank: &'a FaceBank,
+    /// The bank's indices in the order they are dealt.
+    order: Vec<usize>,
+    /// Position in `order` of the next face to try.
+    next: usize,
+    /// The detector a face must be found by.
+    detector: crate::prep::face::FaceDetector,
+    /// The subjects dealt so far.
+    subjects: Vec<PhotoSubject>,
+    /// Each (dataset, subject number)'s index in `subjects`.
+    subject_of: std::collections::BTreeMap<(Dataset, u32), usize>,
+}
+
+impl<'a> FaceDealer<'a> {
+    /// Shuffles the bank's faces with `rng`.
+    fn new(bank: &'a FaceBank, rng: &mut ChaCha8Rng) -> Result<Self> {
+        let mut order: Vec<usize> = (0..bank.len()).collect();
+        order.shuffle(rng);
+        let detector = crate::prep::face::FaceDetector::new()?;
+        Ok(FaceDealer {
+            bank,
+            order,
+            next: 0,
+            detector,
+            subjects: Vec::new(),
+            subject_of: Default::default(),
+        })
+    }
+
+    /// The index in `subjects` of subject `subj` of `d`, dealing it a face when it is new.
+    fn face_of(&mut self, d: Dataset, subj: u32, rng: &mut ChaCha8Rng) -> Result<usize> {
+        if let Some(&f) = self.subject_of.get(&(d, subj)) {
+            return Ok(f);
+        }
+        // The next face of the shuffled bank that the Haar detector finds (faces are never
+        // shared between subjects).
+        let subject = loop {
+            let Some(&lfw) = self.order.get(self.next) else {
+                return Err(WorkerError::Synth(format!(
+                    "{}: fewer detectable faces than the preset's {} subjects",
+                    self.bank.path.display(),
+                    self.subject_of.len() + 1
+                )));
+            };
+            self.next += 1;
+            let s = PhotoSubject::new(self.bank, lfw, rng)?;
+            if s.detectable(&mut self.detector, rng)? {
+                break s;
+            }
+        };
+        self.subjects.push(subject);
+        self.subject_of.insert((d, subj), self.subjects.len() - 1);
+        Ok(self.subjects.len() - 1)
+    }
+}
+
+/// A realistic clip's AUs for its `label`, and with probability `opts.co_action` a weaker AU of another
+/// class (as co-occurring AUs of real clips) and its relative strength.
+fn draw_realistic_aus(
+    opts: &SynthOptions,
+    label: Option<usize>,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<AuAction>, Option<f32>) {
+    let mut aus = facs::draw(label, rng);
+    // A weaker AU of another class, as co-occurring AUs of real clips.
+    let co_action = if opts.co_action > 0.0 && rng.random_bool(opts.co_action) {
+        let other = match label {
+            Some(c) => Some((c + rng.random_range(1..3usize)) % 3),
+            None => Some(rng.random_range(0..3usize)),
+        };
+        let k = rng.random_range(0.3f32..0.6);
+        let mut co = facs::draw(other, rng);
+        co.truncate(1);
+        for a in co.iter_mut() {
+            a.strength *= k;
+        }
+        aus.extend(co);
+        Some(k)
+    } else {
+        None
+    };
+    (aus, co_action)
+}
+
+/// A whole-frame jitter of normal spread `sigma` (0 when `sigma` is not a valid spread).
+fn annotation_jitter(rng: &mut ChaCha8Rng, sigma: f32) -> f32 {
+    Normal::new(0.0f32, sigma)
+        .map(|n| n.sample(rng))
+        .unwrap_or(0.0)
+        .round()
+}
+
+/// The annotated apex of a realistic clip laid out as `l`, the true timing the annotation is off from,
+/// and the true offset as drawn (before the timing keeps it after the apex).
+fn realistic_timing(
+    d: Dataset,
+    l: &Layout,
+    fps: u32,
+    rng: &mut ChaCha8Rng,
+) -> (u32, TrueTiming, f32) {
+    let len = (l.offset - l.onset) as f32;
+    // The annotated apex (SMIC, CAS(ME)^3 C: none; their readers take the middle frame).
+    let apex = match d {
+        Dataset::Smic | Dataset::Casme3c => l.onset + (l.offset - l.onset) / 2,
+        _ => l.onset + (len * rng.random_range(0.3..0.6)).round() as u32,
+    };
+    // The truth the annotation is off from: onset/offset by about 10 ms, the apex by 7 % of the clip
+    // (at least 1.5 frames); SMIC's true apex anywhere in 30-70 % of the clip.
+    let edge = 0.01 * fps as f32;
+    let t_on = l.onset as f32 + annotation_jitter(rng, edge);
+    let t_off = l.offset as f32 + annotation_jitter(rng, edge);
+    let t_ap = match d {
+        Dataset::Smic | Dataset::Casme3c => {
+            (l.onset as f32 + len * rng.random_range(0.3..0.7)).round()
+        }
+        _ => apex as f32 + annotation_jitter(rng, (0.07 * len).max(1.5)),
+    }
+    .clamp(t_on + 1.0, (t_off - 1.0).max(t_on + 1.0));
+    let timing = TrueTiming {
+        onset: t_on,
+        apex: t_ap,
+        offset: t_off.max(t_ap + 1.0),
+        rise: rng.random_range(0.6..1.6),
+        residual: rng.random_range(0.0..0.35),
+    };
+    (apex, timing, t_off)
 }
 
 /// The AU column of a clip's workbook row.
@@ -1613,6 +1780,25 @@ fn write_smic_e(root: &Path, plans: &[ClipPlan], subjects: &Subjects) -> Result<
     }
     write_xlsx(&root.join("SMIC-HS-E_annotation.xlsx"), &rows)?;
     Ok(counts.iter().sum())
+}
+
+impl SynthSummary {
+    /// Options for the roots of a synthetic dataset: the composite's three parts, and the newer parts when
+    /// they were written (SMIC-E, another reading of the SMIC clips, is the caller's choice).
+    pub fn prep_options(&self, out: impl Into<PathBuf>) -> PrepOptions {
+        let s = self;
+        PrepOptions {
+            casme2: Some(s.casme2.clone()),
+            samm: Some(s.samm.clone()),
+            smic: Some(s.smic.clone()),
+            casme3a: s.casme3a.clone(),
+            casme3c: s.casme3c.clone(),
+            fourdme: s.fourdme.clone(),
+            mmew: s.mmew.clone(),
+            out: out.into(),
+            ..Default::default()
+        }
+    }
 }
 
 #[cfg(test)]

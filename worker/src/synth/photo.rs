@@ -264,7 +264,7 @@ impl PhotoSubject {
     /// detectors find, so a subject whose photograph it misses is redrawn.
     pub(super) fn detectable(
         &self,
-        detector: &mut crate::face::FaceDetector,
+        detector: &mut crate::prep::face::FaceDetector,
         rng: &mut ChaCha8Rng,
     ) -> Result<bool> {
         for _ in 0..4 {
@@ -277,7 +277,7 @@ impl PhotoSubject {
 
     fn detectable_once(
         &self,
-        detector: &mut crate::face::FaceDetector,
+        detector: &mut crate::prep::face::FaceDetector,
         rng: &mut ChaCha8Rng,
     ) -> Result<bool> {
         let noise = Normal::new(0.0f32, 4.0).map_err(|e| WorkerError::Synth(e.to_string()))?;
@@ -451,7 +451,13 @@ pub(super) fn render(
             ));
         }
     }
-    facs::add_field(&mut field, w, h, cx, cy, subject.size, roll, &acts);
+    let at = facs::FacePlacement {
+        cx,
+        cy,
+        size: subject.size,
+        roll,
+    };
+    facs::add_field(&mut field, w, h, at, &acts);
     let map_x: Vec<f32> = field
         .iter()
         .enumerate()

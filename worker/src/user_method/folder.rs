@@ -7,8 +7,8 @@
 //! prepared file's other metadata (emotion, workbook row, source frame paths) carries it outright, so
 //! none of it is written. The mapping from opaque id back to sample stays in the worker.
 
-use crate::fold_split::Fold;
-use crate::trainer::TrainerError;
+use crate::agent::trainer::TrainerError;
+use crate::train::fold::Fold;
 use mer_shared::labels::LabelScheme;
 use mer_shared::prepared::Prepared;
 use mer_shared::task::InnerSplit;

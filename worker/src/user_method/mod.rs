@@ -2,7 +2,7 @@
 //! (`docs/own-model.md`). [`WithUserMethods`] wraps any [`Trainer`]: tasks of a user method run here, every
 //! other task goes to the wrapped trainer. Needs no libtorch: the command brings its own framework.
 //!
-//! One task: split the fold by the one rule every trainer uses ([`crate::fold_split`]), write the task
+//! One task: split the fold by the one rule every trainer uses ([`crate::train::fold`]), write the task
 //! folder without a test label in it ([`folder`]), run the command there in its own process group
 //! ([`process`]), check what it wrote ([`outputs`]) and score it against the labels the worker kept.
 
@@ -10,9 +10,9 @@ pub mod folder;
 pub mod outputs;
 pub mod process;
 
-use crate::dataset_cache::DatasetCache;
-use crate::fold_split::split_fold;
-use crate::trainer::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
+use crate::agent::dataset_cache::DatasetCache;
+use crate::agent::trainer::{Progress, TaskInputs, TaskOutput, TaskSpec, Trainer, TrainerError};
+use crate::train::fold::split_fold;
 use folder::{write_folder, TaskContext};
 use mer_shared::fold::{EpochLog, FoldResult, SamplePrediction, Timings};
 use mer_shared::method::BaselineSettings;
@@ -20,7 +20,7 @@ use mer_shared::metrics::Confusion;
 use mer_shared::prepared::Prepared;
 use mer_shared::task::TaskKind;
 use mer_shared::user_method::{UserMethodTask, EPOCH_PREDICTIONS_FILE, PREDICTIONS_FILE};
-use process::{command_env, run_command, CommandSpec, Ended, ProgressLine};
+use process::{command_env, run_command, CommandSpec, Ended, ProgressLine, RunOutcome};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -140,6 +140,41 @@ pub fn run_user_task(
     };
     let run = run_command(&spec, cancel, &mut on_line)
         .map_err(|e| TrainerError::retryable(format!("method {}: {e}", method.name)))?;
+    check_ended(method, &run)?;
+    let classes = scheme.num_classes();
+    let refused = |e: outputs::OutputError| {
+        TrainerError::fatal(format!("method {}: refused {e}", method.name))
+    };
+    let preds =
+        outputs::read_predictions(&dir.join(PREDICTIONS_FILE), &test, classes).map_err(refused)?;
+    let per_epoch =
+        outputs::read_epoch_predictions(&dir.join(EPOCH_PREDICTIONS_FILE), &test, classes)
+            .map_err(refused)?;
+    // Results list the test samples in data order, as every other method's do.
+    let mut order: Vec<usize> = (0..test.len()).collect();
+    order.sort_by_key(|&i| test[i].index);
+    let (confusion, predictions) = score(data, &test, &preds, &order, classes)?;
+    let epochs = epoch_logs(logs, per_epoch, &order);
+    Ok(FoldResult {
+        test_subject: held.fold.clone(),
+        scheme: scheme.key().into(),
+        seed: p.train.seed,
+        device,
+        predictions,
+        confusion,
+        epochs,
+        timings: Timings {
+            prior_s: 0.0,
+            target_s: run.seconds,
+            test_s: 0.0,
+            total_s: t0.elapsed().as_secs_f64(),
+        },
+    })
+}
+
+/// Fails the fold unless the method's command exited successfully (the error quotes the end of its
+/// stderr).
+fn check_ended(method: &UserMethodTask, run: &RunOutcome) -> Result<(), TrainerError> {
     let tail = |s: &str| {
         if s.is_empty() {
             String::from(" (no stderr)")
@@ -172,21 +207,20 @@ pub fn run_user_task(
         }
         Ended::Exited(_) => {}
     }
-    let classes = scheme.num_classes();
-    let refused = |e: outputs::OutputError| {
-        TrainerError::fatal(format!("method {}: refused {e}", method.name))
-    };
-    let preds =
-        outputs::read_predictions(&dir.join(PREDICTIONS_FILE), &test, classes).map_err(refused)?;
-    let per_epoch =
-        outputs::read_epoch_predictions(&dir.join(EPOCH_PREDICTIONS_FILE), &test, classes)
-            .map_err(refused)?;
-    // Results list the test samples in data order, as every other method's do.
-    let mut order: Vec<usize> = (0..test.len()).collect();
-    order.sort_by_key(|&i| test[i].index);
+    Ok(())
+}
+
+/// The confusion matrix and the predictions of the `test` samples, in `order` (data order).
+fn score(
+    data: &Prepared,
+    test: &[folder::TestSample],
+    preds: &[outputs::Prediction],
+    order: &[usize],
+    classes: usize,
+) -> Result<(Confusion, Vec<SamplePrediction>), TrainerError> {
     let mut confusion = Confusion::new(classes);
     let mut predictions = Vec::with_capacity(test.len());
-    for &i in &order {
+    for &i in order {
         let t = &test[i];
         confusion
             .add(t.label, preds[i].pred)
@@ -198,22 +232,7 @@ pub fn run_user_task(
             preds[i].probs.clone(),
         ));
     }
-    let epochs = epoch_logs(logs, per_epoch, &order);
-    Ok(FoldResult {
-        test_subject: held.fold.clone(),
-        scheme: scheme.key().into(),
-        seed: p.train.seed,
-        device,
-        predictions,
-        confusion,
-        epochs,
-        timings: Timings {
-            prior_s: 0.0,
-            target_s: run.seconds,
-            test_s: 0.0,
-            total_s: t0.elapsed().as_secs_f64(),
-        },
-    })
+    Ok((confusion, predictions))
 }
 
 /// The fold's training log: one line per (stage, epoch) the command reported, with the per-epoch test
@@ -293,7 +312,7 @@ with open("predictions.csv", "w") as f:
     /// (`s01_po_00`); with `shift`, the test subject's labels are rotated by one class first (and its
     /// names and emotions follow).
     fn labelled_names(shift: bool) -> Prepared {
-        let mut d = crate::sim::sim_prepared(2, 3, true);
+        let mut d = crate::agent::sim::sim_prepared(2, 3, true);
         for s in d.samples.iter_mut().filter(|s| s.id.starts_with("smic/")) {
             let mut label = s.labels["megc3"];
             if shift && s.fold_key() == TEST_SUBJECT {
