@@ -1,8 +1,19 @@
 //! `mer-shared`: everything the coordinator, the workers and the CLI agree on, with no libtorch and no
-//! OpenCV: dataset and label-scheme names, pooled MEGC2019 scoring, the MEGC2019 prediction log, the
-//! prepared-data file format, training settings and fold results, and the wire contract between the
-//! coordinator and its workers and clients (the gRPC protocol, task payloads, the connection layer and the
-//! content-addressed artifact store both sides keep).
+//! OpenCV.
+//!
+//! # Layout
+//! - Names: [`dataset`] (the datasets and their conventions), [`labels`] (label schemes), [`fold_id`] and
+//!   [`loso`] (what a fold leaves out; the one enumeration of LOSO folds), [`composite`] (the official
+//!   MEGC2019 list).
+//! - Data: [`prepared`] (the prepared-flow file), [`fixtures`] (prepared data made in memory for tests,
+//!   benchmarks and the simulated trainer).
+//! - Training contract: [`train_config`] (a fold's training settings), [`device`], [`method`] (the methods an
+//!   experiment runs), [`user_method`] (a researcher's own command), [`task`] (what a task is and carries),
+//!   [`fold`] (what a fold's training returns).
+//! - Scores: [`metrics`] (pooled UF1/UAR), [`predictions`], [`megc_log`], [`prediction_file`].
+//! - Wire: [`proto`] (the gRPC protocol), [`client`] (connecting to a coordinator), [`artifact_store`] and
+//!   [`digest`] (content-addressed files).
+//! - [`fs`] (atomic writes), [`error`] (the crate's error type).
 
 pub mod artifact_store;
 pub mod client;

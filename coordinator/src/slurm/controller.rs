@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::jobs::{classify, Element, SlurmCli, StateClass};
 use super::script::{job_script, ArrayRequest};
-use super::settings::SlurmSpec;
 use crate::scheduler::{ExpState, Scheduler};
+use crate::spec::slurm::SlurmSpec;
 use crate::spec::{parse_spec, LauncherKind};
 
 /// Failed submissions (or fruitless arrays) in a row after which an experiment's launcher pauses.

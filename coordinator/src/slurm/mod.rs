@@ -2,7 +2,7 @@
 //! node, submits **one job array of pilot workers** (`mer worker`), not a job per fold: each element
 //! leases tasks until the work runs out or its job ends, so one array serves a whole sweep.
 //!
-//! - [`settings`]: the spec's `[slurm]` table ([`SlurmSpec`]) and its checks.
+//! - The spec's `[slurm]` table and its checks live with the spec ([`crate::spec::slurm`]).
 //! - [`script`]: the batch script, pure text ([`job_script`]); `mer submit --slurm --dry-run` prints it.
 //! - [`jobs`]: Slurm's own commands (`sbatch --parsable`, `scontrol show job -o`, `scancel`) and what
 //!   their output means ([`jobs::classify`]).
@@ -19,8 +19,6 @@
 pub mod controller;
 pub mod jobs;
 pub mod script;
-pub mod settings;
 
 pub use controller::{SlurmController, SlurmSettings};
 pub use script::{job_script, ArrayRequest};
-pub use settings::SlurmSpec;

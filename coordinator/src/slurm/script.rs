@@ -6,7 +6,7 @@
 //! (sent to the batch shell only) reaches it, and Slurm's SIGTERM at the time limit or on preemption
 //! does too.
 
-use super::settings::SlurmSpec;
+use crate::spec::slurm::SlurmSpec;
 
 /// One array to write a script for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use mer_coordinator::slurm::{job_script, ArrayRequest, SlurmSpec};
+use mer_coordinator::slurm::{job_script, ArrayRequest};
+use mer_coordinator::spec::SlurmSpec;
 use std::path::Path;
 
 /// The flags of `mer submit --slurm`; each overrides the same field of the spec's `[slurm]` table.

@@ -4,11 +4,13 @@
 //! The full reference is `docs/experiments.md`.
 
 use crate::error::CoordError;
-pub use crate::slurm::settings::SlurmSpec;
+pub mod slurm;
+
 use mer_shared::method::{Method, MethodsConfig};
 use mer_shared::train_config::{LossConfig, TrainConfig};
 use mer_shared::{Dataset, LabelScheme};
 use serde::{Deserialize, Serialize};
+pub use slurm::SlurmSpec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
