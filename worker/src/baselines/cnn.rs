@@ -18,8 +18,8 @@
 use super::offapexnet::OffApexNet;
 use super::ststnet::Ststnet;
 use crate::error::WorkerError;
-use crate::train::epochs::{Cancel, EpochEval, EpochLoop, EpochPass, EpochStep};
-use mer_shared::fold::{predicted_class, EpochLog};
+use crate::train::epochs::{Cancel, EpochEval, EpochLoop, EpochPass, EpochStep, LastTest};
+use mer_shared::fold::EpochLog;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -260,8 +260,8 @@ struct CnnEpochs {
     tx: Vec<f32>,
     /// Channels, side, classes.
     shape: (i64, i64, usize),
-    /// The last tested epoch's probabilities (after the last epoch the final ones).
-    last_probs: Option<Vec<Vec<f32>>>,
+    /// The last tested epoch's probabilities.
+    last_test: LastTest,
 }
 
 impl EpochStep for CnnEpochs {
@@ -290,16 +290,9 @@ impl EpochStep for CnnEpochs {
     }
 
     fn evaluate(&mut self, _epoch: usize, test: bool) -> Result<EpochEval, WorkerError> {
-        let test_predictions = if test {
-            let probs = self.predict()?;
-            let preds = probs.iter().map(|row| predicted_class(row)).collect();
-            self.last_probs = Some(probs);
-            preds
-        } else {
-            Vec::new()
-        };
+        let probs = if test { Some(self.predict()?) } else { None };
         Ok(EpochEval {
-            test_predictions,
+            test_predictions: self.last_test.keep(probs),
             ..Default::default()
         })
     }
@@ -400,7 +393,7 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
         device,
         tx,
         shape: (c, s, classes),
-        last_probs: None,
+        last_test: LastTest::default(),
     };
     let name = format!("{net:?}");
     let logs = EpochLoop {
@@ -416,7 +409,7 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
     let train_s = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
-    let probs = match step.last_probs.take() {
+    let probs = match step.last_test.take() {
         Some(p) => p,
         None => step.predict()?,
     };
@@ -431,6 +424,7 @@ pub fn train_and_predict(run: CnnRun) -> Result<CnnOutput, WorkerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mer_shared::fold::predicted_class;
     use rand::Rng;
 
     /// `n` samples of 3 x `s` x `s`: class k puts a positive u bump in quadrant k (0: top-left, 1: top-right,

@@ -9,7 +9,7 @@
 //! `on_epoch` hook, and the method saves its checkpoint. A fixed budget: no epoch is ever selected.
 
 use crate::error::WorkerError;
-use mer_shared::fold::{EpochLog, LayerStats};
+use mer_shared::fold::{predicted_class, EpochLog, LayerStats};
 use mer_shared::train_config::evaluates_epoch;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,6 +86,29 @@ pub struct EpochEval {
     pub test_predictions: Vec<usize>,
     /// Per-layer statistics (`train.layer_stats`).
     pub layers: Vec<LayerStats>,
+}
+
+/// The test subject's probabilities of the last epoch that tested. After the last epoch they are the final
+/// ones (the same weights), so the final test reuses them instead of running the test set again.
+#[derive(Default)]
+pub struct LastTest(Option<Vec<Vec<f32>>>);
+
+impl LastTest {
+    /// Keeps `probs` (an epoch that tested; `None` for one that did not) and returns its predicted classes,
+    /// the epoch log's `test_predictions`.
+    pub fn keep(&mut self, probs: Option<Vec<Vec<f32>>>) -> Vec<usize> {
+        let Some(probs) = probs else {
+            return Vec::new();
+        };
+        let preds = probs.iter().map(|row| predicted_class(row)).collect();
+        self.0 = Some(probs);
+        preds
+    }
+
+    /// The kept probabilities; `None` when no epoch tested (every epoch was restored from a checkpoint).
+    pub fn take(&mut self) -> Option<Vec<Vec<f32>>> {
+        self.0.take()
+    }
 }
 
 /// A method's part of the loop: one training pass, what it measures after it, and its checkpoint.

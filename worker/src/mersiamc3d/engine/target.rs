@@ -10,7 +10,7 @@ use crate::mersiamc3d::focal_loss::Loss;
 use crate::mersiamc3d::layer_stats::LayerProbe;
 use crate::mersiamc3d::model::{classifier_specs, init_params};
 use crate::train::checkpoint::{self, PRIOR_FORMAT};
-use crate::train::epochs::{Cancel, EpochEval, EpochLoop, EpochPass, EpochStep, Hooks};
+use crate::train::epochs::{Cancel, EpochEval, EpochLoop, EpochPass, EpochStep, Hooks, LastTest};
 use crate::train::fold::{split_fold, Fold};
 use crate::train::optim::{lr_at, ParamSet};
 use crate::train::replicas::Weights;
@@ -39,9 +39,8 @@ struct TargetEpochs<'a> {
     /// test, only to record the leakage diagnostics' per-epoch predictions (nothing in training reads them).
     test: DeviceSet,
     probe: Option<LayerProbe>,
-    /// The last tested epoch's probabilities: after the last epoch they are the final ones (same weights),
-    /// kept to test only once.
-    last_probs: Option<Vec<Vec<f32>>>,
+    /// The last tested epoch's probabilities.
+    last_test: LastTest,
     checkpoint: (Option<PathBuf>, String),
 }
 
@@ -95,16 +94,9 @@ impl EpochStep for TargetEpochs<'_> {
             )?,
             None => Vec::new(),
         };
-        let test_predictions = if test {
-            let probs = self.test_probs()?;
-            let preds = probs.iter().map(|row| predicted_class(row)).collect();
-            self.last_probs = Some(probs);
-            preds
-        } else {
-            Vec::new()
-        };
+        let probs = if test { Some(self.test_probs()?) } else { None };
         Ok(EpochEval {
-            test_predictions,
+            test_predictions: self.last_test.keep(probs),
             layers,
             ..Default::default()
         })
@@ -262,7 +254,7 @@ pub(super) fn learn(
         sets,
         test,
         probe,
-        last_probs: None,
+        last_test: LastTest::default(),
         checkpoint: (ckdir, fp),
     };
     let fold_name = held.describe();
@@ -280,7 +272,7 @@ pub(super) fn learn(
 
     // Testing: the held-out subject, forward only, no augmentation, no dropout.
     let t1 = Instant::now();
-    let probs = match step.last_probs.take() {
+    let probs = match step.last_test.take() {
         Some(p) => p,
         // Every epoch was restored from a checkpoint: nothing was tested yet.
         None => step.test_probs()?,
