@@ -3,7 +3,8 @@
 #![cfg(feature = "cuda")]
 
 use mer_shared::labels::LabelScheme;
-use mer_worker::bench::{random_prepared, train_throughput, BenchOptions};
+use mer_worker::bench::{train_throughput, BenchOptions};
+use mer_worker::fixtures::random_prepared;
 use mer_worker::mersiamc3d::engine::{small_config, train_fold};
 use mer_worker::train::device::{memory_in_use, parse_device};
 use mer_worker::train::epochs::Hooks;
