@@ -253,25 +253,45 @@ fn fingerprint(
     hex::encode(h.finalize())
 }
 
-/// Loads a matching checkpoint from `dir`; returns the next epoch to run and the earlier epochs' logs.
+/// A stage's per-epoch checkpoint: the folder it goes to (none: no checkpoints), the stage it belongs to and
+/// the fingerprint a checkpoint must carry to be resumed.
+struct StageCheckpoint {
+    dir: Option<PathBuf>,
+    stage: &'static str,
+    fingerprint: String,
+}
+
+impl StageCheckpoint {
+    /// Loads a matching checkpoint into `ps`; returns the earlier epochs' logs (none without one).
+    fn resume(&self, ps: &mut ParamSet, prec: &Precision) -> Result<Vec<EpochLog>, WorkerError> {
+        resume(self.dir.as_deref(), self.stage, &self.fingerprint, ps, prec)
+    }
+
+    /// Saves `ps` with the logs of every epoch so far (nothing without a folder).
+    fn save(&self, ps: &ParamSet, logs: &[EpochLog]) -> Result<(), WorkerError> {
+        save_checkpoint(self.dir.as_deref(), self.stage, &self.fingerprint, ps, logs)
+    }
+}
+
+/// Loads a matching checkpoint from `dir`; returns the earlier epochs' logs (the next epoch is their count).
 fn resume(
     dir: Option<&Path>,
     stage: &str,
     fp: &str,
     ps: &mut ParamSet,
     prec: &Precision,
-) -> Result<(usize, Vec<EpochLog>), WorkerError> {
+) -> Result<Vec<EpochLog>, WorkerError> {
     let Some(dir) = dir else {
-        return Ok((0, vec![]));
+        return Ok(vec![]);
     };
     let path = dir.join(format!("{stage}.ckpt.safetensors"));
     if !path.exists() {
-        return Ok((0, vec![]));
+        return Ok(vec![]);
     }
     let f = checkpoint::load(&path, CHECKPOINT_FORMAT)?;
     if f.get(&path, "fingerprint")? != fp {
         tracing::warn!(path = %path.display(), "checkpoint belongs to another run; starting over");
-        return Ok((0, vec![]));
+        return Ok(vec![]);
     }
     let shapes: Vec<(String, Vec<i64>)> = ps
         .names()
@@ -287,7 +307,7 @@ fn resume(
         })?;
     ps.load(&f.tensors, prec);
     tracing::info!(path = %path.display(), epochs_done = logs.len(), "resuming from checkpoint");
-    Ok((logs.len(), logs))
+    Ok(logs)
 }
 
 fn save_checkpoint(

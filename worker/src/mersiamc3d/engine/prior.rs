@@ -3,7 +3,7 @@
 //! held-out pairs of the same clips and, with `prior.unseen_subjects`, on pairs of training subjects kept
 //! out of the stage.
 
-use super::{fingerprint, resume, save_checkpoint, setup, PriorSummary, Setup};
+use super::{fingerprint, setup, PriorSummary, Setup, StageCheckpoint};
 use crate::error::WorkerError;
 use crate::mersiamc3d::augment::{Augmenter, DeviceSet, Variant};
 use crate::mersiamc3d::data_parallel::{prior_step, PairBatch, StepContext, TrainSets};
@@ -22,7 +22,7 @@ use mer_shared::loso::HeldOut;
 use mer_shared::prepared::Prepared;
 use mer_shared::train_config::TrainConfig;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -105,7 +105,7 @@ struct PriorEpochs<'a> {
     pairs: &'a FoldPairs,
     weights: Weights,
     sets: TrainSets,
-    checkpoint: (Option<PathBuf>, String),
+    checkpoint: StageCheckpoint,
 }
 
 impl EpochStep for PriorEpochs<'_> {
@@ -158,8 +158,7 @@ impl EpochStep for PriorEpochs<'_> {
     }
 
     fn checkpoint(&mut self, logs: &[EpochLog]) -> Result<(), WorkerError> {
-        let (dir, fp) = &self.checkpoint;
-        save_checkpoint(dir.as_deref(), "prior", fp, self.weights.primary(), logs)
+        self.checkpoint.save(self.weights.primary(), logs)
     }
 }
 
@@ -190,8 +189,13 @@ pub(super) fn learn(
         &su.prec,
     );
     let fp = fingerprint("prior", cfg, scheme, held, data, &fold.train, "");
-    let ckdir = hooks.checkpoint_dir.clone();
-    let (start, logs) = resume(ckdir.as_deref(), "prior", &fp, &mut ps, &su.prec)?;
+    let checkpoint = StageCheckpoint {
+        dir: hooks.checkpoint_dir.clone(),
+        stage: "prior",
+        fingerprint: fp.clone(),
+    };
+    let logs = checkpoint.resume(&mut ps, &su.prec)?;
+    let start = logs.len();
     tracing::info!(
         fold = %held.describe(),
         train = pairs.learn.len(),
@@ -211,7 +215,7 @@ pub(super) fn learn(
         pairs: &pairs,
         weights,
         sets,
-        checkpoint: (ckdir, fp.clone()),
+        checkpoint,
     };
     let fold_name = held.describe();
     let logs = EpochLoop {

@@ -2,7 +2,7 @@
 //! classes, from the prior artifact's tower (its first `frozen_layers` conv layers frozen) or from random
 //! weights, with the focal loss; then the held-out subject is tested once, forward only.
 
-use super::{fingerprint, resume, save_checkpoint, setup, Setup};
+use super::{fingerprint, setup, Setup, StageCheckpoint};
 use crate::error::WorkerError;
 use crate::mersiamc3d::augment::{Augmenter, DeviceSet, Variant};
 use crate::mersiamc3d::data_parallel::{target_step, StepContext, TargetBatch, TrainSets};
@@ -21,7 +21,7 @@ use mer_shared::loso::HeldOut;
 use mer_shared::metrics::Confusion;
 use mer_shared::prepared::Prepared;
 use mer_shared::train_config::TrainConfig;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -41,7 +41,7 @@ struct TargetEpochs<'a> {
     probe: Option<LayerProbe>,
     /// The last tested epoch's probabilities.
     last_test: LastTest,
-    checkpoint: (Option<PathBuf>, String),
+    checkpoint: StageCheckpoint,
 }
 
 impl EpochStep for TargetEpochs<'_> {
@@ -103,8 +103,7 @@ impl EpochStep for TargetEpochs<'_> {
     }
 
     fn checkpoint(&mut self, logs: &[EpochLog]) -> Result<(), WorkerError> {
-        let (dir, fp) = &self.checkpoint;
-        save_checkpoint(dir.as_deref(), "target", fp, self.weights.primary(), logs)
+        self.checkpoint.save(self.weights.primary(), logs)
     }
 }
 
@@ -216,8 +215,13 @@ pub(super) fn learn(
     let aug = Augmenter::new(&cfg.augment, cfg.model.input_size)?;
     let (mut ps, prior_fp) = initial_weights(&su, cfg, classes, prior)?;
     let fp = fingerprint("target", cfg, scheme, held, data, &fold.train, &prior_fp);
-    let ckdir = hooks.checkpoint_dir.clone();
-    let (start, logs) = resume(ckdir.as_deref(), "target", &fp, &mut ps, &su.prec)?;
+    let checkpoint = StageCheckpoint {
+        dir: hooks.checkpoint_dir.clone(),
+        stage: "target",
+        fingerprint: fp,
+    };
+    let logs = checkpoint.resume(&mut ps, &su.prec)?;
+    let start = logs.len();
     tracing::info!(
         fold = %held.describe(),
         train = fold.train.len(),
@@ -255,7 +259,7 @@ pub(super) fn learn(
         test,
         probe,
         last_test: LastTest::default(),
-        checkpoint: (ckdir, fp),
+        checkpoint,
     };
     let fold_name = held.describe();
     let logs = EpochLoop {
