@@ -299,7 +299,47 @@ fn fold_sets<'t>(
             )));
         }
     }
-    Ok(folds_of)
+    match &spec.folds {
+        None => Ok(folds_of),
+        Some(chosen) => chosen_folds(spec, datasets, folds_of, chosen),
+    }
+}
+
+/// Keeps only the spec's `folds`, each of which must be a fold of every tag's file.
+fn chosen_folds<'t>(
+    spec: &ExperimentSpec,
+    datasets: &BTreeMap<String, DatasetSummary>,
+    folds_of: BTreeMap<&'t str, Vec<FoldId>>,
+    chosen: &[String],
+) -> Result<BTreeMap<&'t str, Vec<FoldId>>, CoordError> {
+    for (t, f) in &folds_of {
+        let names: Vec<String> = f.iter().map(FoldId::to_string).collect();
+        if let Some((i, c)) = chosen.iter().enumerate().find(|(_, c)| !names.contains(c)) {
+            return Err(spec.error(
+                &[PathSeg::Key("folds"), PathSeg::Index(i)],
+                format!(
+                    "'{c}' is not a {} fold of {} under {} (its folds: {})",
+                    match spec.protocol {
+                        Protocol::Loso => "leave-one-subject-out",
+                        Protocol::Lodo => "leave-one-dataset-out",
+                    },
+                    datasets[*t].path.display(),
+                    spec.scheme,
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(folds_of
+        .into_iter()
+        .map(|(t, f)| {
+            let kept = f
+                .into_iter()
+                .filter(|id| chosen.contains(&id.to_string()))
+                .collect();
+            (t, kept)
+        })
+        .collect())
 }
 
 /// The test subjects of a leave-one-dataset-out fold: every LOSO subject of its part in the tag's file

@@ -999,3 +999,53 @@ fn bad_variants_are_named_and_located() {
     .to_string();
     assert!(e.contains("SinC3D has 2 conv layers"), "{e}");
 }
+
+#[test]
+fn folds_keeps_the_chosen_folds_with_the_full_runs_task_keys() {
+    let full = plan("[sweep]\nprior = [true, false]\n");
+    let chosen = [full.folds[3].to_string(), full.folds[40].to_string()];
+    let p = plan(&format!(
+        "folds = [\"{}\", \"{}\"]\n[sweep]\nprior = [true, false]\n",
+        chosen[1], chosen[0]
+    ));
+    assert_eq!(p.folds, vec![full.folds[3].clone(), full.folds[40].clone()]);
+    // One prior and two targets per chosen fold, each the very task of the full plan (so a subset run
+    // reuses, and is reused by, a run of every fold).
+    assert_eq!(p.tasks.len(), 2 * 3);
+    let full_keys: BTreeSet<&String> = full.tasks.iter().map(|t| &t.key).collect();
+    for t in &p.tasks {
+        assert!(
+            chosen.contains(&t.payload.test_subject),
+            "{}",
+            t.payload.test_subject
+        );
+        assert!(full_keys.contains(&t.key));
+    }
+    // A fold the data does not have is refused at its place in the spec, with the folds it has.
+    let spec = parse_spec(
+        "s.toml",
+        &format!("{HEAD}folds = [\"{}\", \"smic/nobody\"]\n", chosen[0]),
+    )
+    .unwrap();
+    let e = expand(&spec, &composite_summary("adaptive"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("s.toml:4:")
+            && e.contains("'smic/nobody' is not a leave-one-subject-out fold"),
+        "{e}"
+    );
+    assert!(e.contains(&chosen[0]), "{e}");
+    for (extra, msg) in [
+        ("folds = []\n", "folds is empty"),
+        (
+            &format!("folds = [\"{0}\", \"{0}\"]\n", chosen[0]) as &str,
+            "is listed twice",
+        ),
+    ] {
+        let e = parse_spec("s.toml", &format!("{HEAD}{extra}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(msg), "{e}");
+    }
+}

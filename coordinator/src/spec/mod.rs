@@ -41,6 +41,11 @@ pub struct ExperimentSpec {
     /// Dataset parts to include; `None` = every part of the dataset with a sample labelled under `scheme`.
     #[serde(default)]
     pub parts: Option<Vec<Dataset>>,
+    /// The test folds to run (`dataset/subject`, or a part under `lodo`); `None` = every fold. For an
+    /// ablation on a subset fixed before the runs: training still uses every other subject, and pooled
+    /// scores cover only these folds' test samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folds: Option<Vec<String>>,
     /// Evaluation protocol: `loso` (the default) or `lodo`.
     #[serde(default)]
     pub protocol: Protocol,
@@ -655,6 +660,23 @@ impl ExperimentSpec {
                     return Err(e(
                         &[Key("parts"), Index(i)],
                         format!("SMIC has no labels under scheme {} (only megc3: its classes are negative/positive/surprise)", self.scheme),
+                    ));
+                }
+            }
+        }
+        if let Some(folds) = &self.folds {
+            if folds.is_empty() {
+                return Err(e(
+                    &[Key("folds")],
+                    "folds is empty; leave it out to run every fold".into(),
+                ));
+            }
+            let mut seen = BTreeSet::new();
+            for (i, f) in folds.iter().enumerate() {
+                if !seen.insert(f) {
+                    return Err(e(
+                        &[Key("folds"), Index(i)],
+                        format!("fold '{f}' is listed twice"),
                     ));
                 }
             }
