@@ -65,7 +65,12 @@ pub fn expand_multi(
 ) -> Result<Plan, CoordError> {
     let tags = key_frame_tags(spec, datasets)?;
     let parts = resolve_parts(spec, datasets, &tags)?;
-    let folds_of = fold_sets(spec, datasets, &tags, &parts)?;
+    let mut folds_of = fold_sets(spec, datasets, &tags, &parts)?;
+    let mut folds_of_data = None;
+    if let Some(chosen) = &spec.folds {
+        folds_of_data = Some(union_folds(folds_of.values().flatten()).len());
+        folds_of = chosen_folds(spec, datasets, folds_of, chosen)?;
+    }
     let variants = spec.variants()?;
     let (combos, skipped) = combinations(spec, &tags, &variants)?;
     let sweep_points = sweep_points(spec, datasets, combos, &variants);
@@ -100,6 +105,7 @@ pub fn expand_multi(
         sweep_points,
         tasks,
         folds: union_folds(folds_of.values().flatten()),
+        folds_of_data,
         datasets: datasets_by_hash,
         skipped,
         selection,
@@ -299,10 +305,7 @@ fn fold_sets<'t>(
             )));
         }
     }
-    match &spec.folds {
-        None => Ok(folds_of),
-        Some(chosen) => chosen_folds(spec, datasets, folds_of, chosen),
-    }
+    Ok(folds_of)
 }
 
 /// Keeps only the spec's `folds`, each of which must be a fold of every tag's file.

@@ -128,6 +128,9 @@ pub struct Plan {
     pub tasks: Vec<TaskDef>,
     /// LOSO folds in [`FoldId`] order (the union over the datasets used).
     pub folds: Vec<FoldId>,
+    /// How many folds the data has, when the spec's `folds` chose a subset of them (`None`: every fold runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folds_of_data: Option<usize>,
     /// Prepared files by hash (what workers download).
     pub datasets: BTreeMap<String, PathBuf>,
     /// Combinations of the cartesian product that were dropped, with the reason.

@@ -78,6 +78,8 @@ pub struct Preview {
     pub parts: Vec<String>,
     /// Folds.
     pub folds: usize,
+    /// How many folds the data has, when the spec's `folds` chose a subset.
+    pub folds_of_data: Option<usize>,
     /// Sweep points.
     pub sweep_points: Vec<PointPreview>,
     /// Tasks per kind and method.
@@ -178,6 +180,7 @@ pub fn preview(
         protocol: plan.protocol.key().to_string(),
         parts: plan.parts.iter().map(|p| p.key().to_string()).collect(),
         folds: plan.folds.len(),
+        folds_of_data: plan.folds_of_data,
         sweep_points: plan
             .sweep_points
             .iter()
@@ -212,12 +215,16 @@ impl std::fmt::Display for Preview {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "experiment {}: scheme {}, {} over parts {}: {} folds",
+            "experiment {}: scheme {}, {} over parts {}: {} folds{}",
             self.experiment,
             self.scheme,
             self.protocol.to_ascii_uppercase(),
             self.parts.join(", "),
-            self.folds
+            self.folds,
+            match self.folds_of_data {
+                Some(n) => format!(" (the spec's `folds`, of the data's {n})"),
+                None => String::new(),
+            }
         )?;
         writeln!(f, "{} sweep point(s):", self.sweep_points.len())?;
         for p in &self.sweep_points {

@@ -612,9 +612,12 @@ fn every_example_spec_parses_and_expands() {
     );
     // The settings the first evidence was measured with, kept under their old name.
     assert_eq!(seen["realistic_cpu"], (68, 4, 68));
-    // 15 in examples/, 22 in experiments/evidence/ (21 ablations, three of them folding 16 earlier specs
-    // into variants, and realistic_cpu's earlier settings).
-    assert_eq!(seen.len(), 37);
+    // Table 7 on the ladder's six folds (the spec's `folds`): two seeds x (six frozen-layer points and no
+    // prior), one prior per fold and seed.
+    assert_eq!(seen["table7_six_folds"], (6, 14, 12));
+    // 15 in examples/, 23 in experiments/evidence/ (21 ablations, three of them folding 16 earlier specs
+    // into variants, realistic_cpu's earlier settings, and Table 7 on six folds).
+    assert_eq!(seen.len(), 38);
 }
 
 /// The specs of experiments/evidence/ folded into one spec with a `variant` axis: (file, variants), each
@@ -1009,6 +1012,16 @@ fn folds_keeps_the_chosen_folds_with_the_full_runs_task_keys() {
         chosen[1], chosen[0]
     ));
     assert_eq!(p.folds, vec![full.folds[3].clone(), full.folds[40].clone()]);
+    assert_eq!((p.folds_of_data, full.folds_of_data), (Some(68), None));
+    // The results and the report say that only a subset ran.
+    let res = crate::results::aggregate::aggregate(&p, &Default::default());
+    let scope = crate::results::sections::scope(&res);
+    assert!(
+        scope.contains("Only 2 of the data's 68 test folds ran"),
+        "{scope}"
+    );
+    let full_res = crate::results::aggregate::aggregate(&full, &Default::default());
+    assert!(!crate::results::sections::scope(&full_res).contains("test folds ran"));
     // One prior and two targets per chosen fold, each the very task of the full plan (so a subset run
     // reuses, and is reused by, a run of every fold).
     assert_eq!(p.tasks.len(), 2 * 3);

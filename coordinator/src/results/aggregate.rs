@@ -38,6 +38,9 @@ pub struct ExperimentResults {
     /// The evaluation protocol (results written before LODO existed read as LOSO).
     #[serde(default)]
     pub protocol: Protocol,
+    /// How many folds the data has, when the spec's `folds` ran a subset of them (`None`: every fold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folds_of_data: Option<usize>,
     /// Target tasks finished / planned, over all sweep points.
     pub tasks_done: usize,
     /// Target tasks planned.
@@ -243,6 +246,7 @@ pub fn aggregate(plan: &Plan, results: &BTreeMap<String, FoldResult>) -> Experim
             .collect(),
         parts: plan.parts.clone(),
         protocol: plan.protocol,
+        folds_of_data: plan.folds_of_data,
         tasks_done: done_all,
         tasks_total: total_all,
         partial: points.iter().any(|p| p.partial),

@@ -63,6 +63,23 @@ pub fn scope(res: &ExperimentResults) -> String {
         res.tasks_done,
         res.tasks_total,
         if res.partial { " - PARTIAL results" } else { "" }
+    ) + &fold_subset(res)
+}
+
+/// The sentence that says a run tested only the spec's `folds` (empty when every fold ran).
+fn fold_subset(res: &ExperimentResults) -> String {
+    let Some(of) = res.folds_of_data else {
+        return String::new();
+    };
+    let ran = res
+        .sweep_points
+        .iter()
+        .map(|s| s.folds_total)
+        .max()
+        .unwrap_or(0);
+    format!(
+        ". Only {ran} of the data's {of} test folds ran (the spec's `folds`): the scores pool those folds' \
+         test samples, not the whole dataset's"
     )
 }
 
