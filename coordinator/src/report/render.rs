@@ -500,6 +500,21 @@ fn score_head(run: &RunData, first: &[&str]) -> Vec<String> {
     head
 }
 
+/// The setting a Table 7 row stands for: no prior learning, or prior learning with k frozen layers.
+fn frozen_setting(sp: &SweepPointResult) -> (bool, u64, String) {
+    if sp.values.get("prior") == Some(&Value::Bool(false)) {
+        return (true, 0, "no prior learning (random init)".into());
+    }
+    match sp.values.get("frozen_layers") {
+        Some(v) => (
+            false,
+            v.as_u64().unwrap_or(0),
+            format!("k = {} frozen", value_str(v)),
+        ),
+        None => (false, 0, "prior learning".into()),
+    }
+}
+
 fn frozen_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<Block>) {
     let frozen = axis_values(run, "frozen_layers");
     let prior = axis_values(run, "prior");
@@ -510,34 +525,20 @@ fn frozen_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<
         2,
         "Frozen conv layers after prior learning (the paper's Table 7)".into(),
     ));
-    let mut rows = Vec::new();
-    let mut points: Vec<_> = run.results.sweep_points.iter().collect();
-    let key = |s: &&crate::results::aggregate::SweepPointResult| {
-        let no_prior = s.values.get("prior") == Some(&Value::Bool(false));
-        let k = s
-            .values
-            .get("frozen_layers")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+    let mut points: Vec<&SweepPointResult> = run.results.sweep_points.iter().collect();
+    points.sort_by_key(|s| {
+        let (no_prior, k, _) = frozen_setting(s);
         (
             other_axes(&s.values, &["frozen_layers", "prior"]),
             no_prior,
             k,
         )
-    };
-    points.sort_by_key(key);
-    for sp in points {
-        let setting = if sp.values.get("prior") == Some(&Value::Bool(false)) {
-            "no prior learning (random init)".to_string()
-        } else {
-            match sp.values.get("frozen_layers") {
-                Some(v) => format!("k = {} frozen", value_str(v)),
-                None => "prior learning".into(),
-            }
-        };
+    });
+    let mut rows = Vec::new();
+    for sp in &points {
         let other = other_axes(&sp.values, &["frozen_layers", "prior"]);
         let mut row = vec![
-            setting,
+            frozen_setting(sp).2,
             if other.is_empty() { "-".into() } else { other },
             format!("{}/{}", sp.folds_done, sp.folds_total),
         ];
@@ -548,11 +549,75 @@ fn frozen_table(run: &RunData, scores: &BTreeMap<u32, ScoreReport>, b: &mut Vec<
         head: score_head(run, &["setting", "other axes", "folds"]),
         rows,
     });
+    frozen_seed_means(run, scores, &points, b);
     b.push(Block::Para(
         "The paper's Table 7 numbers are not recorded in the project's reference notes (docs/datasets.md); only this run's \
          numbers are shown."
             .into(),
     ));
+}
+
+/// Table 7 over training seeds: one row per setting with the mean of its seeds' pooled scores (and each
+/// seed's UF1), when the only other axis is `seed`. A seed whose point has no score yet is left out and
+/// the row says how many seeds it averages.
+fn frozen_seed_means(
+    run: &RunData,
+    scores: &BTreeMap<u32, ScoreReport>,
+    points: &[&SweepPointResult],
+    b: &mut Vec<Block>,
+) {
+    let seeds = axis_values(run, "seed");
+    let only_seeds = points
+        .iter()
+        .all(|s| other_axes(&s.values, &["frozen_layers", "prior", "seed"]).is_empty());
+    if seeds.len() < 2 || !only_seeds {
+        return;
+    }
+    let mut rows: BTreeMap<(bool, u64), (String, Vec<&ScoreReport>)> = BTreeMap::new();
+    for sp in points {
+        let (no_prior, k, label) = frozen_setting(sp);
+        let row = rows.entry((no_prior, k)).or_insert((label, Vec::new()));
+        row.1.extend(scores.get(&sp.index));
+    }
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+    let mut table = Vec::new();
+    for (label, s) in rows.values() {
+        let mut row = vec![label.clone(), format!("{}/{}", s.len(), seeds.len())];
+        for p in &run.results.parts {
+            let (uf1, uar): (Vec<f64>, Vec<f64>) = s
+                .iter()
+                .filter_map(|r| r.parts.get(p.key()))
+                .map(|p| (p.uf1, p.uar))
+                .unzip();
+            row.push(if uf1.is_empty() {
+                "-".into()
+            } else {
+                pair(mean(&uf1), mean(&uar))
+            });
+        }
+        let uf1: Vec<f64> = s.iter().map(|r| r.uf1).collect();
+        let uar: Vec<f64> = s.iter().map(|r| r.uar).collect();
+        row.push(if s.is_empty() {
+            "-".into()
+        } else {
+            pair(mean(&uf1), mean(&uar))
+        });
+        row.push(
+            uf1.iter()
+                .map(|u| format!("{u:.4}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        table.push(row);
+    }
+    let mut head = score_head(run, &["setting", "seeds"]);
+    head.push("UF1 per seed".into());
+    b.push(Block::Para(format!(
+        "Mean over the {} training seeds ({}) of each seed's pooled scores:",
+        seeds.len(),
+        seeds.into_iter().collect::<Vec<_>>().join(", ")
+    )));
+    b.push(Block::Table { head, rows: table });
 }
 
 fn alpha_sweep(

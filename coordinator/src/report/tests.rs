@@ -240,6 +240,52 @@ fn frozen_layer_sweeps_get_the_table7_layout() {
         "{md}"
     );
     assert!(!md.contains("Fig. 4"));
+    // One seed: no table over seeds.
+    assert!(!md.contains("Mean over the"), "{md}");
+}
+
+#[test]
+fn table7_over_seeds_averages_each_settings_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = finished_run(
+        dir.path(),
+        "seeds = [1, 2]\nprior = [true, false]\nfrozen_layers = [0, 2]\n",
+    );
+    let out = render_report(&run, &dir.path().join("elsewhere")).unwrap();
+    let md = std::fs::read_to_string(&out.markdown).unwrap();
+    assert!(md.contains("Mean over the 2 training seeds (1, 2)"), "{md}");
+    let data = load_run(&run).unwrap();
+    let uf1 = |label: &str| {
+        data.results
+            .sweep_points
+            .iter()
+            .find(|s| s.label == label)
+            .and_then(|s| s.scores.as_ref())
+            .map(|s| (s.uf1, s.uar))
+            .unwrap_or_else(|| panic!("{label}"))
+    };
+    for (setting, a, c) in [
+        (
+            "k = 2 frozen",
+            "prior=true,frozen=2,seed=1",
+            "prior=true,frozen=2,seed=2",
+        ),
+        (
+            "no prior learning (random init)",
+            "prior=false,seed=1",
+            "prior=false,seed=2",
+        ),
+    ] {
+        let (a, c) = (uf1(a), uf1(c));
+        let row = format!("| {setting} | 2/2 |",);
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| panic!("no row {row}: {md}"));
+        let all = format!("{:.4} / {:.4}", (a.0 + c.0) / 2.0, (a.1 + c.1) / 2.0);
+        let per_seed = format!("{:.4}, {:.4} |", a.0, c.0);
+        assert!(line.contains(&all) && line.ends_with(&per_seed), "{line}");
+    }
 }
 
 #[test]
