@@ -606,6 +606,32 @@ impl ExperimentSpec {
         mer_shared::digest::sha256_json(&v)
     }
 
+    /// Refuses an empty list `key` (leaving it out would `otherwise`) and an item listed twice.
+    fn listed_once<T: Ord + std::fmt::Display>(
+        &self,
+        key: &str,
+        what: &str,
+        items: &[T],
+        otherwise: &str,
+    ) -> Result<(), CoordError> {
+        if items.is_empty() {
+            return Err(self.error(
+                &[PathSeg::Key(key)],
+                format!("{key} is empty; leave it out to {otherwise}"),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, item) in items.iter().enumerate() {
+            if !seen.insert(item) {
+                return Err(self.error(
+                    &[PathSeg::Key(key), PathSeg::Index(i)],
+                    format!("{what} '{item}' is listed twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks everything that can be checked without the dataset. Called by [`parse_spec`].
     pub fn validate(&self) -> Result<(), CoordError> {
         use PathSeg::{Index, Key};
@@ -642,20 +668,8 @@ impl ExperimentSpec {
             }
         }
         if let Some(parts) = &self.parts {
-            if parts.is_empty() {
-                return Err(e(
-                    &[Key("parts")],
-                    "parts is empty; leave it out to use every part of the dataset".into(),
-                ));
-            }
-            let mut seen = BTreeSet::new();
+            self.listed_once("parts", "part", parts, "use every part of the dataset")?;
             for (i, p) in parts.iter().enumerate() {
-                if !seen.insert(*p) {
-                    return Err(e(
-                        &[Key("parts"), Index(i)],
-                        format!("part '{p}' is listed twice"),
-                    ));
-                }
                 if *p == Dataset::Smic && self.scheme != LabelScheme::Megc3 {
                     return Err(e(
                         &[Key("parts"), Index(i)],
@@ -665,21 +679,7 @@ impl ExperimentSpec {
             }
         }
         if let Some(folds) = &self.folds {
-            if folds.is_empty() {
-                return Err(e(
-                    &[Key("folds")],
-                    "folds is empty; leave it out to run every fold".into(),
-                ));
-            }
-            let mut seen = BTreeSet::new();
-            for (i, f) in folds.iter().enumerate() {
-                if !seen.insert(f) {
-                    return Err(e(
-                        &[Key("folds"), Index(i)],
-                        format!("fold '{f}' is listed twice"),
-                    ));
-                }
-            }
+            self.listed_once("folds", "fold", folds, "run every fold")?;
         }
         validate_train(self, &self.train)?;
         self.validate_sweep()?;
