@@ -304,6 +304,7 @@ pub async fn run_local(opts: LocalOptions) -> Result<LocalOutcome, CoordError> {
 async fn drive(opts: &LocalOptions, url: &str, token: &str) -> Result<LocalOutcome, CoordError> {
     let clients = connect(&ConnectOptions::new(url, Some(token.to_string())))?;
     let sub = submit_spec(&clients, &opts.spec).await?;
+    supersede_others(&clients, &sub.experiment_id).await?;
     if sub.retried > 0 {
         tracing::info!(
             "{} had failed: retrying its {} given-up task(s)",
@@ -349,6 +350,38 @@ async fn drive(opts: &LocalOptions, url: &str, token: &str) -> Result<LocalOutco
         summary_md: r.summary_md,
         reused: sub.reused,
     })
+}
+
+/// A run folder holds one spec (it is named after it), so an unfinished experiment beside this one is an
+/// earlier version of the spec, edited since and left by a run that was stopped. The coordinator would give
+/// its tasks to the workers beside this one's; it is cancelled instead. Its finished tasks stay reusable by
+/// key, and running its spec again starts it anew.
+async fn supersede_others(clients: &Clients, id: &str) -> Result<(), CoordError> {
+    let mut c = clients.client.clone();
+    let list = c
+        .list(proto::ListRequest {})
+        .await
+        .map_err(|s| CoordError::rpc("list", s))?
+        .into_inner();
+    let running = mer_coordinator::store::ExpState::Running.key();
+    for e in list.experiments {
+        if e.experiment_id == id || e.state != running {
+            continue;
+        }
+        c.cancel(proto::CancelRequest {
+            experiment_id: e.experiment_id.clone(),
+        })
+        .await
+        .map_err(|s| CoordError::rpc("cancel", s))?;
+        tracing::warn!(
+            "cancelled {}: an unfinished experiment of an earlier version of this spec in the run folder \
+             ({} of {} tasks done; finished tasks stay reusable)",
+            e.experiment_id,
+            e.tasks_done,
+            e.tasks_total
+        );
+    }
+    Ok(())
 }
 
 async fn follow(

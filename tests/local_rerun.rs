@@ -137,3 +137,73 @@ async fn a_spec_that_cannot_run_fails_before_anything_starts() {
     let out = run_local(opts(&spec, &run_dir, trainer)).await.unwrap();
     assert_eq!(out.status.state, "done");
 }
+
+/// An unfinished experiment of an earlier version of the spec in the run folder (the spec edited since, its
+/// run stopped) is cancelled when the edited spec runs there, so the workers train only the edited spec's
+/// tasks; running the earlier version again starts it anew and reuses what both share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edited_spec_supersedes_the_unfinished_experiment_of_its_earlier_version() {
+    use mer_coordinator::plan::plan_spec;
+    use mer_coordinator::rpc::client::submit_spec;
+    use mer_coordinator::rpc::server::start;
+    use mer_coordinator::spec::load_spec;
+    use mer_shared::client::{connect, ConnectOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = support::cluster::sim_spec(dir.path(), "edited", 3, "");
+    let earlier = dir.path().join("earlier.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&earlier, text.replace("alpha = [1, 2]", "alpha = [3, 4]")).unwrap();
+    let run_dir = dir.path().join("run");
+    let state = run_dir.join("state");
+    let list = || async {
+        let coord = start(support::cluster::server_config(&state, Some("t")))
+            .await
+            .unwrap();
+        let clients = connect(&ConnectOptions::new(&coord.url, Some("t".into()))).unwrap();
+        let mut c = clients.client.clone();
+        let l = c.list(mer_shared::proto::ListRequest {}).await.unwrap();
+        coord.shutdown().await.unwrap();
+        l.into_inner().experiments
+    };
+
+    // The earlier version was submitted and its run stopped before any task ran.
+    let coord = start(support::cluster::server_config(&state, Some("t")))
+        .await
+        .unwrap();
+    let clients = connect(&ConnectOptions::new(&coord.url, Some("t".into()))).unwrap();
+    let first = submit_spec(&clients, &earlier).await.unwrap();
+    coord.shutdown().await.unwrap();
+
+    // The edited spec runs: only its own tasks are trained, and the earlier experiment is cancelled.
+    let trainer = Arc::new(SimTrainer::new(Duration::ZERO, None));
+    let out = run_local(opts(&spec, &run_dir, trainer.clone()))
+        .await
+        .unwrap();
+    assert_eq!(out.status.state, "done");
+    let tasks = |s: &Path| plan_spec(&load_spec(s).unwrap()).unwrap().tasks;
+    let edited_tasks = tasks(&spec).len() as u64;
+    assert_eq!(trainer.executions(), edited_tasks);
+    let states: Vec<(String, String)> = list()
+        .await
+        .into_iter()
+        .map(|e| (e.experiment_id, e.state))
+        .collect();
+    assert!(
+        states.contains(&(first.experiment_id.clone(), "cancelled".into())),
+        "{states:?}"
+    );
+
+    // Running the earlier version again trains its own target tasks; the prior tasks both share are reused.
+    let again = run_local(opts(&earlier, &run_dir, trainer.clone()))
+        .await
+        .unwrap();
+    assert_eq!(again.status.state, "done");
+    assert_ne!(again.experiment_id, first.experiment_id);
+    let earlier_targets = tasks(&earlier)
+        .iter()
+        .filter(|t| t.kind == mer_coordinator::plan::TaskKind::Target)
+        .count() as u64;
+    assert_eq!(trainer.executions(), edited_tasks + earlier_targets);
+    assert!(!again.results.partial);
+}
