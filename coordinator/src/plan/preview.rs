@@ -79,6 +79,7 @@ pub struct Preview {
     /// Folds.
     pub folds: usize,
     /// How many folds the data has, when the spec's `folds` chose a subset.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub folds_of_data: Option<usize>,
     /// Sweep points.
     pub sweep_points: Vec<PointPreview>,
