@@ -320,6 +320,13 @@ pub struct PriorConfig {
     /// Target learning still trains on them. 0 (default) = off.
     #[serde(skip_serializing_if = "is_zero")]
     pub unseen_subjects: usize,
+    /// A control: the learning clips' labels are permuted among them (by the seed) before the pairs are
+    /// drawn, so "same" and "different" say nothing about the expression while the clips, the pair
+    /// counts and the schedule stay as they were. What a prior trained so gives target learning is what
+    /// the stage's optimisation gives without features of expressions. The held-out pairs are judged
+    /// by the permuted labels (they measure fit); the unseen subjects' pairs by the true ones. Keyed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub shuffle_labels: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -337,6 +344,7 @@ impl Default for PriorConfig {
             pairs_per_epoch: 2000,
             val_fraction: 0.1,
             unseen_subjects: 0,
+            shuffle_labels: false,
         }
     }
 }

@@ -615,9 +615,15 @@ fn every_example_spec_parses_and_expands() {
     // Table 7 on the ladder's six folds (the spec's `folds`): two seeds x (six frozen-layer points and no
     // prior), one prior per fold and seed.
     assert_eq!(seen["table7_six_folds"], (6, 14, 12));
-    // 15 in examples/, 23 in experiments/evidence/ (21 ablations, three of them folding 16 earlier specs
-    // into variants, realistic_cpu's earlier settings, and Table 7 on six folds).
-    assert_eq!(seen.len(), 38);
+    // Prior learning against none over every fold: 0 and 2 frozen layers from one prior per fold, and
+    // random init (prior=false with 2 frozen layers is skipped); and its control with shuffled pair labels
+    // on the six folds (the prior points only).
+    assert_eq!(seen["prior_all_folds"], (68, 3, 68));
+    assert_eq!(seen["prior_shuffled_six_folds"], (6, 2, 6));
+    // 15 in examples/, 25 in experiments/evidence/ (21 ablations, three of them folding 16 earlier specs
+    // into variants, realistic_cpu's earlier settings, Table 7 on six folds, prior learning over all folds
+    // and its control).
+    assert_eq!(seen.len(), 40);
 }
 
 /// The specs of experiments/evidence/ folded into one spec with a `variant` axis: (file, variants), each

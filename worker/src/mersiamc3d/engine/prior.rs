@@ -1,7 +1,7 @@
 //! Prior learning (the paper's first stage): the siamese network learns same/different pairs of the
 //! fold's training samples (eq. 7, 8); its tower is the artifact target learning starts from. Monitored on
 //! held-out pairs of the same clips and, with `prior.unseen_subjects`, on pairs of training subjects kept
-//! out of the stage.
+//! out of the stage. With `prior.shuffle_labels` (a control) the pairs follow permuted labels.
 
 use super::{fingerprint, setup, PriorSummary, Setup, StageCheckpoint};
 use crate::error::WorkerError;
@@ -21,30 +21,32 @@ use mer_shared::labels::LabelScheme;
 use mer_shared::loso::HeldOut;
 use mer_shared::prepared::Prepared;
 use mer_shared::train_config::TrainConfig;
+use rand::seq::SliceRandom;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// The pairs of one fold's prior learning.
-struct FoldPairs {
+pub(super) struct FoldPairs {
     /// Positions (into the fold's training samples) that prior learning learns from.
-    learn: Vec<usize>,
+    pub(super) learn: Vec<usize>,
     /// The training subjects kept out (`prior.unseen_subjects`).
-    unseen_subjects: Vec<String>,
+    pub(super) unseen_subjects: Vec<String>,
     /// Eq. 7's count over the learned samples: all, same-class, different-class pairs.
-    counts: (u64, u64, u64),
-    /// The training pairs (positions into the training samples).
-    pairs: PairSet,
-    /// Held-out pairs of the same clips (the monitor).
-    val: Vec<Pair>,
-    /// Pairs of the kept-out subjects' clips.
-    unseen: Vec<Pair>,
+    pub(super) counts: (u64, u64, u64),
+    /// The training pairs (positions into the training samples), with the permuted labels' same and
+    /// different under `prior.shuffle_labels`.
+    pub(super) pairs: PairSet,
+    /// Held-out pairs of the same clips (the monitor), labelled as the training pairs are.
+    pub(super) val: Vec<Pair>,
+    /// Pairs of the kept-out subjects' clips, by their true labels.
+    pub(super) unseen: Vec<Pair>,
 }
 
 impl FoldPairs {
     /// Splits off the unseen subjects, counts eq. 7's pairs and draws the pair sets.
-    fn build(
+    pub(super) fn build(
         data: &Prepared,
         fold: &Fold,
         cfg: &TrainConfig,
@@ -63,7 +65,10 @@ impl FoldPairs {
         )?;
         let labels_of =
             |pos: &[usize]| -> Vec<usize> { pos.iter().map(|&k| fold.train_labels[k]).collect() };
-        let learn_labels = labels_of(&split.learn);
+        let mut learn_labels = labels_of(&split.learn);
+        if cfg.prior.shuffle_labels {
+            learn_labels.shuffle(&mut rng(cfg.seed, "prior-shuffle", 0));
+        }
         let mut counts = vec![0usize; classes];
         learn_labels.iter().for_each(|&l| counts[l] += 1);
         let pairs = PairSet::build(

@@ -458,3 +458,43 @@ fn train_rms_input_scale_trains_and_differs_from_raw() {
             .collect::<Vec<_>>()
     );
 }
+
+/// `prior.shuffle_labels`, the control with nothing to learn: the same clips and pair counts, but
+/// "same" and "different" follow labels permuted by the seed, so part of the pairs disagree with the
+/// true classes; the kept-out subjects' pairs keep the truth; the seed fixes the permutation.
+#[test]
+fn shuffled_labels_keep_the_clips_and_counts_and_break_same_and_different() {
+    let d = synthetic(4, 6, 32, 4);
+    let fold = split_fold(&d, LabelScheme::Megc3, &HeldOut::subject("casme2/sub04")).unwrap();
+    let mut cfg = micro_config();
+    cfg.prior.unseen_subjects = 1;
+    cfg.prior.val_fraction = 0.2;
+    let truth = |p: &crate::mersiamc3d::pairs::Pair| {
+        fold.train_labels[p.a as usize] == fold.train_labels[p.b as usize]
+    };
+    let wrong = |pairs: &[crate::mersiamc3d::pairs::Pair]| {
+        pairs.iter().filter(|p| p.same != truth(p)).count()
+    };
+    let draw = |fp: &prior::FoldPairs| fp.pairs.epoch(200, &mut rng(3, "t", 0));
+    let plain = prior::FoldPairs::build(&d, &fold, &cfg, 3).unwrap();
+    assert_eq!(wrong(&draw(&plain)) + wrong(&plain.val), 0);
+    let mut s = cfg.clone();
+    s.prior.shuffle_labels = true;
+    let shuffled = prior::FoldPairs::build(&d, &fold, &s, 3).unwrap();
+    assert_eq!(shuffled.learn, plain.learn);
+    assert_eq!(shuffled.counts, plain.counts);
+    assert_eq!(shuffled.pairs.total(), plain.pairs.total());
+    let (w, n) = (wrong(&draw(&shuffled)), 200);
+    assert!(
+        w > n / 10,
+        "{w} of {n} learning pairs disagree with the true classes"
+    );
+    assert!(wrong(&shuffled.val) > 0);
+    assert!(!shuffled.unseen.is_empty());
+    assert_eq!(wrong(&shuffled.unseen), 0);
+    let again = prior::FoldPairs::build(&d, &fold, &s, 3).unwrap();
+    assert_eq!(draw(&again), draw(&shuffled));
+    s.seed += 1;
+    let other = prior::FoldPairs::build(&d, &fold, &s, 3).unwrap();
+    assert_ne!(draw(&other), draw(&shuffled));
+}
