@@ -1,56 +1,51 @@
 #!/usr/bin/env python3
 """Table 7 of docs/evidence.md from a finished (or partial) run folder of a spec with `prior` and
-`frozen_layers` axes (experiments/evidence/table7_six_folds.toml): per setting the pooled scores averaged over
-the training seeds, each seed's UF1, the last target epoch's training loss, the prior tasks' curves, and a
-paired bootstrap over the test clips of each setting's UF1 minus that of no prior learning. Reads
-results.json, folds.jsonl and priors.jsonl only (no code shared with mer's scoring).
+`frozen_layers` axes (experiments/evidence/table7_six_folds.toml, prior_all_folds.toml): per setting the pooled
+scores averaged over the training seeds, each seed's UF1, the last target epoch's training loss, the prior
+tasks' curves, and a paired bootstrap over the test clips of each setting's UF1 minus that of no prior learning.
+With --control DIR (a run of the same target learning from a control prior, prior_shuffled_six_folds.toml),
+the control's settings are compared with the main run's on the control's test clips. Reads results.json,
+folds.jsonl and priors.jsonl only (no code shared with mer's scoring).
     python3 scripts/table7_summary.py runs/table7_six_folds
+    python3 scripts/table7_summary.py runs/prior_all_folds --control runs/prior_shuffled_six_folds
 """
 import json, sys, random
-run = sys.argv[1]
-res = json.load(open(f"{run}/results.json"))
-pts = {p["index"]: p for p in res["sweep_points"]}
-folds = [json.loads(l) for l in open(f"{run}/folds.jsonl")]
-# target: last-epoch training loss and per-fold accuracy, by sweep point
-tl = {}
-for f in folds:
-    ep = [e for e in f["result"]["epochs"] if e["stage"] == "target"]
-    tl.setdefault(f["sweep_point"], []).append(ep[-1]["loss"])
-def setting(p):
-    v = p["values"]
-    if v.get("prior") is False: return (1, 0, "no prior (random init)")
-    k = v.get("frozen_layers", 0); return (0, k, f"k = {k}")
-rows = {}
-for i, p in pts.items():
-    rows.setdefault(setting(p), []).append(p)
-print("| setting | SMIC-HS UF1 / UAR | CASME II UF1 / UAR | SAMM UF1 / UAR | all UF1 / UAR (mean over seeds) | UF1 per seed | target train loss, last epoch |")
-print("|---|---|---|---|---|---|---|")
-for key in sorted(rows):
-    ps = sorted(rows[key], key=lambda p: p["values"].get("seed") or 0)
-    sc = [p["scores"] for p in ps if p.get("scores")]
-    m = lambda xs: sum(xs)/len(xs) if xs else float('nan')
-    cells = []
-    for part in ["smic", "casme2", "samm"]:
-        cells.append(f"{m([s['parts'][part]['uf1'] for s in sc]):.3f} / {m([s['parts'][part]['uar'] for s in sc]):.3f}")
-    allc = f"{m([s['uf1'] for s in sc]):.4f} / {m([s['uar'] for s in sc]):.4f}"
-    per = ", ".join(f"{s['uf1']:.4f}" for s in sc)
-    loss = m([x for p in ps for x in tl.get(p["index"], [])])
-    n = sum(s["n"] for s in sc)//max(len(sc),1)
-    done = ",".join(f"{p['folds_done']}/{p['folds_total']}" for p in ps)
-    print(f"| {key[2]} | " + " | ".join(cells) + f" | {allc} | {per} | {loss:.3f} |   <!-- n={n} folds {done} -->")
-print()
-pri = [json.loads(l) for l in open(f"{run}/priors.jsonl")]
-print("| fold | siamese loss, epoch 1 -> 20 | held-out pair acc., epoch 1 / 5 / 10 / 20 |")
-print("|---|---|---|")
-for r in sorted(pri, key=lambda r: r["fold"]):
-    e = r["epochs"]
-    print(f"| {r['fold']} | {e[0]['loss']:.3f} -> {e[-1]['loss']:.3f} | " + " / ".join(f"{e[i]['monitor']:.2f}" for i in [0,4,9,len(e)-1]) + " |")
 
-# Paired bootstrap over the test clips: UF1(setting) - UF1(no prior), each the mean over the seeds.
-preds = {}  # sweep point -> {clip id: (label, pred)}
-for f in folds:
-    for p in f["result"]["predictions"]:
-        preds.setdefault(f["sweep_point"], {})[p["id"]] = (p["label"], p["pred"])
+NO_PRIOR = (1, 0, "no prior (random init)")
+
+
+def setting(p, tag=""):
+    v = p["values"]
+    if v.get("prior") is False:
+        return NO_PRIOR
+    k = v.get("frozen_layers", 0)
+    return (0 if not tag else 2, k, f"{tag}k = {k}")
+
+
+def load(run, tag=""):
+    """Sweep points grouped by setting, clip predictions and last-epoch target losses per point."""
+    res = json.load(open(f"{run}/results.json"))
+    pts = {p["index"]: p for p in res["sweep_points"]}
+    preds, loss = {}, {}
+    for l in open(f"{run}/folds.jsonl"):
+        f = json.loads(l)
+        ep = [e for e in f["result"]["epochs"] if e["stage"] == "target"]
+        loss.setdefault(f["sweep_point"], []).append(ep[-1]["loss"])
+        for p in f["result"]["predictions"]:
+            preds.setdefault(f["sweep_point"], {})[p["id"]] = (p["label"], p["pred"])
+    groups = {}
+    for i, p in pts.items():
+        groups.setdefault(setting(p, tag), []).append((run, i))
+    pts = {(run, i): p for i, p in pts.items()}
+    preds = {(run, i): v for i, v in preds.items()}
+    loss = {(run, i): v for i, v in loss.items()}
+    return pts, groups, preds, loss
+
+
+def mean(xs):
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
 def uf1(pairs):
     f1 = []
     for c in range(3):
@@ -59,25 +54,103 @@ def uf1(pairs):
         fn = sum(1 for l, q in pairs if l == c and q != c)
         f1.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
     return sum(f1) / 3
-groups = {}
-for i, p in pts.items():
-    groups.setdefault(setting(p), []).append(i)
-ref = groups[(1, 0, "no prior (random init)")]
-# Only points with every fold, and only clips every such point predicted (a partial run compares less).
-full = {i for i, p in pts.items() if not p["partial"]}
-groups = {k: [i for i in v if i in full] for k, v in groups.items()}
-groups = {k: v for k, v in groups.items() if v}
-ref = [i for i in ref if i in full]
-if not ref:
-    sys.exit("no finished no-prior point: no bootstrap")
-ids = sorted(set.intersection(*(set(preds[i]) for v in groups.values() for i in v)))
-rng = random.Random(1)
-print(f"\n{len(ids)} test clips; paired bootstrap (2,000 resamples of clips, seed 1) of UF1 - UF1(no prior), mean over seeds:")
-draws = [[rng.choice(ids) for _ in ids] for _ in range(2000)]
-def score(pts_, sample):
-    return sum(uf1([preds[i][c] for c in sample]) for i in pts_) / len(pts_)
-for key in sorted(groups):
-    if key == (1, 0, "no prior (random init)"): continue
-    d = sorted(score(groups[key], s) - score(ref, s) for s in draws)
-    obs = score(groups[key], ids) - score(ref, ids)
-    print(f"  {key[2]}: {obs:+.4f}  (95 % interval {d[50]:+.3f} .. {d[1949]:+.3f})")
+
+
+def table(pts, groups, loss):
+    print("| setting | SMIC-HS UF1 / UAR | CASME II UF1 / UAR | SAMM UF1 / UAR | all UF1 / UAR (mean over seeds) "
+          "| UF1 per seed | target train loss, last epoch |")
+    print("|---|---|---|---|---|---|---|")
+    for key in sorted(groups):
+        ps = sorted((pts[i] for i in groups[key]), key=lambda p: p["values"].get("seed") or 0)
+        sc = [p["scores"] for p in ps if p.get("scores")]
+        cells = [f"{mean([s['parts'][part]['uf1'] for s in sc]):.3f} / {mean([s['parts'][part]['uar'] for s in sc]):.3f}"
+                 for part in ["smic", "casme2", "samm"]]
+        allc = f"{mean([s['uf1'] for s in sc]):.4f} / {mean([s['uar'] for s in sc]):.4f}"
+        per = ", ".join(f"{s['uf1']:.4f}" for s in sc)
+        lo = mean([x for i in groups[key] for x in loss.get(i, [])])
+        n = sum(s["n"] for s in sc) // max(len(sc), 1)
+        done = ",".join(f"{p['folds_done']}/{p['folds_total']}" for p in ps)
+        print(f"| {key[2]} | " + " | ".join(cells) + f" | {allc} | {per} | {lo:.3f} |   <!-- n={n} folds {done} -->")
+    print()
+
+
+def priors(run):
+    pri = [json.loads(l) for l in open(f"{run}/priors.jsonl")]
+    if not pri:
+        return
+    n = len(pri[0]["epochs"])
+    at = sorted({i for i in [0, 2, 4, 9, n - 1] if i < n})
+    ep = " / ".join(str(i + 1) for i in at)
+    print(f"| fold | siamese loss, epoch 1 -> {n} | held-out pair acc., epoch {ep} |")
+    print("|---|---|---|")
+    for r in sorted(pri, key=lambda r: r["fold"]):
+        e = r["epochs"]
+        print(f"| {r['fold']} | {e[0]['loss']:.3f} -> {e[-1]['loss']:.3f} | "
+              + " / ".join(f"{e[i]['monitor']:.2f}" for i in at) + " |")
+    last = sorted(r["epochs"][-1]["monitor"] for r in pri)
+    lo = sorted(r["epochs"][-1]["loss"] for r in pri)
+    print(f"\n{len(pri)} priors; last epoch: held-out pair acc. {last[0]:.3f} .. {last[-1]:.3f} (median "
+          f"{last[len(last) // 2]:.3f}), loss {lo[0]:.3f} .. {lo[-1]:.3f}\n")
+
+
+def bootstrap(groups, preds, ref_key, title):
+    """Paired bootstrap of UF1(setting) - UF1(ref) over the clips every complete point predicted."""
+    ids = sorted(set.intersection(*(set(preds[i]) for v in groups.values() for i in v)))
+    rng = random.Random(1)
+    print(f"{title}: {len(ids)} test clips; paired bootstrap (2,000 resamples of clips, seed 1) of "
+          f"UF1 - UF1({ref_key[2]}), mean over seeds:")
+    draws = [[rng.choice(ids) for _ in ids] for _ in range(2000)]
+
+    def score(pts_, sample):
+        return sum(uf1([preds[i][c] for c in sample]) for i in pts_) / len(pts_)
+
+    ref = groups[ref_key]
+    for key in sorted(groups):
+        if key == ref_key:
+            continue
+        d = sorted(score(groups[key], s) - score(ref, s) for s in draws)
+        obs = score(groups[key], ids) - score(ref, ids)
+        print(f"  {key[2]}: UF1 {score(groups[key], ids):.4f} against {score(ref, ids):.4f}, "
+              f"{obs:+.4f}  (95 % interval {d[50]:+.3f} .. {d[1949]:+.3f})")
+    print()
+
+
+def complete(pts, groups):
+    """Only points with every fold (a partial run compares less)."""
+    g = {k: [i for i in v if not pts[i]["partial"]] for k, v in groups.items()}
+    return {k: v for k, v in g.items() if v}
+
+
+def main():
+    args = sys.argv[1:]
+    control = None
+    if "--control" in args:
+        j = args.index("--control")
+        control = args[j + 1]
+        del args[j:j + 2]
+    run = args[0]
+    pts, groups, preds, loss = load(run)
+    table(pts, groups, loss)
+    priors(run)
+    full = complete(pts, groups)
+    if NO_PRIOR not in full:
+        sys.exit("no finished no-prior point: no bootstrap")
+    bootstrap(full, preds, NO_PRIOR, run)
+    if control:
+        cpts, cgroups, cpreds, closs = load(control, tag="shuffled-label prior, ")
+        print(f"control {control}:")
+        table(cpts, cgroups, closs)
+        priors(control)
+        both = {**full, **complete(cpts, cgroups)}
+        allp = {**preds, **cpreds}
+        bootstrap(both, allp, NO_PRIOR, f"{run} and {control} on the control's clips")
+        for k in sorted(full):
+            if k == NO_PRIOR:
+                continue
+            ck = (2, k[1], f"shuffled-label prior, {k[2]}")
+            if ck in both:
+                bootstrap({k: full[k], ck: both[ck]}, allp, k, f"shuffled-label prior against the prior, {k[2]}")
+
+
+if __name__ == "__main__":
+    main()
