@@ -352,10 +352,11 @@ async fn drive(opts: &LocalOptions, url: &str, token: &str) -> Result<LocalOutco
     })
 }
 
-/// A run folder holds one spec (it is named after it), so an unfinished experiment beside this one is an
-/// earlier version of the spec, edited since and left by a run that was stopped. The coordinator would give
-/// its tasks to the workers beside this one's; it is cancelled instead. Its finished tasks stay reusable by
-/// key, and running its spec again starts it anew.
+/// An unfinished experiment beside this one in the run folder, left by a run that was stopped: most often an
+/// earlier version of the same spec (the folder is named after it), but with `--run-dir` it may be another
+/// spec's. The coordinator would give its tasks to the workers beside this one's and leave it half-done when
+/// this run ends; it is cancelled instead. Its finished tasks stay reusable by key, and running its spec
+/// again starts it anew.
 async fn supersede_others(clients: &Clients, id: &str) -> Result<(), CoordError> {
     let mut c = clients.client.clone();
     let list = c
@@ -374,9 +375,10 @@ async fn supersede_others(clients: &Clients, id: &str) -> Result<(), CoordError>
         .await
         .map_err(|s| CoordError::rpc("cancel", s))?;
         tracing::warn!(
-            "cancelled {}: an unfinished experiment of an earlier version of this spec in the run folder \
-             ({} of {} tasks done; finished tasks stay reusable)",
+            "cancelled {} (spec '{}'): an unfinished experiment in the run folder, which would share the \
+             workers ({} of {} tasks done; finished tasks stay reusable; run its spec again to finish it)",
             e.experiment_id,
+            e.name,
             e.tasks_done,
             e.tasks_total
         );
