@@ -4,10 +4,14 @@
 scores averaged over the training seeds, each seed's UF1, the last target epoch's training loss, the prior
 tasks' curves, and a paired bootstrap over the test clips of each setting's UF1 minus that of no prior learning.
 With --control DIR (a run of the same target learning from a control prior, prior_shuffled_six_folds.toml),
-the control's settings are compared with the main run's on the control's test clips. Reads results.json,
-folds.jsonl and priors.jsonl only (no code shared with mer's scoring).
+the control's settings are compared with the main run's on the control's test clips. With several run folders
+(one per generator seed of the same spec, as scripts/realistic_evidence.sh writes them), each is summarised, then
+the settings across them: per seed UF1 and its mean, and a bootstrap of the mean UF1 difference to no prior
+learning that resamples the clips within each seed (seeds are different data sets, so clips never pool across
+them). Reads results.json, folds.jsonl and priors.jsonl only (no code shared with mer's scoring).
     python3 scripts/table7_summary.py runs/table7_six_folds
     python3 scripts/table7_summary.py runs/prior_all_folds --control runs/prior_shuffled_six_folds
+    python3 scripts/table7_summary.py runs/prior_all_folds runs/prior_all_folds-s2 runs/prior_all_folds-s3
 """
 import json, sys, random
 
@@ -115,6 +119,48 @@ def bootstrap(groups, preds, ref_key, title):
     print()
 
 
+def across_seeds(runs):
+    """Settings across generator seeds: each run is one seed's data; a setting's score is the mean over seeds
+    of its pooled UF1, and the bootstrap resamples clips within each seed with one draw per seed per round."""
+    per = []
+    for run in runs:
+        pts, groups, preds, _ = load(run)
+        full = complete(pts, groups)
+        if NO_PRIOR not in full:
+            print(f"{run}: no finished no-prior point, left out of the comparison across seeds\n")
+            continue
+        ids = sorted(set.intersection(*(set(preds[i]) for v in full.values() for i in v)))
+        per.append((run, full, preds, ids))
+    keys = sorted(set.intersection(*(set(f) for _, f, _, _ in per))) if per else []
+    if len(per) < 2 or NO_PRIOR not in keys:
+        print("fewer than two runs with finished points: no comparison across seeds")
+        return
+    rng = random.Random(1)
+    draws = [[[rng.choice(ids) for _ in ids] for _ in range(2000)] for _, _, _, ids in per]
+
+    def score(key, r, sample):
+        _, full, preds, _ = per[r]
+        return sum(uf1([preds[i][c] for c in sample]) for i in full[key]) / len(full[key])
+
+    names = ", ".join(f"{run} ({len(ids)} clips)" for run, _, _, ids in per)
+    print(f"across {len(per)} generator seeds: {names}; UF1 per seed, its mean, and the mean of the per-seed "
+          f"differences to {NO_PRIOR[2]} (95 % interval: 2,000 rounds resampling clips within each seed, seed 1)")
+    print("| setting | UF1 per seed | mean UF1 | mean UF1 - no prior (95 % interval) | seeds above no prior |")
+    print("|---|---|---|---|---|")
+    for key in keys:
+        obs = [score(key, r, per[r][3]) for r in range(len(per))]
+        ref = [score(NO_PRIOR, r, per[r][3]) for r in range(len(per))]
+        cells = f"| {key[2]} | " + ", ".join(f"{x:.4f}" for x in obs) + f" | {mean(obs):.4f} |"
+        if key == NO_PRIOR:
+            print(cells + " | |")
+            continue
+        d = sorted(mean([score(key, r, draws[r][b]) - score(NO_PRIOR, r, draws[r][b]) for r in range(len(per))])
+                   for b in range(2000))
+        above = sum(1 for o, f in zip(obs, ref) if o > f)
+        print(cells + f" {mean(obs) - mean(ref):+.4f} ({d[50]:+.3f} .. {d[1949]:+.3f}) | {above} of {len(per)} |")
+    print()
+
+
 def complete(pts, groups):
     """Only points with every fold (a partial run compares less)."""
     g = {k: [i for i in v if not pts[i]["partial"]] for k, v in groups.items()}
@@ -128,13 +174,26 @@ def main():
         j = args.index("--control")
         control = args[j + 1]
         del args[j:j + 2]
-    run = args[0]
+    if len(args) > 1:
+        if control:
+            sys.exit("--control compares one run folder with its control; give one run folder with it")
+        for run in args:
+            print(f"## {run}\n")
+            single(run, None)
+        across_seeds(args)
+        return
+    single(args[0], control)
+
+
+def single(run, control):
+    """Tables, prior curves and bootstraps of one run folder (and its control)."""
     pts, groups, preds, loss = load(run)
     table(pts, groups, loss)
     priors(run)
     full = complete(pts, groups)
     if NO_PRIOR not in full:
-        sys.exit("no finished no-prior point: no bootstrap")
+        print("no finished no-prior point: no bootstrap\n")
+        return
     bootstrap(full, preds, NO_PRIOR, run)
     if control:
         cpts, cgroups, cpreds, closs = load(control, tag="shuffled-label prior, ")
