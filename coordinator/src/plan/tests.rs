@@ -621,10 +621,11 @@ fn every_example_spec_parses_and_expands() {
     assert_eq!(seen["prior_all_folds"], (68, 3, 68));
     assert_eq!(seen["prior_shuffled_six_folds"], (6, 2, 6));
     assert_eq!(seen["prior_all_folds_default_budget"], (68, 3, 68));
-    // 15 in examples/, 26 in experiments/evidence/ (21 ablations, three of them folding 16 earlier specs
+    assert_eq!(seen["prior_all_folds_112px_adam"], (68, 3, 68));
+    // 15 in examples/, 27 in experiments/evidence/ (21 ablations, three of them folding 16 earlier specs
     // into variants, realistic_cpu's earlier settings, Table 7 on six folds, prior learning over all folds
-    // at two budgets and its control).
-    assert_eq!(seen.len(), 41);
+    // at two budgets and with the recommended configuration, and its control).
+    assert_eq!(seen.len(), 42);
 }
 
 /// The specs of experiments/evidence/ folded into one spec with a `variant` axis: (file, variants), each
