@@ -8,6 +8,7 @@ use mer_coordinator::results::aggregate::aggregate;
 use mer_coordinator::results::writer::write_results;
 use mer_coordinator::spec::load_spec;
 use mer_worker::agent::sim::{read_execution_log, reference_run, write_sim_dataset, SimTrainer};
+use mer_worker::user_method::process::is_running;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -417,17 +418,6 @@ fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
-/// True while `pid` exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| !r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 #[test]
 fn killing_mer_run_takes_its_local_workers_with_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -464,6 +454,6 @@ fn killing_mer_run_takes_its_local_workers_with_it() {
     run.kill().unwrap();
     run.wait().unwrap();
     wait_for("the workers to exit", Duration::from_secs(20), || {
-        workers.iter().all(|&w| !alive(w))
+        workers.iter().all(|&w| !is_running(w))
     });
 }

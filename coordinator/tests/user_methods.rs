@@ -289,7 +289,7 @@ async fn a_cancelled_command_leaves_no_process_behind() {
     let sub = cl.submit(&spec).await;
     cl.add_agents(1, 1, trainer());
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let pid: i32 = loop {
+    let pid: u32 = loop {
         if let Some(e) = std::fs::read_dir(&pids).unwrap().next() {
             let text = std::fs::read_to_string(e.unwrap().path()).unwrap_or_default();
             if let Ok(p) = text.trim().parse() {
@@ -309,13 +309,7 @@ async fn a_cancelled_command_leaves_no_process_behind() {
     .await
     .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'))
-    {
+    while mer_worker::user_method::process::is_running(pid) {
         assert!(
             std::time::Instant::now() < deadline,
             "the command {pid} still runs after the cancel"

@@ -180,6 +180,20 @@ fn spawn_reader(
     });
 }
 
+/// Whether a process with this pid exists and is not a zombie (Linux `/proc`): how a supervisor, or a test,
+/// sees that a killed process or group is really gone. A zombie counts as gone: it runs nothing more and
+/// only waits for its parent to reap it.
+pub fn is_running(pid: u32) -> bool {
+    // /proc/<pid>/stat is "pid (comm) state ppid ..."; comm may hold spaces or ')', so split after the last ')'.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
 /// Runs the command to its end, its time limit or `cancel`, calling `on_progress` for each progress line
 /// (on this thread). An error means it could not be started.
 pub fn run_command(
@@ -348,29 +362,47 @@ mod tests {
         );
     }
 
-    /// Whether a process with this pid is alive (and not a zombie).
-    fn alive(pid: i32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(s) => !s
-                .rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-            Err(_) => false,
-        }
-    }
-
     /// Whether the process is gone within a few seconds. A SIGKILL takes effect when the process next
     /// runs, and its pipes close before the kernel marks it dead, so on a busy machine a process can
     /// still show as running for a moment after the run returned.
-    fn gone_soon(pid: i32) -> bool {
+    fn gone_soon(pid: u32) -> bool {
         let until = Instant::now() + Duration::from_secs(5);
-        while alive(pid) {
+        while is_running(pid) {
             if Instant::now() >= until {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         true
+    }
+
+    /// A live process is running; one that has exited is not, whether a zombie not yet reaped or reaped
+    /// and gone; a pid that names nothing is not.
+    #[test]
+    fn is_running_tells_live_from_exited_and_zombie() {
+        assert!(is_running(std::process::id()));
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(is_running(sleeper.id()));
+        sleeper.kill().unwrap();
+        let zombie = std::process::Command::new("true").spawn().unwrap();
+        let zpid = zombie.id();
+        // Not waited for: once it exits it stays a zombie until reaped.
+        let until = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(format!("/proc/{zpid}/stat"))
+            .is_ok_and(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+        {
+            assert!(Instant::now() < until, "`true` did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!is_running(zpid), "a zombie is not running");
+        let pid = sleeper.id();
+        sleeper.wait().unwrap();
+        assert!(!is_running(pid), "a reaped process is gone");
+        drop(zombie);
+        assert!(!is_running(u32::MAX));
     }
 
     /// A command that sleeps past its timeout, with a grandchild in the background: both are gone when
@@ -393,7 +425,7 @@ mod tests {
         assert!(matches!(out.ended, Ended::TimedOut), "{:?}", out.ended);
         assert!(t0.elapsed() < Duration::from_secs(20));
         let text = std::fs::read_to_string(&pids).unwrap();
-        let pids: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+        let pids: Vec<u32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
         assert_eq!(pids.len(), 2);
         for p in pids {
             assert!(gone_soon(p), "process {p} is still running");
@@ -437,7 +469,7 @@ mod tests {
             &AtomicBool::new(false),
         );
         assert!(matches!(out.ended, Ended::Exited(s) if s.success()));
-        let p: i32 = std::fs::read_to_string(&bg)
+        let p: u32 = std::fs::read_to_string(&bg)
             .unwrap()
             .trim()
             .parse()
