@@ -2,7 +2,8 @@
 """Table 7 of docs/evidence.md from a finished (or partial) run folder of a spec with `prior` and
 `frozen_layers` axes (experiments/evidence/table7_six_folds.toml, prior_all_folds.toml): per setting the pooled
 scores averaged over the training seeds, each seed's UF1, the last target epoch's training loss, the prior
-tasks' curves, and a paired bootstrap over the test clips of each setting's UF1 minus that of no prior learning.
+tasks' curves, a paired bootstrap over the test clips of each setting's UF1 minus that of no prior learning, and
+(one prior per fold) whether folds whose prior fits better gain more.
 With --control DIR (a run of the same target learning from a control prior, prior_shuffled_six_folds.toml),
 the control's settings are compared with the main run's on the control's test clips. With several run folders
 (one per generator seed of the same spec, as scripts/realistic_evidence.sh writes them), each is summarised, then
@@ -161,6 +162,72 @@ def across_seeds(runs):
     print()
 
 
+def fit_against_gain(run, groups):
+    """Diagnostic: do folds whose prior fits held-out pairs better gain more over no prior learning? Per
+    fold, the accuracy on the test subject's clips minus no prior's, against the prior's last-epoch
+    held-out pair accuracy: Spearman's rho and a permutation p (5,000 shuffles of the gains, seed 1). Only
+    for runs with one prior per fold (one training seed)."""
+    pri = {}
+    for line in open(f"{run}/priors.jsonl"):
+        r = json.loads(line)
+        if r["fold"] in pri:
+            print("several priors per fold (training seeds): no fit-against-gain diagnostic\n")
+            return
+        pri[r["fold"]] = r["epochs"][-1]["monitor"]
+    acc = {}
+    for line in open(f"{run}/folds.jsonl"):
+        f = json.loads(line)
+        ps = f["result"]["predictions"]
+        acc[(run, f["sweep_point"]), f["fold"]] = sum(p["label"] == p["pred"] for p in ps) / len(ps)
+
+    def ranks(xs):
+        order = sorted(range(len(xs)), key=lambda i: xs[i])
+        r = [0.0] * len(xs)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    def pearson(a, b):
+        ma, mb = mean(a), mean(b)
+        c = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+        return c / (sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b)) ** 0.5
+
+    ref = groups.get(NO_PRIOR, [])
+    if len(ref) != 1:
+        return
+    print("diagnostic: per-fold gain in accuracy over no prior against the prior's last-epoch held-out pair "
+          "accuracy")
+    for key in sorted(groups):
+        if key == NO_PRIOR or len(groups[key]) != 1:
+            continue
+        folds = [f for f in sorted(pri) if (groups[key][0], f) in acc and (ref[0], f) in acc]
+        if len(folds) < 4:
+            continue
+        gain = [acc[groups[key][0], f] - acc[ref[0], f] for f in folds]
+        fit = ranks([pri[f] for f in folds])
+        rho = pearson(fit, ranks(gain))
+        rng = random.Random(1)
+        shuffled = []
+        for _ in range(5000):
+            g = gain[:]
+            rng.shuffle(g)
+            shuffled.append(pearson(fit, ranks(g)))
+        p = sum(abs(x) >= abs(rho) - 1e-12 for x in shuffled) / len(shuffled)
+        med = sorted(pri[f] for f in folds)[len(folds) // 2]
+        hi = [g for g, f in zip(gain, folds) if pri[f] >= med]
+        lo = [g for g, f in zip(gain, folds) if pri[f] < med]
+        print(f"  {key[2]}: {len(folds)} folds, Spearman rho {rho:+.3f} (permutation p {p:.3f}); mean gain "
+              f"{mean(hi):+.3f} where the prior fits at or above the median ({med:.3f}, {len(hi)} folds), "
+              f"{mean(lo):+.3f} below ({len(lo)} folds)")
+    print()
+
+
 def complete(pts, groups):
     """Only points with every fold (a partial run compares less)."""
     g = {k: [i for i in v if not pts[i]["partial"]] for k, v in groups.items()}
@@ -195,6 +262,7 @@ def single(run, control):
         print("no finished no-prior point: no bootstrap\n")
         return
     bootstrap(full, preds, NO_PRIOR, run)
+    fit_against_gain(run, full)
     if control:
         cpts, cgroups, cpreds, closs = load(control, tag="shuffled-label prior, ")
         print(f"control {control}:")
