@@ -28,23 +28,26 @@ def setting(p, tag=""):
 
 
 def load(run, tag=""):
-    """Sweep points grouped by setting, clip predictions and last-epoch target losses per point."""
+    """Sweep points grouped by setting, clip predictions, last-epoch target losses and per-fold accuracy on
+    the test subject per point."""
     res = json.load(open(f"{run}/results.json"))
     pts = {p["index"]: p for p in res["sweep_points"]}
-    preds, loss = {}, {}
+    preds, loss, acc = {}, {}, {}
     for l in open(f"{run}/folds.jsonl"):
         f = json.loads(l)
         ep = [e for e in f["result"]["epochs"] if e["stage"] == "target"]
         loss.setdefault(f["sweep_point"], []).append(ep[-1]["loss"])
-        for p in f["result"]["predictions"]:
+        ps = f["result"]["predictions"]
+        for p in ps:
             preds.setdefault(f["sweep_point"], {})[p["id"]] = (p["label"], p["pred"])
+        acc[(run, f["sweep_point"]), f["fold"]] = sum(p["label"] == p["pred"] for p in ps) / len(ps)
     groups = {}
     for i, p in pts.items():
         groups.setdefault(setting(p, tag), []).append((run, i))
     pts = {(run, i): p for i, p in pts.items()}
     preds = {(run, i): v for i, v in preds.items()}
     loss = {(run, i): v for i, v in loss.items()}
-    return pts, groups, preds, loss
+    return pts, groups, preds, loss, acc
 
 
 def mean(xs):
@@ -79,8 +82,13 @@ def table(pts, groups, loss):
     print()
 
 
-def priors(run):
-    pri = [json.loads(l) for l in open(f"{run}/priors.jsonl")]
+def read_priors(run):
+    """The prior tasks' records (fold and per-epoch loss and held-out pair accuracy)."""
+    return [json.loads(l) for l in open(f"{run}/priors.jsonl")]
+
+
+def priors(pri):
+    """The prior curves' table."""
     if not pri:
         return
     n = len(pri[0]["epochs"])
@@ -120,16 +128,12 @@ def bootstrap(groups, preds, ref_key, title):
     print()
 
 
-def across_seeds(runs):
-    """Settings across generator seeds: each run is one seed's data; a setting's score is the mean over seeds
-    of its pooled UF1, and the bootstrap resamples clips within each seed with one draw per seed per round."""
+def across_seeds(loaded):
+    """Settings across generator seeds, from (run, finished points by setting, predictions) of each run with
+    a finished no-prior point: each run is one seed's data; a setting's score is the mean over seeds of its
+    pooled UF1, and the bootstrap resamples clips within each seed with one draw per seed per round."""
     per = []
-    for run in runs:
-        pts, groups, preds, _ = load(run)
-        full = complete(pts, groups)
-        if NO_PRIOR not in full:
-            print(f"{run}: no finished no-prior point, left out of the comparison across seeds\n")
-            continue
+    for run, full, preds in loaded:
         ids = sorted(set.intersection(*(set(preds[i]) for v in full.values() for i in v)))
         per.append((run, full, preds, ids))
     keys = sorted(set.intersection(*(set(f) for _, f, _, _ in per))) if per else []
@@ -162,23 +166,16 @@ def across_seeds(runs):
     print()
 
 
-def fit_against_gain(run, groups):
+def fit_against_gain(pri, acc, groups):
     """Diagnostic: do folds whose prior fits held-out pairs better gain more over no prior learning? Per
     fold, the accuracy on the test subject's clips minus no prior's, against the prior's last-epoch
     held-out pair accuracy: Spearman's rho and a permutation p (5,000 shuffles of the gains, seed 1). Only
     for runs with one prior per fold (one training seed)."""
-    pri = {}
-    for line in open(f"{run}/priors.jsonl"):
-        r = json.loads(line)
-        if r["fold"] in pri:
-            print("several priors per fold (training seeds): no fit-against-gain diagnostic\n")
-            return
-        pri[r["fold"]] = r["epochs"][-1]["monitor"]
-    acc = {}
-    for line in open(f"{run}/folds.jsonl"):
-        f = json.loads(line)
-        ps = f["result"]["predictions"]
-        acc[(run, f["sweep_point"]), f["fold"]] = sum(p["label"] == p["pred"] for p in ps) / len(ps)
+    last = {r["fold"]: r["epochs"][-1]["monitor"] for r in pri}
+    if len(last) < len(pri):
+        print("several priors per fold (training seeds): no fit-against-gain diagnostic\n")
+        return
+    pri = last
 
     def ranks(xs):
         order = sorted(range(len(xs)), key=lambda i: xs[i])
@@ -244,30 +241,37 @@ def main():
     if len(args) > 1:
         if control:
             sys.exit("--control compares one run folder with its control; give one run folder with it")
+        loaded = []
         for run in args:
             print(f"## {run}\n")
-            single(run, None)
-        across_seeds(args)
+            one = single(run, None)
+            if one:
+                loaded.append((run, *one))
+            else:
+                print(f"{run}: no finished no-prior point, left out of the comparison across seeds\n")
+        across_seeds(loaded)
         return
     single(args[0], control)
 
 
 def single(run, control):
-    """Tables, prior curves and bootstraps of one run folder (and its control)."""
-    pts, groups, preds, loss = load(run)
+    """Tables, prior curves and bootstraps of one run folder (and its control); its finished points by
+    setting and its predictions, or None without a finished no-prior point."""
+    pts, groups, preds, loss, acc = load(run)
     table(pts, groups, loss)
-    priors(run)
+    pri = read_priors(run)
+    priors(pri)
     full = complete(pts, groups)
     if NO_PRIOR not in full:
         print("no finished no-prior point: no bootstrap\n")
-        return
+        return None
     bootstrap(full, preds, NO_PRIOR, run)
-    fit_against_gain(run, full)
+    fit_against_gain(pri, acc, full)
     if control:
-        cpts, cgroups, cpreds, closs = load(control, tag="shuffled-label prior, ")
+        cpts, cgroups, cpreds, closs, _ = load(control, tag="shuffled-label prior, ")
         print(f"control {control}:")
         table(cpts, cgroups, closs)
-        priors(control)
+        priors(read_priors(control))
         both = {**full, **complete(cpts, cgroups)}
         allp = {**preds, **cpreds}
         bootstrap(both, allp, NO_PRIOR, f"{run} and {control} on the control's clips")
@@ -277,6 +281,7 @@ def single(run, control):
             ck = (2, k[1], f"shuffled-label prior, {k[2]}")
             if ck in both:
                 bootstrap({k: full[k], ck: both[ck]}, allp, k, f"shuffled-label prior against the prior, {k[2]}")
+    return full, preds
 
 
 if __name__ == "__main__":
