@@ -15,6 +15,7 @@ them). Reads results.json, folds.jsonl and priors.jsonl only (no code shared wit
     python3 scripts/table7_summary.py runs/prior_all_folds runs/prior_all_folds-s2 runs/prior_all_folds-s3
 """
 import json, sys, random
+from statistics import median
 
 NO_PRIOR = (1, 0, "no prior (random init)")
 
@@ -103,7 +104,7 @@ def priors(pri):
     last = sorted(r["epochs"][-1]["monitor"] for r in pri)
     lo = sorted(r["epochs"][-1]["loss"] for r in pri)
     print(f"\n{len(pri)} priors; last epoch: held-out pair acc. {last[0]:.3f} .. {last[-1]:.3f} (median "
-          f"{last[len(last) // 2]:.3f}), loss {lo[0]:.3f} .. {lo[-1]:.3f}\n")
+          f"{median(last):.3f}), loss {lo[0]:.3f} .. {lo[-1]:.3f}\n")
 
 
 def bootstrap(groups, preds, ref_key, title):
@@ -216,7 +217,7 @@ def fit_against_gain(pri, acc, groups):
             rng.shuffle(g)
             shuffled.append(pearson(fit, ranks(g)))
         p = sum(abs(x) >= abs(rho) - 1e-12 for x in shuffled) / len(shuffled)
-        med = sorted(pri[f] for f in folds)[len(folds) // 2]
+        med = median(pri[f] for f in folds)
         hi = [g for g, f in zip(gain, folds) if pri[f] >= med]
         lo = [g for g, f in zip(gain, folds) if pri[f] < med]
         print(f"  {key[2]}: {len(folds)} folds, Spearman rho {rho:+.3f} (permutation p {p:.3f}); mean gain "
