@@ -33,13 +33,23 @@ for rung in "${rungs[@]}"; do
 done
 python3 - "${rungs[@]}" <<'PY'
 import json, sys, glob, os
-print(f"{'rung':<20} {'fold':<14} {'epochs':>6} {'loss first':>10} {'loss last':>9} {'held-out':>8} {'unseen':>7} {'best unseen*':>12}")
+# Unseen-subject pairs per fold: the artifact does not store the count, so it is read off the accuracies
+# (the smallest count that makes every epoch's accuracy a whole number of pairs).
+def pairs(acc):
+    return next((n for n in range(1, 100000) if all(abs(a * n - round(a * n)) < 1e-6 for a in acc)), None)
+print(f"{'rung':<20} {'fold':<14} {'epochs':>6} {'loss first':>10} {'loss last':>9} {'held-out first':>14} "
+      f"{'held-out':>8} {'unseen first':>12} {'unseen 2nd half':>15} {'unseen':>7} {'pairs':>6} {'best unseen*':>12}")
 for rung in sys.argv[1:]:
     for f in sorted(glob.glob(f"runs/prior_ladder/{rung}/*.json")):
         r = json.load(open(f))
         pe = [e for e in r["epochs"] if e["stage"] == "prior"]
         un = [e.get("unseen") for e in pe if e.get("unseen") is not None]
+        half = un[len(un) // 2:]
+        nan = float("nan")
         print(f"{rung:<20} {os.path.basename(f)[:-5]:<14} {len(pe):>6} {pe[0]['loss']:>10.3f} {pe[-1]['loss']:>9.3f} "
-              f"{pe[-1]['monitor']:>8.3f} {pe[-1].get('unseen') or float('nan'):>7.3f} {max(un) if un else float('nan'):>12.3f}")
+              f"{pe[0]['monitor']:>14.3f} {pe[-1]['monitor']:>8.3f} {un[0] if un else nan:>12.3f} "
+              f"{sum(half) / len(half) if half else nan:>15.3f} {pe[-1].get('unseen') or nan:>7.3f} "
+              f"{pairs(un) if un else '':>6} {max(un) if un else nan:>12.3f}")
+print("unseen 2nd half: mean over the second half of the epochs (11-20 of 20)")
 print("* best over epochs: a diagnostic only (choosing an epoch this way would select on those pairs)")
 PY

@@ -12,7 +12,7 @@ learning that resamples the clips within each seed (seeds are different data set
 them). Reads results.json, folds.jsonl and priors.jsonl only (no code shared with mer's scoring).
     python3 scripts/table7_summary.py runs/table7_six_folds
     python3 scripts/table7_summary.py runs/prior_all_folds --control runs/prior_shuffled_six_folds
-    python3 scripts/table7_summary.py runs/prior_all_folds runs/prior_all_folds-s2 runs/prior_all_folds-s3
+    python3 scripts/table7_summary.py runs/prior_all_folds-s1 runs/prior_all_folds-s2 runs/prior_all_folds-s3
 """
 import json, sys, random
 from statistics import median
